@@ -1,0 +1,217 @@
+/**
+ * A Hugging Face `config.json` for a Llama-family decoder, read into one typed config.
+ *
+ * The families differ in a handful of switches (biases, tied embeddings, defaults); everything
+ * else about the maths is shared, so one `ModelConfig` describes them all. Anything we cannot
+ * run exactly (an unknown architecture, an unsupported rope scaling) is refused here, with the
+ * offending field, rather than producing wrong numbers later.
+ */
+import { z } from "zod";
+
+/** The decoder families this engine runs, as named by `config.json`'s `architectures`. */
+export const SUPPORTED_ARCHITECTURES = [
+  "LlamaForCausalLM",
+  "MistralForCausalLM",
+  "Qwen2ForCausalLM",
+] as const;
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+
+/** Rope frequency scaling of Llama 3 (`rope_type: "llama3"`), which changes every frequency. */
+export interface Llama3RopeScaling {
+  type: "llama3";
+  factor: number;
+  lowFrequencyFactor: number;
+  highFrequencyFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+/** Everything the graph, the reference forward and the trainer need to know about a model. */
+export interface ModelConfig {
+  architecture: Architecture;
+  vocabSize: number;
+  hiddenSize: number; // width of the residual stream
+  intermediateSize: number; // width of the SwiGLU hidden layer
+  numLayers: number;
+  numHeads: number; // query heads
+  numKvHeads: number; // key/value heads (grouped-query attention when fewer than numHeads)
+  headDim: number; // may differ from hiddenSize / numHeads when config.json says so
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: Llama3RopeScaling | null;
+  maxPositionEmbeddings: number; // the context limit a prompt plus its completion must fit
+  tieWordEmbeddings: boolean; // lm_head reuses embed_tokens (a stored lm_head is ignored)
+  qkvBias: boolean; // q/k/v projections carry a bias (Qwen2; Llama with attention_bias)
+  oBias: boolean; // o_proj carries a bias (Llama with attention_bias only)
+  mlpBias: boolean; // gate/up/down carry a bias (Llama with mlp_bias)
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+}
+
+const positiveInt = z.number().int().positive();
+const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]);
+
+const ropeScalingSchema = z
+  .object({
+    rope_type: z.string().optional(),
+    type: z.string().optional(),
+    factor: z.number().positive().optional(),
+    low_freq_factor: z.number().positive().optional(),
+    high_freq_factor: z.number().positive().optional(),
+    original_max_position_embeddings: positiveInt.optional(),
+    rope_theta: z.number().positive().optional(),
+  })
+  .passthrough();
+
+const rawConfigSchema = z
+  .object({
+    architectures: z.array(z.string()).min(1).optional(),
+    model_type: z.string().optional(),
+    vocab_size: positiveInt,
+    hidden_size: positiveInt,
+    intermediate_size: positiveInt,
+    num_hidden_layers: positiveInt,
+    num_attention_heads: positiveInt,
+    num_key_value_heads: positiveInt.nullable().optional(),
+    head_dim: positiveInt.nullable().optional(),
+    rms_norm_eps: z.number().positive().optional(),
+    rope_theta: z.number().positive().optional(),
+    rope_scaling: ropeScalingSchema.nullable().optional(),
+    rope_parameters: ropeScalingSchema.nullable().optional(),
+    max_position_embeddings: positiveInt.optional(),
+    tie_word_embeddings: z.boolean().optional(),
+    attention_bias: z.boolean().optional(),
+    mlp_bias: z.boolean().optional(),
+    hidden_act: z.string().optional(),
+    bos_token_id: z.number().int().nonnegative().nullable().optional(),
+    eos_token_id: tokenIds.nullable().optional(),
+    use_sliding_window: z.boolean().optional(),
+    sliding_window: z.number().int().nullable().optional(),
+  })
+  .passthrough();
+
+const MODEL_TYPE_TO_ARCHITECTURE: Record<string, Architecture> = {
+  llama: "LlamaForCausalLM",
+  mistral: "MistralForCausalLM",
+  qwen2: "Qwen2ForCausalLM",
+};
+
+const ABSENT_KV_HEADS_DEFAULT: Partial<Record<Architecture, number>> = {
+  MistralForCausalLM: 8,
+  Qwen2ForCausalLM: 32,
+};
+
+/** Raised for a config.json we cannot run exactly; names the field and the value. */
+export class ModelConfigError extends Error {
+  constructor(message: string) {
+    super(`config.json: ${message}`);
+    this.name = "ModelConfigError";
+  }
+}
+
+/** Parses a `config.json` object into a `ModelConfig`, refusing anything we would get wrong. */
+export function parseModelConfig(raw: unknown): ModelConfig {
+  const parsed = rawConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ModelConfigError(`${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  }
+  const c = parsed.data;
+  const architecture = resolveArchitecture(c.architectures, c.model_type);
+
+  if (c.hidden_act !== undefined && c.hidden_act !== "silu") {
+    throw new ModelConfigError(`hidden_act "${c.hidden_act}" is not supported (only "silu")`);
+  }
+  if (architecture === "MistralForCausalLM" || architecture === "Qwen2ForCausalLM") {
+    // A sliding window only changes results past its length; refuse configs where it would.
+    const window = c.sliding_window ?? null;
+    const maxPositions = c.max_position_embeddings ?? 2048;
+    const windowed = architecture === "MistralForCausalLM" ? window !== null : c.use_sliding_window === true;
+    if (windowed && window !== null && window < maxPositions) {
+      throw new ModelConfigError(
+        `sliding_window ${window} below max_position_embeddings ${maxPositions} is not supported`,
+      );
+    }
+  }
+
+  const numHeads = c.num_attention_heads;
+  // transformers' config classes: an absent num_key_value_heads takes the class default
+  // (Llama: num_attention_heads, Mistral: 8, Qwen2: 32); an explicit null means multi-head.
+  const numKvHeads =
+    c.num_key_value_heads === undefined ? ABSENT_KV_HEADS_DEFAULT[architecture] ?? numHeads : c.num_key_value_heads ?? numHeads;
+  if (numHeads % numKvHeads !== 0) {
+    throw new ModelConfigError(
+      `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
+    );
+  }
+  const headDim = c.head_dim ?? c.hidden_size / numHeads;
+  if (!Number.isInteger(headDim)) {
+    throw new ModelConfigError(
+      `hidden_size ${c.hidden_size} is not divisible by num_attention_heads ${numHeads} and head_dim is missing`,
+    );
+  }
+  if (headDim % 2 !== 0) throw new ModelConfigError(`head_dim ${headDim} must be even for rotary embeddings`);
+
+  // transformers 5 writes `rope_parameters` (with rope_theta inside); 4 wrote rope_theta/rope_scaling.
+  const ropeBlock = c.rope_parameters ?? c.rope_scaling ?? null;
+  const ropeTheta = c.rope_parameters?.rope_theta ?? c.rope_theta ?? 10000;
+  const ropeScaling = parseRopeScaling(ropeBlock);
+
+  const eos = c.eos_token_id;
+  return {
+    architecture,
+    vocabSize: c.vocab_size,
+    hiddenSize: c.hidden_size,
+    intermediateSize: c.intermediate_size,
+    numLayers: c.num_hidden_layers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    rmsNormEps: c.rms_norm_eps ?? 1e-6,
+    ropeTheta,
+    ropeScaling,
+    maxPositionEmbeddings: c.max_position_embeddings ?? 2048,
+    tieWordEmbeddings: c.tie_word_embeddings ?? false,
+    qkvBias: architecture === "Qwen2ForCausalLM" ? true : c.attention_bias === true && architecture === "LlamaForCausalLM",
+    oBias: architecture === "LlamaForCausalLM" && c.attention_bias === true,
+    mlpBias: architecture === "LlamaForCausalLM" && c.mlp_bias === true,
+    bosTokenId: c.bos_token_id ?? null,
+    eosTokenIds: eos === null || eos === undefined ? [] : Array.isArray(eos) ? eos : [eos],
+  };
+}
+
+function resolveArchitecture(architectures: string[] | undefined, modelType: string | undefined): Architecture {
+  if (architectures !== undefined) {
+    const name = architectures[0];
+    if ((SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) return name as Architecture;
+    throw new ModelConfigError(
+      `architectures[0] "${name}" is not supported (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`,
+    );
+  }
+  if (modelType !== undefined && modelType in MODEL_TYPE_TO_ARCHITECTURE) return MODEL_TYPE_TO_ARCHITECTURE[modelType];
+  throw new ModelConfigError(`model_type "${modelType ?? "(missing)"}" is not supported and architectures is missing`);
+}
+
+function parseRopeScaling(block: z.infer<typeof ropeScalingSchema> | null): Llama3RopeScaling | null {
+  if (block === null) return null;
+  const kind = block.rope_type ?? block.type ?? "default";
+  if (kind === "default") return null;
+  if (kind !== "llama3") {
+    throw new ModelConfigError(`rope scaling type "${kind}" is not supported (supported: default, llama3)`);
+  }
+  const { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } = block;
+  if (factor === undefined || low_freq_factor === undefined || high_freq_factor === undefined || original_max_position_embeddings === undefined) {
+    throw new ModelConfigError(
+      "rope scaling llama3 needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings",
+    );
+  }
+  if (high_freq_factor <= low_freq_factor) {
+    throw new ModelConfigError(`rope scaling high_freq_factor ${high_freq_factor} must exceed low_freq_factor ${low_freq_factor}`);
+  }
+  return {
+    type: "llama3",
+    factor,
+    lowFrequencyFactor: low_freq_factor,
+    highFrequencyFactor: high_freq_factor,
+    originalMaxPositionEmbeddings: original_max_position_embeddings,
+  };
+}

@@ -1,0 +1,265 @@
+/**
+ * The Llama-family decoder as one ONNX graph, for prefill and decode alike.
+ *
+ * One session serves every batch size, prompt length and cache length (the dims are symbolic),
+ * so the weights live in memory once. Each run takes `tokens` new tokens per row and the rows'
+ * cached keys/values from earlier runs (`past` slots, possibly 0), and returns the new tokens'
+ * keys/values for the host to append. The past cache is only read, never concatenated, so a
+ * decode step does not copy the cache: attention scores against past and new keys are computed
+ * separately and joined before the softmax.
+ *
+ * The residual stream is kept 2-D, [batch·tokens, hidden], so every linear layer is a single
+ * Gemm on the weight as PyTorch stores it ([out, in], transB=1).
+ */
+import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
+import {
+  binary,
+  concat,
+  gather,
+  gemmTransB,
+  matMul,
+  reduceMean,
+  reshape,
+  shapeOf,
+  slice,
+  softmax,
+  splitHalves,
+  tile,
+  transpose,
+  unary,
+  unsqueeze,
+  cast,
+} from "../graph/ops.ts";
+import type { ModelConfig } from "./config.ts";
+import { inverseFrequencies } from "./rope.ts";
+import { hasBias, lmHeadName, linearName, linearShape, validateWeights, weight, type LinearModule, type WeightMap } from "./weights.ts";
+
+/** Names of the graph's inputs and outputs: the contract with the session wrapper. */
+export const LLAMA_IO = {
+  inputIds: "input_ids", // int64 [batch, tokens]
+  positionIds: "position_ids", // int64 [batch, tokens]
+  attentionBias: "attention_bias", // float [batch, tokens, context]: 0 where allowed, MASK_VALUE elsewhere
+  logitsRows: "logits_rows", // int64 [rows]: flat indices into batch·tokens whose logits are wanted
+  pastKey: (layer: number) => `past.${layer}.key_t`, // float [batch, kv_heads, head_dim, past]
+  pastValue: (layer: number) => `past.${layer}.value`, // float [batch, kv_heads, past, head_dim]
+  logits: "logits", // float [rows, vocab]
+  presentKey: (layer: number) => `present.${layer}.key_t`, // float [batch, kv_heads, head_dim, tokens]
+  presentValue: (layer: number) => `present.${layer}.value`, // float [batch, kv_heads, tokens, head_dim]
+} as const;
+
+/** Additive bias for a masked attention position: finite, so a fully masked row gives no NaN. */
+export const MASK_VALUE = -1e30;
+
+export interface LlamaGraphOptions {
+  dtype?: "float32" | "float64";
+}
+
+interface DecoderContext {
+  g: GraphBuilder;
+  config: ModelConfig;
+  weights: WeightMap;
+  dtype: DataType;
+  qShape: Value; // runtime [batch, tokens, heads, head_dim]
+  kvShape: Value; // runtime [batch, tokens, kv_heads, head_dim]
+  pastLength: Value; // runtime [past]
+  cosQ: Value; // [batch, tokens, 1, head_dim], pre-multiplied by head_dim^-0.5
+  sinQ: Value; // same, with the rotate_half sign folded in
+  cosK: Value;
+  sinK: Value;
+  bias: Value; // [batch, 1, groups·tokens, context]
+}
+
+/** Builds the whole decoder graph from a config and validated weights. */
+export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options: LlamaGraphOptions = {}): GraphBuilder {
+  validateWeights(config, weights);
+  const dtype: DataType = options.dtype ?? "float32";
+  const g = new GraphBuilder(`llama-${config.numLayers}x${config.hiddenSize}`);
+  const { numKvHeads, headDim } = config;
+
+  const inputIds = g.input(LLAMA_IO.inputIds, "int64", ["batch", "tokens"]);
+  const positionIds = g.input(LLAMA_IO.positionIds, "int64", ["batch", "tokens"]);
+  const attentionBias = g.input(LLAMA_IO.attentionBias, dtype, ["batch", "tokens", "context"]);
+  const logitsRows = g.input(LLAMA_IO.logitsRows, "int64", ["rows"]);
+  const pastKeys: Value[] = [];
+  const pastValues: Value[] = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    pastKeys.push(g.input(LLAMA_IO.pastKey(layer), dtype, ["batch", numKvHeads, headDim, "past"]));
+    pastValues.push(g.input(LLAMA_IO.pastValue(layer), dtype, ["batch", numKvHeads, "past", headDim]));
+  }
+
+  const ctx = buildContext(g, config, weights, dtype, inputIds, positionIds, attentionBias, pastValues[0]);
+
+  // [batch, tokens] → [batch, tokens, hidden] → [batch·tokens, hidden]
+  const embedded = gather(g, "/model/embed_tokens/Gather", initializer(ctx, "model.embed_tokens.weight"), inputIds);
+  let hidden = reshape(g, "/model/embed_tokens/Reshape", embedded, [-1, config.hiddenSize], {
+    outShape: ["batch_tokens", config.hiddenSize],
+  });
+
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const prefix = `/model/layers.${layer}`;
+    const normed = rmsNorm(ctx, `${prefix}/input_layernorm`, hidden, `model.layers.${layer}.input_layernorm.weight`);
+    const attention = buildAttention(ctx, layer, normed, pastKeys[layer], pastValues[layer]);
+    hidden = binary(g, "Add", `${prefix}/attn/residual/Add`, hidden, attention);
+    const normed2 = rmsNorm(ctx, `${prefix}/post_attention_layernorm`, hidden, `model.layers.${layer}.post_attention_layernorm.weight`);
+    hidden = binary(g, "Add", `${prefix}/mlp/residual/Add`, hidden, buildMlp(ctx, layer, normed2));
+  }
+
+  const finalNorm = rmsNorm(ctx, "/model/norm", hidden, "model.norm.weight");
+  // Only the requested rows reach the vocabulary projection: [rows, hidden] → [rows, vocab]
+  const selected = gather(g, "/model/logits_rows/Gather", finalNorm, logitsRows);
+  const logits = gemmTransB(g, "/lm_head/Gemm", selected, initializer(ctx, lmHeadName(config)));
+  g.output(logits, LLAMA_IO.logits);
+  return g;
+}
+
+/**
+ * Shapes, rotary tables and the attention bias, computed once and shared by every layer.
+ *
+ *   position_ids ─Cast─Unsqueeze─Mul(inv_freq)─┬─Cos─Concat(c, c)──────────── cos [b, t, 1, d]
+ *                                              └─Sin─Concat(−s, s)─────────── sin [b, t, 1, d]
+ */
+function buildContext(
+  g: GraphBuilder,
+  config: ModelConfig,
+  weights: WeightMap,
+  dtype: DataType,
+  inputIds: Value,
+  positionIds: Value,
+  attentionBias: Value,
+  firstPastValue: Value,
+): DecoderContext {
+  const { numHeads, numKvHeads, headDim } = config;
+  const batchTokens = shapeOf(g, "/model/shapes/input_ids/Shape", inputIds); // [batch, tokens]
+  const qShape = concat(g, "/model/shapes/q/Concat", [batchTokens, g.constInt64([numHeads, headDim])], 0);
+  const kvShape = concat(g, "/model/shapes/kv/Concat", [batchTokens, g.constInt64([numKvHeads, headDim])], 0);
+  const pastShape = shapeOf(g, "/model/shapes/past/Shape", firstPastValue);
+  const pastLength = slice(g, "/model/shapes/past/Slice", pastShape, 0, 2, 3);
+
+  const invFreq = g.initializer("/model/rotary/inv_freq", dtype, [headDim / 2], toDtype(Float32Array.from(inverseFrequencies(config)), dtype));
+  const positions = unsqueeze(g, "/model/rotary/Unsqueeze", cast(g, "/model/rotary/Cast", positionIds, dtype), [-1]);
+  const angles = binary(g, "Mul", "/model/rotary/Mul", positions, invFreq); // [batch, tokens, head_dim/2]
+  const cosHalf = unary(g, "Cos", "/model/rotary/Cos", angles);
+  const sinHalf = unary(g, "Sin", "/model/rotary/Sin", angles);
+  const cos = unsqueeze(g, "/model/rotary/cos/Unsqueeze", concat(g, "/model/rotary/cos/Concat", [cosHalf, cosHalf], -1), [2]);
+  const negSin = unary(g, "Neg", "/model/rotary/sin/Neg", sinHalf);
+  // rotate_half(x) = concat(−x₂, x₁); we rotate by swapping halves, so the sign moves onto sin.
+  const sin = unsqueeze(g, "/model/rotary/sin/Unsqueeze", concat(g, "/model/rotary/sin/Concat", [negSin, sinHalf], -1), [2]);
+  // head_dim^-0.5 folded into the query's tables saves a multiply per layer.
+  const scale = g.constFloat(1 / Math.sqrt(headDim), dtype as "float32" | "float64");
+  const cosQ = binary(g, "Mul", "/model/rotary/cos_q/Mul", cos, scale);
+  const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
+
+  // Queries are grouped per KV head as [groups·tokens], so the bias repeats once per group.
+  const groups = numHeads / numKvHeads;
+  const bias4d = unsqueeze(g, "/model/attention_bias/Unsqueeze", attentionBias, [1]); // [batch, 1, tokens, context]
+  const bias = groups === 1 ? bias4d : tile(g, "/model/attention_bias/Tile", bias4d, [1, 1, groups, 1], ["batch", 1, "group_tokens", "context"]);
+  return { g, config, weights, dtype, qShape, kvShape, pastLength, cosQ, sinQ, cosK: cos, sinK: sin, bias };
+}
+
+/**
+ * Grouped-query attention for one layer, against the cached past and the new tokens.
+ *
+ *   x ─q_proj─Reshape─rope─Transpose─Reshape ─────────── q [b, kv, g·t, d]
+ *   x ─k_proj─Reshape─rope─Transpose(0,2,3,1) ─────────── kᵀ [b, kv, d, t] ──▶ present key
+ *   x ─v_proj─Reshape─Transpose ───────────────────────── v [b, kv, t, d]  ──▶ present value
+ *   scores = Concat(q·pastKᵀ, q·kᵀ) + bias ─Softmax─┬─Slice[:past]─MatMul(pastV)─┐
+ *                                                   └─Slice[past:]─MatMul(v)─────Add─Reshape─Transpose─o_proj
+ */
+function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: Value, pastValue: Value): Value {
+  const { g, config } = ctx;
+  const { numHeads, numKvHeads, headDim } = config;
+  const p = `/model/layers.${layer}/attn`;
+  const groupTokens = numHeads === numKvHeads ? "tokens" : "group_tokens";
+
+  const q2d = linear(ctx, layer, "q_proj", x, `${p}/q_proj`); // [batch·tokens, heads·head_dim]
+  const k2d = linear(ctx, layer, "k_proj", x, `${p}/k_proj`);
+  const v2d = linear(ctx, layer, "v_proj", x, `${p}/v_proj`);
+  const q4 = reshape(g, `${p}/q/Reshape`, q2d, ["batch", "tokens", numHeads, headDim], { shapeInput: ctx.qShape });
+  const k4 = reshape(g, `${p}/k/Reshape`, k2d, ["batch", "tokens", numKvHeads, headDim], { shapeInput: ctx.kvShape });
+  const v4 = reshape(g, `${p}/v/Reshape`, v2d, ["batch", "tokens", numKvHeads, headDim], { shapeInput: ctx.kvShape });
+
+  const qRot = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ); // [batch, tokens, heads, head_dim]
+  const kRot = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
+  const qHeads = transpose(g, `${p}/q/Transpose`, qRot, [0, 2, 1, 3]); // [batch, heads, tokens, head_dim]
+  const q = reshape(g, `${p}/q/group/Reshape`, qHeads, [0, numKvHeads, -1, headDim], {
+    outShape: ["batch", numKvHeads, groupTokens, headDim],
+  });
+  const keyT = transpose(g, `${p}/k/Transpose`, kRot, [0, 2, 3, 1]); // [batch, kv_heads, head_dim, tokens]
+  const value = transpose(g, `${p}/v/Transpose`, v4, [0, 2, 1, 3]); // [batch, kv_heads, tokens, head_dim]
+  g.output(keyT, LLAMA_IO.presentKey(layer));
+  g.output(value, LLAMA_IO.presentValue(layer));
+
+  const pastScores = matMul(g, `${p}/scores_past/MatMul`, q, pastKey); // [batch, kv, g·t, past]
+  const newScores = matMul(g, `${p}/scores_new/MatMul`, q, keyT); // [batch, kv, g·t, tokens]
+  const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], -1, "context");
+  const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, ctx.bias), -1);
+  const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 3, 0, ctx.pastLength, "past");
+  const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 3, ctx.pastLength, Number.MAX_SAFE_INTEGER, "tokens");
+  const mixed = binary(
+    g,
+    "Add",
+    `${p}/context/Add`,
+    matMul(g, `${p}/context_past/MatMul`, pastProbs, pastValue),
+    matMul(g, `${p}/context_new/MatMul`, newProbs, value),
+  ); // [batch, kv_heads, g·t, head_dim]
+  const heads = reshape(g, `${p}/context/Reshape`, mixed, [0, numHeads, -1, headDim], {
+    outShape: ["batch", numHeads, "tokens", headDim],
+  });
+  const tokensFirst = transpose(g, `${p}/context/Transpose`, heads, [0, 2, 1, 3]); // [batch, tokens, heads, head_dim]
+  const flat = reshape(g, `${p}/context/flat/Reshape`, tokensFirst, [-1, numHeads * headDim], {
+    outShape: ["batch_tokens", numHeads * headDim],
+  });
+  return linear(ctx, layer, "o_proj", flat, `${p}/o_proj`);
+}
+
+/** SwiGLU: down(silu(gate(x)) · up(x)). */
+function buildMlp(ctx: DecoderContext, layer: number, x: Value): Value {
+  const { g } = ctx;
+  const p = `/model/layers.${layer}/mlp`;
+  const gate = linear(ctx, layer, "gate_proj", x, `${p}/gate_proj`);
+  const up = linear(ctx, layer, "up_proj", x, `${p}/up_proj`);
+  const silu = binary(g, "Mul", `${p}/act_fn/Mul`, gate, unary(g, "Sigmoid", `${p}/act_fn/Sigmoid`, gate));
+  const product = binary(g, "Mul", `${p}/Mul`, silu, up);
+  return linear(ctx, layer, "down_proj", product, `${p}/down_proj`);
+}
+
+/** x·(cos) + swap_halves(x)·(sin), the rotate_half form of RoPE. */
+function rotate(ctx: DecoderContext, name: string, x: Value, cos: Value, sin: Value): Value {
+  const { g } = ctx;
+  const [first, second] = splitHalves(g, `${name}/Split`, x, -1);
+  const swapped = concat(g, `${name}/Concat`, [second, first], -1);
+  return binary(g, "Add", `${name}/Add`, binary(g, "Mul", `${name}/cos/Mul`, x, cos), binary(g, "Mul", `${name}/sin/Mul`, swapped, sin));
+}
+
+/** RMSNorm in the model's dtype: x · rsqrt(mean(x²) + eps) · weight. */
+function rmsNorm(ctx: DecoderContext, name: string, x: Value, weightName: string): Value {
+  const { g, config } = ctx;
+  const squared = binary(g, "Mul", `${name}/Mul`, x, x);
+  const mean = reduceMean(g, `${name}/ReduceMean`, squared, [-1]);
+  const eps = g.constFloat(config.rmsNormEps, ctx.dtype as "float32" | "float64");
+  const inverseRms = unary(g, "Reciprocal", `${name}/Reciprocal`, unary(g, "Sqrt", `${name}/Sqrt`, binary(g, "Add", `${name}/Add`, mean, eps)));
+  const normalised = binary(g, "Mul", `${name}/normalise/Mul`, x, inverseRms);
+  return binary(g, "Mul", `${name}/weight/Mul`, normalised, initializer(ctx, weightName));
+}
+
+/** One nn.Linear on the 2-D residual stream: Gemm(x, W, transB=1) (+ bias). */
+function linear(ctx: DecoderContext, layer: number, module: LinearModule, x: Value, name: string): Value {
+  const w = initializer(ctx, linearName(layer, module));
+  const [out] = linearShape(ctx.config, module);
+  const bias = hasBias(ctx.config, module) ? initializer(ctx, linearName(layer, module, "bias")) : null;
+  const y = gemmTransB(ctx.g, `${name}/Gemm`, x, w, bias);
+  if (y.shape[1] !== out) throw new Error(`${name}: output width ${y.shape[1]} differs from ${out}`);
+  return y;
+}
+
+/** A checkpoint tensor as an initializer of the graph (once, under its Hugging Face name). */
+function initializer(ctx: DecoderContext, name: string): Value {
+  const existing = ctx.g.values.get(name);
+  if (existing !== undefined) return existing;
+  const tensor = weight(ctx.weights, name);
+  return ctx.g.initializer(name, ctx.dtype, tensor.shape, toDtype(tensor.data, ctx.dtype));
+}
+
+function toDtype(data: Float32Array, dtype: DataType): Float32Array | Float64Array {
+  return dtype === "float64" ? Float64Array.from(data) : data;
+}

@@ -1,0 +1,146 @@
+/**
+ * The one module that imports onnxruntime-node (as transformers.js keeps its runtime behind one
+ * door). It checks every feed's name, dtype and shape against the graph's declared inputs
+ * before a run, binds symbolic dimensions consistently, and turns a failed run into an error
+ * that says which inputs it was given.
+ */
+import * as ort from "onnxruntime-node";
+import type { DataType, Dim, TypedData, Value } from "../graph/builder.ts";
+
+/** Where a session's kernels run. cuda and webgpu need a host where those providers are installed. */
+export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
+
+export interface OnnxSessionOptions {
+  executionProvider?: ExecutionProvider;
+  intraOpThreads?: number; // 0 or absent: onnxruntime's default (one per core)
+  optimizationLevel?: "disabled" | "basic" | "extended" | "all";
+  allowSpinning?: boolean; // false when several sessions alternate on the same cores
+}
+
+/** A tensor on the host, typed as the graph declares it. */
+export interface HostTensor {
+  dtype: DataType;
+  shape: number[];
+  data: TypedData;
+}
+
+/** The declared inputs and outputs of a graph, as the builder recorded them. */
+export interface GraphSignature {
+  inputs: Value[];
+  outputs: Value[];
+}
+
+const ORT_TYPE: Record<DataType, ort.Tensor.Type> = {
+  float32: "float32",
+  float64: "float64",
+  int64: "int64",
+  int32: "int32",
+  bool: "bool",
+};
+
+let sessionsCreated = 0;
+
+/** How many sessions this process has created (tests assert that adapter switches create none). */
+export function sessionCreationCount(): number {
+  return sessionsCreated;
+}
+
+/** Execution providers this onnxruntime-node build reports. */
+export function supportedExecutionProviders(): string[] {
+  return ort.listSupportedBackends().map((b) => b.name);
+}
+
+/** An inference session over one graph, with checked feeds. */
+export class OnnxSession {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly signature: GraphSignature,
+  ) {}
+
+  /** Creates a session from serialised model bytes or a path to an .onnx file. */
+  static async create(model: Uint8Array | string, signature: GraphSignature, options: OnnxSessionOptions = {}): Promise<OnnxSession> {
+    const provider = options.executionProvider ?? "cpu";
+    const available = supportedExecutionProviders();
+    if (!available.includes(provider)) {
+      throw new Error(`execution provider "${provider}" is not available in this onnxruntime-node build (available: ${available.join(", ")})`);
+    }
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: [provider],
+      graphOptimizationLevel: options.optimizationLevel ?? "all",
+      intraOpNumThreads: options.intraOpThreads ?? 0,
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      extra: { session: { intra_op: { allow_spinning: options.allowSpinning === false ? "0" : "1" } } },
+    };
+    let session: ort.InferenceSession;
+    try {
+      session = typeof model === "string" ? await ort.InferenceSession.create(model, sessionOptions) : await ort.InferenceSession.create(model, sessionOptions);
+    } catch (error) {
+      throw new Error(`onnxruntime could not load the model: ${(error as Error).message}`);
+    }
+    sessionsCreated++;
+    return new OnnxSession(session, signature);
+  }
+
+  /** Runs the graph; returns the requested outputs (all by default) as host tensors. */
+  async run(feeds: Record<string, HostTensor>, outputNames?: string[]): Promise<Record<string, HostTensor>> {
+    this.checkFeeds(feeds);
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, tensor] of Object.entries(feeds)) {
+      ortFeeds[name] = new ort.Tensor(ORT_TYPE[tensor.dtype], tensor.data as ort.Tensor.DataType, tensor.shape);
+    }
+    const wanted = outputNames ?? this.signature.outputs.map((o) => o.name);
+    for (const name of wanted) {
+      if (!this.signature.outputs.some((o) => o.name === name)) throw new Error(`the graph has no output "${name}"`);
+    }
+    let results: ort.InferenceSession.OnnxValueMapType;
+    try {
+      results = await this.session.run(ortFeeds, wanted);
+    } catch (error) {
+      const described = Object.entries(feeds).map(([n, t]) => `${n}:${t.dtype}[${t.shape.join(",")}]`).join(" ");
+      throw new Error(`onnxruntime run failed: ${(error as Error).message} (inputs ${described})`);
+    }
+    const out: Record<string, HostTensor> = {};
+    for (const name of wanted) {
+      const value = results[name] as ort.Tensor;
+      out[name] = { dtype: value.type as DataType, shape: [...value.dims], data: value.data as TypedData };
+    }
+    return out;
+  }
+
+  /** Releases the native session. */
+  async dispose(): Promise<void> {
+    await this.session.release();
+  }
+
+  private checkFeeds(feeds: Record<string, HostTensor>): void {
+    const bound = new Map<string, number>();
+    const expected = new Map(this.signature.inputs.map((v) => [v.name, v]));
+    for (const name of Object.keys(feeds)) {
+      if (!expected.has(name)) throw new Error(`unexpected input "${name}" (the graph takes ${[...expected.keys()].slice(0, 8).join(", ")}…)`);
+    }
+    for (const input of this.signature.inputs) {
+      const feed = feeds[input.name];
+      if (feed === undefined) throw new Error(`missing input "${input.name}"`);
+      if (feed.dtype !== input.dtype) throw new Error(`input "${input.name}" must be ${input.dtype}, got ${feed.dtype}`);
+      if (feed.shape.length !== input.shape.length) {
+        throw new Error(`input "${input.name}" must have rank ${input.shape.length} [${input.shape.join(", ")}], got [${feed.shape.join(", ")}]`);
+      }
+      let elements = 1;
+      feed.shape.forEach((size, i) => {
+        elements *= size;
+        const dim: Dim = input.shape[i];
+        if (typeof dim === "number") {
+          if (dim !== size) throw new Error(`input "${input.name}" dimension ${i} must be ${dim}, got ${size}`);
+        } else if (bound.has(dim) && bound.get(dim) !== size) {
+          throw new Error(`input "${input.name}" dimension ${i} (${dim}) is ${size} but another input bound ${dim}=${bound.get(dim)}`);
+        } else {
+          bound.set(dim, size);
+        }
+      });
+      if (feed.data.length !== elements) {
+        throw new Error(`input "${input.name}" has ${feed.data.length} elements for shape [${feed.shape.join(", ")}]`);
+      }
+    }
+  }
+}

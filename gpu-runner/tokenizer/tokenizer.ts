@@ -1,0 +1,252 @@
+// The one text tokenizer of the runner: a Hugging Face tokenizer directory (tokenizer.json, plus
+// tokenizer_config.json and optionally chat_template.jinja) behind a small camelCase API. The
+// tokenization itself is @huggingface/tokenizers and the chat template @huggingface/jinja; this
+// module only reads the files, normalises the config the way transformers does, and works out the
+// stop ids.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
+
+/** One chat turn as the templates of real checkpoints expect it. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** Options of {@link TextTokenizer.encode}. */
+export interface EncodeOptions {
+  /** Let the tokenizer's post-processor add bos/eos (Llama 3 adds bos); true as in transformers. */
+  addSpecialTokens?: boolean;
+}
+
+/** Options of {@link TextTokenizer.decode}. */
+export interface DecodeOptions {
+  /** Drop special tokens such as `<|im_end|>` from the text. */
+  skipSpecialTokens?: boolean;
+  /** Apply transformers' " ." -> "." clean-up; defaults to the config's clean_up_tokenization_spaces. */
+  cleanUpTokenizationSpaces?: boolean;
+}
+
+type JsonObject = Record<string, unknown>;
+
+// The part of @huggingface/tokenizers' Tokenizer used here. Its published .d.ts files import each
+// other without file extensions, which NodeNext resolution rejects, so the class arrives as `any`;
+// this interface restores type checking at the one place the library is called.
+interface LibraryTokenizer {
+  encode(text: string, options: { add_special_tokens: boolean }): { ids: number[] };
+  decode(ids: number[], options: { skip_special_tokens: boolean; clean_up_tokenization_spaces: boolean }): string;
+  token_to_id(token: string): number | undefined;
+  id_to_token(id: number): string | undefined;
+  get_vocab(withAddedTokens: boolean): Map<string, number>;
+  get_added_tokens_decoder(): Map<number, { content: string; special: boolean }>;
+}
+
+// Special-token names of tokenizer_config.json that transformers exposes to chat templates.
+const SPECIAL_TOKEN_KEYS = ["bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"];
+
+/** A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) with its chat template. */
+export class TextTokenizer {
+  /** Number of ids the embedding must cover: largest id (vocabulary or added token) + 1. */
+  readonly vocabSize: number;
+  /** Ids that end generation: the config's eos_token, then the chat template's end-of-turn token. */
+  readonly eosTokenIds: number[];
+  /** Id of the config's bos_token, or null when it has none. */
+  readonly bosTokenId: number | null;
+  /** Id of the config's pad_token, or null when it has none. */
+  readonly padTokenId: number | null;
+  /** The Jinja chat template, or null when the tokenizer has none. */
+  readonly chatTemplate: string | null;
+
+  readonly #tokenizer: LibraryTokenizer;
+  readonly #specialTokens: Record<string, string>;
+  readonly #cleanUpTokenizationSpaces: boolean;
+  #compiledTemplate: Template | null = null;
+
+  private constructor(tokenizerJson: JsonObject, tokenizerConfig: JsonObject, chatTemplate: string | null) {
+    this.#specialTokens = {};
+    for (const key of SPECIAL_TOKEN_KEYS) {
+      const content = tokenContent(tokenizerConfig[key]);
+      if (content !== null) this.#specialTokens[key] = content;
+    }
+    // transformers has defaulted clean_up_tokenization_spaces to false since 4.45; the JS library
+    // still defaults to true, which would break byte-exact round trips of configs that omit it.
+    this.#cleanUpTokenizationSpaces = tokenizerConfig.clean_up_tokenization_spaces === true;
+    // The JS library reads special tokens as plain strings, while real configs often hold
+    // AddedToken objects ({content, lstrip, ...}); hand it the strings.
+    const libraryConfig: JsonObject = {
+      ...tokenizerConfig,
+      ...this.#specialTokens,
+      clean_up_tokenization_spaces: this.#cleanUpTokenizationSpaces,
+      additional_special_tokens: asArray(tokenizerConfig.additional_special_tokens)
+        .map(tokenContent)
+        .filter((content): content is string => content !== null),
+    };
+    // It also iterates added_tokens unconditionally, so a file without the key needs an empty list.
+    this.#tokenizer = new Tokenizer({ added_tokens: [], ...tokenizerJson }, libraryConfig) as LibraryTokenizer;
+
+    let largestId = -1;
+    for (const id of this.#tokenizer.get_vocab(true).values()) largestId = Math.max(largestId, id);
+    this.vocabSize = largestId + 1;
+    this.chatTemplate = chatTemplate ?? pickChatTemplate(tokenizerConfig.chat_template);
+    this.bosTokenId = this.#idOf(this.#specialTokens.bos_token);
+    this.padTokenId = this.#idOf(this.#specialTokens.pad_token);
+
+    const eosIds = new Set<number>();
+    const eosId = this.#idOf(this.#specialTokens.eos_token);
+    if (eosId !== null) eosIds.add(eosId);
+    const endOfTurnId = this.#findEndOfTurnTokenId();
+    if (endOfTurnId !== null) eosIds.add(endOfTurnId);
+    this.eosTokenIds = [...eosIds];
+  }
+
+  /** Builds a tokenizer from parsed tokenizer.json and tokenizer_config.json objects. */
+  static fromJson(tokenizerJson: object, tokenizerConfig: object | null = null, chatTemplate: string | null = null): TextTokenizer {
+    if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) {
+      throw new Error("tokenizer.json must be an object with a \"model\" entry");
+    }
+    if (tokenizerConfig !== null && !isObject(tokenizerConfig)) {
+      throw new Error("tokenizer_config.json must be a JSON object");
+    }
+    return new TextTokenizer(tokenizerJson, tokenizerConfig ?? {}, chatTemplate);
+  }
+
+  /** Text to ids; `addSpecialTokens` (default true) runs the post-processor, e.g. Llama 3's bos. */
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    return this.#tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  /** Ids to text; special tokens are kept unless `skipSpecialTokens`. */
+  decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    // The library throws on an empty list; an empty stream is simply empty text.
+    if (ids.length === 0) return "";
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new Error(`token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
+      }
+    }
+    return this.#tokenizer.decode([...ids], {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: options.cleanUpTokenizationSpaces ?? this.#cleanUpTokenizationSpaces,
+    });
+  }
+
+  /** Id of a token string (vocabulary entry or added token), or null when absent. */
+  tokenToId(token: string): number | null {
+    return this.#tokenizer.token_to_id(token) ?? null;
+  }
+
+  /** Token string of an id, or null when absent. */
+  idToToken(id: number): string | null {
+    return this.#tokenizer.id_to_token(id) ?? null;
+  }
+
+  /** Renders a conversation with the chat template, with the variables transformers passes. */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt: boolean }): string {
+    if (this.chatTemplate === null) {
+      throw new Error("this tokenizer has no chat template (no chat_template in tokenizer_config.json " +
+        "and no chat_template.jinja)");
+    }
+    this.#compiledTemplate ??= new Template(this.chatTemplate);
+    return this.#compiledTemplate.render({
+      ...this.#specialTokens,
+      messages: messages.map((message) => ({ ...message })),
+      add_generation_prompt: options.addGenerationPrompt,
+      raise_exception: (message: unknown) => {
+        throw new Error(`chat template raised an exception: ${String(message)}`);
+      },
+    });
+  }
+
+  #idOf(token: string | undefined): number | null {
+    return token === undefined ? null : this.tokenToId(token);
+  }
+
+  // The stop token of a chat model is the one its template writes after an assistant message
+  // (<|im_end|>, <|eot_id|>); configs often name only the document eos, so read it off the template.
+  #findEndOfTurnTokenId(): number | null {
+    if (this.chatTemplate === null) return null;
+    const marker = "\u0000end-of-turn-probe\u0000";
+    let rendered: string;
+    try {
+      rendered = this.applyChatTemplate(
+        [{ role: "user", content: "hi" }, { role: "assistant", content: marker }],
+        { addGenerationPrompt: false },
+      );
+    } catch {
+      return null; // A template that rejects this conversation has no end-of-turn to find.
+    }
+    const markerAt = rendered.indexOf(marker);
+    if (markerAt < 0) return null;
+    const afterMarker = rendered.slice(markerAt + marker.length);
+    let best: { id: number; length: number } | null = null;
+    for (const [id, token] of this.#tokenizer.get_added_tokens_decoder()) {
+      if (token.special && afterMarker.startsWith(token.content) && token.content.length > (best?.length ?? 0)) {
+        best = { id, length: token.content.length };
+      }
+    }
+    return best?.id ?? null;
+  }
+}
+
+/** Loads tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a directory. */
+export async function loadTokenizer(directory: string): Promise<TextTokenizer> {
+  const tokenizerPath = join(directory, "tokenizer.json");
+  const tokenizerJson = await readJson(tokenizerPath, true);
+  const configPath = join(directory, "tokenizer_config.json");
+  const tokenizerConfig = await readJson(configPath, false);
+  // transformers >= 4.47 saves the template in its own file, which then takes precedence.
+  const chatTemplate = await readOptional(join(directory, "chat_template.jinja"));
+  try {
+    return TextTokenizer.fromJson(tokenizerJson as object, tokenizerConfig as object | null, chatTemplate);
+  } catch (error) {
+    throw new Error(`cannot build a tokenizer from ${tokenizerPath}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+async function readJson(path: string, required: boolean): Promise<unknown> {
+  const text = await readOptional(path);
+  if (text === null) {
+    if (required) throw new Error(`tokenizer file ${path} does not exist`);
+    return null;
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new Error(`tokenizer file ${path} is not valid JSON: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+async function readOptional(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new Error(`cannot read tokenizer file ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+// Older configs store several named templates; transformers renders the one named "default".
+function pickChatTemplate(value: unknown): string | null {
+  if (typeof value === "string") return value;
+  if (Array.isArray(value)) {
+    const named = value.find((entry) => isObject(entry) && entry.name === "default");
+    return isObject(named) && typeof named.template === "string" ? named.template : null;
+  }
+  return null;
+}
+
+// A special token in tokenizer_config.json is a string or an AddedToken object {content, ...}.
+function tokenContent(value: unknown): string | null {
+  if (typeof value === "string") return value;
+  if (isObject(value) && typeof value.content === "string") return value.content;
+  return null;
+}
+
+function asArray(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
