@@ -63,6 +63,7 @@ describe("F16", () => {
     expect(toF16(1.5 * 2 ** -25)).toBe(0x0001);
     expect(toF16(3 * 2 ** -25)).toBe(0x0002); // tie between subnormals 1 and 2
     expect(toF16(2 ** -26)).toBe(0x0000);
+    for (const tiny of [2 ** -33, 2 ** -34, 1e-30, 2 ** -149]) expect(toF16(-tiny)).toBe(0x8000); // far below: signed zero
     expect(toF16(2 ** -14 - 2 ** -26)).toBe(0x0400); // subnormal rounding carries into the smallest normal
   });
 

@@ -158,6 +158,15 @@ describe("serialize and parse", () => {
     expect(bitsOf(w.data as Float32Array)).toEqual(bitsOf(values));
   });
 
+  it("parses a Node Buffer that is a view into a larger shared pool", () => {
+    const bytes = serializeSafetensors({ a: { shape: [2], data: new Float32Array([1, 2]) }, b: { shape: [1], data: new Float32Array([3]) } });
+    const pooled = Buffer.from(bytes); // small Buffers share one pooled ArrayBuffer, and Buffer#slice does not copy
+    expect(pooled.buffer.byteLength).toBeGreaterThan(pooled.length);
+    const file = parseSafetensors(pooled, FILE);
+    expect(file.tensors.get("a")!.data).toEqual(new Float32Array([1, 2]));
+    expect(file.tensors.get("b")!.data).toEqual(new Float32Array([3]));
+  });
+
   it("refuses to write tensors whose data does not match, naming the tensor", () => {
     expect(() => serializeSafetensors({ w: { shape: [2, 2], data: new Float32Array(3) } })).toThrow(/"w".*3 elements.*needs 4/);
     const wrongArray = { dtype: "I32", shape: [1], data: new Float32Array(1) } as unknown as StoredTensor;
@@ -341,6 +350,8 @@ describe("files and checkpoint directories", () => {
     const indexPath = join(dir, "model.safetensors.index.json");
     await writeFile(indexPath, JSON.stringify({ weight_map: { a: "../outside.safetensors" } }));
     await expect(readCheckpointTensors(dir)).rejects.toThrow(`${indexPath}: tensor "a": weight_map entry is not a shard file name`);
+    await writeFile(indexPath, JSON.stringify({ weight_map: { a: "gone.safetensors" } }));
+    await expect(readCheckpointTensors(dir)).rejects.toThrow(`${join(dir, "gone.safetensors")}: shard named by`);
     await writeFile(indexPath, JSON.stringify({ metadata: {} }));
     await expect(readCheckpointTensors(dir)).rejects.toThrow(`${indexPath}: index has no weight_map object`);
     await writeFile(indexPath, "{");

@@ -129,10 +129,14 @@ export async function readCheckpointTensors(dir: string): Promise<Map<string, St
   const shardOf = new Map<string, string>();
   for (const [shard, names] of namesByShard) {
     const shardPath = join(dir, shard);
-    const file = await readSafetensorsFile(shardPath);
+    const file = await readSafetensorsFile(shardPath).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== "ENOENT") throw error;
+      throw new SafetensorsError(shardPath, `shard named by ${CHECKPOINT_INDEX_FILE} does not exist`);
+    });
     for (const name of names) {
       if (!file.tensors.has(name)) {
-        throw new SafetensorsError(shardPath, `${CHECKPOINT_INDEX_FILE} maps this tensor here but the shard lacks it`, name);
+        const detail = `${CHECKPOINT_INDEX_FILE} maps this tensor here but the shard lacks it`;
+        throw new SafetensorsError(shardPath, detail, name);
       }
     }
     for (const [name, tensor] of file.tensors) {
@@ -267,10 +271,8 @@ function parseHeader(
   for (let i = 1; i < occupied.length; i++) {
     const [previous, current] = [occupied[i - 1], occupied[i]];
     if (current.begin < previous.end) {
-      throw new SafetensorsError(
-        fileName,
-        `byte ranges overlap: "${previous.name}" [${previous.begin}, ${previous.end}) and "${current.name}" [${current.begin}, ${current.end})`,
-      );
+      const range = (e: TensorEntry) => `"${e.name}" [${e.begin}, ${e.end})`;
+      throw new SafetensorsError(fileName, `byte ranges overlap: ${range(previous)} and ${range(current)}`);
     }
   }
   return { metadata, entries };
@@ -383,7 +385,9 @@ function encodeTensor(
 
 /** Copies little-endian elements into a fresh buffer in host order; fresh also means aligned. */
 function hostOrderCopy(raw: Uint8Array, width: number): ArrayBuffer {
-  const copy = raw.slice();
+  // Not raw.slice(): on a Node Buffer that is a view into a shared pool, not a copy.
+  const copy = new Uint8Array(raw.length);
+  copy.set(raw);
   if (!HOST_IS_LITTLE_ENDIAN) swapEachElement(copy, width);
   return copy.buffer;
 }

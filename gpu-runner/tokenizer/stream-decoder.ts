@@ -61,9 +61,9 @@ export class StreamDecoder {
 
   /** Returns whatever text is still held back (an incomplete character decodes as U+FFFD). */
   flush(): string {
+    if (this.#readOffset === this.#window.length) return "";
     const emittedText = this.#decode(this.#window.slice(0, this.#readOffset));
     const fullText = this.#decode(this.#window);
-    if (this.#readOffset === this.#window.length) return "";
     return this.#commit(this.#window.length, fullText.slice(emittedText.length));
   }
 

@@ -120,6 +120,8 @@ export class TextTokenizer {
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
     // The library throws on an empty list; an empty stream is simply empty text.
     if (ids.length === 0) return "";
+    // The library would spell an unknown id as the text "undefined"; padded embedding rows
+    // (Qwen2.5 has 151,936 rows for 151,665 ids) make such ids possible, so fail loudly instead.
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
         throw new Error(`token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
@@ -141,21 +143,24 @@ export class TextTokenizer {
     return this.#tokenizer.id_to_token(id) ?? null;
   }
 
-  /** Renders a conversation with the chat template, with the variables transformers passes. */
+  /** Renders a conversation with the chat template and the variables transformers passes (messages, add_generation_prompt, special tokens). */
   applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt: boolean }): string {
     if (this.chatTemplate === null) {
       throw new Error("this tokenizer has no chat template (no chat_template in tokenizer_config.json " +
         "and no chat_template.jinja)");
     }
     this.#compiledTemplate ??= new Template(this.chatTemplate);
-    return this.#compiledTemplate.render({
-      ...this.#specialTokens,
-      messages: messages.map((message) => ({ ...message })),
-      add_generation_prompt: options.addGenerationPrompt,
-      raise_exception: (message: unknown) => {
-        throw new Error(`chat template raised an exception: ${String(message)}`);
-      },
-    });
+    // raise_exception and strftime_now are globals of @huggingface/jinja (which refuses to have
+    // them redefined); a raise_exception surfaces here as an Error carrying the template's message.
+    try {
+      return this.#compiledTemplate.render({
+        ...this.#specialTokens,
+        messages: messages.map((message) => ({ ...message })),
+        add_generation_prompt: options.addGenerationPrompt,
+      });
+    } catch (error) {
+      throw new Error(`chat template failed: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   #idOf(token: string | undefined): number | null {
@@ -178,7 +183,8 @@ export class TextTokenizer {
     }
     const markerAt = rendered.indexOf(marker);
     if (markerAt < 0) return null;
-    const afterMarker = rendered.slice(markerAt + marker.length);
+    // trimStart: Llama 2's template writes content + " " + eos_token.
+    const afterMarker = rendered.slice(markerAt + marker.length).trimStart();
     let best: { id: number; length: number } | null = null;
     for (const [id, token] of this.#tokenizer.get_added_tokens_decoder()) {
       if (token.special && afterMarker.startsWith(token.content) && token.content.length > (best?.length ?? 0)) {

@@ -1,0 +1,15 @@
+/**
+ * `npm run bench -- <name>`: runs one benchmark. Each prints progress and, as its last line,
+ * one JSON object `{"bench": "<name>", ...figures}`.
+ */
+const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
+  engine: async () => (await import("./engine.ts")).runEngineBench(),
+};
+
+const name = process.argv[2];
+if (name === undefined || !(name in BENCHES)) {
+  console.error(`usage: npm run bench -- <${Object.keys(BENCHES).join("|")}>`);
+  process.exit(2);
+}
+const figures = await BENCHES[name]();
+console.log(JSON.stringify({ bench: name, ...figures }));

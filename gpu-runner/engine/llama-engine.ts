@@ -1,0 +1,114 @@
+/**
+ * The inference engine: one ONNX session over the decoder graph, and the step that feeds it a
+ * batch of rows (each with its own cached length and its own new tokens) and appends the new
+ * keys/values to the cache. Prefill, decode and a mix of both are the same call.
+ */
+import type { ModelConfig } from "../model/config.ts";
+import { buildLlamaGraph, LLAMA_IO, MASK_VALUE } from "../model/llama-graph.ts";
+import type { WeightMap } from "../model/weights.ts";
+import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
+import { KvCache } from "./kv-cache.ts";
+
+/** Which positions' logits a step returns. */
+export type LogitsSelection = "last" | "all";
+
+/** Logits of one row: `[positions, vocab]` flattened, one position for "last". */
+export interface RowLogits {
+  positions: number;
+  data: Float32Array;
+}
+
+export class LlamaEngine {
+  private constructor(
+    readonly config: ModelConfig,
+    private readonly session: OnnxSession,
+  ) {}
+
+  /** Builds the graph from config and weights and opens its session. */
+  static async create(config: ModelConfig, weights: WeightMap, options: OnnxSessionOptions = {}): Promise<LlamaEngine> {
+    const graph = buildLlamaGraph(config, weights);
+    const session = await OnnxSession.create(graph.serialize(), { inputs: graph.inputs, outputs: graph.outputs }, options);
+    return new LlamaEngine(config, session);
+  }
+
+  /** A cache for up to `maxRows` concurrent sequences. */
+  createCache(maxRows: number, initialCapacity = 64): KvCache {
+    return new KvCache(this.config, maxRows, initialCapacity);
+  }
+
+  /**
+   * Runs one step: row r of the cache receives `newTokens[r]` (at least one token; rows of
+   * different lengths are right-padded to the longest and the padding is masked). Returns each
+   * row's logits for its last new token or for all of them.
+   */
+  async step(cache: KvCache, newTokens: number[][], logits: LogitsSelection = "last"): Promise<RowLogits[]> {
+    const { vocabSize, numLayers, numKvHeads, headDim } = this.config;
+    const rows = newTokens.length;
+    if (rows === 0) return [];
+    if (rows !== cache.rows) throw new Error(`step has ${rows} rows but the cache has ${cache.rows}`);
+    const counts = newTokens.map((tokens, row) => {
+      if (tokens.length === 0) throw new Error(`row ${row} has no new tokens`);
+      for (const id of tokens) {
+        if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new Error(`row ${row}: token id ${id} outside vocabulary of ${vocabSize}`);
+      }
+      return tokens.length;
+    });
+    cache.reserve(counts);
+    const tokens = Math.max(...counts);
+    // A cache with nothing in it is fed as zero past slots: a pure prefill attends only to itself.
+    const past = cache.lengths.some((n) => n > 0) ? cache.capacity : 0;
+    const context = past + tokens;
+
+    const inputIds = new BigInt64Array(rows * tokens);
+    const positionIds = new BigInt64Array(rows * tokens);
+    const bias = new Float32Array(rows * tokens * context).fill(MASK_VALUE);
+    const logitsRows: bigint[] = [];
+    for (let row = 0; row < rows; row++) {
+      const start = cache.lengths[row];
+      for (let t = 0; t < tokens; t++) {
+        const flat = row * tokens + t;
+        inputIds[flat] = BigInt(t < counts[row] ? newTokens[row][t] : 0);
+        positionIds[flat] = BigInt(start + Math.min(t, counts[row] - 1));
+        const biasRow = bias.subarray(flat * context, (flat + 1) * context);
+        if (past > 0) biasRow.fill(0, 0, start); // every cached token of this row
+        biasRow.fill(0, past, past + Math.min(t, counts[row] - 1) + 1); // causal among the new ones
+      }
+      if (logits === "last") logitsRows.push(BigInt(row * tokens + counts[row] - 1));
+      else for (let t = 0; t < counts[row]; t++) logitsRows.push(BigInt(row * tokens + t));
+    }
+
+    const feeds: Record<string, HostTensor> = {
+      [LLAMA_IO.inputIds]: { dtype: "int64", shape: [rows, tokens], data: inputIds },
+      [LLAMA_IO.positionIds]: { dtype: "int64", shape: [rows, tokens], data: positionIds },
+      [LLAMA_IO.attentionBias]: { dtype: "float32", shape: [rows, tokens, context], data: bias },
+      [LLAMA_IO.logitsRows]: { dtype: "int64", shape: [logitsRows.length], data: BigInt64Array.from(logitsRows) },
+    };
+    const empty = new Float32Array(0);
+    for (let layer = 0; layer < numLayers; layer++) {
+      feeds[LLAMA_IO.pastKey(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer) : empty };
+      feeds[LLAMA_IO.pastValue(layer)] = { dtype: "float32", shape: [rows, numKvHeads, past, headDim], data: past > 0 ? cache.pastValues(layer) : empty };
+    }
+    const results = await this.session.run(feeds);
+    for (let layer = 0; layer < numLayers; layer++) {
+      const keys = results[LLAMA_IO.presentKey(layer)].data as Float32Array;
+      const values = results[LLAMA_IO.presentValue(layer)].data as Float32Array;
+      cache.append(layer, keys, values, tokens, counts);
+    }
+    cache.advance(counts);
+
+    const all = results[LLAMA_IO.logits].data as Float32Array;
+    const out: RowLogits[] = [];
+    let offset = 0;
+    for (let row = 0; row < rows; row++) {
+      const positions = logits === "last" ? 1 : counts[row];
+      out.push({ positions, data: all.slice(offset * vocabSize, (offset + positions) * vocabSize) });
+      offset += positions;
+    }
+    return out;
+  }
+
+  /** Releases the session. */
+  async dispose(): Promise<void> {
+    await this.session.dispose();
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Text generation for one sequence: prefill the prompt, then decode token by token, yielding
+ * each token with the text it completes (never half a UTF-8 character, never part of a stop
+ * sequence). Batched serving of many sequences is the runner's scheduler; this is the loop it
+ * and the demos build on.
+ */
+import type { LlamaEngine } from "../engine/llama-engine.ts";
+import { StreamDecoder } from "../tokenizer/stream-decoder.ts";
+import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { Sampler, validateSamplingOptions, type SamplingOptions } from "./sampler.ts";
+import { StopSequenceFilter } from "./stop-sequences.ts";
+
+export interface GenerationOptions extends SamplingOptions {
+  maxNewTokens: number;
+  stop?: string[]; // text that ends generation (not included in the output)
+  eosTokenIds?: number[]; // ids that end generation; default: the tokenizer's
+}
+
+/** Why generation ended, in OpenAI's terms: a stop (EOS or stop sequence) or the length limit. */
+export type FinishReason = "stop" | "length";
+
+export type GenerationEvent =
+  | { type: "token"; id: number; text: string } // text: newly releasable text, possibly ""
+  // tail: text held back until the end (a partial stop sequence that never completed); text: all of it
+  | { type: "finish"; reason: FinishReason; tail: string; text: string; promptTokens: number; completionTokens: number };
+
+/** Raised for a request the model cannot serve (too long, bad options); the message names the field. */
+export class GenerationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "GenerationError";
+  }
+}
+
+/** What generation needs of an engine (tests drive it with a scripted one). */
+export type TokenStepper = Pick<LlamaEngine, "config" | "createCache" | "step">;
+
+/** Checks a prompt and options against the model before any work is done. */
+export function validateGeneration(engine: TokenStepper, promptIds: number[], options: GenerationOptions): void {
+  const context = engine.config.maxPositionEmbeddings;
+  if (promptIds.length === 0) throw new GenerationError("prompt is empty");
+  if (promptIds.length >= context) {
+    throw new GenerationError(`prompt has ${promptIds.length} tokens; the model's context is ${context} tokens, prompt plus completion`);
+  }
+  if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) {
+    throw new GenerationError(`maxNewTokens must be an integer ≥ 1, got ${options.maxNewTokens}`);
+  }
+  try {
+    validateSamplingOptions(options);
+  } catch (error) {
+    throw new GenerationError((error as Error).message);
+  }
+  for (const stop of options.stop ?? []) if (stop.length === 0) throw new GenerationError("stop sequences must not be empty");
+}
+
+/** Generates from token ids, yielding tokens as they come and a final `finish` event. */
+export async function* generate(
+  engine: TokenStepper,
+  tokenizer: TextTokenizer,
+  promptIds: number[],
+  options: GenerationOptions,
+): AsyncGenerator<GenerationEvent> {
+  validateGeneration(engine, promptIds, options);
+  const sampler = new Sampler(options);
+  const eos = new Set(options.eosTokenIds ?? tokenizer.eosTokenIds);
+  const decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
+  const stops = new StopSequenceFilter(options.stop ?? []);
+  // Embedding rows past the tokenizer's vocabulary (padding some checkpoints add) are never sampled.
+  const usable = Math.min(tokenizer.vocabSize, engine.config.vocabSize);
+  const room = engine.config.maxPositionEmbeddings - promptIds.length;
+  const limit = Math.min(options.maxNewTokens, room);
+
+  const cache = engine.createCache(1, Math.min(promptIds.length + limit, engine.config.maxPositionEmbeddings));
+  cache.addRow();
+  let text = "";
+  let completionTokens = 0;
+  let reason: FinishReason = "length";
+  let [{ data: logits }] = await engine.step(cache, [promptIds]);
+  while (completionTokens < limit) {
+    const id = sampler.sample(usable < logits.length ? logits.subarray(0, usable) : logits);
+    completionTokens++;
+    if (eos.has(id)) {
+      reason = "stop";
+      break;
+    }
+    const released = stops.push(decoder.push(id));
+    text += released;
+    yield { type: "token", id, text: released };
+    if (stops.done) {
+      reason = "stop";
+      break;
+    }
+    if (completionTokens < limit) [{ data: logits }] = await engine.step(cache, [[id]]);
+  }
+  // Ended by EOS or length rather than a stop sequence: what was held back is real output.
+  const tail = stops.done ? "" : stops.push(decoder.flush()) + stops.flush();
+  text += tail;
+  yield { type: "finish", reason, tail, text, promptTokens: promptIds.length, completionTokens };
+}
+
+/** Convenience: runs `generate` to the end and returns the text, token ids and finish reason. */
+export async function generateText(
+  engine: TokenStepper,
+  tokenizer: TextTokenizer,
+  prompt: string,
+  options: GenerationOptions,
+): Promise<{ text: string; ids: number[]; reason: FinishReason }> {
+  const ids: number[] = [];
+  for await (const event of generate(engine, tokenizer, tokenizer.encode(prompt), options)) {
+    if (event.type === "token") ids.push(event.id);
+    if (event.type === "finish") return { text: event.text, ids, reason: event.reason };
+  }
+  throw new Error("generation ended without a finish event");
+}
