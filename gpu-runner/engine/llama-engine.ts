@@ -107,6 +107,11 @@ export class LlamaEngine {
     return out;
   }
 
+  /** Ends onnxruntime profiling (when the session was created with a profile prefix). */
+  endProfiling(): void {
+    this.session.endProfiling();
+  }
+
   /** Releases the session. */
   async dispose(): Promise<void> {
     await this.session.dispose();

@@ -126,17 +126,25 @@ export function tile(g: GraphBuilder, name: string, x: Value, repeats: number[],
   return g.addNode("Tile", [x, g.constInt64(repeats)], [{ dtype: x.dtype, shape: outShape }], { name })[0];
 }
 
-/** Splits into equal halves along `axis`. */
-export function splitHalves(g: GraphBuilder, name: string, x: Value, axis: number): [Value, Value] {
+/** Splits along `axis` into parts of the given sizes. */
+export function split(g: GraphBuilder, name: string, x: Value, sizes: number[], axis: number): Value[] {
   const a = normaliseAxis(name, axis, x.shape.length);
   const dim = x.shape[a];
-  if (typeof dim !== "number" || dim % 2 !== 0) fail(name, `cannot split axis ${a} of ${formatShape(x.shape)} in halves`);
-  const half = [...x.shape];
-  half[a] = dim / 2;
-  const [first, second] = g.addNode("Split", [x, g.constInt64([dim / 2, dim / 2])], [{ dtype: x.dtype, shape: half }, { dtype: x.dtype, shape: half }], {
-    name,
-    attributes: { axis: a },
+  const total = sizes.reduce((p, d) => p + d, 0);
+  if (typeof dim !== "number" || dim !== total) fail(name, `cannot split axis ${a} of ${formatShape(x.shape)} into [${sizes.join(", ")}]`);
+  const types = sizes.map((size) => {
+    const shape = [...x.shape];
+    shape[a] = size;
+    return { dtype: x.dtype, shape };
   });
+  return g.addNode("Split", [x, g.constInt64(sizes)], types, { name, attributes: { axis: a } });
+}
+
+/** Splits into equal halves along `axis`. */
+export function splitHalves(g: GraphBuilder, name: string, x: Value, axis: number): [Value, Value] {
+  const dim = x.shape[normaliseAxis(name, axis, x.shape.length)];
+  if (typeof dim !== "number" || dim % 2 !== 0) fail(name, `cannot split axis ${axis} of ${formatShape(x.shape)} in halves`);
+  const [first, second] = split(g, name, x, [dim / 2, dim / 2], axis);
   return [first, second];
 }
 

@@ -100,6 +100,14 @@ const ABSENT_KV_HEADS_DEFAULT: Partial<Record<Architecture, number>> = {
   Qwen2ForCausalLM: 32,
 };
 
+// transformers' config class defaults for keys a hand-written config.json may leave out.
+const ABSENT_MAX_POSITIONS_DEFAULT: Record<Architecture, number> = {
+  LlamaForCausalLM: 2048,
+  MistralForCausalLM: 4096 * 32,
+  Qwen2ForCausalLM: 32768,
+};
+const ABSENT_SLIDING_WINDOW_DEFAULT = 4096; // MistralConfig and Qwen2Config
+
 /** Raised for a config.json we cannot run exactly; names the field and the value. */
 export class ModelConfigError extends Error {
   constructor(message: string) {
@@ -123,8 +131,9 @@ export function parseModelConfig(raw: unknown): ModelConfig {
   }
   if (architecture === "MistralForCausalLM" || architecture === "Qwen2ForCausalLM") {
     // A sliding window only changes results past its length; refuse configs where it would.
-    const window = c.sliding_window ?? null;
-    const maxPositions = c.max_position_embeddings ?? 2048;
+    // An absent key takes the class default (4096); only an explicit null means no window.
+    const window = c.sliding_window === undefined ? ABSENT_SLIDING_WINDOW_DEFAULT : c.sliding_window;
+    const maxPositions = c.max_position_embeddings ?? ABSENT_MAX_POSITIONS_DEFAULT[architecture];
     const windowed = architecture === "MistralForCausalLM" ? window !== null : c.use_sliding_window === true;
     if (windowed && window !== null && window < maxPositions) {
       throw new ModelConfigError(
@@ -169,7 +178,7 @@ export function parseModelConfig(raw: unknown): ModelConfig {
     rmsNormEps: c.rms_norm_eps ?? 1e-6,
     ropeTheta,
     ropeScaling,
-    maxPositionEmbeddings: c.max_position_embeddings ?? 2048,
+    maxPositionEmbeddings: c.max_position_embeddings ?? ABSENT_MAX_POSITIONS_DEFAULT[architecture],
     tieWordEmbeddings: c.tie_word_embeddings ?? false,
     qkvBias: architecture === "Qwen2ForCausalLM" ? true : c.attention_bias === true && architecture === "LlamaForCausalLM",
     oBias: architecture === "LlamaForCausalLM" && c.attention_bias === true,

@@ -23,6 +23,7 @@ import {
   shapeOf,
   slice,
   softmax,
+  split,
   splitHalves,
   tile,
   transpose,
@@ -171,9 +172,7 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: V
   const p = `/model/layers.${layer}/attn`;
   const groupTokens = numHeads === numKvHeads ? "tokens" : "group_tokens";
 
-  const q2d = linear(ctx, layer, "q_proj", x, `${p}/q_proj`); // [batch·tokens, heads·head_dim]
-  const k2d = linear(ctx, layer, "k_proj", x, `${p}/k_proj`);
-  const v2d = linear(ctx, layer, "v_proj", x, `${p}/v_proj`);
+  const [q2d, k2d, v2d] = fusedLinear(ctx, layer, ["q_proj", "k_proj", "v_proj"], x, `${p}/qkv_proj`); // [batch·tokens, ·]
   const q4 = reshape(g, `${p}/q/Reshape`, q2d, ["batch", "tokens", numHeads, headDim], { shapeInput: ctx.qShape });
   const k4 = reshape(g, `${p}/k/Reshape`, k2d, ["batch", "tokens", numKvHeads, headDim], { shapeInput: ctx.kvShape });
   const v4 = reshape(g, `${p}/v/Reshape`, v2d, ["batch", "tokens", numKvHeads, headDim], { shapeInput: ctx.kvShape });
@@ -216,8 +215,7 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: V
 function buildMlp(ctx: DecoderContext, layer: number, x: Value): Value {
   const { g } = ctx;
   const p = `/model/layers.${layer}/mlp`;
-  const gate = linear(ctx, layer, "gate_proj", x, `${p}/gate_proj`);
-  const up = linear(ctx, layer, "up_proj", x, `${p}/up_proj`);
+  const [gate, up] = fusedLinear(ctx, layer, ["gate_proj", "up_proj"], x, `${p}/gate_up_proj`);
   const silu = binary(g, "Mul", `${p}/act_fn/Mul`, gate, unary(g, "Sigmoid", `${p}/act_fn/Sigmoid`, gate));
   const product = binary(g, "Mul", `${p}/Mul`, silu, up);
   return linear(ctx, layer, "down_proj", product, `${p}/down_proj`);
@@ -231,25 +229,58 @@ function rotate(ctx: DecoderContext, name: string, x: Value, cos: Value, sin: Va
   return binary(g, "Add", `${name}/Add`, binary(g, "Mul", `${name}/cos/Mul`, x, cos), binary(g, "Mul", `${name}/sin/Mul`, swapped, sin));
 }
 
-/** RMSNorm in the model's dtype: x · rsqrt(mean(x²) + eps) · weight. */
+/**
+ * RMSNorm: x / sqrt(mean(x²) + eps) · weight, spelled exactly as onnxruntime's
+ * SimplifiedLayerNormalization fusion expects (Pow → ReduceMean → Add → Sqrt → Div → Mul), so an
+ * optimised session runs one fused kernel while the graph itself stays primitive ops.
+ */
 function rmsNorm(ctx: DecoderContext, name: string, x: Value, weightName: string): Value {
   const { g, config } = ctx;
-  const squared = binary(g, "Mul", `${name}/Mul`, x, x);
+  const float = ctx.dtype as "float32" | "float64";
+  const squared = binary(g, "Pow", `${name}/Pow`, x, g.constFloat(2, float));
   const mean = reduceMean(g, `${name}/ReduceMean`, squared, [-1]);
-  const eps = g.constFloat(config.rmsNormEps, ctx.dtype as "float32" | "float64");
-  const inverseRms = unary(g, "Reciprocal", `${name}/Reciprocal`, unary(g, "Sqrt", `${name}/Sqrt`, binary(g, "Add", `${name}/Add`, mean, eps)));
-  const normalised = binary(g, "Mul", `${name}/normalise/Mul`, x, inverseRms);
-  return binary(g, "Mul", `${name}/weight/Mul`, normalised, initializer(ctx, weightName));
+  const rms = unary(g, "Sqrt", `${name}/Sqrt`, binary(g, "Add", `${name}/Add`, mean, g.constFloat(config.rmsNormEps, float)));
+  const normalised = binary(g, "Div", `${name}/Div`, x, rms);
+  return binary(g, "Mul", `${name}/weight/Mul`, initializer(ctx, weightName), normalised);
 }
 
 /** One nn.Linear on the 2-D residual stream: Gemm(x, W, transB=1) (+ bias). */
 function linear(ctx: DecoderContext, layer: number, module: LinearModule, x: Value, name: string): Value {
   const w = initializer(ctx, linearName(layer, module));
-  const [out] = linearShape(ctx.config, module);
   const bias = hasBias(ctx.config, module) ? initializer(ctx, linearName(layer, module, "bias")) : null;
-  const y = gemmTransB(ctx.g, `${name}/Gemm`, x, w, bias);
-  if (y.shape[1] !== out) throw new Error(`${name}: output width ${y.shape[1]} differs from ${out}`);
-  return y;
+  return gemmTransB(ctx.g, `${name}/Gemm`, x, w, bias);
+}
+
+/**
+ * Several linears that read the same input as ONE Gemm on their stacked weights, then a Split:
+ * one pass over x and one kernel launch instead of several (q/k/v, gate/up).
+ *
+ *   x ─Gemm(W_a ⊕ W_b ⊕ …, transB=1)─Split─▶ a, b, …
+ */
+function fusedLinear(ctx: DecoderContext, layer: number, modules: LinearModule[], x: Value, name: string): Value[] {
+  const { g, config } = ctx;
+  const outs = modules.map((m) => linearShape(config, m)[0]);
+  const inputs = linearShape(config, modules[0])[1];
+  const total = outs.reduce((s, n) => s + n, 0);
+  const stacked = new Float32Array(total * inputs);
+  let offset = 0;
+  for (const module of modules) {
+    const data = weight(ctx.weights, linearName(layer, module)).data;
+    stacked.set(data, offset);
+    offset += data.length;
+  }
+  const w = g.initializer(`${name}/weight`, ctx.dtype, [total, inputs], toDtype(stacked, ctx.dtype));
+  let bias: Value | null = null;
+  if (modules.some((m) => hasBias(config, m))) {
+    const stackedBias = new Float32Array(total);
+    let at = 0;
+    modules.forEach((module, i) => {
+      if (hasBias(config, module)) stackedBias.set(weight(ctx.weights, linearName(layer, module, "bias")).data, at);
+      at += outs[i];
+    });
+    bias = g.initializer(`${name}/bias`, ctx.dtype, [total], toDtype(stackedBias, ctx.dtype));
+  }
+  return split(g, `${name}/Split`, gemmTransB(g, `${name}/Gemm`, x, w, bias), outs, -1);
 }
 
 /** A checkpoint tensor as an initializer of the graph (once, under its Hugging Face name). */

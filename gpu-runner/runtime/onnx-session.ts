@@ -4,6 +4,7 @@
  * before a run, binds symbolic dimensions consistently, and turns a failed run into an error
  * that says which inputs it was given.
  */
+import { availableParallelism } from "node:os";
 import * as ort from "onnxruntime-node";
 import type { DataType, Dim, TypedData, Value } from "../graph/builder.ts";
 
@@ -12,9 +13,10 @@ export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
 
 export interface OnnxSessionOptions {
   executionProvider?: ExecutionProvider;
-  intraOpThreads?: number; // 0 or absent: onnxruntime's default (one per core)
+  intraOpThreads?: number; // absent: one per logical CPU (onnxruntime's own default counts physical cores only)
   optimizationLevel?: "disabled" | "basic" | "extended" | "all";
   allowSpinning?: boolean; // false when several sessions alternate on the same cores
+  profileFilePrefix?: string; // write onnxruntime's per-op profile (a JSON trace) with this prefix
 }
 
 /** A tensor on the host, typed as the graph declares it. */
@@ -67,16 +69,18 @@ export class OnnxSession {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: [provider],
       graphOptimizationLevel: options.optimizationLevel ?? "all",
-      intraOpNumThreads: options.intraOpThreads ?? 0,
+      intraOpNumThreads: options.intraOpThreads ?? availableParallelism(),
       interOpNumThreads: 1,
       executionMode: "sequential",
+      ...(options.profileFilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
       extra: { session: { intra_op: { allow_spinning: options.allowSpinning === false ? "0" : "1" } } },
     };
     let session: ort.InferenceSession;
     try {
       session = typeof model === "string" ? await ort.InferenceSession.create(model, sessionOptions) : await ort.InferenceSession.create(model, sessionOptions);
     } catch (error) {
-      throw new Error(`onnxruntime could not load the model: ${(error as Error).message}`);
+      const hint = provider === "cpu" ? "" : ` (is the ${provider} execution provider installed on this host? See the README's GPU section)`;
+      throw new Error(`onnxruntime could not load the model on ${provider}: ${(error as Error).message}${hint}`);
     }
     sessionsCreated++;
     return new OnnxSession(session, signature);
@@ -106,6 +110,11 @@ export class OnnxSession {
       out[name] = { dtype: value.type as DataType, shape: [...value.dims], data: value.data as TypedData };
     }
     return out;
+  }
+
+  /** Ends profiling (when enabled) and writes the trace file. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   /** Releases the native session. */
