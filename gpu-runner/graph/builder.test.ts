@@ -103,14 +103,14 @@ describe("shape inference", () => {
     expect(broadcastShapes("n", [4], [])).toEqual([4]);
   });
 
-  it("broadcasting errors name the op and the dimensions", () => {
+  it("broadcasting errors name the op, both shapes and the dimensions", () => {
     const g = graph();
     const a = g.input("a", "float32", [2, 3]);
     const b = g.input("b", "float32", [2, 4]);
-    expect(() => binary(g, "Add", "/add", a, b)).toThrow("/add: cannot broadcast dimensions 3 and 4");
+    expect(() => binary(g, "Add", "/add", a, b)).toThrow("/add: cannot broadcast [2, 3] with [2, 4] (dimensions 3 and 4)");
     const c = g.input("c", "float32", ["batch", 3]);
     const d = g.input("d", "float32", ["tokens", 3]);
-    expect(() => binary(g, "Mul", "/mul", c, d)).toThrow("/mul: cannot broadcast dimensions batch and tokens");
+    expect(() => binary(g, "Mul", "/mul", c, d)).toThrow("/mul: cannot broadcast [batch, 3] with [tokens, 3] (dimensions batch and tokens)");
   });
 
   it("binary ops refuse mixed dtypes", () => {
@@ -142,7 +142,7 @@ describe("shape inference", () => {
     expect(() => matMul(g, "/mv", a, v)).toThrow("/mv: MatMul needs rank ≥ 2, got [2, 3, 4] × [4]");
     const c = g.input("c", "float32", [3, 4, 6]);
     const e = g.input("e", "float32", [2, 6, 7]);
-    expect(() => matMul(g, "/batch", c, e)).toThrow("/batch: cannot broadcast dimensions 3 and 2");
+    expect(() => matMul(g, "/batch", c, e)).toThrow("/batch: cannot broadcast [3] with [2] (dimensions 3 and 2)");
   });
 
   it("gemmTransB: [M, K] × [N, K]ᵀ + bias", () => {
@@ -156,7 +156,7 @@ describe("shape inference", () => {
     const wrong = g.initializer("wrong", "float32", [4, 5], new Float32Array(20));
     expect(() => gemmTransB(g, "/bad", x, wrong)).toThrow("/bad: Gemm inner dimensions differ: [rows, 6] × [4, 5]ᵀ");
     const badBias = g.initializer("badBias", "float32", [3], new Float32Array(3));
-    expect(() => gemmTransB(g, "/badBias", x, w, badBias)).toThrow("/badBias: cannot broadcast dimensions 4 and 3");
+    expect(() => gemmTransB(g, "/badBias", x, w, badBias)).toThrow("/badBias: cannot broadcast [rows, 4] with [3] (dimensions 4 and 3)");
     const x3 = g.input("x3", "float32", [2, 3, 6]);
     expect(() => gemmTransB(g, "/rank", x3, w)).toThrow("/rank: Gemm needs 2-D operands, got [2, 3, 6] and [4, 6]");
   });

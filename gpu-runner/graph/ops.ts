@@ -35,7 +35,11 @@ export function broadcastShapes(name: string, a: Shape, b: Shape): Shape {
   for (let i = 0; i < rank; i++) {
     const da = a[a.length - rank + i] ?? 1;
     const db = b[b.length - rank + i] ?? 1;
-    out.push(broadcastDim(name, da, db));
+    try {
+      out.push(broadcastDim(name, da, db));
+    } catch {
+      fail(name, `cannot broadcast ${formatShape(a)} with ${formatShape(b)} (dimensions ${da} and ${db})`);
+    }
   }
   return out;
 }

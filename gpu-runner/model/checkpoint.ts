@@ -54,6 +54,6 @@ export async function readModelConfig(directory: string): Promise<ModelConfig> {
   try {
     return parseModelConfig(raw);
   } catch (error) {
-    throw new Error(`${path}: ${(error as Error).message}`);
+    throw new Error(`${path}: ${(error as Error).message.replace(/^config\.json: /, "")}`);
   }
 }
