@@ -50,6 +50,25 @@ describe.each(TINY_VARIANTS)("ONNX graph vs reference forward: %s", (variant: Ti
   });
 });
 
+describe("weights in an external data file", () => {
+  it("give the same logits as inline weights", async () => {
+    const { config, weights } = tinyModel("qwen2-bias");
+    const inline = await LlamaEngine.create(config, weights);
+    const external = await LlamaEngine.create(config, weights, { externalDataThresholdBytes: 0 });
+    const ids = tokens(9, 4);
+    const run = async (engine: LlamaEngine) => {
+      const cache = engine.createCache(1);
+      cache.addRow();
+      return (await engine.step(cache, [ids], "all"))[0].data;
+    };
+    const a = await run(inline);
+    const b = await run(external);
+    expect(maxAbsDiff(a, b)).toBe(0);
+    await inline.dispose();
+    await external.dispose();
+  });
+});
+
 describe("batches", () => {
   const { config, weights } = tinyModel("llama-gqa");
   let engine: LlamaEngine;

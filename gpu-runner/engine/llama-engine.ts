@@ -3,11 +3,18 @@
  * batch of rows (each with its own cached length and its own new tokens) and appends the new
  * keys/values to the cache. Prefill, decode and a mix of both are the same call.
  */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { ModelConfig } from "../model/config.ts";
 import { buildLlamaGraph, LLAMA_IO, MASK_VALUE } from "../model/llama-graph.ts";
 import type { WeightMap } from "../model/weights.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { KvCache } from "./kv-cache.ts";
+
+export interface EngineOptions extends OnnxSessionOptions {
+  externalDataThresholdBytes?: number; // weights at or above this size load through files on disk
+}
 
 /** Which positions' logits a step returns. */
 export type LogitsSelection = "last" | "all";
@@ -24,11 +31,26 @@ export class LlamaEngine {
     private readonly session: OnnxSession,
   ) {}
 
-  /** Builds the graph from config and weights and opens its session. */
-  static async create(config: ModelConfig, weights: WeightMap, options: OnnxSessionOptions = {}): Promise<LlamaEngine> {
+  /**
+   * Builds the graph from config and weights and opens its session. Models whose weights pass
+   * `externalDataThresholdBytes` (default 1 GiB, below protobuf's 2 GiB cap) go through a
+   * temporary .onnx + .onnx.data pair on disk, removed once the session has loaded it.
+   */
+  static async create(config: ModelConfig, weights: WeightMap, options: EngineOptions = {}): Promise<LlamaEngine> {
     const graph = buildLlamaGraph(config, weights);
-    const session = await OnnxSession.create(graph.serialize(), { inputs: graph.inputs, outputs: graph.outputs }, options);
-    return new LlamaEngine(config, session);
+    const signature = { inputs: graph.inputs, outputs: graph.outputs };
+    const threshold = options.externalDataThresholdBytes ?? 2 ** 30;
+    if (graph.initializerBytes() < threshold) {
+      return new LlamaEngine(config, await OnnxSession.create(graph.serialize(), signature, options));
+    }
+    const directory = await mkdtemp(join(tmpdir(), "pica-model-"));
+    try {
+      const path = join(directory, "model.onnx");
+      graph.writeWithExternalData(path);
+      return new LlamaEngine(config, await OnnxSession.create(path, signature, options));
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   }
 
   /** A cache for up to `maxRows` concurrent sequences. */

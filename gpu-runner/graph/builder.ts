@@ -8,6 +8,8 @@
  * Node names follow onnxruntime-genai's builder: `/model/layers.0/attn/q_proj/MatMul`, outputs
  * `${node}/output_0`, shared constants `/model/constants/INT64/...`.
  */
+import { closeSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { basename } from "node:path";
 import onnxProto from "onnx-proto";
 import type { onnx as OnnxTypes } from "onnx-proto";
 import { sizeOf } from "../tensor.ts";
@@ -163,8 +165,12 @@ export class GraphBuilder {
     return total;
   }
 
-  /** The graph as an ONNX ModelProto (weights inline). */
-  toModelProto(): OnnxTypes.ModelProto {
+  /**
+   * The graph as an ONNX ModelProto. Initializers are inline unless `external` places them: it
+   * receives each initializer's bytes and returns where it wrote them (protobuf caps a model at
+   * 2 GiB, so real checkpoints keep their weights in a separate file).
+   */
+  toModelProto(external?: (name: string, bytes: Uint8Array) => { location: string; offset: number; length: number } | null): OnnxTypes.ModelProto {
     const usesContrib = this.nodes.some((n) => n.domain === MICROSOFT_DOMAIN);
     return onnx.ModelProto.create({
       irVersion: 8,
@@ -177,12 +183,21 @@ export class GraphBuilder {
         name: this.graphName,
         input: this.inputs.map(valueInfo),
         output: this.outputs.map(valueInfo),
-        initializer: [...this.initializers.values()].map(({ value, data }) => ({
-          name: value.name,
-          dataType: DTYPE_TO_ONNX[value.dtype],
-          dims: value.shape as number[],
-          rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-        })),
+        initializer: [...this.initializers.values()].map(({ value, data }) => {
+          const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          const base = { name: value.name, dataType: DTYPE_TO_ONNX[value.dtype], dims: value.shape as number[] };
+          const placed = external?.(value.name, bytes) ?? null;
+          if (placed === null) return { ...base, rawData: bytes };
+          return {
+            ...base,
+            dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+            externalData: [
+              { key: "location", value: placed.location },
+              { key: "offset", value: String(placed.offset) },
+              { key: "length", value: String(placed.length) },
+            ],
+          };
+        }),
         node: this.nodes.map((n) => ({
           name: n.name,
           opType: n.opType,
@@ -195,9 +210,32 @@ export class GraphBuilder {
     });
   }
 
-  /** Serialises the model to protobuf bytes, ready for an inference session. */
+  /** Serialises the model to protobuf bytes with every weight inline. */
   serialize(): Uint8Array {
     return onnx.ModelProto.encode(this.toModelProto()).finish();
+  }
+
+  /**
+   * Writes `path` (the graph) and `path + ".data"` (initializers of 1 KiB or more, 64-byte
+   * aligned), the layout onnxruntime loads models over protobuf's 2 GiB limit from.
+   */
+  writeWithExternalData(path: string): void {
+    const dataName = `${basename(path)}.data`;
+    const fd = openSync(`${path}.data`, "w");
+    let offset = 0;
+    try {
+      const model = this.toModelProto((_, bytes) => {
+        if (bytes.byteLength < 1024) return null;
+        const start = Math.ceil(offset / 64) * 64;
+        if (start > offset) writeSync(fd, new Uint8Array(start - offset));
+        writeSync(fd, bytes);
+        offset = start + bytes.byteLength;
+        return { location: dataName, offset: start, length: bytes.byteLength };
+      });
+      writeFileSync(path, onnx.ModelProto.encode(model).finish());
+    } finally {
+      closeSync(fd);
+    }
   }
 
   private define(value: Value): Value {
