@@ -25,7 +25,6 @@ import {
   softmax,
   split,
   splitHalves,
-  tile,
   transpose,
   unary,
   unsqueeze,
@@ -67,7 +66,7 @@ interface DecoderContext {
   sinQ: Value; // same, with the rotate_half sign folded in
   cosK: Value;
   sinK: Value;
-  bias: Value; // [batch, 1, groups·tokens, context]
+  bias: Value; // [batch, 1, 1, tokens, context]
 }
 
 /** Builds the whole decoder graph from a config and validated weights. */
@@ -150,27 +149,27 @@ function buildContext(
   const cosQ = binary(g, "Mul", "/model/rotary/cos_q/Mul", cos, scale);
   const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
 
-  // Queries are grouped per KV head as [groups·tokens], so the bias repeats once per group.
-  const groups = numHeads / numKvHeads;
-  const bias4d = unsqueeze(g, "/model/attention_bias/Unsqueeze", attentionBias, [1]); // [batch, 1, tokens, context]
-  const bias = groups === 1 ? bias4d : tile(g, "/model/attention_bias/Tile", bias4d, [1, 1, groups, 1], ["batch", 1, "group_tokens", "context"]);
+  const bias = unsqueeze(g, "/model/attention_bias/Unsqueeze", attentionBias, [1, 2]); // [batch, 1, 1, tokens, context]
   return { g, config, weights, dtype, qShape, kvShape, pastLength, cosQ, sinQ, cosK: cos, sinK: sin, bias };
 }
 
 /**
  * Grouped-query attention for one layer, against the cached past and the new tokens.
  *
- *   x ─q_proj─Reshape─rope─Transpose─Reshape ─────────── q [b, kv, g·t, d]
- *   x ─k_proj─Reshape─rope─Transpose(0,2,3,1) ─────────── kᵀ [b, kv, d, t] ──▶ present key
- *   x ─v_proj─Reshape─Transpose ───────────────────────── v [b, kv, t, d]  ──▶ present value
+ *   x ─qkv_proj─Split─┬─Reshape─rope─Transpose─Reshape ───── q [b, kv, g, t, d]
+ *                     ├─Reshape─rope─Transpose(0,2,3,1) ──── kᵀ [b, kv, d, t] ──▶ present key
+ *                     └─Reshape─Transpose ────────────────── v [b, kv, t, d]  ──▶ present value
  *   scores = Concat(q·pastKᵀ, q·kᵀ) + bias ─Softmax─┬─Slice[:past]─MatMul(pastV)─┐
  *                                                   └─Slice[past:]─MatMul(v)─────Add─Reshape─Transpose─o_proj
+ *
+ * Keys and values get a group axis of size 1 (Unsqueeze, no copy) that broadcasts over the
+ * query heads sharing them, so each product is a matrix-vector run per query head in decode.
  */
 function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: Value, pastValue: Value): Value {
   const { g, config } = ctx;
   const { numHeads, numKvHeads, headDim } = config;
   const p = `/model/layers.${layer}/attn`;
-  const groupTokens = numHeads === numKvHeads ? "tokens" : "group_tokens";
+  const groups = numHeads / numKvHeads;
 
   const [q2d, k2d, v2d] = fusedLinear(ctx, layer, ["q_proj", "k_proj", "v_proj"], x, `${p}/qkv_proj`); // [batch·tokens, ·]
   const q4 = reshape(g, `${p}/q/Reshape`, q2d, ["batch", "tokens", numHeads, headDim], { shapeInput: ctx.qShape });
@@ -180,27 +179,30 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: V
   const qRot = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ); // [batch, tokens, heads, head_dim]
   const kRot = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
   const qHeads = transpose(g, `${p}/q/Transpose`, qRot, [0, 2, 1, 3]); // [batch, heads, tokens, head_dim]
-  const q = reshape(g, `${p}/q/group/Reshape`, qHeads, [0, numKvHeads, -1, headDim], {
-    outShape: ["batch", numKvHeads, groupTokens, headDim],
-  });
+  const q = reshape(g, `${p}/q/group/Reshape`, qHeads, [0, numKvHeads, groups, -1, headDim], {
+    outShape: ["batch", numKvHeads, groups, "tokens", headDim],
+  }); // [batch, kv_heads, groups, tokens, head_dim]
   const keyT = transpose(g, `${p}/k/Transpose`, kRot, [0, 2, 3, 1]); // [batch, kv_heads, head_dim, tokens]
   const value = transpose(g, `${p}/v/Transpose`, v4, [0, 2, 1, 3]); // [batch, kv_heads, tokens, head_dim]
   g.output(keyT, LLAMA_IO.presentKey(layer));
   g.output(value, LLAMA_IO.presentValue(layer));
 
-  const pastScores = matMul(g, `${p}/scores_past/MatMul`, q, pastKey); // [batch, kv, g·t, past]
-  const newScores = matMul(g, `${p}/scores_new/MatMul`, q, keyT); // [batch, kv, g·t, tokens]
+  // A group axis of 1 on keys and values broadcasts each KV head over its query heads unread twice.
+  const pastKey5 = unsqueeze(g, `${p}/past_key/Unsqueeze`, pastKey, [2]); // [batch, kv, 1, head_dim, past]
+  const pastValue5 = unsqueeze(g, `${p}/past_value/Unsqueeze`, pastValue, [2]); // [batch, kv, 1, past, head_dim]
+  const pastScores = matMul(g, `${p}/scores_past/MatMul`, q, pastKey5); // [batch, kv, groups, tokens, past]
+  const newScores = matMul(g, `${p}/scores_new/MatMul`, q, unsqueeze(g, `${p}/key/Unsqueeze`, keyT, [2])); // [.., tokens, tokens]
   const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], -1, "context");
   const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, ctx.bias), -1);
-  const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 3, 0, ctx.pastLength, "past");
-  const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 3, ctx.pastLength, Number.MAX_SAFE_INTEGER, "tokens");
+  const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 4, 0, ctx.pastLength, "past");
+  const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 4, ctx.pastLength, Number.MAX_SAFE_INTEGER, "tokens");
   const mixed = binary(
     g,
     "Add",
     `${p}/context/Add`,
-    matMul(g, `${p}/context_past/MatMul`, pastProbs, pastValue),
-    matMul(g, `${p}/context_new/MatMul`, newProbs, value),
-  ); // [batch, kv_heads, g·t, head_dim]
+    matMul(g, `${p}/context_past/MatMul`, pastProbs, pastValue5),
+    matMul(g, `${p}/context_new/MatMul`, newProbs, unsqueeze(g, `${p}/value/Unsqueeze`, value, [2])),
+  ); // [batch, kv_heads, groups, tokens, head_dim]
   const heads = reshape(g, `${p}/context/Reshape`, mixed, [0, numHeads, -1, headDim], {
     outShape: ["batch", numHeads, "tokens", headDim],
   });
