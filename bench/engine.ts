@@ -4,7 +4,7 @@
  * interleaved round by round and reported as medians, so machine noise hits all of them alike.
  */
 import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
-import type { KvCache } from "../gpu-runner/engine/kv-cache.ts";
+import type { SequenceBatch } from "../gpu-runner/engine/sequence-batch.ts";
 import { parseModelConfig } from "../gpu-runner/model/config.ts";
 import { randomWeights } from "../gpu-runner/model/random-weights.ts";
 import { referenceForward } from "../gpu-runner/model/reference.ts";
@@ -32,8 +32,8 @@ function promptOf(length: number, seed: number): number[] {
   return Array.from({ length }, (_, i) => (seed * 7919 + i * 104729) % 2048);
 }
 
-async function prefilled(engine: LlamaEngine, rows: number): Promise<KvCache> {
-  const cache = engine.createCache(rows, CONTEXT + DECODE_STEPS * (ROUNDS + 2));
+async function prefilled(engine: LlamaEngine, rows: number): Promise<SequenceBatch> {
+  const cache = engine.createBatch(rows, CONTEXT + DECODE_STEPS * (ROUNDS + 2));
   for (let r = 0; r < rows; r++) cache.addRow();
   await engine.step(cache, Array.from({ length: rows }, (_, r) => promptOf(CONTEXT, r + 1)));
   return cache;
@@ -48,7 +48,7 @@ export async function runEngineBench(): Promise<Record<string, unknown>> {
 
   progress("checking against the reference forward…");
   const check = promptOf(6, 99);
-  const checkCache = engine.createCache(1);
+  const checkCache = engine.createBatch(1);
   checkCache.addRow();
   const [onnx] = await engine.step(checkCache, [check], "all");
   const reference = referenceForward(config, weights, check).flatMap((r) => [...r]);
@@ -65,7 +65,7 @@ export async function runEngineBench(): Promise<Record<string, unknown>> {
   const cacheStep: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     prefill.push(await timeMs(async () => {
-      const cache = engine.createCache(1, CONTEXT);
+      const cache = engine.createBatch(1, CONTEXT);
       cache.addRow();
       await engine.step(cache, [promptOf(CONTEXT, 50 + round)]);
     }));
@@ -77,7 +77,7 @@ export async function runEngineBench(): Promise<Record<string, unknown>> {
     })) / DECODE_STEPS);
     // Without a cache, the next token costs a forward over the whole context again.
     recompute.push(await timeMs(async () => {
-      const cache = engine.createCache(1, CONTEXT + 1);
+      const cache = engine.createBatch(1, CONTEXT + 1);
       cache.addRow();
       await engine.step(cache, [promptOf(CONTEXT + 1, 60 + round)]);
     }));

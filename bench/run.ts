@@ -4,6 +4,7 @@
  */
 const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   engine: async () => (await import("./engine.ts")).runEngineBench(),
+  adapters: async () => (await import("./adapters.ts")).runAdaptersBench(),
 };
 
 const name = process.argv[2];

@@ -26,7 +26,7 @@ describe.each(TINY_VARIANTS)("ONNX graph vs reference forward: %s", (variant: Ti
 
   it("matches every position's logits within 1e-4", async () => {
     const ids = tokens(13, 3);
-    const cache = engine.createCache(1);
+    const cache = engine.createBatch(1);
     cache.addRow();
     const [row] = await engine.step(cache, [ids], "all");
     const reference = referenceForward(config, weights, ids);
@@ -39,7 +39,7 @@ describe.each(TINY_VARIANTS)("ONNX graph vs reference forward: %s", (variant: Ti
 
   it("decodes with the KV cache exactly as a full recompute, across a capacity growth", async () => {
     const ids = tokens(12, 5);
-    const cache = engine.createCache(1, 4);
+    const cache = engine.createBatch(1, 4);
     cache.addRow();
     const prefill = await engine.step(cache, [ids.slice(0, 3)]);
     const steps = [prefill[0].data];
@@ -57,7 +57,7 @@ describe("weights in an external data file", () => {
     const external = await LlamaEngine.create(config, weights, { externalDataThresholdBytes: 0 });
     const ids = tokens(9, 4);
     const run = async (engine: LlamaEngine) => {
-      const cache = engine.createCache(1);
+      const cache = engine.createBatch(1);
       cache.addRow();
       return (await engine.step(cache, [ids], "all"))[0].data;
     };
@@ -78,7 +78,7 @@ describe("batches", () => {
   afterAll(() => engine.dispose());
 
   async function alone(ids: number[], decode: number[]): Promise<Float32Array[]> {
-    const cache = engine.createCache(1);
+    const cache = engine.createBatch(1);
     cache.addRow();
     const out = [(await engine.step(cache, [ids]))[0].data];
     for (const id of decode) out.push((await engine.step(cache, [[id]]))[0].data);
@@ -88,7 +88,7 @@ describe("batches", () => {
   it("a padded batch of different lengths equals each row alone, through prefill and decode", async () => {
     const prompts = [tokens(3, 1), tokens(9, 2), tokens(5, 3)];
     const decodes = [tokens(4, 4), tokens(4, 5), tokens(4, 6)];
-    const cache = engine.createCache(4);
+    const cache = engine.createBatch(4);
     prompts.forEach(() => cache.addRow());
     const batched: Float32Array[][] = prompts.map(() => []);
     (await engine.step(cache, prompts)).forEach((r, i) => batched[i].push(r.data));
@@ -102,7 +102,7 @@ describe("batches", () => {
   });
 
   it("a row joining mid-way (prefill beside decode) and a row leaving keep every row exact", async () => {
-    const cache = engine.createCache(3);
+    const cache = engine.createBatch(3);
     cache.addRow();
     cache.addRow();
     const a = tokens(6, 7);
@@ -121,7 +121,7 @@ describe("batches", () => {
   });
 
   it("refuses out-of-vocabulary ids and sequences beyond the context with clear errors", async () => {
-    const cache = engine.createCache(1);
+    const cache = engine.createBatch(1);
     cache.addRow();
     await expect(engine.step(cache, [[1, 999]])).rejects.toThrow(/token id 999 outside vocabulary of 259/);
     await expect(engine.step(cache, [new Array(config.maxPositionEmbeddings + 1).fill(1)])).rejects.toThrow(/exceeds the model's context of 512/);

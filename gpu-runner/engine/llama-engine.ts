@@ -6,14 +6,25 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { adapterInputName, type AdapterGraphSpec } from "../model/adapter-layout.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { buildLlamaGraph, LLAMA_IO, MASK_VALUE } from "../model/llama-graph.ts";
-import type { WeightMap } from "../model/weights.ts";
+import { linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
+import { projectionKey, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
-import { KvCache } from "./kv-cache.ts";
+import { AdapterRegistry, type ResidentAdapter } from "./adapter-registry.ts";
+import { SequenceBatch } from "./sequence-batch.ts";
 
 export interface EngineOptions extends OnnxSessionOptions {
   externalDataThresholdBytes?: number; // weights at or above this size load through files on disk
+  adapters?: EngineAdapterOptions; // absent: base model only
+}
+
+/** PiCa serving: the basis, and the rank every row's adapter is padded to (≤ the basis's rMax). */
+export interface EngineAdapterOptions {
+  basis: Basis;
+  rank: number;
+  targetModules?: LinearModule[]; // default: the basis's
 }
 
 /** Which positions' logits a step returns. */
@@ -29,6 +40,7 @@ export class LlamaEngine {
   private constructor(
     readonly config: ModelConfig,
     private readonly session: OnnxSession,
+    private readonly registry: AdapterRegistry | null,
   ) {}
 
   /**
@@ -37,25 +49,46 @@ export class LlamaEngine {
    * temporary .onnx + .onnx.data pair on disk, removed once the session has loaded it.
    */
   static async create(config: ModelConfig, weights: WeightMap, options: EngineOptions = {}): Promise<LlamaEngine> {
-    const graph = buildLlamaGraph(config, weights);
+    const registry = options.adapters === undefined ? null : createRegistry(config, options.adapters);
+    const graph = buildLlamaGraph(config, weights, { adapters: registry === null ? undefined : graphSpec(config, options.adapters!, registry) });
     const signature = { inputs: graph.inputs, outputs: graph.outputs };
     const threshold = options.externalDataThresholdBytes ?? 2 ** 30;
     if (graph.initializerBytes() < threshold) {
-      return new LlamaEngine(config, await OnnxSession.create(graph.serialize(), signature, options));
+      return new LlamaEngine(config, await OnnxSession.create(graph.serialize(), signature, options), registry);
     }
     const directory = await mkdtemp(join(tmpdir(), "pica-model-"));
     try {
       const path = join(directory, "model.onnx");
       graph.writeWithExternalData(path);
-      return new LlamaEngine(config, await OnnxSession.create(path, signature, options));
+      return new LlamaEngine(config, await OnnxSession.create(path, signature, options), registry);
     } finally {
       await rm(directory, { recursive: true, force: true });
     }
   }
 
-  /** A cache for up to `maxRows` concurrent sequences. */
-  createCache(maxRows: number, initialCapacity = 64): KvCache {
-    return new KvCache(this.config, maxRows, initialCapacity);
+  /** A batch for up to `maxRows` concurrent sequences. */
+  createBatch(maxRows: number, initialCapacity = 64): SequenceBatch {
+    return new SequenceBatch(this.config, maxRows, initialCapacity, this.registry);
+  }
+
+  /** Validates and registers an adapter; the session is untouched. */
+  registerAdapter(id: string, adapter: PicaAdapter): ResidentAdapter {
+    return this.requireRegistry().register(id, adapter);
+  }
+
+  /** Unregisters an adapter (rows using it keep their copy of its weights). */
+  evictAdapter(id: string): boolean {
+    return this.requireRegistry().evict(id);
+  }
+
+  /** Whether an adapter is registered. */
+  hasAdapter(id: string): boolean {
+    return this.registry?.has(id) ?? false;
+  }
+
+  private requireRegistry(): AdapterRegistry {
+    if (this.registry === null) throw new Error("this engine was created without adapter support (no basis)");
+    return this.registry;
   }
 
   /**
@@ -63,11 +96,12 @@ export class LlamaEngine {
    * different lengths are right-padded to the longest and the padding is masked). Returns each
    * row's logits for its last new token or for all of them.
    */
-  async step(cache: KvCache, newTokens: number[][], logits: LogitsSelection = "last"): Promise<RowLogits[]> {
+  async step(batch: SequenceBatch, newTokens: number[][], logits: LogitsSelection = "last"): Promise<RowLogits[]> {
     const { vocabSize, numLayers, numKvHeads, headDim } = this.config;
+    const cache = batch.cache;
     const rows = newTokens.length;
     if (rows === 0) return [];
-    if (rows !== cache.rows) throw new Error(`step has ${rows} rows but the cache has ${cache.rows}`);
+    if (rows !== cache.rows) throw new Error(`step has ${rows} rows but the batch has ${cache.rows}`);
     const counts = newTokens.map((tokens, row) => {
       if (tokens.length === 0) throw new Error(`row ${row} has no new tokens`);
       for (const id of tokens) {
@@ -110,6 +144,14 @@ export class LlamaEngine {
       feeds[LLAMA_IO.pastKey(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer) : empty };
       feeds[LLAMA_IO.pastValue(layer)] = { dtype: "float32", shape: [rows, numKvHeads, past, headDim], data: past > 0 ? cache.pastValues(layer) : empty };
     }
+    const adapterRows = batch.adapterRows;
+    if (adapterRows !== null) {
+      adapterRows.layouts.forEach((layout, g) => {
+        for (let layer = 0; layer < numLayers; layer++) {
+          feeds[adapterInputName(layer, layout.group.name)] = { dtype: "float32", shape: [rows, layout.rows, layout.width], data: adapterRows.input(layer, g) };
+        }
+      });
+    }
     const results = await this.session.run(feeds);
     for (let layer = 0; layer < numLayers; layer++) {
       const keys = results[LLAMA_IO.presentKey(layer)].data as Float32Array;
@@ -138,4 +180,28 @@ export class LlamaEngine {
   async dispose(): Promise<void> {
     await this.session.dispose();
   }
+}
+
+function createRegistry(config: ModelConfig, options: EngineAdapterOptions): AdapterRegistry {
+  const { basis, rank } = options;
+  if (!Number.isInteger(rank) || rank < 1 || rank > basis.rMax) throw new Error(`serving rank must be an integer in [1, ${basis.rMax}], got ${rank}`);
+  if (basis.numLayers !== config.numLayers) throw new Error(`basis has ${basis.numLayers} layers, the model ${config.numLayers}`);
+  const targetModules = options.targetModules ?? basis.targetModules;
+  for (const module of targetModules) {
+    if (!basis.targetModules.includes(module)) throw new Error(`module ${module} is not in the basis (it covers ${basis.targetModules.join(", ")})`);
+  }
+  return new AdapterRegistry(config, basis, rank, targetModules);
+}
+
+function graphSpec(config: ModelConfig, options: EngineAdapterOptions, registry: AdapterRegistry): AdapterGraphSpec {
+  return {
+    rank: registry.rank,
+    targetModules: registry.targetModules,
+    projection(layer, module) {
+      const p = options.basis.projections.get(projectionKey(layer, module));
+      const inputs = linearShape(config, module)[1];
+      if (p === undefined || p.shape[1] !== inputs) throw new Error(`basis has no projection of shape [·, ${inputs}] for layer ${layer} ${module}`);
+      return p.data.subarray(0, registry.rank * inputs); // the first `rank` rows
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamaEngine, type RowLogits } from "../engine/llama-engine.ts";
-import { KvCache } from "../engine/kv-cache.ts";
+import { SequenceBatch } from "../engine/sequence-batch.ts";
 import { referenceForward } from "../model/reference.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
@@ -67,9 +67,9 @@ function scriptedEngine(script: number[]): TokenStepper {
   let position = 0;
   return {
     config,
-    createCache: (rows: number, capacity?: number) => new KvCache(config, rows, capacity),
-    async step(cache: KvCache, tokens: number[][]): Promise<RowLogits[]> {
-      cache.advance(tokens.map((t) => t.length));
+    createBatch: (rows: number, capacity = 64) => new SequenceBatch(config, rows, capacity, null),
+    async step(batch: SequenceBatch, tokens: number[][]): Promise<RowLogits[]> {
+      batch.cache.advance(tokens.map((t) => t.length));
       const data = new Float32Array(config.vocabSize).fill(-10);
       data[script[Math.min(position++, script.length - 1)]] = 10;
       return [{ positions: 1, data }];

@@ -14,6 +14,7 @@ export interface GenerationOptions extends SamplingOptions {
   maxNewTokens: number;
   stop?: string[]; // text that ends generation (not included in the output)
   eosTokenIds?: number[]; // ids that end generation; default: the tokenizer's
+  adapterId?: string | null; // a registered PiCa adapter; absent or null: the base model
 }
 
 /** Why generation ended, in OpenAI's terms: a stop (EOS or stop sequence) or the length limit. */
@@ -33,7 +34,7 @@ export class GenerationError extends Error {
 }
 
 /** What generation needs of an engine (tests drive it with a scripted one). */
-export type TokenStepper = Pick<LlamaEngine, "config" | "createCache" | "step">;
+export type TokenStepper = Pick<LlamaEngine, "config" | "createBatch" | "step">;
 
 /** Checks a prompt and options against the model before any work is done. */
 export function validateGeneration(engine: TokenStepper, promptIds: number[], options: GenerationOptions): void {
@@ -70,12 +71,12 @@ export async function* generate(
   const room = engine.config.maxPositionEmbeddings - promptIds.length;
   const limit = Math.min(options.maxNewTokens, room);
 
-  const cache = engine.createCache(1, Math.min(promptIds.length + limit, engine.config.maxPositionEmbeddings));
-  cache.addRow();
+  const batch = engine.createBatch(1, Math.min(promptIds.length + limit, engine.config.maxPositionEmbeddings));
+  batch.addRow(options.adapterId ?? null);
   let text = "";
   let completionTokens = 0;
   let reason: FinishReason = "length";
-  let [{ data: logits }] = await engine.step(cache, [promptIds]);
+  let [{ data: logits }] = await engine.step(batch, [promptIds]);
   while (completionTokens < limit) {
     const id = sampler.sample(usable < logits.length ? logits.subarray(0, usable) : logits);
     completionTokens++;
@@ -90,7 +91,7 @@ export async function* generate(
       reason = "stop";
       break;
     }
-    if (completionTokens < limit) [{ data: logits }] = await engine.step(cache, [[id]]);
+    if (completionTokens < limit) [{ data: logits }] = await engine.step(batch, [[id]]);
   }
   // Ended by EOS or length rather than a stop sequence: what was held back is real output.
   const tail = stops.done ? "" : stops.push(decoder.flush()) + stops.flush();

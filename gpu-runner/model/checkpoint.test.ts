@@ -87,7 +87,7 @@ describe("a loaded checkpoint runs", () => {
 
     const engine = await LlamaEngine.create(config, weights);
     try {
-      const cache = engine.createCache(1);
+      const cache = engine.createBatch(1);
       cache.addRow();
       const [row] = await engine.step(cache, [ids], "all");
       expect(row.positions).toBe(ids.length);

@@ -8,8 +8,10 @@
  * decode step does not copy the cache: attention scores against past and new keys are computed
  * separately and joined before the softmax.
  *
- * The residual stream is kept 2-D, [batch·tokens, hidden], so every linear layer is a single
- * Gemm on the weight as PyTorch stores it ([out, in], transB=1).
+ * Linear layers that share an input run as one MatMul on their stacked, transposed weights
+ * (q/k/v, gate/up). With PiCa adapters, each group's stack also holds the projections P of its
+ * targeted modules, so the shrink x Pᵀ costs no extra pass over x and is computed once for all
+ * rows; only the small expand by each row's own M differs per row (see adapter-layout.ts).
  */
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
 import {
@@ -30,9 +32,10 @@ import {
   unsqueeze,
   cast,
 } from "../graph/ops.ts";
+import { adapterInputName, groupLayouts, type AdapterGraphSpec, type GroupLayout } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { inverseFrequencies } from "./rope.ts";
-import { hasBias, lmHeadName, linearName, linearShape, validateWeights, weight, type LinearModule, type WeightMap } from "./weights.ts";
+import { hasBias, lmHeadName, linearName, linearShape, validateWeights, weight, type LinearGroup, type WeightMap } from "./weights.ts";
 
 /** Names of the graph's inputs and outputs: the contract with the session wrapper. */
 export const LLAMA_IO = {
@@ -52,6 +55,7 @@ export const MASK_VALUE = -1e30;
 
 export interface LlamaGraphOptions {
   dtype?: "float32" | "float64";
+  adapters?: AdapterGraphSpec; // absent: a base-only graph without adapter inputs
 }
 
 interface DecoderContext {
@@ -59,9 +63,9 @@ interface DecoderContext {
   config: ModelConfig;
   weights: WeightMap;
   dtype: DataType;
-  qShape: Value; // runtime [batch, tokens, heads, head_dim]
-  kvShape: Value; // runtime [batch, tokens, kv_heads, head_dim]
   pastLength: Value; // runtime [past]
+  adapters: AdapterGraphSpec | null;
+  layouts: GroupLayout[];
   cosQ: Value; // [batch, tokens, 1, head_dim], pre-multiplied by head_dim^-0.5
   sinQ: Value; // same, with the rotate_half sign folded in
   cosK: Value;
@@ -87,26 +91,24 @@ export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options
     pastValues.push(g.input(LLAMA_IO.pastValue(layer), dtype, ["batch", numKvHeads, "past", headDim]));
   }
 
-  const ctx = buildContext(g, config, weights, dtype, inputIds, positionIds, attentionBias, pastValues[0]);
+  const ctx = buildContext(g, config, weights, dtype, positionIds, attentionBias, pastValues[0], options.adapters ?? null);
+  const adapterInputs = declareAdapterInputs(ctx);
 
-  // [batch, tokens] → [batch, tokens, hidden] → [batch·tokens, hidden]
-  const embedded = gather(g, "/model/embed_tokens/Gather", initializer(ctx, "model.embed_tokens.weight"), inputIds);
-  let hidden = reshape(g, "/model/embed_tokens/Reshape", embedded, [-1, config.hiddenSize], {
-    outShape: ["batch_tokens", config.hiddenSize],
-  });
+  let hidden = gather(g, "/model/embed_tokens/Gather", initializer(ctx, "model.embed_tokens.weight"), inputIds); // [batch, tokens, hidden]
 
   for (let layer = 0; layer < config.numLayers; layer++) {
     const prefix = `/model/layers.${layer}`;
     const normed = rmsNorm(ctx, `${prefix}/input_layernorm`, hidden, `model.layers.${layer}.input_layernorm.weight`);
-    const attention = buildAttention(ctx, layer, normed, pastKeys[layer], pastValues[layer]);
+    const attention = buildAttention(ctx, layer, normed, pastKeys[layer], pastValues[layer], adapterInputs[layer]);
     hidden = binary(g, "Add", `${prefix}/attn/residual/Add`, hidden, attention);
     const normed2 = rmsNorm(ctx, `${prefix}/post_attention_layernorm`, hidden, `model.layers.${layer}.post_attention_layernorm.weight`);
-    hidden = binary(g, "Add", `${prefix}/mlp/residual/Add`, hidden, buildMlp(ctx, layer, normed2));
+    hidden = binary(g, "Add", `${prefix}/mlp/residual/Add`, hidden, buildMlp(ctx, layer, normed2, adapterInputs[layer]));
   }
 
   const finalNorm = rmsNorm(ctx, "/model/norm", hidden, "model.norm.weight");
+  const flat = reshape(g, "/model/norm/Reshape", finalNorm, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
   // Only the requested rows reach the vocabulary projection: [rows, hidden] → [rows, vocab]
-  const selected = gather(g, "/model/logits_rows/Gather", finalNorm, logitsRows);
+  const selected = gather(g, "/model/logits_rows/Gather", flat, logitsRows);
   const logits = gemmTransB(g, "/lm_head/Gemm", selected, initializer(ctx, lmHeadName(config)));
   g.output(logits, LLAMA_IO.logits);
   return g;
@@ -123,15 +125,12 @@ function buildContext(
   config: ModelConfig,
   weights: WeightMap,
   dtype: DataType,
-  inputIds: Value,
   positionIds: Value,
   attentionBias: Value,
   firstPastValue: Value,
+  adapters: AdapterGraphSpec | null,
 ): DecoderContext {
-  const { numHeads, numKvHeads, headDim } = config;
-  const batchTokens = shapeOf(g, "/model/shapes/input_ids/Shape", inputIds); // [batch, tokens]
-  const qShape = concat(g, "/model/shapes/q/Concat", [batchTokens, g.constInt64([numHeads, headDim])], 0);
-  const kvShape = concat(g, "/model/shapes/kv/Concat", [batchTokens, g.constInt64([numKvHeads, headDim])], 0);
+  const { headDim } = config;
   const pastShape = shapeOf(g, "/model/shapes/past/Shape", firstPastValue);
   const pastLength = slice(g, "/model/shapes/past/Slice", pastShape, 0, 2, 3);
 
@@ -150,7 +149,8 @@ function buildContext(
   const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
 
   const bias = unsqueeze(g, "/model/attention_bias/Unsqueeze", attentionBias, [1, 2]); // [batch, 1, 1, tokens, context]
-  return { g, config, weights, dtype, qShape, kvShape, pastLength, cosQ, sinQ, cosK: cos, sinK: sin, bias };
+  const layouts = groupLayouts(config, adapters?.targetModules ?? [], adapters?.rank ?? 0);
+  return { g, config, weights, dtype, pastLength, adapters, layouts, cosQ, sinQ, cosK: cos, sinK: sin, bias };
 }
 
 /**
@@ -165,16 +165,16 @@ function buildContext(
  * Keys and values get a group axis of size 1 (Unsqueeze, no copy) that broadcasts over the
  * query heads sharing them, so each product is a matrix-vector run per query head in decode.
  */
-function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: Value, pastValue: Value): Value {
+function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: Value, pastValue: Value, adapterInputs: AdapterInputs): Value {
   const { g, config } = ctx;
   const { numHeads, numKvHeads, headDim } = config;
   const p = `/model/layers.${layer}/attn`;
   const groups = numHeads / numKvHeads;
 
-  const [q2d, k2d, v2d] = fusedLinear(ctx, layer, ["q_proj", "k_proj", "v_proj"], x, `${p}/qkv_proj`); // [batch·tokens, ·]
-  const q4 = reshape(g, `${p}/q/Reshape`, q2d, ["batch", "tokens", numHeads, headDim], { shapeInput: ctx.qShape });
-  const k4 = reshape(g, `${p}/k/Reshape`, k2d, ["batch", "tokens", numKvHeads, headDim], { shapeInput: ctx.kvShape });
-  const v4 = reshape(g, `${p}/v/Reshape`, v2d, ["batch", "tokens", numKvHeads, headDim], { shapeInput: ctx.kvShape });
+  const [q3, k3, v3] = linearGroup(ctx, layer, "qkv_proj", x, `${p}/qkv_proj`, adapterInputs); // [batch, tokens, ·]
+  const q4 = reshape(g, `${p}/q/Reshape`, q3, [0, 0, numHeads, headDim]); // [batch, tokens, heads, head_dim]
+  const k4 = reshape(g, `${p}/k/Reshape`, k3, [0, 0, numKvHeads, headDim]);
+  const v4 = reshape(g, `${p}/v/Reshape`, v3, [0, 0, numKvHeads, headDim]);
 
   const qRot = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ); // [batch, tokens, heads, head_dim]
   const kRot = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
@@ -207,20 +207,18 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: V
     outShape: ["batch", numHeads, "tokens", headDim],
   });
   const tokensFirst = transpose(g, `${p}/context/Transpose`, heads, [0, 2, 1, 3]); // [batch, tokens, heads, head_dim]
-  const flat = reshape(g, `${p}/context/flat/Reshape`, tokensFirst, [-1, numHeads * headDim], {
-    outShape: ["batch_tokens", numHeads * headDim],
-  });
-  return linear(ctx, layer, "o_proj", flat, `${p}/o_proj`);
+  const merged = reshape(g, `${p}/context/merge/Reshape`, tokensFirst, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
+  return linearGroup(ctx, layer, "o_proj", merged, `${p}/o_proj`, adapterInputs)[0];
 }
 
 /** SwiGLU: down(silu(gate(x)) · up(x)). */
-function buildMlp(ctx: DecoderContext, layer: number, x: Value): Value {
+function buildMlp(ctx: DecoderContext, layer: number, x: Value, adapterInputs: AdapterInputs): Value {
   const { g } = ctx;
   const p = `/model/layers.${layer}/mlp`;
-  const [gate, up] = fusedLinear(ctx, layer, ["gate_proj", "up_proj"], x, `${p}/gate_up_proj`);
+  const [gate, up] = linearGroup(ctx, layer, "gate_up_proj", x, `${p}/gate_up_proj`, adapterInputs);
   const silu = binary(g, "Mul", `${p}/act_fn/Mul`, gate, unary(g, "Sigmoid", `${p}/act_fn/Sigmoid`, gate));
   const product = binary(g, "Mul", `${p}/Mul`, silu, up);
-  return linear(ctx, layer, "down_proj", product, `${p}/down_proj`);
+  return linearGroup(ctx, layer, "down_proj", product, `${p}/down_proj`, adapterInputs)[0];
 }
 
 /** x·(cos) + swap_halves(x)·(sin), the rotate_half form of RoPE. */
@@ -246,43 +244,64 @@ function rmsNorm(ctx: DecoderContext, name: string, x: Value, weightName: string
   return binary(g, "Mul", `${name}/weight/Mul`, initializer(ctx, weightName), normalised);
 }
 
-/** One nn.Linear on the 2-D residual stream: Gemm(x, W, transB=1) (+ bias). */
-function linear(ctx: DecoderContext, layer: number, module: LinearModule, x: Value, name: string): Value {
-  const w = initializer(ctx, linearName(layer, module));
-  const bias = hasBias(ctx.config, module) ? initializer(ctx, linearName(layer, module, "bias")) : null;
-  return gemmTransB(ctx.g, `${name}/Gemm`, x, w, bias);
+type AdapterInputs = Map<LinearGroup["name"], Value>;
+
+/** Declares each layer's adapter inputs ([batch, R, N] per adapted group). */
+function declareAdapterInputs(ctx: DecoderContext): AdapterInputs[] {
+  return Array.from({ length: ctx.config.numLayers }, (_, layer) => {
+    const inputs: AdapterInputs = new Map();
+    for (const layout of ctx.layouts) {
+      if (layout.rows > 0) inputs.set(layout.group.name, ctx.g.input(adapterInputName(layer, layout.group.name), ctx.dtype, ["batch", layout.rows, layout.width]));
+    }
+    return inputs;
+  });
 }
 
 /**
- * Several linears that read the same input as ONE Gemm on their stacked weights, then a Split:
- * one pass over x and one kernel launch instead of several (q/k/v, gate/up).
+ * The linear layers of one group as a single product on their stacked, transposed weights
+ * (nn.Linear's y = x Wᵀ + b), with the group's PiCa projections stacked underneath:
  *
- *   x ─Gemm(W_a ⊕ W_b ⊕ …, transB=1)─Split─▶ a, b, …
+ *   x [b, t, in] ─MatMul([W₁ ⊕ W₂ ⊕ … ⊕ P₁ ⊕ P₂ …]ᵀ)─(+bias)─Split─┬─ base [b, t, N] ─Add─Split─▶ y₁, y₂, …
+ *                                                                 └─ x Pᵀ [b, t, R] ─MatMul(adapter [b, R, N])─┘
  */
-function fusedLinear(ctx: DecoderContext, layer: number, modules: LinearModule[], x: Value, name: string): Value[] {
+function linearGroup(ctx: DecoderContext, layer: number, groupName: LinearGroup["name"], x: Value, name: string, adapterInputs: AdapterInputs): Value[] {
   const { g, config } = ctx;
-  const outs = modules.map((m) => linearShape(config, m)[0]);
-  const inputs = linearShape(config, modules[0])[1];
-  const total = outs.reduce((s, n) => s + n, 0);
-  const stacked = new Float32Array(total * inputs);
-  let offset = 0;
-  for (const module of modules) {
-    const data = weight(ctx.weights, linearName(layer, module)).data;
-    stacked.set(data, offset);
-    offset += data.length;
+  const layout = ctx.layouts.find((l) => l.group.name === groupName)!;
+  const { group, outputs, width } = layout;
+  const adapter = adapterInputs.get(groupName);
+  const inputs = linearShape(config, group.modules[0])[1];
+  const rows: Float32Array[] = group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data);
+  if (adapter !== undefined) for (const m of layout.adapted) rows.push(ctx.adapters!.projection(layer, m));
+  const stackedRows = width + layout.rows * (adapter !== undefined ? 1 : 0);
+  const w = g.initializer(`${name}/weight_t`, ctx.dtype, [inputs, stackedRows], toDtype(transposeRows(rows, stackedRows, inputs), ctx.dtype));
+  let y = matMul(g, `${name}/MatMul`, x, w); // [batch, tokens, N (+ R)]
+  if (group.modules.some((m) => hasBias(config, m))) {
+    const bias = new Float32Array(stackedRows);
+    for (const m of group.modules) {
+      if (hasBias(config, m)) bias.set(weight(ctx.weights, linearName(layer, m, "bias")).data, layout.columnOffset.get(m)!);
+    }
+    y = binary(g, "Add", `${name}/bias/Add`, y, g.initializer(`${name}/bias`, ctx.dtype, [stackedRows], toDtype(bias, ctx.dtype)));
   }
-  const w = g.initializer(`${name}/weight`, ctx.dtype, [total, inputs], toDtype(stacked, ctx.dtype));
-  let bias: Value | null = null;
-  if (modules.some((m) => hasBias(config, m))) {
-    const stackedBias = new Float32Array(total);
-    let at = 0;
-    modules.forEach((module, i) => {
-      if (hasBias(config, module)) stackedBias.set(weight(ctx.weights, linearName(layer, module, "bias")).data, at);
-      at += outs[i];
-    });
-    bias = g.initializer(`${name}/bias`, ctx.dtype, [total], toDtype(stackedBias, ctx.dtype));
+  if (adapter !== undefined) {
+    const [base, shrunk] = split(g, `${name}/adapter/Split`, y, [width, layout.rows], -1);
+    const delta = matMul(g, `${name}/adapter/MatMul`, shrunk, adapter); // [batch, tokens, N]
+    y = binary(g, "Add", `${name}/adapter/Add`, base, delta);
   }
-  return split(g, `${name}/Split`, gemmTransB(g, `${name}/Gemm`, x, w, bias), outs, -1);
+  return outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
+}
+
+/** Stacks row-major [rowsᵢ, cols] blocks and transposes the result to [cols, totalRows]. */
+function transposeRows(blocks: Float32Array[], totalRows: number, cols: number): Float32Array {
+  const out = new Float32Array(cols * totalRows);
+  let row = 0;
+  for (const block of blocks) {
+    const count = block.length / cols;
+    for (let r = 0; r < count; r++, row++) {
+      const offset = r * cols;
+      for (let c = 0; c < cols; c++) out[c * totalRows + row] = block[offset + c];
+    }
+  }
+  return out;
 }
 
 /** A checkpoint tensor as an initializer of the graph (once, under its Hugging Face name). */

@@ -85,3 +85,25 @@ export function weight(weights: WeightMap, name: string): FloatTensor {
 export function lmHeadName(config: ModelConfig): string {
   return config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
 }
+
+/**
+ * Linear layers that read the same input and therefore run as one stacked product: q/k/v,
+ * gate/up, and o and down alone. Adapters follow the same grouping.
+ */
+export interface LinearGroup {
+  name: "qkv_proj" | "o_proj" | "gate_up_proj" | "down_proj";
+  block: "attn" | "mlp";
+  modules: readonly LinearModule[];
+}
+
+export const LINEAR_GROUPS: readonly LinearGroup[] = [
+  { name: "qkv_proj", block: "attn", modules: ["q_proj", "k_proj", "v_proj"] },
+  { name: "o_proj", block: "attn", modules: ["o_proj"] },
+  { name: "gate_up_proj", block: "mlp", modules: ["gate_proj", "up_proj"] },
+  { name: "down_proj", block: "mlp", modules: ["down_proj"] },
+];
+
+/** The group a module runs in. */
+export function groupOf(module: LinearModule): LinearGroup {
+  return LINEAR_GROUPS.find((group) => group.modules.includes(module))!;
+}

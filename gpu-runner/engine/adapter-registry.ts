@@ -1,0 +1,73 @@
+/**
+ * The adapters an engine can serve right now. Registering validates an adapter against the
+ * engine's basis and keeps its M compact; nothing about the ONNX session changes, so adding the
+ * thousandth adapter costs what adding the first did.
+ */
+import { adapterKey, type Basis, type PicaAdapter } from "../pica/types.ts";
+import { validateAdapterFor } from "../pica/adapter-format.ts";
+import type { ModelConfig } from "../model/config.ts";
+import type { LinearModule } from "../model/weights.ts";
+
+/** An adapter ready to be placed in batch rows. */
+export interface ResidentAdapter {
+  id: string;
+  adapter: PicaAdapter;
+  bytes: number; // size of its M tensors
+}
+
+export class AdapterRegistry {
+  private readonly resident = new Map<string, ResidentAdapter>();
+
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly basis: Basis,
+    readonly rank: number, // the engine's serving rank: adapters of rank ≤ this are served
+    readonly targetModules: readonly LinearModule[],
+  ) {}
+
+  /** Validates and registers an adapter under `id` (replacing one of the same id). */
+  register(id: string, adapter: PicaAdapter): ResidentAdapter {
+    validateAdapterFor(adapter, { config: this.config, basis: this.basis });
+    if (adapter.rank > this.rank) {
+      throw new Error(`adapter ${id} has rank ${adapter.rank}, above this engine's serving rank ${this.rank}`);
+    }
+    for (const module of adapter.targetModules) {
+      if (!this.targetModules.includes(module)) {
+        throw new Error(`adapter ${id} targets ${module}, which this engine does not adapt (it adapts ${this.targetModules.join(", ")})`);
+      }
+    }
+    let bytes = 0;
+    for (const tensor of adapter.m.values()) bytes += tensor.data.byteLength;
+    const entry = { id, adapter, bytes };
+    this.resident.set(id, entry);
+    return entry;
+  }
+
+  /** Forgets an adapter; rows already using it keep their copy until they finish. */
+  evict(id: string): boolean {
+    return this.resident.delete(id);
+  }
+
+  /** The resident adapter for `id`, or an error naming it. */
+  get(id: string): ResidentAdapter {
+    const entry = this.resident.get(id);
+    if (entry === undefined) throw new Error(`adapter ${id} is not loaded`);
+    return entry;
+  }
+
+  /** Whether `id` is resident. */
+  has(id: string): boolean {
+    return this.resident.has(id);
+  }
+
+  /** Number of resident adapters. */
+  get size(): number {
+    return this.resident.size;
+  }
+
+  /** M of a module in a layer ([out, rank]), or null when the adapter does not target it. */
+  static moduleWeights(adapter: PicaAdapter, module: LinearModule, layer: number): Float32Array | null {
+    if (!adapter.targetModules.includes(module)) return null;
+    return adapter.m.get(adapterKey(adapter.sharing, module, layer))!.data;
+  }
+}

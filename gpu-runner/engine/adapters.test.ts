@@ -1,0 +1,126 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { referenceForward } from "../model/reference.ts";
+import { computeBasis } from "../pica/basis.ts";
+import { mergeAdapters } from "../pica/merge.ts";
+import { mergeIntoWeights } from "../pica/merge-weights.ts";
+import type { Basis, PicaAdapter } from "../pica/types.ts";
+import { sessionCreationCount } from "../runtime/onnx-session.ts";
+import { randomAdapter } from "../testing/random-adapters.ts";
+import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { LlamaEngine } from "./llama-engine.ts";
+
+const TOLERANCE = 1e-5;
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+}
+
+function tokens(count: number, seed: number): number[] {
+  return Array.from({ length: count }, (_, i) => (seed * 37 + i * 11 + ((i * i) % 5)) % 256);
+}
+
+describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s", (variant) => {
+  const { config, weights } = tinyModel(variant);
+  let basis: Basis;
+  let engine: LlamaEngine;
+  let adapters: Record<string, PicaAdapter>;
+
+  beforeAll(async () => {
+    basis = await computeBasis(config, weights, { rMax: 16 });
+    engine = await LlamaEngine.create(config, weights, { adapters: { basis, rank: 8 } });
+    adapters = {
+      shared8: randomAdapter(config, basis, { rank: 8, seed: 1 }),
+      layered4: randomAdapter(config, basis, { rank: 4, seed: 2, sharing: "per_layer" }),
+      attentionOnly2: randomAdapter(config, basis, { rank: 2, seed: 3, targetModules: ["q_proj", "v_proj"] }),
+      mlpOnly8: randomAdapter(config, basis, { rank: 8, seed: 4, targetModules: ["gate_proj", "up_proj", "down_proj"] }),
+    };
+    for (const [id, adapter] of Object.entries(adapters)) engine.registerAdapter(id, adapter);
+  });
+  afterAll(() => engine.dispose());
+
+  /** Logits of the last position of `ids` with the adapter merged into W (or the base model). */
+  function expected(adapterId: string | null, ids: number[]): Float64Array {
+    const merged = adapterId === null ? weights : mergeIntoWeights(config, weights, basis, adapters[adapterId]);
+    return referenceForward(config, merged, ids).at(-1)!;
+  }
+
+  it("every row equals its request alone on merged weights (W + M P), through prefill and decode", async () => {
+    const rows: { adapter: string | null; prompt: number[]; decode: number[] }[] = [
+      { adapter: "shared8", prompt: tokens(5, 1), decode: tokens(3, 11) },
+      { adapter: "layered4", prompt: tokens(9, 2), decode: tokens(3, 12) },
+      { adapter: null, prompt: tokens(3, 3), decode: tokens(3, 13) },
+      { adapter: "attentionOnly2", prompt: tokens(7, 4), decode: tokens(3, 14) },
+      { adapter: "mlpOnly8", prompt: tokens(4, 5), decode: tokens(3, 15) },
+      { adapter: "shared8", prompt: tokens(6, 6), decode: tokens(3, 16) },
+    ];
+    const batch = engine.createBatch(rows.length);
+    for (const row of rows) batch.addRow(row.adapter);
+    const prefill = await engine.step(batch, rows.map((r) => r.prompt));
+    rows.forEach((row, i) => expect(maxAbsDiff(prefill[i].data, expected(row.adapter, row.prompt))).toBeLessThanOrEqual(TOLERANCE));
+    for (let s = 0; s < 3; s++) {
+      const out = await engine.step(batch, rows.map((r) => [r.decode[s]]));
+      rows.forEach((row, i) => {
+        const ids = [...row.prompt, ...row.decode.slice(0, s + 1)];
+        expect(maxAbsDiff(out[i].data, expected(row.adapter, ids))).toBeLessThanOrEqual(TOLERANCE);
+      });
+    }
+  });
+
+  it("adapters change the logits (so the comparison above can fail)", async () => {
+    const ids = tokens(6, 9);
+    const base = expected(null, ids);
+    for (const id of Object.keys(adapters)) expect(maxAbsDiff(base, expected(id, ids))).toBeGreaterThan(0.05);
+  });
+
+  it("rows keep their adapters when rows leave and per-layer rows come and go", async () => {
+    const batch = engine.createBatch(4);
+    const plan = [
+      { adapter: "layered4" as string | null, ids: tokens(4, 21) },
+      { adapter: "shared8" as string | null, ids: tokens(5, 22) },
+      { adapter: null as string | null, ids: tokens(3, 23) },
+    ];
+    for (const p of plan) batch.addRow(p.adapter);
+    await engine.step(batch, plan.map((p) => p.ids));
+    batch.removeRow(0); // the per-layer row leaves; the base row moves into slot 0
+    expect(batch.rowAdapterIds).toEqual([null, "shared8"]);
+    const next = [tokens(1, 31), tokens(1, 32)];
+    const out = await engine.step(batch, next);
+    expect(maxAbsDiff(out[0].data, expected(null, [...plan[2].ids, ...next[0]]))).toBeLessThanOrEqual(TOLERANCE);
+    expect(maxAbsDiff(out[1].data, expected("shared8", [...plan[1].ids, ...next[1]]))).toBeLessThanOrEqual(TOLERANCE);
+  });
+
+  it("a merged adapter (Σ wᵢ Mᵢ) serves exactly as its merged weights", async () => {
+    const combined = mergeAdapters([
+      { adapter: adapters.shared8, weight: 0.5 },
+      { adapter: adapters.attentionOnly2, weight: -1.25 },
+    ]);
+    engine.registerAdapter("combined", combined);
+    const ids = tokens(7, 41);
+    const batch = engine.createBatch(1);
+    batch.addRow("combined");
+    const [out] = await engine.step(batch, [ids]);
+    const merged = referenceForward(config, mergeIntoWeights(config, weights, basis, combined), ids).at(-1)!;
+    expect(maxAbsDiff(out.data, merged)).toBeLessThanOrEqual(TOLERANCE);
+  });
+
+  it("registering, switching and evicting adapters never creates a session", async () => {
+    const before = sessionCreationCount();
+    for (let i = 0; i < 40; i++) engine.registerAdapter(`bulk-${i}`, randomAdapter(config, basis, { rank: 1 + (i % 8), seed: 100 + i }));
+    const batch = engine.createBatch(8);
+    for (let i = 0; i < 8; i++) batch.addRow(`bulk-${i * 5}`);
+    await engine.step(batch, Array.from({ length: 8 }, (_, i) => tokens(3, i)));
+    for (let i = 0; i < 40; i++) expect(engine.evictAdapter(`bulk-${i}`)).toBe(true);
+    expect(sessionCreationCount()).toBe(before);
+  });
+
+  it("refuses adapters that do not fit, naming why", () => {
+    const other = randomAdapter(config, { ...basis, id: "f".repeat(64) }, { rank: 4, seed: 5 });
+    expect(() => engine.registerAdapter("other", other)).toThrow(/basis id f{64} differs from the runner's basis id/);
+    const tooWide = randomAdapter(config, basis, { rank: 12, seed: 6 });
+    expect(() => engine.registerAdapter("wide", tooWide)).toThrow(/rank 12, above this engine's serving rank 8/);
+    expect(() => engine.createBatch(1).addRow("never-registered")).toThrow(/adapter never-registered is not loaded/);
+  });
+});

@@ -1,0 +1,464 @@
+/**
+ * The PiCa basis: for every layer and targeted module, P = the top-rMax right singular vectors
+ * of the weight W [out, in] (as rows, P is [rMax, in]), with signs canonicalised and the whole
+ * identified by a sha256 that every adapter records. Computed once per base model and stored:
+ *
+ *   pica-basis-r{rMax}.safetensors
+ *     pica.basis.layers.{l}.{module}   F32 [rMax, in]
+ *     metadata: format "pica-basis", format_version "1", basis_id, base_fingerprint, r_max,
+ *               num_layers, target_modules (JSON)
+ *
+ * Why stored and hashed rather than recomputed: singular vectors are defined up to sign and
+ * rotate freely inside a repeated singular value; a P recomputed by another backend or in
+ * another precision can differ, and M is learned in P's coordinates (DESIGN.md §2).
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseSafetensors, serializeSafetensors, writeSafetensorsFile } from "../checkpoint/safetensors.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import { matMul } from "../graph/ops.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { LINEAR_MODULES, linearName, linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
+import { OnnxSession } from "../runtime/onnx-session.ts";
+import type { FloatTensor } from "../tensor.ts";
+import { modelFingerprint } from "./fingerprint.ts";
+import { orthonormalizeRowsWith, topEigenpairs, transpose, type MatrixProduct } from "./linear-algebra.ts";
+import { DEFAULT_TARGET_MODULES, projectionKey, type Basis } from "./types.ts";
+
+/** The `format` metadata value of a basis file. */
+export const BASIS_FORMAT = "pica-basis";
+/** The `format_version` this code reads and writes. */
+export const BASIS_FORMAT_VERSION = "1";
+
+/** What to compute: rows per P, which modules (default: all seven), and the base model's fingerprint. */
+export interface BasisOptions {
+  rMax: number;
+  targetModules?: LinearModule[];
+  baseFingerprint?: string; // default: modelFingerprint(config, weights)
+}
+
+/** A malformed or mismatched basis file; names the file and what is wrong. */
+export class BasisFormatError extends Error {
+  override readonly name = "BasisFormatError";
+  constructor(
+    readonly fileName: string,
+    detail: string,
+  ) {
+    super(`${fileName}: ${detail}`);
+  }
+}
+
+const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const TENSOR_NAME = /^pica\.basis\.layers\.(0|[1-9]\d*)\.([a-z_]+)$/;
+// Below this ratio λ_r/λ₁ of W Wᵀ, recovering v = Wᵀu/σ would amplify u's error; use WᵀW instead.
+const SMALL_GRAM_MIN_EIGENVALUE_RATIO = 1e-8;
+const ROW_NORM_TOLERANCE = 1e-4;
+const ORTHONORMALITY_TOLERANCE = 1e-5;
+
+/** The file a basis of rank `rMax` is stored in, inside the model's basis directory. */
+export function basisFileName(rMax: number): string {
+  return `pica-basis-r${rMax}.safetensors`;
+}
+
+/** Safetensors name of the P of a layer and module. */
+export function basisTensorName(layer: number, module: LinearModule): string {
+  return `pica.basis.layers.${layer}.${module}`;
+}
+
+/** Checks target modules and returns them deduplicated in the canonical (LINEAR_MODULES) order. */
+export function canonicalTargetModules(modules: readonly string[]): LinearModule[] {
+  if (modules.length === 0) throw new Error("targetModules is empty: PiCa needs at least one module");
+  const seen = new Set<string>();
+  for (const module of modules) {
+    if (!(LINEAR_MODULES as readonly string[]).includes(module)) {
+      throw new Error(`unknown target module ${JSON.stringify(module)} (known: ${LINEAR_MODULES.join(", ")})`);
+    }
+    if (seen.has(module)) throw new Error(`target module ${module} is listed twice`);
+    seen.add(module);
+  }
+  return LINEAR_MODULES.filter((module) => seen.has(module));
+}
+
+/**
+ * A float64 matrix product on onnxruntime's CPU provider: one MatMul graph with symbolic dims,
+ * one session for every shape. Measured on 2 cores: 11–29 GFLOP/s against 0.5–0.85 for JS
+ * loops, so the basis of a 512-wide model takes seconds rather than minutes.
+ */
+export async function createOnnxMatrixProduct(): Promise<{ product: MatrixProduct; dispose: () => Promise<void> }> {
+  const g = new GraphBuilder("pica-basis-float64-matmul");
+  const a = g.input("a", "float64", ["rows", "inner"]);
+  const b = g.input("b", "float64", ["inner", "columns"]);
+  g.output(matMul(g, "/basis/MatMul", a, b), "c");
+  // No spinning: between products the JS thread works (Jacobi, filters) and needs the cores.
+  const session = await OnnxSession.create(g.serialize(), { inputs: g.inputs, outputs: g.outputs }, { allowSpinning: false });
+  const product: MatrixProduct = async (left, rows, inner, right, columns) => {
+    const out = await session.run({
+      a: { dtype: "float64", shape: [rows, inner], data: left },
+      b: { dtype: "float64", shape: [inner, columns], data: right },
+    });
+    return out.c.data as Float64Array;
+  };
+  return { product, dispose: () => session.dispose() };
+}
+
+/** The top `rank` right singular vectors of W and the matching singular values. */
+export interface RightSingularVectors {
+  rows: Float32Array; // [rank, in]: orthonormal rows, signs canonical
+  singularValues: Float64Array; // [rank], descending
+}
+
+/**
+ * Top-`rank` right singular vectors of W [out, in] as canonical float32 rows. Works on the smaller
+ * Gram matrix in float64: WᵀW [in, in] directly, or W Wᵀ [out, out] when out < in, then vᵢ = Wᵀuᵢ/σᵢ
+ * (same vectors, a smaller eigenproblem; skipped when σ_rank is too small for that to be exact).
+ */
+export async function topRightSingularVectors(
+  weight: FloatTensor,
+  rank: number,
+  product: MatrixProduct,
+  options: { label?: string; method?: "auto" | "dense" | "subspace" } = {},
+): Promise<RightSingularVectors> {
+  const label = options.label ?? "weight";
+  if (weight.shape.length !== 2) throw new Error(`${label}: expected a 2-D weight [out, in], got shape [${weight.shape.join(", ")}]`);
+  const [out, inputs] = weight.shape;
+  if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(out, inputs)) {
+    throw new Error(`${label}: rank ${rank} must be an integer in [1, min(out, in) = ${Math.min(out, inputs)}] for weight [${out}, ${inputs}]`);
+  }
+  const w = new Float64Array(weight.data.length); // [out, in]
+  for (let i = 0; i < w.length; i++) {
+    const value = weight.data[i];
+    if (!Number.isFinite(value)) throw new Error(`${label}: element ${i} (row ${Math.floor(i / inputs)}, column ${i % inputs}) is ${value}`);
+    w[i] = value;
+  }
+  const eigenOptions = { label, method: options.method ?? "auto" } as const;
+
+  let rows: Float64Array | null = null; // [rank, in]
+  let eigenvalues: Float64Array | null = null;
+  if (out < inputs) {
+    const gram = await product(w, out, inputs, transpose(w, out, inputs), out); // W Wᵀ [out, out]
+    const left = await topEigenpairs(gram, out, rank, product, { ...eigenOptions, label: `${label} (W Wᵀ)` });
+    if (left.values[rank - 1] > SMALL_GRAM_MIN_EIGENVALUE_RATIO * left.values[0]) {
+      rows = await product(left.vectors, rank, out, w, inputs); // row i: uᵢᵀ W = σᵢ vᵢᵀ
+      for (let i = 0; i < rank; i++) {
+        const inverseSigma = 1 / Math.sqrt(left.values[i]);
+        for (let t = 0; t < inputs; t++) rows[i * inputs + t] *= inverseSigma;
+      }
+      eigenvalues = left.values;
+    }
+  }
+  if (rows === null || eigenvalues === null) {
+    const gram = await product(transpose(w, out, inputs), inputs, out, w, inputs); // WᵀW [in, in]
+    const right = await topEigenpairs(gram, inputs, rank, product, { ...eigenOptions, label: `${label} (WᵀW)` });
+    rows = right.vectors;
+    eigenvalues = right.values;
+  }
+  rows = await orthonormalizeRowsWith(product, rows, rank, inputs); // exact orthonormality before rounding to float32
+  const singular = Float32Array.from(rows);
+  canonicalizeSigns(singular, rank, inputs);
+  const stored = Float64Array.from(singular);
+  const error = maxDeviationFromIdentity(await product(stored, rank, inputs, transpose(stored, rank, inputs), rank), rank);
+  if (!(error <= ORTHONORMALITY_TOLERANCE)) throw new Error(`${label}: P's rows are not orthonormal after rounding to float32 (max |P Pᵀ − I| = ${error})`);
+  return { rows: singular, singularValues: eigenvalues.map((value) => Math.sqrt(Math.max(value, 0))) };
+}
+
+function maxDeviationFromIdentity(square: Float64Array, n: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) worst = Math.max(worst, Math.abs(square[i * n + j] - (i === j ? 1 : 0)));
+  return worst;
+}
+
+/** Flips each row of P [rows, columns] so its largest-magnitude entry (lowest index on ties) is positive. */
+export function canonicalizeSigns(p: Float32Array, rows: number, columns: number): void {
+  for (let i = 0; i < rows; i++) {
+    const row = p.subarray(i * columns, (i + 1) * columns);
+    if (row[largestMagnitudeIndex(row)] < 0) for (let t = 0; t < columns; t++) row[t] = -row[t];
+  }
+}
+
+function largestMagnitudeIndex(row: Float32Array): number {
+  let best = 0;
+  for (let t = 1; t < row.length; t++) if (Math.abs(row[t]) > Math.abs(row[best])) best = t;
+  return best;
+}
+
+/**
+ * Computes the basis of a model: for every layer and targeted module, P [rMax, in] = the top-rMax
+ * right singular vectors of the weight, float64 throughout, rows orthonormal and sign-canonical.
+ */
+export async function computeBasis(
+  config: ModelConfig,
+  weights: WeightMap,
+  options: BasisOptions,
+  onProgress?: (done: number, total: number) => void,
+): Promise<Basis> {
+  const { rMax } = options;
+  const targetModules = canonicalTargetModules(options.targetModules ?? DEFAULT_TARGET_MODULES);
+  checkRank(config, rMax, targetModules);
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    for (const module of targetModules) {
+      const name = linearName(layer, module);
+      const tensor = weights.get(name);
+      const expected = linearShape(config, module);
+      if (tensor === undefined) throw new Error(`computeBasis: the weights have no ${name} (expected [${expected.join(", ")}])`);
+      if (tensor.shape.length !== 2 || tensor.shape[0] !== expected[0] || tensor.shape[1] !== expected[1]) {
+        throw new Error(`computeBasis: ${name} has shape [${tensor.shape.join(", ")}], expected [${expected.join(", ")}]`);
+      }
+    }
+  }
+  const baseFingerprint = options.baseFingerprint ?? modelFingerprint(config, weights);
+
+  const total = config.numLayers * targetModules.length;
+  const projections = new Map<string, FloatTensor>();
+  const { product, dispose } = await createOnnxMatrixProduct();
+  try {
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const module of targetModules) {
+        const name = linearName(layer, module);
+        const weight = weights.get(name)!;
+        const { rows } = await topRightSingularVectors(weight, rMax, product, { label: name });
+        projections.set(projectionKey(layer, module), { shape: [rMax, weight.shape[1]], data: rows });
+        onProgress?.(projections.size, total);
+      }
+    }
+  } finally {
+    await dispose();
+  }
+  const basis = { baseFingerprint, rMax, numLayers: config.numLayers, targetModules, projections };
+  return { id: basisId(basis), ...basis };
+}
+
+function checkRank(config: ModelConfig, rMax: number, targetModules: readonly LinearModule[]): void {
+  if (!Number.isInteger(rMax) || rMax < 1) throw new Error(`rMax must be a positive integer, got ${rMax}`);
+  for (const module of targetModules) {
+    const [out, inputs] = linearShape(config, module);
+    if (rMax > Math.min(out, inputs)) {
+      throw new Error(`rMax ${rMax} exceeds the rank limit of ${module}: its weight is [${out}, ${inputs}], so at most min(out, in) = ${Math.min(out, inputs)}`);
+    }
+  }
+}
+
+/**
+ * sha256 (hex) over a canonical encoding: a version tag, rMax, numLayers, targetModules and
+ * baseFingerprint as JSON, then every P's shape and little-endian float32 bytes in (layer,
+ * module) order. Throws when a projection is missing, extra or of the wrong shape.
+ */
+export function basisId(basis: Omit<Basis, "id">): string {
+  const { rMax, numLayers, baseFingerprint } = basis;
+  const targetModules = [...basis.targetModules];
+  const hash = createHash("sha256");
+  hash.update(`pica-basis/v${BASIS_FORMAT_VERSION}\n`);
+  hash.update(`${JSON.stringify({ rMax, numLayers, targetModules, baseFingerprint })}\n`);
+  for (let layer = 0; layer < numLayers; layer++) {
+    for (const module of targetModules) {
+      const key = projectionKey(layer, module);
+      const p = basis.projections.get(key);
+      if (p === undefined) throw new Error(`basis has no projection for layer ${layer} ${module}`);
+      if (p.shape.length !== 2 || p.shape[0] !== rMax || p.data.length !== p.shape[0] * p.shape[1]) {
+        throw new Error(`basis projection ${key} has shape [${p.shape.join(", ")}] with ${p.data.length} values, expected [${rMax}, in]`);
+      }
+      hash.update(`${key}:${p.shape.join("x")}\n`);
+      hash.update(littleEndianBytes(p.data));
+    }
+  }
+  if (basis.projections.size !== numLayers * targetModules.length) {
+    const expected = new Set<string>();
+    for (let layer = 0; layer < numLayers; layer++) for (const module of targetModules) expected.add(projectionKey(layer, module));
+    const extra = [...basis.projections.keys()].filter((key) => !expected.has(key));
+    throw new Error(`basis has projections outside its ${numLayers} layers × [${targetModules.join(", ")}]: ${extra.slice(0, 5).join(", ")}`);
+  }
+  return hash.digest("hex");
+}
+
+function littleEndianBytes(data: Float32Array): Uint8Array {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (HOST_IS_LITTLE_ENDIAN) return bytes;
+  const swapped = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i += 4) {
+    swapped[i] = bytes[i + 3];
+    swapped[i + 1] = bytes[i + 2];
+    swapped[i + 2] = bytes[i + 1];
+    swapped[i + 3] = bytes[i];
+  }
+  return swapped;
+}
+
+/** The safetensors tensors and metadata of a basis, after checking its id against its contents. */
+function basisFileContents(basis: Basis): { tensors: Map<string, FloatTensor>; metadata: Record<string, string> } {
+  const computed = basisId(basis);
+  if (computed !== basis.id) throw new Error(`basis id ${basis.id} does not match its contents (sha256 ${computed}); refusing to store it`);
+  const tensors = new Map<string, FloatTensor>();
+  for (let layer = 0; layer < basis.numLayers; layer++) {
+    for (const module of basis.targetModules) tensors.set(basisTensorName(layer, module), basis.projections.get(projectionKey(layer, module))!);
+  }
+  const metadata = {
+    format: BASIS_FORMAT,
+    format_version: BASIS_FORMAT_VERSION,
+    basis_id: basis.id,
+    base_fingerprint: basis.baseFingerprint,
+    r_max: String(basis.rMax),
+    num_layers: String(basis.numLayers),
+    target_modules: JSON.stringify(basis.targetModules),
+  };
+  return { tensors, metadata };
+}
+
+/** A basis as safetensors bytes (every P as F32 [rMax, in], the fields as metadata). */
+export function serializeBasis(basis: Basis): Uint8Array {
+  const { tensors, metadata } = basisFileContents(basis);
+  return serializeSafetensors(tensors, metadata, { fileName: "<basis>" });
+}
+
+/**
+ * Parses and validates a basis file: format and version, every field, the exact set of tensors,
+ * their dtype, shapes and values (finite, unit rows, canonical signs), and finally that the
+ * contents hash to the recorded basis_id.
+ */
+export function parseBasis(bytes: Uint8Array, fileName: string): Basis {
+  const file = parseSafetensors(bytes, fileName);
+  const fail = (detail: string): never => {
+    throw new BasisFormatError(fileName, detail);
+  };
+  const field = (key: string): string => file.metadata[key] ?? fail(`metadata has no "${key}"`);
+  if (field("format") !== BASIS_FORMAT) fail(`format is ${JSON.stringify(field("format"))}, expected "${BASIS_FORMAT}"`);
+  if (field("format_version") !== BASIS_FORMAT_VERSION) {
+    fail(`format_version is ${JSON.stringify(field("format_version"))}; this code reads version ${BASIS_FORMAT_VERSION}`);
+  }
+  const id = field("basis_id");
+  if (!/^[0-9a-f]{64}$/.test(id)) fail(`basis_id ${JSON.stringify(id)} is not a sha256 hex digest`);
+  const baseFingerprint = field("base_fingerprint");
+  if (baseFingerprint.length === 0) fail("base_fingerprint is empty");
+  const rMax = positiveInteger(field("r_max"), "r_max", fail);
+  const numLayers = positiveInteger(field("num_layers"), "num_layers", fail);
+  let modulesJson: unknown;
+  try {
+    modulesJson = JSON.parse(field("target_modules"));
+  } catch {
+    fail(`target_modules ${JSON.stringify(field("target_modules"))} is not JSON`);
+  }
+  if (!Array.isArray(modulesJson) || !modulesJson.every((m) => typeof m === "string")) fail(`target_modules must be a JSON array of module names, got ${field("target_modules")}`);
+  let targetModules: LinearModule[] = [];
+  try {
+    targetModules = canonicalTargetModules(modulesJson as string[]);
+  } catch (error) {
+    fail(`target_modules: ${(error as Error).message}`);
+  }
+  if (targetModules.join() !== (modulesJson as string[]).join()) fail(`target_modules ${field("target_modules")} is not in canonical order (${JSON.stringify(targetModules)})`);
+
+  for (const name of file.tensors.keys()) {
+    const match = TENSOR_NAME.exec(name);
+    if (match === null || Number(match[1]) >= numLayers || !(targetModules as string[]).includes(match[2])) {
+      fail(`unexpected tensor "${name}" (the file declares ${numLayers} layers × ${JSON.stringify(targetModules)})`);
+    }
+  }
+  const projections = new Map<string, FloatTensor>();
+  const widths = new Map<LinearModule, number>();
+  for (let layer = 0; layer < numLayers; layer++) {
+    for (const module of targetModules) {
+      const name = basisTensorName(layer, module);
+      const tensor = file.tensors.get(name) ?? fail(`tensor "${name}" is missing`);
+      if (tensor.dtype !== "F32") fail(`tensor "${name}" is ${tensor.dtype}, expected F32`);
+      const [rows, columns] = tensor.shape;
+      if (tensor.shape.length !== 2 || rows !== rMax || columns < rMax) fail(`tensor "${name}" has shape [${tensor.shape.join(", ")}], expected [${rMax}, in ≥ ${rMax}]`);
+      const width = widths.get(module) ?? columns;
+      if (columns !== width) fail(`tensor "${name}" has ${columns} columns but layer 0's ${module} has ${width}`);
+      widths.set(module, width);
+      const data = tensor.data as Float32Array;
+      checkProjectionValues(data, rows, columns, (detail) => fail(`tensor "${name}": ${detail}`));
+      projections.set(projectionKey(layer, module), { shape: [rows, columns], data });
+    }
+  }
+  const basis = { baseFingerprint, rMax, numLayers, targetModules, projections };
+  const computed = basisId(basis);
+  if (computed !== id) fail(`basis_id ${id} does not match the contents, which hash to ${computed}: the file is corrupted or was edited`);
+  return { id, ...basis };
+}
+
+function positiveInteger(text: string, key: string, fail: (detail: string) => never): number {
+  if (!/^[1-9]\d*$/.test(text) || !Number.isSafeInteger(Number(text))) fail(`${key} ${JSON.stringify(text)} is not a positive integer`);
+  return Number(text);
+}
+
+/** Finite values, unit-norm rows and canonical signs: what every P this module writes has. */
+function checkProjectionValues(data: Float32Array, rows: number, columns: number, fail: (detail: string) => never): void {
+  for (let i = 0; i < rows; i++) {
+    const row = data.subarray(i * columns, (i + 1) * columns);
+    let norm = 0;
+    for (let t = 0; t < columns; t++) {
+      if (!Number.isFinite(row[t])) fail(`row ${i} column ${t} is ${row[t]}`);
+      norm += row[t] * row[t];
+    }
+    if (Math.abs(Math.sqrt(norm) - 1) > ROW_NORM_TOLERANCE) fail(`row ${i} has norm ${Math.sqrt(norm)}, expected 1`);
+    if (row[largestMagnitudeIndex(row)] < 0) fail(`row ${i} is not sign-canonical (its largest-magnitude entry is negative)`);
+  }
+}
+
+/**
+ * The basis for this model and rMax: read from `directory/pica-basis-r{rMax}.safetensors` when
+ * that file exists (it must belong to this base model and these target modules, or this throws
+ * rather than overwrite a basis adapters may have been trained against), else computed and
+ * written there atomically.
+ */
+export async function loadOrComputeBasis(
+  directory: string,
+  config: ModelConfig,
+  weights: WeightMap,
+  options: BasisOptions,
+  onProgress?: (done: number, total: number) => void,
+): Promise<{ basis: Basis; computed: boolean; seconds: number }> {
+  const started = performance.now();
+  const targetModules = canonicalTargetModules(options.targetModules ?? DEFAULT_TARGET_MODULES);
+  checkRank(config, options.rMax, targetModules);
+  const baseFingerprint = options.baseFingerprint ?? modelFingerprint(config, weights);
+  const path = join(directory, basisFileName(options.rMax));
+  const seconds = () => (performance.now() - started) / 1000;
+
+  let bytes: Uint8Array | null = null;
+  try {
+    bytes = await readFile(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  if (bytes !== null) {
+    const basis = parseBasis(bytes, path);
+    checkBasisMatches(basis, path, config, { rMax: options.rMax, targetModules, baseFingerprint });
+    const total = basis.numLayers * basis.targetModules.length;
+    onProgress?.(total, total);
+    return { basis, computed: false, seconds: seconds() };
+  }
+
+  const basis = await computeBasis(config, weights, { rMax: options.rMax, targetModules, baseFingerprint }, onProgress);
+  const { tensors, metadata } = basisFileContents(basis);
+  await mkdir(directory, { recursive: true });
+  await writeSafetensorsFile(path, tensors, metadata);
+  return { basis, computed: true, seconds: seconds() };
+}
+
+function checkBasisMatches(
+  basis: Basis,
+  path: string,
+  config: ModelConfig,
+  expected: { rMax: number; targetModules: LinearModule[]; baseFingerprint: string },
+): void {
+  if (basis.baseFingerprint !== expected.baseFingerprint) {
+    throw new BasisFormatError(
+      path,
+      `this basis belongs to another base model: its base_fingerprint is ${basis.baseFingerprint}, this model's is ${expected.baseFingerprint}; ` +
+        `move the file away or point the basis directory elsewhere`,
+    );
+  }
+  if (basis.rMax !== expected.rMax) throw new BasisFormatError(path, `r_max is ${basis.rMax}, expected ${expected.rMax} (the file name says r${expected.rMax})`);
+  if (basis.targetModules.join() !== expected.targetModules.join()) {
+    throw new BasisFormatError(
+      path,
+      `this basis covers target modules ${JSON.stringify(basis.targetModules)}, but ${JSON.stringify(expected.targetModules)} were asked for; ` +
+        `adapters trained against it need it, so it is not overwritten: ask for those modules or use another directory`,
+    );
+  }
+  if (basis.numLayers !== config.numLayers) throw new BasisFormatError(path, `num_layers is ${basis.numLayers}, the model has ${config.numLayers}`);
+  for (const module of basis.targetModules) {
+    const inputs = linearShape(config, module)[1];
+    const width = basis.projections.get(projectionKey(0, module))!.shape[1];
+    if (width !== inputs) throw new BasisFormatError(path, `${module} projections have ${width} columns, the model's ${module} takes ${inputs} inputs`);
+  }
+}
