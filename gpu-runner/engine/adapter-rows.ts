@@ -1,21 +1,21 @@
 /**
- * Per-row adapter inputs of a batch, laid out as the graph takes them (adapter-layout.ts):
- * for each layer and adapted group, [rows, R, N] with row r holding its adapter's Mᵀ blocks.
+ * Per-row adapter inputs of a batch, laid out as the graph takes them (adapter-layout.ts): for
+ * each layer and adapted module, [rows, rank, out] with row r holding its adapter's Mᵀ.
  *
- * A row's blocks are written once, when the row joins, and fed as they lie on every step. While
- * every row's adapter is shared across layers (the default) one buffer per group serves all
+ * A row's weights are written once, when the row joins, and fed as they lie on every step. While
+ * every row's adapter is shared across layers (the default) one buffer per module serves all
  * layers; per-layer buffers are allocated only once a per-layer adapter joins.
  */
-import { groupLayouts, type GroupLayout } from "../model/adapter-layout.ts";
 import type { ModelConfig } from "../model/config.ts";
-import type { LinearModule } from "../model/weights.ts";
+import { linearShape, type LinearModule } from "../model/weights.ts";
 import type { PicaAdapter } from "../pica/types.ts";
 import { AdapterRegistry } from "./adapter-registry.ts";
 
 export class AdapterRows {
-  readonly layouts: GroupLayout[];
-  private readonly shared: Float32Array[]; // per adapted group: [maxRows, R, N]
-  private perLayer: Float32Array[][] | null = null; // per layer, per adapted group
+  readonly modules: readonly LinearModule[];
+  private readonly widths: number[]; // out of each module
+  private readonly shared: Float32Array[]; // per module: [maxRows, rank, out]
+  private perLayer: Float32Array[][] | null = null; // per layer, per module
   private readonly adapters: (PicaAdapter | null)[] = [];
   private perLayerRows = 0;
 
@@ -25,8 +25,9 @@ export class AdapterRows {
     readonly rank: number,
     targetModules: readonly LinearModule[],
   ) {
-    this.layouts = groupLayouts(config, targetModules, rank).filter((l) => l.rows > 0);
-    this.shared = this.layouts.map((l) => new Float32Array(maxRows * l.rows * l.width));
+    this.modules = [...targetModules];
+    this.widths = this.modules.map((m) => linearShape(config, m)[0]);
+    this.shared = this.widths.map((out) => new Float32Array(maxRows * rank * out));
   }
 
   /** Number of rows. */
@@ -34,12 +35,7 @@ export class AdapterRows {
     return this.adapters.length;
   }
 
-  /** The adapter of each row (null: base model). */
-  get rowAdapters(): readonly (PicaAdapter | null)[] {
-    return this.adapters;
-  }
-
-  /** Appends a row using `adapter` (null: the base model, whose blocks are zeros). */
+  /** Appends a row using `adapter` (null: the base model, whose weights are zeros). */
   addRow(adapter: PicaAdapter | null): void {
     if (this.rows >= this.maxRows) throw new Error(`batch is full (${this.maxRows} rows)`);
     const row = this.adapters.length;
@@ -56,22 +52,26 @@ export class AdapterRows {
     const last = this.rows - 1;
     if (this.adapters[row]?.sharing === "per_layer") this.perLayerRows--;
     if (row !== last) {
-      this.layouts.forEach((layout, g) => {
-        const block = layout.rows * layout.width;
-        this.shared[g].copyWithin(row * block, last * block, (last + 1) * block);
-        for (const buffers of this.perLayer ?? []) buffers[g].copyWithin(row * block, last * block, (last + 1) * block);
+      this.widths.forEach((out, i) => {
+        const block = this.rank * out;
+        this.shared[i].copyWithin(row * block, last * block, (last + 1) * block);
+        for (const buffers of this.perLayer ?? []) buffers[i].copyWithin(row * block, last * block, (last + 1) * block);
       });
       this.adapters[row] = this.adapters[last];
     }
     this.adapters.pop();
   }
 
-  /** The input for a layer's group: [rows, R, N] over the active rows. */
-  input(layer: number, groupIndex: number): Float32Array {
-    const layout = this.layouts[groupIndex];
-    const size = this.rows * layout.rows * layout.width;
-    const buffer = this.perLayerRows > 0 ? this.perLayer![layer][groupIndex] : this.shared[groupIndex];
+  /** The input of a layer's module (index into `modules`): [rows, rank, out] over the active rows. */
+  input(layer: number, moduleIndex: number): Float32Array {
+    const size = this.rows * this.rank * this.widths[moduleIndex];
+    const buffer = this.perLayerRows > 0 ? this.perLayer![layer][moduleIndex] : this.shared[moduleIndex];
     return buffer.subarray(0, size);
+  }
+
+  /** Shape of a module's input for the active rows. */
+  inputShape(moduleIndex: number): number[] {
+    return [this.rows, this.rank, this.widths[moduleIndex]];
   }
 
   private ensurePerLayer(): void {
@@ -81,32 +81,26 @@ export class AdapterRows {
   }
 
   private writeRow(row: number, adapter: PicaAdapter | null): void {
-    const layers = this.perLayer === null ? [null] : Array.from({ length: this.config.numLayers }, (_, l) => l);
-    this.layouts.forEach((layout, g) => {
-      for (const layer of layers) {
-        const buffer = layer === null ? this.shared[g] : this.perLayer![layer][g];
-        this.fillBlock(buffer, row, layout, adapter, layer ?? 0);
+    this.modules.forEach((module, i) => {
+      if (this.perLayer !== null) {
+        for (let layer = 0; layer < this.config.numLayers; layer++) this.fill(this.perLayer[layer][i], row, i, adapter, module, layer);
       }
       // Shared buffers stay valid for the moment all per-layer rows have left.
-      if (this.perLayer !== null && adapter?.sharing !== "per_layer") this.fillBlock(this.shared[g], row, layout, adapter, 0);
+      if (adapter?.sharing !== "per_layer") this.fill(this.shared[i], row, i, adapter, module, 0);
     });
   }
 
-  /** Writes row `row`'s [R, N] block: Mᵢᵀ of each adapted module in its columns, zeros elsewhere. */
-  private fillBlock(buffer: Float32Array, row: number, layout: GroupLayout, adapter: PicaAdapter | null, layer: number): void {
-    const { rows, width } = layout;
-    const block = buffer.subarray(row * rows * width, (row + 1) * rows * width);
+  /** Writes Mᵀ ([rank, out], zero-padded past the adapter's rank) into row `row`. */
+  private fill(buffer: Float32Array, row: number, moduleIndex: number, adapter: PicaAdapter | null, module: LinearModule, layer: number): void {
+    const out = this.widths[moduleIndex];
+    const block = buffer.subarray(row * this.rank * out, (row + 1) * this.rank * out);
     block.fill(0);
-    if (adapter === null) return;
-    layout.adapted.forEach((module, i) => {
-      const m = AdapterRegistry.moduleWeights(adapter, module, layer); // [out, adapter rank]
-      if (m === null) return;
-      const out = m.length / adapter.rank;
-      const column = layout.columnOffset.get(module)!;
-      for (let j = 0; j < adapter.rank; j++) {
-        const target = (i * this.rank + j) * width + column;
-        for (let o = 0; o < out; o++) block[target + o] = m[o * adapter.rank + j];
-      }
-    });
+    const m = adapter === null ? null : AdapterRegistry.moduleWeights(adapter, module, layer); // [out, adapter rank]
+    if (m === null) return;
+    const rank = adapter!.rank;
+    for (let j = 0; j < rank; j++) {
+      const target = j * out;
+      for (let o = 0; o < out; o++) block[target + o] = m[o * rank + j];
+    }
   }
 }

@@ -146,9 +146,10 @@ export class LlamaEngine {
     }
     const adapterRows = batch.adapterRows;
     if (adapterRows !== null) {
-      adapterRows.layouts.forEach((layout, g) => {
+      adapterRows.modules.forEach((module, i) => {
+        const shape = adapterRows.inputShape(i);
         for (let layer = 0; layer < numLayers; layer++) {
-          feeds[adapterInputName(layer, layout.group.name)] = { dtype: "float32", shape: [rows, layout.rows, layout.width], data: adapterRows.input(layer, g) };
+          feeds[adapterInputName(layer, module)] = { dtype: "float32", shape, data: adapterRows.input(layer, i) };
         }
       });
     }

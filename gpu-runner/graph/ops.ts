@@ -56,6 +56,13 @@ export function binary(g: GraphBuilder, op: "Add" | "Sub" | "Mul" | "Div" | "Pow
   return g.addNode(op, [a, b], [{ dtype, shape: broadcastShapes(name, a.shape, b.shape) }], { name })[0];
 }
 
+/** Elementwise sum of several values with broadcasting (one kernel instead of a chain of Adds). */
+export function sum(g: GraphBuilder, name: string, xs: Value[]): Value {
+  const dtype = sameDtype(name, xs);
+  const shape = xs.slice(1).reduce((acc, x) => broadcastShapes(name, acc, x.shape), xs[0].shape);
+  return g.addNode("Sum", xs, [{ dtype, shape }], { name })[0];
+}
+
 /** Elementwise unary op (same shape and type). */
 export function unary(
   g: GraphBuilder,

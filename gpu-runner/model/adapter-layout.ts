@@ -2,11 +2,12 @@
  * How PiCa adapter weights enter the decoder graph, shared by the graph builder and the host
  * code that fills the inputs.
  *
- * Per layer and linear group (q/k/v, o, gate/up, down), the graph takes one input
- * `adapter.layers.{l}.{group}` of shape [batch, R, N]: N is the group's stacked output width and
- * R = rank × (targeted modules of the group). Row block i holds Mᵢᵀ ([rank, outᵢ]) in the
- * columns of module i's outputs and zeros elsewhere, so one batched product expands the
- * group's shrunk activations (x Pᵀ, [batch, tokens, R]) into every module's ΔW x at once.
+ * Each layer has one input per adapted module, `adapter.layers.{l}.{module}`, of shape
+ * [batch, rank, out]: row r holds its adapter's Mᵀ (zero-padded past the adapter's own rank;
+ * zeros for the base model). The shrink x Pᵀ of all adapted modules that share an input rides in
+ * the group's stacked weight product, so only this small per-row expand is separate. Inputs are
+ * per module, not block-diagonal per group, because the expand is bound by reading these
+ * tensors: a block-diagonal layout would read two to three times as many bytes.
  */
 import type { ModelConfig } from "./config.ts";
 import { LINEAR_GROUPS, linearShape, type LinearGroup, type LinearModule } from "./weights.ts";
@@ -18,23 +19,22 @@ export interface AdapterGraphSpec {
   projection(layer: number, module: LinearModule): Float32Array; // P[:rank] as [rank, in]
 }
 
-/** One group's adapter input layout. */
+/** One group's layout: its modules' output widths and which of them are adapted. */
 export interface GroupLayout {
   group: LinearGroup;
   outputs: number[]; // out of each module of the group, in group order
-  width: number; // N: all outputs stacked
+  width: number; // all outputs stacked
   adapted: LinearModule[]; // targeted modules of the group, in group order
-  rows: number; // R = rank × adapted.length
-  columnOffset: Map<LinearModule, number>; // where each module's outputs start within N
+  columnOffset: Map<LinearModule, number>; // where each module's outputs start within the stack
 }
 
-/** Name of a layer's adapter input for a group. */
-export function adapterInputName(layer: number, group: LinearGroup["name"]): string {
-  return `adapter.layers.${layer}.${group}`;
+/** Name of a layer's adapter input for a module. */
+export function adapterInputName(layer: number, module: LinearModule): string {
+  return `adapter.layers.${layer}.${module}`;
 }
 
-/** The layout of every group (groups with no targeted module have rows = 0 and no input). */
-export function groupLayouts(config: ModelConfig, targetModules: readonly LinearModule[], rank: number): GroupLayout[] {
+/** The layout of every group for the given adapted modules. */
+export function groupLayouts(config: ModelConfig, targetModules: readonly LinearModule[]): GroupLayout[] {
   return LINEAR_GROUPS.map((group) => {
     const outputs = group.modules.map((m) => linearShape(config, m)[0]);
     const columnOffset = new Map<LinearModule, number>();
@@ -44,6 +44,6 @@ export function groupLayouts(config: ModelConfig, targetModules: readonly Linear
       offset += outputs[i];
     });
     const adapted = group.modules.filter((m) => targetModules.includes(m));
-    return { group, outputs, width: offset, adapted, rows: rank * adapted.length, columnOffset };
+    return { group, outputs, width: offset, adapted, columnOffset };
   });
 }

@@ -27,6 +27,7 @@ import {
   softmax,
   split,
   splitHalves,
+  sum,
   transpose,
   unary,
   unsqueeze,
@@ -35,7 +36,7 @@ import {
 import { adapterInputName, groupLayouts, type AdapterGraphSpec, type GroupLayout } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { inverseFrequencies } from "./rope.ts";
-import { hasBias, lmHeadName, linearName, linearShape, validateWeights, weight, type LinearGroup, type WeightMap } from "./weights.ts";
+import { hasBias, lmHeadName, linearName, linearShape, validateWeights, weight, type LinearGroup, type LinearModule, type WeightMap } from "./weights.ts";
 
 /** Names of the graph's inputs and outputs: the contract with the session wrapper. */
 export const LLAMA_IO = {
@@ -100,9 +101,9 @@ export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options
     const prefix = `/model/layers.${layer}`;
     const normed = rmsNorm(ctx, `${prefix}/input_layernorm`, hidden, `model.layers.${layer}.input_layernorm.weight`);
     const attention = buildAttention(ctx, layer, normed, pastKeys[layer], pastValues[layer], adapterInputs[layer]);
-    hidden = binary(g, "Add", `${prefix}/attn/residual/Add`, hidden, attention);
+    hidden = residual(g, `${prefix}/attn/residual`, hidden, attention);
     const normed2 = rmsNorm(ctx, `${prefix}/post_attention_layernorm`, hidden, `model.layers.${layer}.post_attention_layernorm.weight`);
-    hidden = binary(g, "Add", `${prefix}/mlp/residual/Add`, hidden, buildMlp(ctx, layer, normed2, adapterInputs[layer]));
+    hidden = residual(g, `${prefix}/mlp/residual`, hidden, buildMlp(ctx, layer, normed2, adapterInputs[layer]));
   }
 
   const finalNorm = rmsNorm(ctx, "/model/norm", hidden, "model.norm.weight");
@@ -149,7 +150,7 @@ function buildContext(
   const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
 
   const bias = unsqueeze(g, "/model/attention_bias/Unsqueeze", attentionBias, [1, 2]); // [batch, 1, 1, tokens, context]
-  const layouts = groupLayouts(config, adapters?.targetModules ?? [], adapters?.rank ?? 0);
+  const layouts = groupLayouts(config, adapters?.targetModules ?? []);
   return { g, config, weights, dtype, pastLength, adapters, layouts, cosQ, sinQ, cosK: cos, sinK: sin, bias };
 }
 
@@ -165,7 +166,7 @@ function buildContext(
  * Keys and values get a group axis of size 1 (Unsqueeze, no copy) that broadcasts over the
  * query heads sharing them, so each product is a matrix-vector run per query head in decode.
  */
-function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: Value, pastValue: Value, adapterInputs: AdapterInputs): Value {
+function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: Value, pastValue: Value, adapterInputs: AdapterInputs): Value[] {
   const { g, config } = ctx;
   const { numHeads, numKvHeads, headDim } = config;
   const p = `/model/layers.${layer}/attn`;
@@ -208,17 +209,22 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value, pastKey: V
   });
   const tokensFirst = transpose(g, `${p}/context/Transpose`, heads, [0, 2, 1, 3]); // [batch, tokens, heads, head_dim]
   const merged = reshape(g, `${p}/context/merge/Reshape`, tokensFirst, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
-  return linearGroup(ctx, layer, "o_proj", merged, `${p}/o_proj`, adapterInputs)[0];
+  return linearGroup(ctx, layer, "o_proj", merged, `${p}/o_proj`, adapterInputs, true);
 }
 
 /** SwiGLU: down(silu(gate(x)) · up(x)). */
-function buildMlp(ctx: DecoderContext, layer: number, x: Value, adapterInputs: AdapterInputs): Value {
+function buildMlp(ctx: DecoderContext, layer: number, x: Value, adapterInputs: AdapterInputs): Value[] {
   const { g } = ctx;
   const p = `/model/layers.${layer}/mlp`;
   const [gate, up] = linearGroup(ctx, layer, "gate_up_proj", x, `${p}/gate_up_proj`, adapterInputs);
   const silu = binary(g, "Mul", `${p}/act_fn/Mul`, gate, unary(g, "Sigmoid", `${p}/act_fn/Sigmoid`, gate));
   const product = binary(g, "Mul", `${p}/Mul`, silu, up);
-  return linearGroup(ctx, layer, "down_proj", product, `${p}/down_proj`, adapterInputs)[0];
+  return linearGroup(ctx, layer, "down_proj", product, `${p}/down_proj`, adapterInputs, true);
+}
+
+/** The residual stream plus a block's output terms (its base output, and its adapter delta if any). */
+function residual(g: GraphBuilder, name: string, hidden: Value, terms: Value[]): Value {
+  return terms.length === 1 ? binary(g, "Add", `${name}/Add`, hidden, terms[0]) : sum(g, `${name}/Sum`, [hidden, ...terms]);
 }
 
 /** x·(cos) + swap_halves(x)·(sin), the rotate_half form of RoPE. */
@@ -244,14 +250,17 @@ function rmsNorm(ctx: DecoderContext, name: string, x: Value, weightName: string
   return binary(g, "Mul", `${name}/weight/Mul`, initializer(ctx, weightName), normalised);
 }
 
-type AdapterInputs = Map<LinearGroup["name"], Value>;
+type AdapterInputs = Map<LinearModule, Value>;
 
-/** Declares each layer's adapter inputs ([batch, R, N] per adapted group). */
+/** Declares each layer's adapter inputs ([batch, rank, out] per adapted module). */
 function declareAdapterInputs(ctx: DecoderContext): AdapterInputs[] {
+  const rank = ctx.adapters?.rank ?? 0;
   return Array.from({ length: ctx.config.numLayers }, (_, layer) => {
     const inputs: AdapterInputs = new Map();
     for (const layout of ctx.layouts) {
-      if (layout.rows > 0) inputs.set(layout.group.name, ctx.g.input(adapterInputName(layer, layout.group.name), ctx.dtype, ["batch", layout.rows, layout.width]));
+      for (const module of layout.adapted) {
+        inputs.set(module, ctx.g.input(adapterInputName(layer, module), ctx.dtype, ["batch", rank, linearShape(ctx.config, module)[0]]));
+      }
     }
     return inputs;
   });
@@ -259,35 +268,51 @@ function declareAdapterInputs(ctx: DecoderContext): AdapterInputs[] {
 
 /**
  * The linear layers of one group as a single product on their stacked, transposed weights
- * (nn.Linear's y = x Wᵀ + b), with the group's PiCa projections stacked underneath:
+ * (nn.Linear's y = x Wᵀ + b), with the PiCa projections of the adapted modules stacked too:
  *
- *   x [b, t, in] ─MatMul([W₁ ⊕ W₂ ⊕ … ⊕ P₁ ⊕ P₂ …]ᵀ)─(+bias)─Split─┬─ base [b, t, N] ─Add─Split─▶ y₁, y₂, …
- *                                                                 └─ x Pᵀ [b, t, R] ─MatMul(adapter [b, R, N])─┘
+ *   x [b, t, in] ─MatMul([W₁ ⊕ W₂ ⊕ … ⊕ P₁ ⊕ P₂ …]ᵀ)─(+bias)─Split─┬─ y₁ ───────────────────────────Add─▶ y₁
+ *                                                                 ├─ …                              │
+ *                                                                 └─ x Pᵀ ─Split─ x P₁ᵀ ─MatMul(M₁ᵀ [b, r, out₁])
  */
-function linearGroup(ctx: DecoderContext, layer: number, groupName: LinearGroup["name"], x: Value, name: string, adapterInputs: AdapterInputs): Value[] {
+function linearGroup(
+  ctx: DecoderContext,
+  layer: number,
+  groupName: LinearGroup["name"],
+  x: Value,
+  name: string,
+  adapterInputs: AdapterInputs,
+  deferAdd = false, // single-module groups: return [base, delta] for the caller's Sum
+): Value[] {
   const { g, config } = ctx;
   const layout = ctx.layouts.find((l) => l.group.name === groupName)!;
-  const { group, outputs, width } = layout;
-  const adapter = adapterInputs.get(groupName);
+  const { group, outputs, width, adapted } = layout;
+  const rank = ctx.adapters?.rank ?? 0;
+  const shrunkWidth = rank * adapted.length;
   const inputs = linearShape(config, group.modules[0])[1];
   const rows: Float32Array[] = group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data);
-  if (adapter !== undefined) for (const m of layout.adapted) rows.push(ctx.adapters!.projection(layer, m));
-  const stackedRows = width + layout.rows * (adapter !== undefined ? 1 : 0);
-  const w = g.initializer(`${name}/weight_t`, ctx.dtype, [inputs, stackedRows], toDtype(transposeRows(rows, stackedRows, inputs), ctx.dtype));
+  for (const m of adapted) rows.push(ctx.adapters!.projection(layer, m));
+  const stacked = width + shrunkWidth;
+  const w = g.initializer(`${name}/weight_t`, ctx.dtype, [inputs, stacked], toDtype(transposeRows(rows, stacked, inputs), ctx.dtype));
   let y = matMul(g, `${name}/MatMul`, x, w); // [batch, tokens, N (+ R)]
   if (group.modules.some((m) => hasBias(config, m))) {
-    const bias = new Float32Array(stackedRows);
+    const bias = new Float32Array(stacked);
     for (const m of group.modules) {
       if (hasBias(config, m)) bias.set(weight(ctx.weights, linearName(layer, m, "bias")).data, layout.columnOffset.get(m)!);
     }
-    y = binary(g, "Add", `${name}/bias/Add`, y, g.initializer(`${name}/bias`, ctx.dtype, [stackedRows], toDtype(bias, ctx.dtype)));
+    y = binary(g, "Add", `${name}/bias/Add`, y, g.initializer(`${name}/bias`, ctx.dtype, [stacked], toDtype(bias, ctx.dtype)));
   }
-  if (adapter !== undefined) {
-    const [base, shrunk] = split(g, `${name}/adapter/Split`, y, [width, layout.rows], -1);
-    const delta = matMul(g, `${name}/adapter/MatMul`, shrunk, adapter); // [batch, tokens, N]
-    y = binary(g, "Add", `${name}/adapter/Add`, base, delta);
-  }
-  return outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
+  if (shrunkWidth === 0) return outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
+
+  const parts = split(g, `${name}/Split`, y, [...outputs, shrunkWidth], -1);
+  const shrunk = parts.pop()!; // [batch, tokens, rank · adapted]
+  const perModule = adapted.length === 1 ? [shrunk] : split(g, `${name}/adapter/Split`, shrunk, adapted.map(() => rank), -1);
+  const deltas = adapted.map((module, i) => matMul(g, `${name}/adapter/${module}/MatMul`, perModule[i], adapterInputs.get(module)!)); // [batch, tokens, out]
+  if (deferAdd && outputs.length === 1) return [parts[0], deltas[0]];
+  adapted.forEach((module, i) => {
+    const at = group.modules.indexOf(module);
+    parts[at] = binary(g, "Add", `${name}/adapter/${module}/Add`, parts[at], deltas[i]);
+  });
+  return parts;
 }
 
 /** Stacks row-major [rowsᵢ, cols] blocks and transposes the result to [cols, totalRows]. */
