@@ -6,21 +6,13 @@ import { mergeIntoWeights } from "../pica/merge-weights.ts";
 import type { Basis, PicaAdapter } from "../pica/types.ts";
 import { sessionCreationCount } from "../runtime/onnx-session.ts";
 import { randomAdapter } from "../testing/random-adapters.ts";
+import { maxAbsDiff, syntheticTokens } from "../testing/numeric.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { LlamaEngine } from "./llama-engine.ts";
 
 const TOLERANCE = 1e-5;
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
-
-function tokens(count: number, seed: number): number[] {
-  return Array.from({ length: count }, (_, i) => (seed * 37 + i * 11 + ((i * i) % 5)) % 256);
-}
+const tokens = syntheticTokens;
 
 describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s", (variant) => {
   const { config, weights } = tinyModel(variant);

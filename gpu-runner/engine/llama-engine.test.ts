@@ -1,20 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { referenceForward } from "../model/reference.ts";
+import { maxAbsDiff, syntheticTokens } from "../testing/numeric.ts";
 import { TINY_VARIANTS, tinyModel, type TinyVariant } from "../testing/tiny-checkpoints.ts";
 import { LlamaEngine } from "./llama-engine.ts";
 
 const TOLERANCE = 1e-4;
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
-
-function tokens(count: number, seed: number): number[] {
-  return Array.from({ length: count }, (_, i) => (seed * 31 + i * 17 + ((i * i) % 7)) % 256);
-}
+const tokens = syntheticTokens;
 
 describe.each(TINY_VARIANTS)("ONNX graph vs reference forward: %s", (variant: TinyVariant) => {
   const { config, weights } = tinyModel(variant);

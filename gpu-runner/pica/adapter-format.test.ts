@@ -4,9 +4,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseSafetensors, serializeSafetensors, type SafetensorsFile } from "../checkpoint/safetensors.ts";
 import { parseModelConfig } from "../model/config.ts";
-import { linearShape, type LinearModule } from "../model/weights.ts";
-import { Rng } from "../random.ts";
-import type { FloatTensor } from "../tensor.ts";
+import type { LinearModule } from "../model/weights.ts";
+import { gaussianAdapter, SMALL_CONFIG_JSON, smallConfig } from "../testing/pica-fixtures.ts";
 import {
   adapterTensorName,
   parseAdapter,
@@ -18,30 +17,12 @@ import {
 } from "./adapter-format.ts";
 import { adapterKey, type PicaAdapter, type SharingMode } from "./types.ts";
 
-// q/o/down: out 16; k/v: out 8; gate/up: out 24.
-const RAW_CONFIG = {
-  architectures: ["LlamaForCausalLM"],
-  vocab_size: 32,
-  hidden_size: 16,
-  intermediate_size: 24,
-  num_hidden_layers: 3,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-};
-const config = parseModelConfig(RAW_CONFIG);
+const RAW_CONFIG = SMALL_CONFIG_JSON;
+const config = smallConfig;
 const FILE = "tenant.safetensors";
 
-function randomAdapter(sharing: SharingMode, rank: number, modules: LinearModule[], seed = 1): PicaAdapter {
-  const rng = new Rng(seed);
-  const m = new Map<string, FloatTensor>();
-  for (let layer = 0; layer < (sharing === "shared" ? 1 : config.numLayers); layer++) {
-    for (const module of modules) {
-      const out = linearShape(config, module)[0];
-      m.set(adapterKey(sharing, module, layer), { shape: [out, rank], data: Float32Array.from({ length: out * rank }, () => rng.normal()) });
-    }
-  }
-  return { rank, sharing, targetModules: modules, basisId: "basis-a", baseFingerprint: "base-1", m, provenance: { job: "j1", steps: 3 } };
-}
+const randomAdapter = (sharing: SharingMode, rank: number, modules: LinearModule[], seed = 1): PicaAdapter =>
+  gaussianAdapter(config, { sharing, rank, modules, seed, provenance: { job: "j1", steps: 3 } });
 
 /** Re-encodes a valid adapter file after `mutate` edits its metadata or tensors. */
 function rewrite(bytes: Uint8Array, mutate: (file: SafetensorsFile) => void): Uint8Array {

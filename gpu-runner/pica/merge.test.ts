@@ -1,65 +1,18 @@
 import { describe, expect, it } from "vitest";
-import { parseModelConfig } from "../model/config.ts";
-import { LINEAR_MODULES, linearShape, type LinearModule } from "../model/weights.ts";
-import { Rng } from "../random.ts";
-import type { FloatTensor } from "../tensor.ts";
+import { linearShape, type LinearModule } from "../model/weights.ts";
+import { gaussianAdapter, orthonormalBasis, smallConfig } from "../testing/pica-fixtures.ts";
 import { validateAdapterFor } from "./adapter-format.ts";
 import { mergeAdapters, zeroAdapter } from "./merge.ts";
 import { adapterKey, projectionKey, type Basis, type PicaAdapter, type SharingMode } from "./types.ts";
 
-// q/o/down: out 16; k/v: out 8; gate/up: out 24. 3 layers.
-const config = parseModelConfig({
-  architectures: ["LlamaForCausalLM"],
-  vocab_size: 32,
-  hidden_size: 16,
-  intermediate_size: 24,
-  num_hidden_layers: 3,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-});
+const config = smallConfig;
 const R_MAX = 6;
 
-/** Rows of a random matrix made orthonormal by Gram–Schmidt (a QR) in float64, stored as float32. */
-function orthonormalRows(rng: Rng, rows: number, cols: number): Float32Array {
-  const q = Array.from({ length: rows }, () => Float64Array.from({ length: cols }, () => rng.normal()));
-  for (let i = 0; i < rows; i++) {
-    for (let pass = 0; pass < 2; pass++) {
-      for (let j = 0; j < i; j++) {
-        let dot = 0;
-        for (let k = 0; k < cols; k++) dot += q[i][k] * q[j][k];
-        for (let k = 0; k < cols; k++) q[i][k] -= dot * q[j][k];
-      }
-      const norm = Math.hypot(...q[i]);
-      for (let k = 0; k < cols; k++) q[i][k] /= norm;
-    }
-  }
-  return Float32Array.from(q.flatMap((row) => [...row]));
-}
-
-function testBasis(seed = 11): Basis {
-  const rng = new Rng(seed);
-  const projections = new Map<string, FloatTensor>();
-  for (let layer = 0; layer < config.numLayers; layer++) {
-    for (const module of LINEAR_MODULES) {
-      const inDim = linearShape(config, module)[1];
-      projections.set(projectionKey(layer, module), { shape: [R_MAX, inDim], data: orthonormalRows(rng, R_MAX, inDim) });
-    }
-  }
-  return { id: "basis-a", baseFingerprint: "base-1", rMax: R_MAX, numLayers: config.numLayers, targetModules: [...LINEAR_MODULES], projections };
-}
+const testBasis = (seed = 11): Basis => orthonormalBasis(config, { rMax: R_MAX, seed });
 const basis = testBasis();
 
-function randomAdapter(sharing: SharingMode, rank: number, modules: LinearModule[], seed: number): PicaAdapter {
-  const rng = new Rng(seed);
-  const m = new Map<string, FloatTensor>();
-  for (let layer = 0; layer < (sharing === "shared" ? 1 : config.numLayers); layer++) {
-    for (const module of modules) {
-      const out = linearShape(config, module)[0];
-      m.set(adapterKey(sharing, module, layer), { shape: [out, rank], data: Float32Array.from({ length: out * rank }, () => rng.normal()) });
-    }
-  }
-  return { rank, sharing, targetModules: modules, basisId: "basis-a", baseFingerprint: "base-1", m, provenance: { seed } };
-}
+const randomAdapter = (sharing: SharingMode, rank: number, modules: LinearModule[], seed: number): PicaAdapter =>
+  gaussianAdapter(config, { sharing, rank, modules, seed });
 
 /** Dense ΔW = M P[:rank] [out, in] in float64; zero when the adapter does not target the module. */
 function deltaW(adapter: PicaAdapter, layer: number, module: LinearModule): Float64Array {

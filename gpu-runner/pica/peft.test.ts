@@ -3,70 +3,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readSafetensorsFile } from "../checkpoint/safetensors.ts";
-import { parseModelConfig } from "../model/config.ts";
 import { LINEAR_MODULES, linearShape, type LinearModule } from "../model/weights.ts";
 import { Rng } from "../random.ts";
 import type { FloatTensor } from "../tensor.ts";
+import { gaussianAdapter, orthonormalBasis, smallConfig } from "../testing/pica-fixtures.ts";
 import { exportPeft, importPeft, peftTensorName, readPeftDirectory, writePeftDirectory } from "./peft.ts";
-import { adapterKey, projectionKey, type Basis, type PicaAdapter, type SharingMode } from "./types.ts";
+import { adapterKey, projectionKey, type PicaAdapter, type SharingMode } from "./types.ts";
 
-// q/o/down: out 16; k/v: out 8; gate/up: out 24; in 16 except down_proj (24). 3 layers.
-const config = parseModelConfig({
-  architectures: ["LlamaForCausalLM"],
-  vocab_size: 32,
-  hidden_size: 16,
-  intermediate_size: 24,
-  num_hidden_layers: 3,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-});
+const config = smallConfig;
 const R_MAX = 6;
 const L = config.numLayers;
 
-/** Rows of a random matrix made orthonormal by Gram–Schmidt (a QR) in float64, stored as float32. */
-function orthonormalRows(rng: Rng, rows: number, cols: number): Float32Array {
-  const q = Array.from({ length: rows }, () => Float64Array.from({ length: cols }, () => rng.normal()));
-  for (let i = 0; i < rows; i++) {
-    for (let pass = 0; pass < 2; pass++) {
-      for (let j = 0; j < i; j++) {
-        let dot = 0;
-        for (let k = 0; k < cols; k++) dot += q[i][k] * q[j][k];
-        for (let k = 0; k < cols; k++) q[i][k] -= dot * q[j][k];
-      }
-      const norm = Math.hypot(...q[i]);
-      for (let k = 0; k < cols; k++) q[i][k] /= norm;
-    }
-  }
-  return Float32Array.from(q.flatMap((row) => [...row]));
-}
-
-function testBasis(targetModules: LinearModule[] = [...LINEAR_MODULES]): Basis {
-  const rng = new Rng(21);
-  const projections = new Map<string, FloatTensor>();
-  for (let layer = 0; layer < L; layer++) {
-    for (const module of LINEAR_MODULES) {
-      const inDim = linearShape(config, module)[1];
-      projections.set(projectionKey(layer, module), { shape: [R_MAX, inDim], data: orthonormalRows(rng, R_MAX, inDim) });
-    }
-  }
-  return { id: "basis-a", baseFingerprint: "base-1", rMax: R_MAX, numLayers: L, targetModules, projections };
-}
+const testBasis = (targetModules: LinearModule[] = [...LINEAR_MODULES]) => orthonormalBasis(config, { rMax: R_MAX, seed: 21, targetModules });
 const basis = testBasis();
 const P = (layer: number, module: LinearModule) => basis.projections.get(projectionKey(layer, module))!.data;
 
 const randomData = (rng: Rng, n: number) => Float32Array.from({ length: n }, () => rng.normal());
 
-function randomAdapter(sharing: SharingMode, rank: number, modules: LinearModule[], seed: number): PicaAdapter {
-  const rng = new Rng(seed);
-  const m = new Map<string, FloatTensor>();
-  for (let layer = 0; layer < (sharing === "shared" ? 1 : L); layer++) {
-    for (const module of modules) {
-      const out = linearShape(config, module)[0];
-      m.set(adapterKey(sharing, module, layer), { shape: [out, rank], data: randomData(rng, out * rank) });
-    }
-  }
-  return { rank, sharing, targetModules: modules, basisId: "basis-a", baseFingerprint: "base-1", m, provenance: {} };
-}
+const randomAdapter = (sharing: SharingMode, rank: number, modules: LinearModule[], seed: number): PicaAdapter =>
+  gaussianAdapter(config, { sharing, rank, modules, seed, provenance: {} });
 
 /** A random LoRA (A not in the basis span) for these modules and layers, with rank r. */
 function randomLora(modules: LinearModule[], layers: number[], r: number, seed: number, ranks: Partial<Record<LinearModule, number>> = {}) {
