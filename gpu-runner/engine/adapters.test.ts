@@ -8,6 +8,10 @@ import { sessionCreationCount } from "../runtime/onnx-session.ts";
 import { randomAdapter } from "../testing/random-adapters.ts";
 import { maxAbsDiff, syntheticTokens } from "../testing/numeric.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { generateText } from "../generate/generate.ts";
+import { argmax } from "../generate/sampler.ts";
+import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { LlamaEngine } from "./llama-engine.ts";
 
 const TOLERANCE = 1e-5;
@@ -96,6 +100,18 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
     const [out] = await engine.step(batch, [ids]);
     const merged = referenceForward(config, mergeIntoWeights(config, weights, basis, combined), ids).at(-1)!;
     expect(maxAbsDiff(out.data, merged)).toBeLessThanOrEqual(TOLERANCE);
+  });
+
+  it("generation with an adapter follows the merged model's greedy choices", async () => {
+    const files = makeByteLevelTokenizerFiles();
+    const tokenizer = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig);
+    const prompt = tokenizer.encode("PiCa");
+    const { ids } = await generateText(engine, tokenizer, "PiCa", { maxNewTokens: 6, temperature: 0, eosTokenIds: [], adapterId: "layered4" });
+    const merged = mergeIntoWeights(config, weights, basis, adapters.layered4);
+    const reference = referenceForward(config, merged, [...prompt, ...ids]);
+    ids.forEach((id, i) => expect(id).toBe(argmax(Float32Array.from(reference[prompt.length - 1 + i]))));
+    const base = await generateText(engine, tokenizer, "PiCa", { maxNewTokens: 6, temperature: 0, eosTokenIds: [] });
+    expect(base.ids).not.toEqual(ids);
   });
 
   it("registering, switching and evicting adapters never creates a session", async () => {
