@@ -1,0 +1,125 @@
+/**
+ * Linear layers in the decoder graph: each group of layers that reads the same input (q/k/v,
+ * o, gate/up, down) is ONE product on its stacked, transposed weights (nn.Linear's y = x Wᵀ + b),
+ * and an adapter path adds each adapted module's ΔW·x. Where weights and adapters come from is
+ * pluggable, so inference (frozen weights, per-row adapters), PiCa or LoRA training (frozen
+ * weights, trainable adapters) and full training (trainable weights) share this code.
+ */
+import type { DataType, GraphBuilder, Value } from "../graph/builder.ts";
+import { binary, matMul, split } from "../graph/ops.ts";
+import { groupLayouts, type GroupLayout } from "./adapter-layout.ts";
+import type { ModelConfig } from "./config.ts";
+import { hasBias, linearName, linearShape, weight, type LinearGroup, type LinearModule, type WeightMap } from "./weights.ts";
+
+/** Where weight tensors come from: frozen initializers, or trainable graph inputs. */
+export interface WeightSource {
+  /** The graph value for a weight of the given graph name; `data` is called at most once. */
+  tensor(g: GraphBuilder, name: string, shape: number[], data: () => Float32Array): Value;
+}
+
+/** How adapted modules add ΔW·x to their outputs. */
+export interface AdapterPath {
+  readonly modules: readonly LinearModule[];
+  /** Rows stacked under the group's weights as this module's shrink ([rank, in], e.g. P[:rank]), or null. */
+  stackedShrink(layer: number, module: LinearModule): Float32Array | null;
+  /** ΔW·x for a module from its slice of the stacked shrink (or from x itself when it has none). */
+  expand(g: GraphBuilder, name: string, layer: number, module: LinearModule, x: Value, shrunk: Value | null): Value;
+}
+
+/** Everything a linear group needs to know about the graph being built. */
+export interface LinearContext {
+  g: GraphBuilder;
+  config: ModelConfig;
+  weights: WeightMap;
+  dtype: DataType;
+  source: WeightSource;
+  adapters: AdapterPath | null;
+  layouts: GroupLayout[];
+}
+
+/** Group layouts for the modules an adapter path adapts. */
+export function linearLayouts(config: ModelConfig, adapters: AdapterPath | null): GroupLayout[] {
+  return groupLayouts(config, adapters?.modules ?? []);
+}
+
+/** Frozen weights: every tensor is an initializer. */
+export function frozenWeights(dtype: DataType): WeightSource {
+  return {
+    tensor(g, name, shape, data) {
+      return g.values.get(name) ?? g.initializer(name, dtype, shape, toDtype(data(), dtype));
+    },
+  };
+}
+
+/**
+ * The linear layers of one group as a single product on their stacked, transposed weights, with
+ * the adapted modules' stacked shrinks (PiCa's P) underneath:
+ *
+ *   x [b, t, in] ─MatMul([W₁ ⊕ W₂ ⊕ … ⊕ P₁ ⊕ P₂ …]ᵀ)─(+bias)─Split─┬─ y₁ ─────────────────────Add─▶ y₁
+ *                                                                 ├─ …                        │
+ *                                                                 └─ x Pᵀ ─Split─ x P₁ᵀ ─expand┘
+ *
+ * With `deferAdd`, a single-module group returns [base, delta] for the caller to Sum.
+ */
+export function linearGroup(ctx: LinearContext, layer: number, groupName: LinearGroup["name"], x: Value, name: string, deferAdd = false): Value[] {
+  const { g, config } = ctx;
+  const layout = ctx.layouts.find((l) => l.group.name === groupName)!;
+  const { group, outputs, width, adapted } = layout;
+  const inputs = linearShape(config, group.modules[0])[1];
+  const shrinks = adapted.map((m) => ctx.adapters!.stackedShrink(layer, m));
+  const shrinkRows = shrinks.map((s) => (s === null ? 0 : s.length / inputs));
+  const shrunkWidth = shrinkRows.reduce((a, b) => a + b, 0);
+  const stacked = width + shrunkWidth;
+  const w = ctx.source.tensor(g, `${name}/weight_t`, [inputs, stacked], () => {
+    const rows: Float32Array[] = group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data);
+    for (const s of shrinks) if (s !== null) rows.push(s);
+    return transposeRows(rows, stacked, inputs);
+  });
+  let y = matMul(g, `${name}/MatMul`, x, w); // [batch, tokens, N (+ R)]
+  if (group.modules.some((m) => hasBias(config, m))) {
+    const bias = ctx.source.tensor(g, `${name}/bias`, [stacked], () => {
+      const data = new Float32Array(stacked);
+      for (const m of group.modules) {
+        if (hasBias(config, m)) data.set(weight(ctx.weights, linearName(layer, m, "bias")).data, layout.columnOffset.get(m)!);
+      }
+      return data;
+    });
+    y = binary(g, "Add", `${name}/bias/Add`, y, bias);
+  }
+  if (adapted.length === 0) return outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
+
+  const parts = shrunkWidth > 0 ? split(g, `${name}/Split`, y, [...outputs, shrunkWidth], -1) : outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
+  const shrunk = shrunkWidth > 0 ? parts.pop()! : null; // [batch, tokens, Σ rank]
+  const withShrink = shrinkRows.filter((r) => r > 0);
+  const slices = shrunk === null ? [] : withShrink.length === 1 ? [shrunk] : split(g, `${name}/adapter/Split`, shrunk, withShrink, -1);
+  let next = 0;
+  const deltas = adapted.map((module, i) => {
+    const own = shrinkRows[i] > 0 ? slices[next++] : null;
+    return ctx.adapters!.expand(g, `${name}/adapter/${module}`, layer, module, x, own); // [batch, tokens, out]
+  });
+  if (deferAdd && outputs.length === 1) return [parts[0], deltas[0]];
+  adapted.forEach((module, i) => {
+    const at = group.modules.indexOf(module);
+    parts[at] = binary(g, "Add", `${name}/adapter/${module}/Add`, parts[at], deltas[i]);
+  });
+  return parts;
+}
+
+/** Stacks row-major [rowsᵢ, cols] blocks and transposes the result to [cols, totalRows]. */
+export function transposeRows(blocks: Float32Array[], totalRows: number, cols: number): Float32Array {
+  const out = new Float32Array(cols * totalRows);
+  let row = 0;
+  for (const block of blocks) {
+    const count = block.length / cols;
+    for (let r = 0; r < count; r++, row++) {
+      const offset = r * cols;
+      for (let c = 0; c < cols; c++) out[c * totalRows + row] = block[offset + c];
+    }
+  }
+  return out;
+}
+
+/** Float32 data in the graph's element type. */
+export function toDtype(data: Float32Array, dtype: DataType): Float32Array | Float64Array {
+  return dtype === "float64" ? Float64Array.from(data) : data;
+}
