@@ -241,3 +241,119 @@ export function cast(g: GraphBuilder, name: string, x: Value, to: DataType): Val
 export function shapeOf(g: GraphBuilder, name: string, x: Value): Value {
   return g.addNode("Shape", [x], [{ dtype: "int64", shape: [x.shape.length] }], { name })[0];
 }
+
+// ---- Helpers used by the autodiff's gradient rules (gradient-rules.ts, gradient-shape-rules.ts). ----
+
+/** Sum over the given axes (opset 18 form: axes as an input). */
+export function reduceSum(g: GraphBuilder, name: string, x: Value, axes: number[], keepDims = true): Value {
+  const norm = axes.map((a) => normaliseAxis(name, a, x.shape.length));
+  const shape = keepDims ? x.shape.map((d, i) => (norm.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !norm.includes(i));
+  return g.addNode("ReduceSum", [x, g.constInt64(norm)], [{ dtype: x.dtype, shape }], { name, attributes: { keepdims: keepDims ? 1 : 0 } })[0];
+}
+
+/** `x`'s shape as an int64 vector: a shared constant when every dim is known, else a `Shape` node named `name`. */
+export function shapeVector(g: GraphBuilder, name: string, x: Value): Value {
+  if (x.shape.every((d) => typeof d === "number")) return g.constInt64(x.shape as number[]);
+  return shapeOf(g, name, x);
+}
+
+/** Reshapes `x` to `like`'s shape (a constant target when known, else `like`'s runtime shape via `${name}/Shape`). */
+export function reshapeLike(g: GraphBuilder, name: string, x: Value, like: Value): Value {
+  if (like.shape.every((d) => typeof d === "number")) return reshape(g, name, x, like.shape);
+  return reshape(g, name, x, like.shape, { shapeInput: shapeOf(g, `${name}/Shape`, x === like ? x : like), outShape: like.shape });
+}
+
+/** Zeros of the runtime shape `shape` (int64 vector): ConstantOfShape (float32 0), then Cast for other types. */
+export function zerosOfShape(g: GraphBuilder, name: string, shape: Value, outShape: Shape, dtype: DataType): Value {
+  if (shape.dtype !== "int64" || shape.shape.length !== 1) fail(name, `ConstantOfShape needs a 1-D int64 shape, got ${shape.dtype}${formatShape(shape.shape)}`);
+  const zeros = g.addNode("ConstantOfShape", [shape], [{ dtype: "float32", shape: outShape }], { name })[0];
+  return dtype === "float32" ? zeros : cast(g, `${name}/Cast`, zeros, dtype);
+}
+
+/**
+ * Zeros shaped like `x`, never a model-sized initializer. With a symbolic dim: ConstantOfShape of
+ * x's runtime shape (`${name}/Shape`). With a fully known shape, onnxruntime's constant folding
+ * turns ConstantOfShape, even of Shape(x), into a stored zeros tensor (measured: 512 KiB for a
+ * [256, 512] float input), so a computed x gets x·0 instead (−0 where x < 0; NaN only where x is
+ * not finite), which it cannot fold. A known-shape initializer keeps ConstantOfShape.
+ */
+export function zerosLike(g: GraphBuilder, name: string, x: Value): Value {
+  const known = x.shape.every((d) => typeof d === "number");
+  if (known && !g.isInitializer(x.name) && (x.dtype === "float32" || x.dtype === "float64")) {
+    return binary(g, "Mul", name, x, g.constFloat(0, x.dtype));
+  }
+  return zerosOfShape(g, name, shapeVector(g, `${name}/Shape`, x), x.shape, x.dtype);
+}
+
+/** ScatterND: writes (or, with reduction "add", accumulates) `updates` into a copy of `data` at `indices` [..., k]. */
+export function scatterND(g: GraphBuilder, name: string, data: Value, indices: Value, updates: Value, reduction: "none" | "add" = "none"): Value {
+  sameDtype(name, [data, updates]);
+  if (indices.dtype !== "int64") fail(name, `ScatterND indices must be int64, got ${indices.dtype}`);
+  const k = indices.shape.at(-1);
+  if (typeof k === "number") {
+    const expected = [...indices.shape.slice(0, -1), ...data.shape.slice(k)];
+    if (expected.length !== updates.shape.length) fail(name, `ScatterND updates ${formatShape(updates.shape)} do not match ${formatShape(expected)}`);
+  }
+  return g.addNode("ScatterND", [data, indices, updates], [{ dtype: data.dtype, shape: data.shape }], { name, attributes: reduction === "none" ? {} : { reduction } })[0];
+}
+
+/** ScatterElements along `axis`: `updates` and `indices` share a shape; reduction "add" accumulates repeats. */
+export function scatterElements(
+  g: GraphBuilder,
+  name: string,
+  data: Value,
+  indices: Value,
+  updates: Value,
+  axis: number,
+  reduction: "none" | "add" = "none",
+): Value {
+  sameDtype(name, [data, updates]);
+  if (indices.dtype !== "int64") fail(name, `ScatterElements indices must be int64, got ${indices.dtype}`);
+  if (indices.shape.length !== data.shape.length || updates.shape.length !== data.shape.length) {
+    fail(name, `ScatterElements needs data, indices and updates of one rank: ${formatShape(data.shape)}, ${formatShape(indices.shape)}, ${formatShape(updates.shape)}`);
+  }
+  const a = normaliseAxis(name, axis, data.shape.length);
+  return g.addNode("ScatterElements", [data, indices, updates], [{ dtype: data.dtype, shape: data.shape }], {
+    name,
+    attributes: reduction === "none" ? { axis: a } : { axis: a, reduction },
+  })[0];
+}
+
+/** Broadcasts `x` to the runtime shape `shape` (int64 vector); `outShape` is the result's tracked shape. */
+export function expand(g: GraphBuilder, name: string, x: Value, shape: Value, outShape: Shape): Value {
+  broadcastShapes(name, x.shape, outShape);
+  return g.addNode("Expand", [x, shape], [{ dtype: x.dtype, shape: outShape }], { name })[0];
+}
+
+/** Zero-pads `x` (opset 18 Pad): `pads` holds begins then ends for `axes` (all axes when null). */
+export function pad(g: GraphBuilder, name: string, x: Value, pads: Value, axes: Value | null, outShape: Shape): Value {
+  if (pads.dtype !== "int64") fail(name, `Pad pads must be int64, got ${pads.dtype}`);
+  if (outShape.length !== x.shape.length) fail(name, `Pad keeps the rank: ${formatShape(x.shape)} → ${formatShape(outShape)}`);
+  const inputs = axes === null ? [x, pads] : [x, pads, null, axes];
+  return g.addNode("Pad", inputs, [{ dtype: x.dtype, shape: outShape }], { name })[0];
+}
+
+/** General 2-D Gemm: alpha·op(a)·op(b) + beta·c, where op transposes when transA/transB is set. */
+export function gemm(
+  g: GraphBuilder,
+  name: string,
+  a: Value,
+  b: Value,
+  c: Value | null,
+  options: { transA?: boolean; transB?: boolean; alpha?: number; beta?: number } = {},
+): Value {
+  const dtype = sameDtype(name, c === null ? [a, b] : [a, b, c]);
+  if (a.shape.length !== 2 || b.shape.length !== 2) fail(name, `Gemm needs 2-D operands, got ${formatShape(a.shape)} and ${formatShape(b.shape)}`);
+  const [m, ka] = options.transA ? [a.shape[1], a.shape[0]] : a.shape;
+  const [kb, n] = options.transB ? [b.shape[1], b.shape[0]] : b.shape;
+  if (typeof ka === "number" && typeof kb === "number" && ka !== kb) {
+    fail(name, `Gemm inner dimensions differ: ${formatShape(a.shape)}${options.transA ? "ᵀ" : ""} × ${formatShape(b.shape)}${options.transB ? "ᵀ" : ""}`);
+  }
+  if (c !== null) broadcastShapes(name, [m, n], c.shape);
+  const attributes: Record<string, number | { float: number }> = {};
+  if (options.transA) attributes.transA = 1;
+  if (options.transB) attributes.transB = 1;
+  if (options.alpha !== undefined && options.alpha !== 1) attributes.alpha = { float: options.alpha };
+  if (options.beta !== undefined && options.beta !== 1) attributes.beta = { float: options.beta };
+  return g.addNode("Gemm", c === null ? [a, b] : [a, b, c], [{ dtype, shape: [m, n] }], { name, attributes })[0];
+}

@@ -1,0 +1,153 @@
+/**
+ * Training graphs: the decoder without a KV cache, every position's logits, and a per-token
+ * weighted cross-entropy. What is trainable is the method's choice:
+ *   - PiCa: M per module type (shared by all layers) or per layer and module; P and W frozen;
+ *   - LoRA: A and B per layer and module (for comparison); W frozen;
+ *   - full: every weight of the model (pre-training the shipped base model).
+ * Trainable tensors are graph inputs, so the host owns their values and the optimiser, and one
+ * session serves every step. Gradients are appended by the autodiff (graph/autodiff.ts).
+ */
+import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
+import { binary, gemmTransB, matMul, reshape } from "../graph/ops.ts";
+import { weightedCrossEntropy } from "../graph/loss.ts";
+import { adapterKey, projectionKey, type Basis, type SharingMode } from "../pica/types.ts";
+import { Rng } from "../random.ts";
+import type { ModelConfig } from "./config.ts";
+import { buildDecoder, weightTensor } from "./decoder-graph.ts";
+import { frozenWeights, linearLayouts, toDtype, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
+import { lmHeadName, linearShape, validateWeights, type LinearModule, type WeightMap } from "./weights.ts";
+
+/** What a training graph trains. */
+export type TrainingMethod =
+  | { kind: "pica"; basis: Basis; rank: number; sharing: SharingMode; targetModules?: LinearModule[] }
+  | { kind: "lora"; rank: number; alpha?: number; targetModules: LinearModule[]; seed: number }
+  | { kind: "full" };
+
+/** Inputs and outputs of a training graph. */
+export const TRAINING_IO = {
+  inputIds: "input_ids", // int64 [batch, tokens]
+  positionIds: "position_ids", // int64 [batch, tokens]
+  attentionBias: "attention_bias", // float [batch, tokens, tokens]: causal and padding mask
+  labels: "labels", // int64 [batch·tokens]: the next token at each position
+  lossWeights: "loss_weights", // float [batch·tokens]: 1 where the position's label is trained on, else 0
+  loss: "loss", // float scalar
+} as const;
+
+/** A trainable tensor: a graph input whose value the host feeds and updates. */
+export interface TrainableParameter {
+  name: string;
+  shape: number[];
+  initial: Float32Array;
+  value: Value;
+}
+
+export interface TrainingGraph {
+  graph: GraphBuilder;
+  loss: Value;
+  parameters: TrainableParameter[];
+}
+
+/** Builds the forward half of a training graph (the caller appends gradients). */
+export function buildTrainingGraph(
+  config: ModelConfig,
+  weights: WeightMap,
+  method: TrainingMethod,
+  options: { dtype?: "float32" | "float64" } = {},
+): TrainingGraph {
+  validateWeights(config, weights);
+  const dtype: DataType = options.dtype ?? "float32";
+  const g = new GraphBuilder(`train-${method.kind}-${config.numLayers}x${config.hiddenSize}`);
+  const inputIds = g.input(TRAINING_IO.inputIds, "int64", ["batch", "tokens"]);
+  const positionIds = g.input(TRAINING_IO.positionIds, "int64", ["batch", "tokens"]);
+  const attentionBias = g.input(TRAINING_IO.attentionBias, dtype, ["batch", "tokens", "tokens"]);
+  const labels = g.input(TRAINING_IO.labels, "int64", ["batch_tokens"]);
+  const lossWeights = g.input(TRAINING_IO.lossWeights, dtype, ["batch_tokens"]);
+
+  const parameters: TrainableParameter[] = [];
+  const declare = (name: string, shape: number[], initial: Float32Array): Value => {
+    const existing = g.values.get(name);
+    if (existing !== undefined) return existing;
+    const value = g.input(name, dtype, shape);
+    parameters.push({ name, shape, initial, value });
+    return value;
+  };
+  const source: WeightSource = method.kind === "full" ? { tensor: (_g, name, shape, data) => declare(name, shape, Float32Array.from(data())) } : frozenWeights(dtype);
+  const adapters = method.kind === "pica" ? picaPath(config, method, declare) : method.kind === "lora" ? loraPath(config, method, dtype, declare) : null;
+  const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters) };
+
+  const normed = buildDecoder(linear, inputIds, positionIds, attentionBias, null); // [batch, tokens, hidden]
+  const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
+  const logits = gemmTransB(g, "/lm_head/Gemm", flat, weightTensor(linear, lmHeadName(config))); // [batch·tokens, vocab]
+  const loss = g.output(weightedCrossEntropy(g, "/loss", logits, labels, lossWeights), TRAINING_IO.loss);
+  return { graph: g, loss, parameters };
+}
+
+/** Name of a PiCa parameter (Mᵀ, [rank, out]) in a training graph. */
+export function picaParameterName(sharing: SharingMode, module: LinearModule, layer: number): string {
+  return `pica.${adapterKey(sharing, module, layer)}.m_t`;
+}
+
+/** Names of a LoRA layer's parameters (Aᵀ [in, rank], Bᵀ [rank, out]). */
+export function loraParameterNames(layer: number, module: LinearModule): { a: string; b: string } {
+  return { a: `lora.${layer}.${module}.a_t`, b: `lora.${layer}.${module}.b_t` };
+}
+
+/**
+ * PiCa: P[:rank] rides in the stacked products (frozen), and ΔW·x = (x Pᵀ) Mᵀ with Mᵀ a trainable
+ * input, zero at the start so training begins exactly at the base model. With sharing, all
+ * layers read the same input and the autodiff sums their gradients.
+ */
+function picaPath(
+  config: ModelConfig,
+  method: Extract<TrainingMethod, { kind: "pica" }>,
+  declare: (name: string, shape: number[], initial: Float32Array) => Value,
+): AdapterPath {
+  const { basis, rank, sharing } = method;
+  if (!Number.isInteger(rank) || rank < 1 || rank > basis.rMax) throw new Error(`PiCa rank must be an integer in [1, ${basis.rMax}], got ${rank}`);
+  const modules = method.targetModules ?? basis.targetModules;
+  for (const module of modules) {
+    if (!basis.targetModules.includes(module)) throw new Error(`module ${module} is not in the basis (${basis.targetModules.join(", ")})`);
+  }
+  return {
+    modules,
+    stackedShrink(layer, module) {
+      const inputs = linearShape(config, module)[1];
+      return basis.projections.get(projectionKey(layer, module))!.data.subarray(0, rank * inputs);
+    },
+    expand(g, name, layer, module, _x, shrunk) {
+      const out = linearShape(config, module)[0];
+      const m = declare(picaParameterName(sharing, module, layer), [rank, out], new Float32Array(rank * out));
+      return matMul(g, `${name}/MatMul`, shrunk!, m);
+    },
+  };
+}
+
+/**
+ * LoRA for comparison: ΔW·x = (alpha / r)·(x Aᵀ) Bᵀ with A drawn as PEFT does (kaiming-uniform,
+ * bound 1/sqrt(in)) and B zero, so training also starts at the base model.
+ */
+function loraPath(
+  config: ModelConfig,
+  method: Extract<TrainingMethod, { kind: "lora" }>,
+  dtype: DataType,
+  declare: (name: string, shape: number[], initial: Float32Array) => Value,
+): AdapterPath {
+  const { rank, targetModules } = method;
+  if (!Number.isInteger(rank) || rank < 1) throw new Error(`LoRA rank must be a positive integer, got ${rank}`);
+  const scale = (method.alpha ?? rank) / rank;
+  const rng = new Rng(method.seed);
+  return {
+    modules: targetModules,
+    stackedShrink: () => null,
+    expand(g, name, layer, module, x) {
+      const [out, inputs] = linearShape(config, module);
+      const names = loraParameterNames(layer, module);
+      const bound = 1 / Math.sqrt(inputs);
+      const a = declare(names.a, [inputs, rank], Float32Array.from({ length: inputs * rank }, () => (2 * rng.uniform() - 1) * bound));
+      const b = declare(names.b, [rank, out], new Float32Array(rank * out));
+      const delta = matMul(g, `${name}/B/MatMul`, matMul(g, `${name}/A/MatMul`, x, a), b);
+      if (scale === 1) return delta;
+      return binary(g, "Mul", `${name}/scale/Mul`, delta, g.initializer(`${name}/scale`, dtype, [], toDtype(Float32Array.of(scale), dtype)));
+    },
+  };
+}

@@ -1,0 +1,166 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { referenceForward } from "../model/reference.ts";
+import { picaParameterName, type TrainingMethod } from "../model/training-graph.ts";
+import { computeBasis } from "../pica/basis.ts";
+import { mergeIntoWeights } from "../pica/merge-weights.ts";
+import { adapterKey, type Basis, type PicaAdapter } from "../pica/types.ts";
+import { Rng } from "../random.ts";
+import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { TrainingSession, type TrainingBatch } from "./training-session.ts";
+
+const { config, weights } = tinyModel("llama-gqa");
+
+/** Two rows of different lengths; the loss counts only some positions. */
+function sampleBatch(): TrainingBatch {
+  const rows = 2;
+  const length = 7;
+  const lengths = [7, 4];
+  const rng = new Rng(3);
+  const inputIds: number[] = [];
+  const labels: number[] = [];
+  const lossWeights: number[] = [];
+  for (let row = 0; row < rows; row++) {
+    for (let t = 0; t < length; t++) {
+      inputIds.push(t < lengths[row] ? Math.floor(rng.uniform() * 256) : 0);
+      labels.push(Math.floor(rng.uniform() * 256));
+      lossWeights.push(t < lengths[row] && t >= 2 ? 1 : 0);
+    }
+  }
+  return { rows, length, inputIds, labels, lossWeights, lengths };
+}
+
+/** The weighted mean cross-entropy of the reference forward on the batch, in float64. */
+function referenceLoss(modelWeights: typeof weights, batch: TrainingBatch): number {
+  let total = 0;
+  let weightSum = 0;
+  for (let row = 0; row < batch.rows; row++) {
+    const ids = Array.from({ length: batch.lengths[row] }, (_, t) => batch.inputIds[row * batch.length + t]);
+    const logits = referenceForward(config, modelWeights, ids);
+    logits.forEach((position, t) => {
+      const w = batch.lossWeights[row * batch.length + t];
+      if (w === 0) return;
+      const max = Math.max(...position);
+      const logSum = max + Math.log(position.reduce((s, v) => s + Math.exp(v - max), 0));
+      total += w * (logSum - position[batch.labels[row * batch.length + t]]);
+      weightSum += w;
+    });
+  }
+  return total / weightSum;
+}
+
+function randomValues(session: TrainingSession, seed: number, scale: number, dtype: "float32" | "float64"): Map<string, Float32Array | Float64Array> {
+  const rng = new Rng(seed);
+  return new Map(
+    session.parameters.map((p) => {
+      const data = dtype === "float64" ? new Float64Array(p.initial.length) : new Float32Array(p.initial.length);
+      for (let i = 0; i < data.length; i++) data[i] = p.initial[i] + scale * rng.normal();
+      return [p.name, data];
+    }),
+  );
+}
+
+/** Central finite differences on sampled coordinates; returns the worst relative error. */
+async function gradientCheck(session: TrainingSession, batch: TrainingBatch, values: Map<string, Float64Array>, samplesPerParameter: number): Promise<number> {
+  const { gradients } = await session.step(batch, values);
+  const rng = new Rng(17);
+  const h = 1e-6;
+  let worst = 0;
+  for (const parameter of session.parameters) {
+    const data = values.get(parameter.name)!;
+    const gradient = gradients.get(parameter.name)!;
+    for (let s = 0; s < samplesPerParameter; s++) {
+      const i = Math.floor(rng.uniform() * data.length);
+      const original = data[i];
+      data[i] = original + h;
+      const plus = await session.loss(batch, values);
+      data[i] = original - h;
+      const minus = await session.loss(batch, values);
+      data[i] = original;
+      const numeric = (plus - minus) / (2 * h);
+      worst = Math.max(worst, Math.abs(numeric - gradient[i]) / Math.max(Math.abs(numeric), Math.abs(gradient[i]), 1e-4));
+    }
+  }
+  return worst;
+}
+
+describe("PiCa training graph", () => {
+  let basis: Basis;
+  let session64: TrainingSession;
+  let session32: TrainingSession;
+  let method: TrainingMethod;
+  beforeAll(async () => {
+    basis = await computeBasis(config, weights, { rMax: 8 });
+    method = { kind: "pica", basis, rank: 4, sharing: "shared" };
+    session64 = await TrainingSession.create(config, weights, method, { dtype: "float64" });
+    session32 = await TrainingSession.create(config, weights, method);
+  });
+  afterAll(async () => {
+    await session64.dispose();
+    await session32.dispose();
+  });
+
+  it("starts exactly at the base model and its loss equals the reference on merged weights", async () => {
+    const batch = sampleBatch();
+    const zeros = new Map(session64.parameters.map((p) => [p.name, new Float64Array(p.initial.length)]));
+    expect(session64.parameters.map((p) => p.name)).toContain(picaParameterName("shared", "q_proj", 0));
+    expect(Math.abs((await session64.loss(batch, zeros)) - referenceLoss(weights, batch))).toBeLessThan(1e-9);
+
+    const values = randomValues(session64, 5, 0.3, "float64");
+    const adapter: PicaAdapter = {
+      rank: 4,
+      sharing: "shared",
+      targetModules: [...basis.targetModules],
+      basisId: basis.id,
+      baseFingerprint: basis.baseFingerprint,
+      m: new Map(
+        basis.targetModules.map((module) => {
+          const mT = values.get(picaParameterName("shared", module, 0))!; // [rank, out]
+          const out = mT.length / 4;
+          const m = new Float32Array(out * 4);
+          for (let j = 0; j < 4; j++) for (let o = 0; o < out; o++) m[o * 4 + j] = mT[j * out + o];
+          // Round the fed values to float32 too, so both sides use identical numbers.
+          for (let j = 0; j < 4; j++) for (let o = 0; o < out; o++) mT[j * out + o] = m[o * 4 + j];
+          return [adapterKey("shared", module, 0), { shape: [out, 4], data: m }];
+        }),
+      ),
+      provenance: {},
+    };
+    const merged = referenceLoss(mergeIntoWeights(config, weights, basis, adapter), batch);
+    expect(Math.abs((await session64.loss(batch, values)) - merged) / merged).toBeLessThan(1e-6);
+  });
+
+  it("adapter gradients match float64 finite differences (≤ 1e-5 relative)", async () => {
+    const values = randomValues(session64, 7, 0.2, "float64") as Map<string, Float64Array>;
+    expect(await gradientCheck(session64, sampleBatch(), values, 6)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it("float32 gradients agree with float64 gradients (≤ 1e-4 relative)", async () => {
+    const batch = sampleBatch();
+    const values64 = randomValues(session64, 9, 0.2, "float64");
+    const values32 = new Map([...values64].map(([name, data]) => [name, Float32Array.from(data)]));
+    const [a, b] = [await session64.step(batch, values64), await session32.step(batch, values32)];
+    let worst = 0;
+    for (const [name, g64] of a.gradients) {
+      const g32 = b.gradients.get(name)!;
+      let norm = 0;
+      for (const v of g64) norm = Math.max(norm, Math.abs(v));
+      for (let i = 0; i < g64.length; i++) worst = Math.max(worst, Math.abs(g64[i] - g32[i]) / norm);
+    }
+    expect(worst).toBeLessThanOrEqual(1e-4);
+    expect(Math.abs(a.loss - b.loss) / a.loss).toBeLessThan(1e-5);
+  });
+});
+
+describe.each([
+  ["PiCa per layer", (basis: Basis): TrainingMethod => ({ kind: "pica", basis, rank: 3, sharing: "per_layer", targetModules: ["q_proj", "v_proj", "down_proj"] })],
+  ["LoRA", (): TrainingMethod => ({ kind: "lora", rank: 2, alpha: 4, targetModules: ["k_proj", "o_proj", "up_proj"], seed: 1 })],
+  ["full", (): TrainingMethod => ({ kind: "full" })],
+] as const)("%s gradients", (_label, makeMethod) => {
+  it("match float64 finite differences", async () => {
+    const basis = await computeBasis(config, weights, { rMax: 4 });
+    const session = await TrainingSession.create(config, weights, makeMethod(basis), { dtype: "float64" });
+    const values = randomValues(session, 11, 0.05, "float64") as Map<string, Float64Array>;
+    expect(await gradientCheck(session, sampleBatch(), values, 2)).toBeLessThanOrEqual(1e-5);
+    await session.dispose();
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * One training graph with its gradients, in one onnxruntime session: a step feeds a padded batch
+ * and the current parameter values, and returns the loss and every parameter's gradient. The
+ * session has symbolic batch and length, so one serves every (batch, length) bucket.
+ */
+import { appendGradients } from "../graph/autodiff.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { MASK_VALUE } from "../model/llama-graph.ts";
+import { buildTrainingGraph, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
+import type { WeightMap } from "../model/weights.ts";
+import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
+
+/** A padded batch of next-token examples: rows × length, row-major. */
+export interface TrainingBatch {
+  rows: number;
+  length: number;
+  inputIds: ArrayLike<number>; // [rows × length]
+  labels: ArrayLike<number>; // [rows × length]: the token each position should predict
+  lossWeights: ArrayLike<number>; // [rows × length]: 0 on padding and untrained positions
+  lengths: ArrayLike<number>; // real tokens per row (the rest is padding)
+}
+
+export interface StepResult {
+  loss: number;
+  gradients: Map<string, Float32Array | Float64Array>;
+}
+
+export class TrainingSession {
+  private constructor(
+    private readonly session: OnnxSession,
+    readonly parameters: TrainableParameter[],
+    readonly dtype: "float32" | "float64",
+  ) {}
+
+  /** Builds the forward graph for `method`, appends the gradients and opens the session. */
+  static async create(
+    config: ModelConfig,
+    weights: WeightMap,
+    method: TrainingMethod,
+    options: OnnxSessionOptions & { dtype?: "float32" | "float64" } = {},
+  ): Promise<TrainingSession> {
+    const dtype = options.dtype ?? "float32";
+    const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype });
+    const gradients = appendGradients(graph, loss, parameters.map((p) => p.value));
+    for (const parameter of parameters) graph.output(gradients.get(parameter.name)!, gradientName(parameter.name));
+    // Float64 graphs are for gradient checks; some fused kernels exist only in float32.
+    const optimizationLevel = options.optimizationLevel ?? (dtype === "float64" ? "basic" : "all");
+    const session = await OnnxSession.create(graph.serialize(), { inputs: graph.inputs, outputs: graph.outputs }, { ...options, optimizationLevel });
+    return new TrainingSession(session, parameters, dtype);
+  }
+
+  /** Forward and backward on one batch with the given parameter values. */
+  async step(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Promise<StepResult> {
+    const feeds = { ...batchFeeds(batch, this.dtype) };
+    for (const parameter of this.parameters) {
+      const data = values.get(parameter.name);
+      if (data === undefined) throw new Error(`no value for parameter ${parameter.name}`);
+      feeds[parameter.name] = { dtype: this.dtype, shape: parameter.shape, data };
+    }
+    const results = await this.session.run(feeds);
+    const gradients = new Map<string, Float32Array | Float64Array>();
+    for (const parameter of this.parameters) gradients.set(parameter.name, results[gradientName(parameter.name)].data as Float32Array | Float64Array);
+    return { loss: Number((results[TRAINING_IO.loss].data as Float32Array)[0]), gradients };
+  }
+
+  /** The loss alone (evaluation), still through the training graph. */
+  async loss(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Promise<number> {
+    return (await this.step(batch, values)).loss;
+  }
+
+  /** Releases the session. */
+  async dispose(): Promise<void> {
+    await this.session.dispose();
+  }
+}
+
+/** Name of a parameter's gradient output. */
+export function gradientName(parameter: string): string {
+  return `grad.${parameter}`;
+}
+
+/** Feeds for a batch: ids, positions, the causal + padding bias, labels and loss weights. */
+export function batchFeeds(batch: TrainingBatch, dtype: "float32" | "float64"): Record<string, HostTensor> {
+  const { rows, length } = batch;
+  const size = rows * length;
+  for (const [name, data] of [["inputIds", batch.inputIds], ["labels", batch.labels], ["lossWeights", batch.lossWeights]] as const) {
+    if (data.length !== size) throw new Error(`batch ${name} has ${data.length} entries, expected ${rows} × ${length}`);
+  }
+  const inputIds = new BigInt64Array(size);
+  const labels = new BigInt64Array(size);
+  const positions = new BigInt64Array(size);
+  const weights = dtype === "float64" ? new Float64Array(size) : new Float32Array(size);
+  const bias = dtype === "float64" ? new Float64Array(rows * length * length) : new Float32Array(rows * length * length);
+  bias.fill(MASK_VALUE);
+  for (let row = 0; row < rows; row++) {
+    const real = batch.lengths[row];
+    for (let t = 0; t < length; t++) {
+      const at = row * length + t;
+      inputIds[at] = BigInt(batch.inputIds[at]);
+      labels[at] = BigInt(batch.labels[at]);
+      positions[at] = BigInt(Math.min(t, Math.max(real - 1, 0)));
+      weights[at] = t < real ? batch.lossWeights[at] : 0;
+      // Causal among real tokens; padded queries see the real tokens only (their loss weight is 0).
+      const visible = Math.min(t, real - 1) + 1;
+      bias.fill(0, at * length, at * length + Math.max(visible, 1));
+    }
+  }
+  return {
+    [TRAINING_IO.inputIds]: { dtype: "int64", shape: [rows, length], data: inputIds },
+    [TRAINING_IO.positionIds]: { dtype: "int64", shape: [rows, length], data: positions },
+    [TRAINING_IO.attentionBias]: { dtype, shape: [rows, length, length], data: bias },
+    [TRAINING_IO.labels]: { dtype: "int64", shape: [size], data: labels },
+    [TRAINING_IO.lossWeights]: { dtype, shape: [size], data: weights },
+  };
+}
