@@ -357,3 +357,16 @@ export function gemm(
   if (options.beta !== undefined && options.beta !== 1) attributes.beta = { float: options.beta };
   return g.addNode("Gemm", c === null ? [a, b] : [a, b, c], [{ dtype, shape: [m, n] }], { name, attributes })[0];
 }
+
+/** Index of the largest value along `axis` (int64; ties take the first). */
+export function argMax(g: GraphBuilder, name: string, x: Value, axis: number, keepDims = false): Value {
+  const a = normaliseAxis(name, axis, x.shape.length);
+  const shape = keepDims ? x.shape.map((d, i) => (i === a ? 1 : d)) : x.shape.filter((_, i) => i !== a);
+  return g.addNode("ArgMax", [x], [{ dtype: "int64", shape }], { name, attributes: { axis: a, keepdims: keepDims ? 1 : 0 } })[0];
+}
+
+/** Elementwise equality with broadcasting (bool). */
+export function equal(g: GraphBuilder, name: string, a: Value, b: Value): Value {
+  sameDtype(name, [a, b]);
+  return g.addNode("Equal", [a, b], [{ dtype: "bool", shape: broadcastShapes(name, a.shape, b.shape) }], { name })[0];
+}

@@ -8,7 +8,7 @@
  * session serves every step. Gradients are appended by the autodiff (graph/autodiff.ts).
  */
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
-import { binary, gemmTransB, matMul, reshape } from "../graph/ops.ts";
+import { argMax, binary, cast, equal, gemmTransB, matMul, reduceSum, reshape } from "../graph/ops.ts";
 import { weightedCrossEntropy } from "../graph/loss.ts";
 import { adapterKey, projectionKey, type Basis, type SharingMode } from "../pica/types.ts";
 import { Rng } from "../random.ts";
@@ -31,6 +31,7 @@ export const TRAINING_IO = {
   labels: "labels", // int64 [batch·tokens]: the next token at each position
   lossWeights: "loss_weights", // float [batch·tokens]: 1 where the position's label is trained on, else 0
   loss: "loss", // float scalar
+  tokenAccuracy: "token_accuracy", // float scalar: weighted share of positions whose argmax is the label
 } as const;
 
 /** A trainable tensor: a graph input whose value the host feeds and updates. */
@@ -79,7 +80,17 @@ export function buildTrainingGraph(
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
   const logits = gemmTransB(g, "/lm_head/Gemm", flat, weightTensor(linear, lmHeadName(config))); // [batch·tokens, vocab]
   const loss = g.output(weightedCrossEntropy(g, "/loss", logits, labels, lossWeights), TRAINING_IO.loss);
+  g.output(tokenAccuracy(g, logits, labels, lossWeights), TRAINING_IO.tokenAccuracy);
   return { graph: g, loss, parameters };
+}
+
+/** Σ w·[argmax(logits) = label] / Σ w: mean token accuracy over the trained positions (no gradient). */
+function tokenAccuracy(g: GraphBuilder, logits: Value, labels: Value, weights: Value): Value {
+  const hits = cast(g, "/accuracy/Cast", equal(g, "/accuracy/Equal", argMax(g, "/accuracy/ArgMax", logits, 1), labels), weights.dtype);
+  const hitWeight = reduceSum(g, "/accuracy/hits/ReduceSum", binary(g, "Mul", "/accuracy/Mul", hits, weights), [0], false);
+  const total = reduceSum(g, "/accuracy/total/ReduceSum", weights, [0], false);
+  const floor = g.constFloat(1e-9, weights.dtype as "float32" | "float64");
+  return binary(g, "Div", "/accuracy/Div", hitWeight, g.addNode("Max", [total, floor], [{ dtype: weights.dtype, shape: [] }], { name: "/accuracy/Max" })[0]);
 }
 
 /** Name of a PiCa parameter (Mᵀ, [rank, out]) in a training graph. */

@@ -51,21 +51,31 @@ export class TrainingSession {
 
   /** Forward and backward on one batch with the given parameter values. */
   async step(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Promise<StepResult> {
-    const feeds = { ...batchFeeds(batch, this.dtype) };
-    for (const parameter of this.parameters) {
-      const data = values.get(parameter.name);
-      if (data === undefined) throw new Error(`no value for parameter ${parameter.name}`);
-      feeds[parameter.name] = { dtype: this.dtype, shape: parameter.shape, data };
-    }
-    const results = await this.session.run(feeds);
+    const results = await this.session.run(this.feeds(batch, values), [TRAINING_IO.loss, ...this.parameters.map((p) => gradientName(p.name))]);
     const gradients = new Map<string, Float32Array | Float64Array>();
     for (const parameter of this.parameters) gradients.set(parameter.name, results[gradientName(parameter.name)].data as Float32Array | Float64Array);
     return { loss: Number((results[TRAINING_IO.loss].data as Float32Array)[0]), gradients };
   }
 
-  /** The loss alone (evaluation), still through the training graph. */
+  /** The loss alone, through the training graph (gradient checks). */
   async loss(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Promise<number> {
-    return (await this.step(batch, values)).loss;
+    return (await this.evaluate(batch, values)).loss;
+  }
+
+  /** Loss and token accuracy without the backward pass (onnxruntime runs only what they need). */
+  async evaluate(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Promise<{ loss: number; tokenAccuracy: number }> {
+    const results = await this.session.run(this.feeds(batch, values), [TRAINING_IO.loss, TRAINING_IO.tokenAccuracy]);
+    return { loss: Number(results[TRAINING_IO.loss].data[0]), tokenAccuracy: Number(results[TRAINING_IO.tokenAccuracy].data[0]) };
+  }
+
+  private feeds(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Record<string, HostTensor> {
+    const feeds = batchFeeds(batch, this.dtype);
+    for (const parameter of this.parameters) {
+      const data = values.get(parameter.name);
+      if (data === undefined) throw new Error(`no value for parameter ${parameter.name}`);
+      feeds[parameter.name] = { dtype: this.dtype, shape: parameter.shape, data };
+    }
+    return feeds;
   }
 
   /** Releases the session. */

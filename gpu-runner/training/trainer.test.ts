@@ -1,0 +1,101 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { LlamaEngine } from "../engine/llama-engine.ts";
+import { computeBasis } from "../pica/basis.ts";
+import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { parseCheckpoint, serializeCheckpoint, type TrainerCheckpoint } from "./checkpoint.ts";
+import { fineTune, TrainingDataError, type TrainerEvent, type TrainerModel } from "./trainer.ts";
+
+const files = makeByteLevelTokenizerFiles();
+const tokenizer = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig);
+const WORDS = ["red", "blue", "green", "gold", "grey", "pink", "teal", "navy", "plum", "rose", "sand", "jade"];
+
+/** A small deterministic task: answer with the word in capitals. */
+function dataset(count: number, offset = 0): string {
+  return Array.from({ length: count }, (_, i) => {
+    const word = WORDS[(i + offset) % WORDS.length];
+    return JSON.stringify({ messages: [{ role: "user", content: `shout ${word}` }, { role: "assistant", content: word.toUpperCase() }] });
+  }).join("\n");
+}
+
+describe("fineTune", () => {
+  let model: TrainerModel;
+  beforeAll(async () => {
+    const { config, weights } = tinyModel("llama-gqa");
+    model = { config, weights, tokenizer, basis: await computeBasis(config, weights, { rMax: 8 }) };
+  });
+
+  const base = { training: dataset(24), validation: dataset(12, 5), seed: 3, hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 5, rank: 4 } };
+
+  it("lowers the validation loss, reports every step and epoch, and yields a servable adapter", async () => {
+    const events: TrainerEvent[] = [];
+    const result = await fineTune(model, { ...base, checkpointEvery: 5, onEvent: (e) => void events.push(e) });
+    const started = events.find((e) => e.type === "started")!;
+    expect(started.type === "started" && started.hyperparameters.totalSteps).toBe(18);
+    const steps = events.filter((e) => e.type === "step");
+    expect(steps.map((e) => e.type === "step" && e.step)).toEqual(Array.from({ length: 18 }, (_, i) => i + 1));
+    expect(events.filter((e) => e.type === "checkpoint").map((e) => e.type === "checkpoint" && e.step)).toEqual([5, 10, 15]);
+    const epochs = events.filter((e) => e.type === "epoch");
+    expect(epochs).toHaveLength(3);
+    for (const e of steps) expect(e.type === "step" && Number.isFinite(e.loss) && e.etaSeconds >= 0).toBe(true);
+
+    const before = await fineTune(model, { ...base, hyperparameters: { ...base.hyperparameters, learning_rate_multiplier: 1e-9, n_epochs: 1 } });
+    expect(result.status).toBe("succeeded");
+    expect(result.validationLoss!).toBeLessThan(before.validationLoss! - 0.1);
+    expect(result.validationTokenAccuracy!).toBeGreaterThanOrEqual(0);
+
+    const engine = await LlamaEngine.create(model.config, model.weights, { adapters: { basis: model.basis, rank: 4 } });
+    expect(() => engine.registerAdapter("trained", result.adapter!)).not.toThrow();
+    await engine.dispose();
+  });
+
+  it("the same seed gives the same loss curve; another seed a different one", async () => {
+    const curve = async (seed: number) => {
+      const losses: number[] = [];
+      await fineTune(model, { ...base, seed, hyperparameters: { ...base.hyperparameters, n_epochs: 1 }, onEvent: (e) => void (e.type === "step" && losses.push(e.loss)) });
+      return losses;
+    };
+    const a = await curve(3);
+    expect(await curve(3)).toEqual(a);
+    expect(await curve(4)).not.toEqual(a);
+  });
+
+  it("resuming from a checkpoint (through its file format) ends exactly where an uninterrupted run does", async () => {
+    const uninterrupted = await fineTune(model, base);
+    let saved: TrainerCheckpoint | null = null;
+    const controller = new AbortController();
+    const partial = await fineTune(model, {
+      ...base,
+      checkpointEvery: 7,
+      signal: controller.signal,
+      onEvent: (e) => {
+        if (e.type === "checkpoint" && saved === null) {
+          saved = parseCheckpoint(serializeCheckpoint(e.checkpoint), "checkpoint.safetensors");
+          controller.abort();
+        }
+      },
+    });
+    expect(partial.status).toBe("cancelled");
+    expect(partial.steps).toBe(7);
+    const resumed = await fineTune(model, { ...base, resume: saved! });
+    expect(resumed.steps).toBe(18);
+    for (const [name, data] of uninterrupted.parameters) expect(resumed.parameters.get(name)).toEqual(data);
+    await expect(fineTune(model, { ...base, seed: 99, resume: saved! })).rejects.toThrow(/checkpoint belongs to another run/);
+  });
+
+  it("refuses bad data with the line and reason, before training", async () => {
+    const bad = [dataset(3), '{"messages": [{"role": "robot", "content": "hi"}]}', "not json", dataset(3)].join("\n");
+    const error = await fineTune(model, { ...base, training: bad }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TrainingDataError);
+    expect((error as TrainingDataError).errors.map((e) => e.line)).toEqual([4, 5]);
+    expect((error as Error).message).toMatch(/training file: 2 invalid lines \(line 4: .*role.*; line 5: /);
+  });
+
+  it("trains LoRA through the same trainer for comparison", async () => {
+    const result = await fineTune(model, { ...base, method: "lora", hyperparameters: { ...base.hyperparameters, n_epochs: 1 } });
+    expect(result.adapter).toBeNull();
+    expect([...result.parameters.keys()].some((name) => name.startsWith("lora."))).toBe(true);
+    expect(Number.isFinite(result.validationLoss!)).toBe(true);
+  });
+});
