@@ -62,7 +62,11 @@ export class TrainingSession {
     return (await this.evaluate(batch, values)).loss;
   }
 
-  /** Loss and token accuracy without the backward pass (onnxruntime runs only what they need). */
+  /**
+   * Loss and token accuracy. onnxruntime still runs the whole graph, backward included, so this
+   * costs a training step; it serves evaluation once per epoch, where a second forward-only
+   * session (a second copy of the frozen weights) would cost more than it saves.
+   */
   async evaluate(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Promise<{ loss: number; tokenAccuracy: number }> {
     const results = await this.session.run(this.feeds(batch, values), [TRAINING_IO.loss, TRAINING_IO.tokenAccuracy]);
     return { loss: Number(results[TRAINING_IO.loss].data[0]), tokenAccuracy: Number(results[TRAINING_IO.tokenAccuracy].data[0]) };
