@@ -123,3 +123,37 @@ export function transposeRows(blocks: Float32Array[], totalRows: number, cols: n
 export function toDtype(data: Float32Array, dtype: DataType): Float32Array | Float64Array {
   return dtype === "float64" ? Float64Array.from(data) : data;
 }
+
+/**
+ * Hugging Face weights from trained graph parameters: stacked groups ([in, N] under
+ * `/model/layers.{l}/{block}/{group}/weight_t`) are split per module and transposed back to
+ * [out, in]; tensors the graph keeps under their Hugging Face names are copied as they are.
+ */
+export function weightsFromParameters(config: ModelConfig, parameters: Map<string, Float32Array>): WeightMap {
+  const weights: WeightMap = new Map();
+  for (const [name, data] of parameters) {
+    if (!name.startsWith("/model/layers.")) {
+      const shape = name === "model.embed_tokens.weight" || name === "lm_head.weight" ? [config.vocabSize, config.hiddenSize] : [config.hiddenSize];
+      weights.set(name, { shape, data: Float32Array.from(data) });
+    }
+  }
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    for (const layout of linearLayouts(config, null)) {
+      const { group, outputs, width } = layout;
+      const prefix = `/model/layers.${layer}/${group.block}/${group.name}`;
+      const stacked = parameters.get(`${prefix}/weight_t`);
+      if (stacked === undefined) throw new Error(`parameters have no ${prefix}/weight_t`);
+      const inputs = linearShape(config, group.modules[0])[1];
+      group.modules.forEach((module, i) => {
+        const out = outputs[i];
+        const column = layout.columnOffset.get(module)!;
+        const data = new Float32Array(out * inputs);
+        for (let o = 0; o < out; o++) for (let c = 0; c < inputs; c++) data[o * inputs + c] = stacked[c * width + column + o];
+        weights.set(linearName(layer, module), { shape: [out, inputs], data });
+        const bias = parameters.get(`${prefix}/bias`);
+        if (bias !== undefined && hasBias(config, module)) weights.set(linearName(layer, module, "bias"), { shape: [out], data: bias.slice(column, column + out) });
+      });
+    }
+  }
+  return weights;
+}

@@ -28,3 +28,24 @@ export function randomWeights(config: ModelConfig, seed: number): WeightMap {
   }
   return weights;
 }
+
+/**
+ * Initial weights for pre-training, as GPT-2 and transformers do: normal with std 0.02, the
+ * projections that write into the residual stream (o_proj, down_proj) scaled by 1/sqrt(2·layers)
+ * so the stream's variance does not grow with depth, norm weights 1, biases 0.
+ */
+export function pretrainingWeights(config: ModelConfig, seed: number): WeightMap {
+  const rng = new Rng(seed);
+  const weights: WeightMap = new Map();
+  const residualScale = 1 / Math.sqrt(2 * config.numLayers);
+  for (const [name, shape] of expectedWeights(config)) {
+    const data = new Float32Array(shape.reduce((p, d) => p * d, 1));
+    if (name.endsWith("norm.weight")) data.fill(1);
+    else if (!name.endsWith(".bias")) {
+      const std = 0.02 * (name.includes("o_proj") || name.includes("down_proj") ? residualScale : 1);
+      for (let i = 0; i < data.length; i++) data[i] = std * rng.normal();
+    }
+    weights.set(name, { shape, data });
+  }
+  return weights;
+}
