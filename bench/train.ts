@@ -19,6 +19,7 @@ import { computeBasis } from "../gpu-runner/pica/basis.ts";
 import { Rng } from "../gpu-runner/random.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../gpu-runner/runtime/onnx-session.ts";
 import { tinyModel } from "../gpu-runner/testing/tiny-checkpoints.ts";
+import { sessionGradientCheck } from "../gpu-runner/testing/session-gradient-check.ts";
 import { batchFeeds, TrainingSession, type TrainingBatch } from "../gpu-runner/training/training-session.ts";
 import { median, progress, round, timeMs } from "./stats.ts";
 
@@ -149,27 +150,7 @@ async function picaGradientCheck(): Promise<{ maxRelativeError: number; coordina
     const padded: TrainingBatch = { ...batch, lossWeights, lengths };
 
     const values = parameterValues(session.parameters, 7, 0.2, "float64") as Map<string, Float64Array>;
-    const { gradients } = await session.step(padded, values);
-    const rng = new Rng(17);
-    let worst = 0;
-    let coordinates = 0;
-    for (const parameter of session.parameters) {
-      const data = values.get(parameter.name)!;
-      const gradient = gradients.get(parameter.name)!;
-      for (let s = 0; s < CHECK_SAMPLES_PER_PARAMETER; s++) {
-        const i = Math.floor(rng.uniform() * data.length);
-        const original = data[i];
-        data[i] = original + CHECK_STEP;
-        const plus = await session.loss(padded, values);
-        data[i] = original - CHECK_STEP;
-        const minus = await session.loss(padded, values);
-        data[i] = original;
-        const numeric = (plus - minus) / (2 * CHECK_STEP);
-        worst = Math.max(worst, Math.abs(numeric - gradient[i]) / Math.max(Math.abs(numeric), Math.abs(gradient[i]), 1e-4));
-        coordinates++;
-      }
-    }
-    return { maxRelativeError: worst, coordinates };
+    return await sessionGradientCheck(session, padded, values, { samplesPerParameter: CHECK_SAMPLES_PER_PARAMETER, step: CHECK_STEP });
   } finally {
     await session.dispose();
   }

@@ -1,7 +1,7 @@
 /**
- * `npm start` (until the runner's server exists): loads a checkpoint directory — by default a
- * deterministic tiny model generated on first use into .cache/ — and streams a chat completion
- * to the terminal through the ONNX engine.
+ * `npm start` (until the runner's server exists): loads a checkpoint directory — by default the
+ * shipped base model in models/ — and streams a chat completion to the terminal through the
+ * ONNX engine.
  *
  *   npm start -- [--model DIR] [--prompt TEXT] [--max-tokens N] [--temperature T] [--seed S]
  */
@@ -13,10 +13,13 @@ import { generate } from "./generate/generate.ts";
 import { loadCheckpoint } from "./model/checkpoint.ts";
 import { writeTinyCheckpoint } from "./testing/tiny-checkpoints.ts";
 
+/** The shipped base model (reproduced by `npm run pretrain`). */
+const SHIPPED_MODEL = join(import.meta.dirname, "..", "models", "pica-base-4m");
+
 const { values } = parseArgs({
   options: {
     model: { type: "string" },
-    prompt: { type: "string", default: "Write a haiku about the sea." },
+    prompt: { type: "string", default: "Tell me a short story." },
     "max-tokens": { type: "string", default: "48" },
     temperature: { type: "string", default: "0.8" },
     seed: { type: "string", default: "1" },
@@ -24,12 +27,13 @@ const { values } = parseArgs({
 });
 
 async function main(): Promise<void> {
-  let directory = values.model;
-  if (directory === undefined) {
+  let directory = values.model ?? SHIPPED_MODEL;
+  const exists = await access(join(directory, "config.json")).then(() => true, () => false);
+  if (values.model === undefined && !exists) {
+    // A checkout without the shipped weights still runs: on a deterministic random model.
     directory = join(process.cwd(), ".cache", "models", "tiny-llama");
-    const exists = await access(join(directory, "config.json")).then(() => true, () => false);
-    if (!exists) {
-      console.error(`generating the tiny test model in ${directory}…`);
+    if (!(await access(join(directory, "config.json")).then(() => true, () => false))) {
+      console.error(`the shipped model is missing; generating a tiny random model in ${directory}…`);
       await writeTinyCheckpoint(directory, "llama-gqa");
     }
   }

@@ -5,6 +5,7 @@ import { computeBasis } from "../pica/basis.ts";
 import { mergeIntoWeights } from "../pica/merge-weights.ts";
 import { adapterKey, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { Rng } from "../random.ts";
+import { sessionGradientCheck } from "../testing/session-gradient-check.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { TrainingSession, type TrainingBatch } from "./training-session.ts";
 
@@ -61,26 +62,7 @@ function randomValues(session: TrainingSession, seed: number, scale: number, dty
 
 /** Central finite differences on sampled coordinates; returns the worst relative error. */
 async function gradientCheck(session: TrainingSession, batch: TrainingBatch, values: Map<string, Float64Array>, samplesPerParameter: number): Promise<number> {
-  const { gradients } = await session.step(batch, values);
-  const rng = new Rng(17);
-  const h = 1e-6;
-  let worst = 0;
-  for (const parameter of session.parameters) {
-    const data = values.get(parameter.name)!;
-    const gradient = gradients.get(parameter.name)!;
-    for (let s = 0; s < samplesPerParameter; s++) {
-      const i = Math.floor(rng.uniform() * data.length);
-      const original = data[i];
-      data[i] = original + h;
-      const plus = await session.loss(batch, values);
-      data[i] = original - h;
-      const minus = await session.loss(batch, values);
-      data[i] = original;
-      const numeric = (plus - minus) / (2 * h);
-      worst = Math.max(worst, Math.abs(numeric - gradient[i]) / Math.max(Math.abs(numeric), Math.abs(gradient[i]), 1e-4));
-    }
-  }
-  return worst;
+  return (await sessionGradientCheck(session, batch, values, { samplesPerParameter })).maxRelativeError;
 }
 
 describe("PiCa training graph", () => {
