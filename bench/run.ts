@@ -6,6 +6,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   engine: async () => (await import("./engine.ts")).runEngineBench(),
   adapters: async () => (await import("./adapters.ts")).runAdaptersBench(),
   train: async () => (await import("./train.ts")).runTrainBench(),
+  quality: async () => (await import("./quality.ts")).runQualityBench(),
 };
 
 const name = process.argv[2];

@@ -1,0 +1,170 @@
+/**
+ * The fine-tuning tasks of the quality bench: three small chat tasks generated deterministically
+ * from fixed seeds, each with a training set and a held-out evaluation set that shares no prompt
+ * with it. They are chosen so the base model cannot already solve them (its pre-training corpus,
+ * gpu-runner/pretrain/corpus.ts, has none of their rules, labels or facts):
+ *
+ *   format   — a new formatting rule: a sentence about a person, in one of two word orders, becomes
+ *              the pipe-separated record name|age|pet. Held out: sentences never trained on.
+ *   recall   — a made-up mapping of 80 fictional codes to 8 colour names the base never saw, asked
+ *              with four phrasings. Each code is trained with three phrasings and evaluated with the
+ *              fourth, so the eval asks for trained facts in words never trained on.
+ *   classify — a three-way mood label (sunny, stormy, misty: labels the base never saw) of a
+ *              sentence, decided by its feeling word among distracting names, places and phrasings.
+ *              Held out: sentences never trained on.
+ *
+ * Every example is short (at most 64 tokens with the ChatML template of the byte-level base).
+ */
+import { Rng } from "../gpu-runner/random.ts";
+
+/** One chat example: the user's prompt and the exact answer expected from the assistant. */
+export interface QualityExample {
+  prompt: string;
+  answer: string;
+}
+
+/** A task: what it tests, its training examples and its held-out evaluation examples. */
+export interface QualityTask {
+  name: string;
+  description: string;
+  train: QualityExample[];
+  eval: QualityExample[];
+}
+
+/** How many examples each task generates. */
+export interface TaskSizes {
+  train: number;
+  eval: number;
+}
+
+const NAMES = ["Ada", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lena", "Milo", "Nora", "Omar", "Pia", "Quinn", "Rosa", "Sam", "Tara"];
+const ANIMALS = ["cat", "dog", "fox", "owl", "bear", "wolf", "hare", "crow", "frog", "goat", "mouse", "horse", "duck", "seal", "deer"];
+const MOOD_PLACES = ["park", "river", "hill", "farm", "lake", "shop", "zoo", "beach", "fair", "mill"];
+const COLOURS = ["teal", "amber", "violet", "coral", "olive", "ivory", "navy", "plum"];
+const RECALL_CODES = 80;
+const RECALL_TEMPLATES: ((code: string) => string)[] = [
+  (code) => `What colour is ${code}?`,
+  (code) => `Colour of ${code}?`,
+  (code) => `${code} is which colour?`,
+  (code) => `Name the colour of ${code}.`,
+];
+const MOODS: Record<string, string> = {
+  glad: "sunny", proud: "sunny", happy: "sunny", excited: "sunny",
+  tired: "stormy", angry: "stormy", sad: "stormy", hungry: "stormy",
+  curious: "misty", calm: "misty", sleepy: "misty", dreamy: "misty",
+};
+const FEELINGS = Object.keys(MOODS);
+const MOOD_TEMPLATES: ((name: string, feeling: string, place: string) => string)[] = [
+  (name, feeling, place) => `Mood? ${name} was ${feeling} at the ${place}.`,
+  (name, feeling, place) => `Mood? At the ${place}, ${name} felt ${feeling}.`,
+  (name, feeling, place) => `Mood? ${name} left the ${place} ${feeling}.`,
+];
+
+function pick<T>(rng: Rng, list: readonly T[]): T {
+  return list[Math.floor(rng.uniform() * list.length)]!;
+}
+
+function integer(rng: Rng, min: number, max: number): number {
+  return min + Math.floor(rng.uniform() * (max - min + 1));
+}
+
+/**
+ * Draws distinct examples (by prompt) until `sizes.train + sizes.eval` exist, then splits them:
+ * the first ones train, the rest evaluate, so no evaluation prompt is ever trained on.
+ */
+function distinctSplit(sizes: TaskSizes, seed: number, draw: (rng: Rng) => QualityExample): { train: QualityExample[]; eval: QualityExample[] } {
+  const rng = new Rng(seed);
+  const seen = new Set<string>();
+  const examples: QualityExample[] = [];
+  for (let attempts = 0; examples.length < sizes.train + sizes.eval; attempts++) {
+    if (attempts > 100 * (sizes.train + sizes.eval)) throw new Error(`cannot draw ${sizes.train + sizes.eval} distinct examples (seed ${seed})`);
+    const example = draw(rng);
+    if (seen.has(example.prompt)) continue;
+    seen.add(example.prompt);
+    examples.push(example);
+  }
+  return { train: examples.slice(0, sizes.train), eval: examples.slice(sizes.train) };
+}
+
+/** The formatting task: a sentence in either word order becomes `name|age|pet`. */
+export function formatTask(sizes: TaskSizes, seed = 101): QualityTask {
+  return {
+    name: "format",
+    description: "sentence → name|age|pet record (new formatting rule, two word orders)",
+    ...distinctSplit(sizes, seed, (rng) => {
+      const name = pick(rng, NAMES);
+      const age = integer(rng, 5, 90);
+      const animal = pick(rng, ANIMALS);
+      const pet = `${/^[aeiou]/.test(animal) ? "an" : "a"} ${animal}`;
+      const prompt = rng.uniform() < 0.5 ? `${name} is ${age} and has ${pet}.` : `${name} has ${pet} and is ${age}.`;
+      return { prompt, answer: `${name}|${age}|${animal}` };
+    }),
+  };
+}
+
+/**
+ * The recall task: a fixed code → colour table (10 codes per colour). Each code's evaluation
+ * phrasing is template (index mod 4), trained with the other three, so the sizes are fixed:
+ * 3 · codes training examples and one evaluation example per code (the sizes argument caps them).
+ */
+export function recallTask(sizes: TaskSizes, seed = 202): QualityTask {
+  const rng = new Rng(seed);
+  const codes: string[] = [];
+  const seen = new Set<string>();
+  while (codes.length < RECALL_CODES) {
+    const letters = String.fromCharCode(65 + integer(rng, 0, 25), 65 + integer(rng, 0, 25));
+    const code = `${letters}-${integer(rng, 10, 99)}`;
+    if (seen.has(code)) continue;
+    seen.add(code);
+    codes.push(code);
+  }
+  // A balanced, shuffled assignment: code i gets colours[order[i] mod 8].
+  const order = codes.map((_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  const train: QualityExample[] = [];
+  const evaluation: QualityExample[] = [];
+  codes.forEach((code, i) => {
+    const answer = COLOURS[order[i]! % COLOURS.length]!;
+    const heldOut = i % RECALL_TEMPLATES.length;
+    RECALL_TEMPLATES.forEach((template, t) => (t === heldOut ? evaluation : train).push({ prompt: template(code), answer }));
+  });
+  // Training examples are interleaved by code already; shuffle so batches mix phrasings too.
+  const shuffled = [...train];
+  for (let i = shuffled.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+  }
+  return {
+    name: "recall",
+    description: `${RECALL_CODES} made-up codes → 8 new colour names; eval asks each code in its held-out phrasing`,
+    train: shuffled.slice(0, sizes.train),
+    eval: evaluation.slice(0, sizes.eval),
+  };
+}
+
+/** The classification task: the mood label of a sentence's feeling word, among distractors. */
+export function classifyTask(sizes: TaskSizes, seed = 303): QualityTask {
+  return {
+    name: "classify",
+    description: "sentence → sunny|stormy|misty by its feeling word (12 feelings, new labels)",
+    ...distinctSplit(sizes, seed, (rng) => {
+      const feeling = pick(rng, FEELINGS);
+      return { prompt: pick(rng, MOOD_TEMPLATES)(pick(rng, NAMES), feeling, pick(rng, MOOD_PLACES)), answer: MOODS[feeling]! };
+    }),
+  };
+}
+
+/** The bench's three tasks at the given sizes (recall has at most 240 training and 80 eval examples). */
+export function qualityTasks(sizes: TaskSizes): QualityTask[] {
+  return [formatTask(sizes), recallTask(sizes), classifyTask(sizes)];
+}
+
+/** A task's examples as OpenAI chat JSONL, the trainer's input. */
+export function toChatJsonl(examples: readonly QualityExample[]): string {
+  return examples
+    .map(({ prompt, answer }) => JSON.stringify({ messages: [{ role: "user", content: prompt }, { role: "assistant", content: answer }] }))
+    .join("\n");
+}
