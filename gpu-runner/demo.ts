@@ -20,7 +20,7 @@ const { values } = parseArgs({
   options: {
     model: { type: "string" },
     prompt: { type: "string", default: "Tell me a short story." },
-    "max-tokens": { type: "string", default: "48" },
+    "max-tokens": { type: "string", default: "120" },
     temperature: { type: "string", default: "0.8" },
     seed: { type: "string", default: "1" },
   },
