@@ -32,7 +32,7 @@ export const BASE_MODEL_CONFIG = {
   num_hidden_layers: 6,
   num_attention_heads: 4,
   num_key_value_heads: 2,
-  max_position_embeddings: 512,
+  max_position_embeddings: 128, // the window it is trained on: positions beyond it were never seen
   rms_norm_eps: 1e-5,
   rope_theta: 10000,
   hidden_act: "silu",
@@ -165,7 +165,7 @@ function modelCard(facts: {
   return `# pica-base-4m
 
 A small Llama-architecture base model (${(facts.parameterCount / 1e6).toFixed(2)}M parameters: 6 layers,
-hidden 256, 4 query heads over 2 KV heads, SwiGLU 704, tied embeddings, context 512) with a
+hidden 256, 4 query heads over 2 KV heads, SwiGLU 704, tied embeddings, context 128) with a
 byte-level vocabulary (256 bytes + \`<|endoftext|>\`, \`<|im_start|>\`, \`<|im_end|>\`, ChatML chat
 template). It is the platform's embedded default for \`npm start\`, demos, tests and benchmarks.
 
