@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LlamaEngine } from "../engine/llama-engine.ts";
+import { generate, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
+import { computeBasis } from "../pica/basis.ts";
+import { randomAdapter } from "../testing/random-adapters.ts";
+import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { QueueFullError, Scheduler } from "./scheduler.ts";
+
+const files = makeByteLevelTokenizerFiles();
+const tokenizer = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig);
+const { config, weights } = tinyModel("llama-gqa");
+
+async function collect(events: AsyncIterable<GenerationEvent>): Promise<{ ids: number[]; text: string; reason: string }> {
+  const ids: number[] = [];
+  for await (const event of events) {
+    if (event.type === "token") ids.push(event.id);
+    else return { ids, text: event.text, reason: event.reason };
+  }
+  throw new Error("stream ended without a finish event");
+}
+
+describe("Scheduler", () => {
+  let engine: LlamaEngine;
+  beforeAll(async () => {
+    const basis = await computeBasis(config, weights, { rMax: 8 });
+    engine = await LlamaEngine.create(config, weights, { adapters: { basis, rank: 4 } });
+    engine.registerAdapter("a", randomAdapter(config, basis, { rank: 4, seed: 1 }));
+    engine.registerAdapter("b", randomAdapter(config, basis, { rank: 2, seed: 2, sharing: "per_layer" }));
+  });
+  afterAll(() => engine.dispose());
+
+  const prompts = ["Hello there", "A", "The quick brown fox jumps", "12345", "ünïcödé ✓", "zz"];
+  const adapters = [null, "a", "b", "a", null, "b"];
+
+  async function alone(prompt: string, adapterId: string | null, options: GenerationOptions) {
+    return collect(generate(engine, tokenizer, tokenizer.encode(prompt), { ...options, adapterId }));
+  }
+
+  it("continuous batching gives every request exactly what it gets alone, across adapters", async () => {
+    const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 3, maxQueue: 16 });
+    const options = (i: number): GenerationOptions => ({ maxNewTokens: 6 + 3 * i, temperature: i % 2 === 0 ? 0 : 0.9, seed: 10 + i, eosTokenIds: [] });
+    const results = await Promise.all(prompts.map((p, i) => collect(scheduler.submit({ promptIds: tokenizer.encode(p), adapterId: adapters[i], options: options(i) }))));
+    for (let i = 0; i < prompts.length; i++) {
+      const expected = await alone(prompts[i], adapters[i], options(i));
+      expect(results[i].ids, `request ${i}`).toEqual(expected.ids);
+      expect(results[i].text).toBe(expected.text);
+    }
+    expect(scheduler.stats).toEqual({ running: 0, waiting: 0 });
+  });
+
+  it("a request that joins a running batch mid-way is exact too", async () => {
+    const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 4, maxQueue: 16 });
+    const options: GenerationOptions = { maxNewTokens: 30, temperature: 0, eosTokenIds: [] };
+    const first = scheduler.submit({ promptIds: tokenizer.encode("first"), adapterId: "a", options });
+    const late: Promise<{ ids: number[] }>[] = [];
+    let seen = 0;
+    for await (const event of first) {
+      if (event.type === "token" && ++seen === 5) late.push(collect(scheduler.submit({ promptIds: tokenizer.encode("late arrival"), adapterId: "b", options: { ...options, maxNewTokens: 8 } })));
+    }
+    const [joined] = await Promise.all(late);
+    expect(joined.ids).toEqual((await alone("late arrival", "b", { ...options, maxNewTokens: 8 })).ids);
+  });
+
+  it("a cancelled or disconnected request frees its row at once; the others finish", async () => {
+    const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 2, maxQueue: 4 });
+    const controller = new AbortController();
+    const long = scheduler.submit({ promptIds: tokenizer.encode("long"), adapterId: null, options: { maxNewTokens: 400, temperature: 0, eosTokenIds: [] }, signal: controller.signal });
+    const other = collect(scheduler.submit({ promptIds: tokenizer.encode("other"), adapterId: "a", options: { maxNewTokens: 12, temperature: 0, eosTokenIds: [] } }));
+    let tokens = 0;
+    for await (const event of long) if (event.type === "token" && ++tokens === 3) controller.abort();
+    expect(tokens).toBeLessThan(10);
+    expect((await other).ids).toEqual((await alone("other", "a", { maxNewTokens: 12, temperature: 0, eosTokenIds: [] })).ids);
+
+    const disconnected = scheduler.submit({ promptIds: tokenizer.encode("gone"), adapterId: null, options: { maxNewTokens: 400, temperature: 0, eosTokenIds: [] } });
+    for await (const event of disconnected) if (event.type === "token") break; // the client goes away
+    await scheduler.close();
+    expect(scheduler.stats).toEqual({ running: 0, waiting: 0 });
+  });
+
+  it("refuses work beyond its queue with a retry time, and unknown adapters with an error", async () => {
+    const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 1, maxQueue: 1 });
+    const options: GenerationOptions = { maxNewTokens: 5, temperature: 0, eosTokenIds: [] };
+    const running = scheduler.submit({ promptIds: [65], adapterId: null, options });
+    const queued = scheduler.submit({ promptIds: [66], adapterId: null, options });
+    let refusal: unknown = null;
+    try {
+      scheduler.submit({ promptIds: [67], adapterId: null, options });
+    } catch (error) {
+      refusal = error;
+    }
+    expect(refusal).toBeInstanceOf(QueueFullError);
+    expect((refusal as QueueFullError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    await Promise.all([collect(running), collect(queued)]);
+    await expect(collect(scheduler.submit({ promptIds: [65], adapterId: "missing", options }))).rejects.toThrow(/adapter missing is not loaded/);
+  });
+
+  it("rotates admission across adapters so a busy adapter cannot starve another", async () => {
+    const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 1, maxQueue: 16 });
+    const options: GenerationOptions = { maxNewTokens: 2, temperature: 0, eosTokenIds: [] };
+    const order: string[] = [];
+    const submit = (adapterId: string, label: string) =>
+      collect(scheduler.submit({ promptIds: [70], adapterId, options })).then(() => order.push(label));
+    await Promise.all([submit("a", "a1"), submit("a", "a2"), submit("a", "a3"), submit("a", "a4"), submit("b", "b1")]);
+    expect(order.indexOf("b1")).toBeLessThanOrEqual(1);
+  });
+});

@@ -1,0 +1,259 @@
+/**
+ * Continuous batching: one owner of the running batch, reached only through `submit` (LoRAX's
+ * scheduler shape). A request joins the running batch at the next step, rows of any adapters mix,
+ * admission rotates across adapters so none starves, a bounded queue refuses work it cannot
+ * take, and a cancelled or disconnected request frees its row at once.
+ */
+import type { LlamaEngine } from "../engine/llama-engine.ts";
+import type { SequenceBatch } from "../engine/sequence-batch.ts";
+import { validateGeneration, type FinishReason, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
+import { Sampler } from "../generate/sampler.ts";
+import { StopSequenceFilter } from "../generate/stop-sequences.ts";
+import { StreamDecoder } from "../tokenizer/stream-decoder.ts";
+import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
+
+/** What the scheduler needs to make an adapter resident while a request uses it. */
+export interface AdapterResidency {
+  acquire(id: string): Promise<() => void>; // resolves to a release function
+}
+
+export interface SchedulerOptions {
+  maxBatch: number; // rows decoded together
+  maxQueue: number; // requests waiting for a row; more are refused
+  adapters?: AdapterResidency | null; // absent: adapters must already be registered with the engine
+  initialCapacity?: number; // KV slots per row before the cache grows
+}
+
+export interface ScheduledRequest {
+  promptIds: number[];
+  adapterId: string | null;
+  options: GenerationOptions;
+  signal?: AbortSignal;
+}
+
+/** The queue is full: retry after the given number of seconds. */
+export class QueueFullError extends Error {
+  constructor(readonly retryAfterSeconds: number) {
+    super(`the runner's queue is full; retry after ${retryAfterSeconds} s`);
+    this.name = "QueueFullError";
+  }
+}
+
+/** A request's stream of events, fed by the scheduler and read by the caller. */
+class EventStream implements AsyncIterable<GenerationEvent> {
+  private readonly buffered: GenerationEvent[] = [];
+  private waiter: (() => void) | null = null;
+  private ended = false;
+  private failure: Error | null = null;
+  cancelled = false;
+
+  push(event: GenerationEvent): void {
+    this.buffered.push(event);
+    this.wake();
+  }
+
+  end(error: Error | null = null): void {
+    this.ended = true;
+    this.failure = error;
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiter = this.waiter;
+    this.waiter = null;
+    waiter?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<GenerationEvent> {
+    try {
+      for (;;) {
+        if (this.buffered.length > 0) {
+          yield this.buffered.shift()!;
+          continue;
+        }
+        if (this.ended) {
+          if (this.failure !== null) throw this.failure;
+          return;
+        }
+        await new Promise<void>((resolve) => (this.waiter = resolve));
+      }
+    } finally {
+      // The consumer stopped reading (a client disconnect): the scheduler frees the row.
+      if (!this.ended) this.cancelled = true;
+    }
+  }
+}
+
+interface Entry {
+  request: ScheduledRequest;
+  stream: EventStream;
+  adapterKey: string;
+  row: number;
+  pending: number[]; // tokens to feed at the next step (the prompt, then the last sampled token)
+  sampler: Sampler;
+  decoder: StreamDecoder;
+  stops: StopSequenceFilter;
+  eos: Set<number>;
+  limit: number;
+  text: string;
+  completionTokens: number;
+  release: () => void;
+}
+
+export class Scheduler {
+  private readonly batch: SequenceBatch;
+  private readonly waiting = new Map<string, Entry[]>(); // adapter key → FIFO of waiting requests
+  private readonly running: Entry[] = []; // running[row] is the entry in that batch row
+  private waitingCount = 0;
+  private lastAdmitted: string | null = null;
+  private loop: Promise<void> | null = null;
+  private closed = false;
+  private stepMs = 50; // running estimate of one step, for Retry-After
+
+  constructor(
+    private readonly engine: LlamaEngine,
+    private readonly tokenizer: TextTokenizer,
+    private readonly options: SchedulerOptions,
+  ) {
+    if (!Number.isInteger(options.maxBatch) || options.maxBatch < 1) throw new Error(`maxBatch must be a positive integer, got ${options.maxBatch}`);
+    this.batch = engine.createBatch(options.maxBatch, options.initialCapacity ?? 64);
+  }
+
+  /** Rows running and requests waiting. */
+  get stats(): { running: number; waiting: number } {
+    return { running: this.running.length, waiting: this.waitingCount };
+  }
+
+  /**
+   * Queues a request and returns its event stream. Throws at once for a request the model cannot
+   * serve (GenerationError) or when the queue is full (QueueFullError).
+   */
+  submit(request: ScheduledRequest): AsyncIterable<GenerationEvent> {
+    if (this.closed) throw new Error("the scheduler is closed");
+    validateGeneration(this.engine, request.promptIds, request.options);
+    if (this.waitingCount >= this.options.maxQueue) {
+      const ahead = this.waitingCount + this.running.length;
+      throw new QueueFullError(Math.max(1, Math.ceil((ahead * this.stepMs * 32) / this.options.maxBatch / 1000)));
+    }
+    const stream = new EventStream();
+    const adapterKey = request.adapterId ?? "";
+    const entry: Entry = {
+      request,
+      stream,
+      adapterKey,
+      row: -1,
+      pending: request.promptIds,
+      sampler: new Sampler(request.options),
+      decoder: new StreamDecoder(this.tokenizer, { skipSpecialTokens: true }),
+      stops: new StopSequenceFilter(request.options.stop ?? []),
+      eos: new Set(request.options.eosTokenIds ?? this.tokenizer.eosTokenIds),
+      limit: Math.min(request.options.maxNewTokens, this.engine.config.maxPositionEmbeddings - request.promptIds.length),
+      text: "",
+      completionTokens: 0,
+      release: () => undefined,
+    };
+    const queue = this.waiting.get(adapterKey) ?? [];
+    queue.push(entry);
+    this.waiting.set(adapterKey, queue);
+    this.waitingCount++;
+    this.loop ??= this.run().finally(() => (this.loop = null));
+    return stream;
+  }
+
+  /** Stops accepting requests and waits for the running and queued ones to finish. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    while (this.running.length > 0 || this.waitingCount > 0) {
+      await this.admit();
+      this.dropCancelled();
+      if (this.running.length === 0) {
+        if (this.waitingCount === 0) break;
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
+      const started = performance.now();
+      let logits;
+      try {
+        logits = await this.engine.step(this.batch, this.running.map((e) => e.pending));
+      } catch (error) {
+        // A failed step ends every running request with the error rather than hanging them.
+        for (let row = this.running.length - 1; row >= 0; row--) this.finish(row, null, error as Error);
+        continue;
+      }
+      this.stepMs = 0.9 * this.stepMs + 0.1 * (performance.now() - started);
+      for (let row = this.running.length - 1; row >= 0; row--) this.advance(row, logits[row].data);
+      // Let new submissions and cancellations in between steps.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Fills free rows, rotating over adapters so a busy adapter cannot starve the others. */
+  private async admit(): Promise<void> {
+    while (this.running.length < this.options.maxBatch && this.waitingCount > 0) {
+      const keys = [...this.waiting.keys()].sort();
+      const next = keys.find((k) => this.lastAdmitted === null || k > this.lastAdmitted) ?? keys[0];
+      const queue = this.waiting.get(next)!;
+      const entry = queue.shift()!;
+      if (queue.length === 0) this.waiting.delete(next);
+      this.waitingCount--;
+      this.lastAdmitted = next;
+      if (entry.stream.cancelled || entry.request.signal?.aborted) {
+        entry.stream.end();
+        continue;
+      }
+      try {
+        if (entry.request.adapterId !== null && this.options.adapters) entry.release = await this.options.adapters.acquire(entry.request.adapterId);
+        entry.row = this.batch.addRow(entry.request.adapterId);
+      } catch (error) {
+        entry.release();
+        entry.stream.end(error as Error);
+        continue;
+      }
+      this.running.push(entry);
+    }
+  }
+
+  private dropCancelled(): void {
+    for (let row = this.running.length - 1; row >= 0; row--) {
+      const entry = this.running[row];
+      if (entry.stream.cancelled || entry.request.signal?.aborted) this.finish(row, null, null);
+    }
+  }
+
+  /** Samples the row's next token and streams it, or finishes the row. */
+  private advance(row: number, logits: Float32Array): void {
+    const entry = this.running[row];
+    const usable = Math.min(this.tokenizer.vocabSize, logits.length);
+    const id = entry.sampler.sample(usable < logits.length ? logits.subarray(0, usable) : logits);
+    entry.completionTokens++;
+    if (entry.eos.has(id)) return this.finish(row, "stop", null);
+    const released = entry.stops.push(entry.decoder.push(id));
+    entry.text += released;
+    entry.stream.push({ type: "token", id, text: released });
+    if (entry.stops.done) return this.finish(row, "stop", null);
+    if (entry.completionTokens >= entry.limit) return this.finish(row, "length", null);
+    entry.pending = [id];
+  }
+
+  /** Ends a row's request (reason null: cancelled or failed) and frees its row. */
+  private finish(row: number, reason: FinishReason | null, error: Error | null): void {
+    const entry = this.running[row];
+    if (reason !== null) {
+      const tail = entry.stops.done ? "" : entry.stops.push(entry.decoder.flush()) + entry.stops.flush();
+      entry.text += tail;
+      entry.stream.push({ type: "finish", reason, tail, text: entry.text, promptTokens: entry.request.promptIds.length, completionTokens: entry.completionTokens });
+    }
+    entry.stream.end(error);
+    entry.release();
+    const moved = this.batch.removeRow(row);
+    const last = this.running.pop()!;
+    if (moved !== null) {
+      this.running[row] = last;
+      last.row = row;
+    }
+  }
+}
