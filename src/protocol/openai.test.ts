@@ -1,0 +1,272 @@
+import { describe, expect, it } from "vitest";
+import { BASE_MODEL_ID } from "../constants.ts";
+import { ApiError } from "../errors.ts";
+import {
+  chatCompletionChunkSchema,
+  chatCompletionSchema,
+  modelListSchema,
+  parseChatCompletionRequest,
+  parseCompletionRequest,
+  resolveAdapterId,
+  textCompletionSchema,
+} from "./openai.ts";
+
+const chat = (extra: Record<string, unknown> = {}) => ({
+  model: BASE_MODEL_ID,
+  messages: [{ role: "user", content: "Hello" }],
+  ...extra,
+});
+const completion = (extra: Record<string, unknown> = {}) => ({ model: BASE_MODEL_ID, prompt: "Once upon", ...extra });
+
+function rejection(parse: () => unknown): ApiError {
+  try {
+    parse();
+  } catch (error) {
+    if (error instanceof ApiError) return error;
+    throw error;
+  }
+  throw new Error("expected the request to be rejected");
+}
+
+describe("parseChatCompletionRequest", () => {
+  it("applies OpenAI's defaults to a minimal request", () => {
+    expect(parseChatCompletionRequest(chat())).toEqual({
+      model: BASE_MODEL_ID,
+      adapter_id: undefined,
+      messages: [{ role: "user", content: "Hello", name: undefined }],
+      max_tokens: undefined,
+      temperature: 1,
+      top_p: 1,
+      n: 1,
+      stop: [],
+      seed: undefined,
+      stream: false,
+      include_usage: false,
+      presence_penalty: 0,
+      frequency_penalty: 0,
+      user: undefined,
+    });
+  });
+
+  it("normalises content parts, stop and every sampling field", () => {
+    const request = parseChatCompletionRequest(
+      chat({
+        messages: [
+          { role: "developer", content: "Be brief." },
+          { role: "system", content: "You are kind." },
+          { role: "user", content: [{ type: "text", text: "Hi" }, { type: "text", text: "there" }], name: "ann" },
+          { role: "assistant", content: [] },
+        ],
+        max_tokens: 5,
+        temperature: 0,
+        top_p: 0.5,
+        n: 16,
+        stop: "\n",
+        seed: 42,
+        stream: true,
+        stream_options: { include_usage: true },
+        presence_penalty: -2,
+        frequency_penalty: 2,
+        user: "u-1",
+      }),
+    );
+    expect(request.messages.map((message) => message.content)).toEqual(["Be brief.", "You are kind.", "Hi\nthere", ""]);
+    expect(request.messages[2].name).toBe("ann");
+    expect(request).toMatchObject({
+      max_tokens: 5,
+      temperature: 0,
+      top_p: 0.5,
+      n: 16,
+      stop: ["\n"],
+      seed: 42,
+      stream: true,
+      include_usage: true,
+      presence_penalty: -2,
+      frequency_penalty: 2,
+      user: "u-1",
+    });
+    expect(parseChatCompletionRequest(chat({ stop: ["a", "b", "c", "d"] })).stop).toEqual(["a", "b", "c", "d"]);
+  });
+
+  it("honours max_completion_tokens over max_tokens", () => {
+    expect(parseChatCompletionRequest(chat({ max_completion_tokens: 7 })).max_tokens).toBe(7);
+    expect(parseChatCompletionRequest(chat({ max_tokens: 3, max_completion_tokens: 9 })).max_tokens).toBe(9);
+  });
+
+  it("treats null as not given", () => {
+    const request = parseChatCompletionRequest(
+      chat({ max_tokens: null, temperature: null, stop: null, seed: null, stream: null, stream_options: null, user: null }),
+    );
+    expect(request).toMatchObject({ max_tokens: undefined, temperature: 1, stop: [], stream: false });
+  });
+
+  it("ignores unknown top-level fields", () => {
+    const request = parseChatCompletionRequest(chat({ logit_bias: { 1: 2 }, metadata: { a: "b" }, store: false }));
+    expect(request).not.toHaveProperty("logit_bias");
+    expect(request).not.toHaveProperty("store");
+  });
+
+  it.each([
+    ["temperature 3", { temperature: 3 }, "temperature"],
+    ["temperature -0.1", { temperature: -0.1 }, "temperature"],
+    ["temperature as a string", { temperature: "1" }, "temperature"],
+    ["top_p 0", { top_p: 0 }, "top_p"],
+    ["top_p 1.5", { top_p: 1.5 }, "top_p"],
+    ["n 0", { n: 0 }, "n"],
+    ["n 17", { n: 17 }, "n"],
+    ["n 1.5", { n: 1.5 }, "n"],
+    ["max_tokens 0", { max_tokens: 0 }, "max_tokens"],
+    ["max_tokens 1.5", { max_tokens: 1.5 }, "max_tokens"],
+    ["max_tokens '10'", { max_tokens: "10" }, "max_tokens"],
+    ["max_completion_tokens 0", { max_completion_tokens: 0 }, "max_completion_tokens"],
+    ["stop with 5 entries", { stop: ["a", "b", "c", "d", "e"] }, "stop"],
+    ["empty stop string", { stop: "" }, "stop"],
+    ["empty stop list", { stop: [] }, "stop"],
+    ["empty stop entry", { stop: ["a", ""] }, "stop[1]"],
+    ["stop as a number", { stop: 3 }, "stop"],
+    ["seed 1.5", { seed: 1.5 }, "seed"],
+    ["stream as a string", { stream: "yes" }, "stream"],
+    ["stream_options without stream", { stream_options: { include_usage: true } }, "stream_options"],
+    ["include_usage as a string", { stream: true, stream_options: { include_usage: "yes" } }, "stream_options.include_usage"],
+    ["presence_penalty 2.5", { presence_penalty: 2.5 }, "presence_penalty"],
+    ["frequency_penalty -3", { frequency_penalty: -3 }, "frequency_penalty"],
+    ["user as a number", { user: 5 }, "user"],
+    ["adapter_id as a number", { adapter_id: 5 }, "adapter_id"],
+    ["model missing", { model: undefined }, "model"],
+    ["model empty", { model: "" }, "model"],
+    ["messages empty", { messages: [] }, "messages"],
+    ["messages missing", { messages: undefined }, "messages"],
+    ["messages not an array", { messages: "hi" }, "messages"],
+    ["unknown role", { messages: [{ role: "robot", content: "x" }] }, "messages[0].role"],
+    ["role on the second message", { messages: [{ role: "user", content: "x" }, { role: "tool", content: "y" }] }, "messages[1].role"],
+    ["content missing", { messages: [{ role: "user" }] }, "messages[0].content"],
+    ["content as a number", { messages: [{ role: "user", content: 5 }] }, "messages[0].content"],
+    ["image part", { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] }, "messages[0].content[0].type"],
+    ["text part without text", { messages: [{ role: "user", content: [{ type: "text" }] }] }, "messages[0].content[0].text"],
+  ])("rejects %s with a 400 naming the field", (_name, extra, param) => {
+    const error = rejection(() => parseChatCompletionRequest(chat(extra)));
+    expect(error.status).toBe(400);
+    expect(error.type).toBe("invalid_request_error");
+    expect(error.param).toBe(param);
+    expect(error.message).toContain(`'${param}'`);
+  });
+
+  it("writes messages the way OpenAI does", () => {
+    expect(rejection(() => parseChatCompletionRequest(chat({ max_tokens: "10" }))).message).toBe(
+      "Invalid type for 'max_tokens': expected a number, but got a string instead.",
+    );
+    expect(rejection(() => parseChatCompletionRequest(chat({ max_tokens: 1.5 }))).message).toBe(
+      "Invalid type for 'max_tokens': expected an integer, but got a decimal instead.",
+    );
+    expect(rejection(() => parseChatCompletionRequest(chat({ messages: undefined }))).message).toBe(
+      "Missing required parameter: 'messages'.",
+    );
+    expect(rejection(() => parseChatCompletionRequest(chat({ messages: [{ role: "user" }] }))).message).toBe(
+      "Missing required parameter: 'messages[0].content'.",
+    );
+    expect(rejection(() => parseChatCompletionRequest(chat({ stop: ["a", "b", "c", "d", "e"] }))).message).toMatch(/<=4/);
+    expect(rejection(() => parseChatCompletionRequest(chat({ messages: [{ role: "user", content: 5 }] }))).message).toBe(
+      "Invalid type for 'messages[0].content': expected a string or an array, but got an integer instead.",
+    );
+  });
+
+  it("rejects a body that is not an object", () => {
+    for (const body of [null, "x", [], 3]) {
+      const error = rejection(() => parseChatCompletionRequest(body));
+      expect(error.status).toBe(400);
+      expect(error.param).toBeNull();
+    }
+  });
+});
+
+describe("parseCompletionRequest", () => {
+  it("normalises the prompt to a list", () => {
+    expect(parseCompletionRequest(completion()).prompt).toEqual(["Once upon"]);
+    expect(parseCompletionRequest(completion({ prompt: ["a", "b"] })).prompt).toEqual(["a", "b"]);
+    expect(parseCompletionRequest(completion({ prompt: "" })).prompt).toEqual([""]);
+  });
+
+  it("shares sampling parsing with chat", () => {
+    const request = parseCompletionRequest(completion({ max_tokens: 4, stop: "x", n: 2, echo: false, best_of: 1 }));
+    expect(request).toMatchObject({ max_tokens: 4, stop: ["x"], n: 2, temperature: 1 });
+    expect(request).not.toHaveProperty("echo");
+  });
+
+  it.each([
+    ["token ids", { prompt: [1, 2, 3] }, "prompt"],
+    ["batched token ids", { prompt: [[1, 2], [3]] }, "prompt"],
+    ["missing prompt", { prompt: undefined }, "prompt"],
+    ["empty prompt list", { prompt: [] }, "prompt"],
+    ["prompt as an object", { prompt: { text: "x" } }, "prompt"],
+    ["mixed prompt list", { prompt: ["a", 1] }, "prompt[1]"],
+    ["temperature 3", { temperature: 3 }, "temperature"],
+    ["max_tokens 0", { max_tokens: 0 }, "max_tokens"],
+  ])("rejects %s with a 400 naming the field", (_name, extra, param) => {
+    const error = rejection(() => parseCompletionRequest(completion(extra)));
+    expect(error.status).toBe(400);
+    expect(error.param).toBe(param);
+  });
+
+  it("says what to send instead of token ids", () => {
+    expect(rejection(() => parseCompletionRequest(completion({ prompt: [1, 2] }))).message).toBe(
+      "Invalid value for 'prompt': token-id prompts are not supported; send the prompt as a string or an array of strings.",
+    );
+  });
+});
+
+describe("resolveAdapterId", () => {
+  it("prefers adapter_id, else model, and maps the base model to null", () => {
+    expect(resolveAdapterId({ model: BASE_MODEL_ID })).toBeNull();
+    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1" })).toBe("ft:pica-base-4m:acme:x:j1");
+    expect(resolveAdapterId({ model: BASE_MODEL_ID, adapter_id: "ft:pica-base-4m:acme:x:j1" })).toBe("ft:pica-base-4m:acme:x:j1");
+    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1", adapter_id: "other" })).toBe("other");
+    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1", adapter_id: BASE_MODEL_ID })).toBeNull();
+    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1", adapter_id: null })).toBe("ft:pica-base-4m:acme:x:j1");
+  });
+
+  it("works on parsed requests", () => {
+    expect(resolveAdapterId(parseChatCompletionRequest(chat({ adapter_id: "a1" })))).toBe("a1");
+    expect(resolveAdapterId(parseCompletionRequest(completion()))).toBeNull();
+  });
+});
+
+describe("response schemas", () => {
+  const usage = { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 };
+  const header = { id: "chatcmpl-1", created: 1_700_000_000, model: BASE_MODEL_ID };
+
+  it("accept the bodies the API sends", () => {
+    chatCompletionSchema.parse({
+      ...header,
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content: "Hi" }, finish_reason: "stop", logprobs: null }],
+      usage,
+    });
+    chatCompletionChunkSchema.parse({
+      ...header,
+      object: "chat.completion.chunk",
+      choices: [{ index: 0, delta: { role: "assistant", content: "H" }, finish_reason: null, logprobs: null }],
+      usage: null,
+    });
+    chatCompletionChunkSchema.parse({ ...header, object: "chat.completion.chunk", choices: [], usage });
+    textCompletionSchema.parse({
+      ...header,
+      object: "text_completion",
+      choices: [{ index: 0, text: " a time", finish_reason: "length", logprobs: null }],
+      usage,
+    });
+    modelListSchema.parse({
+      object: "list",
+      data: [{ id: BASE_MODEL_ID, object: "model", created: 0, owned_by: "system" }],
+    });
+  });
+
+  it("reject unknown finish reasons", () => {
+    const body = {
+      ...header,
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content: "" }, finish_reason: "tool_calls", logprobs: null }],
+      usage,
+    };
+    expect(chatCompletionSchema.safeParse(body).success).toBe(false);
+  });
+});
