@@ -60,6 +60,11 @@ export class AdapterRegistry {
     return this.resident.has(id);
   }
 
+  /** Ids of the resident adapters. */
+  ids(): string[] {
+    return [...this.resident.keys()];
+  }
+
   /** Number of resident adapters. */
   get size(): number {
     return this.resident.size;

@@ -81,6 +81,11 @@ export class LlamaEngine {
     return this.requireRegistry().evict(id);
   }
 
+  /** Ids of the registered adapters. */
+  adapterIds(): string[] {
+    return this.registry?.ids() ?? [];
+  }
+
   /** Whether an adapter is registered. */
   hasAdapter(id: string): boolean {
     return this.registry?.has(id) ?? false;
