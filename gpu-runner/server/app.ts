@@ -19,6 +19,7 @@ export interface RunnerAppOptions {
   scheduler: Scheduler;
   modelId?: string; // the base model's id in the API
   knowsAdapter?: (id: string) => boolean; // default: registered with the engine
+  prepareAdapter?: (id: string) => Promise<void>; // loads a cold adapter before the response starts
 }
 
 interface Choice {
@@ -52,6 +53,7 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
   app.post("/v1/chat/completions", async (c) => {
     const request = parseChatCompletionRequest(await jsonBody(c));
     const adapterId = adapterFor(request, modelId, knowsAdapter);
+    if (adapterId !== null) await options.prepareAdapter?.(adapterId);
     if (tokenizer.chatTemplate === null) throw badRequest("this model has no chat template; use /v1/completions", "messages");
     const prompt = tokenizer.applyChatTemplate(
       request.messages.map((m) => ({ role: m.role === "developer" ? "system" : m.role, content: m.content })),
@@ -65,6 +67,7 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
   app.post("/v1/completions", async (c) => {
     const request = parseCompletionRequest(await jsonBody(c));
     const adapterId = adapterFor(request, modelId, knowsAdapter);
+    if (adapterId !== null) await options.prepareAdapter?.(adapterId);
     const choices: Choice[] = [];
     for (const prompt of request.prompt) {
       const promptIds = tokenizer.encode(prompt);
@@ -182,6 +185,13 @@ function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof QueueFullError) return rateLimited(error.message, error.retryAfterSeconds);
   if (error instanceof GenerationError) return badRequest(error.message);
-  if (error instanceof Error && /adapter .* is not loaded/.test(error.message)) return notFound(error.message, "model", "model_not_found");
+  if (error instanceof Error && (error.name === "AdapterNotFoundError" || /adapter .* is not loaded/.test(error.message))) {
+    return notFound(`The model does not exist or you do not have access to it (${error.message}).`, "model", "model_not_found");
+  }
+  // A stored adapter that fails its hash or basis checks: the tenant can read why.
+  if (error instanceof Error && /adapter .* (could not be loaded|was refused by the engine)/.test(error.message)) {
+    return new ApiError(422, "invalid_request_error", error.message, "model", "adapter_invalid");
+  }
+  if (error instanceof Error && /adapter cache is full/.test(error.message)) return rateLimited(error.message, 1);
   return serverError();
 }
