@@ -5,10 +5,9 @@
  * and the demos build on.
  */
 import type { LlamaEngine } from "../engine/llama-engine.ts";
-import { StreamDecoder } from "../tokenizer/stream-decoder.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { Sampler, validateSamplingOptions, type SamplingOptions } from "./sampler.ts";
-import { StopSequenceFilter } from "./stop-sequences.ts";
+import { Completion } from "./completion.ts";
+import { validateSamplingOptions, type SamplingOptions } from "./sampler.ts";
 
 export interface GenerationOptions extends SamplingOptions {
   maxNewTokens: number;
@@ -62,41 +61,17 @@ export async function* generate(
   options: GenerationOptions,
 ): AsyncGenerator<GenerationEvent> {
   validateGeneration(engine, promptIds, options);
-  const sampler = new Sampler(options);
-  const eos = new Set(options.eosTokenIds ?? tokenizer.eosTokenIds);
-  const decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
-  const stops = new StopSequenceFilter(options.stop ?? []);
-  // Embedding rows past the tokenizer's vocabulary (padding some checkpoints add) are never sampled.
-  const usable = Math.min(tokenizer.vocabSize, engine.config.vocabSize);
-  const room = engine.config.maxPositionEmbeddings - promptIds.length;
-  const limit = Math.min(options.maxNewTokens, room);
-
-  const batch = engine.createBatch(1, Math.min(promptIds.length + limit, engine.config.maxPositionEmbeddings));
+  const context = engine.config.maxPositionEmbeddings;
+  const completion = new Completion(tokenizer, options, promptIds.length, context);
+  const batch = engine.createBatch(1, Math.min(promptIds.length + options.maxNewTokens, context));
   batch.addRow(options.adapterId ?? null);
-  let text = "";
-  let completionTokens = 0;
-  let reason: FinishReason = "length";
   let [{ data: logits }] = await engine.step(batch, [promptIds]);
-  while (completionTokens < limit) {
-    const id = sampler.sample(usable < logits.length ? logits.subarray(0, usable) : logits);
-    completionTokens++;
-    if (eos.has(id)) {
-      reason = "stop";
-      break;
-    }
-    const released = stops.push(decoder.push(id));
-    text += released;
-    yield { type: "token", id, text: released };
-    if (stops.done) {
-      reason = "stop";
-      break;
-    }
-    if (completionTokens < limit) [{ data: logits }] = await engine.step(batch, [[id]]);
+  for (;;) {
+    const { events, next } = completion.advance(logits);
+    yield* events;
+    if (next === null) return;
+    [{ data: logits }] = await engine.step(batch, [[next]]);
   }
-  // Ended by EOS or length rather than a stop sequence: what was held back is real output.
-  const tail = stops.done ? "" : stops.push(decoder.flush()) + stops.flush();
-  text += tail;
-  yield { type: "finish", reason, tail, text, promptTokens: promptIds.length, completionTokens };
 }
 
 /** Convenience: runs `generate` to the end and returns the text, token ids and finish reason. */

@@ -6,10 +6,8 @@
  */
 import type { LlamaEngine } from "../engine/llama-engine.ts";
 import type { SequenceBatch } from "../engine/sequence-batch.ts";
-import { validateGeneration, type FinishReason, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
-import { Sampler } from "../generate/sampler.ts";
-import { StopSequenceFilter } from "../generate/stop-sequences.ts";
-import { StreamDecoder } from "../tokenizer/stream-decoder.ts";
+import { Completion } from "../generate/completion.ts";
+import { validateGeneration, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 
 /** What the scheduler needs to make an adapter resident while a request uses it. */
@@ -88,15 +86,8 @@ interface Entry {
   request: ScheduledRequest;
   stream: EventStream;
   adapterKey: string;
-  row: number;
   pending: number[]; // tokens to feed at the next step (the prompt, then the last sampled token)
-  sampler: Sampler;
-  decoder: StreamDecoder;
-  stops: StopSequenceFilter;
-  eos: Set<number>;
-  limit: number;
-  text: string;
-  completionTokens: number;
+  completion: Completion;
   release: () => void;
 }
 
@@ -141,15 +132,8 @@ export class Scheduler {
       request,
       stream,
       adapterKey,
-      row: -1,
       pending: request.promptIds,
-      sampler: new Sampler(request.options),
-      decoder: new StreamDecoder(this.tokenizer, { skipSpecialTokens: true }),
-      stops: new StopSequenceFilter(request.options.stop ?? []),
-      eos: new Set(request.options.eosTokenIds ?? this.tokenizer.eosTokenIds),
-      limit: Math.min(request.options.maxNewTokens, this.engine.config.maxPositionEmbeddings - request.promptIds.length),
-      text: "",
-      completionTokens: 0,
+      completion: new Completion(this.tokenizer, request.options, request.promptIds.length, this.engine.config.maxPositionEmbeddings),
       release: () => undefined,
     };
     const queue = this.waiting.get(adapterKey) ?? [];
@@ -181,7 +165,7 @@ export class Scheduler {
         logits = await this.engine.step(this.batch, this.running.map((e) => e.pending));
       } catch (error) {
         // A failed step ends every running request with the error rather than hanging them.
-        for (let row = this.running.length - 1; row >= 0; row--) this.finish(row, null, error as Error);
+        for (let row = this.running.length - 1; row >= 0; row--) this.release(row, error as Error);
         continue;
       }
       this.stepMs = 0.9 * this.stepMs + 0.1 * (performance.now() - started);
@@ -207,7 +191,7 @@ export class Scheduler {
       }
       try {
         if (entry.request.adapterId !== null && this.options.adapters) entry.release = await this.options.adapters.acquire(entry.request.adapterId);
-        entry.row = this.batch.addRow(entry.request.adapterId);
+        this.batch.addRow(entry.request.adapterId); // the new row's index is this.running.length
       } catch (error) {
         entry.release();
         entry.stream.end(error as Error);
@@ -220,40 +204,26 @@ export class Scheduler {
   private dropCancelled(): void {
     for (let row = this.running.length - 1; row >= 0; row--) {
       const entry = this.running[row];
-      if (entry.stream.cancelled || entry.request.signal?.aborted) this.finish(row, null, null);
+      if (entry.stream.cancelled || entry.request.signal?.aborted) this.release(row, null);
     }
   }
 
   /** Samples the row's next token and streams it, or finishes the row. */
   private advance(row: number, logits: Float32Array): void {
     const entry = this.running[row];
-    const usable = Math.min(this.tokenizer.vocabSize, logits.length);
-    const id = entry.sampler.sample(usable < logits.length ? logits.subarray(0, usable) : logits);
-    entry.completionTokens++;
-    if (entry.eos.has(id)) return this.finish(row, "stop", null);
-    const released = entry.stops.push(entry.decoder.push(id));
-    entry.text += released;
-    entry.stream.push({ type: "token", id, text: released });
-    if (entry.stops.done) return this.finish(row, "stop", null);
-    if (entry.completionTokens >= entry.limit) return this.finish(row, "length", null);
-    entry.pending = [id];
+    const { events, next } = entry.completion.advance(logits);
+    for (const event of events) entry.stream.push(event);
+    if (next === null) this.release(row, null);
+    else entry.pending = [next];
   }
 
-  /** Ends a row's request (reason null: cancelled or failed) and frees its row. */
-  private finish(row: number, reason: FinishReason | null, error: Error | null): void {
+  /** Ends a row's stream (with `error` if it failed) and frees its row and adapter. */
+  private release(row: number, error: Error | null): void {
     const entry = this.running[row];
-    if (reason !== null) {
-      const tail = entry.stops.done ? "" : entry.stops.push(entry.decoder.flush()) + entry.stops.flush();
-      entry.text += tail;
-      entry.stream.push({ type: "finish", reason, tail, text: entry.text, promptTokens: entry.request.promptIds.length, completionTokens: entry.completionTokens });
-    }
     entry.stream.end(error);
     entry.release();
     const moved = this.batch.removeRow(row);
     const last = this.running.pop()!;
-    if (moved !== null) {
-      this.running[row] = last;
-      last.row = row;
-    }
+    if (moved !== null) this.running[row] = last; // the batch moved its last row into this slot too
   }
 }
