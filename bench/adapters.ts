@@ -18,7 +18,7 @@ import { computeBasis } from "../gpu-runner/pica/basis.ts";
 import { mergeIntoWeights } from "../gpu-runner/pica/merge-weights.ts";
 import { exportPeft } from "../gpu-runner/pica/peft.ts";
 import { randomAdapter } from "../gpu-runner/testing/random-adapters.ts";
-import { BENCH_CONFIG_JSON } from "./engine.ts";
+import { BENCH_CONFIG_JSON, promptOf } from "./engine.ts";
 import { median, progress, round, timeMs } from "./stats.ts";
 
 const RANK = 8;
@@ -31,10 +31,6 @@ const COLD_LOADS = 48;
 const NAIVE_REQUESTS = 16;
 const REQUEST_PROMPT = 32;
 const REQUEST_NEW_TOKENS = 4;
-
-function promptOf(length: number, seed: number): number[] {
-  return Array.from({ length }, (_, i) => (seed * 7919 + i * 104729) % 2048);
-}
 
 /** Runs the adapters bench and returns its figures. */
 export async function runAdaptersBench(): Promise<Record<string, unknown>> {

@@ -8,6 +8,7 @@ import type { SequenceBatch } from "../gpu-runner/engine/sequence-batch.ts";
 import { parseModelConfig } from "../gpu-runner/model/config.ts";
 import { randomWeights } from "../gpu-runner/model/random-weights.ts";
 import { referenceForward } from "../gpu-runner/model/reference.ts";
+import { maxAbsDiff } from "../gpu-runner/testing/numeric.ts";
 import { median, progress, round, timeMs } from "./stats.ts";
 
 /** The engine bench's model config (shared with the adapter bench). */
@@ -28,7 +29,8 @@ const CONTEXT = 256; // tokens already cached when decode is timed
 const ROUNDS = 7;
 const DECODE_STEPS = 8; // decode steps per timed sample
 
-function promptOf(length: number, seed: number): number[] {
+/** A deterministic prompt of token ids spread over the bench model's vocabulary. */
+export function promptOf(length: number, seed: number): number[] {
   return Array.from({ length }, (_, i) => (seed * 7919 + i * 104729) % 2048);
 }
 
@@ -52,8 +54,7 @@ export async function runEngineBench(): Promise<Record<string, unknown>> {
   checkCache.addRow();
   const [onnx] = await engine.step(checkCache, [check], "all");
   const reference = referenceForward(config, weights, check).flatMap((r) => [...r]);
-  let refMaxAbsDiff = 0;
-  reference.forEach((v, i) => (refMaxAbsDiff = Math.max(refMaxAbsDiff, Math.abs(v - onnx.data[i]))));
+  const refMaxAbsDiff = maxAbsDiff(reference, onnx.data);
 
   progress(`prefilling ${CONTEXT} tokens for batch 1 and batch 16…`);
   const cache1 = await prefilled(engine, 1);

@@ -23,11 +23,11 @@
  *
  * The flags exist for smoke runs on other checkpoints; the reported figures use the defaults.
  */
-import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
 import { generate } from "../gpu-runner/generate/generate.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
+import { SHIPPED_MODEL_DIRECTORY as SHIPPED_MODEL } from "../gpu-runner/model/shipped-model.ts";
 import type { ModelConfig } from "../gpu-runner/model/config.ts";
 import { loraParameterNames } from "../gpu-runner/model/training-graph.ts";
 import { LINEAR_MODULES, linearName, linearShape, type WeightMap } from "../gpu-runner/model/weights.ts";
@@ -42,7 +42,6 @@ import { TrainingSession } from "../gpu-runner/training/training-session.ts";
 import { qualityTasks, toChatJsonl, type QualityExample, type QualityTask } from "./quality-tasks.ts";
 import { progress, round } from "./stats.ts";
 
-const SHIPPED_MODEL = join(import.meta.dirname, "..", "models", "pica-base-4m");
 const R_MAX = 32;
 const EPOCHS = 8;
 const BATCH_SIZE = 16;

@@ -11,10 +11,8 @@ import { parseArgs } from "node:util";
 import { LlamaEngine } from "./engine/llama-engine.ts";
 import { generate } from "./generate/generate.ts";
 import { loadCheckpoint } from "./model/checkpoint.ts";
+import { SHIPPED_MODEL_DIRECTORY } from "./model/shipped-model.ts";
 import { writeTinyCheckpoint } from "./testing/tiny-checkpoints.ts";
-
-/** The shipped base model (reproduced by `npm run pretrain`). */
-const SHIPPED_MODEL = join(import.meta.dirname, "..", "models", "pica-base-4m");
 
 const { values } = parseArgs({
   options: {
@@ -27,7 +25,7 @@ const { values } = parseArgs({
 });
 
 async function main(): Promise<void> {
-  let directory = values.model ?? SHIPPED_MODEL;
+  let directory = values.model ?? SHIPPED_MODEL_DIRECTORY;
   const exists = await access(join(directory, "config.json")).then(() => true, () => false);
   if (values.model === undefined && !exists) {
     // A checkout without the shipped weights still runs: on a deterministic random model.

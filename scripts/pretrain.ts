@@ -14,6 +14,7 @@ import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
 import { generateText } from "../gpu-runner/generate/generate.ts";
 import { parseModelConfig } from "../gpu-runner/model/config.ts";
 import { weightsFromParameters } from "../gpu-runner/model/linear-graph.ts";
+import { SHIPPED_MODEL_DIRECTORY } from "../gpu-runner/model/shipped-model.ts";
 import { pretrainingWeights } from "../gpu-runner/model/random-weights.ts";
 import { generateCorpus } from "../gpu-runner/pretrain/corpus.ts";
 import { Rng } from "../gpu-runner/random.ts";
@@ -45,7 +46,7 @@ export const BASE_MODEL_CONFIG = {
 const { values: args } = parseArgs({
   options: {
     steps: { type: "string", default: "4000" },
-    out: { type: "string", default: join("models", "pica-base-4m") },
+    out: { type: "string", default: SHIPPED_MODEL_DIRECTORY },
     seed: { type: "string", default: "20261127" },
   },
 });

@@ -1,11 +1,10 @@
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
+import { SHIPPED_MODEL_DIRECTORY as SHIPPED } from "../gpu-runner/model/shipped-model.ts";
 import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
 import { generateCorpus } from "../gpu-runner/pretrain/corpus.ts";
 
-const SHIPPED = join(import.meta.dirname, "..", "models", "pica-base-4m");
 
 describe("the shipped base model", () => {
   it("models its corpus: text from an unseen seed costs under 0.45 nats per byte over its context", async () => {

@@ -19,6 +19,7 @@ import { AdapterCache } from "../adapters/adapter-cache.ts";
 import { DirectoryAdapterStore } from "../adapters/adapter-store.ts";
 import { LlamaEngine } from "../engine/llama-engine.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
+import { SHIPPED_MODEL_DIRECTORY } from "../model/shipped-model.ts";
 import { loadOrComputeBasis } from "../pica/basis.ts";
 import type { ExecutionProvider } from "../runtime/onnx-session.ts";
 import { createRunnerApp } from "./app.ts";
@@ -27,7 +28,7 @@ import { Scheduler } from "./scheduler.ts";
 const env = process.env;
 const { values } = parseArgs({
   options: {
-    model: { type: "string", default: env.RUNNER_MODEL ?? join(import.meta.dirname, "..", "..", "models", "pica-base-4m") },
+    model: { type: "string", default: env.RUNNER_MODEL ?? SHIPPED_MODEL_DIRECTORY },
     host: { type: "string", default: env.RUNNER_HOST ?? "127.0.0.1" },
     port: { type: "string", default: env.RUNNER_PORT ?? "8400" },
     provider: { type: "string", default: env.RUNNER_PROVIDER ?? "cpu" },
