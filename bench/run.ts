@@ -7,6 +7,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   adapters: async () => (await import("./adapters.ts")).runAdaptersBench(),
   train: async () => (await import("./train.ts")).runTrainBench(),
   quality: async () => (await import("./quality.ts")).runQualityBench(),
+  serve: async () => (await import("./serve.ts")).runServeBench(),
 };
 
 const name = process.argv[2];

@@ -24,3 +24,13 @@ export function round(value: number, digits = 4): number {
 export function progress(message: string): void {
   process.stderr.write(`${message}\n`);
 }
+
+/** The p-th percentile (0–100) of a list, interpolating linearly between the closest ranks. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) throw new Error(`percentile ${p} of nothing`);
+  const sorted = [...values].sort((a, b) => a - b);
+  const position = (p / 100) * (sorted.length - 1);
+  const below = Math.floor(position);
+  const above = Math.min(below + 1, sorted.length - 1);
+  return sorted[below] + (sorted[above] - sorted[below]) * (position - below);
+}

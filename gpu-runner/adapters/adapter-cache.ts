@@ -29,6 +29,14 @@ export interface AdapterCacheStats {
   evictions: number;
 }
 
+/** The adapter is pinned by a running request, so it cannot be replaced or evicted now. */
+export class AdapterInUseError extends Error {
+  override readonly name = "AdapterInUseError";
+  constructor(readonly id: string) {
+    super(`adapter ${id} is in use by running requests; try again when they finish`);
+  }
+}
+
 /** Drops one pin taken by `acquire`; calling it again does nothing. */
 export type ReleaseAdapter = () => void;
 
@@ -55,6 +63,7 @@ export class AdapterCache {
     private readonly engine: AdapterHost,
     private readonly store: AdapterStore,
     private readonly limits: AdapterCacheLimits,
+    private readonly onLoad?: (seconds: number) => void, // observes each completed load
   ) {
     if (!Number.isSafeInteger(limits.maxAdapters) || limits.maxAdapters < 1) {
       throw new Error(`maxAdapters must be a positive integer, got ${limits.maxAdapters}`);
@@ -86,6 +95,38 @@ export class AdapterCache {
     return this.releaser(id, this.entries.get(id)!);
   }
 
+  /**
+   * Makes `id` resident from the given file bytes (checked like a store read), replacing a resident
+   * copy that no request is using. Returns its resident size.
+   */
+  async insert(id: string, bytes: Uint8Array): Promise<{ bytes: number }> {
+    await this.flights.get(id)?.done.catch(() => undefined);
+    const entry = this.entries.get(id);
+    if (entry !== undefined) {
+      if (entry.pins > 0) throw new AdapterInUseError(id);
+      this.evict(id);
+    }
+    const flight: Flight = { done: Promise.resolve(), waiters: 0 };
+    flight.done = this.load(id, flight, bytes).finally(() => this.flights.delete(id));
+    this.flights.set(id, flight);
+    await flight.done;
+    return { bytes: this.entries.get(id)!.bytes };
+  }
+
+  /** Evicts `id` unless a request is using it; false when it was not resident. */
+  remove(id: string): boolean {
+    const entry = this.entries.get(id);
+    if (entry === undefined) return false;
+    if (entry.pins > 0) throw new AdapterInUseError(id);
+    this.evict(id);
+    return true;
+  }
+
+  /** Resident adapter ids, least recently used first. */
+  residentIds(): string[] {
+    return [...this.entries.keys()];
+  }
+
   /** Whether `id` is resident. */
   has(id: string): boolean {
     return this.entries.has(id);
@@ -111,11 +152,12 @@ export class AdapterCache {
     };
   }
 
-  private async load(id: string, flight: Flight): Promise<void> {
+  private async load(id: string, flight: Flight, given?: Uint8Array): Promise<void> {
     this.counters.loads++;
+    const started = performance.now();
     let adapter: PicaAdapter;
     try {
-      adapter = parseAdapter(await this.store.read(id), `${id}.safetensors`);
+      adapter = parseAdapter(given ?? (await this.store.read(id)), `${id}.safetensors`);
     } catch (error) {
       if (error instanceof AdapterNotFoundError) throw error;
       throw new Error(`adapter ${id} could not be loaded: ${(error as Error).message}`, { cause: error });
@@ -137,6 +179,7 @@ export class AdapterCache {
     for (const victim of victims) this.evict(victim);
     this.entries.set(id, { bytes: registered.bytes, pins: flight.waiters });
     this.residentBytes += registered.bytes;
+    this.onLoad?.((performance.now() - started) / 1000);
   }
 
   /** The unpinned least-recently-used adapters to evict so `bytes` more fit; null when no choice suffices. */

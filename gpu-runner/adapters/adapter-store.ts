@@ -3,9 +3,10 @@
  * deployments) or the control plane over HTTP. Both hand back the raw bytes; parsing and checking
  * them is the cache's job, so a store never trusts or interprets what it serves.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 
 /** A source of adapter files by id. */
 export interface AdapterStore {
@@ -58,16 +59,7 @@ export class DirectoryAdapterStore implements AdapterStore {
 
   /** Writes the file through a temp file + rename, so a concurrent reader sees the old or the new file, never half of one. */
   async write(id: string, bytes: Uint8Array): Promise<void> {
-    const path = this.pathFor(id);
-    await mkdir(this.directory, { recursive: true });
-    const temporary = join(this.directory, `.${encodeURIComponent(id)}.${randomBytes(6).toString("hex")}.tmp`);
-    try {
-      await writeFile(temporary, bytes);
-      await rename(temporary, path);
-    } catch (error) {
-      await rm(temporary, { force: true });
-      throw error;
-    }
+    await writeFileAtomic(this.pathFor(id), bytes);
   }
 }
 

@@ -6,10 +6,10 @@
  * the npm readers either pull in a framework or trust the header; a checkpoint is untrusted input,
  * so every field is checked and every error names the file and the tensor.
  */
-import { randomUUID } from "node:crypto";
-import { open, readFile, rename, unlink } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { basename, join } from "node:path";
+import { writeFileAtomic } from "./atomic-write.ts";
 import { sizeOf, type FloatTensor } from "../tensor.ts";
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "./half-precision.ts";
 
@@ -200,29 +200,14 @@ export function serializeSafetensors(
   return out;
 }
 
-/** Writes a safetensors file atomically: to a temporary file in the same directory, then rename. */
+/** Writes a safetensors file atomically (readers see the old file or the new one, never half). */
 export async function writeSafetensorsFile(
   path: string,
   tensors: WritableTensors,
   metadata?: Record<string, string>,
   options: SerializeOptions = {},
 ): Promise<void> {
-  const bytes = serializeSafetensors(tensors, metadata, { fileName: path, ...options });
-  // Same directory, so the rename never crosses file systems and readers see old or new, never half.
-  const temporaryPath = join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
-  try {
-    const handle = await open(temporaryPath, "wx");
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync(); // the data must be on disk before the rename makes it visible
-    } finally {
-      await handle.close();
-    }
-    await rename(temporaryPath, path);
-  } catch (error) {
-    await unlink(temporaryPath).catch(() => undefined);
-    throw error;
-  }
+  await writeFileAtomic(path, serializeSafetensors(tensors, metadata, { fileName: path, ...options }));
 }
 
 function checkHeaderLength(prefix: Uint8Array, fileSize: number, fileName: string): number {

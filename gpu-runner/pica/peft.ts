@@ -4,10 +4,10 @@
  * by least squares: M_l = ΔW_l P_lᵀ (per_layer) or the layer mean of it (shared), computed from
  * the LoRA factors without ever forming ΔW = s·B A, which is [out, in] per layer.
  */
-import { randomUUID } from "node:crypto";
-import { mkdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
+import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 import { readSafetensorsFile, writeSafetensorsFile } from "../checkpoint/safetensors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { LINEAR_MODULES, linearName, linearShape, type LinearModule } from "../model/weights.ts";
@@ -91,15 +91,7 @@ export async function writePeftDirectory(
   await mkdir(dir, { recursive: true });
   // PEFT and transformers write (and some loaders expect) format "pt" in the metadata.
   await writeSafetensorsFile(join(dir, PEFT_WEIGHTS_FILE), tensors, { format: "pt" });
-  // Written beside its final name and renamed, so a reader never sees half a config.
-  const temporaryPath = join(dir, `.${PEFT_CONFIG_FILE}.${randomUUID()}.tmp`);
-  try {
-    await writeFile(temporaryPath, `${JSON.stringify(adapterConfig, null, 2)}\n`, { flag: "wx" });
-    await rename(temporaryPath, join(dir, PEFT_CONFIG_FILE));
-  } catch (error) {
-    await unlink(temporaryPath).catch(() => undefined);
-    throw error;
-  }
+  await writeFileAtomic(join(dir, PEFT_CONFIG_FILE), `${JSON.stringify(adapterConfig, null, 2)}\n`);
 }
 
 /** Reads a PEFT adapter directory: the raw config JSON and every tensor as float32. */

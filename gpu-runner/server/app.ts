@@ -82,9 +82,17 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
     const created = Math.floor(Date.now() / 1000);
     const model = request.model;
     const controller = new AbortController();
-    const streams = choices.map((choice) =>
-      submit(choice, generationOptions(request, choice.index, engine.config.maxPositionEmbeddings - choice.promptIds.length), adapterId, controller.signal),
-    );
+    // A client that goes away (streamed or not) frees its rows at once.
+    c.req.raw.signal.addEventListener("abort", () => controller.abort(), { once: true });
+    let streams: AsyncIterable<GenerationEvent>[];
+    try {
+      streams = choices.map((choice) =>
+        submit(choice, generationOptions(request, choice.index, engine.config.maxPositionEmbeddings - choice.promptIds.length), adapterId, controller.signal),
+      );
+    } catch (error) {
+      controller.abort(); // choices queued before the refusal are served to nobody: drop them
+      throw error;
+    }
     if (!request.stream) {
       return (async () => {
         const finished = await Promise.all(streams.map(last));
@@ -155,6 +163,7 @@ function generationOptions(request: SamplingParameters, index: number, room: num
     maxNewTokens: Math.max(1, Math.min(request.max_tokens ?? room, room)),
     temperature: request.temperature,
     topP: request.top_p,
+    topK: request.top_k,
     ...(request.seed !== undefined ? { seed: request.seed + index } : {}),
     stop: request.stop,
   };

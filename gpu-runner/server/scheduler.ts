@@ -9,6 +9,7 @@ import type { SequenceBatch } from "../engine/sequence-batch.ts";
 import { Completion } from "../generate/completion.ts";
 import { validateGeneration, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import type { ComputeGate } from "./compute-gate.ts";
 
 /** What the scheduler needs to make an adapter resident while a request uses it. */
 export interface AdapterResidency {
@@ -20,6 +21,15 @@ export interface SchedulerOptions {
   maxQueue: number; // requests waiting for a row; more are refused
   adapters?: AdapterResidency | null; // absent: adapters must already be registered with the engine
   initialCapacity?: number; // KV slots per row before the cache grows
+  gate?: ComputeGate | null; // shares the device with training; inference goes first
+  observer?: SchedulerObserver | null; // metrics
+}
+
+/** What the scheduler reports as it runs (for metrics). */
+export interface SchedulerObserver {
+  step(rows: number, seconds: number): void; // one batch step
+  firstToken(seconds: number): void; // a request's time from submission to its first token
+  finished(promptTokens: number, completionTokens: number): void;
 }
 
 export interface ScheduledRequest {
@@ -89,6 +99,8 @@ interface Entry {
   pending: number[]; // tokens to feed at the next step (the prompt, then the last sampled token)
   completion: Completion;
   release: () => void;
+  submittedAt: number;
+  tokens: number; // generated so far
 }
 
 export class Scheduler {
@@ -122,6 +134,7 @@ export class Scheduler {
   submit(request: ScheduledRequest): AsyncIterable<GenerationEvent> {
     if (this.closed) throw new Error("the scheduler is closed");
     validateGeneration(this.engine, request.promptIds, request.options);
+    if (this.waitingCount >= this.options.maxQueue) this.dropAbandonedWaiting();
     if (this.waitingCount >= this.options.maxQueue) {
       const ahead = this.waitingCount + this.running.length;
       throw new QueueFullError(Math.max(1, Math.ceil((ahead * this.stepMs * 32) / this.options.maxBatch / 1000)));
@@ -135,19 +148,31 @@ export class Scheduler {
       pending: request.promptIds,
       completion: new Completion(this.tokenizer, request.options, request.promptIds.length, this.engine.config.maxPositionEmbeddings),
       release: () => undefined,
+      submittedAt: performance.now(),
+      tokens: 0,
     };
     const queue = this.waiting.get(adapterKey) ?? [];
     queue.push(entry);
     this.waiting.set(adapterKey, queue);
     this.waitingCount++;
-    this.loop ??= this.run().finally(() => (this.loop = null));
+    this.options.gate?.setInferenceBusy(true);
+    this.startLoop();
     return stream;
   }
 
   /** Stops accepting requests and waits for the running and queued ones to finish. */
   async close(): Promise<void> {
     this.closed = true;
-    await this.loop;
+    while (this.loop !== null) await this.loop;
+  }
+
+  private startLoop(): void {
+    this.loop ??= this.run().finally(() => {
+      this.loop = null;
+      // A request submitted while the loop was winding down still gets served.
+      if (this.waitingCount > 0 || this.running.length > 0) this.startLoop();
+      else this.options.gate?.setInferenceBusy(false);
+    });
   }
 
   private async run(): Promise<void> {
@@ -161,14 +186,17 @@ export class Scheduler {
       }
       const started = performance.now();
       let logits;
+      const pending = this.running.map((e) => e.pending);
       try {
-        logits = await this.engine.step(this.batch, this.running.map((e) => e.pending));
+        logits = this.options.gate ? await this.options.gate.inference(() => this.engine.step(this.batch, pending)) : await this.engine.step(this.batch, pending);
       } catch (error) {
         // A failed step ends every running request with the error rather than hanging them.
         for (let row = this.running.length - 1; row >= 0; row--) this.release(row, error as Error);
         continue;
       }
-      this.stepMs = 0.9 * this.stepMs + 0.1 * (performance.now() - started);
+      const elapsed = performance.now() - started;
+      this.stepMs = 0.9 * this.stepMs + 0.1 * elapsed;
+      this.options.observer?.step(this.running.length, elapsed / 1000);
       for (let row = this.running.length - 1; row >= 0; row--) this.advance(row, logits[row].data);
       // Let new submissions and cancellations in between steps.
       await new Promise((resolve) => setImmediate(resolve));
@@ -201,6 +229,17 @@ export class Scheduler {
     }
   }
 
+  /** Ends waiting requests whose client has gone, so they stop holding queue slots. */
+  private dropAbandonedWaiting(): void {
+    for (const [key, queue] of this.waiting) {
+      const kept = queue.filter((entry) => !(entry.stream.cancelled || entry.request.signal?.aborted));
+      for (const entry of queue) if (!kept.includes(entry)) entry.stream.end();
+      this.waitingCount -= queue.length - kept.length;
+      if (kept.length === 0) this.waiting.delete(key);
+      else this.waiting.set(key, kept);
+    }
+  }
+
   private dropCancelled(): void {
     for (let row = this.running.length - 1; row >= 0; row--) {
       const entry = this.running[row];
@@ -212,7 +251,11 @@ export class Scheduler {
   private advance(row: number, logits: Float32Array): void {
     const entry = this.running[row];
     const { events, next } = entry.completion.advance(logits);
-    for (const event of events) entry.stream.push(event);
+    if (entry.tokens++ === 0) this.options.observer?.firstToken((performance.now() - entry.submittedAt) / 1000);
+    for (const event of events) {
+      if (event.type === "finish") this.options.observer?.finished(event.promptTokens, event.completionTokens);
+      entry.stream.push(event);
+    }
     if (next === null) this.release(row, null);
     else entry.pending = [next];
   }

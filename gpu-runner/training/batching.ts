@@ -86,6 +86,33 @@ export function makeBatches(examples: readonly TokenizedExample[], options: Batc
     padBatch(examples, group, buckets, options.padId ?? 0, options.fillRows === true ? batchSize : group.length));
 }
 
+/**
+ * Cuts a batch into consecutive row slices of at most `maxTokens` padded tokens each (at least one
+ * row), dropping slices with nothing to train. Gradient accumulation over the slices, each weighted
+ * by its share of `lossTokenCount`, gives the whole batch's token-mean gradient; a slice is a short
+ * unit of work that a busier caller (inference) can run between.
+ */
+export function splitBatch(batch: Batch, maxTokens: number): Batch[] {
+  if (!(maxTokens >= 1)) throw new Error(`maxTokens must be ≥ 1, got ${maxTokens}`);
+  const rowsPerSlice = Math.max(1, Math.floor(maxTokens / batch.length));
+  if (rowsPerSlice >= batch.rows) return [batch];
+  const slices: Batch[] = [];
+  for (let first = 0; first < batch.rows; first += rowsPerSlice) {
+    const end = Math.min(batch.rows, first + rowsPerSlice);
+    const from = first * batch.length;
+    const to = end * batch.length;
+    const lossWeights = batch.lossWeights.slice(from, to);
+    const lossTokenCount = lossWeights.reduce((sum, weight) => sum + weight, 0);
+    if (lossTokenCount === 0) continue;
+    slices.push({
+      inputIds: batch.inputIds.slice(from, to), labels: batch.labels.slice(from, to), lossWeights, lossTokenCount,
+      lengths: batch.lengths.slice(first, end), exampleIndices: batch.exampleIndices.slice(first, end),
+      rows: end - first, bucket: batch.bucket, length: batch.length,
+    });
+  }
+  return slices;
+}
+
 /** Options of {@link splitTrainValidation}. */
 export interface SplitOptions {
   /** Share of the examples held out, in [0, 1). */

@@ -84,6 +84,23 @@ describe("fineTune", () => {
     await expect(fineTune(model, { ...base, seed: 99, resume: saved! })).rejects.toThrow(/checkpoint belongs to another run/);
   });
 
+  it("accumulating a step over row slices gives the whole batch's step, yielding before every slice", async () => {
+    const short = { ...base, hyperparameters: { ...base.hyperparameters, n_epochs: 1 } };
+    const whole = await fineTune(model, short);
+    let yields = 0;
+    const sliced = await fineTune(model, { ...short, microBatchTokens: 32, compute: (work) => (yields++, work()) });
+    // 6 steps of 4 rows at one row per slice, then one validation pass of 12 examples.
+    expect(yields).toBeGreaterThanOrEqual(6 * 4 + 12);
+    expect(sliced.steps).toBe(whole.steps);
+    for (const [name, data] of whole.parameters) {
+      const other = sliced.parameters.get(name)!;
+      let worst = 0;
+      for (let i = 0; i < data.length; i++) worst = Math.max(worst, Math.abs(other[i] - data[i]));
+      expect(worst, name).toBeLessThan(1e-4);
+    }
+    expect(sliced.validationLoss!).toBeCloseTo(whole.validationLoss!, 4);
+  });
+
   it("refuses bad data with the line and reason, before training", async () => {
     const bad = [dataset(3), '{"messages": [{"role": "robot", "content": "hi"}]}', "not json", dataset(3)].join("\n");
     const error = await fineTune(model, { ...base, training: bad }).catch((e: unknown) => e);

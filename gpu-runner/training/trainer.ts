@@ -10,7 +10,7 @@ import { picaParameterName, type TrainingMethod } from "../model/training-graph.
 import { linearShape, LINEAR_MODULES, type LinearModule, type WeightMap } from "../model/weights.ts";
 import { adapterKey, type Basis, type PicaAdapter, type SharingMode } from "../pica/types.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { makeBatches, splitTrainValidation, type Batch } from "./batching.ts";
+import { makeBatches, splitBatch, splitTrainValidation, type Batch } from "./batching.ts";
 import { parseTrainingJsonl, type LineError } from "./dataset.ts";
 import { AdamW, clipGradientNorm, learningRateAt, resolveHyperparameters, type ResolvedHyperparameters } from "./optimizer.ts";
 import { checkpointMatches, type TrainerCheckpoint } from "./checkpoint.ts";
@@ -45,6 +45,8 @@ export interface FineTuneOptions {
   checkpointEvery?: number; // steps between checkpoints; 0 or absent: none
   resume?: TrainerCheckpoint;
   signal?: AbortSignal; // cancellation, honoured between steps
+  microBatchTokens?: number; // padded tokens per forward/backward; a step accumulates its slices
+  compute?: <T>(work: () => Promise<T>) => Promise<T>; // runs every forward/backward (to share the device)
   onEvent?: (event: TrainerEvent) => void | Promise<void>;
   provenance?: Record<string, unknown>;
 }
@@ -59,7 +61,7 @@ export type TrainerEvent =
       skipped: LineError[];
       resumedFromStep: number;
     }
-  | { type: "step"; step: number; totalSteps: number; epoch: number; loss: number; learningRate: number; gradientNorm: number; tokensPerSecond: number; etaSeconds: number }
+  | { type: "step"; step: number; totalSteps: number; epoch: number; loss: number; learningRate: number; gradientNorm: number; batchTokens: number; tokensPerSecond: number; etaSeconds: number }
   | { type: "epoch"; epoch: number; trainLoss: number; validationLoss: number | null; validationTokenAccuracy: number | null }
   | { type: "checkpoint"; step: number; checkpoint: TrainerCheckpoint };
 
@@ -149,11 +151,11 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
       for (let index = step - epoch * stepsPerEpoch; index < batches.length; index++) {
         if (options.signal?.aborted) return { status: "cancelled", adapter: null, parameters: values, steps: step, validationLoss: validation.loss, validationTokenAccuracy: validation.accuracy, checkpoint: snapshot(step) };
         const batch = batches[index];
-        const { loss, gradients } = await session.step(batch, values);
-        const gradientNorm = clipGradientNorm(gradients as Map<string, Float32Array>, MAX_GRADIENT_NORM);
+        const { loss, gradients } = await accumulatedStep(session, batch, values, options);
+        const gradientNorm = clipGradientNorm(gradients, MAX_GRADIENT_NORM);
         const learningRate = learningRateAt(step, schedule);
         // A non-finite gradient (numerical blow-up) skips the update rather than poisoning M.
-        if (Number.isFinite(gradientNorm)) optimizer.step(gradients as Map<string, Float32Array>, learningRate);
+        if (Number.isFinite(gradientNorm)) optimizer.step(gradients, learningRate);
         step++;
         epochLoss += loss;
         epochBatches++;
@@ -168,6 +170,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
           loss,
           learningRate,
           gradientNorm,
+          batchTokens: batch.lengths.reduce((sum, length) => sum + length, 0),
           tokensPerSecond: tokensDone / Math.max(seconds, 1e-9),
           etaSeconds: (seconds / stepsRun) * (resolved.totalSteps - step),
         });
@@ -175,7 +178,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
           await options.onEvent?.({ type: "checkpoint", step, checkpoint: snapshot(step) });
         }
       }
-      validation = await evaluate(session, validationExamples, values, buckets, resolved.batchSize);
+      validation = await evaluate(session, validationExamples, values, buckets, resolved.batchSize, options);
       await options.onEvent?.({ type: "epoch", epoch, trainLoss: epochLoss / Math.max(epochBatches, 1), validationLoss: validation.loss, validationTokenAccuracy: validation.accuracy });
     }
     const adapter = method === "pica" ? toAdapter(config, basis, rank, sharing, values, options.provenance ?? {}) : null;
@@ -223,18 +226,59 @@ async function evaluate(
   values: Map<string, Float32Array>,
   buckets: number[],
   batchSize: number,
+  options: Pick<FineTuneOptions, "microBatchTokens" | "compute">,
 ): Promise<{ loss: number | null; accuracy: number | null }> {
   if (examples.length === 0) return { loss: null, accuracy: null };
   let loss = 0;
   let accuracy = 0;
   let tokens = 0;
-  for (const batch of makeBatches(examples, { batchSize, seed: 0, epoch: 0, lengthBuckets: buckets }) as Batch[]) {
-    const result = await session.evaluate(batch, values);
+  const batches = makeBatches(examples, { batchSize, seed: 0, epoch: 0, lengthBuckets: buckets });
+  for (const batch of batches.flatMap((b) => slicesOf(b, options))) {
+    const result = await run(options, () => session.evaluate(batch, values));
     loss += result.loss * batch.lossTokenCount;
     accuracy += result.tokenAccuracy * batch.lossTokenCount;
     tokens += batch.lossTokenCount;
   }
   return { loss: loss / tokens, accuracy: accuracy / tokens };
+}
+
+/**
+ * One optimiser step's loss and gradients: the batch at once, or its slices with their gradients
+ * accumulated, each weighted by its share of the trained tokens (the same token mean).
+ */
+async function accumulatedStep(
+  session: TrainingSession,
+  batch: Batch,
+  values: Map<string, Float32Array>,
+  options: Pick<FineTuneOptions, "microBatchTokens" | "compute">,
+): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
+  const slices = slicesOf(batch, options);
+  if (slices.length === 1) {
+    const { loss, gradients } = await run(options, () => session.step(slices[0], values));
+    return { loss, gradients: gradients as Map<string, Float32Array> };
+  }
+  let loss = 0;
+  const gradients = new Map<string, Float32Array>();
+  for (const slice of slices) {
+    const part = await run(options, () => session.step(slice, values));
+    const share = slice.lossTokenCount / batch.lossTokenCount;
+    loss += share * part.loss;
+    for (const [name, gradient] of part.gradients) {
+      const sum = gradients.get(name) ?? gradients.set(name, new Float32Array(gradient.length)).get(name)!;
+      for (let i = 0; i < sum.length; i++) sum[i] += share * gradient[i];
+    }
+  }
+  return { loss, gradients };
+}
+
+function run<T>(options: Pick<FineTuneOptions, "compute">, work: () => Promise<T>): Promise<T> {
+  return options.compute === undefined ? work() : options.compute(work);
+}
+
+function slicesOf(batch: Batch, options: Pick<FineTuneOptions, "microBatchTokens">): Batch[] {
+  if (options.microBatchTokens === undefined || batch.lossTokenCount === 0) return [batch];
+  const slices = splitBatch(batch, options.microBatchTokens);
+  return slices.length > 0 ? slices : [batch];
 }
 
 /** Padded lengths offered to batching: powers of two from 32 up to the maximum length. */

@@ -37,6 +37,7 @@ describe("parseChatCompletionRequest", () => {
       max_tokens: undefined,
       temperature: 1,
       top_p: 1,
+      top_k: 0,
       n: 1,
       stop: [],
       seed: undefined,
@@ -60,6 +61,7 @@ describe("parseChatCompletionRequest", () => {
         max_tokens: 5,
         temperature: 0,
         top_p: 0.5,
+        top_k: 40,
         n: 16,
         stop: "\n",
         seed: 42,
@@ -76,6 +78,7 @@ describe("parseChatCompletionRequest", () => {
       max_tokens: 5,
       temperature: 0,
       top_p: 0.5,
+      top_k: 40,
       n: 16,
       stop: ["\n"],
       seed: 42,
@@ -86,6 +89,13 @@ describe("parseChatCompletionRequest", () => {
       user: "u-1",
     });
     expect(parseChatCompletionRequest(chat({ stop: ["a", "b", "c", "d"] })).stop).toEqual(["a", "b", "c", "d"]);
+  });
+
+  it("reads vLLM's top_k, with 0 and -1 meaning no filter", () => {
+    expect(parseChatCompletionRequest(chat({ top_k: -1 })).top_k).toBe(0);
+    expect(parseChatCompletionRequest(chat({ top_k: 0 })).top_k).toBe(0);
+    expect(rejection(() => parseChatCompletionRequest(chat({ top_k: -2 }))).param).toBe("top_k");
+    expect(rejection(() => parseChatCompletionRequest(chat({ top_k: 1.5 }))).param).toBe("top_k");
   });
 
   it("honours max_completion_tokens over max_tokens", () => {

@@ -30,6 +30,8 @@ const samplingFields = {
   max_tokens: optional(z.int().min(1)),
   temperature: optional(z.number().min(0).max(2)),
   top_p: optional(z.number().gt(0).max(1)),
+  /** vLLM's extension: keep the k most likely tokens; 0 or -1 keeps all. */
+  top_k: optional(z.int().min(-1).max(1_000_000)),
   n: optional(z.int().min(1).max(MAX_CHOICES)),
   stop: optional(stopSchema),
   seed: optional(z.int()),
@@ -50,6 +52,8 @@ export interface SamplingParameters {
   max_tokens: number | undefined;
   temperature: number;
   top_p: number;
+  /** 0: no top-k filter. */
+  top_k: number;
   n: number;
   stop: string[];
   seed: number | undefined;
@@ -76,6 +80,7 @@ function normaliseSampling(raw: RawSampling, maxCompletionTokens: number | undef
     max_tokens: maxCompletionTokens ?? raw.max_tokens,
     temperature: raw.temperature ?? 1,
     top_p: raw.top_p ?? 1,
+    top_k: Math.max(0, raw.top_k ?? 0),
     n: raw.n ?? 1,
     stop: raw.stop === undefined ? [] : typeof raw.stop === "string" ? [raw.stop] : raw.stop,
     seed: raw.seed,

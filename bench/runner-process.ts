@@ -1,0 +1,77 @@
+/**
+ * A runner process for benchmarks: `gpu-runner/server/main.ts` started as a child on a free port,
+ * its address read from the "listening on" line, its output kept for error messages, and a stop
+ * that always ends the child (SIGTERM, then SIGKILL) so a failed bench leaves no orphan.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+
+/** A started runner: its base URL and how to stop it. */
+export interface RunnerProcess {
+  url: string; // e.g. "http://127.0.0.1:40123"
+  child: ChildProcess;
+  /** The last lines the runner printed (stdout and stderr), for error messages. */
+  recentOutput(): string;
+  /** Stops the runner (graceful first) and resolves once the process has exited. */
+  stop(): Promise<void>;
+}
+
+export interface RunnerProcessOptions {
+  args: string[]; // flags for gpu-runner/server/main.ts; --port 0 is added
+  env?: Record<string, string>; // added to this process's environment
+  startTimeoutMs?: number; // default 120 s (a basis may need computing)
+}
+
+const OUTPUT_LINES_KEPT = 40;
+const ROOT = join(import.meta.dirname, "..");
+
+/** Spawns the runner and resolves once it listens; rejects with its output if it exits or times out first. */
+export async function startRunner(options: RunnerProcessOptions): Promise<RunnerProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", "gpu-runner/server/main.ts", ...options.args, "--port", "0"], {
+    cwd: ROOT,
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const keep = (chunk: Buffer) => {
+    lines.push(...chunk.toString().split("\n").filter((line) => line.length > 0));
+    lines.splice(0, Math.max(0, lines.length - OUTPUT_LINES_KEPT));
+  };
+  const recentOutput = () => lines.join("\n");
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  // Whatever way this process ends, the runner ends with it.
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+  void exited.then(() => process.off("exit", killOnExit));
+
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
+    await exited;
+    clearTimeout(killer);
+  };
+
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the runner did not start within ${options.startTimeoutMs ?? 120_000} ms:\n${recentOutput()}`)), options.startTimeoutMs ?? 120_000);
+      child.stdout!.on("data", (chunk: Buffer) => {
+        keep(chunk);
+        const match = /listening on (http:\/\/[\d.]+:\d+)/.exec(recentOutput());
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      child.stderr!.on("data", keep);
+      child.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`the runner exited with ${code ?? signal} before listening:\n${recentOutput()}`));
+      });
+    });
+    return { url, child, recentOutput, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}

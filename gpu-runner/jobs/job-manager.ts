@@ -1,0 +1,377 @@
+/**
+ * Training jobs on a runner: accepted over the internal API, kept on local disk, run one at a time
+ * beside serving (every forward/backward goes through the compute gate, after inference), reported
+ * to the job's callback, cancellable, and resumed from the last checkpoint after a restart.
+ *
+ * On disk, per job: `job.json` (the request without inline data, and the state), the data files
+ * (`training.jsonl`, `validation.jsonl`), `state.safetensors` (the trainer checkpoint) and, once
+ * done, `adapter.safetensors`.
+ */
+import { createHash } from "node:crypto";
+import { readdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { CALLBACK_PATHS, TERMINAL_JOB_STATUSES, type JobEvent, type RunnerJob, type TrainingJobRequest } from "../../src/protocol/runner.ts";
+import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
+import { serializeAdapter } from "../pica/adapter-format.ts";
+import { parseCheckpoint, serializeCheckpoint, type TrainerCheckpoint } from "../training/checkpoint.ts";
+import { HyperparameterError } from "../training/optimizer.ts";
+import { fineTune, toAdapter, TrainingDataError, type TrainerEvent, type TrainerModel } from "../training/trainer.ts";
+import type { CallbackClient } from "./callbacks.ts";
+import { DataSourceError, readDataSource, type DataFetchOptions } from "./data-source.ts";
+
+export interface JobManagerOptions {
+  model: TrainerModel;
+  directory: string; // where jobs live on disk
+  maxRank: number; // the largest adapter rank this runner serves
+  callbacks: CallbackClient;
+  data: Omit<DataFetchOptions, "signal">;
+  compute?: <T>(work: () => Promise<T>) => Promise<T>; // shares the device with inference
+  microBatchTokens?: number;
+  publishAdapter?: (adapterId: string, bytes: Uint8Array) => Promise<void>; // makes a finished adapter servable here
+  log?: (message: string) => void;
+}
+
+/** A job id that exists with a different request. */
+export class JobConflictError extends Error {
+  override readonly name = "JobConflictError";
+}
+
+/** A request this runner cannot train (e.g. a rank above its serving rank); `param` names the field. */
+export class JobRequestError extends Error {
+  override readonly name = "JobRequestError";
+  constructor(readonly param: string, message: string) {
+    super(message);
+  }
+}
+
+interface StoredJob {
+  request: TrainingJobRequest; // inline data replaced by the file it was saved to
+  job: RunnerJob;
+  eventCount: number;
+  tokensAtCheckpoint: number; // trained_tokens when state.safetensors was written
+}
+
+interface Running {
+  id: string;
+  controller: AbortController;
+  done: Promise<void>; // settles when the run has saved its outcome
+}
+
+const SHUTDOWN = "shutdown";
+const now = () => Math.floor(Date.now() / 1000);
+
+export class JobManager {
+  private readonly jobs = new Map<string, StoredJob>();
+  private readonly queue: string[] = [];
+  private running: Running | null = null;
+  private worker: Promise<void> | null = null;
+  private stopping = false;
+  private trainedTokens = 0;
+
+  constructor(private readonly options: JobManagerOptions) {}
+
+  /** Reads the jobs on disk; unfinished ones are queued to resume. */
+  async start(): Promise<void> {
+    let names: string[] = [];
+    try {
+      names = await readdir(this.options.directory);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+    for (const name of names.sort()) {
+      let stored: StoredJob;
+      try {
+        stored = JSON.parse(await readFile(join(this.options.directory, name, "job.json"), "utf8")) as StoredJob;
+      } catch {
+        continue; // not a job directory, or one whose first write never completed
+      }
+      this.jobs.set(stored.job.id, stored);
+      if (!TERMINAL_JOB_STATUSES.includes(stored.job.status)) {
+        stored.job.status = "queued";
+        this.queue.push(stored.job.id);
+      }
+    }
+    this.kick();
+  }
+
+  /** Accepts a job (idempotent for the same id and request); returns its state. */
+  async submit(request: TrainingJobRequest): Promise<RunnerJob> {
+    if (this.stopping) throw new Error("the runner is shutting down");
+    const existing = this.jobs.get(request.id);
+    const fingerprint = requestFingerprint(request);
+    if (existing !== undefined) {
+      if (existing.job.hyperparameters?.request_sha256 !== fingerprint) {
+        throw new JobConflictError(`job ${request.id} already exists with a different request`);
+      }
+      return existing.job;
+    }
+    const rank = request.hyperparameters.rank ?? 8;
+    if (rank > this.options.maxRank) {
+      throw new JobRequestError("hyperparameters.rank", `hyperparameters.rank ${rank} is above this runner's serving rank ${this.options.maxRank}`);
+    }
+    const stored: StoredJob = {
+      request: { ...request, training_file: await this.saveInline(request, "training"), validation_file: await this.saveInline(request, "validation") },
+      job: {
+        id: request.id,
+        object: "runner.job",
+        status: "queued",
+        created_at: now(),
+        started_at: null,
+        finished_at: null,
+        step: 0,
+        total_steps: null,
+        epoch: null,
+        train_loss: null,
+        validation_loss: null,
+        validation_token_accuracy: null,
+        trained_tokens: 0,
+        eta_seconds: null,
+        resumed_from_step: null,
+        hyperparameters: { request_sha256: fingerprint },
+        adapter_id: request.adapter_id ?? null,
+        adapter_sha256: null,
+        error: null,
+      },
+      eventCount: 0,
+      tokensAtCheckpoint: 0,
+    };
+    this.jobs.set(request.id, stored);
+    await this.persist(stored);
+    this.queue.push(request.id);
+    this.kick();
+    return stored.job;
+  }
+
+  get(id: string): RunnerJob | null {
+    return this.jobs.get(id)?.job ?? null;
+  }
+
+  list(): RunnerJob[] {
+    return [...this.jobs.values()].map((stored) => stored.job).sort((a, b) => b.created_at - a.created_at || a.id.localeCompare(b.id));
+  }
+
+  /** Cancels a queued or running job; a finished job is returned unchanged. */
+  async cancel(id: string): Promise<RunnerJob | null> {
+    const stored = this.jobs.get(id);
+    if (stored === undefined) return null;
+    if (this.running?.id === id) {
+      this.running.controller.abort("cancel");
+      await this.running.done;
+    } else if (stored.job.status === "queued") {
+      const at = this.queue.indexOf(id);
+      if (at >= 0) this.queue.splice(at, 1);
+      await this.finish(stored, "cancelled", null);
+    }
+    return stored.job;
+  }
+
+  /** The finished adapter of a succeeded job. */
+  async adapterBytes(id: string): Promise<Uint8Array | null> {
+    if (this.jobs.get(id)?.job.status !== "succeeded") return null;
+    return new Uint8Array(await readFile(join(this.directoryOf(id), "adapter.safetensors")));
+  }
+
+  /** Stops between steps: the running job checkpoints and stays queued to resume at the next start. */
+  async shutdown(): Promise<void> {
+    this.stopping = true;
+    this.running?.controller.abort(SHUTDOWN);
+    await this.worker;
+  }
+
+  /** Jobs by status, the running job's progress, and tokens trained since start. */
+  stats(): { byStatus: Record<string, number>; running: RunnerJob | null; trainedTokens: number } {
+    const byStatus: Record<string, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const { job } of this.jobs.values()) byStatus[job.status]++;
+    return { byStatus, running: this.running ? this.jobs.get(this.running.id)!.job : null, trainedTokens: this.trainedTokens };
+  }
+
+  private kick(): void {
+    this.worker ??= (async () => {
+      while (this.queue.length > 0 && !this.stopping) {
+        const stored = this.jobs.get(this.queue.shift()!)!;
+        const controller = new AbortController();
+        const done = this.run(stored, controller);
+        this.running = { id: stored.job.id, controller, done };
+        await done;
+        this.running = null;
+      }
+    })().finally(() => {
+      this.worker = null;
+      if (this.queue.length > 0 && !this.stopping) this.kick();
+    });
+  }
+
+  private async run(stored: StoredJob, controller: AbortController): Promise<void> {
+    const { job, request } = stored;
+    const directory = this.directoryOf(job.id);
+    try {
+      const statePath = join(directory, "state.safetensors");
+      const resume = await readFile(statePath).then((bytes) => parseCheckpoint(bytes, statePath), () => undefined);
+      job.status = "running";
+      job.started_at ??= now();
+      job.resumed_from_step = resume?.step ?? null;
+      job.trained_tokens = resume ? stored.tokensAtCheckpoint : 0;
+      await this.persist(stored);
+      this.emit(stored, "status", `Job ${resume ? `resumed from step ${resume.step}` : "started"}`, { status: "running", resumed_from_step: resume?.step ?? null });
+
+      const training = await this.readData(request, "training", controller.signal);
+      const validation = request.validation_file ? await this.readData(request, "validation", controller.signal) : undefined;
+      const result = await fineTune(this.options.model, {
+        training,
+        validation,
+        method: request.method,
+        hyperparameters: request.hyperparameters,
+        seed: request.seed,
+        checkpointEvery: request.checkpoint_every,
+        resume,
+        signal: controller.signal,
+        compute: this.options.compute,
+        microBatchTokens: this.options.microBatchTokens,
+        provenance: { job_id: job.id },
+        onEvent: (event) => this.onTrainerEvent(stored, event),
+      });
+      if (result.status === "cancelled") {
+        if (controller.signal.reason === SHUTDOWN) {
+          await writeFileAtomic(statePath, serializeCheckpoint(result.checkpoint));
+          stored.tokensAtCheckpoint = job.trained_tokens;
+          await this.persist(stored, "queued");
+          this.options.log?.(`job ${job.id} paused at step ${result.steps} for shutdown; it resumes at the next start`);
+          return;
+        }
+        await this.finish(stored, "cancelled", null);
+        return;
+      }
+      const bytes = serializeAdapter(result.adapter!);
+      await writeFileAtomic(join(directory, "adapter.safetensors"), bytes);
+      job.adapter_sha256 = createHash("sha256").update(bytes).digest("hex");
+      job.step = result.steps;
+      job.validation_loss = result.validationLoss;
+      job.validation_token_accuracy = result.validationTokenAccuracy;
+      if (request.adapter_id !== undefined) await this.options.publishAdapter?.(request.adapter_id, bytes);
+      if (request.callback_url !== undefined) this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.adapter, bytes);
+      await rm(statePath, { force: true });
+      await this.finish(stored, "succeeded", null);
+    } catch (error) {
+      // Stopped while reading its data: a shutdown leaves it queued; a cancel ends it.
+      const outcome = !controller.signal.aborted ? this.finish(stored, "failed", describeFailure(error))
+        : controller.signal.reason === SHUTDOWN ? this.persist(stored, "queued") : this.finish(stored, "cancelled", null);
+      await outcome.catch((failure: Error) => this.options.log?.(`job ${job.id}: ${failure.message}`));
+    }
+  }
+
+  private async onTrainerEvent(stored: StoredJob, event: TrainerEvent): Promise<void> {
+    const { job, request } = stored;
+    switch (event.type) {
+      case "started":
+        job.total_steps = event.hyperparameters.totalSteps;
+        job.hyperparameters = { ...event.hyperparameters, request_sha256: job.hyperparameters?.request_sha256 };
+        this.emit(stored, "message", `Training ${event.trainExamples} examples (${event.trainTokens} tokens), ${event.validationExamples} for validation`, {
+          hyperparameters: event.hyperparameters,
+          skipped_lines: event.skipped.map((s) => s.line),
+        });
+        return;
+      case "step": {
+        job.step = event.step;
+        job.epoch = event.epoch;
+        job.train_loss = event.loss;
+        job.eta_seconds = event.etaSeconds;
+        job.trained_tokens += event.batchTokens;
+        this.trainedTokens += event.batchTokens;
+        this.emit(stored, "metrics", `Step ${event.step}/${event.totalSteps}: training loss=${event.loss.toFixed(4)}`, {
+          step: event.step,
+          total_steps: event.totalSteps,
+          train_loss: event.loss,
+          learning_rate: event.learningRate,
+          gradient_norm: event.gradientNorm,
+          eta_seconds: event.etaSeconds,
+        }, `step:${event.step}`);
+        return;
+      }
+      case "epoch":
+        job.validation_loss = event.validationLoss;
+        job.validation_token_accuracy = event.validationTokenAccuracy;
+        this.emit(stored, "metrics", `Epoch ${event.epoch + 1}: validation loss=${event.validationLoss?.toFixed(4) ?? "n/a"}`, {
+          epoch: event.epoch,
+          train_loss: event.trainLoss,
+          validation_loss: event.validationLoss,
+          validation_token_accuracy: event.validationTokenAccuracy,
+        }, `epoch:${event.epoch}`);
+        await this.persist(stored);
+        return;
+      case "checkpoint": {
+        await writeFileAtomic(join(this.directoryOf(job.id), "state.safetensors"), serializeCheckpoint(event.checkpoint));
+        stored.tokensAtCheckpoint = job.trained_tokens;
+        await this.persist(stored);
+        if (request.callback_url !== undefined) {
+          const adapter = checkpointAdapter(this.options.model, event.checkpoint, job.id);
+          this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.checkpoint(event.step), adapter);
+          this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.state, serializeCheckpoint(event.checkpoint));
+        }
+        this.emit(stored, "checkpoint", `Checkpoint at step ${event.step}`, { step: event.step, train_loss: job.train_loss }, `checkpoint:${event.step}`);
+        return;
+      }
+    }
+  }
+
+  private async finish(stored: StoredJob, status: "succeeded" | "failed" | "cancelled", error: RunnerJob["error"]): Promise<void> {
+    stored.job.status = status;
+    stored.job.finished_at = now();
+    stored.job.error = error;
+    stored.job.eta_seconds = null;
+    await this.persist(stored);
+    const message = status === "succeeded" ? "The job has successfully completed" : status === "cancelled" ? "The job was cancelled" : `The job failed: ${error?.message}`;
+    this.emit(stored, "status", message, { status, adapter_sha256: stored.job.adapter_sha256, error }, `status:${status}`, status === "failed" ? "error" : "info");
+  }
+
+  /** Queues an event for the callback; its id is stable across retries and resumed runs. */
+  private emit(stored: StoredJob, type: JobEvent["type"], message: string, data: Record<string, unknown> | null, key?: string, level: JobEvent["level"] = "info"): void {
+    const url = stored.request.callback_url;
+    const id = `${stored.job.id}:${key ?? `${type}:${stored.eventCount}`}`;
+    stored.eventCount++;
+    if (url !== undefined) this.options.callbacks.events(stored.job.id, url, [{ id, job_id: stored.job.id, created_at: now(), level, type, message, data }]);
+  }
+
+  private async saveInline(request: TrainingJobRequest, which: "training" | "validation") {
+    const source = which === "training" ? request.training_file : request.validation_file;
+    if (source === undefined || !("content" in source)) return source as never;
+    await writeFileAtomic(join(this.directoryOf(request.id), `${which}.jsonl`), source.content);
+    return { url: `file:${which}.jsonl` } as never;
+  }
+
+  /** The job's data: the saved copy, else downloaded once and saved. */
+  private async readData(request: TrainingJobRequest, which: "training" | "validation", signal: AbortSignal): Promise<string> {
+    const path = join(this.directoryOf(request.id), `${which}.jsonl`);
+    const saved = await readFile(path, "utf8").catch(() => null);
+    if (saved !== null) return saved;
+    const source = which === "training" ? request.training_file : request.validation_file!;
+    const text = await readDataSource(source, `${which} file`, { ...this.options.data, signal });
+    await writeFileAtomic(path, text);
+    return text;
+  }
+
+  private directoryOf(id: string): string {
+    return join(this.options.directory, id);
+  }
+
+  private async persist(stored: StoredJob, status?: "queued"): Promise<void> {
+    if (status !== undefined) stored.job.status = status;
+    await writeFileAtomic(join(this.directoryOf(stored.job.id), "job.json"), JSON.stringify(stored));
+  }
+}
+
+function requestFingerprint(request: TrainingJobRequest): string {
+  return createHash("sha256").update(JSON.stringify(request)).digest("hex");
+}
+
+/** A checkpoint as a servable adapter (what the control plane offers as `ft:…:ckpt-step-N`). */
+function checkpointAdapter(model: TrainerModel, checkpoint: TrainerCheckpoint, jobId: string): Uint8Array {
+  const sharing = checkpoint.sharing ?? "shared";
+  return serializeAdapter(toAdapter(model.config, model.basis, checkpoint.rank, sharing, checkpoint.parameters, { job_id: jobId, step: checkpoint.step }));
+}
+
+function describeFailure(error: unknown): { code: string; message: string } {
+  if (error instanceof TrainingDataError) return { code: "invalid_training_file", message: error.message };
+  if (error instanceof HyperparameterError) return { code: "invalid_hyperparameters", message: error.message };
+  if (error instanceof DataSourceError) return { code: "training_file_unavailable", message: error.message };
+  return { code: "training_error", message: (error as Error).message ?? String(error) };
+}

@@ -1,0 +1,75 @@
+/**
+ * One device, two kinds of work: inference steps and training slices take turns on it, never at
+ * once, and inference goes first. A training slice starts only when inference has nothing to do,
+ * or when training has waited `maxTrainingWaitMs` (then it runs one slice between two inference
+ * steps), so a job progresses under any load while requests barely notice it.
+ */
+export interface ComputeGateOptions {
+  maxTrainingWaitMs: number; // longest a training slice waits for inference to go idle
+}
+
+export class ComputeGate {
+  private inferenceBusy = false; // requests running or waiting
+  private inferenceStep: Promise<unknown> | null = null;
+  private trainingSlice: Promise<unknown> | null = null;
+  private idleWaiters: (() => void)[] = [];
+  private counters = { trainingSlices: 0, starvedSlices: 0 };
+
+  constructor(private readonly options: ComputeGateOptions = { maxTrainingWaitMs: 250 }) {}
+
+  /** The scheduler says whether it has requests to serve. */
+  setInferenceBusy(busy: boolean): void {
+    this.inferenceBusy = busy;
+    if (!busy) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  /** Runs one inference step, after the training slice in flight (if any) ends. */
+  async inference<T>(step: () => Promise<T>): Promise<T> {
+    while (this.trainingSlice !== null) await this.trainingSlice.catch(() => undefined);
+    const running = step();
+    this.inferenceStep = running;
+    try {
+      return await running;
+    } finally {
+      this.inferenceStep = null;
+    }
+  }
+
+  /** Runs one training slice when inference is idle, or after waiting its longest. */
+  async training<T>(slice: () => Promise<T>): Promise<T> {
+    const deadline = performance.now() + this.options.maxTrainingWaitMs;
+    while (this.inferenceBusy && performance.now() < deadline) await this.idleOr(deadline - performance.now());
+    if (this.inferenceBusy) this.counters.starvedSlices++;
+    // Another training caller may have taken the device meanwhile; so may an inference step.
+    while (this.trainingSlice !== null || this.inferenceStep !== null) {
+      await (this.trainingSlice ?? this.inferenceStep)!.catch(() => undefined);
+    }
+    const running = slice();
+    this.trainingSlice = running;
+    this.counters.trainingSlices++;
+    try {
+      return await running;
+    } finally {
+      this.trainingSlice = null;
+    }
+  }
+
+  /** Training slices run, and how many of them ran while inference had work (starvation guard). */
+  stats(): { trainingSlices: number; starvedSlices: number } {
+    return { ...this.counters };
+  }
+
+  private idleOr(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, Math.max(0, ms));
+      this.idleWaiters.push(done);
+      const waiters = this.idleWaiters;
+      function done() {
+        clearTimeout(timer);
+        const at = waiters.indexOf(done);
+        if (at >= 0) waiters.splice(at, 1);
+        resolve();
+      }
+    });
+  }
+}

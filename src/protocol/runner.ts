@@ -1,0 +1,113 @@
+// The runner's internal API, spoken between the edge and a runner with the shared runner secret:
+// training job submissions, the job state a runner reports, and the events it posts back to the
+// job's callback. The edge builds requests with these schemas; the runner parses them.
+import { z } from "zod";
+import { fromZodError } from "../errors.ts";
+
+/** Job ids and adapter ids as the runner accepts them. */
+export const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const ADAPTER_ID_PATTERN = /^[A-Za-z0-9:._/-]{1,200}$/;
+
+const auto = <Schema extends z.ZodType>(schema: Schema) => z.union([z.literal("auto"), schema]).optional();
+
+/** Fine-tuning hyper-parameters: a number in range or "auto" (resolved by the trainer's rules). */
+export const hyperparametersSchema = z
+  .object({
+    n_epochs: auto(z.int().min(1).max(50)),
+    batch_size: auto(z.int().min(1).max(256)),
+    learning_rate_multiplier: auto(z.number().gt(0).max(10)),
+    rank: z.int().min(1).max(64).optional(),
+    weight_sharing: z.boolean().optional(),
+  })
+  .strict();
+export type Hyperparameters = z.infer<typeof hyperparametersSchema>;
+
+/** Where a job's JSONL comes from: a URL the runner downloads, or the text itself. */
+export const dataSourceSchema = z.union([
+  z.object({ url: z.url({ protocol: /^https?$/ }) }).strict(),
+  z.object({ content: z.string().min(1) }).strict(),
+]);
+export type DataSource = z.infer<typeof dataSourceSchema>;
+
+/** `POST /internal/jobs`. */
+export const trainingJobRequestSchema = z
+  .object({
+    id: z.string().regex(JOB_ID_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 _ -"),
+    training_file: dataSourceSchema,
+    validation_file: dataSourceSchema.optional(),
+    method: z.enum(["pica"]).default("pica"),
+    hyperparameters: hyperparametersSchema.default({}),
+    seed: z.int().min(0).max(2 ** 31 - 1).default(0),
+    /** Where the finished adapter is served on this runner; absent: only reported back. */
+    adapter_id: z.string().regex(ADAPTER_ID_PATTERN, "must be 1-200 characters of A-Z a-z 0-9 : . _ / -").optional(),
+    /** Base URL of the job's callbacks (see CALLBACK_PATHS); absent: the job is only polled. */
+    callback_url: z.url({ protocol: /^https?$/ }).optional(),
+    /** Optimiser steps between checkpoints. */
+    checkpoint_every: z.int().min(1).max(100_000).default(10),
+  })
+  .strict();
+export type TrainingJobRequest = z.output<typeof trainingJobRequestSchema>;
+
+/** Parses a job submission; throws ApiError 400 naming the first bad field. */
+export function parseTrainingJobRequest(body: unknown): TrainingJobRequest {
+  const result = trainingJobRequestSchema.safeParse(body, { reportInput: true });
+  if (!result.success) throw fromZodError(result.error);
+  return result.data;
+}
+
+/** A job's states on a runner; `queued` also covers a job waiting to resume after a restart. */
+export const jobStatusSchema = z.enum(["queued", "running", "succeeded", "failed", "cancelled"]);
+export type JobStatus = z.infer<typeof jobStatusSchema>;
+
+export const TERMINAL_JOB_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "cancelled"];
+
+/** What `GET /internal/jobs/{id}` answers. */
+export const runnerJobSchema = z.object({
+  id: z.string(),
+  object: z.literal("runner.job"),
+  status: jobStatusSchema,
+  created_at: z.int(),
+  started_at: z.int().nullable(),
+  finished_at: z.int().nullable(),
+  step: z.int(),
+  total_steps: z.int().nullable(),
+  epoch: z.int().nullable(),
+  train_loss: z.number().nullable(),
+  validation_loss: z.number().nullable(),
+  validation_token_accuracy: z.number().nullable(),
+  trained_tokens: z.int(),
+  eta_seconds: z.number().nullable(),
+  resumed_from_step: z.int().nullable(),
+  hyperparameters: z.record(z.string(), z.unknown()).nullable(),
+  adapter_id: z.string().nullable(),
+  adapter_sha256: z.string().nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+});
+export type RunnerJob = z.infer<typeof runnerJobSchema>;
+
+/**
+ * One event a runner posts about a job. `id` is deterministic (`{job}:{kind}:{n}`), so an event
+ * re-sent after a retry or a resumed run replaces the first copy instead of duplicating it.
+ */
+export const jobEventSchema = z.object({
+  id: z.string(),
+  job_id: z.string(),
+  created_at: z.int(),
+  level: z.enum(["info", "warn", "error"]),
+  type: z.enum(["status", "message", "metrics", "checkpoint"]),
+  message: z.string(),
+  data: z.record(z.string(), z.unknown()).nullable(),
+});
+export type JobEvent = z.infer<typeof jobEventSchema>;
+
+/**
+ * Callback paths under a job's `callback_url`, all sent with the runner secret as a bearer token:
+ * events are JSON `{events: JobEvent[]}`; blobs are adapter safetensors with their sha256 in
+ * `x-content-sha256`. A checkpoint's `state` is the trainer state another runner resumes from.
+ */
+export const CALLBACK_PATHS = {
+  events: "/events",
+  checkpoint: (step: number) => `/checkpoints/${step}`,
+  state: "/state",
+  adapter: "/adapter",
+} as const;
