@@ -28,6 +28,7 @@ import { Rng } from "../gpu-runner/random.ts";
 import { randomAdapter } from "../gpu-runner/testing/random-adapters.ts";
 import { closedLoop, poissonLoad, powerLawSampler, requestSource, streamCompletion, timePerOutputToken, timeToFirstToken, type LoadRequest, type StreamedCompletion, type WorkloadRanges } from "./load.ts";
 import { formatTask, toChatJsonl } from "./quality-tasks.ts";
+import { otherProcessCores, processCpuSeconds, readCpuTicks, type CpuTicks } from "./cpu-usage.ts";
 import { InternalApi, readResidentAdapters, waitForIdle, type ResidentAdapters } from "./runner-client.ts";
 import { startRunner } from "./runner-process.ts";
 import { median, percentile, progress, round } from "./stats.ts";
@@ -43,9 +44,9 @@ const ALPHA = 1; // adapter popularity ∝ 1/(i+1)^ALPHA
 const RANGES: WorkloadRanges = { promptChars: [24, 56], maxTokens: [16, 56] };
 const PRIME_CONCURRENCY = MAX_BATCH;
 
-const THROUGHPUT_ROUNDS = 6;
-const WARMUP_MS = 750; // lets the batch fill before the window opens
-const WINDOW_MS = 3000;
+const THROUGHPUT_ROUNDS = 8;
+const WARMUP_MS = 500; // lets the batch fill before the window opens
+const WINDOW_MS = 2500;
 const LATENCY_ROUNDS = 3;
 const LATENCY_MS = 7000;
 const LOAD_FRACTION = 0.55; // Poisson rate as a fraction of the base capacity in requests/s
@@ -94,16 +95,26 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
     const tokS = new Map(settings.map((s) => [s.name, [] as number[]]));
     const reqS = new Map(settings.map((s) => [s.name, [] as number[]]));
     const outputTokens = new Map(settings.map((s) => [s.name, [] as number[]]));
+    const tokPerCpuS = new Map(settings.map((s) => [s.name, [] as number[]]));
+    const ours = [runner.child.pid!, process.pid];
+    const otherCores: number[] = [];
     for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
       for (const setting of rotated(settings, r)) {
-        const result = await closedLoop(url, source(setting, SEED + r), { clients: CLIENTS, warmupMs: WARMUP_MS, windowMs: WINDOW_MS });
+        const ticks: Record<"open" | "close", CpuTicks | null> = { open: null, close: null };
+        const onWindow = (edge: "open" | "close") => (ticks[edge] = readCpuTicks(ours));
+        const result = await closedLoop(url, source(setting, SEED + r), { clients: CLIENTS, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, onWindow });
+        const others = otherProcessCores(ticks.open, ticks.close);
+        if (others !== null) otherCores.push(others);
+        const runnerCpuSeconds = processCpuSeconds(ticks.open, ticks.close, 0);
+        if (runnerCpuSeconds !== null && runnerCpuSeconds > 0) tokPerCpuS.get(setting.name)!.push(result.tokens / runnerCpuSeconds);
         errors.push(...result.errors);
         tokS.get(setting.name)!.push((result.tokens * 1000) / result.windowMs);
         reqS.get(setting.name)!.push((result.requests * 1000) / result.windowMs);
         outputTokens.get(setting.name)!.push(...result.completions.map((c) => c.completionTokens));
         if (!(await waitForIdle(url))) throw new Error(`the runner did not go idle after the ${setting.name} round ${r + 1}`);
       }
-      progress(`round ${r + 1}/${THROUGHPUT_ROUNDS}: ${settings.map((s) => `${s.name} ${tokS.get(s.name)!.at(-1)!.toFixed(0)} tok/s`).join(", ")}`);
+      const busy = otherCores.length > 0 ? `; other processes used ${Math.max(...otherCores.slice(-settings.length)).toFixed(1)} cores at most` : "";
+      progress(`round ${r + 1}/${THROUGHPUT_ROUNDS}: ${settings.map((s) => `${s.name} ${tokS.get(s.name)!.at(-1)!.toFixed(0)} tok/s (${tokPerCpuS.get(s.name)!.at(-1)?.toFixed(0) ?? "?"} per runner CPU-s)`).join(", ")}${busy}`);
     }
     const throughputRatio = (a: Setting["name"], b: Setting["name"]) => median(tokS.get(a)!.map((t, i) => t / tokS.get(b)![i]));
 
@@ -129,6 +140,13 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
     figures.thr_mixed_over_base = round(throughputRatio("1000", "base"));
     figures.thr_100_over_base = round(throughputRatio("100", "base"));
     figures.thr_1_over_base = round(throughputRatio("1", "base"));
+    // The same per runner CPU-second: steadier where other processes take CPU time from the runner.
+    if (settings.every((s) => tokPerCpuS.get(s.name)!.length === THROUGHPUT_ROUNDS)) {
+      const cpuRatio = (a: Setting["name"], b: Setting["name"]) => median(tokPerCpuS.get(a)!.map((t, i) => t / tokPerCpuS.get(b)![i]));
+      for (const s of settings) figures[`tok_per_runner_cpu_s_${s.name}`] = round(median(tokPerCpuS.get(s.name)!));
+      figures.cpu_thr_1000_over_1 = round(cpuRatio("1000", "1"));
+      figures.cpu_thr_mixed_over_base = round(cpuRatio("1000", "base"));
+    }
     for (const s of settings) {
       const completions = latency.get(s.name)!;
       const ttft = numbers(completions.map(timeToFirstToken));
@@ -145,6 +163,8 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
       poisson_rate_req_s: round(rate),
       base_capacity_req_s: round(baseRequestsPerSecond),
       mean_output_tokens: Object.fromEntries(settings.map((s) => [s.name, round(mean(outputTokens.get(s.name)!), 3)])),
+      // CPU cores that unrelated processes kept busy during the throughput windows (median, max).
+      other_process_cores: otherCores.length > 0 ? [round(median(otherCores), 2), round(Math.max(...otherCores), 2)] : null,
       errors: errors.length,
       ...(errors.length > 0 ? { first_error: errors[0] } : {}),
       seconds: round((performance.now() - started) / 1000, 3),

@@ -1,17 +1,23 @@
 /**
- * The runner's public API, OpenAI-compatible: chat and text completions (streamed over SSE or
- * not), the model list and a health check. Requests are validated by the protocol in src/ and
- * served by the continuous-batching scheduler; every failure is an OpenAI-shaped error.
+ * The runner's HTTP API: OpenAI-compatible chat and text completions (streamed over SSE or not),
+ * the model list, health and Prometheus metrics, and the internal routes under /internal.
+ * Requests are validated by the protocol in src/ and served by the continuous-batching
+ * scheduler; every failure is an OpenAI-shaped error.
  */
 import { Hono, type Context } from "hono";
+import { HTTPException } from "hono/http-exception";
 import { streamSSE } from "hono/streaming";
 import { BASE_MODEL_ID } from "../../src/constants.ts";
-import { ApiError, badRequest, notFound, rateLimited, serverError } from "../../src/errors.ts";
+import { badRequest, notFound, serverError } from "../../src/errors.ts";
 import { parseChatCompletionRequest, parseCompletionRequest, type SamplingParameters, type Usage } from "../../src/protocol/openai.ts";
 import type { LlamaEngine } from "../engine/llama-engine.ts";
 import { GenerationError, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { QueueFullError, type Scheduler } from "./scheduler.ts";
+import { toApiError } from "./api-errors.ts";
+import { internalRoutes, type InternalApiOptions } from "./internal-routes.ts";
+import type { RunnerMetrics } from "./metrics.ts";
+import { jsonBody } from "./request-body.ts";
+import type { Scheduler } from "./scheduler.ts";
 
 export interface RunnerAppOptions {
   engine: LlamaEngine;
@@ -20,6 +26,9 @@ export interface RunnerAppOptions {
   modelId?: string; // the base model's id in the API
   knowsAdapter?: (id: string) => boolean; // default: registered with the engine
   prepareAdapter?: (id: string) => Promise<void>; // loads a cold adapter before the response starts
+  metrics?: RunnerMetrics | null; // serves GET /metrics and counts requests
+  internal?: InternalApiOptions | null; // the /internal routes; absent: none
+  health?: () => Record<string, unknown>; // more fields for GET /health
 }
 
 interface Choice {
@@ -35,13 +44,26 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
   const app = new Hono();
 
   app.onError((error, c) => {
+    if (error instanceof HTTPException) return error.getResponse(); // the bearer check's own answer
     const api = toApiError(error);
     if (api.retryAfterSeconds !== null) c.header("Retry-After", String(api.retryAfterSeconds));
     return c.json(api.toBody(), api.status as 400);
   });
   app.notFound((c) => c.json(notFound(`Unknown route ${c.req.method} ${c.req.path}`).toBody(), 404));
+  const metrics = options.metrics ?? null;
+  if (metrics !== null) {
+    app.use(async (c, next) => {
+      await next();
+      metrics.request(c.req.routePath, c.res.status);
+    });
+    app.get("/metrics", async (c) => {
+      const { contentType, body } = await metrics.render();
+      return c.body(body, 200, { "content-type": contentType });
+    });
+  }
+  if (options.internal) app.route("/internal", internalRoutes(options.internal));
 
-  app.get("/health", (c) => c.json({ status: "ok", model: modelId, ...scheduler.stats }));
+  app.get("/health", (c) => c.json({ status: "ok", model: modelId, ...scheduler.stats, ...options.health?.() }));
 
   app.get("/v1/models", (c) =>
     c.json({
@@ -180,27 +202,4 @@ function usageOf(choices: Choice[], finished: { completionTokens: number }[]): U
   const promptTokens = [...prompts].reduce((s, p) => s + p.length, 0);
   const completionTokens = finished.reduce((s, f) => s + (f?.completionTokens ?? 0), 0);
   return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
-}
-
-async function jsonBody(c: Context): Promise<unknown> {
-  try {
-    return await c.req.json();
-  } catch {
-    throw badRequest("We could not parse the JSON body of your request. The body must be a JSON object.", null, "invalid_json");
-  }
-}
-
-function toApiError(error: unknown): ApiError {
-  if (error instanceof ApiError) return error;
-  if (error instanceof QueueFullError) return rateLimited(error.message, error.retryAfterSeconds);
-  if (error instanceof GenerationError) return badRequest(error.message);
-  if (error instanceof Error && (error.name === "AdapterNotFoundError" || /adapter .* is not loaded/.test(error.message))) {
-    return notFound(`The model does not exist or you do not have access to it (${error.message}).`, "model", "model_not_found");
-  }
-  // A stored adapter that fails its hash or basis checks: the tenant can read why.
-  if (error instanceof Error && /adapter .* (could not be loaded|was refused by the engine)/.test(error.message)) {
-    return new ApiError(422, "invalid_request_error", error.message, "model", "adapter_invalid");
-  }
-  if (error instanceof Error && /adapter cache is full/.test(error.message)) return rateLimited(error.message, 1);
-  return serverError();
 }

@@ -4,10 +4,7 @@
  * same prompt and adapter, so the wire format, adapter routing, batching, streaming, disconnects
  * and errors are all proven through the clients' own parsers.
  */
-import { serve } from "@hono/node-server";
 import { InferenceClient, InferenceClientProviderApiError } from "@huggingface/inference";
-import type { Hono } from "hono";
-import type { Server } from "node:http";
 import OpenAI, { BadRequestError, NotFoundError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamaEngine } from "../engine/llama-engine.ts";
@@ -17,6 +14,7 @@ import { randomAdapter } from "../testing/random-adapters.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { listen, type Served } from "../testing/serve-app.ts";
 import { createRunnerApp } from "./app.ts";
 import { Scheduler } from "./scheduler.ts";
 
@@ -27,27 +25,6 @@ const MODEL_ID = "tiny";
 const ADAPTERS = ["tenant-0", "tenant-1", "tenant-2", "tenant-3", "tenant-4", "tenant-5"];
 
 type Finish = Extract<GenerationEvent, { type: "finish" }>;
-
-interface Served {
-  url: string;
-  close(): Promise<void>;
-}
-
-/** Serves an app on a free local port. */
-function listen(app: Hono): Promise<Served> {
-  return new Promise((resolve) => {
-    const server = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, (info) => {
-      resolve({
-        url: `http://127.0.0.1:${info.port}`,
-        close: () =>
-          new Promise<void>((done, fail) => {
-            (server as Server).closeAllConnections();
-            server.close((error) => (error ? fail(error) : done()));
-          }),
-      });
-    });
-  });
-}
 
 /** An OpenAI client for a served runner; no retries, so a 429 reaches the test. */
 function openaiClient(served: Served): OpenAI {

@@ -11,7 +11,7 @@ export interface ComputeGateOptions {
 export class ComputeGate {
   private inferenceBusy = false; // requests running or waiting
   private inferenceStep: Promise<unknown> | null = null;
-  private trainingSlice: Promise<unknown> | null = null;
+  private trainingTurn: Promise<void> | null = null; // held by the training slice that has the device
   private idleWaiters: (() => void)[] = [];
   private counters = { trainingSlices: 0, starvedSlices: 0 };
 
@@ -23,9 +23,9 @@ export class ComputeGate {
     if (!busy) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
-  /** Runs one inference step, after the training slice in flight (if any) ends. */
+  /** Runs one inference step, after the training slice that holds the device (if any) ends. */
   async inference<T>(step: () => Promise<T>): Promise<T> {
-    while (this.trainingSlice !== null) await this.trainingSlice.catch(() => undefined);
+    while (this.trainingTurn !== null) await this.trainingTurn;
     const running = step();
     this.inferenceStep = running;
     try {
@@ -39,18 +39,19 @@ export class ComputeGate {
   async training<T>(slice: () => Promise<T>): Promise<T> {
     const deadline = performance.now() + this.options.maxTrainingWaitMs;
     while (this.inferenceBusy && performance.now() < deadline) await this.idleOr(deadline - performance.now());
-    if (this.inferenceBusy) this.counters.starvedSlices++;
-    // Another training caller may have taken the device meanwhile; so may an inference step.
-    while (this.trainingSlice !== null || this.inferenceStep !== null) {
-      await (this.trainingSlice ?? this.inferenceStep)!.catch(() => undefined);
-    }
-    const running = slice();
-    this.trainingSlice = running;
-    this.counters.trainingSlices++;
+    const starved = this.inferenceBusy;
+    while (this.trainingTurn !== null) await this.trainingTurn; // another training caller
+    // Claim the device: inference steps starting from now wait for this slice; the one in flight finishes first.
+    let release = () => undefined as void;
+    this.trainingTurn = new Promise<void>((resolve) => (release = resolve));
     try {
-      return await running;
+      while (this.inferenceStep !== null) await this.inferenceStep.catch(() => undefined);
+      this.counters.trainingSlices++;
+      if (starved) this.counters.starvedSlices++;
+      return await slice();
     } finally {
-      this.trainingSlice = null;
+      this.trainingTurn = null;
+      release();
     }
   }
 

@@ -11,18 +11,26 @@
  *   --rank R --r-max R                  serving rank of adapters; rows of the stored basis
  *   --max-adapters N --max-adapter-mb M resident adapter budget (count and megabytes)
  *   --adapter-dir DIR (RUNNER_ADAPTER_DIR) local adapter store
+ *   --edge-url URL (RUNNER_EDGE_URL)    read adapters from the control plane instead
+ *   --secret S (RUNNER_SECRET)          shared secret of the internal API; unset: no internal API
+ *   --jobs-dir DIR (RUNNER_JOBS_DIR)    where training jobs and their checkpoints live
+ *   --micro-batch-tokens N              training work per slice between inference steps
  */
 import { serve } from "@hono/node-server";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { AdapterCache } from "../adapters/adapter-cache.ts";
-import { DirectoryAdapterStore } from "../adapters/adapter-store.ts";
+import { DirectoryAdapterStore, HttpAdapterStore } from "../adapters/adapter-store.ts";
+import { CallbackClient } from "../jobs/callbacks.ts";
+import { JobManager } from "../jobs/job-manager.ts";
 import { LlamaEngine } from "../engine/llama-engine.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { SHIPPED_MODEL_DIRECTORY } from "../model/shipped-model.ts";
 import { loadOrComputeBasis } from "../pica/basis.ts";
 import type { ExecutionProvider } from "../runtime/onnx-session.ts";
 import { createRunnerApp } from "./app.ts";
+import { ComputeGate } from "./compute-gate.ts";
+import { RunnerMetrics } from "./metrics.ts";
 import { Scheduler } from "./scheduler.ts";
 
 const env = process.env;
@@ -40,6 +48,10 @@ const { values } = parseArgs({
     "max-adapters": { type: "string", default: env.RUNNER_MAX_ADAPTERS ?? "1000" },
     "max-adapter-mb": { type: "string", default: env.RUNNER_MAX_ADAPTER_MB ?? "1024" },
     "adapter-dir": { type: "string", default: env.RUNNER_ADAPTER_DIR ?? join(process.cwd(), ".cache", "adapters") },
+    "edge-url": { type: "string", default: env.RUNNER_EDGE_URL },
+    secret: { type: "string", default: env.RUNNER_SECRET },
+    "jobs-dir": { type: "string", default: env.RUNNER_JOBS_DIR ?? join(process.cwd(), ".cache", "jobs") },
+    "micro-batch-tokens": { type: "string", default: env.RUNNER_MICRO_BATCH_TOKENS ?? "256" },
   },
 });
 
@@ -56,22 +68,62 @@ async function main(): Promise<void> {
   const { config, weights, tokenizer, directory } = checkpoint;
   const { basis, computed, seconds } = await loadOrComputeBasis(directory, config, weights, { rMax: integer("r-max", values["r-max"], 1) });
   if (computed) console.error(`computed the PiCa basis in ${seconds.toFixed(1)} s`);
+  const rank = integer("rank", values.rank, 1);
   const engine = await LlamaEngine.create(config, weights, {
     executionProvider: provider,
     ...(values.threads !== undefined ? { intraOpThreads: integer("threads", values.threads, 1) } : {}),
-    adapters: { basis, rank: integer("rank", values.rank, 1) },
+    adapters: { basis, rank },
   });
-  const cache = new AdapterCache(engine, new DirectoryAdapterStore(values["adapter-dir"]!), {
-    maxAdapters: integer("max-adapters", values["max-adapters"], 1),
-    maxBytes: integer("max-adapter-mb", values["max-adapter-mb"], 1) * 2 ** 20,
+  const secret = values.secret ?? null;
+  const edgeUrl = values["edge-url"] ?? null;
+  if (edgeUrl !== null && secret === null) throw new Error("--edge-url needs --secret (the control plane's runner secret)");
+  const store = edgeUrl !== null ? new HttpAdapterStore({ baseUrl: edgeUrl, secret: secret! }) : new DirectoryAdapterStore(values["adapter-dir"]!);
+  // Gauges read the scheduler, cache, gate and jobs at scrape time, after all of them exist.
+  const metrics: RunnerMetrics = new RunnerMetrics({ scheduler: () => scheduler.stats, adapters: () => cache.stats(), jobs: () => jobs.stats(), training: () => gate.stats() });
+  const cache = new AdapterCache(
+    engine,
+    store,
+    { maxAdapters: integer("max-adapters", values["max-adapters"], 1), maxBytes: integer("max-adapter-mb", values["max-adapter-mb"], 1) * 2 ** 20 },
+    (seconds) => metrics.adapterLoaded(seconds),
+  );
+  const publishAdapter = async (id: string, bytes: Uint8Array) => {
+    const resident = await cache.insert(id, bytes); // checked before it is stored
+    if (store instanceof DirectoryAdapterStore) await store.write(id, bytes);
+    return resident;
+  };
+  const gate = new ComputeGate();
+  const jobs = new JobManager({
+    model: { config, weights, tokenizer, basis },
+    directory: values["jobs-dir"]!,
+    maxRank: rank,
+    callbacks: new CallbackClient({ secret, log: (message) => console.error(message) }),
+    data: { secret, trustedOrigins: edgeUrl === null ? [] : [new URL(edgeUrl).origin], maxBytes: 128 * 2 ** 20 },
+    compute: (work) => gate.training(work),
+    microBatchTokens: integer("micro-batch-tokens", values["micro-batch-tokens"], 1),
+    publishAdapter: async (id, bytes) => void (await publishAdapter(id, bytes)),
+    log: (message) => console.error(message),
   });
-  const scheduler = new Scheduler(engine, tokenizer, {
+  const scheduler: Scheduler = new Scheduler(engine, tokenizer, {
     maxBatch: integer("max-batch", values["max-batch"], 1),
     maxQueue: integer("max-queue", values["max-queue"], 0),
     adapters: cache,
+    gate,
+    observer: metrics.observer,
   });
+  if (secret === null) console.error("no --secret: the internal API (adapters, training jobs) is off");
+  await jobs.start();
   const modelId = directory.split(/[\\/]/).filter(Boolean).pop()!;
-  const app = createRunnerApp({ engine, tokenizer, scheduler, modelId, knowsAdapter: () => true, prepareAdapter: async (id) => (await cache.acquire(id))() });
+  const app = createRunnerApp({
+    engine,
+    tokenizer,
+    scheduler,
+    modelId,
+    knowsAdapter: () => true,
+    prepareAdapter: async (id) => (await cache.acquire(id))(),
+    metrics,
+    internal: secret === null ? null : { secret, jobs, adapters: cache, publishAdapter },
+    health: () => ({ adapters: { resident: cache.stats().resident }, jobs: jobs.stats().byStatus }),
+  });
   const server = serve({ fetch: app.fetch, hostname: values.host!, port: integer("port", values.port, 0) }, (info) => {
     console.log(`runner listening on http://${info.address}:${info.port} (model ${modelId}, basis ${basis.id.slice(0, 12)}…, ${provider})`);
   });
@@ -82,6 +134,7 @@ async function main(): Promise<void> {
     stopping = true;
     console.error(`${signal}: no new requests; finishing the running ones…`);
     server.close();
+    await jobs.shutdown(); // the running job checkpoints and resumes at the next start
     await scheduler.close();
     await engine.dispose();
     process.exit(0);

@@ -1,0 +1,183 @@
+import { Hono } from "hono";
+import { createHash } from "node:crypto";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { trainingJobRequestSchema, type JobEvent, type RunnerJob } from "../../src/protocol/runner.ts";
+import { parseAdapter } from "../pica/adapter-format.ts";
+import { computeBasis } from "../pica/basis.ts";
+import { listen, type Served } from "../testing/serve-app.ts";
+import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import type { TrainerModel } from "../training/trainer.ts";
+import { CallbackClient } from "./callbacks.ts";
+import { JobConflictError, JobManager, JobRequestError } from "./job-manager.ts";
+
+const files = makeByteLevelTokenizerFiles();
+const tokenizer = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig);
+const WORDS = ["red", "blue", "green", "gold", "grey", "pink", "teal", "navy", "plum", "rose", "sand", "jade"];
+const jsonl = (count: number) =>
+  Array.from({ length: count }, (_, i) => JSON.stringify({ messages: [{ role: "user", content: `shout ${WORDS[i % 12]}` }, { role: "assistant", content: WORDS[i % 12].toUpperCase() }] })).join("\n");
+
+/** What the control plane received on a job's callback. */
+interface Received {
+  events: JobEvent[];
+  blobs: { path: string; sha256: string; bytes: Uint8Array; authorization: string | null }[];
+  failNext: number; // answer this many next requests with 503
+}
+
+async function waitFor(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe("JobManager", () => {
+  let model: TrainerModel;
+  let directory: string;
+  let callback: Served;
+  const received: Received = { events: [], blobs: [], failNext: 0 };
+  const managers: JobManager[] = [];
+
+  beforeAll(async () => {
+    const { config, weights } = tinyModel("llama-gqa");
+    model = { config, weights, tokenizer, basis: await computeBasis(config, weights, { rMax: 8 }) };
+    directory = await mkdtemp(join(tmpdir(), "pica-jobs-"));
+    const edge = new Hono();
+    edge.use(async (c, next) => {
+      if (received.failNext > 0) {
+        received.failNext--;
+        return c.text("unavailable", 503);
+      }
+      await next();
+    });
+    edge.post("/callbacks/:job/events", async (c) => {
+      received.events.push(...((await c.req.json()) as { events: JobEvent[] }).events);
+      return c.json({ ok: true });
+    });
+    edge.put("/callbacks/:job/*", async (c) => {
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      received.blobs.push({ path: c.req.path, sha256: c.req.header("x-content-sha256")!, bytes, authorization: c.req.header("authorization") ?? null });
+      return c.json({ ok: true });
+    });
+    callback = await listen(edge);
+  });
+  afterAll(async () => {
+    for (const manager of managers) await manager.shutdown();
+    await callback.close();
+    await rm(directory, { recursive: true, force: true });
+  });
+
+  function manager(published?: Map<string, Uint8Array>): JobManager {
+    const created = new JobManager({
+      model,
+      directory,
+      maxRank: 4,
+      callbacks: new CallbackClient({ secret: "runner-secret", backoffMs: 5 }),
+      data: { secret: "runner-secret", trustedOrigins: [], maxBytes: 2 ** 20 },
+      microBatchTokens: 64,
+      publishAdapter: async (id, bytes) => void published?.set(id, bytes),
+    });
+    managers.push(created);
+    return created;
+  }
+  const request = (id: string, extra: Record<string, unknown> = {}) =>
+    trainingJobRequestSchema.parse({
+      id,
+      training_file: { content: jsonl(24) },
+      hyperparameters: { n_epochs: 2, batch_size: 4, rank: 4, learning_rate_multiplier: 5 },
+      seed: 1,
+      callback_url: `${callback.url}/callbacks/${id}`,
+      checkpoint_every: 3,
+      ...extra,
+    });
+  const finished = (jobs: JobManager, id: string) => waitFor(`job ${id} to finish`, () => ["succeeded", "failed", "cancelled"].includes(jobs.get(id)!.status));
+
+  it("trains a job to an adapter, publishes it, and reports events, checkpoints and the adapter to the callback", async () => {
+    const published = new Map<string, Uint8Array>();
+    const jobs = manager(published);
+    received.failNext = 2; // the first deliveries fail and are retried
+    const accepted = await jobs.submit(request("job-a", { adapter_id: "ft:tiny:acme:a:job-a" }));
+    expect(accepted.status).toBe("queued");
+    await finished(jobs, "job-a");
+    const job = jobs.get("job-a")!;
+    expect(job).toMatchObject({ status: "succeeded", step: 12, total_steps: 12, error: null, adapter_id: "ft:tiny:acme:a:job-a" });
+    expect(job.trained_tokens).toBeGreaterThan(0);
+    const bytes = (await jobs.adapterBytes("job-a"))!;
+    expect(createHash("sha256").update(bytes).digest("hex")).toBe(job.adapter_sha256);
+    expect(published.get("ft:tiny:acme:a:job-a")).toEqual(bytes);
+    expect(parseAdapter(bytes, "a").rank).toBe(4);
+
+    await waitFor("the final status event", () => received.events.some((e) => e.id === "job-a:status:succeeded"));
+    const mine = received.events.filter((e) => e.job_id === "job-a");
+    expect(mine.filter((e) => e.type === "metrics" && e.id.includes(":step:")).map((e) => e.data!.step)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(mine.filter((e) => e.type === "checkpoint").map((e) => e.data!.step)).toEqual([3, 6, 9]);
+    expect(mine.at(-1)!.id).toBe("job-a:status:succeeded");
+    const blobs = received.blobs.filter((b) => b.path.startsWith("/callbacks/job-a/"));
+    expect(blobs.filter((b) => b.path.includes("/checkpoints/")).map((b) => b.path)).toEqual([3, 6, 9].map((s) => `/callbacks/job-a/checkpoints/${s}`));
+    const adapter = blobs.find((b) => b.path === "/callbacks/job-a/adapter")!;
+    expect(adapter.bytes).toEqual(bytes);
+    expect(adapter.sha256).toBe(job.adapter_sha256);
+    expect(adapter.authorization).toBe("Bearer runner-secret");
+    for (const blob of blobs) expect(createHash("sha256").update(blob.bytes).digest("hex")).toBe(blob.sha256);
+  });
+
+  it("is idempotent for a repeated submission and refuses a different request under the same id", async () => {
+    const jobs = manager();
+    await jobs.start();
+    const again = await jobs.submit(request("job-a", { adapter_id: "ft:tiny:acme:a:job-a" }));
+    expect(again.status).toBe("succeeded");
+    await expect(jobs.submit(request("job-a", { seed: 2 }))).rejects.toBeInstanceOf(JobConflictError);
+    await expect(jobs.submit(request("job-big", { hyperparameters: { rank: 8 } }))).rejects.toThrow(JobRequestError);
+  });
+
+  it("fails a job with bad data, naming the lines", async () => {
+    const jobs = manager();
+    await jobs.submit(request("job-bad", { training_file: { content: `${jsonl(12)}\nnot json\n{"messages": []}` } }));
+    await finished(jobs, "job-bad");
+    const job = jobs.get("job-bad")!;
+    expect(job.status).toBe("failed");
+    expect(job.error!.code).toBe("invalid_training_file");
+    expect(job.error!.message).toMatch(/line 13: .*line 14/);
+  });
+
+  it("cancels a running job between steps", async () => {
+    const jobs = manager();
+    await jobs.submit(request("job-c", { hyperparameters: { n_epochs: 50, batch_size: 4, rank: 4 } }));
+    await waitFor("job-c to take steps", () => jobs.get("job-c")!.step >= 2);
+    const cancelled = (await jobs.cancel("job-c"))!;
+    expect(cancelled.status).toBe("cancelled");
+    expect(cancelled.step).toBeLessThan(300);
+    expect(await jobs.adapterBytes("job-c")).toBeNull();
+    await waitFor("the cancelled event", () => received.events.some((e) => e.id === "job-c:status:cancelled"));
+  });
+
+  it("a job interrupted by a shutdown resumes from its last checkpoint and ends exactly as an uninterrupted run", async () => {
+    const reference = manager();
+    await reference.submit(request("job-ref"));
+    await finished(reference, "job-ref");
+
+    const first = manager();
+    await first.submit(request("job-r"));
+    await waitFor("a checkpoint", () => first.get("job-r")!.step >= 4);
+    await first.shutdown();
+    const paused: RunnerJob = first.get("job-r")!;
+    expect(paused.status).toBe("queued");
+    expect(await readdir(join(directory, "job-r"))).toContain("state.safetensors");
+
+    const second = manager();
+    await second.start();
+    await finished(second, "job-r");
+    const resumed = second.get("job-r")!;
+    expect(resumed.status).toBe("succeeded");
+    expect(resumed.resumed_from_step).toBeGreaterThanOrEqual(4);
+    // Same tensors bit for bit (the files differ only in their provenance: the job id).
+    const resumedAdapter = parseAdapter((await second.adapterBytes("job-r"))!, "resumed");
+    const referenceAdapter = parseAdapter((await reference.adapterBytes("job-ref"))!, "reference");
+    expect(resumedAdapter.m).toEqual(referenceAdapter.m);
+  });
+});
