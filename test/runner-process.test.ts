@@ -10,10 +10,32 @@ import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
 import { randomAdapter } from "../gpu-runner/testing/random-adapters.ts";
 import { writeTinyCheckpoint } from "../gpu-runner/testing/tiny-checkpoints.ts";
 
+const SECRET = "process-test-secret";
+
+/** Starts `npm run runner` with `args` and resolves once it listens. */
+function startRunner(args: string[]): Promise<{ runner: ChildProcess; base: string }> {
+  const runner = spawn(process.execPath, ["--import", "tsx", "gpu-runner/server/main.ts", ...args], {
+    cwd: join(import.meta.dirname, ".."),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return new Promise((resolve, reject) => {
+    let output = "";
+    runner.stdout!.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /listening on (http:\/\/[\d.]+:\d+)/.exec(output);
+      if (match) resolve({ runner, base: match[1] });
+    });
+    runner.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    runner.on("exit", (code) => reject(new Error(`runner exited with ${code}: ${output}`)));
+  });
+}
+
 describe("the runner process", () => {
   let directory: string;
   let runner: ChildProcess;
   let base: string;
+  let runnerArgs: string[];
+  let jobsDirectory: string;
 
   beforeAll(async () => {
     directory = await mkdtemp(join(tmpdir(), "pica-runner-"));
@@ -29,20 +51,9 @@ describe("the runner process", () => {
     corrupt[corrupt.length - 3] ^= 0x40;
     await store.write("tenant-corrupt", corrupt);
 
-    runner = spawn(process.execPath, ["--import", "tsx", "gpu-runner/server/main.ts", "--model", model, "--port", "0", "--adapter-dir", adapters, "--rank", "4", "--r-max", "8", "--max-batch", "4"], {
-      cwd: join(import.meta.dirname, ".."),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    base = await new Promise<string>((resolve, reject) => {
-      let output = "";
-      runner.stdout!.on("data", (chunk: Buffer) => {
-        output += chunk.toString();
-        const match = /listening on (http:\/\/[\d.]+:\d+)/.exec(output);
-        if (match) resolve(match[1]);
-      });
-      runner.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      runner.on("exit", (code) => reject(new Error(`runner exited with ${code}: ${output}`)));
-    });
+    jobsDirectory = join(directory, "jobs");
+    runnerArgs = ["--model", model, "--port", "0", "--adapter-dir", adapters, "--rank", "4", "--r-max", "8", "--max-batch", "4", "--secret", SECRET, "--jobs-dir", jobsDirectory];
+    ({ runner, base } = await startRunner(runnerArgs));
   });
 
   afterAll(async () => {
@@ -74,8 +85,52 @@ describe("the runner process", () => {
     expect(((await corrupt.json()) as { error: { message: string } }).error.message).toMatch(/tenant-corrupt could not be loaded: .*sha256|tensors hash/);
   });
 
+  const internal = (path: string, init: RequestInit = {}) =>
+    fetch(`${base}/internal${path}`, { ...init, headers: { authorization: `Bearer ${SECRET}`, "content-type": "application/json", ...init.headers } });
+  const job = async (id: string) => (await (await internal(`/jobs/${id}`)).json()) as { status: string; step: number; resumed_from_step: number | null; total_steps: number };
+  async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+    const deadline = Date.now() + 90_000;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  const exitOf = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+
+  it("reports requests, tokens and adapters in /metrics", async () => {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    expect(Number(/^runner_completion_tokens_total (\d+)/m.exec(text)![1])).toBeGreaterThanOrEqual(10);
+    expect(Number(/^runner_adapters_resident (\d+)/m.exec(text)![1])).toBe(1);
+    expect(text).toMatch(/^runner_requests_total\{route="\/v1\/chat\/completions",status="404"\} 1$/m);
+  });
+
+  it("checkpoints a training job on SIGTERM, resumes it at the next start, and again after a crash", async () => {
+    const data = Array.from({ length: 40 }, (_, i) => JSON.stringify({ prompt: `n${i % 7}=`, completion: ` ${(i % 7) * 2}` })).join("\n");
+    const accepted = await internal("/jobs", { method: "POST", body: JSON.stringify({ id: "job-p", training_file: { content: data }, hyperparameters: { n_epochs: 4, batch_size: 4, rank: 4 }, checkpoint_every: 2 }) });
+    expect(accepted.status).toBe(202);
+    await until("two checkpoints", async () => (await job("job-p")).step >= 4);
+
+    const exited = exitOf(runner);
+    runner.kill("SIGTERM");
+    expect(await exited).toBe(0); // graceful: the job was checkpointed where it stood
+    ({ runner, base } = await startRunner(runnerArgs));
+    await until("the job to resume", async () => (await job("job-p")).resumed_from_step !== null);
+    const resumed = await job("job-p");
+    expect(resumed.resumed_from_step).toBeGreaterThanOrEqual(4);
+    await until("progress past the resume point", async () => (await job("job-p")).step >= resumed.resumed_from_step! + 4);
+
+    const crashed = exitOf(runner);
+    runner.kill("SIGKILL"); // no chance to checkpoint: the last periodic checkpoint must do
+    await crashed;
+    ({ runner, base } = await startRunner(runnerArgs));
+    await until("the job to finish", async () => (await job("job-p")).status === "succeeded");
+    const finished = await job("job-p");
+    expect(finished.resumed_from_step).toBeGreaterThanOrEqual(resumed.resumed_from_step! + 2);
+    expect(finished.step).toBe(finished.total_steps);
+  });
+
   it("shuts down cleanly on SIGTERM", async () => {
-    const exited = new Promise<number | null>((resolve) => runner.on("exit", (code) => resolve(code)));
+    const exited = exitOf(runner);
     runner.kill("SIGTERM");
     expect(await exited).toBe(0);
   });
