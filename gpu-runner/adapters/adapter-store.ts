@@ -4,7 +4,7 @@
  * them is the cache's job, so a store never trusts or interprets what it serves.
  */
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 
@@ -59,7 +59,9 @@ export class DirectoryAdapterStore implements AdapterStore {
 
   /** Writes the file through a temp file + rename, so a concurrent reader sees the old or the new file, never half of one. */
   async write(id: string, bytes: Uint8Array): Promise<void> {
-    await writeFileAtomic(this.pathFor(id), bytes);
+    const path = this.pathFor(id);
+    await mkdir(this.directory, { recursive: true });
+    await writeFileAtomic(path, bytes);
   }
 }
 

@@ -8,7 +8,7 @@
  * done, `adapter.safetensors`.
  */
 import { createHash } from "node:crypto";
-import { readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CALLBACK_PATHS, TERMINAL_JOB_STATUSES, type JobEvent, type RunnerJob, type TrainingJobRequest } from "../../src/protocol/runner.ts";
 import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
@@ -109,6 +109,7 @@ export class JobManager {
     if (rank > this.options.maxRank) {
       throw new JobRequestError("hyperparameters.rank", `hyperparameters.rank ${rank} is above this runner's serving rank ${this.options.maxRank}`);
     }
+    await mkdir(this.directoryOf(request.id), { recursive: true });
     const stored: StoredJob = {
       request: { ...request, training_file: await this.saveInline(request, "training"), validation_file: await this.saveInline(request, "validation") },
       job: {
