@@ -30,7 +30,7 @@ import { closedLoop, poissonLoad, powerLawSampler, requestSource, streamCompleti
 import { formatTask, toChatJsonl } from "./quality-tasks.ts";
 import { otherProcessCores, processCpuSeconds, readCpuTicks, type CpuTicks } from "./cpu-usage.ts";
 import { InternalApi, readResidentAdapters, waitForIdle, type ResidentAdapters } from "./runner-client.ts";
-import { startRunner } from "./runner-process.ts";
+import { startRunner, type RunnerProcess } from "./runner-process.ts";
 import { median, percentile, progress, round } from "./stats.ts";
 
 const SEED = 20_240_601;
@@ -53,10 +53,25 @@ const LOAD_FRACTION = 0.55; // Poisson rate as a fraction of the base capacity i
 const TRAINING_PAIRS = 3;
 const TRAINING_START_TIMEOUT_MS = 90_000;
 
+type SettingName = "base" | "1" | "100" | "1000";
+
+/** One setting: the models its requests may name and how one is picked. */
 interface Setting {
-  name: "base" | "1" | "100" | "1000";
+  name: SettingName;
   models: string[];
   pick: (rng: Rng) => number;
+}
+
+/** A setting's requests from a seed: the same prompts and lengths for every setting. */
+type RequestSourceOf = (setting: Setting, seed: number) => () => LoadRequest;
+
+/** Per-round figures of the throughput rounds, by setting. */
+interface ThroughputRounds {
+  tokensPerSecond: Map<SettingName, number[]>;
+  requestsPerSecond: Map<SettingName, number[]>;
+  tokensPerRunnerCpuSecond: Map<SettingName, number[]>;
+  outputTokens: Map<SettingName, number[]>; // of every finished request
+  otherCores: number[]; // per window
 }
 
 /** Runs the serve bench and returns its figures. */
@@ -64,7 +79,7 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
   const started = performance.now();
   const directory = await mkdtemp(join(tmpdir(), "pica-serve-bench-"));
   const secret = randomBytes(24).toString("hex");
-  let runner: Awaited<ReturnType<typeof startRunner>> | null = null;
+  let runner: RunnerProcess | null = null;
   try {
     const adapterDirectory = join(directory, "adapters");
     const adapterIds = await writeAdapters(adapterDirectory);
@@ -76,7 +91,7 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
     const url = runner.url;
     progress(`runner at ${url}; loading all ${ADAPTERS} adapters with one-token requests…`);
     await primeAdapters(url, adapterIds);
-    const resident = await residentAdapters(url);
+    await residentAdapters(url);
 
     const settings: Setting[] = [
       { name: "base", models: [BASE_MODEL_ID], pick: () => 0 },
@@ -84,69 +99,35 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
       { name: "100", models: adapterIds.slice(0, 100), pick: powerLawSampler(100, ALPHA) },
       { name: "1000", models: adapterIds, pick: powerLawSampler(ADAPTERS, ALPHA) },
     ];
-    const source = (setting: Setting, seed: number) => {
+    const source: RequestSourceOf = (setting, seed) => {
       const modelRng = new Rng(seed ^ 0x5bd1e995);
       return requestSource(new Rng(seed), RANGES, () => setting.models[setting.pick(modelRng)]);
     };
     const errors: string[] = [];
-
-    progress(`throughput: ${THROUGHPUT_ROUNDS} rounds × ${settings.length} settings, ${CLIENTS} closed-loop clients, ${WINDOW_MS} ms windows…`);
-    await closedLoop(url, source(settings[3], SEED - 1), { clients: CLIENTS, warmupMs: 0, windowMs: 2000 }); // warm-up, not measured
-    await waitForIdle(url);
-    const tokS = new Map(settings.map((s) => [s.name, [] as number[]]));
-    const reqS = new Map(settings.map((s) => [s.name, [] as number[]]));
-    const outputTokens = new Map(settings.map((s) => [s.name, [] as number[]]));
-    const tokPerCpuS = new Map(settings.map((s) => [s.name, [] as number[]]));
-    const ours = [runner.child.pid!, process.pid];
-    const otherCores: number[] = [];
-    for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
-      for (const setting of rotated(settings, r)) {
-        const ticks: Record<"open" | "close", CpuTicks | null> = { open: null, close: null };
-        const onWindow = (edge: "open" | "close") => (ticks[edge] = readCpuTicks(ours));
-        const result = await closedLoop(url, source(setting, SEED + r), { clients: CLIENTS, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, onWindow });
-        const others = otherProcessCores(ticks.open, ticks.close);
-        if (others !== null) otherCores.push(others);
-        const runnerCpuSeconds = processCpuSeconds(ticks.open, ticks.close, 0);
-        if (runnerCpuSeconds !== null && runnerCpuSeconds > 0) tokPerCpuS.get(setting.name)!.push(result.tokens / runnerCpuSeconds);
-        errors.push(...result.errors);
-        tokS.get(setting.name)!.push((result.tokens * 1000) / result.windowMs);
-        reqS.get(setting.name)!.push((result.requests * 1000) / result.windowMs);
-        outputTokens.get(setting.name)!.push(...result.completions.map((c) => c.completionTokens));
-        if (!(await waitForIdle(url))) throw new Error(`the runner did not go idle after the ${setting.name} round ${r + 1}`);
-      }
-      const busy = otherCores.length > 0 ? `; other processes used ${Math.max(...otherCores.slice(-settings.length)).toFixed(1)} cores at most` : "";
-      progress(`round ${r + 1}/${THROUGHPUT_ROUNDS}: ${settings.map((s) => `${s.name} ${tokS.get(s.name)!.at(-1)!.toFixed(0)} tok/s (${tokPerCpuS.get(s.name)!.at(-1)?.toFixed(0) ?? "?"} per runner CPU-s)`).join(", ")}${busy}`);
-    }
-    const throughputRatio = (a: Setting["name"], b: Setting["name"]) => median(tokS.get(a)!.map((t, i) => t / tokS.get(b)![i]));
-
-    const baseRequestsPerSecond = median(reqS.get("base")!);
+    const throughput = await measureThroughput(url, settings, source, [runner.child.pid!, process.pid], errors);
+    const baseRequestsPerSecond = median(throughput.requestsPerSecond.get("base")!);
     const rate = LOAD_FRACTION * baseRequestsPerSecond;
     progress(`latency: Poisson arrivals at ${rate.toFixed(2)} req/s (${LOAD_FRACTION} × base capacity ${baseRequestsPerSecond.toFixed(2)} req/s), ${LATENCY_ROUNDS} rounds × ${LATENCY_MS} ms…`);
-    const latency = new Map(settings.map((s) => [s.name, [] as StreamedCompletion[]]));
-    for (let r = 0; r < LATENCY_ROUNDS; r++) {
-      for (const setting of rotated(settings, r)) {
-        const completions = await poissonRun(url, source(setting, SEED + 100 + r), SEED + 200 + r, rate, errors);
-        latency.get(setting.name)!.push(...completions);
-      }
-      progress(`round ${r + 1}/${LATENCY_ROUNDS}: ${settings.map((s) => `${s.name} TTFT p50 ${ttftP50(latency.get(s.name)!).toFixed(0)} ms`).join(", ")}`);
-    }
-
+    const latency = await measureLatency(url, settings, source, rate, errors);
     const training = await latencyUnderTraining(url, new InternalApi(url, secret), (seed) => source(settings[2], seed), rate, errors);
+    const resident = await residentAdapters(url); // after every setting: none was evicted on the way
 
     const figures: Record<string, unknown> = {
       config: `shipped model ${BASE_MODEL_ID} on cpu (${cpus().length} cores, shared with the clients); ${ADAPTERS} rank-${SERVING_RANK} adapters; max batch ${MAX_BATCH}; ${CLIENTS} clients; prompts ${RANGES.promptChars.join("-")} tokens, outputs ${RANGES.maxTokens.join("-")}; power law alpha ${ALPHA}`,
     };
-    for (const s of settings) figures[`tok_s_${s.name}`] = round(median(tokS.get(s.name)!));
-    figures.thr_1000_over_1 = round(throughputRatio("1000", "1"));
-    figures.thr_mixed_over_base = round(throughputRatio("1000", "base"));
-    figures.thr_100_over_base = round(throughputRatio("100", "base"));
-    figures.thr_1_over_base = round(throughputRatio("1", "base"));
+    const { tokensPerSecond, tokensPerRunnerCpuSecond, outputTokens, otherCores } = throughput;
+    // Throughput of setting a over setting b: the median of per-round ratios.
+    const ratio = (perRound: Map<SettingName, number[]>, a: SettingName, b: SettingName) => median(perRound.get(a)!.map((t, i) => t / perRound.get(b)![i]));
+    for (const s of settings) figures[`tok_s_${s.name}`] = round(median(tokensPerSecond.get(s.name)!));
+    figures.thr_1000_over_1 = round(ratio(tokensPerSecond, "1000", "1"));
+    figures.thr_mixed_over_base = round(ratio(tokensPerSecond, "1000", "base"));
+    figures.thr_100_over_base = round(ratio(tokensPerSecond, "100", "base"));
+    figures.thr_1_over_base = round(ratio(tokensPerSecond, "1", "base"));
     // The same per runner CPU-second: steadier where other processes take CPU time from the runner.
-    if (settings.every((s) => tokPerCpuS.get(s.name)!.length === THROUGHPUT_ROUNDS)) {
-      const cpuRatio = (a: Setting["name"], b: Setting["name"]) => median(tokPerCpuS.get(a)!.map((t, i) => t / tokPerCpuS.get(b)![i]));
-      for (const s of settings) figures[`tok_per_runner_cpu_s_${s.name}`] = round(median(tokPerCpuS.get(s.name)!));
-      figures.cpu_thr_1000_over_1 = round(cpuRatio("1000", "1"));
-      figures.cpu_thr_mixed_over_base = round(cpuRatio("1000", "base"));
+    if (settings.every((s) => tokensPerRunnerCpuSecond.get(s.name)!.length === THROUGHPUT_ROUNDS)) {
+      for (const s of settings) figures[`tok_per_runner_cpu_s_${s.name}`] = round(median(tokensPerRunnerCpuSecond.get(s.name)!));
+      figures.cpu_thr_1000_over_1 = round(ratio(tokensPerRunnerCpuSecond, "1000", "1"));
+      figures.cpu_thr_mixed_over_base = round(ratio(tokensPerRunnerCpuSecond, "1000", "base"));
     }
     for (const s of settings) {
       const completions = latency.get(s.name)!;
@@ -164,8 +145,9 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
       poisson_rate_req_s: round(rate),
       base_capacity_req_s: round(baseRequestsPerSecond),
       mean_output_tokens: Object.fromEntries(settings.map((s) => [s.name, round(mean(outputTokens.get(s.name)!), 3)])),
-      // CPU cores that unrelated processes kept busy during the throughput windows (median, max).
-      other_process_cores: otherCores.length > 0 ? [round(median(otherCores), 2), round(Math.max(...otherCores), 2)] : null,
+      // CPU cores that unrelated processes kept busy during the throughput windows.
+      other_process_cores_median: otherCores.length > 0 ? round(median(otherCores), 2) : null,
+      other_process_cores_max: otherCores.length > 0 ? round(Math.max(...otherCores), 2) : null,
       errors: errors.length,
       ...(errors.length > 0 ? { first_error: errors[0] } : {}),
       seconds: round((performance.now() - started) / 1000, 3),
@@ -175,6 +157,49 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
     await runner?.stop();
     await rm(directory, { recursive: true, force: true });
   }
+}
+
+/** Closed-loop rounds at saturation; settings rotate each round on the same warm runner. */
+async function measureThroughput(url: string, settings: Setting[], source: RequestSourceOf, pids: number[], errors: string[]): Promise<ThroughputRounds> {
+  progress(`throughput: ${THROUGHPUT_ROUNDS} rounds × ${settings.length} settings, ${CLIENTS} closed-loop clients, ${WINDOW_MS} ms windows…`);
+  await closedLoop(url, source(settings[settings.length - 1], SEED - 1), { clients: CLIENTS, warmupMs: 0, windowMs: 2000 }); // warm-up, not measured
+  await waitForIdle(url);
+  const perSetting = () => new Map(settings.map((s) => [s.name, [] as number[]]));
+  const rounds: ThroughputRounds = { tokensPerSecond: perSetting(), requestsPerSecond: perSetting(), tokensPerRunnerCpuSecond: perSetting(), outputTokens: perSetting(), otherCores: [] };
+  for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
+    for (const setting of rotated(settings, r)) {
+      const ticks: Record<"open" | "close", CpuTicks | null> = { open: null, close: null };
+      const onWindow = (edge: "open" | "close") => (ticks[edge] = readCpuTicks(pids));
+      const result = await closedLoop(url, source(setting, SEED + r), { clients: CLIENTS, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, onWindow });
+      errors.push(...result.errors);
+      rounds.tokensPerSecond.get(setting.name)!.push((result.tokens * 1000) / result.windowMs);
+      rounds.requestsPerSecond.get(setting.name)!.push((result.requests * 1000) / result.windowMs);
+      rounds.outputTokens.get(setting.name)!.push(...result.completions.map((c) => c.completionTokens));
+      const runnerCpuSeconds = processCpuSeconds(ticks.open, ticks.close, 0);
+      if (runnerCpuSeconds !== null && runnerCpuSeconds > 0) rounds.tokensPerRunnerCpuSecond.get(setting.name)!.push(result.tokens / runnerCpuSeconds);
+      const others = otherProcessCores(ticks.open, ticks.close);
+      if (others !== null) rounds.otherCores.push(others);
+      if (!(await waitForIdle(url))) throw new Error(`the runner did not go idle after the ${setting.name} window of round ${r + 1}`);
+    }
+    const last = (figures: Map<SettingName, number[]>, name: SettingName) => figures.get(name)!.at(-1)?.toFixed(0) ?? "?";
+    const busy = rounds.otherCores.length > 0 ? `; other processes used ${Math.max(...rounds.otherCores.slice(-settings.length)).toFixed(1)} cores at most` : "";
+    progress(
+      `round ${r + 1}/${THROUGHPUT_ROUNDS}: ${settings.map((s) => `${s.name} ${last(rounds.tokensPerSecond, s.name)} tok/s (${last(rounds.tokensPerRunnerCpuSecond, s.name)} per runner CPU-s)`).join(", ")}${busy}`,
+    );
+  }
+  return rounds;
+}
+
+/** Poisson rounds below saturation; every setting's completions pooled over the rounds. */
+async function measureLatency(url: string, settings: Setting[], source: RequestSourceOf, rate: number, errors: string[]): Promise<Map<SettingName, StreamedCompletion[]>> {
+  const latency = new Map(settings.map((s) => [s.name, [] as StreamedCompletion[]]));
+  for (let r = 0; r < LATENCY_ROUNDS; r++) {
+    for (const setting of rotated(settings, r)) {
+      latency.get(setting.name)!.push(...(await poissonRun(url, source(setting, SEED + 100 + r), SEED + 200 + r, rate, errors)));
+    }
+    progress(`round ${r + 1}/${LATENCY_ROUNDS}: ${settings.map((s) => `${s.name} TTFT p50 ${ttftP50(latency.get(s.name)!).toFixed(0)} ms`).join(", ")}`);
+  }
+  return latency;
 }
 
 /** Writes ADAPTERS distinct random adapters against the shipped basis; returns their ids. */

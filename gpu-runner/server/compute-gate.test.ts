@@ -61,4 +61,23 @@ describe("ComputeGate", () => {
     expect(overlaps()).toBe(0);
     expect(gate.stats().starvedSlices).toBe(1);
   });
+
+  it("reads requests that arrived during a blocking slice before it starts the next one", async () => {
+    const gate = new ComputeGate({ maxTrainingWaitMs: 10_000 });
+    const log: string[] = [];
+    // Device work blocks the thread, as onnxruntime's does.
+    const blocking = (name: string) => async () => {
+      const end = performance.now() + 5;
+      while (performance.now() < end);
+      log.push(name);
+    };
+    // A request arrives while the first slice blocks; its callback can only run once the slice returns.
+    setTimeout(() => {
+      gate.setInferenceBusy(true);
+      void gate.inference(async () => void log.push("infer")).then(() => gate.setInferenceBusy(false));
+    }, 1);
+    await gate.training(blocking("train1"));
+    await gate.training(blocking("train2"));
+    expect(log).toEqual(["train1", "infer", "train2"]);
+  });
 });

@@ -15,7 +15,7 @@ export class ComputeGate {
   private idleWaiters: (() => void)[] = [];
   private counters = { trainingSlices: 0, starvedSlices: 0 };
 
-  constructor(private readonly options: ComputeGateOptions = { maxTrainingWaitMs: 250 }) {}
+  constructor(private readonly options: ComputeGateOptions = { maxTrainingWaitMs: 1000 }) {}
 
   /** The scheduler says whether it has requests to serve. */
   setInferenceBusy(busy: boolean): void {
@@ -37,6 +37,9 @@ export class ComputeGate {
 
   /** Runs one training slice when inference is idle, or after waiting its longest. */
   async training<T>(slice: () => Promise<T>): Promise<T> {
+    // Device work blocks the event loop, so requests that arrived during the last slice are still
+    // unread; let the server read them (and mark inference busy) before deciding to go on.
+    await new Promise((resolve) => setImmediate(resolve));
     const deadline = performance.now() + this.options.maxTrainingWaitMs;
     while (this.inferenceBusy && performance.now() < deadline) await this.idleOr(deadline - performance.now());
     const starved = this.inferenceBusy;

@@ -14,7 +14,8 @@
  *   --edge-url URL (RUNNER_EDGE_URL)    read adapters from the control plane instead
  *   --secret S (RUNNER_SECRET)          shared secret of the internal API; unset: no internal API
  *   --jobs-dir DIR (RUNNER_JOBS_DIR)    where training jobs and their checkpoints live
- *   --micro-batch-tokens N              training work per slice between inference steps
+ *   --micro-batch-tokens N              padded tokens per training slice (at least one row); default 64
+ *   --training-wait-ms MS               longest a training slice waits for idle inference; default 1000
  */
 import { serve } from "@hono/node-server";
 import { join } from "node:path";
@@ -51,7 +52,8 @@ const { values } = parseArgs({
     "edge-url": { type: "string", default: env.RUNNER_EDGE_URL },
     secret: { type: "string", default: env.RUNNER_SECRET },
     "jobs-dir": { type: "string", default: env.RUNNER_JOBS_DIR ?? join(process.cwd(), ".cache", "jobs") },
-    "micro-batch-tokens": { type: "string", default: env.RUNNER_MICRO_BATCH_TOKENS ?? "256" },
+    "micro-batch-tokens": { type: "string", default: env.RUNNER_MICRO_BATCH_TOKENS ?? "64" },
+    "training-wait-ms": { type: "string", default: env.RUNNER_TRAINING_WAIT_MS ?? "1000" },
   },
 });
 
@@ -91,7 +93,7 @@ async function main(): Promise<void> {
     if (store instanceof DirectoryAdapterStore) await store.write(id, bytes);
     return resident;
   };
-  const gate = new ComputeGate();
+  const gate = new ComputeGate({ maxTrainingWaitMs: integer("training-wait-ms", values["training-wait-ms"], 0) });
   const jobs = new JobManager({
     model: { config, weights, tokenizer, basis },
     directory: values["jobs-dir"]!,
