@@ -1,7 +1,8 @@
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 
-// One project per runtime. The Node project holds the engine, the runner and the end-to-end
-// tests; a Workers project (vitest-pool-workers) joins when the edge exists.
+// One project per runtime: Node (engine, runner, end-to-end) and Workers (the edge, in workerd
+// with local D1, R2, Queues and Durable Objects, the real migrations applied).
 export default defineConfig({
   test: {
     projects: [
@@ -13,6 +14,27 @@ export default defineConfig({
           testTimeout: 120_000,
           hookTimeout: 120_000,
           pool: "forks",
+        },
+      },
+      {
+        plugins: [
+          cloudflareTest(async () => ({
+            wrangler: { configPath: "./workers/wrangler.jsonc" },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+                ADMIN_TOKEN: "test-admin-token",
+                RUNNER_SECRET: "test-runner-secret",
+                RUNNER_URLS: "http://runner-a.test,http://runner-b.test",
+                PUBLIC_URL: "http://edge.test",
+              },
+            },
+          })),
+        ],
+        test: {
+          name: "workers",
+          include: ["workers/**/*.test.ts"],
+          setupFiles: ["./workers/test/apply-migrations.ts"],
         },
       },
     ],

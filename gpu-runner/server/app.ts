@@ -16,7 +16,7 @@ import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { toApiError } from "./api-errors.ts";
 import { internalRoutes, type InternalApiOptions } from "./internal-routes.ts";
 import type { RunnerMetrics } from "./metrics.ts";
-import { jsonBody } from "./request-body.ts";
+import { jsonBody } from "../../src/request-body.ts";
 import type { Scheduler } from "./scheduler.ts";
 
 export interface RunnerAppOptions {

@@ -11,7 +11,7 @@ import { parseTrainingJobRequest } from "../../src/protocol/runner.ts";
 import type { AdapterCache } from "../adapters/adapter-cache.ts";
 import { assertValidAdapterId } from "../adapters/adapter-store.ts";
 import type { JobManager } from "../jobs/job-manager.ts";
-import { jsonBody } from "./request-body.ts";
+import { jsonBody } from "../../src/request-body.ts";
 
 export interface InternalApiOptions {
   secret: string;

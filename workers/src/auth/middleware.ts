@@ -1,0 +1,60 @@
+/**
+ * Who may call what: tenant API keys (with scopes) on the public API, the admin token on /admin,
+ * the runner secret on /internal. Every secret is compared in constant time, and none is ever
+ * echoed back or logged.
+ */
+import type { MiddlewareHandler } from "hono";
+import { forbidden, unauthorized } from "../../../src/errors.ts";
+import { database } from "../db/client.ts";
+import { findLiveKeyByHash, touchApiKey } from "../db/queries/tenants.ts";
+import type { AppEnv } from "../env.ts";
+import { looksLikeApiKey, secretsEqual, sha256Hex, type KeyScope } from "./keys.ts";
+
+/** The bearer token of a request, or null. */
+function bearer(header: string | undefined): string | null {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+  return match ? match[1] : null;
+}
+
+/** A tenant API key with `scope` (or the tenant admin scope, which covers every scope). */
+export function requireKey(scope: KeyScope): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const presented = bearer(c.req.header("authorization"));
+    if (presented === null) {
+      throw unauthorized("You didn't provide an API key. Provide it in the Authorization header as 'Bearer YOUR_KEY'.", "missing_api_key");
+    }
+    const hash = looksLikeApiKey(presented) ? await sha256Hex(presented) : null;
+    const key = hash === null ? null : await findLiveKeyByHash(database(c.env.DB), hash);
+    if (key === null || !(await secretsEqual(key.hash, hash!))) {
+      throw unauthorized("Incorrect or revoked API key provided.");
+    }
+    if (!key.scopes.includes(scope) && !key.scopes.includes("admin")) {
+      throw forbidden(`This API key lacks the '${scope}' scope.`, null, "insufficient_scope");
+    }
+    c.set("caller", { tenantId: key.tenantId, keyId: key.id, scopes: key.scopes as KeyScope[] });
+    c.executionCtx.waitUntil(touchApiKey(database(c.env.DB), key.id).catch(() => undefined));
+    await next();
+  };
+}
+
+/** The platform operator's admin token. */
+export function requireAdmin(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const presented = bearer(c.req.header("authorization"));
+    if (presented === null || !c.env.ADMIN_TOKEN || !(await secretsEqual(presented, c.env.ADMIN_TOKEN))) {
+      throw unauthorized("Admin routes need the admin token as a bearer token.", "invalid_admin_token");
+    }
+    await next();
+  };
+}
+
+/** The shared runner secret (runners calling back, and the edge calling runners). */
+export function requireRunner(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const presented = bearer(c.req.header("authorization"));
+    if (presented === null || !c.env.RUNNER_SECRET || !(await secretsEqual(presented, c.env.RUNNER_SECRET))) {
+      throw unauthorized("Internal routes need the runner secret as a bearer token.", "invalid_runner_secret");
+    }
+    await next();
+  };
+}

@@ -1,0 +1,44 @@
+/**
+ * A tenant's own API keys (admin-scoped key): issue, list, revoke. Issuing returns the secret
+ * once; listing shows only the display prefix.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { notFound } from "../../../src/errors.ts";
+import { jsonBody } from "../../../src/request-body.ts";
+import { generateApiKey, KEY_SCOPES, randomId } from "../auth/keys.ts";
+import { requireKey } from "../auth/middleware.ts";
+import { database, type Database } from "../db/client.ts";
+import { createApiKey, listApiKeys, revokeApiKey } from "../db/queries/tenants.ts";
+import type { AppEnv } from "../env.ts";
+import { parse } from "./parse.ts";
+
+export const keyRequestSchema = z
+  .object({
+    name: z.string().min(1).max(200).default("default"),
+    scopes: z.array(z.enum(KEY_SCOPES as [string, ...string[]])).min(1).default(["inference", "fine_tuning"]),
+  })
+  .strict();
+
+/** Creates a key for a tenant; the response is the only place its secret ever appears. */
+export async function issueKey(db: Database, tenantId: string, request: z.output<typeof keyRequestSchema>) {
+  const { key, hash, prefix } = await generateApiKey();
+  const row = await createApiKey(db, { id: randomId("key_"), tenantId, name: request.name, prefix, hash, scopes: [...new Set(request.scopes)] as never });
+  return { ...row, key };
+}
+
+export const keyRoutes = new Hono<AppEnv>();
+keyRoutes.use(requireKey("admin"));
+
+keyRoutes.post("/", async (c) => {
+  const body = parse(keyRequestSchema, await jsonBody(c));
+  return c.json(await issueKey(database(c.env.DB), c.get("caller").tenantId, body), 201);
+});
+
+keyRoutes.get("/", async (c) => c.json({ object: "list", data: await listApiKeys(database(c.env.DB), c.get("caller").tenantId) }));
+
+keyRoutes.delete("/:key", async (c) => {
+  const revoked = await revokeApiKey(database(c.env.DB), c.get("caller").tenantId, c.req.param("key"));
+  if (revoked === null) throw notFound(`No API key ${c.req.param("key")}.`, "key", "api_key_not_found");
+  return c.json(revoked);
+});
