@@ -6,6 +6,8 @@ import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, notFound, serverError } from "../../src/errors.ts";
 import type { AppEnv } from "./env.ts";
+import { consumeTasks } from "./queue/consumer.ts";
+import type { TaskMessage } from "./queue/messages.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { keyRoutes } from "./routes/keys.ts";
 
@@ -27,4 +29,5 @@ export { TenantLimiter } from "./limits/tenant-limiter.ts";
 
 export default {
   fetch: app.fetch,
-} satisfies ExportedHandler<Env>;
+  queue: consumeTasks,
+} satisfies ExportedHandler<Env, TaskMessage>;

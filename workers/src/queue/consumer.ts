@@ -1,0 +1,25 @@
+/**
+ * The TASKS queue consumer: one handler per message kind. A handler that throws leaves the
+ * message to be retried with backoff (at-least-once, so every handler is idempotent).
+ */
+import type { TaskMessage } from "./messages.ts";
+
+export async function consumeTasks(batch: MessageBatch<TaskMessage>, env: Env): Promise<void> {
+  for (const message of batch.messages) {
+    try {
+      await handle(message.body, env);
+      message.ack();
+    } catch (error) {
+      console.error(`task ${JSON.stringify(message.body)} failed (attempt ${message.attempts}): ${(error as Error).message}`);
+      message.retry({ delaySeconds: Math.min(300, 2 ** message.attempts) });
+    }
+  }
+}
+
+async function handle(task: TaskMessage, env: Env): Promise<void> {
+  switch (task.kind) {
+    default:
+      console.error(`unknown task ${JSON.stringify(task)}; dropped`);
+      void env;
+  }
+}
