@@ -15,6 +15,7 @@ import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { listen, type Served } from "../testing/serve-app.ts";
+import { withStepHook } from "../testing/step-hook.ts";
 import { createRunnerApp } from "./app.ts";
 import { Scheduler } from "./scheduler.ts";
 
@@ -29,17 +30,6 @@ type Finish = Extract<GenerationEvent, { type: "finish" }>;
 /** An OpenAI client for a served runner; no retries, so a 429 reaches the test. */
 function openaiClient(served: Served): OpenAI {
   return new OpenAI({ baseURL: `${served.url}/v1`, apiKey: "unused", maxRetries: 0 });
-}
-
-/** The engine seen through a hook that runs before every step (to slow a batch down or hold it). */
-function withStepHook(engine: LlamaEngine, beforeStep: () => Promise<void>): LlamaEngine {
-  // Delegate everything else to the real engine through the prototype chain.
-  const hooked = Object.create(engine) as LlamaEngine;
-  hooked.step = async (batch, tokens, logits) => {
-    await beforeStep();
-    return engine.step(batch, tokens, logits);
-  };
-  return hooked;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -16,6 +16,7 @@
  *   --jobs-dir DIR (RUNNER_JOBS_DIR)    where training jobs and their checkpoints live
  *   --micro-batch-tokens N              padded tokens per training slice (at least one row); default 64
  *   --training-wait-ms MS               longest a training slice waits for idle inference; default 1000
+ *   --shutdown-grace-s S                on SIGTERM, how long running requests may finish; default 25
  */
 import { serve } from "@hono/node-server";
 import { join } from "node:path";
@@ -54,6 +55,7 @@ const { values } = parseArgs({
     "jobs-dir": { type: "string", default: env.RUNNER_JOBS_DIR ?? join(process.cwd(), ".cache", "jobs") },
     "micro-batch-tokens": { type: "string", default: env.RUNNER_MICRO_BATCH_TOKENS ?? "64" },
     "training-wait-ms": { type: "string", default: env.RUNNER_TRAINING_WAIT_MS ?? "1000" },
+    "shutdown-grace-s": { type: "string", default: env.RUNNER_SHUTDOWN_GRACE_S ?? "25" },
   },
 });
 
@@ -130,14 +132,15 @@ async function main(): Promise<void> {
     console.log(`runner listening on http://${info.address}:${info.port} (model ${modelId}, basis ${basis.id.slice(0, 12)}…, ${provider})`);
   });
 
+  const shutdownGraceMs = integer("shutdown-grace-s", values["shutdown-grace-s"], 0) * 1000;
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.error(`${signal}: no new requests; finishing the running ones…`);
+    console.error(`${signal}: no new requests; finishing the running ones (checkpointing training)…`);
     server.close();
     await jobs.shutdown(); // the running job checkpoints and resumes at the next start
-    await scheduler.close();
+    await scheduler.close(shutdownGraceMs);
     await engine.dispose();
     process.exit(0);
   };

@@ -6,6 +6,7 @@ import { randomAdapter } from "../testing/random-adapters.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { withStepHook } from "../testing/step-hook.ts";
 import { QueueFullError, Scheduler } from "./scheduler.ts";
 
 const files = makeByteLevelTokenizerFiles();
@@ -104,5 +105,21 @@ describe("Scheduler", () => {
       collect(scheduler.submit({ promptIds: [70], adapterId, options })).then(() => order.push(label));
     await Promise.all([submit("a", "a1"), submit("a", "a2"), submit("a", "a3"), submit("a", "a4"), submit("b", "b1")]);
     expect(order.indexOf("b1")).toBeLessThanOrEqual(1);
+  });
+
+  it("a shutdown lets short requests finish and ends the ones past its grace period with an error", async () => {
+    // 3 ms a step: the short request ends well inside the grace period, the long ones far outside it.
+    const slow = withStepHook(engine, () => new Promise((resolve) => setTimeout(resolve, 3)));
+    const scheduler = new Scheduler(slow, tokenizer, { maxBatch: 1, maxQueue: 4 });
+    const short = collect(scheduler.submit({ promptIds: tokenizer.encode("hi"), adapterId: null, options: { maxNewTokens: 2, temperature: 0, eosTokenIds: [] } }));
+    const long = collect(scheduler.submit({ promptIds: tokenizer.encode("go"), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }));
+    const queued = collect(scheduler.submit({ promptIds: tokenizer.encode("later"), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }));
+    const closing = scheduler.close(100);
+    expect(() => scheduler.submit({ promptIds: [1], adapterId: null, options: { maxNewTokens: 1 } })).toThrow(/closed/);
+    expect((await short).ids).toHaveLength(2);
+    await expect(long).rejects.toThrow(/shutting down/);
+    await expect(queued).rejects.toThrow(/shutting down/);
+    await closing;
+    expect(scheduler.stats).toEqual({ running: 0, waiting: 0 });
   });
 });

@@ -111,6 +111,7 @@ export class Scheduler {
   private lastAdmitted: string | null = null;
   private loop: Promise<void> | null = null;
   private closed = false;
+  private ending: Error | null = null; // set when a shutdown's grace period is over
   private stepMs = 50; // running estimate of one step, for Retry-After
 
   constructor(
@@ -160,10 +161,15 @@ export class Scheduler {
     return stream;
   }
 
-  /** Stops accepting requests and waits for the running and queued ones to finish. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting requests and waits for the running and queued ones to finish; those still
+   * going after `graceMs` end with an error their clients can read.
+   */
+  async close(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.closed = true;
+    const timer = Number.isFinite(graceMs) ? setTimeout(() => (this.ending = new Error("the runner is shutting down; retry on another runner")), graceMs) : null;
     while (this.loop !== null) await this.loop;
+    if (timer !== null) clearTimeout(timer);
   }
 
   private startLoop(): void {
@@ -177,6 +183,7 @@ export class Scheduler {
 
   private async run(): Promise<void> {
     while (this.running.length > 0 || this.waitingCount > 0) {
+      if (this.ending !== null) this.endEverything(this.ending);
       await this.admit();
       this.dropCancelled();
       if (this.running.length === 0) {
@@ -227,6 +234,14 @@ export class Scheduler {
       }
       this.running.push(entry);
     }
+  }
+
+  /** Ends every running and waiting request with `error`. */
+  private endEverything(error: Error): void {
+    for (let row = this.running.length - 1; row >= 0; row--) this.release(row, error);
+    for (const queue of this.waiting.values()) for (const entry of queue) entry.stream.end(error);
+    this.waiting.clear();
+    this.waitingCount = 0;
   }
 
   /** Ends waiting requests whose client has gone, so they stop holding queue slots. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import type { TrainingMessage, TrainingRecord } from "./dataset.ts";
+import type { TrainingMessage, TrainingRecord } from "../../src/training-data.ts";
 import { tokenizeRecord, tokenizeRecords, type TokenizedExample, type TokenizeOutcome } from "./tokenize.ts";
 
 const files = makeByteLevelTokenizerFiles();

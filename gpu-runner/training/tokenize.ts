@@ -9,7 +9,7 @@
 // end-of-turn token that closes each (the model must learn to stop), or for prompt/completion
 // examples the completion plus the eos token. Token t[0] is never trained: nothing predicts it.
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import type { ChatTrainingRecord, LineError, PromptCompletionTrainingRecord, TrainingRecord } from "./dataset.ts";
+import type { ChatTrainingRecord, LineError, PromptCompletionTrainingRecord, TrainingRecord } from "../../src/training-data.ts";
 
 /** One example ready for batching; the three arrays have the same length (see the file comment). */
 export interface TokenizedExample {

@@ -11,7 +11,7 @@ import { linearShape, LINEAR_MODULES, type LinearModule, type WeightMap } from "
 import { adapterKey, type Basis, type PicaAdapter, type SharingMode } from "../pica/types.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { makeBatches, splitBatch, splitTrainValidation, type Batch } from "./batching.ts";
-import { parseTrainingJsonl, type LineError } from "./dataset.ts";
+import { parseTrainingJsonl, type LineError } from "../../src/training-data.ts";
 import { AdamW, clipGradientNorm, learningRateAt, resolveHyperparameters, type ResolvedHyperparameters } from "./optimizer.ts";
 import { checkpointMatches, type TrainerCheckpoint } from "./checkpoint.ts";
 import { tokenizeRecords } from "./tokenize.ts";
