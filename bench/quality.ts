@@ -35,7 +35,7 @@ import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
 import type { Basis } from "../gpu-runner/pica/types.ts";
 import type { TextTokenizer } from "../gpu-runner/tokenizer/tokenizer.ts";
 import { makeBatches } from "../gpu-runner/training/batching.ts";
-import { parseTrainingJsonl } from "../gpu-runner/training/dataset.ts";
+import { parseTrainingJsonl } from "../src/training-data.ts";
 import { tokenizeRecords, type TokenizedExample } from "../gpu-runner/training/tokenize.ts";
 import { fineTune, type FineTuneHyperparameters } from "../gpu-runner/training/trainer.ts";
 import { TrainingSession } from "../gpu-runner/training/training-session.ts";

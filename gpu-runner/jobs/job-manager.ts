@@ -285,6 +285,7 @@ export class JobManager {
           learning_rate: event.learningRate,
           gradient_norm: event.gradientNorm,
           eta_seconds: event.etaSeconds,
+          trained_tokens: job.trained_tokens,
         }, `step:${event.step}`);
         return;
       }
@@ -321,7 +322,7 @@ export class JobManager {
     stored.job.eta_seconds = null;
     await this.persist(stored);
     const message = status === "succeeded" ? "The job has successfully completed" : status === "cancelled" ? "The job was cancelled" : `The job failed: ${error?.message}`;
-    this.emit(stored, "status", message, { status, adapter_sha256: stored.job.adapter_sha256, error }, `status:${status}`, status === "failed" ? "error" : "info");
+    this.emit(stored, "status", message, { status, adapter_sha256: stored.job.adapter_sha256, trained_tokens: stored.job.trained_tokens, error }, `status:${status}`, status === "failed" ? "error" : "info");
   }
 
   /** Queues an event for the callback; its id is stable across retries and resumed runs. */

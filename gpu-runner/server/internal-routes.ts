@@ -1,7 +1,7 @@
 /**
  * The runner's internal API, for the control plane only (bearer runner secret, compared in
- * constant time): register and evict adapters, submit training jobs, read and cancel them, and
- * fetch a finished job's adapter. Request bodies are validated by the protocol in src/.
+ * constant time): register and evict adapters, convert PEFT adapters to and from PiCa, submit
+ * training jobs, read and cancel them, and fetch a finished job's adapter. Request bodies are validated by the protocol in src/.
  */
 import { Hono } from "hono";
 import { bearerAuth } from "hono/bearer-auth";
@@ -11,6 +11,7 @@ import { parseTrainingJobRequest } from "../../src/protocol/runner.ts";
 import type { AdapterCache } from "../adapters/adapter-cache.ts";
 import { assertValidAdapterId } from "../adapters/adapter-store.ts";
 import type { JobManager } from "../jobs/job-manager.ts";
+import { exportPeftRoute, importPeftRoute, type PeftTransferOptions } from "./peft-transfer.ts";
 import { jsonBody } from "../../src/request-body.ts";
 
 export interface InternalApiOptions {
@@ -21,6 +22,8 @@ export interface InternalApiOptions {
   publishAdapter: ((id: string, bytes: Uint8Array) => Promise<{ bytes: number }>) | null;
   maxAdapterBytes?: number; // largest adapter upload; default 64 MiB
   maxJobBytes?: number; // largest job submission (inline data included); default 128 MiB
+  /** PEFT import and export (they need the basis); absent: those routes answer 404. */
+  peft?: PeftTransferOptions | null;
 }
 
 /** The `/internal` sub-app. */
@@ -62,6 +65,10 @@ export function internalRoutes(options: InternalApiOptions): Hono {
     return c.json(job, 202);
   });
 
+  app.post("/adapters/import-peft", tooLarge(options.maxAdapterBytes ?? 64 * 2 ** 20, "the PEFT adapter"), (c) => importPeftRoute(c, requirePeft()));
+
+  app.post("/adapters/export-peft", tooLarge(options.maxAdapterBytes ?? 64 * 2 ** 20, "the adapter"), (c) => exportPeftRoute(c, requirePeft()));
+
   app.get("/jobs", (c) => c.json({ object: "list", data: requireJobs().list() }));
 
   app.get("/jobs/:id", (c) => c.json(requireJob(c.req.param("id"))));
@@ -88,6 +95,11 @@ export function internalRoutes(options: InternalApiOptions): Hono {
     const job = requireJobs().get(id);
     if (job === null) throw jobNotFound(id);
     return job;
+  }
+
+  function requirePeft(): PeftTransferOptions {
+    if (!options.peft) throw notFound("This runner does not convert PEFT adapters.");
+    return options.peft;
   }
 
   function requireAdapters(): AdapterCache {

@@ -11,7 +11,8 @@
  *   --rank R --r-max R                  serving rank of adapters; rows of the stored basis
  *   --max-adapters N --max-adapter-mb M resident adapter budget (count and megabytes)
  *   --adapter-dir DIR (RUNNER_ADAPTER_DIR) local adapter store
- *   --edge-url URL (RUNNER_EDGE_URL)    read adapters from the control plane instead
+ *   --edge-url URL (RUNNER_EDGE_URL)    read adapters from the control plane instead (and, with --secret, heartbeat to it every 10 s)
+ *   --public-url URL (RUNNER_PUBLIC_URL) how the control plane reaches this runner; default: the listening address
  *   --secret S (RUNNER_SECRET)          shared secret of the internal API; unset: no internal API
  *   --jobs-dir DIR (RUNNER_JOBS_DIR)    where training jobs and their checkpoints live
  *   --micro-batch-tokens N              padded tokens per training slice (at least one row); default 64
@@ -31,6 +32,7 @@ import { SHIPPED_MODEL_DIRECTORY } from "../model/shipped-model.ts";
 import { loadOrComputeBasis } from "../pica/basis.ts";
 import type { ExecutionProvider } from "../runtime/onnx-session.ts";
 import { createRunnerApp } from "./app.ts";
+import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { ComputeGate } from "./compute-gate.ts";
 import { RunnerMetrics } from "./metrics.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -51,6 +53,7 @@ const { values } = parseArgs({
     "max-adapter-mb": { type: "string", default: env.RUNNER_MAX_ADAPTER_MB ?? "1024" },
     "adapter-dir": { type: "string", default: env.RUNNER_ADAPTER_DIR ?? join(process.cwd(), ".cache", "adapters") },
     "edge-url": { type: "string", default: env.RUNNER_EDGE_URL },
+    "public-url": { type: "string", default: env.RUNNER_PUBLIC_URL },
     secret: { type: "string", default: env.RUNNER_SECRET },
     "jobs-dir": { type: "string", default: env.RUNNER_JOBS_DIR ?? join(process.cwd(), ".cache", "jobs") },
     "micro-batch-tokens": { type: "string", default: env.RUNNER_MICRO_BATCH_TOKENS ?? "64" },
@@ -125,11 +128,15 @@ async function main(): Promise<void> {
     knowsAdapter: () => true,
     prepareAdapter: async (id) => (await cache.acquire(id))(),
     metrics,
-    internal: secret === null ? null : { secret, jobs, adapters: cache, publishAdapter },
+    internal: secret === null ? null : { secret, jobs, adapters: cache, publishAdapter, peft: { basis, config, baseModelName: modelId, defaultRank: rank } },
     health: () => ({ adapters: { resident: cache.stats().resident }, jobs: jobs.stats().byStatus }),
   });
+  let heartbeat: Heartbeat | null = null;
   const server = serve({ fetch: app.fetch, hostname: values.host!, port: integer("port", values.port, 0) }, (info) => {
     console.log(`runner listening on http://${info.address}:${info.port} (model ${modelId}, basis ${basis.id.slice(0, 12)}…, ${provider})`);
+    const publicUrl = values["public-url"] ?? `http://${info.address}:${info.port}`;
+    const report = () => ({ id: publicUrl, url: publicUrl, base_model: modelId, basis_id: basis.id, running: scheduler.stats.running, waiting: scheduler.stats.waiting, resident_adapters: cache.stats().resident });
+    if (edgeUrl !== null) heartbeat = startHeartbeat({ edgeUrl, secret: secret!, report });
   });
 
   const shutdownGraceMs = integer("shutdown-grace-s", values["shutdown-grace-s"], 0) * 1000;
@@ -138,6 +145,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.error(`${signal}: no new requests; finishing the running ones (checkpointing training)…`);
+    heartbeat?.stop();
     server.close();
     await jobs.shutdown(); // the running job checkpoints and resumes at the next start
     await scheduler.close(shutdownGraceMs);

@@ -111,3 +111,47 @@ export const CALLBACK_PATHS = {
   state: "/state",
   adapter: "/adapter",
 } as const;
+
+/**
+ * PEFT interop, done by a runner because the projection needs the basis.
+ *
+ * `POST /internal/adapters/import-peft`: multipart/form-data with the parts `adapter_config`
+ * (PEFT's adapter_config.json) and `adapter_model` (adapter_model.safetensors), optionally `rank`
+ * and `sharing` (PEFT_IMPORT_OPTIONS). Answers 200 with the PiCa adapter's safetensors bytes as
+ * the body, their sha256 in `x-content-sha256`, and the projection report (peftImportReportSchema)
+ * as JSON in the PEFT_IMPORT_REPORT_HEADER. A LoRA adapter PiCa cannot represent is a 400.
+ *
+ * `POST /internal/adapters/export-peft`: the body is a PiCa adapter's safetensors bytes. Answers
+ * 200 with multipart/form-data: `adapter_config` (adapter_config.json) and `adapter_model`
+ * (adapter_model.safetensors), the same parts the import takes, so an export re-imports as is.
+ */
+export const PEFT_PATHS = { import: "/internal/adapters/import-peft", export: "/internal/adapters/export-peft" } as const;
+
+/** The multipart part names of both PEFT routes (the files PEFT writes, without extensions). */
+export const PEFT_PARTS = { config: "adapter_config", model: "adapter_model" } as const;
+
+/** The header that carries an import's projection report. */
+export const PEFT_IMPORT_REPORT_HEADER = "x-pica-import-report";
+
+/** Optional form fields of an import: the PiCa rank (default: the runner's serving rank) and sharing. */
+export const peftImportOptionsSchema = z.object({
+  rank: z.coerce.number().pipe(z.int().min(1).max(64)).optional(),
+  sharing: z.enum(["shared", "per_layer"]).default("shared"),
+});
+export type PeftImportOptions = z.output<typeof peftImportOptionsSchema>;
+
+/**
+ * How well a LoRA adapter survived the projection: per module, ‖ΔW − M P‖ / ‖ΔW‖ over all layers
+ * (0 exact, 1 nothing kept), and the worst of them.
+ */
+export const peftImportReportSchema = z.object({
+  rank: z.int(),
+  sharing: z.enum(["shared", "per_layer"]),
+  basis_id: z.string(),
+  lora_r: z.int().nullable(),
+  lora_alpha: z.number().nullable(),
+  base_model_name_or_path: z.string().nullable(),
+  projection_error: z.record(z.string(), z.number()),
+  max_projection_error: z.number(),
+});
+export type PeftImportReport = z.infer<typeof peftImportReportSchema>;

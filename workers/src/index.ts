@@ -6,12 +6,26 @@ import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, notFound, serverError } from "../../src/errors.ts";
 import type { AppEnv } from "./env.ts";
+import { limitBodies, publicCors, requestIds } from "./http/policy.ts";
 import { consumeTasks } from "./queue/consumer.ts";
 import type { TaskMessage } from "./queue/messages.ts";
+import { adapterTransferRoutes } from "./routes/adapter-transfer.ts";
+import { adapterRoutes } from "./routes/adapters.ts";
 import { adminRoutes } from "./routes/admin.ts";
+import { docsRoutes } from "./routes/docs.ts";
+import { fileRoutes } from "./routes/files.ts";
+import { fineTuningJobRoutes } from "./routes/fine-tuning-jobs.ts";
+import { inferenceRoutes } from "./routes/inference.ts";
+import { internalAdapterRoutes, internalFileRoutes } from "./routes/internal-blobs.ts";
+import { jobCallbackRoutes } from "./routes/job-callbacks.ts";
 import { keyRoutes } from "./routes/keys.ts";
+import { modelRoutes } from "./routes/models.ts";
+import { runnerRoutes } from "./routes/runners.ts";
+import { usageRoutes } from "./routes/usage.ts";
+import { webhookRoutes } from "./routes/webhooks.ts";
 
-const app = new Hono<AppEnv>();
+/** The wired app; exported so tests can compare its routes with the API description. */
+export const app = new Hono<AppEnv>();
 
 app.onError((error, c) => {
   if (error instanceof HTTPException) return error.getResponse();
@@ -22,8 +36,25 @@ app.onError((error, c) => {
 });
 app.notFound((c) => c.json(notFound(`Unknown route ${c.req.method} ${c.req.path}`).toBody(), 404));
 
+app.use("*", requestIds(), limitBodies());
+app.use("/v1/*", publicCors());
+app.use("/openapi.json", publicCors());
+
+app.route("/", docsRoutes);
 app.route("/admin", adminRoutes);
 app.route("/v1/api_keys", keyRoutes);
+app.route("/v1", inferenceRoutes);
+app.route("/v1/models", modelRoutes);
+app.route("/v1/usage", usageRoutes);
+app.route("/internal/runners", runnerRoutes);
+app.route("/v1/webhooks", webhookRoutes);
+app.route("/v1/adapters", adapterTransferRoutes);
+app.route("/v1/adapters", adapterRoutes);
+app.route("/v1/files", fileRoutes);
+app.route("/v1/fine_tuning/jobs", fineTuningJobRoutes);
+app.route("/internal/files", internalFileRoutes);
+app.route("/internal/adapters", internalAdapterRoutes);
+app.route("/internal/jobs", jobCallbackRoutes);
 
 export { TenantLimiter } from "./limits/tenant-limiter.ts";
 

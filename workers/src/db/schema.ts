@@ -165,3 +165,21 @@ export const webhooks = sqliteTable(
   },
   (t) => [index("webhooks_tenant").on(t.tenantId)],
 );
+
+export const webhookDeliveries = sqliteTable(
+  "webhook_deliveries",
+  {
+    id: text("id").primaryKey(), // "msg_…", sent as `webhook-id`: the same on every retry
+    tenantId: text("tenant_id").notNull(),
+    webhookId: text("webhook_id").notNull().references(() => webhooks.id, { onDelete: "cascade" }),
+    eventType: text("event_type").notNull(),
+    payload: text("payload").notNull(), // the exact JSON body, so every retry signs the same bytes
+    status: text("status").notNull().default("pending"), // pending → delivered | failed
+    attempts: integer("attempts").notNull().default(0),
+    lastStatus: integer("last_status"), // HTTP status of the last attempt; null: network error
+    lastError: text("last_error"),
+    createdAt: createdAt(),
+    deliveredAt: integer("delivered_at"),
+  },
+  (t) => [index("webhook_deliveries_webhook").on(t.webhookId, t.createdAt)],
+);

@@ -2,6 +2,9 @@
  * The TASKS queue consumer: one handler per message kind. A handler that throws leaves the
  * message to be retried with backoff (at-least-once, so every handler is idempotent).
  */
+import { database } from "../db/client.ts";
+import { dispatchJob } from "../jobs/dispatcher.ts";
+import { deliverWebhook } from "../webhooks/deliver.ts";
 import type { TaskMessage } from "./messages.ts";
 
 export async function consumeTasks(batch: MessageBatch<TaskMessage>, env: Env): Promise<void> {
@@ -18,6 +21,10 @@ export async function consumeTasks(batch: MessageBatch<TaskMessage>, env: Env): 
 
 async function handle(task: TaskMessage, env: Env): Promise<void> {
   switch (task.kind) {
+    case "dispatch_job":
+      return dispatchJob(env, task.jobId);
+    case "deliver_webhook":
+      return deliverWebhook(database(env.DB), task.deliveryId);
     default:
       console.error(`unknown task ${JSON.stringify(task)}; dropped`);
       void env;

@@ -10,6 +10,8 @@ export interface RunnerInfo {
   id: string; // the URL's origin for listed runners without a heartbeat
   url: string; // origin, no trailing slash
   baseModel: string | null; // null: not known yet (listed, never heartbeated)
+  basisId: string | null; // null: not known yet
+  failures: number; // consecutive failed forwards
   running: number;
   waiting: number;
 }
@@ -20,11 +22,15 @@ export const HEARTBEAT_STALE_SECONDS = 30;
 export const MAX_CONSECUTIVE_FAILURES = 3;
 
 export async function healthyRunners(db: Database, env: Pick<Env, "RUNNER_URLS">): Promise<RunnerInfo[]> {
+  return healthyFromRows(await db.select().from(runners).all(), env);
+}
+
+/** The same choice from runner rows already read (e.g. in a batch with other lookups). */
+export function healthyFromRows(known: (typeof runners.$inferSelect)[], env: Pick<Env, "RUNNER_URLS">): RunnerInfo[] {
   const now = Math.floor(Date.now() / 1000);
-  const known = await db.select().from(runners).all();
   const byUrl = new Map<string, RunnerInfo>();
   for (const url of (env.RUNNER_URLS ?? "").split(",").map((u) => u.trim().replace(/\/+$/, "")).filter(Boolean)) {
-    byUrl.set(url, { id: url, url, baseModel: null, running: 0, waiting: 0 });
+    byUrl.set(url, { id: url, url, baseModel: null, basisId: null, failures: 0, running: 0, waiting: 0 });
   }
   for (const row of known) {
     const url = row.url.replace(/\/+$/, "");
@@ -33,8 +39,12 @@ export async function healthyRunners(db: Database, env: Pick<Env, "RUNNER_URLS">
       byUrl.delete(url);
       continue;
     }
-    if (stale) continue; // listed statically: stays, with what we last knew
-    byUrl.set(url, { id: row.id, url, baseModel: row.baseModel, running: row.running, waiting: row.waiting });
+    if (stale) {
+      const listed = byUrl.get(url); // listed statically: stays, with what we last knew
+      if (listed !== undefined) listed.failures = row.failures;
+      continue;
+    }
+    byUrl.set(url, { id: row.id, url, baseModel: row.baseModel, basisId: row.basisId, failures: row.failures, running: row.running, waiting: row.waiting });
   }
   return [...byUrl.values()];
 }

@@ -1,0 +1,114 @@
+/**
+ * `wrangler dev --local` as a child process for benchmarks: the edge worker on a free port with
+ * its own persistence directory (local D1 with the real migrations applied first), its output kept
+ * for error messages, and a stop that ends the whole process group (wrangler starts workerd
+ * beneath it) so a failed bench leaves no orphan.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { join } from "node:path";
+
+const ROOT = join(import.meta.dirname, "..");
+const WRANGLER = join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+const CONFIG = "workers/wrangler.jsonc";
+const OUTPUT_LINES_KEPT = 60;
+
+/** A started local edge: its base URL and how to stop it. */
+export interface WranglerProcess {
+  url: string;
+  recentOutput(): string;
+  stop(): Promise<void>;
+}
+
+export interface WranglerOptions {
+  persistTo: string; // local D1/R2/DO state
+  vars: Record<string, string>; // --var NAME:value
+  envFile: string; // secrets, instead of workers/.dev.vars
+  startTimeoutMs?: number; // default 90 s
+}
+
+/** Applies the migrations to the local D1 in `persistTo`; throws with wrangler's output on failure. */
+export async function applyLocalMigrations(persistTo: string): Promise<void> {
+  const child = spawn(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persistTo, "-c", CONFIG], {
+    cwd: ROOT,
+    env: quietEnv(),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  if (code !== 0) throw new Error(`wrangler d1 migrations apply exited with ${code}:\n${output.slice(-4000)}`);
+}
+
+/** Starts `wrangler dev --local` and resolves once it serves requests. */
+export async function startWrangler(options: WranglerOptions): Promise<WranglerProcess> {
+  const port = await freePort();
+  const args = [WRANGLER, "dev", "-c", CONFIG, "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", options.persistTo, "--env-file", options.envFile, "--show-interactive-dev-session=false", "--log-level", "warn", "--inspector-port", String(await freePort())];
+  for (const [name, value] of Object.entries(options.vars)) args.push("--var", `${name}:${value}`);
+  // Its own process group, so that stopping it also stops workerd.
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: quietEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const lines: string[] = [];
+  const keep = (chunk: Buffer) => {
+    lines.push(...chunk.toString().split("\n").filter((line) => line.trim().length > 0));
+    lines.splice(0, Math.max(0, lines.length - OUTPUT_LINES_KEPT));
+  };
+  child.stdout!.on("data", keep);
+  child.stderr!.on("data", keep);
+  const recentOutput = () => lines.join("\n");
+  const stop = stopper(child);
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    const deadline = Date.now() + (options.startTimeoutMs ?? 90_000);
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${recentOutput()}`);
+      if (Date.now() > deadline) throw new Error(`wrangler dev did not start in time:\n${recentOutput()}`);
+      const ready = await fetch(`${url}/v1/models`).then((response) => response.status === 401, () => false);
+      if (ready) break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    return { url, recentOutput, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** Stops the child's whole process group: SIGTERM, then SIGKILL; also when this process exits. */
+function stopper(child: ChildProcess): () => Promise<void> {
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const signalGroup = (signal: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, signal);
+    } catch {
+      // already gone
+    }
+  };
+  const killOnExit = () => signalGroup("SIGKILL");
+  process.once("exit", killOnExit);
+  return async () => {
+    process.off("exit", killOnExit);
+    if (child.exitCode === null && child.signalCode === null) {
+      signalGroup("SIGTERM");
+      const killer = setTimeout(() => signalGroup("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(killer);
+    }
+    signalGroup("SIGKILL"); // workerd may outlive wrangler's own exit
+  };
+}
+
+function quietEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_COLOR: "1" };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}

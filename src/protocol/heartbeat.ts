@@ -1,0 +1,29 @@
+// What a runner tells the control plane every few seconds (`POST /internal/runners/heartbeat`,
+// runner secret): where it is reachable, what it serves, and how busy it is. Stale or failing
+// runners leave the edge's rotation; a heartbeat brings one back.
+import { z } from "zod";
+import { fromZodError } from "../errors.ts";
+
+/** Seconds between a runner's heartbeats (the edge drops a runner after several missed ones). */
+export const HEARTBEAT_INTERVAL_SECONDS = 10;
+
+/** The body of a heartbeat. */
+export const runnerHeartbeatSchema = z
+  .object({
+    id: z.string().min(1).max(200),
+    url: z.url({ protocol: /^https?$/ }), // how the edge reaches the runner's API
+    base_model: z.string().min(1).max(200),
+    basis_id: z.string().min(1).max(200),
+    running: z.int().min(0),
+    waiting: z.int().min(0),
+    resident_adapters: z.int().min(0),
+  })
+  .strict();
+export type RunnerHeartbeatBody = z.infer<typeof runnerHeartbeatSchema>;
+
+/** Parses a heartbeat; throws ApiError 400 naming the first bad field. */
+export function parseRunnerHeartbeat(body: unknown): RunnerHeartbeatBody {
+  const result = runnerHeartbeatSchema.safeParse(body, { reportInput: true });
+  if (!result.success) throw fromZodError(result.error);
+  return result.data;
+}

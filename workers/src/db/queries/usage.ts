@@ -1,0 +1,58 @@
+/**
+ * Token usage per request, always read and written for one tenant: what a request used is
+ * recorded after its response ends, and reports sum it by model and by UTC day.
+ */
+import { and, eq, gte, lt, sql } from "drizzle-orm";
+import type { Database } from "../client.ts";
+import { usage } from "../schema.ts";
+
+export interface UsageRecord {
+  tenantId: string;
+  model: string;
+  requestId: string;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Records the tokens one request used. */
+export async function recordUsage(db: Database, record: UsageRecord) {
+  await db.insert(usage).values(record);
+}
+
+export interface UsageWindow {
+  startTime: number; // Unix seconds, inclusive
+  endTime: number; // Unix seconds, exclusive
+}
+
+export interface UsageTotals {
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface UsageReport {
+  totals: UsageTotals;
+  byModel: (UsageTotals & { model: string })[];
+  byDay: (UsageTotals & { day: number; model: string })[]; // day: Unix seconds of 00:00 UTC
+}
+
+const SECONDS_PER_DAY = 86_400;
+
+/** The tenant's usage in a window: totals, per model, and per UTC day and model. */
+export async function usageReport(db: Database, tenantId: string, window: UsageWindow): Promise<UsageReport> {
+  const where = and(eq(usage.tenantId, tenantId), gte(usage.createdAt, window.startTime), lt(usage.createdAt, window.endTime));
+  const sums = {
+    requests: sql<number>`count(*)`.mapWith(Number),
+    promptTokens: sql<number>`coalesce(sum(${usage.promptTokens}), 0)`.mapWith(Number),
+    completionTokens: sql<number>`coalesce(sum(${usage.completionTokens}), 0)`.mapWith(Number),
+  };
+  // Inlined, not bound: D1 binds JS numbers as REAL, which would turn this into float division.
+  const daySeconds = sql.raw(String(SECONDS_PER_DAY));
+  const day = sql<number>`(${usage.createdAt} / ${daySeconds}) * ${daySeconds}`.mapWith(Number);
+  const [totals, byModel, byDay] = await db.batch([
+    db.select(sums).from(usage).where(where),
+    db.select({ model: usage.model, ...sums }).from(usage).where(where).groupBy(usage.model).orderBy(usage.model),
+    db.select({ day, model: usage.model, ...sums }).from(usage).where(where).groupBy(day, usage.model).orderBy(day, usage.model),
+  ]);
+  return { totals: totals[0] ?? { requests: 0, promptTokens: 0, completionTokens: 0 }, byModel, byDay };
+}

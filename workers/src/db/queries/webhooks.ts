@@ -1,0 +1,93 @@
+/** Webhook endpoints and their deliveries, always scoped by tenant; a secret is read only to sign. */
+import { and, desc, eq, isNull } from "drizzle-orm";
+import type { Database } from "../client.ts";
+import { webhookDeliveries, webhooks } from "../schema.ts";
+
+export interface NewWebhook {
+  id: string;
+  tenantId: string;
+  url: string;
+  secret: string;
+  events: string[];
+}
+
+/** Registers an endpoint; the returned row still holds the secret, for the one creation response. */
+export async function createWebhook(db: Database, webhook: NewWebhook) {
+  const [row] = await db.insert(webhooks).values(webhook).returning();
+  return row;
+}
+
+/** A tenant's live endpoints, oldest first. */
+export async function listWebhooks(db: Database, tenantId: string) {
+  return db.select().from(webhooks).where(and(eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt))).orderBy(webhooks.createdAt, webhooks.id).all();
+}
+
+/** One of a tenant's live endpoints; null when it has none by that id. */
+export async function getWebhook(db: Database, tenantId: string, id: string) {
+  const row = await db.select().from(webhooks).where(and(eq(webhooks.id, id), eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt))).get();
+  return row ?? null;
+}
+
+/** Disables an endpoint (kept, so its delivery history stays readable); null when not the tenant's. */
+export async function deleteWebhook(db: Database, tenantId: string, id: string) {
+  const [row] = await db
+    .update(webhooks)
+    .set({ disabledAt: Math.floor(Date.now() / 1000) })
+    .where(and(eq(webhooks.id, id), eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt)))
+    .returning();
+  return row ?? null;
+}
+
+export interface NewDelivery {
+  id: string;
+  tenantId: string;
+  webhookId: string;
+  eventType: string;
+  payload: string;
+}
+
+/** Records pending deliveries (one per endpoint) in one batch. */
+export async function createDeliveries(db: Database, deliveries: NewDelivery[]) {
+  if (deliveries.length === 0) return;
+  await db.insert(webhookDeliveries).values(deliveries);
+}
+
+/** A delivery with its endpoint's URL and secret (null when the endpoint was deleted since). */
+export async function getDeliveryForSending(db: Database, deliveryId: string) {
+  const row = await db
+    .select({ delivery: webhookDeliveries, url: webhooks.url, secret: webhooks.secret, disabledAt: webhooks.disabledAt })
+    .from(webhookDeliveries)
+    .innerJoin(webhooks, eq(webhooks.id, webhookDeliveries.webhookId))
+    .where(eq(webhookDeliveries.id, deliveryId))
+    .get();
+  return row ?? null;
+}
+
+/** Records one attempt's outcome; `status` moves to delivered or failed when it is final. */
+export async function recordAttempt(
+  db: Database,
+  deliveryId: string,
+  attempt: { attempts: number; httpStatus: number | null; error: string | null; status: "pending" | "delivered" | "failed" },
+) {
+  await db
+    .update(webhookDeliveries)
+    .set({
+      attempts: attempt.attempts,
+      lastStatus: attempt.httpStatus,
+      lastError: attempt.error,
+      status: attempt.status,
+      deliveredAt: attempt.status === "delivered" ? Math.floor(Date.now() / 1000) : null,
+    })
+    .where(eq(webhookDeliveries.id, deliveryId));
+}
+
+/** A tenant's recent deliveries to one endpoint, newest first. */
+export async function listDeliveries(db: Database, tenantId: string, webhookId: string, limit = 20) {
+  return db
+    .select()
+    .from(webhookDeliveries)
+    .where(and(eq(webhookDeliveries.tenantId, tenantId), eq(webhookDeliveries.webhookId, webhookId)))
+    .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
+    .limit(limit)
+    .all();
+}

@@ -1,0 +1,75 @@
+/**
+ * Sends an inference request to runners in preference order until one answers: a network error,
+ * a 5xx, or a stream that breaks before its first byte counts against that runner and moves on to
+ * the next; a 4xx is the runner's verdict on the request and goes back to the client as is.
+ */
+import { ApiError } from "../../../src/errors.ts";
+import type { RunnerInfo } from "../runners/registry.ts";
+
+export interface ForwardRequest {
+  path: "/v1/chat/completions" | "/v1/completions";
+  body: string; // JSON
+  stream: boolean;
+  requestId: string;
+}
+
+/** What the chosen runner answered. */
+export type ForwardResult =
+  | { kind: "refused"; runner: RunnerInfo; response: Response } // a 4xx, passed through
+  | { kind: "json"; runner: RunnerInfo; status: number; text: string }
+  | { kind: "stream"; runner: RunnerInfo; first: Uint8Array; reader: ReadableStreamDefaultReader<Uint8Array> };
+
+export interface ForwardHooks {
+  failed(runner: RunnerInfo, reason: string): void; // counts against the runner
+  succeeded(runner: RunnerInfo): void;
+}
+
+/** Tries `runners` in order; throws a 503 when none of them could answer. */
+export async function forwardToRunners(runners: readonly RunnerInfo[], request: ForwardRequest, hooks: ForwardHooks): Promise<ForwardResult> {
+  const reasons: string[] = [];
+  for (const runner of runners) {
+    const result = await tryRunner(runner, request).catch((error: unknown) => `${(error as Error).message}`);
+    if (typeof result === "string") {
+      reasons.push(result);
+      hooks.failed(runner, result);
+      continue;
+    }
+    hooks.succeeded(runner);
+    return result;
+  }
+  console.error(`request ${request.requestId}: no runner answered (${reasons.join("; ") || "no runners"})`);
+  throw runnerUnavailable("No inference runner is available right now; please retry shortly.");
+}
+
+/** 503: no runner can take the request; a retry soon may find one. */
+export function runnerUnavailable(message: string): ApiError {
+  return new ApiError(503, "server_error", message, null, "runner_unavailable", 1);
+}
+
+/** One attempt: a result, or the reason it failed (thrown errors are failures too). */
+async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<ForwardResult | string> {
+  const response = await fetch(`${runner.url}${request.path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-request-id": request.requestId },
+    body: request.body,
+  });
+  if (response.status >= 500) {
+    await response.body?.cancel();
+    return `${runner.url} answered ${response.status}`;
+  }
+  if (response.status >= 400) return { kind: "refused", runner, response };
+  if (!request.stream || !(response.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
+    return { kind: "json", runner, status: response.status, text: await response.text() };
+  }
+  if (response.body === null) return `${runner.url} sent a stream without a body`;
+  // Wait for the first bytes before answering the client: until then another runner can still
+  // take the request without the client ever noticing.
+  const reader = response.body.getReader();
+  let first = await reader.read();
+  while (!first.done && first.value.byteLength === 0) first = await reader.read();
+  if (first.done) {
+    reader.cancel().catch(() => undefined);
+    return `${runner.url} closed the stream before its first byte`;
+  }
+  return { kind: "stream", runner, first: first.value, reader };
+}

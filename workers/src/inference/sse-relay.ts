@@ -1,0 +1,142 @@
+/**
+ * Relays a runner's SSE stream to the client as it arrives. A TransformStream cuts the bytes into
+ * events only to watch for the usage chunk (which the edge always asks for, to bill) and to drop
+ * it when the client did not ask; nothing waits for more than the rest of the current event.
+ * A runner that dies mid-stream ends the client's stream with an OpenAI-shaped error event.
+ */
+import { serverError } from "../../../src/errors.ts";
+import { usageSchema, type Usage } from "../../../src/protocol/openai.ts";
+
+/** How a relayed stream ended. */
+export type RelayEnd = "completed" | "runner_failed" | "client_gone";
+
+export interface RelayOutcome {
+  end: RelayEnd;
+  usage: Usage | null; // from the runner's usage chunk; null when it never came
+}
+
+export interface RelayOptions {
+  forwardUsage: boolean; // the client asked for stream_options.include_usage
+}
+
+const EVENT_BOUNDARY = /\r?\n\r?\n/;
+const encoder = new TextEncoder();
+
+/**
+ * Streams `first` and then the rest of `upstream` to the returned body. `finished` settles once
+ * the stream is over, however it ended (never rejects), with the usage the runner reported.
+ */
+export function relaySse(first: Uint8Array, upstream: ReadableStreamDefaultReader<Uint8Array>, options: RelayOptions): { body: ReadableStream<Uint8Array>; finished: Promise<RelayOutcome> } {
+  const watcher = new UsageWatcher(options.forwardUsage);
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(watcher);
+  const writer = writable.getWriter();
+  let clientGone = false;
+  // Cancelling the body (the client went away) errors the writable side at once: stop reading
+  // the runner now rather than at its next token, so it frees the row.
+  writer.closed.catch(() => {
+    clientGone = true;
+    upstream.cancel().catch(() => undefined);
+  });
+
+  const finished = (async (): Promise<RelayOutcome> => {
+    let chunk: Uint8Array | undefined = first;
+    while (chunk !== undefined) {
+      try {
+        await writer.write(chunk);
+      } catch {
+        return { end: "client_gone", usage: watcher.usage };
+      }
+      try {
+        const next = await upstream.read();
+        chunk = next.done ? undefined : next.value;
+      } catch {
+        if (clientGone) return { end: "client_gone", usage: watcher.usage };
+        return failRunner(writer, watcher);
+      }
+    }
+    // A runner that ends without `[DONE]` died or gave up; say so unless it already did.
+    if (!watcher.sawDone && !watcher.sawError) return failRunner(writer, watcher);
+    try {
+      await writer.close();
+    } catch {
+      return { end: "client_gone", usage: watcher.usage };
+    }
+    return { end: watcher.sawError ? "runner_failed" : "completed", usage: watcher.usage };
+  })();
+  return { body: readable, finished };
+}
+
+/** The SSE event a client gets when the runner fails after the stream began. */
+export function runnerFailedEvent(): Uint8Array {
+  const error = serverError("The runner serving this request failed while streaming; the response is incomplete.", "runner_failed");
+  return encoder.encode(`data: ${JSON.stringify(error.toBody())}\n\n`);
+}
+
+async function failRunner(writer: WritableStreamDefaultWriter<Uint8Array>, watcher: UsageWatcher): Promise<RelayOutcome> {
+  watcher.discardPending(); // half an event is not JSON a client could read
+  try {
+    await writer.write(runnerFailedEvent());
+    await writer.close();
+    return { end: "runner_failed", usage: watcher.usage };
+  } catch {
+    return { end: "client_gone", usage: watcher.usage };
+  }
+}
+
+/** Passes events through while reading the ones that matter: usage, `[DONE]`, errors. */
+class UsageWatcher implements Transformer<Uint8Array, Uint8Array> {
+  usage: Usage | null = null;
+  sawDone = false;
+  sawError = false;
+  private readonly decoder = new TextDecoder();
+  private pending = ""; // the start of an event whose end has not arrived
+
+  constructor(private readonly forwardUsage: boolean) {}
+
+  transform(chunk: Uint8Array, controller: TransformStreamDefaultController<Uint8Array>): void {
+    this.pending += this.decoder.decode(chunk, { stream: true });
+    let boundary: RegExpExecArray | null;
+    while ((boundary = EVENT_BOUNDARY.exec(this.pending)) !== null) {
+      const event = this.pending.slice(0, boundary.index + boundary[0].length);
+      this.pending = this.pending.slice(event.length);
+      if (this.read(event) || this.forwardUsage) controller.enqueue(encoder.encode(event));
+    }
+  }
+
+  flush(controller: TransformStreamDefaultController<Uint8Array>): void {
+    const rest = this.pending + this.decoder.decode();
+    this.pending = "";
+    if (rest.length > 0) controller.enqueue(encoder.encode(rest));
+  }
+
+  /** Forgets the unfinished event. */
+  discardPending(): void {
+    this.pending = "";
+    this.decoder.decode(); // resets a half-decoded character too
+  }
+
+  /** Notes what the event says; false for the usage chunk (forwarded only when asked for). */
+  private read(event: string): boolean {
+    const data = event
+      .split(/\r?\n/)
+      .filter((line) => line.startsWith("data:"))
+      .map((line) => line.slice(5).trimStart())
+      .join("\n");
+    if (data === "[DONE]") {
+      this.sawDone = true;
+      return true;
+    }
+    if (data.startsWith('{"error"')) this.sawError = true;
+    // Cheap test first: only the usage chunk carries a `"usage":{` object.
+    if (!data.includes('"usage":{')) return true;
+    try {
+      const parsed = JSON.parse(data) as { choices?: unknown[]; usage?: unknown };
+      const usage = usageSchema.safeParse(parsed.usage);
+      if (!usage.success) return true;
+      this.usage = usage.data;
+      return !(Array.isArray(parsed.choices) && parsed.choices.length === 0);
+    } catch {
+      return true;
+    }
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * `/v1/adapters`: the tenant's adapters (fine-tuned models and checkpoints): list and retrieve
+ * (inference key: they are models to use), delete (fine-tuning key). Ids contain ':' (`ft:{base}:{tenant}:{suffix}:{job}`),
+ * which a path segment carries as is; clients may also percent-encode them.
+ */
+import { Hono } from "hono";
+import { notFound } from "../../../src/errors.ts";
+import { requireKey } from "../auth/middleware.ts";
+import { database } from "../db/client.ts";
+import { deleteTenantAdapter, findTenantAdapter, listTenantAdapters, type AdapterRow } from "../db/queries/adapters.ts";
+import type { AppEnv } from "../env.ts";
+
+export const adapterRoutes = new Hono<AppEnv>();
+
+adapterRoutes.get("/", requireKey("inference"), async (c) => {
+  const rows = await listTenantAdapters(database(c.env.DB), c.get("caller").tenantId);
+  return c.json({ object: "list", data: rows.map(publicAdapter), has_more: false });
+});
+
+adapterRoutes.get("/:id", requireKey("inference"), async (c) => {
+  const row = await findTenantAdapter(database(c.env.DB), c.get("caller").tenantId, c.req.param("id"));
+  if (row === null) throw adapterNotFound(c.req.param("id"));
+  return c.json(publicAdapter(row));
+});
+
+adapterRoutes.delete("/:id", requireKey("fine_tuning"), async (c) => {
+  const row = await deleteTenantAdapter(database(c.env.DB), c.get("caller").tenantId, c.req.param("id"));
+  if (row === null) throw adapterNotFound(c.req.param("id"));
+  // Row first: from then on no request can resolve the adapter, so a failed blob delete hides nothing.
+  await c.env.BLOBS.delete(row.blobKey);
+  return c.json({ id: row.id, object: "adapter", deleted: true });
+});
+
+function adapterNotFound(id: string) {
+  return notFound(`The adapter ${JSON.stringify(id)} does not exist.`, "adapter_id", "adapter_not_found");
+}
+
+/** An adapter as the API shows it (never its blob key). */
+export function publicAdapter(row: AdapterRow) {
+  return {
+    id: row.id,
+    object: "adapter" as const,
+    created_at: row.createdAt,
+    base_model: row.baseModel,
+    basis_id: row.basisId,
+    rank: row.rank,
+    weight_sharing: row.sharing === null ? null : row.sharing === "shared",
+    status: row.status,
+    bytes: row.bytes,
+    sha256: row.sha256,
+    source: row.source,
+    fine_tuning_job_id: row.sourceJobId,
+    import_report: row.importReport,
+  };
+}
+

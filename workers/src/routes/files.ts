@@ -1,0 +1,118 @@
+/**
+ * `/v1/files` (fine-tuning key): upload a training file (multipart, purpose `fine-tune`),
+ * validated before it is stored; list, retrieve, download and delete. File objects are OpenAI's.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { badRequest, notFound } from "../../../src/errors.ts";
+import { randomId } from "../auth/keys.ts";
+import { requireKey } from "../auth/middleware.ts";
+import { database } from "../db/client.ts";
+import { createFile, deleteTenantFile, findTenantFile, listTenantFiles, type FileRow } from "../db/queries/files.ts";
+import type { AppEnv } from "../env.ts";
+import { validateTrainingUpload } from "../files/training-file.ts";
+import { fileBlobKey } from "../storage/blob-keys.ts";
+import { listPage, pageQuerySchema } from "./list-page.ts";
+import { parse } from "./parse.ts";
+
+/** The only purpose accepted: files are training data. */
+export const FILE_PURPOSE = "fine-tune";
+
+const listQuerySchema = pageQuerySchema(100, 10_000).extend({ purpose: z.string().optional() });
+
+export const fileRoutes = new Hono<AppEnv>();
+fileRoutes.use(requireKey("fine_tuning"));
+
+fileRoutes.post("/", async (c) => {
+  const form = await multipartForm(c.req.raw);
+  const purpose = form.get("purpose");
+  if (purpose === null) throw badRequest("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter");
+  if (purpose !== FILE_PURPOSE) throw badRequest(`Invalid value for 'purpose': only '${FILE_PURPOSE}' is supported.`, "purpose", "invalid_value");
+  const file = form.get("file");
+  if (file === null) throw badRequest("Missing required parameter: 'file'.", "file", "missing_required_parameter");
+  if (typeof file === "string") throw badRequest("Invalid type for 'file': expected a file upload, but got a text field instead.", "file", "invalid_type");
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const valid = validateTrainingUpload(bytes);
+
+  const tenantId = c.get("caller").tenantId;
+  const id = randomId("file-");
+  const blobKey = fileBlobKey(tenantId, id);
+  // Blob first: a row never points at a missing blob (an orphan blob is invisible and harmless).
+  await c.env.BLOBS.put(blobKey, bytes, { httpMetadata: { contentType: "application/jsonl" } });
+  const row = await createFile(database(c.env.DB), {
+    id,
+    tenantId,
+    purpose,
+    filename: (file.name || "upload.jsonl").slice(0, 255),
+    bytes: bytes.byteLength,
+    examples: valid.examples,
+    estimatedTokens: valid.estimatedTokens,
+    blobKey,
+  });
+  return c.json(publicFile(row), 200);
+});
+
+fileRoutes.get("/", async (c) => {
+  const query = parse(listQuerySchema, c.req.query());
+  const db = database(c.env.DB);
+  const tenantId = c.get("caller").tenantId;
+  const after = query.after === undefined ? null : await fileOr404(c.env.DB, tenantId, query.after, "after");
+  const rows = await listTenantFiles(db, tenantId, { limit: query.limit + 1, after, purpose: query.purpose });
+  return c.json(listPage(rows.map(publicFile), query.limit));
+});
+
+fileRoutes.get("/:id", async (c) => c.json(publicFile(await fileOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id")))));
+
+fileRoutes.get("/:id/content", async (c) => {
+  const row = await fileOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
+  const blob = await c.env.BLOBS.get(row.blobKey);
+  if (blob === null) throw fileNotFound(row.id);
+  return new Response(blob.body, { headers: { "content-type": "application/jsonl; charset=utf-8", "content-length": String(blob.size) } });
+});
+
+fileRoutes.delete("/:id", async (c) => {
+  const row = await deleteTenantFile(database(c.env.DB), c.get("caller").tenantId, c.req.param("id"));
+  if (row === null) throw fileNotFound(c.req.param("id"));
+  // Row first: once it is gone nobody can reach the blob, so a failed blob delete hides nothing.
+  await c.env.BLOBS.delete(row.blobKey);
+  return c.json({ id: row.id, object: "file", deleted: true });
+});
+
+/** The tenant's file, or a 404 naming it (another tenant's file is as unknown as a missing one). */
+export async function fileOr404(d1: D1Database, tenantId: string, id: string, param = "file_id"): Promise<FileRow> {
+  const row = await findTenantFile(database(d1), tenantId, id);
+  if (row === null) throw fileNotFound(id, param);
+  return row;
+}
+
+function fileNotFound(id: string, param = "file_id") {
+  return notFound(`No such File object: ${id}`, param, "file_not_found");
+}
+
+/** A file as OpenAI's API shows it. */
+function publicFile(row: FileRow) {
+  return {
+    id: row.id,
+    object: "file" as const,
+    bytes: row.bytes,
+    created_at: row.createdAt,
+    expires_at: null,
+    filename: row.filename,
+    purpose: row.purpose,
+    status: row.status,
+    status_details: null,
+  };
+}
+
+// Hono's parseBody would turn a malformed body into a 500; this names the problem instead.
+async function multipartForm(request: Request): Promise<FormData> {
+  const type = request.headers.get("content-type") ?? "";
+  if (!/^multipart\/form-data\s*;/i.test(type)) {
+    throw badRequest("Uploads must be multipart/form-data with the fields 'purpose' and 'file'.", null, "invalid_content_type");
+  }
+  try {
+    return await request.formData();
+  } catch {
+    throw badRequest("The multipart body could not be parsed.", null, "invalid_multipart");
+  }
+}

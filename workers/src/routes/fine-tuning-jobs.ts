@@ -1,0 +1,171 @@
+/**
+ * `/v1/fine_tuning/jobs` (fine-tuning key): create a job on one of the tenant's files (estimated
+ * up front, dispatched through the TASKS queue), list, retrieve, cancel, and read its events and
+ * checkpoints. Shapes are OpenAI's; PiCa's `rank` and `weight_sharing` ride along in the
+ * hyper-parameters.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { BASE_MODEL_ID, fineTunedModelId, validateSuffix } from "../../../src/constants.ts";
+import { badRequest, notFound } from "../../../src/errors.ts";
+import { hyperparametersSchema, type Hyperparameters } from "../../../src/protocol/runner.ts";
+import { jsonBody } from "../../../src/request-body.ts";
+import { randomId } from "../auth/keys.ts";
+import { requireKey } from "../auth/middleware.ts";
+import { database } from "../db/client.ts";
+import { createJob, findTenantJob, listTenantJobs, type JobRow } from "../db/queries/fine-tuning-jobs.ts";
+import { findJobCheckpoint, findJobEvent, listJobCheckpoints, listJobEvents } from "../db/queries/job-results.ts";
+import type { AppEnv } from "../env.ts";
+import { estimateJob } from "../jobs/estimate.ts";
+import { publicCheckpoint, publicEvent, publicJob } from "../jobs/job-object.ts";
+import { finishJob } from "../jobs/job-outcomes.ts";
+import { isTerminal } from "../jobs/job-status.ts";
+import { cancelOnRunner, runnerUrl } from "../jobs/runner-client.ts";
+import type { TaskMessage } from "../queue/messages.ts";
+import { fileOr404 } from "./files.ts";
+import { listPage, pageQuerySchema } from "./list-page.ts";
+import { parse } from "./parse.ts";
+
+/** The runner's defaults, stated on the job so its object says what will be trained. */
+export const DEFAULT_RANK = 8;
+export const DEFAULT_WEIGHT_SHARING = true;
+
+/** The body of `POST /v1/fine_tuning/jobs` (also described in the OpenAPI document). */
+export const createJobSchema = z
+  .object({
+    model: z.string().min(1).max(200),
+    training_file: z.string().min(1).max(200),
+    validation_file: z.string().min(1).max(200).nullable().optional(),
+    suffix: z.string().nullable().optional(),
+    seed: z.int().min(0).max(2 ** 31 - 1).nullable().optional(),
+    hyperparameters: hyperparametersSchema.optional(), // OpenAI's legacy place for them
+    method: z
+      .object({
+        type: z.literal("supervised"),
+        supervised: z.object({ hyperparameters: hyperparametersSchema.optional() }).strict().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export const fineTuningJobRoutes = new Hono<AppEnv>();
+fineTuningJobRoutes.use(requireKey("fine_tuning"));
+
+fineTuningJobRoutes.post("/", async (c) => {
+  const body = parse(createJobSchema, await jsonBody(c));
+  const tenantId = c.get("caller").tenantId;
+  const baseModel = c.env.BASE_MODEL || BASE_MODEL_ID;
+  if (body.model !== baseModel) {
+    throw badRequest(`Model ${JSON.stringify(body.model)} is not available for fine-tuning; use '${baseModel}'.`, "model", "model_not_available");
+  }
+  if (body.hyperparameters !== undefined && body.method?.supervised?.hyperparameters !== undefined) {
+    throw badRequest("Give hyper-parameters in 'method.supervised.hyperparameters' or in the legacy 'hyperparameters', not both.", "hyperparameters", "invalid_value");
+  }
+  const suffix = validateSuffix(body.suffix ?? "");
+  const training = await fileOr404(c.env.DB, tenantId, body.training_file, "training_file");
+  const validation = body.validation_file == null ? null : await fileOr404(c.env.DB, tenantId, body.validation_file, "validation_file");
+  const requested: Hyperparameters = body.method?.supervised?.hyperparameters ?? body.hyperparameters ?? {};
+  const estimate = estimateJob(training, requested, body.hyperparameters !== undefined ? "hyperparameters" : "method.supervised.hyperparameters");
+
+  const id = randomId("ftjob-");
+  const db = database(c.env.DB);
+  const job = await createJob(
+    db,
+    {
+      id,
+      tenantId,
+      model: baseModel,
+      trainingFile: training.id,
+      validationFile: validation?.id ?? null,
+      suffix: body.suffix ?? null,
+      seed: body.seed ?? crypto.getRandomValues(new Uint32Array(1))[0] >>> 1,
+      hyperparameters: {
+        n_epochs: requested.n_epochs ?? "auto",
+        batch_size: requested.batch_size ?? "auto",
+        learning_rate_multiplier: requested.learning_rate_multiplier ?? "auto",
+        rank: requested.rank ?? DEFAULT_RANK,
+        weight_sharing: requested.weight_sharing ?? DEFAULT_WEIGHT_SHARING,
+      },
+      status: "validating_files",
+      fineTunedModel: fineTunedModelId({ base: baseModel, tenant: tenantId, suffix, jobId: id }),
+      estimatedTokens: estimate.estimatedTokens,
+      estimatedSeconds: estimate.estimatedSeconds,
+    },
+    {
+      id: `${id}:edge:created`,
+      level: "info",
+      message: `Created fine-tuning job ${id}: about ${estimate.estimatedTokens} training tokens over ${estimate.nEpochs} epoch${estimate.nEpochs === 1 ? "" : "s"}, about ${estimate.estimatedSeconds} s`,
+    },
+  );
+  try {
+    await c.env.TASKS.send({ kind: "dispatch_job", jobId: id } satisfies TaskMessage);
+  } catch (error) {
+    const message = "The job could not be queued; create it again.";
+    await finishJob(c.env, id, "failed", { id: `${id}:edge:failed`, level: "error", message }, { code: "queue_unavailable", message, param: null });
+    throw error;
+  }
+  return c.json(publicJob(job), 200);
+});
+
+fineTuningJobRoutes.get("/", async (c) => {
+  const query = parse(pageQuerySchema(20, 100), c.req.query());
+  const tenantId = c.get("caller").tenantId;
+  const after = query.after === undefined ? null : await jobOr404(c.env.DB, tenantId, query.after, "after");
+  const rows = await listTenantJobs(database(c.env.DB), tenantId, { limit: query.limit + 1, after });
+  return c.json(listPage(rows.map(publicJob), query.limit));
+});
+
+fineTuningJobRoutes.get("/:id", async (c) => c.json(publicJob(await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id")))));
+
+fineTuningJobRoutes.post("/:id/cancel", async (c) => {
+  const job = await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
+  if (job.status === "cancelled") return c.json(publicJob(job));
+  if (isTerminal(job.status)) throw badRequest(`Job ${job.id} has already ${job.status} and cannot be cancelled.`, "fine_tuning_job_id", "job_not_cancellable");
+  const db = database(c.env.DB);
+  const cancelled = await finishJob(c.env, job.id, "cancelled", { id: `${job.id}:edge:cancelled`, level: "info", message: "The job was cancelled" });
+  if (cancelled?.status !== "cancelled") return c.json(publicJob(cancelled ?? job)); // finished meanwhile
+  if (job.runnerId !== null) {
+    const url = await runnerUrl(db, job.runnerId);
+    // The job is cancelled here whatever the runner says; a runner that missed this stops at
+    // the latest when its callbacks are refused.
+    if (url !== null) await cancelOnRunner(url, c.env.RUNNER_SECRET, job.id).catch((error: Error) => console.error(`cancel of ${job.id} on ${url}: ${error.message}`));
+  }
+  return c.json(publicJob(cancelled));
+});
+
+fineTuningJobRoutes.get("/:id/events", async (c) => {
+  const job = await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
+  const query = parse(pageQuerySchema(20, 100), c.req.query());
+  const db = database(c.env.DB);
+  let afterSequence: number | null = null;
+  if (query.after !== undefined) {
+    const event = await findJobEvent(db, job.id, query.after);
+    if (event === null) throw notFound(`No event ${query.after} in job ${job.id}.`, "after", "event_not_found");
+    afterSequence = event.sequence;
+  }
+  const rows = await listJobEvents(db, job.id, { limit: query.limit + 1, afterSequence });
+  return c.json(listPage(rows.map(publicEvent), query.limit));
+});
+
+fineTuningJobRoutes.get("/:id/checkpoints", async (c) => {
+  const job = await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
+  const query = parse(pageQuerySchema(10, 100), c.req.query());
+  const db = database(c.env.DB);
+  let afterStep: number | null = null;
+  if (query.after !== undefined) {
+    const checkpoint = await findJobCheckpoint(db, job.id, query.after);
+    if (checkpoint === null) throw notFound(`No checkpoint ${query.after} in job ${job.id}.`, "after", "checkpoint_not_found");
+    afterStep = checkpoint.step;
+  }
+  const rows = await listJobCheckpoints(db, job.id, { limit: query.limit + 1, afterStep });
+  return c.json(listPage(rows.map(publicCheckpoint), query.limit));
+});
+
+/** The tenant's job, or a 404 (another tenant's job is as unknown as a missing one). */
+async function jobOr404(d1: D1Database, tenantId: string, id: string, param = "fine_tuning_job_id"): Promise<JobRow> {
+  const row = await findTenantJob(database(d1), tenantId, id);
+  if (row === null) throw notFound(`No fine-tuning job ${id}.`, param, "fine_tuning_job_not_found");
+  return row;
+}
+

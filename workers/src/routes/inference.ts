@@ -1,0 +1,141 @@
+/**
+ * OpenAI-shaped inference: `POST /v1/chat/completions` and `POST /v1/completions`. A request is
+ * validated with the protocol the runner shares, its model checked against the tenant's adapters
+ * (someone else's, or an unknown one, is a 404: never a silent fallback to the base model),
+ * admitted by the tenant's limiter, routed by adapter affinity, and streamed back as it comes.
+ * Usage is recorded and the concurrency lease released once the response has ended.
+ */
+import { Hono, type Context } from "hono";
+import { notFound, rateLimited } from "../../../src/errors.ts";
+import { parseChatCompletionRequest, parseCompletionRequest, usageSchema, type SamplingParameters, type Usage } from "../../../src/protocol/openai.ts";
+import { jsonBody } from "../../../src/request-body.ts";
+import { requireKey } from "../auth/middleware.ts";
+import { database, type Database } from "../db/client.ts";
+import { inferenceLookups } from "../db/queries/inference.ts";
+import { clearRunnerFailures, recordRunnerFailure } from "../db/queries/runners.ts";
+import { recordUsage } from "../db/queries/usage.ts";
+import type { AppEnv } from "../env.ts";
+import { forwardToRunners, runnerUnavailable, type ForwardRequest } from "../inference/forward.ts";
+import { relaySse } from "../inference/sse-relay.ts";
+import type { TenantLimits } from "../limits/tenant-limiter.ts";
+import { healthyFromRows, type RunnerInfo } from "../runners/registry.ts";
+import { rankByRendezvous } from "../runners/rendezvous.ts";
+
+// Per-route middleware, not `use()`: this app is mounted at /v1 beside other resources.
+export const inferenceRoutes = new Hono<AppEnv>();
+inferenceRoutes.post("/chat/completions", requireKey("inference"), (c) => complete(c, "/v1/chat/completions"));
+inferenceRoutes.post("/completions", requireKey("inference"), (c) => complete(c, "/v1/completions"));
+
+const DEFAULT_LIMITS: TenantLimits = { requestsPerMinute: 600, concurrentStreams: 16 };
+
+async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promise<Response> {
+  const body = (await jsonBody(c)) as Record<string, unknown>;
+  const request: SamplingParameters = path === "/v1/chat/completions" ? parseChatCompletionRequest(body) : parseCompletionRequest(body);
+  const { tenantId } = c.get("caller");
+  const db = database(c.env.DB);
+  const requestId = c.get("requestId"); // set for every request in index.ts; also on the response
+
+  // A top-level adapter_id wins over `model`, as on the runner.
+  const model = request.adapter_id ?? request.model;
+  const isBase = model === c.env.BASE_MODEL;
+  const { adapter, tenant, runnerRows } = await inferenceLookups(db, { tenantId, adapterId: isBase ? null : model });
+  const runners = healthyFromRows(runnerRows, c.env);
+  if (!isBase && (adapter === null || adapter.status !== "ready")) {
+    throw notFound(`The model '${model}' does not exist or you do not have access to it.`, request.adapter_id !== undefined ? "adapter_id" : "model", "model_not_found");
+  }
+  const candidates = servingRunners(runners, adapter?.baseModel ?? c.env.BASE_MODEL, adapter?.basisId ?? null);
+  if (candidates.length === 0) throw runnerUnavailable(`No runner serves the base model '${adapter?.baseModel ?? c.env.BASE_MODEL}' right now.`);
+  // Affinity keeps an adapter on the runner whose cache holds it; base-model requests have
+  // nothing to keep warm, so they spread by request.
+  const ranked = rankByRendezvous(isBase ? crypto.randomUUID() : model, candidates, (runner) => runner.url);
+
+  const limiter = c.env.LIMITER.get(c.env.LIMITER.idFromName(tenantId));
+  const admission = await limiter.acquire(tenant === null ? DEFAULT_LIMITS : { requestsPerMinute: tenant.requestsPerMinute, concurrentStreams: tenant.concurrentStreams });
+  if (!admission.ok) throw rateLimitError(admission.limit, tenant ?? null, admission.retryAfterSeconds);
+  const release = () => limiter.release(admission.lease).catch((error: unknown) => console.error(`lease release failed: ${(error as Error).message}`));
+
+  let result;
+  try {
+    result = await forwardToRunners(ranked, { path, body: runnerBody(body, request), stream: request.stream, requestId }, runnerHealth(c, db));
+  } catch (error) {
+    c.executionCtx.waitUntil(release());
+    throw error;
+  }
+  const billed = (usage: Usage | null) => (usage === null ? Promise.resolve() : record(db, { tenantId, model, requestId, usage }));
+
+  if (result.kind === "refused") {
+    c.executionCtx.waitUntil(release());
+    const headers = new Headers({ "content-type": result.response.headers.get("content-type") ?? "application/json" });
+    const retryAfter = result.response.headers.get("retry-after");
+    if (retryAfter !== null) headers.set("retry-after", retryAfter);
+    return new Response(result.response.body, { status: result.response.status, headers });
+  }
+  if (result.kind === "json") {
+    c.executionCtx.waitUntil(Promise.all([release(), billed(usageOf(result.text))]));
+    return new Response(result.text, { status: result.status, headers: { "content-type": "application/json" } });
+  }
+  const relay = relaySse(result.first, result.reader, { forwardUsage: request.include_usage });
+  c.executionCtx.waitUntil(
+    relay.finished.then(async (outcome) => {
+      await Promise.all([release(), billed(outcome.usage)]);
+      if (outcome.end === "runner_failed") await recordRunnerFailure(db, result.runner.url).catch(() => undefined);
+    }),
+  );
+  return new Response(relay.body, {
+    status: 200,
+    headers: { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" },
+  });
+}
+
+/** Runners that can serve this base model and basis (unknown ones are given the benefit of the doubt). */
+function servingRunners(runners: RunnerInfo[], baseModel: string, basisId: string | null): RunnerInfo[] {
+  return runners.filter(
+    (runner) => (runner.baseModel === null || runner.baseModel === baseModel) && (basisId === null || runner.basisId === null || runner.basisId === basisId),
+  );
+}
+
+/** The body for the runner: the client's, asking for the usage chunk whenever it streams. */
+function runnerBody(body: Record<string, unknown>, request: SamplingParameters): string {
+  if (!request.stream) return JSON.stringify(body);
+  const streamOptions = (body.stream_options ?? {}) as Record<string, unknown>;
+  return JSON.stringify({ ...body, stream_options: { ...streamOptions, include_usage: true } });
+}
+
+/** Failures count against a runner (in the background); a success after failures clears them. */
+function runnerHealth(c: Context<AppEnv>, db: Database) {
+  return {
+    failed(runner: RunnerInfo, reason: string) {
+      console.error(`runner ${runner.url} failed: ${reason}`);
+      c.executionCtx.waitUntil(recordRunnerFailure(db, runner.url).catch(() => undefined));
+    },
+    succeeded(runner: RunnerInfo) {
+      if (runner.failures > 0) c.executionCtx.waitUntil(clearRunnerFailures(db, runner.url).catch(() => undefined));
+    },
+  };
+}
+
+function usageOf(text: string): Usage | null {
+  try {
+    const usage = usageSchema.safeParse((JSON.parse(text) as { usage?: unknown }).usage);
+    return usage.success ? usage.data : null;
+  } catch {
+    return null;
+  }
+}
+
+async function record(db: Database, entry: { tenantId: string; model: string; requestId: string; usage: Usage }) {
+  try {
+    await recordUsage(db, { tenantId: entry.tenantId, model: entry.model, requestId: entry.requestId, promptTokens: entry.usage.prompt_tokens, completionTokens: entry.usage.completion_tokens });
+  } catch (error) {
+    console.error(`usage of ${entry.requestId} not recorded: ${(error as Error).message}`);
+  }
+}
+
+function rateLimitError(limit: "requests_per_minute" | "concurrent_streams", tenant: { requestsPerMinute: number; concurrentStreams: number } | null, retryAfterSeconds: number) {
+  const limits = tenant ?? DEFAULT_LIMITS;
+  const message =
+    limit === "requests_per_minute"
+      ? `Rate limit reached for requests per minute: limit ${limits.requestsPerMinute}. Please try again in ${retryAfterSeconds}s.`
+      : `Too many concurrent requests: limit ${limits.concurrentStreams}. Please try again when one of your requests has finished.`;
+  return rateLimited(message, retryAfterSeconds);
+}

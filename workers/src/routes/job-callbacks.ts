@@ -1,0 +1,110 @@
+/**
+ * A job's callbacks, called by the runner that trains it (runner secret), under the
+ * `callback_url` the dispatcher gave it (`/internal/jobs/{id}`): events, checkpoints, trainer
+ * state and the finished adapter (src/protocol/runner.ts, CALLBACK_PATHS). Runners retry, so each
+ * is idempotent; every blob is verified against its `x-content-sha256` before it is kept.
+ */
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import { ApiError, badRequest, notFound } from "../../../src/errors.ts";
+import { jobEventSchema } from "../../../src/protocol/runner.ts";
+import { jsonBody } from "../../../src/request-body.ts";
+import { randomId, sha256Hex } from "../auth/keys.ts";
+import { requireRunner } from "../auth/middleware.ts";
+import { database } from "../db/client.ts";
+import { findJobForRunner, setJobStateKey, type JobRow } from "../db/queries/fine-tuning-jobs.ts";
+import { findJobEvent, recordCheckpoint } from "../db/queries/job-results.ts";
+import type { AppEnv } from "../env.ts";
+import { applyRunnerEvents, runnerBasis, storeFinishedAdapter } from "../jobs/job-outcomes.ts";
+import { checkpointBlobKey, stateBlobKey } from "../storage/blob-keys.ts";
+import { parse } from "./parse.ts";
+
+const eventsBodySchema = z.object({ events: z.array(jobEventSchema).max(1000) }).strict();
+
+export const jobCallbackRoutes = new Hono<AppEnv>();
+jobCallbackRoutes.use(requireRunner());
+
+jobCallbackRoutes.post("/:id/events", async (c) => {
+  const job = await jobOr404(c);
+  const body = parse(eventsBodySchema, await jsonBody(c));
+  await applyRunnerEvents(c.env, job, body.events);
+  return c.json({ received: body.events.length });
+});
+
+jobCallbackRoutes.put("/:id/checkpoints/:step", async (c) => {
+  const job = await jobOr404(c);
+  const step = Number(c.req.param("step"));
+  if (!Number.isSafeInteger(step) || step < 0) throw badRequest(`Invalid checkpoint step ${JSON.stringify(c.req.param("step"))}.`, "step", "invalid_value");
+  const { bytes, sha256 } = await verifiedBlob(c);
+  const blobKey = checkpointBlobKey(job.tenantId, job.id, step);
+  await c.env.BLOBS.put(blobKey, bytes, { sha256 });
+  // The step's metrics event travels before the checkpoint on the runner's ordered callbacks.
+  const stepEvent = await findJobEvent(database(c.env.DB), job.id, `${job.id}:step:${step}`);
+  const hyperparameters = job.hyperparameters as { rank?: number; weight_sharing?: boolean };
+  const adapterId = `${job.fineTunedModel}:ckpt-step-${step}`;
+  await recordCheckpoint(
+    database(c.env.DB),
+    { id: randomId("ftckpt-"), jobId: job.id, tenantId: job.tenantId, step, metrics: checkpointMetrics(step, stepEvent?.data ?? null), adapterId },
+    {
+      id: adapterId,
+      tenantId: job.tenantId,
+      baseModel: job.model,
+      basisId: await runnerBasis(database(c.env.DB), job.runnerId),
+      rank: hyperparameters.rank ?? null,
+      sharing: hyperparameters.weight_sharing === false ? "per_layer" : "shared",
+      blobKey,
+      sha256,
+      bytes: bytes.byteLength,
+      sourceJobId: job.id,
+      source: "checkpoint",
+    },
+  );
+  return c.json({ step, adapter_id: adapterId });
+});
+
+jobCallbackRoutes.put("/:id/state", async (c) => {
+  const job = await jobOr404(c);
+  const { bytes, sha256 } = await verifiedBlob(c);
+  const key = stateBlobKey(job.tenantId, job.id);
+  await c.env.BLOBS.put(key, bytes, { sha256 });
+  await setJobStateKey(database(c.env.DB), job.id, key);
+  return c.json({ bytes: bytes.byteLength });
+});
+
+jobCallbackRoutes.put("/:id/adapter", async (c) => {
+  const job = await jobOr404(c);
+  if (job.status === "failed" || job.status === "cancelled") {
+    throw new ApiError(409, "invalid_request_error", `Job ${job.id} has ${job.status}; its adapter is not kept.`, null, "job_finished");
+  }
+  const { bytes, sha256 } = await verifiedBlob(c);
+  if (job.status === "succeeded") return c.json({ id: job.fineTunedModel, status: job.status }); // a repeated delivery
+  const after = await storeFinishedAdapter(c.env, job, bytes, sha256);
+  return c.json({ id: job.fineTunedModel, status: after?.status ?? job.status });
+});
+
+async function jobOr404(c: Context<AppEnv>): Promise<JobRow> {
+  const job = await findJobForRunner(database(c.env.DB), c.req.param("id")!);
+  if (job === null) throw notFound(`No fine-tuning job ${c.req.param("id")}.`, "id", "fine_tuning_job_not_found");
+  return job;
+}
+
+// The runner states the sha256 of every blob; a blob that does not match is refused whole.
+async function verifiedBlob(c: Context<AppEnv>): Promise<{ bytes: Uint8Array; sha256: string }> {
+  const stated = c.req.header("x-content-sha256")?.toLowerCase();
+  if (stated === undefined || !/^[0-9a-f]{64}$/.test(stated)) {
+    throw badRequest("Blob uploads need their SHA-256 as 64 hex digits in x-content-sha256.", "x-content-sha256", "missing_sha256");
+  }
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (bytes.byteLength === 0) throw badRequest("The blob is empty.", null, "empty_blob");
+  const actual = await sha256Hex(bytes);
+  if (actual !== stated) {
+    throw new ApiError(422, "invalid_request_error", `The blob's SHA-256 is ${actual}, but x-content-sha256 says ${stated}.`, "x-content-sha256", "sha256_mismatch");
+  }
+  return { bytes, sha256: actual };
+}
+
+// OpenAI's checkpoint metrics, from the runner's metrics event of the same step when it is known.
+function checkpointMetrics(step: number, data: Record<string, unknown> | null): Record<string, unknown> {
+  const number = (value: unknown) => (typeof value === "number" ? value : null);
+  return { step, train_loss: number(data?.train_loss), learning_rate: number(data?.learning_rate) };
+}

@@ -1,0 +1,46 @@
+/**
+ * The runner registry's internal routes (runner secret): `POST /internal/runners/heartbeat`
+ * keeps a runner in the rotation (and clears its failures); `GET /internal/runners` lists them.
+ */
+import { Hono } from "hono";
+import { parseRunnerHeartbeat } from "../../../src/protocol/heartbeat.ts";
+import { jsonBody } from "../../../src/request-body.ts";
+import { requireRunner } from "../auth/middleware.ts";
+import { database } from "../db/client.ts";
+import { listRunners, upsertRunnerHeartbeat } from "../db/queries/runners.ts";
+import type { AppEnv } from "../env.ts";
+
+export const runnerRoutes = new Hono<AppEnv>();
+runnerRoutes.use(requireRunner());
+
+runnerRoutes.post("/heartbeat", async (c) => {
+  const beat = parseRunnerHeartbeat(await jsonBody(c));
+  await upsertRunnerHeartbeat(database(c.env.DB), {
+    id: beat.id,
+    url: new URL(beat.url).origin,
+    baseModel: beat.base_model,
+    basisId: beat.basis_id,
+    running: beat.running,
+    waiting: beat.waiting,
+    residentAdapters: beat.resident_adapters,
+  });
+  return c.json({ ok: true });
+});
+
+runnerRoutes.get("/", async (c) => {
+  const rows = await listRunners(database(c.env.DB));
+  return c.json({
+    object: "list",
+    data: rows.map((row) => ({
+      id: row.id,
+      url: row.url,
+      base_model: row.baseModel,
+      basis_id: row.basisId,
+      running: row.running,
+      waiting: row.waiting,
+      resident_adapters: row.residentAdapters,
+      failures: row.failures,
+      last_heartbeat: row.lastHeartbeat,
+    })),
+  });
+});

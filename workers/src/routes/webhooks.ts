@@ -1,0 +1,118 @@
+/**
+ * A tenant's webhook endpoints (admin-scoped key): register, list, retrieve, delete, and the
+ * recent deliveries of one. The signing secret is in the creation response and nowhere else.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { notFound } from "../../../src/errors.ts";
+import { jsonBody } from "../../../src/request-body.ts";
+import { randomId } from "../auth/keys.ts";
+import { requireKey } from "../auth/middleware.ts";
+import { database } from "../db/client.ts";
+import { createWebhook, deleteWebhook, getWebhook, listDeliveries, listWebhooks } from "../db/queries/webhooks.ts";
+import type { webhookDeliveries, webhooks } from "../db/schema.ts";
+import type { AppEnv } from "../env.ts";
+import { WEBHOOK_EVENT_TYPES } from "../webhooks/events.ts";
+import { generateWebhookSecret } from "../webhooks/signing.ts";
+import { parse } from "./parse.ts";
+
+// Plain http only where nothing leaves the machine or the test network; real endpoints get https.
+const PLAIN_HTTP_HOSTS = /^(localhost|127\.0\.0\.1|\[::1\]|.+\.localhost|.+\.test)$/;
+
+export const webhookRequestSchema = z
+  .object({
+    url: z
+      .url({ protocol: /^https?$/ })
+      .max(2048)
+      .refine(secureOrLocal, "must use https (http only for localhost)"),
+    events: z.array(z.enum(WEBHOOK_EVENT_TYPES)).min(1).default([...WEBHOOK_EVENT_TYPES]),
+  })
+  .strict();
+
+// zod runs this refinement even when the URL check failed, so it must not assume a URL.
+function secureOrLocal(value: string): boolean {
+  if (!URL.canParse(value)) return true; // already reported by the URL check
+  const url = new URL(value);
+  return url.protocol === "https:" || PLAIN_HTTP_HOSTS.test(url.hostname);
+}
+
+export const webhookObjectSchema = z.object({
+  id: z.string(),
+  object: z.literal("webhook_endpoint"),
+  url: z.string(),
+  events: z.array(z.enum(WEBHOOK_EVENT_TYPES)),
+  created_at: z.int(),
+  secret: z.string().optional().describe("whsec_…: only in the creation response"),
+});
+
+export const webhookDeliverySchema = z.object({
+  id: z.string().describe("msg_…, the webhook-id header"),
+  object: z.literal("webhook_delivery"),
+  event_type: z.enum(WEBHOOK_EVENT_TYPES),
+  status: z.enum(["pending", "delivered", "failed"]),
+  attempts: z.int(),
+  last_status: z.int().nullable(),
+  last_error: z.string().nullable(),
+  created_at: z.int(),
+  delivered_at: z.int().nullable(),
+});
+
+export const webhookRoutes = new Hono<AppEnv>();
+webhookRoutes.use(requireKey("admin"));
+
+webhookRoutes.post("/", async (c) => {
+  const body = parse(webhookRequestSchema, await jsonBody(c));
+  const row = await createWebhook(database(c.env.DB), {
+    id: randomId("wh_"),
+    tenantId: c.get("caller").tenantId,
+    url: body.url,
+    secret: generateWebhookSecret(),
+    events: [...new Set(body.events)],
+  });
+  return c.json({ ...publicWebhook(row), secret: row.secret }, 201);
+});
+
+webhookRoutes.get("/", async (c) => c.json({ object: "list", data: (await listWebhooks(database(c.env.DB), c.get("caller").tenantId)).map(publicWebhook) }));
+
+webhookRoutes.get("/:webhook", async (c) => c.json(publicWebhook(await webhookOr404(c.env.DB, c.get("caller").tenantId, c.req.param("webhook")))));
+
+webhookRoutes.get("/:webhook/deliveries", async (c) => {
+  const endpoint = await webhookOr404(c.env.DB, c.get("caller").tenantId, c.req.param("webhook"));
+  const rows = await listDeliveries(database(c.env.DB), endpoint.tenantId, endpoint.id);
+  return c.json({ object: "list", data: rows.map(publicDelivery) });
+});
+
+webhookRoutes.delete("/:webhook", async (c) => {
+  const row = await deleteWebhook(database(c.env.DB), c.get("caller").tenantId, c.req.param("webhook"));
+  if (row === null) throw webhookNotFound(c.req.param("webhook"));
+  return c.json({ id: row.id, object: "webhook_endpoint.deleted", deleted: true });
+});
+
+async function webhookOr404(d1: D1Database, tenantId: string, id: string) {
+  const row = await getWebhook(database(d1), tenantId, id);
+  if (row === null) throw webhookNotFound(id);
+  return row;
+}
+
+function webhookNotFound(id: string) {
+  return notFound(`No webhook endpoint ${JSON.stringify(id)}.`, "webhook_id", "webhook_not_found");
+}
+
+/** An endpoint as listed: never its secret. */
+function publicWebhook(row: typeof webhooks.$inferSelect) {
+  return { id: row.id, object: "webhook_endpoint" as const, url: row.url, events: row.events, created_at: row.createdAt };
+}
+
+function publicDelivery(row: typeof webhookDeliveries.$inferSelect) {
+  return {
+    id: row.id,
+    object: "webhook_delivery" as const,
+    event_type: row.eventType,
+    status: row.status,
+    attempts: row.attempts,
+    last_status: row.lastStatus,
+    last_error: row.lastError,
+    created_at: row.createdAt,
+    delivered_at: row.deliveredAt,
+  };
+}

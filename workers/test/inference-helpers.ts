@@ -1,0 +1,63 @@
+/** Helpers for the inference tests: adapters seeded in D1, fake runners, SSE reading. */
+import { env } from "cloudflare:test";
+import { rankByRendezvous } from "../src/runners/rendezvous.ts";
+import { FakeOpenAiRunner } from "./fake-openai-runner.ts";
+import { installFakeRunners } from "./fake-runners.ts";
+
+/** The runners the test configuration lists in RUNNER_URLS. */
+export const RUNNER_A = "http://runner-a.test";
+export const RUNNER_B = "http://runner-b.test";
+
+/** Adds a ready adapter (or one in another status) for a tenant, as a finished job would. */
+export async function seedAdapter(tenantId: string, id: string, options: { status?: string; baseModel?: string; basisId?: string } = {}): Promise<void> {
+  await env.DB.prepare("INSERT INTO adapters (id, tenant_id, base_model, basis_id, status, blob_key, sha256, bytes, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    .bind(id, tenantId, options.baseModel ?? env.BASE_MODEL, options.basisId ?? null, options.status ?? "ready", `adapters/${id}`, "0".repeat(64), 1024, "fine_tune")
+    .run();
+}
+
+/** Two fake runners at the listed URLs (plus any others), installed until `restore()`. */
+export function fakeRunners(extra: string[] = []): { runners: Record<string, FakeOpenAiRunner>; restore: () => void } {
+  const runners: Record<string, FakeOpenAiRunner> = {};
+  for (const origin of [RUNNER_A, RUNNER_B, ...extra]) runners[origin] = new FakeOpenAiRunner(origin);
+  const restore = installFakeRunners(Object.fromEntries(Object.entries(runners).map(([origin, runner]) => [origin, runner.handler])));
+  return { runners, restore };
+}
+
+/** The runner an adapter prefers among `urls` (what the edge's rendezvous ranking picks first). */
+export function preferredRunner(model: string, urls: string[] = [RUNNER_A, RUNNER_B]): string {
+  return rankByRendezvous(model, urls, (url) => url)[0];
+}
+
+/** The other of the two listed runners. */
+export function otherRunner(url: string): string {
+  return url === RUNNER_A ? RUNNER_B : RUNNER_A;
+}
+
+/** The `data:` payloads of an SSE body, in order. */
+export function sseData(text: string): string[] {
+  return text
+    .split(/\n\n/)
+    .filter((event) => event.trim() !== "")
+    .map((event) => event.replace(/^data: ?/, ""));
+}
+
+/** Reads one chunk, failing (instead of hanging) when nothing arrives within `ms`. */
+export async function readWithin(reader: ReadableStreamDefaultReader<Uint8Array>, ms: number): Promise<string> {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no bytes within ${ms} ms`)), ms)));
+  try {
+    const chunk = await Promise.race([reader.read(), timeout]);
+    return chunk.done ? "" : new TextDecoder().decode(chunk.value);
+  } finally {
+    if (timer !== null) clearTimeout(timer);
+  }
+}
+
+/** Waits until `check` holds (background work such as usage records lands after the response). */
+export async function eventually(check: () => Promise<boolean>, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
