@@ -11,6 +11,7 @@ export type Behaviour =
   | { kind: "network_error" } // fetch itself rejects
   | { kind: "status"; status: number; body?: unknown; headers?: Record<string, string> }
   | { kind: "die_after_first_chunk" } // the body errors after the first event
+  | { kind: "close_after"; events: number } // the body ends cleanly after this many events (0: before any byte)
   | { kind: "hold_second_chunk"; release: Promise<void> }; // waits before the second event
 
 export interface ReceivedRequest {
@@ -62,6 +63,10 @@ export class FakeOpenAiRunner {
           return;
         }
         if (sent === 1 && behaviour.kind === "hold_second_chunk") await behaviour.release;
+        if (behaviour.kind === "close_after" && sent === behaviour.events) {
+          controller.close();
+          return;
+        }
         if (sent === lines.length) {
           controller.close();
           return;

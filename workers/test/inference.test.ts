@@ -1,4 +1,5 @@
 import { env } from "cloudflare:test";
+import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FAKE_PIECES, FAKE_USAGE, type FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { fakeRunners, preferredRunner, readWithin, seedAdapter, sseData, eventually } from "./inference-helpers.ts";
@@ -8,6 +9,7 @@ let runners: Record<string, FakeOpenAiRunner>;
 let restore: () => void;
 beforeEach(async () => {
   await env.DB.prepare("DELETE FROM runners").run();
+  forgetRunnerRows(); // this isolate's copy of the rows just deleted
   ({ runners, restore } = fakeRunners());
 });
 afterEach(() => restore());
@@ -82,6 +84,14 @@ describe("streamed inference", () => {
     // The lease went back: with a limit of one stream, the next request is admitted.
     for (const runner of Object.values(runners)) runner.behaviour = { kind: "ok" };
     await eventually(async () => (await call("POST", "/v1/chat/completions", { key, json: chat(env.BASE_MODEL) })).status === 200);
+  });
+
+  it("treats a stream that ends without [DONE] as a failed runner", async () => {
+    const { key } = await tenantWithKey();
+    for (const runner of Object.values(runners)) runner.behaviour = { kind: "close_after", events: 2 };
+    const events = sseData(await (await call("POST", "/v1/completions", { key, json: { model: env.BASE_MODEL, prompt: "x", stream: true } })).text());
+    expect(events).toHaveLength(3);
+    expect(JSON.parse(events[2]).error.code).toBe("runner_failed");
   });
 
   it("answers non-streamed requests as JSON and records their usage", async () => {

@@ -1,4 +1,5 @@
 import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
+import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import worker from "../src/index.ts";
 import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
@@ -9,6 +10,7 @@ let runners: Record<string, FakeOpenAiRunner>;
 let restore: () => void;
 beforeEach(async () => {
   await env.DB.prepare("DELETE FROM runners").run();
+  forgetRunnerRows(); // this isolate's copy of the rows just deleted
   ({ runners, restore } = fakeRunners());
 });
 afterEach(() => restore());

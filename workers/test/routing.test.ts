@@ -1,4 +1,5 @@
 import { env } from "cloudflare:test";
+import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
@@ -11,6 +12,7 @@ let runners: Record<string, FakeOpenAiRunner>;
 let restore: () => void;
 beforeEach(async () => {
   await env.DB.prepare("DELETE FROM runners").run();
+  forgetRunnerRows(); // this isolate's copy of the rows just deleted
   ({ runners, restore } = fakeRunners([RUNNER_C]));
 });
 afterEach(() => restore());
@@ -60,6 +62,7 @@ describe("failover", () => {
     for (const [behaviour, stream] of [
       [{ kind: "network_error" }, true],
       [{ kind: "status", status: 503 }, false],
+      [{ kind: "close_after", events: 0 }, true], // a 200 whose stream ends before its first byte
     ] as const) {
       runners[preferred].behaviour = behaviour;
       const fallbackHits = runners[fallback].hits;

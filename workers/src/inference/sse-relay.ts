@@ -17,9 +17,16 @@ export interface RelayOutcome {
 
 export interface RelayOptions {
   forwardUsage: boolean; // the client asked for stream_options.include_usage
+  clientGone?: AbortSignal; // the request's signal: fires when the client disconnects
 }
 
 const EVENT_BOUNDARY = /\r?\n\r?\n/;
+/**
+ * A client that has not taken a single event for this long is treated as gone. Behind some
+ * proxies a disconnect neither cancels the body nor fires the request's signal, and the relay
+ * would otherwise hold its lease until the limiter expires it.
+ */
+export const CLIENT_STALL_MS = 30_000;
 const encoder = new TextEncoder();
 
 /**
@@ -31,39 +38,60 @@ export function relaySse(first: Uint8Array, upstream: ReadableStreamDefaultReade
   const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(watcher);
   const writer = writable.getWriter();
   let clientGone = false;
-  // Cancelling the body (the client went away) errors the writable side at once: stop reading
-  // the runner now rather than at its next token, so it frees the row.
-  writer.closed.catch(() => {
+  // The client went away: stop reading the runner now rather than at its next token (so it frees
+  // the row), and end the relay (so the lease goes back). Either the body is cancelled, which
+  // errors the writable side, or only the request's signal says so (workerd behind a proxy keeps
+  // the body open), in which case the writable side is aborted here.
+  const leave = () => {
     clientGone = true;
     upstream.cancel().catch(() => undefined);
+  };
+  writer.closed.catch(leave);
+  /** Whether a write (or the close) went through; false when it failed or stalled. */
+  const delivered = async (write: Promise<void>): Promise<boolean> => {
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const stalled = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLIENT_STALL_MS)));
+    const ok = await Promise.race([write.then(() => true, () => false), stalled]);
+    if (timer !== null) clearTimeout(timer);
+    if (!ok) {
+      leave();
+      writer.abort().catch(() => undefined);
+    }
+    return ok;
+  };
+  // A write stuck on backpressure from a body nobody reads any more may never settle, so the
+  // signal ends the relay by itself rather than through the loop below.
+  const abandoned = new Promise<RelayOutcome>((resolve) => {
+    options.clientGone?.addEventListener(
+      "abort",
+      () => {
+        leave();
+        writer.abort().catch(() => undefined);
+        resolve({ end: "client_gone", usage: watcher.usage });
+      },
+      { once: true },
+    );
   });
 
-  const finished = (async (): Promise<RelayOutcome> => {
+  const relayed = (async (): Promise<RelayOutcome> => {
     let chunk: Uint8Array | undefined = first;
     while (chunk !== undefined) {
-      try {
-        await writer.write(chunk);
-      } catch {
-        return { end: "client_gone", usage: watcher.usage };
-      }
+      if (!(await delivered(writer.write(chunk)))) return { end: "client_gone", usage: watcher.usage };
       try {
         const next = await upstream.read();
         chunk = next.done ? undefined : next.value;
       } catch {
         if (clientGone) return { end: "client_gone", usage: watcher.usage };
-        return failRunner(writer, watcher);
+        return failRunner(writer, watcher, delivered);
       }
+      if (clientGone) return { end: "client_gone", usage: watcher.usage }; // the cancel ended the read
     }
     // A runner that ends without `[DONE]` died or gave up; say so unless it already did.
-    if (!watcher.sawDone && !watcher.sawError) return failRunner(writer, watcher);
-    try {
-      await writer.close();
-    } catch {
-      return { end: "client_gone", usage: watcher.usage };
-    }
+    if (!watcher.sawDone && !watcher.sawError) return failRunner(writer, watcher, delivered);
+    if (!(await delivered(writer.close()))) return { end: "client_gone", usage: watcher.usage };
     return { end: watcher.sawError ? "runner_failed" : "completed", usage: watcher.usage };
   })();
-  return { body: readable, finished };
+  return { body: readable, finished: Promise.race([relayed, abandoned]) };
 }
 
 /** The SSE event a client gets when the runner fails after the stream began. */
@@ -72,15 +100,10 @@ export function runnerFailedEvent(): Uint8Array {
   return encoder.encode(`data: ${JSON.stringify(error.toBody())}\n\n`);
 }
 
-async function failRunner(writer: WritableStreamDefaultWriter<Uint8Array>, watcher: UsageWatcher): Promise<RelayOutcome> {
+async function failRunner(writer: WritableStreamDefaultWriter<Uint8Array>, watcher: UsageWatcher, delivered: (write: Promise<void>) => Promise<boolean>): Promise<RelayOutcome> {
   watcher.discardPending(); // half an event is not JSON a client could read
-  try {
-    await writer.write(runnerFailedEvent());
-    await writer.close();
-    return { end: "runner_failed", usage: watcher.usage };
-  } catch {
-    return { end: "client_gone", usage: watcher.usage };
-  }
+  const told = (await delivered(writer.write(runnerFailedEvent()))) && (await delivered(writer.close()));
+  return { end: told ? "runner_failed" : "client_gone", usage: watcher.usage };
 }
 
 /** Passes events through while reading the ones that matter: usage, `[DONE]`, errors. */

@@ -15,6 +15,7 @@ import { inferenceLookups } from "../db/queries/inference.ts";
 import { clearRunnerFailures, recordRunnerFailure } from "../db/queries/runners.ts";
 import { recordUsage } from "../db/queries/usage.ts";
 import type { AppEnv } from "../env.ts";
+import { cachedRunnerRows, cachedTenantLimits, cacheRunnerRows, cacheTenantLimits, forgetRunnerRows } from "../inference/lookup-cache.ts";
 import { forwardToRunners, runnerUnavailable, type ForwardRequest } from "../inference/forward.ts";
 import { relaySse } from "../inference/sse-relay.ts";
 import type { TenantLimits } from "../limits/tenant-limiter.ts";
@@ -38,8 +39,7 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
   // A top-level adapter_id wins over `model`, as on the runner.
   const model = request.adapter_id ?? request.model;
   const isBase = model === c.env.BASE_MODEL;
-  const { adapter, tenant, runnerRows } = await inferenceLookups(db, { tenantId, adapterId: isBase ? null : model });
-  const runners = healthyFromRows(runnerRows, c.env);
+  const { limits, adapter, runners } = await lookUp(db, c.env, tenantId, isBase ? null : model);
   if (!isBase && (adapter === null || adapter.status !== "ready")) {
     throw notFound(`The model '${model}' does not exist or you do not have access to it.`, request.adapter_id !== undefined ? "adapter_id" : "model", "model_not_found");
   }
@@ -50,8 +50,8 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
   const ranked = rankByRendezvous(isBase ? crypto.randomUUID() : model, candidates, (runner) => runner.url);
 
   const limiter = c.env.LIMITER.get(c.env.LIMITER.idFromName(tenantId));
-  const admission = await limiter.acquire(tenant === null ? DEFAULT_LIMITS : { requestsPerMinute: tenant.requestsPerMinute, concurrentStreams: tenant.concurrentStreams });
-  if (!admission.ok) throw rateLimitError(admission.limit, tenant ?? null, admission.retryAfterSeconds);
+  const admission = await limiter.acquire(limits);
+  if (!admission.ok) throw rateLimitError(admission.limit, limits, admission.retryAfterSeconds);
   const release = () => limiter.release(admission.lease).catch((error: unknown) => console.error(`lease release failed: ${(error as Error).message}`));
 
   let result;
@@ -74,17 +74,33 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
     c.executionCtx.waitUntil(Promise.all([release(), billed(usageOf(result.text))]));
     return new Response(result.text, { status: result.status, headers: { "content-type": "application/json" } });
   }
-  const relay = relaySse(result.first, result.reader, { forwardUsage: request.include_usage });
+  const relay = relaySse(result.first, result.reader, { forwardUsage: request.include_usage, clientGone: c.req.raw.signal });
   c.executionCtx.waitUntil(
     relay.finished.then(async (outcome) => {
       await Promise.all([release(), billed(outcome.usage)]);
-      if (outcome.end === "runner_failed") await recordRunnerFailure(db, result.runner.url).catch(() => undefined);
+      if (outcome.end === "runner_failed") await countFailure(db, result.runner.url);
     }),
   );
   return new Response(relay.body, {
     status: 200,
     headers: { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" },
   });
+}
+
+/** The tenant's limits, its adapter (if named) and the healthy runners: cached parts, then one batch. */
+async function lookUp(db: Database, env: Env, tenantId: string, adapterId: string | null) {
+  let limits = cachedTenantLimits(tenantId);
+  let runnerRows = cachedRunnerRows();
+  const found = await inferenceLookups(db, { tenantId, adapterId, tenant: limits === null, runners: runnerRows === null });
+  if (limits === null) {
+    limits = found.tenant === null ? DEFAULT_LIMITS : { requestsPerMinute: found.tenant.requestsPerMinute, concurrentStreams: found.tenant.concurrentStreams };
+    cacheTenantLimits(tenantId, limits);
+  }
+  if (runnerRows === null) {
+    runnerRows = found.runnerRows ?? [];
+    cacheRunnerRows(runnerRows);
+  }
+  return { limits, adapter: found.adapter, runners: healthyFromRows(runnerRows, env) };
 }
 
 /** Runners that can serve this base model and basis (unknown ones are given the benefit of the doubt). */
@@ -106,12 +122,17 @@ function runnerHealth(c: Context<AppEnv>, db: Database) {
   return {
     failed(runner: RunnerInfo, reason: string) {
       console.error(`runner ${runner.url} failed: ${reason}`);
-      c.executionCtx.waitUntil(recordRunnerFailure(db, runner.url).catch(() => undefined));
+      c.executionCtx.waitUntil(countFailure(db, runner.url));
     },
     succeeded(runner: RunnerInfo) {
-      if (runner.failures > 0) c.executionCtx.waitUntil(clearRunnerFailures(db, runner.url).catch(() => undefined));
+      if (runner.failures > 0) c.executionCtx.waitUntil(clearRunnerFailures(db, runner.url).then(forgetRunnerRows, () => undefined));
     },
   };
+}
+
+/** Records a failed forward; the runner rows this isolate keeps are stale once it has landed. */
+async function countFailure(db: Database, url: string): Promise<void> {
+  await recordRunnerFailure(db, url).then(forgetRunnerRows, (error: unknown) => console.error(`failure of ${url} not recorded: ${(error as Error).message}`));
 }
 
 function usageOf(text: string): Usage | null {
@@ -131,8 +152,7 @@ async function record(db: Database, entry: { tenantId: string; model: string; re
   }
 }
 
-function rateLimitError(limit: "requests_per_minute" | "concurrent_streams", tenant: { requestsPerMinute: number; concurrentStreams: number } | null, retryAfterSeconds: number) {
-  const limits = tenant ?? DEFAULT_LIMITS;
+function rateLimitError(limit: "requests_per_minute" | "concurrent_streams", limits: TenantLimits, retryAfterSeconds: number) {
   const message =
     limit === "requests_per_minute"
       ? `Rate limit reached for requests per minute: limit ${limits.requestsPerMinute}. Please try again in ${retryAfterSeconds}s.`

@@ -9,6 +9,7 @@ import { requireRunner } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
 import { listRunners, upsertRunnerHeartbeat } from "../db/queries/runners.ts";
 import type { AppEnv } from "../env.ts";
+import { forgetRunnerRows } from "../inference/lookup-cache.ts";
 
 export const runnerRoutes = new Hono<AppEnv>();
 runnerRoutes.use(requireRunner());
@@ -24,6 +25,7 @@ runnerRoutes.post("/heartbeat", async (c) => {
     waiting: beat.waiting,
     residentAdapters: beat.resident_adapters,
   });
+  forgetRunnerRows();
   return c.json({ ok: true });
 });
 
