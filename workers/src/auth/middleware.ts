@@ -8,6 +8,7 @@ import { forbidden, unauthorized } from "../../../src/errors.ts";
 import { database } from "../db/client.ts";
 import { findLiveKeyByHash, touchApiKey } from "../db/queries/tenants.ts";
 import type { AppEnv } from "../env.ts";
+import { cachedKey, cacheKey, dueForTouch } from "./key-cache.ts";
 import { looksLikeApiKey, secretsEqual, sha256Hex, type KeyScope } from "./keys.ts";
 
 /** The bearer token of a request, or null. */
@@ -24,15 +25,16 @@ export function requireKey(scope: KeyScope): MiddlewareHandler<AppEnv> {
       throw unauthorized("You didn't provide an API key. Provide it in the Authorization header as 'Bearer YOUR_KEY'.", "missing_api_key");
     }
     const hash = looksLikeApiKey(presented) ? await sha256Hex(presented) : null;
-    const key = hash === null ? null : await findLiveKeyByHash(database(c.env.DB), hash);
+    const key = hash === null ? null : (cachedKey(hash) ?? (await findLiveKeyByHash(database(c.env.DB), hash)));
     if (key === null || !(await secretsEqual(key.hash, hash!))) {
       throw unauthorized("Incorrect or revoked API key provided.");
     }
+    cacheKey(key);
     if (!key.scopes.includes(scope) && !key.scopes.includes("admin")) {
       throw forbidden(`This API key lacks the '${scope}' scope.`, null, "insufficient_scope");
     }
     c.set("caller", { tenantId: key.tenantId, keyId: key.id, scopes: key.scopes as KeyScope[] });
-    c.executionCtx.waitUntil(touchApiKey(database(c.env.DB), key.id).catch(() => undefined));
+    if (dueForTouch(key.id)) c.executionCtx.waitUntil(touchApiKey(database(c.env.DB), key.id).catch(() => undefined));
     await next();
   };
 }

@@ -7,10 +7,12 @@ import { z } from "zod";
 import { notFound } from "../../../src/errors.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { KEY_SCOPES, randomId } from "../auth/keys.ts";
+import { forgetKeys } from "../auth/key-cache.ts";
 import { requireAdmin } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
 import { createTenant, getTenant, listApiKeys, revokeApiKey, updateTenantLimits } from "../db/queries/tenants.ts";
 import type { AppEnv } from "../env.ts";
+import { forgetTenantLimits } from "../inference/lookup-cache.ts";
 import { issueKey, keyRequestSchema } from "./keys.ts";
 import { parse } from "./parse.ts";
 
@@ -40,6 +42,7 @@ adminRoutes.patch("/tenants/:tenant", async (c) => {
   const body = parse(limitsSchema.strict(), await jsonBody(c));
   const tenant = await updateTenantLimits(database(c.env.DB), c.req.param("tenant"), { requestsPerMinute: body.requests_per_minute, concurrentStreams: body.concurrent_streams });
   if (tenant === null) throw tenantNotFound(c.req.param("tenant"));
+  forgetTenantLimits(tenant.id);
   return c.json(publicTenant(tenant));
 });
 
@@ -56,6 +59,7 @@ adminRoutes.get("/tenants/:tenant/keys", async (c) => {
 
 adminRoutes.delete("/tenants/:tenant/keys/:key", async (c) => {
   const revoked = await revokeApiKey(database(c.env.DB), c.req.param("tenant"), c.req.param("key"));
+  forgetKeys(); // a revoked key stops working in this isolate at once
   if (revoked === null) throw notFound(`No API key ${c.req.param("key")} for this tenant.`, "key", "api_key_not_found");
   return c.json(revoked);
 });

@@ -7,6 +7,7 @@ import { z } from "zod";
 import { notFound } from "../../../src/errors.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { generateApiKey, KEY_SCOPES, randomId } from "../auth/keys.ts";
+import { forgetKeys } from "../auth/key-cache.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database, type Database } from "../db/client.ts";
 import { createApiKey, listApiKeys, revokeApiKey } from "../db/queries/tenants.ts";
@@ -39,6 +40,7 @@ keyRoutes.get("/", async (c) => c.json({ object: "list", data: await listApiKeys
 
 keyRoutes.delete("/:key", async (c) => {
   const revoked = await revokeApiKey(database(c.env.DB), c.get("caller").tenantId, c.req.param("key"));
+  forgetKeys(); // a revoked key stops working in this isolate at once
   if (revoked === null) throw notFound(`No API key ${c.req.param("key")}.`, "key", "api_key_not_found");
   return c.json(revoked);
 });
