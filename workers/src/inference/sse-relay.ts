@@ -35,7 +35,8 @@ const encoder = new TextEncoder();
  */
 export function relaySse(first: Uint8Array, upstream: ReadableStreamDefaultReader<Uint8Array>, options: RelayOptions): { body: ReadableStream<Uint8Array>; finished: Promise<RelayOutcome> } {
   const watcher = new UsageWatcher(options.forwardUsage);
-  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(watcher);
+  // Room for a few events on the way out, so reading the runner never waits on the client's round trip.
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(watcher, undefined, { highWaterMark: 64 });
   const writer = writable.getWriter();
   let clientGone = false;
   // The client went away: stop reading the runner now rather than at its next token (so it frees
