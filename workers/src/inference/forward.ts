@@ -11,7 +11,15 @@ export interface ForwardRequest {
   body: string; // JSON
   stream: boolean;
   requestId: string;
+  headersTimeoutMs?: number; // streams only; default HEADERS_TIMEOUT_MS
 }
+
+/**
+ * How long a runner may take to answer a streamed request's headers. A runner sends them at once
+ * (before queueing the request), so one that stays silent this long is hung, and the next runner
+ * gets the request. Non-streamed answers come whole at the end, so they have no such bound.
+ */
+export const HEADERS_TIMEOUT_MS = 10_000;
 
 /** What the chosen runner answered. */
 export type ForwardResult =
@@ -48,11 +56,21 @@ export function runnerUnavailable(message: string): ApiError {
 
 /** One attempt: a result, or the reason it failed (thrown errors are failures too). */
 async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<ForwardResult | string> {
-  const response = await fetch(`${runner.url}${request.path}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "x-request-id": request.requestId },
-    body: request.body,
-  });
+  const hung = new AbortController();
+  const timer = request.stream ? setTimeout(() => hung.abort(), request.headersTimeoutMs ?? HEADERS_TIMEOUT_MS) : null;
+  let response: Response;
+  try {
+    response = await fetch(`${runner.url}${request.path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": request.requestId },
+      body: request.body,
+      signal: hung.signal,
+    });
+  } catch (error) {
+    return hung.signal.aborted ? `${runner.url} sent no headers within ${request.headersTimeoutMs ?? HEADERS_TIMEOUT_MS} ms` : `${(error as Error).message}`;
+  } finally {
+    if (timer !== null) clearTimeout(timer);
+  }
   if (response.status >= 500) {
     await response.body?.cancel();
     return `${runner.url} answered ${response.status}`;
