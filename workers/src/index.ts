@@ -1,12 +1,14 @@
 /**
  * The edge worker: wires the error handler, CORS and body limits, and one sub-app per resource;
- * exports the queue consumer and the rate-limiter Durable Object. Nothing else lives here.
+ * exports the queue consumer, the cron sweep and the rate-limiter Durable Object. Nothing else
+ * lives here.
  */
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, notFound, serverError } from "../../src/errors.ts";
 import type { AppEnv } from "./env.ts";
 import { limitBodies, publicCors, requestIds } from "./http/policy.ts";
+import { sweepWaitingJobs } from "./jobs/sweeper.ts";
 import { consumeTasks } from "./queue/consumer.ts";
 import type { TaskMessage } from "./queue/messages.ts";
 import { adapterTransferRoutes } from "./routes/adapter-transfer.ts";
@@ -61,4 +63,5 @@ export { TenantLimiter } from "./limits/tenant-limiter.ts";
 export default {
   fetch: app.fetch,
   queue: consumeTasks,
+  scheduled: (_controller, env, ctx) => ctx.waitUntil(sweepWaitingJobs(env)),
 } satisfies ExportedHandler<Env, TaskMessage>;

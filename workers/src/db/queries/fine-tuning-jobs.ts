@@ -37,6 +37,18 @@ export async function findJobForRunner(db: Database, id: string): Promise<JobRow
   return (await db.select().from(fineTuningJobs).where(eq(fineTuningJobs.id, id)).get()) ?? null;
 }
 
+/** Ids of jobs still waiting for a runner (validating_files or queued) created before `before`. */
+export async function findWaitingJobIds(db: Database, before: number, limit: number): Promise<string[]> {
+  const rows = await db
+    .select({ id: fineTuningJobs.id })
+    .from(fineTuningJobs)
+    .where(and(inArray(fineTuningJobs.status, ["validating_files", "queued"]), lt(fineTuningJobs.createdAt, before)))
+    .orderBy(fineTuningJobs.createdAt)
+    .limit(limit)
+    .all();
+  return rows.map((row) => row.id);
+}
+
 /** One page of the tenant's jobs, newest first, after the job `after` (a cursor row). */
 export async function listTenantJobs(db: Database, tenantId: string, page: { limit: number; after: JobRow | null }): Promise<JobRow[]> {
   const conditions = [eq(fineTuningJobs.tenantId, tenantId)];
