@@ -9,12 +9,19 @@ import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
 import { deleteTenantAdapter, findTenantAdapter, listTenantAdapters, type AdapterRow } from "../db/queries/adapters.ts";
 import type { AppEnv } from "../env.ts";
+import { listPage, pageQuerySchema } from "./list-page.ts";
+import { parse } from "./parse.ts";
 
 export const adapterRoutes = new Hono<AppEnv>();
 
 adapterRoutes.get("/", requireKey("inference"), async (c) => {
-  const rows = await listTenantAdapters(database(c.env.DB), c.get("caller").tenantId);
-  return c.json({ object: "list", data: rows.map(publicAdapter), has_more: false });
+  const query = parse(pageQuerySchema(20, 100), c.req.query());
+  const db = database(c.env.DB);
+  const tenantId = c.get("caller").tenantId;
+  const after = query.after === undefined ? null : await findTenantAdapter(db, tenantId, query.after);
+  if (query.after !== undefined && after === null) throw notFound(`No adapter ${JSON.stringify(query.after)} to list after.`, "after", "model_not_found");
+  const rows = await listTenantAdapters(db, tenantId, { limit: query.limit + 1, after });
+  return c.json(listPage(rows.map(publicAdapter), query.limit));
 });
 
 adapterRoutes.get("/:id", requireKey("inference"), async (c) => {

@@ -13,8 +13,11 @@ import type { AppEnv } from "../env.ts";
 export const modelRoutes = new Hono<AppEnv>();
 modelRoutes.use(requireKey("inference"));
 
+/** OpenAI's model list has no pages; past this many adapters, /v1/adapters pages through them. */
+const MAX_LISTED_MODELS = 10_000;
+
 modelRoutes.get("/", async (c) => {
-  const adapters = await listTenantAdapters(database(c.env.DB), c.get("caller").tenantId);
+  const adapters = await listTenantAdapters(database(c.env.DB), c.get("caller").tenantId, { limit: MAX_LISTED_MODELS, after: null });
   const data = [baseModel(c.env.BASE_MODEL), ...adapters.filter((row) => row.status === "ready").map(adapterModel)];
   return c.json({ object: "list", data });
 });

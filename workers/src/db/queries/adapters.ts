@@ -2,7 +2,7 @@
  * Adapters: a tenant's trained (or checkpointed, or imported) PiCa adapters. Rows are only ever
  * read through the owning tenant; the runner's blob route reads by id alone (runner secret).
  */
-import { and, desc, eq, ne } from "drizzle-orm";
+import { and, desc, eq, lt, ne, or } from "drizzle-orm";
 import type { Database } from "../client.ts";
 import { adapters } from "../schema.ts";
 
@@ -19,12 +19,18 @@ export async function findTenantAdapter(db: Database, tenantId: string, id: stri
 }
 
 /** The tenant's live adapters, newest first. */
-export async function listTenantAdapters(db: Database, tenantId: string): Promise<AdapterRow[]> {
+export async function listTenantAdapters(db: Database, tenantId: string, page: { limit: number; after: AdapterRow | null }): Promise<AdapterRow[]> {
+  const conditions = [eq(adapters.tenantId, tenantId), ne(adapters.status, "deleted")];
+  if (page.after !== null) {
+    const { createdAt, id } = page.after;
+    conditions.push(or(lt(adapters.createdAt, createdAt), and(eq(adapters.createdAt, createdAt), lt(adapters.id, id)))!);
+  }
   return db
     .select()
     .from(adapters)
-    .where(and(eq(adapters.tenantId, tenantId), ne(adapters.status, "deleted")))
+    .where(and(...conditions))
     .orderBy(desc(adapters.createdAt), desc(adapters.id))
+    .limit(page.limit)
     .all();
 }
 
