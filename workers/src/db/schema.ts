@@ -149,6 +149,7 @@ export const runners = sqliteTable("runners", {
   waiting: integer("waiting").notNull().default(0),
   residentAdapters: integer("resident_adapters").notNull().default(0),
   failures: integer("failures").notNull().default(0), // consecutive failed forwards
+  lastFailureAt: integer("last_failure_at"), // when the latest of them happened
   lastHeartbeat: integer("last_heartbeat").notNull(),
 });
 

@@ -18,8 +18,13 @@ export interface RunnerInfo {
 
 /** A heartbeat older than this takes a runner out of the rotation. */
 export const HEARTBEAT_STALE_SECONDS = 30;
-/** This many consecutive failed forwards take a runner out until its next heartbeat. */
+/**
+ * This many consecutive failed forwards take a runner out until its next heartbeat, or until
+ * PROBE_AFTER_SECONDS have passed since its last failure: then it is tried again (a listed runner
+ * that never heartbeats would otherwise stay out for good after a restart).
+ */
 export const MAX_CONSECUTIVE_FAILURES = 3;
+export const PROBE_AFTER_SECONDS = 30;
 
 export async function healthyRunners(db: Database, env: Pick<Env, "RUNNER_URLS">): Promise<RunnerInfo[]> {
   return healthyFromRows(await db.select().from(runners).all(), env);
@@ -35,7 +40,8 @@ export function healthyFromRows(known: (typeof runners.$inferSelect)[], env: Pic
   for (const row of known) {
     const url = row.url.replace(/\/+$/, "");
     const stale = now - row.lastHeartbeat > HEARTBEAT_STALE_SECONDS;
-    if (row.failures >= MAX_CONSECUTIVE_FAILURES || (stale && !byUrl.has(url))) {
+    const failing = row.failures >= MAX_CONSECUTIVE_FAILURES && now - (row.lastFailureAt ?? 0) < PROBE_AFTER_SECONDS;
+    if (failing || (stale && !byUrl.has(url))) {
       byUrl.delete(url);
       continue;
     }

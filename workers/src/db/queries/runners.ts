@@ -33,7 +33,7 @@ export async function upsertRunnerHeartbeat(db: Database, heartbeat: RunnerHeart
 export async function recordRunnerFailure(db: Database, url: string) {
   const updated = await db
     .update(runners)
-    .set({ failures: sql`${runners.failures} + 1` })
+    .set({ failures: sql`${runners.failures} + 1`, lastFailureAt: Math.floor(Date.now() / 1000) })
     .where(eq(runners.url, url))
     .returning({ id: runners.id });
   if (updated.length > 0) return;
@@ -41,8 +41,8 @@ export async function recordRunnerFailure(db: Database, url: string) {
   // stays in rotation only as a listed runner, until its failures take it out.
   await db
     .insert(runners)
-    .values({ id: url, url, baseModel: "", basisId: "", failures: 1, lastHeartbeat: 0 })
-    .onConflictDoUpdate({ target: runners.id, set: { failures: sql`${runners.failures} + 1` } });
+    .values({ id: url, url, baseModel: "", basisId: "", failures: 1, lastFailureAt: Math.floor(Date.now() / 1000), lastHeartbeat: 0 })
+    .onConflictDoUpdate({ target: runners.id, set: { failures: sql`${runners.failures} + 1`, lastFailureAt: Math.floor(Date.now() / 1000) } });
 }
 
 /** Clears the failures of the runner at `url` after a good forward (failures count in a row). */

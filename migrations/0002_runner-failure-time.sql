@@ -1,0 +1,1 @@
+ALTER TABLE `runners` ADD `last_failure_at` integer;
