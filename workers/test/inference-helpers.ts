@@ -54,7 +54,7 @@ export async function readWithin(reader: ReadableStreamDefaultReader<Uint8Array>
 }
 
 /** Waits until `check` holds (background work such as usage records lands after the response). */
-export async function eventually(check: () => Promise<boolean>, ms = 2000): Promise<void> {
+export async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error("condition not met in time");

@@ -58,12 +58,12 @@ describe("streamed inference", () => {
     for (const runner of Object.values(runners)) runner.behaviour = { kind: "hold_second_chunk", release: new Promise<void>((resolve) => releases.push(resolve)) };
     const response = await call("POST", "/v1/chat/completions", { key, json: chat(env.BASE_MODEL, { stream: true }) });
     const reader = response.body!.getReader();
-    const first = await readWithin(reader, 2000);
+    const first = await readWithin(reader, 10_000);
     expect(first).toContain(`"content":"${FAKE_PIECES[0]}"`);
     expect(first).not.toContain(FAKE_PIECES[1]);
     for (const resolve of releases) resolve();
     let rest = "";
-    for (let chunk = await readWithin(reader, 2000); chunk !== ""; chunk = await readWithin(reader, 2000)) rest += chunk;
+    for (let chunk = await readWithin(reader, 10_000); chunk !== ""; chunk = await readWithin(reader, 10_000)) rest += chunk;
     expect(rest).toContain(`"content":"${FAKE_PIECES[1]}"`);
     expect(rest.trimEnd().endsWith("data: [DONE]")).toBe(true);
   });

@@ -27,7 +27,16 @@ async function failures(url: string): Promise<number | null> {
 /** A tenant with `count` adapters, whose preferred runners cover both listed runners. */
 async function tenantWithAdapters(count: number) {
   const tenant = await tenantWithKey();
-  const ids = Array.from({ length: count }, (_, i) => `ft:${env.BASE_MODEL}:${tenant.tenantId}:a${i}:job${i}`);
+  // Ids hash to runners at random (the tenant id is random), so pick half for each runner.
+  const ids: string[] = [];
+  const perRunner = new Map<string, number>();
+  for (let i = 0; ids.length < count; i++) {
+    const id = `ft:${env.BASE_MODEL}:${tenant.tenantId}:a${i}:job${i}`;
+    const runner = preferredRunner(id);
+    if ((perRunner.get(runner) ?? 0) >= count / 2) continue;
+    perRunner.set(runner, (perRunner.get(runner) ?? 0) + 1);
+    ids.push(id);
+  }
   for (const id of ids) await seedAdapter(tenant.tenantId, id);
   return { ...tenant, ids };
 }
