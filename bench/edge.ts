@@ -9,9 +9,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_MODEL_ID } from "../src/constants.ts";
-import { startRunner, type RunnerProcess } from "./runner-process.ts";
+import { startRunner, type RunnerProcess } from "../stack/runner-process.ts";
 import { median, percentile, progress, round } from "./stats.ts";
-import { applyLocalMigrations, startWrangler, type WranglerProcess } from "./wrangler-process.ts";
+import { applyLocalMigrations, startWrangler, type WranglerProcess } from "../stack/wrangler-process.ts";
 
 const WARMUP_PAIRS = 20;
 const PAIRS = 200;

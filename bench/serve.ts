@@ -30,7 +30,7 @@ import { closedLoop, poissonLoad, powerLawSampler, requestSource, streamCompleti
 import { formatTask, toChatJsonl } from "./quality-tasks.ts";
 import { otherProcessCores, processCpuSeconds, readCpuTicks, type CpuTicks } from "./cpu-usage.ts";
 import { InternalApi, readResidentAdapters, waitForIdle, type ResidentAdapters } from "./runner-client.ts";
-import { startRunner, type RunnerProcess } from "./runner-process.ts";
+import { startRunner, type RunnerProcess } from "../stack/runner-process.ts";
 import { median, percentile, progress, round } from "./stats.ts";
 
 const SEED = 20_240_601;

@@ -1,9 +1,8 @@
 /**
- * `npm start` (until the runner's server exists): loads a checkpoint directory — by default the
- * shipped base model in models/ — and streams a chat completion to the terminal through the
- * ONNX engine.
+ * `npm run demo`: loads a checkpoint directory — by default the shipped base model in models/ —
+ * and streams a chat completion to the terminal through the ONNX engine, no server involved.
  *
- *   npm start -- [--model DIR] [--prompt TEXT] [--max-tokens N] [--temperature T] [--seed S]
+ *   npm run demo -- [--model DIR] [--prompt TEXT] [--max-tokens N] [--temperature T] [--seed S]
  */
 import { access } from "node:fs/promises";
 import { join } from "node:path";

@@ -11,7 +11,7 @@ import { writeTinyCheckpoint } from "../gpu-runner/testing/tiny-checkpoints.ts";
 
 const run = promisify(execFile);
 
-describe("the start command's demo", () => {
+describe("the demo command", () => {
   let directory: string;
   beforeAll(async () => {
     directory = await mkdtemp(join(tmpdir(), "pica-demo-"));

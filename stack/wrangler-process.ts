@@ -1,5 +1,6 @@
 /**
- * `wrangler dev --local` as a child process for benchmarks: the edge worker on a free port with
+ * `wrangler dev --local` as a child process for the local stack, tests and benchmarks: the edge
+ * worker (on a free port unless one is given) with
  * its own persistence directory (local D1 with the real migrations applied first), its output kept
  * for error messages, and a stop that ends the whole process group (wrangler starts workerd
  * beneath it) so a failed bench leaves no orphan.
@@ -25,6 +26,7 @@ export interface WranglerOptions {
   vars: Record<string, string>; // --var NAME:value
   envFile: string; // secrets, instead of workers/.dev.vars
   startTimeoutMs?: number; // default 90 s
+  port?: number; // default: a free port
 }
 
 /** Applies the migrations to the local D1 in `persistTo`; throws with wrangler's output on failure. */
@@ -43,7 +45,7 @@ export async function applyLocalMigrations(persistTo: string): Promise<void> {
 
 /** Starts `wrangler dev --local` and resolves once it serves requests. */
 export async function startWrangler(options: WranglerOptions): Promise<WranglerProcess> {
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const args = [WRANGLER, "dev", "-c", CONFIG, "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", options.persistTo, "--env-file", options.envFile, "--show-interactive-dev-session=false", "--log-level", "warn", "--inspector-port", String(await freePort())];
   for (const [name, value] of Object.entries(options.vars)) args.push("--var", `${name}:${value}`);
   // Its own process group, so that stopping it also stops workerd.

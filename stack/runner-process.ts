@@ -1,5 +1,6 @@
 /**
- * A runner process for benchmarks: `gpu-runner/server/main.ts` started as a child on a free port,
+ * A runner process for the local stack, tests and benchmarks: `gpu-runner/server/main.ts` started
+ * as a child (on a free port unless one is given),
  * its address read from the "listening on" line, its output kept for error messages, and a stop
  * that always ends the child (SIGTERM, then SIGKILL) so a failed bench leaves no orphan.
  */
@@ -17,7 +18,8 @@ export interface RunnerProcess {
 }
 
 export interface RunnerProcessOptions {
-  args: string[]; // flags for gpu-runner/server/main.ts; --port 0 is added
+  args: string[]; // flags for gpu-runner/server/main.ts; --port is added
+  port?: number; // default 0: a free port
   env?: Record<string, string>; // added to this process's environment
   startTimeoutMs?: number; // default 120 s (a basis may need computing)
 }
@@ -27,7 +29,7 @@ const ROOT = join(import.meta.dirname, "..");
 
 /** Spawns the runner and resolves once it listens; rejects with its output if it exits or times out first. */
 export async function startRunner(options: RunnerProcessOptions): Promise<RunnerProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", "gpu-runner/server/main.ts", ...options.args, "--port", "0"], {
+  const child = spawn(process.execPath, ["--import", "tsx", "gpu-runner/server/main.ts", ...options.args, "--port", String(options.port ?? 0)], {
     cwd: ROOT,
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
