@@ -1,0 +1,76 @@
+/**
+ * `npm start`'s script as a child process, for tests and benchmarks: started on the given ports
+ * and data directory, resolved once it prints its summary (with the development key), stopped
+ * the way a person stops it (Ctrl-C).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+
+const ROOT = join(import.meta.dirname, "..");
+
+/** A started stack: where it listens, the development key, its output so far, and how to stop it. */
+export interface StackProcess {
+  child: ChildProcess;
+  edgeUrl: string;
+  runnerUrl: string;
+  key: string;
+  output(): string;
+  stop(): Promise<number | null>; // SIGINT, then the exit code
+}
+
+/** Starts the stack in `dataDir` on free ports (or the ones given) and waits for its summary. */
+export async function startStack(dataDir: string, ports: { edge?: number; runner?: number } = {}): Promise<StackProcess> {
+  const edgePort = ports.edge ?? (await freePort());
+  const runnerPort = ports.runner ?? (await freePort());
+  const args = ["--data-dir", dataDir, "--edge-port", String(edgePort), "--runner-port", String(runnerPort)];
+  const child = spawn(process.execPath, ["--import", "tsx", "stack/start.ts", ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+  await new Promise<void>((resolve, reject) => {
+    const read = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes("Ctrl-C stops everything.")) resolve();
+    };
+    child.stdout!.on("data", read);
+    child.stderr!.on("data", read);
+    void exited.then((code) => reject(new Error(`the stack exited with ${code}:\n${output}`)));
+  });
+  const key = /API key: (sk-pica-\S+)/.exec(output)?.[1];
+  if (key === undefined) throw new Error(`the stack printed no API key:\n${output}`);
+  return {
+    child,
+    edgeUrl: `http://127.0.0.1:${edgePort}`,
+    runnerUrl: `http://127.0.0.1:${runnerPort}`,
+    key,
+    output: () => output,
+    stop: async () => {
+      process.off("exit", killOnExit);
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGINT");
+      return exited;
+    },
+  };
+}
+
+/** The stack's admin token (generated into its data directory on the first start). */
+export async function stackAdminToken(dataDir: string): Promise<string> {
+  const text = await readFile(join(dataDir, "secrets.env"), "utf8");
+  const token = /^ADMIN_TOKEN=(\S+)$/m.exec(text)?.[1];
+  if (token === undefined) throw new Error(`no ADMIN_TOKEN in ${join(dataDir, "secrets.env")}`);
+  return token;
+}
+
+/** A port that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
