@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   train: async () => (await import("./train.ts")).runTrainBench(),
   quality: async () => (await import("./quality.ts")).runQualityBench(),
   serve: async () => (await import("./serve.ts")).runServeBench(),
+  e2e: async () => (await import("./e2e.ts")).runEndToEndBench(),
   edge: async () => (await import("./edge.ts")).runEdgeBench(),
 };
 
