@@ -22,6 +22,7 @@ import { insertImportedAdapter } from "../db/queries/adapter-imports.ts";
 import { findTenantAdapter } from "../db/queries/adapters.ts";
 import type { AppEnv } from "../env.ts";
 import { exportPeftOnRunner, importPeftOnRunner } from "../runners/peft-conversion.ts";
+import { importedAdapterBlobKey } from "../storage/blob-keys.ts";
 import { parse } from "./parse.ts";
 
 /** The import's multipart form; the two files are PEFT's adapter_config.json and adapter_model.safetensors. */
@@ -69,7 +70,7 @@ adapterTransferRoutes.post("/import", requireKey("fine_tuning"), async (c) => {
 
   const importId = randomId("imp");
   // Keyed by our own id under the tenant (blob keys never carry a tenant-chosen name).
-  const blobKey = `tenants/${tenantId}/imports/${importId}/adapter.safetensors`;
+  const blobKey = importedAdapterBlobKey(tenantId, importId);
   await c.env.BLOBS.put(blobKey, converted.bytes, { sha256: converted.sha256, httpMetadata: { contentType: "application/octet-stream" } });
   const row = await insertImportedAdapter(db, {
     id: `peft:${c.env.BASE_MODEL}:${tenantId}:${body.name}:${importId}`,

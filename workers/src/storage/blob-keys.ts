@@ -7,6 +7,7 @@
  *   tenants/{tenant}/jobs/{job}/adapter.safetensors              a job's finished adapter
  *   tenants/{tenant}/jobs/{job}/checkpoints/step-{n}.safetensors a checkpoint's servable adapter
  *   tenants/{tenant}/jobs/{job}/state.safetensors                trainer state, to resume elsewhere
+ *   tenants/{tenant}/imports/{import}/adapter.safetensors        a PEFT adapter projected onto the basis
  */
 
 /** The key of an uploaded file. */
@@ -27,4 +28,9 @@ export function checkpointBlobKey(tenantId: string, jobId: string, step: number)
 /** The key of a job's latest trainer state (overwritten at each checkpoint). */
 export function stateBlobKey(tenantId: string, jobId: string): string {
   return `tenants/${tenantId}/jobs/${jobId}/state.safetensors`;
+}
+
+/** The key of an imported (PEFT → PiCa) adapter. */
+export function importedAdapterBlobKey(tenantId: string, importId: string): string {
+  return `tenants/${tenantId}/imports/${importId}/adapter.safetensors`;
 }
