@@ -1,7 +1,12 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
+import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { classifyTask, toChatJsonl } from "../bench/quality-tasks.ts";
 import { runEndToEnd } from "../stack/end-to-end.ts";
 import { stackAdminToken, startStack, type StackProcess } from "../stack/stack-process.ts";
 
@@ -26,5 +31,50 @@ describe("the platform end to end", () => {
     expect(result.hf_client_agreement).toBe(1); // both clients, same greedy answers
     expect(result.job_events).toBeGreaterThan(5);
     expect(result.usage_completion_tokens).toBeGreaterThan(0);
+    adapter = result.fine_tuned_model;
   }, 600_000);
+
+  let adapter = "";
+  /** Runs the `pica` command (through its bin script) against the stack. */
+  async function pica(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+    const base = { ...process.env, PICA_URL: stack.edgeUrl, PICA_API_KEY: stack.key, PICA_CONFIG: join(directory, "cli-config.json"), ...env };
+    try {
+      const { stdout, stderr } = await promisify(execFile)(process.execPath, ["cli/pica.mjs", ...args], { cwd: join(import.meta.dirname, ".."), env: base });
+      return { code: 0, stdout, stderr };
+    } catch (error) {
+      const failed = error as { code: number; stdout: string; stderr: string };
+      return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+    }
+  }
+
+  it("the pica CLI lists and watches the job, chats with the adapter, names bad lines, and moves adapters as PEFT", async () => {
+    expect(adapter).not.toBe("");
+    const jobId = adapter.split(":").at(-1)!;
+    expect((await pica(["jobs", "list"])).stdout).toContain(adapter);
+    const watched = await pica(["jobs", "watch", jobId]);
+    expect(watched.code).toBe(0);
+    expect(watched.stdout).toMatch(new RegExp(`${jobId} succeeded  \\[#{24}\\]  step (\\d+)/\\1`));
+    expect(watched.stdout).toContain(`fine-tuned model: ${adapter}`);
+
+    const prompt = classifyTask({ train: 240, eval: 40 }).eval[0].prompt;
+    const openai = new OpenAI({ baseURL: `${stack.edgeUrl}/v1`, apiKey: stack.key, maxRetries: 0 });
+    const expected = (await openai.chat.completions.create({ model: adapter, messages: [{ role: "user", content: prompt }], max_tokens: 8, temperature: 0 })).choices[0].message.content;
+    expect((await pica(["chat", "--model", adapter, "--max-tokens", "8", "--temperature", "0", prompt])).stdout).toBe(`${expected}\n`);
+
+    const bad = join(directory, "bad.jsonl");
+    await writeFile(bad, [toChatJsonl(classifyTask({ train: 12, eval: 1 }).train), "not json", '{"messages": []}'].join("\n"));
+    const refused = await pica(["files", "upload", bad]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/error \(400\): .*line 13.*line 14/s);
+
+    const exported = join(directory, "exported");
+    expect((await pica(["adapters", "export", adapter, "--out", exported])).code).toBe(0);
+    const imported = await pica(["adapters", "import", "--name", "copy", exported]);
+    expect(imported.code).toBe(0);
+    expect(imported.stdout).toMatch(/^peft:\S+copy\S*  \{/);
+
+    expect((await pica(["configure", "--url", stack.edgeUrl, "--key", stack.key])).code).toBe(0);
+    const configured = await pica(["adapters", "list"], { PICA_URL: "", PICA_API_KEY: "" });
+    expect(configured.stdout).toContain(adapter);
+  }, 120_000);
 });

@@ -1,0 +1,166 @@
+/**
+ * `pica`: the platform from a terminal, on the typed client in src/client. Settings come from
+ * `pica configure` (a file under ~/.config/pica, or $PICA_CONFIG) and PICA_URL / PICA_API_KEY,
+ * which win. Every API error prints its message (with the lines a training file got wrong) and
+ * exits 1.
+ *
+ *   pica configure --url URL --key KEY
+ *   pica files upload FILE.jsonl | files list
+ *   pica jobs create --file ID [--validation-file ID] [--suffix S] [--epochs N] [--batch-size N]
+ *                    [--rank R] [--seed S] [--model M]
+ *   pica jobs list | jobs watch ID | jobs cancel ID
+ *   pica chat --model M [--max-tokens N] [--temperature T] PROMPT
+ *   pica complete --model M [--max-tokens N] [--temperature T] PROMPT
+ *   pica adapters list | adapters export ID --out DIR | adapters import --name NAME DIR
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { basename, dirname, join } from "node:path";
+import { parseArgs } from "node:util";
+import { BASE_MODEL_ID } from "../src/constants.ts";
+import { PicaApiError, PicaClient, type FineTuningJob } from "../src/client/pica-client.ts";
+import { progressLine } from "./progress.ts";
+
+const configPath = () => process.env.PICA_CONFIG || join(homedir(), ".config", "pica", "config.json");
+
+async function settings(): Promise<{ url: string; key: string }> {
+  const saved = (await readFile(configPath(), "utf8").then((text) => JSON.parse(text) as { url?: string; key?: string }, () => ({}))) as { url?: string; key?: string };
+  // An empty variable counts as unset.
+  const url = process.env.PICA_URL || saved.url || "http://127.0.0.1:8787";
+  const key = process.env.PICA_API_KEY || saved.key;
+  if (!key) throw new UsageError("no API key: run `pica configure --url URL --key KEY` or set PICA_API_KEY");
+  return { url, key };
+}
+
+class UsageError extends Error {}
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      url: { type: "string" }, key: { type: "string" }, file: { type: "string" }, "validation-file": { type: "string" },
+      suffix: { type: "string" }, epochs: { type: "string" }, "batch-size": { type: "string" }, rank: { type: "string" },
+      seed: { type: "string" }, model: { type: "string" }, "max-tokens": { type: "string" }, temperature: { type: "string" },
+      out: { type: "string" }, name: { type: "string" },
+    },
+  });
+  const [command, sub, ...rest] = positionals;
+  const number = (name: string, value: string | undefined) => {
+    if (value === undefined) return undefined;
+    const parsed = Number(value);
+    if (!Number.isFinite(parsed)) throw new UsageError(`--${name} must be a number, got ${value}`);
+    return parsed;
+  };
+
+  if (command === "configure") {
+    if (values.url === undefined || values.key === undefined) throw new UsageError("pica configure --url URL --key KEY");
+    await mkdir(dirname(configPath()), { recursive: true });
+    await writeFile(configPath(), `${JSON.stringify({ url: values.url, key: values.key }, null, 2)}\n`, { mode: 0o600 });
+    out(`saved to ${configPath()}`);
+    return 0;
+  }
+  const { url, key } = await settings();
+  const client = new PicaClient({ baseUrl: url, apiKey: key });
+  const sampling = { max_tokens: number("max-tokens", values["max-tokens"]), temperature: number("temperature", values.temperature) };
+
+  // chat and complete take the prompt where other commands take a subcommand.
+  switch (command === "chat" || command === "complete" ? command : `${command} ${sub ?? ""}`.trim()) {
+    case "files upload": {
+      if (rest[0] === undefined) throw new UsageError("pica files upload FILE.jsonl");
+      const file = await client.uploadFile(basename(rest[0]), await readFile(rest[0]));
+      out(`${file.id}  ${file.filename}  ${file.bytes} bytes`);
+      return 0;
+    }
+    case "files list":
+      for (const file of (await client.listFiles()).data) out(`${file.id}  ${file.filename}  ${file.bytes} bytes`);
+      return 0;
+    case "jobs create": {
+      if (values.file === undefined) throw new UsageError("pica jobs create --file FILE_ID [...]");
+      const job = await client.createJob({
+        model: values.model ?? BASE_MODEL_ID,
+        training_file: values.file,
+        validation_file: values["validation-file"],
+        suffix: values.suffix,
+        seed: number("seed", values.seed),
+        hyperparameters: { n_epochs: number("epochs", values.epochs), batch_size: number("batch-size", values["batch-size"]), rank: number("rank", values.rank) },
+      });
+      out(`${job.id}  ${job.status}  → ${job.fine_tuned_model}`);
+      return 0;
+    }
+    case "jobs list":
+      for (const job of (await client.listJobs()).data) out(`${job.id}  ${job.status.padEnd(16)}  ${job.fine_tuned_model ?? ""}`);
+      return 0;
+    case "jobs watch":
+      if (sub === undefined || rest[0] === undefined) throw new UsageError("pica jobs watch JOB_ID");
+      return watch(client, rest[0]);
+    case "jobs cancel": {
+      if (rest[0] === undefined) throw new UsageError("pica jobs cancel JOB_ID");
+      const job = await client.cancelJob(rest[0]);
+      out(`${job.id}  ${job.status}`);
+      return 0;
+    }
+    case "chat":
+    case "complete": {
+      const prompt = [sub, ...rest].filter((part) => part !== undefined).join(" ");
+      if (values.model === undefined || prompt === "") throw new UsageError(`pica ${command} --model MODEL PROMPT`);
+      const pieces = command === "chat" ? client.chat(values.model, [{ role: "user", content: prompt }], sampling) : client.complete(values.model, prompt, sampling);
+      for await (const piece of pieces) process.stdout.write(piece);
+      process.stdout.write("\n");
+      return 0;
+    }
+    case "adapters list":
+      for (const adapter of (await client.listAdapters()).data) out(adapter.id);
+      return 0;
+    case "adapters export": {
+      if (rest[0] === undefined || values.out === undefined) throw new UsageError("pica adapters export ADAPTER_ID --out DIR");
+      const files = await client.exportAdapter(rest[0]);
+      await mkdir(values.out, { recursive: true });
+      await writeFile(join(values.out, "adapter_config.json"), files.adapterConfig);
+      await writeFile(join(values.out, "adapter_model.safetensors"), files.adapterModel);
+      out(`wrote ${join(values.out, "adapter_config.json")} and adapter_model.safetensors`);
+      return 0;
+    }
+    case "adapters import": {
+      if (rest[0] === undefined || values.name === undefined) throw new UsageError("pica adapters import --name NAME DIR");
+      const adapter = await client.importAdapter(values.name, await readFile(join(rest[0], "adapter_config.json"), "utf8"), await readFile(join(rest[0], "adapter_model.safetensors")));
+      out(`${adapter.id}  ${JSON.stringify(adapter.import_report ?? null)}`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command: ${positionals.join(" ") || "(none)"}; see the top of cli/main.ts or the README`);
+  }
+}
+
+/** Follows a job to its end with a progress line (step, loss, ETA); exit 0 only for `succeeded`. */
+async function watch(client: PicaClient, id: string): Promise<number> {
+  const live = process.stdout.isTTY === true;
+  let last = "";
+  for (;;) {
+    const job: FineTuningJob = await client.retrieveJob(id);
+    const metrics = (await client.jobEvents(id, 20)).data.find((event) => event.type === "metrics" && event.data?.step !== undefined)?.data ?? null;
+    const line = progressLine(job, metrics);
+    if (line !== last) {
+      process.stdout.write(live ? `\r\x1b[2K${line}` : `${line}\n`);
+      last = line;
+    }
+    if (["succeeded", "failed", "cancelled"].includes(job.status)) {
+      if (live) process.stdout.write("\n");
+      if (job.status === "succeeded") out(`fine-tuned model: ${job.fine_tuned_model}`);
+      else if (job.error) out(`error: ${job.error.message}`);
+      return job.status === "succeeded" ? 0 : 1;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof PicaApiError) process.stderr.write(`error (${error.status}): ${error.message}${error.body?.param ? ` [${error.body.param}]` : ""}\n`);
+    else process.stderr.write(`error: ${(error as Error).message}\n`);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  },
+);
