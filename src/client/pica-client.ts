@@ -166,7 +166,12 @@ export class PicaClient {
       headers["content-type"] = "application/json";
       payload = JSON.stringify(body.json);
     }
-    const response = await this.fetch(`${this.baseUrl}${path}`, { method, headers, body: payload });
+    let response: Response;
+    try {
+      response = await this.fetch(`${this.baseUrl}${path}`, { method, headers, body: payload });
+    } catch (error) {
+      throw new Error(`cannot reach ${this.baseUrl}: ${(error as Error).message}`, { cause: error });
+    }
     if (!response.ok) {
       const error = (await response.json().catch(() => null)) as OpenAIErrorBody | null;
       throw new PicaApiError(response.status, error?.error ?? null);
