@@ -4,7 +4,7 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { notFound } from "../../../src/errors.ts";
+import { badRequest, notFound } from "../../../src/errors.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { KEY_SCOPES, randomId } from "../auth/keys.ts";
 import { forgetKeys } from "../auth/key-cache.ts";
@@ -40,6 +40,9 @@ adminRoutes.get("/tenants/:tenant", async (c) => c.json(publicTenant(await tenan
 
 adminRoutes.patch("/tenants/:tenant", async (c) => {
   const body = parse(limitsSchema.strict(), await jsonBody(c));
+  if (body.requests_per_minute === undefined && body.concurrent_streams === undefined) {
+    throw badRequest("Give requests_per_minute, concurrent_streams or both.", null, "nothing_to_change");
+  }
   const tenant = await updateTenantLimits(database(c.env.DB), c.req.param("tenant"), { requestsPerMinute: body.requests_per_minute, concurrentStreams: body.concurrent_streams });
   if (tenant === null) throw tenantNotFound(c.req.param("tenant"));
   forgetTenantLimits(tenant.id);
