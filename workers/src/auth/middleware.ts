@@ -41,22 +41,20 @@ export function requireKey(scope: KeyScope): MiddlewareHandler<AppEnv> {
 
 /** The platform operator's admin token. */
 export function requireAdmin(): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
-    const presented = bearer(c.req.header("authorization"));
-    if (presented === null || !c.env.ADMIN_TOKEN || !(await secretsEqual(presented, c.env.ADMIN_TOKEN))) {
-      throw unauthorized("Admin routes need the admin token as a bearer token.", "invalid_admin_token");
-    }
-    await next();
-  };
+  return requireSecret((env) => env.ADMIN_TOKEN, "Admin routes need the admin token as a bearer token.", "invalid_admin_token");
 }
 
 /** The shared runner secret (runners calling back, and the edge calling runners). */
 export function requireRunner(): MiddlewareHandler<AppEnv> {
+  return requireSecret((env) => env.RUNNER_SECRET, "Internal routes need the runner secret as a bearer token.", "invalid_runner_secret");
+}
+
+/** A bearer token equal to a configured secret; an unset secret refuses everyone. */
+function requireSecret(secretOf: (env: Env) => string | undefined, message: string, code: string): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const presented = bearer(c.req.header("authorization"));
-    if (presented === null || !c.env.RUNNER_SECRET || !(await secretsEqual(presented, c.env.RUNNER_SECRET))) {
-      throw unauthorized("Internal routes need the runner secret as a bearer token.", "invalid_runner_secret");
-    }
+    const secret = secretOf(c.env);
+    if (presented === null || !secret || !(await secretsEqual(presented, secret))) throw unauthorized(message, code);
     await next();
   };
 }

@@ -8,7 +8,7 @@ import type { JobEvent } from "../../../src/protocol/runner.ts";
 import { sha256Hex } from "../auth/keys.ts";
 import { database, type Database } from "../db/client.ts";
 import { findJobForRunner, moveJob, raiseTrainedTokens, type EdgeEvent, type JobError, type JobRow } from "../db/queries/fine-tuning-jobs.ts";
-import { completeJobWithAdapter, upsertRunnerEvents } from "../db/queries/job-results.ts";
+import { completeJobWithAdapter, upsertRunnerEvents, type NewAdapter } from "../db/queries/job-results.ts";
 import { runners } from "../db/schema.ts";
 import { adapterBlobKey } from "../storage/blob-keys.ts";
 import { enqueueWebhookEvent } from "../webhooks/events.ts";
@@ -56,23 +56,10 @@ export async function storeFinishedAdapter(env: OutcomeEnv, job: JobRow, bytes: 
   const blobKey = adapterBlobKey(job.tenantId, job.id);
   // Blob first, rows after in one batch: a failure in between leaves an unreferenced blob only.
   await env.BLOBS.put(blobKey, bytes, { sha256, customMetadata: { sha256 }, httpMetadata: { contentType: "application/octet-stream" } });
-  const hyperparameters = job.hyperparameters as { rank?: number; weight_sharing?: boolean };
   const after = await completeJobWithAdapter(
     db,
     job.id,
-    {
-      id: job.fineTunedModel!,
-      tenantId: job.tenantId,
-      baseModel: job.model,
-      basisId: await runnerBasis(db, job.runnerId),
-      rank: hyperparameters.rank ?? null,
-      sharing: hyperparameters.weight_sharing === false ? "per_layer" : "shared",
-      blobKey,
-      sha256,
-      bytes: bytes.byteLength,
-      sourceJobId: job.id,
-      source: "fine_tune",
-    },
+    await jobAdapterRow(db, job, { id: job.fineTunedModel!, blobKey, sha256, bytes: bytes.byteLength, source: "fine_tune" }),
     `${job.id}:edge:succeeded`,
   );
   if (after !== null && after.status === "succeeded" && !isTerminal(job.status)) await notify(env, db, after);
@@ -98,11 +85,26 @@ async function recoverAdapter(env: OutcomeEnv, jobId: string): Promise<void> {
   }
 }
 
-/** The basis of the runner a job trains on (adapters are tied to it); null when unknown. */
-export async function runnerBasis(db: Database, runnerId: string | null): Promise<string | null> {
-  if (runnerId === null) return null;
-  const row = await db.select({ basisId: runners.basisId }).from(runners).where(eq(runners.id, runnerId)).get();
-  return row?.basisId || null;
+/**
+ * The adapters row of something a job produced (its result or a checkpoint): owner, base model,
+ * rank and sharing from the job, and the basis of the runner it trained on (null when unknown).
+ */
+export async function jobAdapterRow(
+  db: Database,
+  job: JobRow,
+  blob: { id: string; blobKey: string; sha256: string; bytes: number; source: "fine_tune" | "checkpoint" },
+): Promise<NewAdapter> {
+  const hyperparameters = job.hyperparameters as { rank?: number; weight_sharing?: boolean };
+  const runner = job.runnerId === null ? undefined : await db.select({ basisId: runners.basisId }).from(runners).where(eq(runners.id, job.runnerId)).get();
+  return {
+    ...blob,
+    tenantId: job.tenantId,
+    baseModel: job.model,
+    basisId: runner?.basisId || null,
+    rank: hyperparameters.rank ?? null,
+    sharing: hyperparameters.weight_sharing === false ? "per_layer" : "shared",
+    sourceJobId: job.id,
+  };
 }
 
 // Webhooks are best-effort here: the job's status is already recorded, and a failure to queue a

@@ -15,7 +15,7 @@ import { database } from "../db/client.ts";
 import { findJobForRunner, setJobStateKey, type JobRow } from "../db/queries/fine-tuning-jobs.ts";
 import { findJobEvent, recordCheckpoint } from "../db/queries/job-results.ts";
 import type { AppEnv } from "../env.ts";
-import { applyRunnerEvents, runnerBasis, storeFinishedAdapter } from "../jobs/job-outcomes.ts";
+import { applyRunnerEvents, jobAdapterRow, storeFinishedAdapter } from "../jobs/job-outcomes.ts";
 import { checkpointBlobKey, stateBlobKey } from "../storage/blob-keys.ts";
 import { parse } from "./parse.ts";
 
@@ -40,24 +40,11 @@ jobCallbackRoutes.put("/:id/checkpoints/:step", async (c) => {
   await c.env.BLOBS.put(blobKey, bytes, { sha256 });
   // The step's metrics event travels before the checkpoint on the runner's ordered callbacks.
   const stepEvent = await findJobEvent(database(c.env.DB), job.id, `${job.id}:step:${step}`);
-  const hyperparameters = job.hyperparameters as { rank?: number; weight_sharing?: boolean };
   const adapterId = `${job.fineTunedModel}:ckpt-step-${step}`;
   await recordCheckpoint(
     database(c.env.DB),
     { id: randomId("ftckpt-"), jobId: job.id, tenantId: job.tenantId, step, metrics: checkpointMetrics(step, stepEvent?.data ?? null), adapterId },
-    {
-      id: adapterId,
-      tenantId: job.tenantId,
-      baseModel: job.model,
-      basisId: await runnerBasis(database(c.env.DB), job.runnerId),
-      rank: hyperparameters.rank ?? null,
-      sharing: hyperparameters.weight_sharing === false ? "per_layer" : "shared",
-      blobKey,
-      sha256,
-      bytes: bytes.byteLength,
-      sourceJobId: job.id,
-      source: "checkpoint",
-    },
+    await jobAdapterRow(database(c.env.DB), job, { id: adapterId, blobKey, sha256, bytes: bytes.byteLength, source: "checkpoint" }),
   );
   return c.json({ step, adapter_id: adapterId });
 });
