@@ -3,12 +3,10 @@
  * anything, arbitrary JSON and broken JSON, odd query strings. The answer is always a success or
  * an OpenAI-shaped 4xx, never a 5xx. Runners are fakes, so a valid request has somewhere to go.
  */
-import { env } from "cloudflare:test";
 import fc from "fast-check";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { ADMIN, call, tenantWithKey } from "./helpers.ts";
-import { fakeRunners } from "./inference-helpers.ts";
+import { fakeRunners, forgetRunners } from "./inference-helpers.ts";
 
 const anyValue = fc.oneof(
   fc.string({ unit: "grapheme", maxLength: 40 }),
@@ -38,8 +36,7 @@ describe("hostile input to the edge", () => {
     ({ key } = await tenantWithKey(["admin"]));
   });
   beforeEach(async () => {
-    await env.DB.prepare("DELETE FROM runners").run();
-    forgetRunnerRows();
+    await forgetRunners();
   });
   beforeAll(() => ({ restore } = fakeRunners()));
   afterAll(() => restore());

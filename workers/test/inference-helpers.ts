@@ -1,5 +1,6 @@
 /** Helpers for the inference tests: adapters seeded in D1, fake runners, SSE reading. */
 import { env } from "cloudflare:test";
+import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { rankByRendezvous } from "../src/runners/rendezvous.ts";
 import { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { installFakeRunners } from "./fake-runners.ts";
@@ -60,4 +61,14 @@ export async function eventually(check: () => Promise<boolean>, ms = 10_000): Pr
     if (Date.now() > deadline) throw new Error("condition not met in time");
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/**
+ * Empties the runners table and this isolate's copy of it. The real queue delivers each job's
+ * dispatch about a second after creation; one that outlives its test counts failures against a
+ * listed runner, so tests that route start from a clean table.
+ */
+export async function forgetRunners(): Promise<void> {
+  await env.DB.prepare("DELETE FROM runners").run();
+  forgetRunnerRows();
 }

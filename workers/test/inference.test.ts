@@ -1,15 +1,13 @@
 import { env } from "cloudflare:test";
-import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FAKE_PIECES, FAKE_USAGE, type FakeOpenAiRunner } from "./fake-openai-runner.ts";
-import { fakeRunners, preferredRunner, readWithin, seedAdapter, sseData, eventually } from "./inference-helpers.ts";
+import { fakeRunners, preferredRunner, readWithin, seedAdapter, sseData, eventually, forgetRunners } from "./inference-helpers.ts";
 import { ADMIN, call, errorOf, tenantWithKey } from "./helpers.ts";
 
 let runners: Record<string, FakeOpenAiRunner>;
 let restore: () => void;
 beforeEach(async () => {
-  await env.DB.prepare("DELETE FROM runners").run();
-  forgetRunnerRows(); // this isolate's copy of the rows just deleted
+  await forgetRunners();
   ({ runners, restore } = fakeRunners());
 });
 afterEach(() => restore());

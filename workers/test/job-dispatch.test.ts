@@ -5,6 +5,7 @@ import type { TaskMessage } from "../src/queue/messages.ts";
 import { installFakeRunners } from "./fake-runners.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256, trainingJsonl } from "./fine-tuning-helpers.ts";
+import { forgetRunners } from "./inference-helpers.ts";
 
 /** Runs the queue consumer on one message; whether it was acked or retried. */
 async function consume(task: TaskMessage, attempts = 1) {
@@ -42,10 +43,7 @@ function statusEvent(jobId: string, status: string, extra: Record<string, unknow
   return { id: `${jobId}:status:${status}`, job_id: jobId, created_at: 1_800_000_000, level: "info", type: "status", message: `Job ${status}`, data: { status, ...extra } };
 }
 
-// A real-queue delivery that outlived an earlier test may have counted failures against a runner.
-beforeEach(async () => {
-  await env.DB.prepare("DELETE FROM runners").run();
-});
+beforeEach(forgetRunners);
 
 let restore: (() => void) | null = null;
 afterEach(() => {

@@ -5,6 +5,7 @@ import type { TaskMessage } from "../src/queue/messages.ts";
 import { installFakeRunners, type RunnerHandler } from "./fake-runners.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256 } from "./fine-tuning-helpers.ts";
+import { forgetRunners } from "./inference-helpers.ts";
 
 async function consume(task: TaskMessage) {
   const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts: 1, body: task }]);
@@ -32,11 +33,7 @@ function runners(handler: RunnerHandler): string[] {
 }
 const accepting: RunnerHandler = () => Response.json({ status: "queued" }, { status: 202 });
 
-// The real queue also delivers each job's dispatch about a second after creation; a delivery
-// that outlives its test fails against no runner and counts against it, so start clean.
-beforeEach(async () => {
-  await env.DB.prepare("DELETE FROM runners").run();
-});
+beforeEach(forgetRunners);
 
 let restore: (() => void) | null = null;
 afterEach(() => {

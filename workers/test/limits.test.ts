@@ -1,16 +1,14 @@
 import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
-import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import worker from "../src/index.ts";
 import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { ADMIN, call, errorOf, tenantWithKey } from "./helpers.ts";
-import { eventually, fakeRunners, readWithin } from "./inference-helpers.ts";
+import { eventually, fakeRunners, readWithin, forgetRunners } from "./inference-helpers.ts";
 
 let runners: Record<string, FakeOpenAiRunner>;
 let restore: () => void;
 beforeEach(async () => {
-  await env.DB.prepare("DELETE FROM runners").run();
-  forgetRunnerRows(); // this isolate's copy of the rows just deleted
+  await forgetRunners();
   ({ runners, restore } = fakeRunners());
 });
 afterEach(() => restore());

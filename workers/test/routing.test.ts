@@ -1,9 +1,8 @@
 import { env } from "cloudflare:test";
-import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
-import { eventually, fakeRunners, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter } from "./inference-helpers.ts";
+import { eventually, fakeRunners, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter, forgetRunners } from "./inference-helpers.ts";
 
 const RUNNER_C = "http://runner-c.test";
 const SECRET = { authorization: "Bearer test-runner-secret" };
@@ -11,8 +10,7 @@ const SECRET = { authorization: "Bearer test-runner-secret" };
 let runners: Record<string, FakeOpenAiRunner>;
 let restore: () => void;
 beforeEach(async () => {
-  await env.DB.prepare("DELETE FROM runners").run();
-  forgetRunnerRows(); // this isolate's copy of the rows just deleted
+  await forgetRunners();
   ({ runners, restore } = fakeRunners([RUNNER_C]));
 });
 afterEach(() => restore());

@@ -1,14 +1,12 @@
 import { env } from "cloudflare:test";
-import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FAKE_USAGE } from "./fake-openai-runner.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
-import { eventually, fakeRunners, seedAdapter } from "./inference-helpers.ts";
+import { eventually, fakeRunners, seedAdapter, forgetRunners } from "./inference-helpers.ts";
 
 let restore: () => void;
 beforeEach(async () => {
-  await env.DB.prepare("DELETE FROM runners").run();
-  forgetRunnerRows(); // this isolate's copy of the rows just deleted
+  await forgetRunners();
   ({ restore } = fakeRunners());
 });
 afterEach(() => restore());
