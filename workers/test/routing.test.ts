@@ -2,7 +2,8 @@ import { env } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
-import { eventually, fakeRunners, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter, forgetRunners } from "./inference-helpers.ts";
+import { MAX_CONSECUTIVE_FAILURES } from "../src/runners/registry.ts";
+import { eventually, fakeRunners, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter, forgetRunners, sseData } from "./inference-helpers.ts";
 
 const RUNNER_C = "http://runner-c.test";
 const SECRET = { authorization: "Bearer test-runner-secret" };
@@ -65,11 +66,11 @@ describe("failover", () => {
     const { key, ids } = await tenantWithAdapters(1);
     const preferred = preferredRunner(ids[0]);
     const fallback = otherRunner(preferred);
-    let expected = 0;
-    for (const [behaviour, stream] of [
-      [{ kind: "network_error" }, true],
-      [{ kind: "status", status: 503 }, false],
-      [{ kind: "close_after", events: 0 }, true], // a 200 whose stream ends before its first byte
+    // Soft failures count one each; a runner that cannot be reached is down: out at once.
+    for (const [behaviour, stream, expected] of [
+      [{ kind: "status", status: 503 }, false, 1],
+      [{ kind: "close_after", events: 0 }, true, 2], // a 200 whose stream ends before its first byte
+      [{ kind: "network_error" }, true, MAX_CONSECUTIVE_FAILURES],
     ] as const) {
       runners[preferred].behaviour = behaviour;
       const fallbackHits = runners[fallback].hits;
@@ -77,7 +78,6 @@ describe("failover", () => {
       expect(response.status).toBe(200);
       expect(await response.text()).toContain("Hel");
       expect(runners[fallback].hits).toBe(fallbackHits + 1);
-      expected++;
       await eventually(async () => (await failures(preferred)) === expected); // recorded after the response
     }
     expect(await failures(fallback)).toBeNull();
@@ -86,7 +86,7 @@ describe("failover", () => {
   it("takes a runner out after three failures in a row; a heartbeat brings it back", async () => {
     const { key, ids } = await tenantWithAdapters(1);
     const preferred = preferredRunner(ids[0]);
-    runners[preferred].behaviour = { kind: "network_error" };
+    runners[preferred].behaviour = { kind: "status", status: 502 };
     for (let i = 0; i < 3; i++) expect((await call("POST", "/v1/completions", { key, json: { model: ids[0], prompt: "x" } })).status).toBe(200);
     await eventually(async () => (await failures(preferred)) === 3);
     const tried = runners[preferred].hits;
@@ -98,6 +98,24 @@ describe("failover", () => {
     expect(await failures(preferred)).toBe(0);
     expect((await call("POST", "/v1/completions", { key, json: { model: ids[0], prompt: "x" } })).status).toBe(200);
     expect(runners[preferred].hits).toBe(tried + 1);
+  });
+
+  it("takes a runner that dies mid-stream out at once: the client gets an error event, the next request for that adapter goes to the other runner", async () => {
+    const { key, ids } = await tenantWithAdapters(1);
+    const preferred = preferredRunner(ids[0]);
+    const fallback = otherRunner(preferred);
+    runners[preferred].behaviour = { kind: "die_after_first_chunk" };
+    const events = sseData(await (await call("POST", "/v1/chat/completions", { key, json: chat(ids[0], { stream: true }) })).text());
+    expect(events).toHaveLength(2);
+    expect(JSON.parse(events[1]).error.code).toBe("runner_failed");
+    await eventually(async () => (await failures(preferred)) === MAX_CONSECUTIVE_FAILURES);
+    const preferredHits = runners[preferred].hits;
+    const fallbackHits = runners[fallback].hits;
+    const next = await call("POST", "/v1/chat/completions", { key, json: chat(ids[0], { stream: true }) });
+    expect(next.status).toBe(200);
+    expect(sseData(await next.text()).at(-1)).toBe("[DONE]");
+    expect(runners[preferred].hits).toBe(preferredHits); // not even tried
+    expect(runners[fallback].hits).toBe(fallbackHits + 1);
   });
 
   it("passes a runner's 4xx through without trying another runner", async () => {

@@ -16,11 +16,25 @@ describe("forwardToRunners", () => {
     restore = installFakeRunners({ "http://hung.test": hung, "http://ok.test": sse });
     const failures: string[] = [];
     const result = await forwardToRunners([runner("http://hung.test"), runner("http://ok.test")], { path: "/v1/completions", body: "{}", stream: true, requestId: "r1", headersTimeoutMs: 50 }, {
-      failed: (r, reason) => failures.push(`${r.url}: ${reason}`),
+      failed: (r, failure) => failures.push(`${r.url}: ${failure.reason} (down: ${failure.down})`),
       succeeded: () => undefined,
     });
     expect(result.kind).toBe("stream");
     expect(result.runner.url).toBe("http://ok.test");
-    expect(failures).toEqual(["http://hung.test: http://hung.test sent no headers within 50 ms"]);
+    // Slow is not dead: one failure, not out of the rotation.
+    expect(failures).toEqual(["http://hung.test: http://hung.test sent no headers within 50 ms (down: false)"]);
+  });
+
+  it("reports a runner it cannot reach as down, and one answering 5xx as failed", async () => {
+    const refused = () => Promise.reject(new TypeError("Network connection lost."));
+    const broken = () => new Response("oops", { status: 502 });
+    restore = installFakeRunners({ "http://gone.test": refused, "http://broken.test": broken, "http://ok.test": sse });
+    const failures: string[] = [];
+    const result = await forwardToRunners([runner("http://gone.test"), runner("http://broken.test"), runner("http://ok.test")], { path: "/v1/completions", body: "{}", stream: true, requestId: "r2" }, {
+      failed: (r, failure) => failures.push(`${r.url} down: ${failure.down}`),
+      succeeded: () => undefined,
+    });
+    expect(result.runner.url).toBe("http://ok.test");
+    expect(failures).toEqual(["http://gone.test down: true", "http://broken.test down: false"]);
   });
 });

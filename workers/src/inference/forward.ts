@@ -2,6 +2,8 @@
  * Sends an inference request to runners in preference order until one answers: a network error,
  * a 5xx, or a stream that breaks before its first byte counts against that runner and moves on to
  * the next; a 4xx is the runner's verdict on the request and goes back to the client as is.
+ * A runner that cannot be reached at all (refused or reset connection) is reported as down, so
+ * the edge takes it out at once instead of after several failures.
  */
 import { ApiError } from "../../../src/errors.ts";
 import type { RunnerInfo } from "../runners/registry.ts";
@@ -27,8 +29,14 @@ export type ForwardResult =
   | { kind: "json"; runner: RunnerInfo; status: number; text: string }
   | { kind: "stream"; runner: RunnerInfo; first: Uint8Array; reader: ReadableStreamDefaultReader<Uint8Array> };
 
+/** Why one runner could not take the request; `down` when it could not be reached at all. */
+export interface RunnerFailure {
+  reason: string;
+  down: boolean;
+}
+
 export interface ForwardHooks {
-  failed(runner: RunnerInfo, reason: string): void; // counts against the runner
+  failed(runner: RunnerInfo, failure: RunnerFailure): void; // counts against the runner
   succeeded(runner: RunnerInfo): void;
 }
 
@@ -36,9 +44,9 @@ export interface ForwardHooks {
 export async function forwardToRunners(runners: readonly RunnerInfo[], request: ForwardRequest, hooks: ForwardHooks): Promise<ForwardResult> {
   const reasons: string[] = [];
   for (const runner of runners) {
-    const result = await tryRunner(runner, request).catch((error: unknown) => `${(error as Error).message}`);
-    if (typeof result === "string") {
-      reasons.push(result);
+    const result = await tryRunner(runner, request).catch((error: unknown): RunnerFailure => ({ reason: `${runner.url}: ${(error as Error).message}`, down: true }));
+    if ("reason" in result) {
+      reasons.push(result.reason);
       hooks.failed(runner, result);
       continue;
     }
@@ -55,7 +63,7 @@ export function runnerUnavailable(message: string): ApiError {
 }
 
 /** One attempt: a result, or the reason it failed (thrown errors are failures too). */
-async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<ForwardResult | string> {
+async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<ForwardResult | RunnerFailure> {
   const hung = new AbortController();
   const timer = request.stream ? setTimeout(() => hung.abort(), request.headersTimeoutMs ?? HEADERS_TIMEOUT_MS) : null;
   let response: Response;
@@ -67,19 +75,20 @@ async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<F
       signal: hung.signal,
     });
   } catch (error) {
-    return hung.signal.aborted ? `${runner.url} sent no headers within ${request.headersTimeoutMs ?? HEADERS_TIMEOUT_MS} ms` : `${(error as Error).message}`;
+    if (hung.signal.aborted) return { reason: `${runner.url} sent no headers within ${request.headersTimeoutMs ?? HEADERS_TIMEOUT_MS} ms`, down: false };
+    return { reason: `${runner.url}: ${(error as Error).message}`, down: true };
   } finally {
     if (timer !== null) clearTimeout(timer);
   }
   if (response.status >= 500) {
     await response.body?.cancel();
-    return `${runner.url} answered ${response.status}`;
+    return { reason: `${runner.url} answered ${response.status}`, down: false };
   }
   if (response.status >= 400) return { kind: "refused", runner, response };
   if (!request.stream || !(response.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
     return { kind: "json", runner, status: response.status, text: await response.text() };
   }
-  if (response.body === null) return `${runner.url} sent a stream without a body`;
+  if (response.body === null) return { reason: `${runner.url} sent a stream without a body`, down: false };
   // Wait for the first bytes before answering the client: until then another runner can still
   // take the request without the client ever noticing.
   const reader = response.body.getReader();
@@ -87,7 +96,7 @@ async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<F
   while (!first.done && first.value.byteLength === 0) first = await reader.read();
   if (first.done) {
     reader.cancel().catch(() => undefined);
-    return `${runner.url} closed the stream before its first byte`;
+    return { reason: `${runner.url} closed the stream before its first byte`, down: false };
   }
   return { kind: "stream", runner, first: first.value, reader };
 }

@@ -16,7 +16,7 @@ import { clearRunnerFailures, recordRunnerFailure } from "../db/queries/runners.
 import { recordUsage } from "../db/queries/usage.ts";
 import type { AppEnv } from "../env.ts";
 import { cachedRunnerRows, cachedTenantLimits, cacheRunnerRows, cacheTenantLimits, forgetRunnerRows } from "../inference/lookup-cache.ts";
-import { forwardToRunners, runnerUnavailable, type ForwardRequest } from "../inference/forward.ts";
+import { forwardToRunners, runnerUnavailable, type ForwardRequest, type RunnerFailure } from "../inference/forward.ts";
 import { relaySse } from "../inference/sse-relay.ts";
 import type { TenantLimits } from "../limits/tenant-limiter.ts";
 import { healthyFromRows, type RunnerInfo } from "../runners/registry.ts";
@@ -78,7 +78,7 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
   c.executionCtx.waitUntil(
     relay.finished.then(async (outcome) => {
       await Promise.all([release(), billed(outcome.usage)]);
-      if (outcome.end === "runner_failed") await countFailure(db, result.runner.url);
+      if (outcome.end === "runner_failed") await countFailure(db, result.runner.url, true);
     }),
   );
   return new Response(relay.body, {
@@ -120,9 +120,9 @@ function runnerBody(body: Record<string, unknown>, request: SamplingParameters):
 /** Failures count against a runner (in the background); a success after failures clears them. */
 function runnerHealth(c: Context<AppEnv>, db: Database) {
   return {
-    failed(runner: RunnerInfo, reason: string) {
-      console.error(`runner ${runner.url} failed: ${reason}`);
-      c.executionCtx.waitUntil(countFailure(db, runner.url));
+    failed(runner: RunnerInfo, failure: RunnerFailure) {
+      console.error(`runner ${runner.url} failed: ${failure.reason}`);
+      c.executionCtx.waitUntil(countFailure(db, runner.url, failure.down));
     },
     succeeded(runner: RunnerInfo) {
       if (runner.failures > 0) c.executionCtx.waitUntil(clearRunnerFailures(db, runner.url).then(forgetRunnerRows, () => undefined));
@@ -131,8 +131,8 @@ function runnerHealth(c: Context<AppEnv>, db: Database) {
 }
 
 /** Records a failed forward; the runner rows this isolate keeps are stale once it has landed. */
-async function countFailure(db: Database, url: string): Promise<void> {
-  await recordRunnerFailure(db, url).then(forgetRunnerRows, (error: unknown) => console.error(`failure of ${url} not recorded: ${(error as Error).message}`));
+async function countFailure(db: Database, url: string, down: boolean): Promise<void> {
+  await recordRunnerFailure(db, url, down).then(forgetRunnerRows, (error: unknown) => console.error(`failure of ${url} not recorded: ${(error as Error).message}`));
 }
 
 function usageOf(text: string): Usage | null {

@@ -5,6 +5,7 @@
  */
 import { and, eq, gt, ne, sql } from "drizzle-orm";
 import type { Database } from "../client.ts";
+import { MAX_CONSECUTIVE_FAILURES } from "../../runners/registry.ts";
 import { runners } from "../schema.ts";
 
 export interface RunnerHeartbeat {
@@ -29,11 +30,16 @@ export async function upsertRunnerHeartbeat(db: Database, heartbeat: RunnerHeart
   ]);
 }
 
-/** Counts one failed forward to the runner at `url` (a listed runner without a row gets one). */
-export async function recordRunnerFailure(db: Database, url: string) {
+/**
+ * Counts one failed forward to the runner at `url` (a listed runner without a row gets one). A
+ * runner that is `down` (it could not be reached, or its stream broke) gets at least enough
+ * failures to leave the rotation at once; its next heartbeat brings it back.
+ */
+export async function recordRunnerFailure(db: Database, url: string, down = false) {
+  const failures = down ? sql`max(${runners.failures} + 1, ${MAX_CONSECUTIVE_FAILURES})` : sql`${runners.failures} + 1`;
   const updated = await db
     .update(runners)
-    .set({ failures: sql`${runners.failures} + 1`, lastFailureAt: Math.floor(Date.now() / 1000) })
+    .set({ failures, lastFailureAt: Math.floor(Date.now() / 1000) })
     .where(eq(runners.url, url))
     .returning({ id: runners.id });
   if (updated.length > 0) return;
@@ -41,8 +47,8 @@ export async function recordRunnerFailure(db: Database, url: string) {
   // stays in rotation only as a listed runner, until its failures take it out.
   await db
     .insert(runners)
-    .values({ id: url, url, baseModel: "", basisId: "", failures: 1, lastFailureAt: Math.floor(Date.now() / 1000), lastHeartbeat: 0 })
-    .onConflictDoUpdate({ target: runners.id, set: { failures: sql`${runners.failures} + 1`, lastFailureAt: Math.floor(Date.now() / 1000) } });
+    .values({ id: url, url, baseModel: "", basisId: "", failures: down ? MAX_CONSECUTIVE_FAILURES : 1, lastFailureAt: Math.floor(Date.now() / 1000), lastHeartbeat: 0 })
+    .onConflictDoUpdate({ target: runners.id, set: { failures, lastFailureAt: Math.floor(Date.now() / 1000) } });
 }
 
 /** Clears the failures of the runner at `url` after a good forward (failures count in a row). */
