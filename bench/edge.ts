@@ -9,6 +9,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_MODEL_ID } from "../src/constants.ts";
+import { createTenantWithKey } from "../stack/admin.ts";
 import { startRunner, type RunnerProcess } from "../stack/runner-process.ts";
 import { median, percentile, progress, round } from "./stats.ts";
 import { applyLocalMigrations, startWrangler, type WranglerProcess } from "../stack/wrangler-process.ts";
@@ -103,13 +104,7 @@ export async function runEdgeBench(): Promise<Record<string, unknown>> {
 
 /** A tenant with high limits (the bench measures latency, not the limiter refusing) and its key. */
 async function tenantKey(edgeUrl: string, adminToken: string): Promise<string> {
-  const admin = { authorization: `Bearer ${adminToken}`, "content-type": "application/json" };
-  const tenantResponse = await fetch(`${edgeUrl}/admin/tenants`, { method: "POST", headers: admin, body: JSON.stringify({ name: "bench", requests_per_minute: 1_000_000, concurrent_streams: 1000 }) });
-  if (tenantResponse.status !== 201) throw new Error(`creating the tenant: ${tenantResponse.status} ${await tenantResponse.text()}`);
-  const tenant = (await tenantResponse.json()) as { id: string };
-  const keyResponse = await fetch(`${edgeUrl}/admin/tenants/${tenant.id}/keys`, { method: "POST", headers: admin, body: JSON.stringify({ name: "bench", scopes: ["inference"] }) });
-  if (keyResponse.status !== 201) throw new Error(`creating the key: ${keyResponse.status} ${await keyResponse.text()}`);
-  return ((await keyResponse.json()) as { key: string }).key;
+  return (await createTenantWithKey(edgeUrl, adminToken, { name: "bench", requests_per_minute: 1_000_000, concurrent_streams: 1000 }, ["inference"])).key;
 }
 
 /** Milliseconds for one GET, body read. */

@@ -22,6 +22,8 @@ export interface StreamedCompletion {
   completionTokens: number; // from the usage chunk; at least chunkTimes.length
   error: string | null; // an HTTP status or stream error; null when it finished or was aborted
   aborted: boolean; // stopped by the caller's signal before [DONE]
+  status: number | null; // the HTTP status; null when no response came
+  usageSeen: boolean; // the stream carried its usage chunk
 }
 
 /** Time to first token in ms, or null when no token came. */
@@ -42,12 +44,12 @@ export function timePerOutputToken(completion: StreamedCompletion): number | nul
  * arrives. Reads the SSE stream itself because the timings must be taken per chunk as it arrives;
  * the format is a few lines of `data: <json>` blocks ending with `data: [DONE]`.
  */
-export async function streamCompletion(baseUrl: string, request: LoadRequest, signal?: AbortSignal): Promise<StreamedCompletion> {
-  const result: StreamedCompletion = { request, sentAt: performance.now(), chunkTimes: [], completionTokens: 0, error: null, aborted: false };
+export async function streamCompletion(baseUrl: string, request: LoadRequest, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<StreamedCompletion> {
+  const result: StreamedCompletion = { request, sentAt: performance.now(), chunkTimes: [], completionTokens: 0, error: null, aborted: false, status: null, usageSeen: false };
   try {
     const response = await fetch(`${baseUrl}/v1/completions`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", ...headers },
       body: JSON.stringify({
         model: request.model,
         prompt: request.prompt,
@@ -58,6 +60,7 @@ export async function streamCompletion(baseUrl: string, request: LoadRequest, si
       }),
       signal,
     });
+    result.status = response.status;
     if (!response.ok || response.body === null) {
       result.error = `HTTP ${response.status} for ${request.model}: ${(await response.text()).slice(0, 300)}`;
       return result;
@@ -81,19 +84,26 @@ export async function streamCompletion(baseUrl: string, request: LoadRequest, si
           result.completionTokens = Math.max(result.completionTokens, result.chunkTimes.length);
           return result;
         }
-        const chunk = JSON.parse(data) as { choices?: { text?: string }[]; usage?: { completion_tokens: number }; error?: { message: string } };
+        const chunk = JSON.parse(data) as { choices?: { text?: string }[]; usage?: { completion_tokens: number } | null; error?: { message: string } };
         if (chunk.error !== undefined) {
           result.error = `stream error for ${request.model}: ${chunk.error.message}`;
           return result;
         }
-        if (chunk.usage !== undefined) result.completionTokens = chunk.usage.completion_tokens;
+        if (chunk.usage !== undefined && chunk.usage !== null) {
+          result.completionTokens = chunk.usage.completion_tokens;
+          result.usageSeen = true;
+        }
         if ((chunk.choices?.[0]?.text ?? "").length > 0) result.chunkTimes.push(now);
       }
     }
     result.error = `the stream for ${request.model} ended without [DONE]`;
   } catch (error) {
     if (signal?.aborted) result.aborted = true;
-    else result.error = `request for ${request.model} failed: ${(error as Error).message}`;
+    else {
+      const cause = (error as Error).cause as { code?: string; message?: string } | undefined;
+      const when = result.status === null ? "before its response" : `after ${result.chunkTimes.length} chunks`;
+      result.error = `request for ${request.model} failed ${when}: ${(error as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ""}`;
+    }
   }
   return result;
 }

@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   serve: async () => (await import("./serve.ts")).runServeBench(),
   e2e: async () => (await import("./e2e.ts")).runEndToEndBench(),
   edge: async () => (await import("./edge.ts")).runEdgeBench(),
+  load: async () => (await import("./stack-load.ts")).runStackLoadBench(),
 };
 
 const name = process.argv[2];

@@ -10,6 +10,7 @@ import { InferenceClient } from "@huggingface/inference";
 import OpenAI, { toFile } from "openai";
 import { classifyTask, toChatJsonl, type QualityExample } from "../bench/quality-tasks.ts";
 import { BASE_MODEL_ID } from "../src/constants.ts";
+import { createTenantWithKey } from "./admin.ts";
 
 export interface EndToEndOptions {
   edgeUrl: string;
@@ -87,7 +88,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
   }
 
   // A second tenant: neither the adapter nor the job may be reachable, whatever it tries.
-  const other = await secondTenantKey(options.edgeUrl, options.adminToken);
+  const other = (await createTenantWithKey(options.edgeUrl, options.adminToken, { name: "intruder" })).key;
   const intruder = new OpenAI({ baseURL: `${options.edgeUrl}/v1`, apiKey: other, maxRetries: 0 });
   let violations = 0;
   const mustBeRefused = async (what: string, call: () => Promise<unknown>) => {
@@ -121,12 +122,4 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     usage_completion_tokens: usage.totals.output_tokens,
     fine_tuned_model: adapter,
   };
-}
-
-/** A new tenant and key through the admin API. */
-async function secondTenantKey(edgeUrl: string, adminToken: string): Promise<string> {
-  const admin = { authorization: `Bearer ${adminToken}`, "content-type": "application/json" };
-  const tenant = (await (await fetch(`${edgeUrl}/admin/tenants`, { method: "POST", headers: admin, body: JSON.stringify({ name: "intruder" }) })).json()) as { id: string };
-  const key = (await (await fetch(`${edgeUrl}/admin/tenants/${tenant.id}/keys`, { method: "POST", headers: admin, body: JSON.stringify({ scopes: ["inference", "fine_tuning"] }) })).json()) as { key: string };
-  return key.key;
 }

@@ -62,6 +62,9 @@ const { values } = parseArgs({
   },
 });
 
+/** How long an idle client connection stays open: longer than any client's pool keeps one idle. */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
 function integer(name: string, value: string | undefined, min: number): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${value}`);
@@ -132,7 +135,11 @@ async function main(): Promise<void> {
     health: () => ({ adapters: { resident: cache.stats().resident }, jobs: jobs.stats().byStatus }),
   });
   let heartbeat: Heartbeat | null = null;
-  const server = serve({ fetch: app.fetch, hostname: values.host!, port: integer("port", values.port, 0) }, (info) => {
+  // The edge keeps idle connections to runners pooled for a few seconds (workerd: 5 s, Node's
+  // default here too). A server that closes an idle connection at the moment the client reuses
+  // it loses that request; a much longer idle timeout on this side leaves closing to the client.
+  const serverOptions = { keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, headersTimeout: KEEP_ALIVE_TIMEOUT_MS + 1000 };
+  const server = serve({ fetch: app.fetch, hostname: values.host!, port: integer("port", values.port, 0), serverOptions }, (info) => {
     console.log(`runner listening on http://${info.address}:${info.port} (model ${modelId}, basis ${basis.id.slice(0, 12)}…, ${provider})`);
     const publicUrl = values["public-url"] ?? `http://${info.address}:${info.port}`;
     const report = () => ({ id: publicUrl, url: publicUrl, base_model: modelId, basis_id: basis.id, running: scheduler.stats.running, waiting: scheduler.stats.waiting, resident_adapters: cache.stats().resident });

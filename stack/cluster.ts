@@ -1,0 +1,145 @@
+/**
+ * The local platform as parts that can be stopped one by one: the edge under `wrangler dev` and
+ * any number of runner processes on fixed ports, wired with shared secrets kept in the data
+ * directory. `npm start` runs it with one runner; the load and chaos benchmarks and the fault
+ * tests use it to kill a runner (SIGKILL, as a crash would) and start it again on the same port,
+ * jobs directory and identity.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { startRunner, type RunnerProcess } from "./runner-process.ts";
+import { applyLocalMigrations, freePort, startWrangler, type WranglerProcess } from "./wrangler-process.ts";
+
+/** The stack's shared secrets, generated on the first start and read back afterwards. */
+export interface StackSecrets {
+  RUNNER_SECRET: string;
+  ADMIN_TOKEN: string;
+}
+
+export interface ClusterOptions {
+  dataDir: string; // secrets, the edge's local state, each runner's jobs
+  runners?: number; // default 1
+  edgePort?: number; // default: a free port
+  runnerPorts?: number[]; // default: free ports
+  model?: string; // the runner's model directory; default the shipped model
+  runnerArgs?: string[]; // more runner flags, for every runner
+  log?: (message: string) => void;
+}
+
+/** One runner of the cluster: its fixed address, and a crash and a restart on demand. */
+export interface ClusterRunner {
+  url: string;
+  jobsDir: string;
+  process(): RunnerProcess | null; // null while it is down
+  /** SIGKILL, as a crash or a lost machine would; resolves once the process is gone. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port, jobs directory and secret. */
+  start(): Promise<void>;
+  /** SIGTERM with its grace period (checkpoints a running job). */
+  stop(): Promise<void>;
+}
+
+export interface Cluster {
+  edge: WranglerProcess;
+  edgeUrl: string;
+  secrets: StackSecrets;
+  secretsFile: string;
+  runners: ClusterRunner[];
+  stop(): Promise<void>;
+}
+
+/** Reads the data directory's secrets, or generates them (mode 0600). */
+export async function stackSecrets(dataDir: string): Promise<{ secrets: StackSecrets; file: string }> {
+  const file = join(dataDir, "secrets.env");
+  const existing = await readFile(file, "utf8").catch(() => null);
+  if (existing !== null) {
+    const entries = Object.fromEntries(existing.split("\n").filter((line) => line.includes("=")).map((line) => line.split("=", 2) as [string, string]));
+    if (entries.RUNNER_SECRET && entries.ADMIN_TOKEN) return { secrets: { RUNNER_SECRET: entries.RUNNER_SECRET, ADMIN_TOKEN: entries.ADMIN_TOKEN }, file };
+  }
+  const created: StackSecrets = { RUNNER_SECRET: randomBytes(32).toString("hex"), ADMIN_TOKEN: randomBytes(32).toString("hex") };
+  await writeFile(file, `RUNNER_SECRET=${created.RUNNER_SECRET}\nADMIN_TOKEN=${created.ADMIN_TOKEN}\n`, { mode: 0o600 });
+  return { secrets: created, file };
+}
+
+/** Applies the migrations, starts the runners, then the edge routing to them. */
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const log = options.log ?? (() => undefined);
+  const count = options.runners ?? 1;
+  await mkdir(join(options.dataDir, "wrangler"), { recursive: true });
+  const { secrets, file: secretsFile } = await stackSecrets(options.dataDir);
+  const edgePort = options.edgePort ?? (await freePort());
+  const edgeUrl = `http://127.0.0.1:${edgePort}`;
+  const ports: number[] = [];
+  for (let i = 0; i < count; i++) ports.push(options.runnerPorts?.[i] ?? (await freePort()));
+
+  log("applying the database migrations…");
+  await applyLocalMigrations(join(options.dataDir, "wrangler"));
+  const runners = ports.map((port, i) => clusterRunner(options, { port, index: i, edgeUrl, secret: secrets.RUNNER_SECRET }));
+  try {
+    log(`starting ${count === 1 ? "the runner" : `${count} runners`} (${options.model ?? "shipped model"}, CPU)…`);
+    await Promise.all(runners.map((runner) => runner.start()));
+    log("starting the edge (wrangler dev)…");
+    const edge = await startWrangler({
+      port: edgePort,
+      persistTo: join(options.dataDir, "wrangler"),
+      envFile: secretsFile,
+      vars: { RUNNER_URLS: runners.map((runner) => runner.url).join(","), PUBLIC_URL: edgeUrl },
+    });
+    return {
+      edge,
+      edgeUrl,
+      secrets,
+      secretsFile,
+      runners,
+      stop: async () => {
+        await Promise.all([edge.stop(), ...runners.map((runner) => runner.stop())]);
+      },
+    };
+  } catch (error) {
+    await Promise.all(runners.map((runner) => runner.stop()));
+    throw error;
+  }
+}
+
+function clusterRunner(options: ClusterOptions, where: { port: number; index: number; edgeUrl: string; secret: string }): ClusterRunner {
+  const url = `http://127.0.0.1:${where.port}`;
+  // The first runner keeps the single-runner layout `npm start` has always used.
+  const suffix = where.index === 0 ? "" : `-${where.index + 1}`;
+  const jobsDir = join(options.dataDir, `jobs${suffix}`);
+  let current: RunnerProcess | null = null;
+  return {
+    url,
+    jobsDir,
+    process: () => current,
+    async start() {
+      if (current !== null) throw new Error(`the runner at ${url} is already running`);
+      current = await startRunner({
+        port: where.port,
+        args: [
+          ...(options.model !== undefined ? ["--model", options.model] : []),
+          "--host", "127.0.0.1",
+          "--edge-url", where.edgeUrl,
+          "--public-url", url,
+          "--jobs-dir", jobsDir,
+          "--adapter-dir", join(options.dataDir, `adapters${suffix}`),
+          ...(options.runnerArgs ?? []),
+        ],
+        env: { RUNNER_SECRET: where.secret },
+      });
+    },
+    async kill() {
+      const child = current?.child;
+      current = null;
+      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      child.kill("SIGKILL");
+      await exited;
+    },
+    async stop() {
+      const running = current;
+      current = null;
+      await running?.stop();
+    },
+  };
+}
