@@ -4,6 +4,7 @@
  * asked, `[DONE]`), records what it was sent, and can be told to fail in the ways that matter to
  * the edge: refuse to connect, answer 5xx or 4xx, die mid-stream, or hold a chunk back.
  */
+import { PEFT_PATHS } from "../../src/protocol/runner.ts";
 import type { RunnerHandler } from "./fake-runners.ts";
 
 export type Behaviour =
@@ -33,6 +34,11 @@ export class FakeOpenAiRunner {
   /** The handler to pass to installFakeRunners. */
   readonly handler: RunnerHandler = async (request) => {
     const path = new URL(request.url).pathname;
+    if (path === PEFT_PATHS.import || path === PEFT_PATHS.export) {
+      // Converts nothing: refuses every adapter the way a runner refuses one it cannot read.
+      await request.body?.cancel();
+      return Response.json({ error: { message: "adapter_model: not a PEFT adapter this runner can read", type: "invalid_request_error", param: "adapter_model", code: "invalid_peft_adapter" } }, { status: 400 });
+    }
     const body = (await request.json()) as Record<string, unknown>;
     this.received.push({ path, body });
     const behaviour = this.behaviour;
