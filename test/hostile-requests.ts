@@ -149,7 +149,10 @@ export function requestInit(request: HostileRequest, credentials: { key: string;
   let body: BodyInit | undefined = request.body;
   if (request.form !== undefined) {
     const form = new FormData();
-    for (const part of request.form) form.append(part.name, part.filename === undefined ? part.value : new Blob([part.value]), part.filename);
+    for (const part of request.form) {
+      if (part.filename === undefined) form.append(part.name, part.value);
+      else form.append(part.name, new Blob([part.value]), part.filename);
+    }
     body = form;
   } else if (request.contentType !== undefined) {
     headers["content-type"] = request.contentType;
