@@ -146,7 +146,7 @@ export function requestInit(request: HostileRequest, credentials: { key: string;
   if (request.auth === "key") headers.authorization = `Bearer ${credentials.key}`;
   if (request.auth === "admin") headers.authorization = `Bearer ${credentials.adminToken}`;
   if (request.auth === "forged") headers.authorization = `Bearer sk-pica-${"A".repeat(43)}`;
-  let body: BodyInit | undefined = request.body;
+  let body: RequestInit["body"] = request.body;
   if (request.form !== undefined) {
     const form = new FormData();
     for (const part of request.form) {
