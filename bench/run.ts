@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   e2e: async () => (await import("./e2e.ts")).runEndToEndBench(),
   edge: async () => (await import("./edge.ts")).runEdgeBench(),
   load: async () => (await import("./stack-load.ts")).runStackLoadBench(),
+  chaos: async () => (await import("./chaos.ts")).runChaosBench(),
 };
 
 const name = process.argv[2];

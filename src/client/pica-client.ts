@@ -96,13 +96,18 @@ export class PicaClient {
     return this.json("POST", `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/cancel`);
   }
 
-  /** A page of a job's events, newest first (as OpenAI lists them). */
-  jobEvents(id: string, limit = 100): Promise<ListPage<JobEvent>> {
-    return this.json("GET", `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/events?limit=${limit}`);
+  /** A page of a job's events, newest first (as OpenAI lists them); `after`: the last id of the previous page. */
+  jobEvents(id: string, limit = 100, after?: string): Promise<ListPage<JobEvent>> {
+    const query = new URLSearchParams({ limit: String(limit), ...(after !== undefined ? { after } : {}) });
+    return this.json("GET", `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/events?${query}`);
   }
 
   listAdapters(): Promise<ListPage<{ id: string; created_at: number; [field: string]: unknown }>> {
     return this.json("GET", "/v1/adapters");
+  }
+
+  retrieveAdapter(id: string): Promise<{ id: string; sha256: string; [field: string]: unknown }> {
+    return this.json("GET", `/v1/adapters/${encodeURIComponent(id)}`);
   }
 
   /** The adapter as PEFT files (multipart: adapter_config, adapter_model). */

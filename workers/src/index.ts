@@ -10,6 +10,7 @@ import type { AppEnv } from "./env.ts";
 import { limitBodies, publicCors, requestIds } from "./http/policy.ts";
 import { sweepWaitingJobs } from "./jobs/sweeper.ts";
 import { consumeTasks } from "./queue/consumer.ts";
+import { guardedStorage, isStorageFailure, storageUnavailable } from "./storage/storage-errors.ts";
 import type { TaskMessage } from "./queue/messages.ts";
 import { adapterTransferRoutes } from "./routes/adapter-transfer.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
@@ -31,7 +32,7 @@ export const app = new Hono<AppEnv>();
 
 app.onError((error, c) => {
   if (error instanceof HTTPException) return error.getResponse();
-  const api = error instanceof ApiError ? error : serverError();
+  const api = error instanceof ApiError ? error : isStorageFailure(error) ? storageUnavailable() : serverError();
   if (!(error instanceof ApiError)) console.error(`${c.req.method} ${c.req.path}: ${(error as Error).stack ?? error}`);
   if (api.retryAfterSeconds !== null) c.header("Retry-After", String(api.retryAfterSeconds));
   return c.json(api.toBody(), api.status as 400);
@@ -61,7 +62,7 @@ app.route("/internal/jobs", jobCallbackRoutes);
 export { TenantLimiter } from "./limits/tenant-limiter.ts";
 
 export default {
-  fetch: app.fetch,
-  queue: consumeTasks,
-  scheduled: (_controller, env, ctx) => ctx.waitUntil(sweepWaitingJobs(env)),
+  fetch: (request, env, ctx) => app.fetch(request, guardedStorage(env), ctx),
+  queue: (batch, env) => consumeTasks(batch, guardedStorage(env)),
+  scheduled: (_controller, env, ctx) => ctx.waitUntil(sweepWaitingJobs(guardedStorage(env))),
 } satisfies ExportedHandler<Env, TaskMessage>;

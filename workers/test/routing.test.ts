@@ -109,6 +109,8 @@ describe("failover", () => {
     expect(events).toHaveLength(2);
     expect(JSON.parse(events[1]).error.code).toBe("runner_failed");
     await eventually(async () => (await failures(preferred)) === MAX_CONSECUTIVE_FAILURES);
+    const listed = (await (await call("GET", "/internal/runners", { headers: SECRET })).json()) as { data: { url: string; in_rotation: boolean }[] };
+    expect(listed.data.find((row) => row.url === preferred)?.in_rotation).toBe(false);
     const preferredHits = runners[preferred].hits;
     const fallbackHits = runners[fallback].hits;
     const next = await call("POST", "/v1/chat/completions", { key, json: chat(ids[0], { stream: true }) });
@@ -155,7 +157,7 @@ describe("runner heartbeats", () => {
     expect((await call("POST", "/internal/runners/heartbeat", { headers: SECRET, json: heartbeat({ running: 2, waiting: 1, resident_adapters: 5 }) })).status).toBe(200);
     const listed = (await (await call("GET", "/internal/runners", { headers: SECRET })).json()) as { data: Record<string, unknown>[] };
     expect(listed.data).toEqual([
-      expect.objectContaining({ id: "runner-c", url: RUNNER_C, base_model: env.BASE_MODEL, basis_id: "basis-1", running: 2, waiting: 1, resident_adapters: 5, failures: 0 }),
+      expect.objectContaining({ id: "runner-c", url: RUNNER_C, base_model: env.BASE_MODEL, basis_id: "basis-1", running: 2, waiting: 1, resident_adapters: 5, failures: 0, in_rotation: true }),
     ]);
     // Some adapter now prefers runner C, and goes there.
     const { key, ids } = await tenantWithAdapters(12);

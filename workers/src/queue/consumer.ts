@@ -3,6 +3,7 @@
  * message to be retried with backoff (at-least-once, so every handler is idempotent).
  */
 import { database } from "../db/client.ts";
+import { recordUsage } from "../db/queries/usage.ts";
 import { dispatchJob } from "../jobs/dispatcher.ts";
 import { deliverWebhook } from "../webhooks/deliver.ts";
 import type { TaskMessage } from "./messages.ts";
@@ -25,6 +26,8 @@ async function handle(task: TaskMessage, env: Env): Promise<void> {
       return dispatchJob(env, task.jobId);
     case "deliver_webhook":
       return deliverWebhook(database(env.DB), task.deliveryId);
+    case "record_usage":
+      return recordUsage(database(env.DB), task.usage);
     default:
       console.error(`unknown task ${JSON.stringify(task)}; dropped`);
       void env;

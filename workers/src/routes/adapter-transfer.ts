@@ -23,6 +23,7 @@ import { findTenantAdapter } from "../db/queries/adapters.ts";
 import type { AppEnv } from "../env.ts";
 import { exportPeftOnRunner, importPeftOnRunner } from "../runners/peft-conversion.ts";
 import { importedAdapterBlobKey } from "../storage/blob-keys.ts";
+import { blobThenRows } from "../storage/storage-errors.ts";
 import { parse } from "./parse.ts";
 
 /** The import's multipart form; the two files are PEFT's adapter_config.json and adapter_model.safetensors. */
@@ -71,19 +72,20 @@ adapterTransferRoutes.post("/import", requireKey("fine_tuning"), async (c) => {
   const importId = randomId("imp");
   // Keyed by our own id under the tenant (blob keys never carry a tenant-chosen name).
   const blobKey = importedAdapterBlobKey(tenantId, importId);
-  await c.env.BLOBS.put(blobKey, converted.bytes, { sha256: converted.sha256, httpMetadata: { contentType: "application/octet-stream" } });
-  const row = await insertImportedAdapter(db, {
-    id: `peft:${c.env.BASE_MODEL}:${tenantId}:${body.name}:${importId}`,
-    tenantId,
-    baseModel: c.env.BASE_MODEL,
-    basisId: converted.report.basis_id,
-    rank: converted.report.rank,
-    sharing: converted.report.sharing,
-    blobKey,
-    sha256: converted.sha256,
-    bytes: converted.bytes.length,
-    importReport: converted.report,
-  });
+  const row = await blobThenRows(c.env, c.executionCtx, { key: blobKey, bytes: converted.bytes, options: { sha256: converted.sha256, httpMetadata: { contentType: "application/octet-stream" } } }, () =>
+    insertImportedAdapter(db, {
+      id: `peft:${c.env.BASE_MODEL}:${tenantId}:${body.name}:${importId}`,
+      tenantId,
+      baseModel: c.env.BASE_MODEL,
+      basisId: converted.report.basis_id,
+      rank: converted.report.rank,
+      sharing: converted.report.sharing,
+      blobKey,
+      sha256: converted.sha256,
+      bytes: converted.bytes.length,
+      importReport: converted.report,
+    }),
+  );
   const answer: z.input<typeof importedAdapterSchema> = {
     id: row.id,
     object: "adapter",

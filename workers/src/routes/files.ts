@@ -10,6 +10,7 @@ import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
 import { createFile, deleteTenantFile, findTenantFile, listTenantFiles, type FileRow } from "../db/queries/files.ts";
 import type { AppEnv } from "../env.ts";
+import { blobThenRows } from "../storage/storage-errors.ts";
 import { validateTrainingUpload } from "../files/training-file.ts";
 import { fileBlobKey } from "../storage/blob-keys.ts";
 import { listPage, pageQuerySchema } from "./list-page.ts";
@@ -37,18 +38,19 @@ fileRoutes.post("/", async (c) => {
   const tenantId = c.get("caller").tenantId;
   const id = randomId("file-");
   const blobKey = fileBlobKey(tenantId, id);
-  // Blob first: a row never points at a missing blob (an orphan blob is invisible and harmless).
-  await c.env.BLOBS.put(blobKey, bytes, { httpMetadata: { contentType: "application/jsonl" } });
-  const row = await createFile(database(c.env.DB), {
-    id,
-    tenantId,
-    purpose,
-    filename: (file.name || "upload.jsonl").slice(0, 255),
-    bytes: bytes.byteLength,
-    examples: valid.examples,
-    estimatedTokens: valid.estimatedTokens,
-    blobKey,
-  });
+  // Blob first: a row never points at a missing blob; a failed row takes its blob away again.
+  const row = await blobThenRows(c.env, c.executionCtx, { key: blobKey, bytes, options: { httpMetadata: { contentType: "application/jsonl" } } }, () =>
+    createFile(database(c.env.DB), {
+      id,
+      tenantId,
+      purpose,
+      filename: (file.name || "upload.jsonl").slice(0, 255),
+      bytes: bytes.byteLength,
+      examples: valid.examples,
+      estimatedTokens: valid.estimatedTokens,
+      blobKey,
+    }),
+  );
   return c.json(publicFile(row), 200);
 });
 

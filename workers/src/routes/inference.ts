@@ -13,8 +13,9 @@ import { requireKey } from "../auth/middleware.ts";
 import { database, type Database } from "../db/client.ts";
 import { inferenceLookups } from "../db/queries/inference.ts";
 import { clearRunnerFailures, recordRunnerFailure } from "../db/queries/runners.ts";
-import { recordUsage } from "../db/queries/usage.ts";
+import { recordUsage, type UsageRecord } from "../db/queries/usage.ts";
 import type { AppEnv } from "../env.ts";
+import type { TaskMessage } from "../queue/messages.ts";
 import { cachedRunnerRows, cachedTenantLimits, cacheRunnerRows, cacheTenantLimits, forgetRunnerRows } from "../inference/lookup-cache.ts";
 import { forwardToRunners, runnerUnavailable, type ForwardRequest, type RunnerFailure } from "../inference/forward.ts";
 import { relaySse } from "../inference/sse-relay.ts";
@@ -61,7 +62,7 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
     c.executionCtx.waitUntil(release());
     throw error;
   }
-  const billed = (usage: Usage | null) => (usage === null ? Promise.resolve() : record(db, { tenantId, model, requestId, usage }));
+  const billed = (usage: Usage | null) => (usage === null ? Promise.resolve() : record(c.env, db, { tenantId, model, requestId, usage }));
 
   if (result.kind === "refused") {
     c.executionCtx.waitUntil(release());
@@ -144,11 +145,18 @@ function usageOf(text: string): Usage | null {
   }
 }
 
-async function record(db: Database, entry: { tenantId: string; model: string; requestId: string; usage: Usage }) {
+/**
+ * Records what a request used. A failed write goes on the queue, whose consumer retries it with
+ * backoff, so a storage hiccup loses no usage (a record the queue redelivers after a write that
+ * did land but was never acknowledged would count twice: at-least-once, as queues are).
+ */
+async function record(env: Env, db: Database, entry: { tenantId: string; model: string; requestId: string; usage: Usage }) {
+  const usage: UsageRecord = { tenantId: entry.tenantId, model: entry.model, requestId: entry.requestId, promptTokens: entry.usage.prompt_tokens, completionTokens: entry.usage.completion_tokens, createdAt: Math.floor(Date.now() / 1000) };
   try {
-    await recordUsage(db, { tenantId: entry.tenantId, model: entry.model, requestId: entry.requestId, promptTokens: entry.usage.prompt_tokens, completionTokens: entry.usage.completion_tokens });
+    await recordUsage(db, usage);
   } catch (error) {
-    console.error(`usage of ${entry.requestId} not recorded: ${(error as Error).message}`);
+    console.error(`usage of ${entry.requestId} not recorded (${(error as Error).message}); queued for a retry`);
+    await env.TASKS.send({ kind: "record_usage", usage } satisfies TaskMessage).catch((queued: unknown) => console.error(`usage of ${entry.requestId} lost: ${(queued as Error).message}`));
   }
 }
 

@@ -10,6 +10,7 @@ import { database } from "../db/client.ts";
 import { listRunners, upsertRunnerHeartbeat } from "../db/queries/runners.ts";
 import type { AppEnv } from "../env.ts";
 import { forgetRunnerRows } from "../inference/lookup-cache.ts";
+import { healthyFromRows } from "../runners/registry.ts";
 
 export const runnerRoutes = new Hono<AppEnv>();
 runnerRoutes.use(requireRunner());
@@ -31,6 +32,7 @@ runnerRoutes.post("/heartbeat", async (c) => {
 
 runnerRoutes.get("/", async (c) => {
   const rows = await listRunners(database(c.env.DB));
+  const inRotation = new Set(healthyFromRows(rows, c.env).map((runner) => runner.url));
   return c.json({
     object: "list",
     data: rows.map((row) => ({
@@ -43,6 +45,7 @@ runnerRoutes.get("/", async (c) => {
       resident_adapters: row.residentAdapters,
       failures: row.failures,
       last_heartbeat: row.lastHeartbeat,
+      in_rotation: inRotation.has(row.url.replace(/\/+$/, "")), // what routing and job placement may use now
     })),
   });
 });

@@ -12,6 +12,7 @@ export interface UsageRecord {
   requestId: string;
   promptTokens: number;
   completionTokens: number;
+  createdAt?: number; // Unix seconds; default now (a record retried later keeps its request's time)
 }
 
 /** Records the tokens one request used. */
