@@ -6,7 +6,7 @@ import { createdJob, RUNNER_AUTH, sha256, uploadedFile } from "./fine-tuning-hel
 describe("tenant isolation of files, jobs and adapters", () => {
   it("gives tenant B a 404 for every read, use, cancel and delete of tenant A's things, and changes nothing", async () => {
     const a = await tenantWithKey();
-    const b = await tenantWithKey();
+    const b = await tenantWithKey(["admin"]); // every scope: only ownership may stop it
     const job = await createdJob(a.key, { suffix: "mine" });
     const validation = await uploadedFile(a.key);
     // Finish A's job so it has an adapter and a checkpoint.
@@ -33,6 +33,11 @@ describe("tenant isolation of files, jobs and adapters", () => {
       ["GET", `/v1/adapters/${model}`],
       ["GET", `/v1/adapters/${encodeURIComponent(model)}`],
       ["GET", `/v1/adapters/${checkpointModel}`],
+      ["GET", `/v1/adapters/${encodeURIComponent(model)}/export`],
+      ["GET", `/v1/models/${model}`],
+      ["POST", "/v1/chat/completions", { model, messages: [{ role: "user", content: "hi" }] }],
+      ["POST", "/v1/completions", { model: "pica-base-4m", adapter_id: checkpointModel, prompt: "hi", stream: true }],
+      ["DELETE", `/v1/api_keys/${a.keyId}`],
       ["DELETE", `/v1/adapters/${model}`],
       ["DELETE", `/v1/adapters/${checkpointModel}`],
     ];
@@ -53,6 +58,9 @@ describe("tenant isolation of files, jobs and adapters", () => {
     expect((await call("GET", `/v1/files/${job.training_file}/content`, { key: a.key })).status).toBe(200);
     expect(await (await call("GET", `/v1/fine_tuning/jobs/${job.id}`, { key: a.key })).json()).toMatchObject({ status: "succeeded", fine_tuned_model: model });
     expect((await call("GET", `/v1/adapters/${model}`, { key: a.key })).status).toBe(200);
+    expect((await call("GET", "/v1/models", { key: a.key })).status).toBe(200); // A's key still works
+    const bModels = (await (await call("GET", "/v1/models", { key: b.key })).json()) as { data: { id: string }[] };
+    expect(bModels.data.map((m) => m.id)).toEqual(["pica-base-4m"]);
   });
 
   it("lets the owner delete an adapter: the row and the blob go, and the runner can no longer fetch it", async () => {
