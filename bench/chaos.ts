@@ -64,7 +64,7 @@ export async function runChaosBench(): Promise<Record<string, unknown>> {
       runner_kills_mid_stream: MID_STREAM_KILLS,
       runner_kills_mid_training: 1,
       corrupted_blobs: 1,
-      storage_write_faults: storage.passed + storage.failed,
+      storage_fault_tests: storage.passed + storage.failed,
       training_resumed_from_step: training.resumedFromStep,
       training_killed_at_step: training.killedAtStep,
       fuzz_requests: fuzz.requests,
