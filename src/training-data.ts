@@ -4,6 +4,7 @@
 // the tenant at upload time, so this module never throws on bad data and imports nothing from
 // `node:` (the edge runs it in a Worker; the runner runs it again before training).
 import { z } from "zod";
+import { showValue } from "./show-value.ts";
 
 /** A role a training message may have; tool and function messages are not supported. */
 export type TrainingRole = "system" | "user" | "assistant";
@@ -234,7 +235,7 @@ function describeIssue(issue: z.core.$ZodIssue): string {
       return `${field} must be ${withArticle(issue.expected)}, got ${describeJsonType(input)}`;
     case "invalid_value":
       if (input === undefined) return `missing field ${field}`;
-      return `${field} must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, got ${JSON.stringify(input)}`;
+      return `${field} must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, got ${showValue(input)}`;
     case "too_small":
       return `${field} must not be empty`;
     default:

@@ -95,6 +95,15 @@ const rawBody = fc
   .tuple(fc.constantFrom(...BODY_ROUTES), fc.oneof({ weight: 4, arbitrary: fc.json() }, { weight: 4, arbitrary: fc.string({ maxLength: 100 }) }, { weight: 1, arbitrary: fc.constant(NESTED) }, { weight: 1, arbitrary: fc.constant(OVERSIZED) }))
   .map(([route, body]): HostileRequest => ({ method: route.method, path: route.path, auth: route.auth, contentType: "application/json", body }));
 
+/** A valid body with a deeply nested value in one of its fields, or in an extra one. */
+const nestedField = fc.tuple(fc.constantFrom(...BODY_ROUTES), fc.option(fc.nat(), { nil: undefined })).map(([route, index]): HostileRequest => {
+  const keys = Object.keys(route.body);
+  const name = index === undefined ? "nested" : keys[index % keys.length];
+  const others = JSON.stringify(Object.fromEntries(Object.entries(route.body).filter(([key]) => key !== name)));
+  const body = `${others.slice(0, -1)}${others === "{}" ? "" : ","}${JSON.stringify(name)}:${NESTED}}`;
+  return { method: route.method, path: route.path, auth: route.auth, contentType: "application/json", body };
+});
+
 const oddQuery = fc
   .tuple(fc.constantFrom(...LIST_PATHS), fc.dictionary(fc.constantFrom(...QUERY_NAMES), fc.oneof(fc.string({ maxLength: 30 }), fc.integer().map(String))))
   .map(([path, query]): HostileRequest => ({ method: "GET", path: `${path}?${new URLSearchParams(query)}`, auth: "key" }));
@@ -106,7 +115,8 @@ const upload = fc
   .tuple(
     fc.array(fc.oneof(fc.json(), fc.string({ maxLength: 60 }), fc.constant('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"}]}')), { maxLength: 8 }),
     fc.oneof(fc.constant("fine-tune"), fc.string({ maxLength: 12 })),
-    fc.string({ maxLength: 30 }),
+    // workerd's FormData cannot encode a file name that ends with a backslash (the client's limit, not the edge's)
+    fc.string({ maxLength: 30 }).map((name) => name.replace(/\\+$/, "")),
   )
   .map(([lines, purpose, filename]): HostileRequest => ({
     method: "POST",
@@ -135,7 +145,7 @@ const badImport = fc
 /** Any request above, sometimes with its credentials missing or forged. */
 export const hostileRequest: fc.Arbitrary<HostileRequest> = fc
   .tuple(
-    fc.oneof({ weight: 6, arbitrary: mutatedBody }, { weight: 3, arbitrary: rawBody }, { weight: 2, arbitrary: oddQuery }, { weight: 2, arbitrary: oddId }, { weight: 1, arbitrary: upload }, { weight: 1, arbitrary: badImport }),
+    fc.oneof({ weight: 6, arbitrary: mutatedBody }, { weight: 3, arbitrary: rawBody }, { weight: 1, arbitrary: nestedField }, { weight: 2, arbitrary: oddQuery }, { weight: 2, arbitrary: oddId }, { weight: 1, arbitrary: upload }, { weight: 1, arbitrary: badImport }),
     fc.oneof({ weight: 9, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.constantFrom<Auth>("none", "forged") }),
   )
   .map(([request, auth]) => (auth === null ? request : { ...request, auth }));

@@ -60,6 +60,44 @@ describe("parsers under damaged input", () => {
     );
   });
 
+  it("safetensors: forged headers (overlapping and reversed offsets, wrong dtypes, huge shapes, deep nesting) parse only when consistent", () => {
+    const entry = fc.record({
+      dtype: fc.oneof(fc.constantFrom("F32", "F16", "BF16", "I64", "I32"), fc.constantFrom("F64", "Q4", "f32", ""), fc.integer(), fc.constant(null)),
+      shape: fc.oneof(fc.array(fc.nat({ max: 8 }), { maxLength: 3 }), fc.array(fc.integer({ min: -3, max: 2 ** 31 }), { maxLength: 4 }), fc.constant([2 ** 53, 2 ** 53]), fc.string()),
+      data_offsets: fc.oneof(fc.tuple(fc.nat({ max: 96 }), fc.nat({ max: 96 })), fc.tuple(fc.integer(), fc.integer()), fc.array(fc.nat(), { maxLength: 3 }), fc.constant("0-8")),
+    });
+    const header = fc.oneof(
+      { weight: 8, arbitrary: fc.dictionary(fc.string({ maxLength: 6 }), entry, { maxKeys: 4 }) },
+      { weight: 1, arbitrary: fc.constant("[".repeat(50_000) + "]".repeat(50_000)) },
+      { weight: 1, arbitrary: fc.record({ __metadata__: fc.oneof(fc.dictionary(fc.string(), fc.string()), fc.json()) }) },
+    );
+    fc.assert(
+      fc.property(header, fc.nat({ max: 96 }), (forged, dataBytes) => {
+        const json = new TextEncoder().encode(typeof forged === "string" ? forged : JSON.stringify(forged));
+        const bytes = new Uint8Array(8 + json.length + dataBytes);
+        new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
+        bytes.set(json, 8);
+        let parsed;
+        try {
+          parsed = parseSafetensors(bytes, "forged.safetensors");
+        } catch (error) {
+          expect(error).toBeInstanceOf(SafetensorsError);
+          expect((error as Error).message).toContain("forged.safetensors");
+          return;
+        }
+        // Accepted: every tensor has exactly the elements its shape says, inside the file.
+        let elements = 0;
+        for (const tensor of parsed.tensors.values()) {
+          const count = tensor.shape.reduce((product, dimension) => product * dimension, 1);
+          expect(tensor.data.length).toBe(count);
+          elements += count;
+        }
+        expect(elements).toBeLessThanOrEqual(dataBytes);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it("adapters: every damaged adapter file is refused with a readable error", async () => {
     const { config, weights } = tinyModel("llama-gqa");
     const basis = await computeBasis(config, weights, { rMax: 8 });
@@ -79,7 +117,7 @@ describe("parsers under damaged input", () => {
 
   it("training JSONL: any text yields examples and line errors, never an exception", () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(fc.json(), fc.string(), fc.constant('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'), fc.constant("[".repeat(10_000))), { maxLength: 30 }), (lines) => {
+      fc.property(fc.array(fc.oneof(fc.json(), fc.string(), fc.constant('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'), fc.constant("[".repeat(10_000)), fc.constant(`{"prompt": "${"x".repeat(2_000_000)}", "completion": "y"}`)), { maxLength: 30 }), (lines) => {
         const result = parseTrainingJsonl(lines.join("\n"));
         expect(result.examples.length + result.errorCount).toBeLessThanOrEqual(lines.length);
         for (const error of result.errors) expect(error.line).toBeGreaterThanOrEqual(1);

@@ -7,6 +7,7 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
+import { showValue } from "../../src/show-value.ts";
 import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 import { readSafetensorsFile, writeSafetensorsFile } from "../checkpoint/safetensors.ts";
 import type { ModelConfig } from "../model/config.ts";
@@ -292,7 +293,7 @@ function distanceSq(x: Float64Array, y: Float32Array | Float64Array | null): num
 function parsePeftConfig(raw: unknown): PeftConfig {
   const fail = (field: string, detail: string) => new PeftImportError(`${PEFT_CONFIG_FILE}: ${field}: ${detail}`);
   const peftType = typeof raw === "object" && raw !== null ? (raw as Record<string, unknown>).peft_type : undefined;
-  if (peftType !== "LORA") throw fail("peft_type", `is ${JSON.stringify(peftType) ?? "missing"}, only "LORA" can be imported`);
+  if (peftType !== "LORA") throw fail("peft_type", `is ${peftType === undefined ? "missing" : showValue(peftType)}, only "LORA" can be imported`);
   const parsed = peftConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

@@ -101,6 +101,8 @@ describe("the runner's PEFT import and export routes", () => {
       [peftForm(good, lora, { rank: "zero" }), "rank", /.+/],
       [peftForm(good, lora, { sharing: "none" }), "sharing", /.+/],
       [peftForm({ ...good, use_dora: true }, lora), null, /use_dora/],
+      // Nested deeper than JSON.stringify can go: still a readable refusal, not a crash.
+      [peftForm(`{"peft_type": ${"[".repeat(100_000)}${"]".repeat(100_000)}}`, lora), null, /peft_type/],
       ["plain text", null, /multipart/],
     ];
     for (const [body, param, message] of cases) {
