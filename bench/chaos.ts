@@ -2,8 +2,9 @@
  * `npm run bench -- chaos`: faults injected into the local platform with two runners, and
  * hostile input sent to it, counted.
  *
- *   - runners killed mid-stream (MID_STREAM_KILLS times), a runner killed mid-training, a flipped
- *     byte in a stored adapter (stack/faults.ts, against the running stack);
+ *   - runners killed mid-stream (MID_STREAM_KILLS times); a runner killed mid-training and
+ *     restarted, and another kept down until the edge has moved its job to the other runner; a
+ *     flipped byte in a stored adapter (stack/faults.ts, against the running stack);
  *   - failed D1 and R2 writes: the Workers tests in workers/test/storage-faults.test.ts, which
  *     inject them into the bindings (wrangler dev offers no way to break its storage from outside);
  *   - FUZZ_REQUESTS hostile requests (test/hostile-requests.ts) through the edge, 5xx counted.
@@ -44,8 +45,8 @@ export async function runChaosBench(): Promise<Record<string, unknown>> {
       progress(`${outcome.survived ? "survived" : "NOT SURVIVED"}: ${outcome.fault}: ${outcome.detail}`);
     };
     for (let i = 0; i < MID_STREAM_KILLS; i++) record(await killRunnerMidStream(context, adapters[i]));
-    const training = await killRunnerMidTraining(context);
-    record(training);
+    const trainings = [await killRunnerMidTraining(context, { restart: true }), await killRunnerMidTraining(context, { restart: false })];
+    for (const training of trainings) record(training);
     record(await corruptAdapterBlob(context, adapters[MID_STREAM_KILLS], adapters[MID_STREAM_KILLS + 1]));
 
     progress(`${FUZZ_REQUESTS} hostile requests through the edge…`);
@@ -60,13 +61,14 @@ export async function runChaosBench(): Promise<Record<string, unknown>> {
     return {
       faults_injected: outcomes.length + storage.passed + storage.failed,
       unsurvived_faults: unsurvived,
-      lost_jobs: training.job.status === "succeeded" ? 0 : 1,
+      lost_jobs: trainings.filter((training) => training.job.status !== "succeeded").length,
       runner_kills_mid_stream: MID_STREAM_KILLS,
-      runner_kills_mid_training: 1,
+      runner_kills_mid_training: trainings.length,
+      jobs_moved_to_other_runner: trainings.filter((training) => training.moved).length,
       corrupted_blobs: 1,
       storage_fault_tests: storage.passed + storage.failed,
-      training_resumed_from_step: training.resumedFromStep,
-      training_killed_at_step: training.killedAtStep,
+      training_killed_at_step: trainings.map((training) => training.killedAtStep),
+      training_resumed_from_step: trainings.map((training) => training.resumedFromStep),
       fuzz_requests: fuzz.requests,
       fuzz_5xx: fuzz.serverErrors,
       fuzz_malformed_4xx: fuzz.malformed,

@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { HEARTBEAT_INTERVAL_SECONDS } from "../src/protocol/heartbeat.ts";
 import { startRunner, type RunnerProcess } from "./runner-process.ts";
 import { applyLocalMigrations, freePort, startWrangler, type WranglerProcess } from "./wrangler-process.ts";
 
@@ -86,6 +87,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       envFile: secretsFile,
       vars: { RUNNER_URLS: runners.map((runner) => runner.url).join(","), PUBLIC_URL: edgeUrl },
     });
+    await heartbeatsArrived(edgeUrl, secrets.RUNNER_SECRET, runners.map((runner) => runner.url));
     return {
       edge,
       edgeUrl,
@@ -99,6 +101,24 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   } catch (error) {
     await Promise.all(runners.map((runner) => runner.stop()));
     throw error;
+  }
+}
+
+/**
+ * Waits until the edge has heard every runner's heartbeat (runners start before the edge, so their
+ * first beats fail; they beat again within HEARTBEAT_INTERVAL_SECONDS). Until then the edge knows
+ * them only as listed URLs, without their model, basis or load.
+ */
+async function heartbeatsArrived(edgeUrl: string, secret: string, urls: string[]): Promise<void> {
+  const deadline = Date.now() + (HEARTBEAT_INTERVAL_SECONDS + 20) * 1000;
+  for (;;) {
+    const listed = await fetch(`${edgeUrl}/internal/runners`, { headers: { authorization: `Bearer ${secret}` } })
+      .then((response) => response.json() as Promise<{ data: { url: string; last_heartbeat: number }[] }>)
+      .catch(() => ({ data: [] }));
+    const heard = new Set(listed.data.filter((row) => row.last_heartbeat > 0).map((row) => row.url));
+    if (urls.every((url) => heard.has(url))) return;
+    if (Date.now() > deadline) throw new Error(`no heartbeat reached the edge from ${urls.filter((url) => !heard.has(url)).join(", ")}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }
 

@@ -4,7 +4,8 @@
  * observations, and `npm run bench -- chaos`, which counts them.
  *
  *   - a runner killed (SIGKILL) in the middle of a stream;
- *   - a runner killed in the middle of a training job, then started again;
+ *   - a runner killed in the middle of a training job, then started again at once, or only after
+ *     the edge has moved the job to the other runner;
  *   - one flipped byte in an adapter's stored blob (the local R2 files under wrangler's state).
  */
 import { createHash } from "node:crypto";
@@ -96,10 +97,18 @@ export interface MidTrainingOutcome extends FaultOutcome {
   stepEvents: number[]; // data.step of every metrics event with a step, in event order
   duplicateEventIds: number;
   adapterAnswers: boolean; // the fine-tuned model serves a request afterwards
+  moved: boolean; // the edge gave the job to the other runner (when the killed one stayed down)
+  oldCopyStopped: boolean | null; // the killed runner, started again afterwards, dropped its copy
 }
 
-/** Starts a small job, kills its runner after the first checkpoint, starts the runner again. */
-export async function killRunnerMidTraining(context: FaultContext): Promise<MidTrainingOutcome> {
+/**
+ * Starts a small job and kills its runner after the first checkpoint. With `restart`, the runner
+ * starts again at once and resumes the job from its own disk. Without, it stays down: the cron
+ * sweep (triggered here as Cloudflare's scheduler would) gives the job to the other runner, which
+ * resumes it from the trainer state the edge kept; the killed runner is started again only after
+ * the job has finished, and must then drop its stale copy when the edge refuses its callbacks.
+ */
+export async function killRunnerMidTraining(context: FaultContext, options: { restart: boolean }): Promise<MidTrainingOutcome> {
   const client = new PicaClient({ baseUrl: context.cluster.edgeUrl, apiKey: context.key });
   const task = classifyTask({ train: 64, eval: 0 }, 41);
   const file = await client.uploadFile("chaos.jsonl", toChatJsonl(task.train));
@@ -110,11 +119,29 @@ export async function killRunnerMidTraining(context: FaultContext): Promise<MidT
   const owner = await jobRunner(context.cluster, created.id);
   if (owner === null) throw new Error(`no runner says it runs ${created.id}`);
   const killedAtStep = latestStep(await allEvents(client, created.id));
-  context.log?.(`killing ${owner.url} at step ${killedAtStep}`);
+  context.log?.(`killing ${owner.url} at step ${killedAtStep}${options.restart ? "" : " for good"}`);
   await owner.kill();
-  await new Promise((resolve) => setTimeout(resolve, SECOND));
-  await owner.start();
+  let moved = false;
+  if (options.restart) {
+    await new Promise((resolve) => setTimeout(resolve, SECOND));
+    await owner.start();
+  } else {
+    const movedEvent = (events: JobEvent[]) => events.some((event) => /another runner/.test(event.message));
+    moved = movedEvent(
+      await eventually(async () => {
+        await fetch(`${context.cluster.edgeUrl}/cdn-cgi/handler/scheduled`).then((response) => response.body?.cancel());
+        return allEvents(client, created.id);
+      }, movedEvent, 180 * SECOND, 2 * SECOND), // the cron, every 2 s instead of every minute
+    );
+    context.log?.(moved ? "the edge moved the job to the other runner" : "the job was not moved");
+  }
   const job = await eventually(() => client.retrieveJob(created.id), (j) => ["succeeded", "failed", "cancelled"].includes(j.status), 300 * SECOND);
+  let oldCopyStopped: boolean | null = null;
+  if (!options.restart) {
+    await owner.start();
+    const copy = await eventually(() => runnerJob(context.cluster, owner, created.id), (state) => state?.status === "cancelled", 60 * SECOND);
+    oldCopyStopped = copy?.status === "cancelled" && copy.error?.code === "job_moved";
+  }
   const events = (await allEvents(client, created.id)).reverse(); // oldest first
   const stepEvents = events.filter((event) => event.type === "metrics" && typeof event.data?.step === "number").map((event) => event.data!.step as number);
   const totalSteps = (events.find((event) => typeof event.data?.total_steps === "number")?.data?.total_steps as number | undefined) ?? null;
@@ -124,11 +151,11 @@ export async function killRunnerMidTraining(context: FaultContext): Promise<MidT
   let adapterAnswers = false;
   if (job.fine_tuned_model !== null) adapterAnswers = (await streamCompletion(context, { model: job.fine_tuned_model, prompt: "I feel", max_tokens: 4 })).done;
   const everyStepOnce = totalSteps !== null && stepEvents.length === totalSteps && stepEvents.every((step, i) => step === i + 1);
-  const survived = job.status === "succeeded" && resumedFromStep !== null && resumedFromStep > 0 && everyStepOnce && duplicateEventIds === 0 && adapterAnswers;
+  const survived = job.status === "succeeded" && resumedFromStep !== null && resumedFromStep > 0 && everyStepOnce && duplicateEventIds === 0 && adapterAnswers && (options.restart || (moved && oldCopyStopped === true));
   return {
-    fault: "runner killed mid-training",
+    fault: options.restart ? "runner killed mid-training, restarted" : "runner killed mid-training, never back while it ran",
     survived,
-    detail: `killed at step ${killedAtStep}, resumed from step ${resumedFromStep}; job ${job.status}; ${stepEvents.length}/${totalSteps} step events${everyStepOnce ? ", each once in order" : ""}; ${duplicateEventIds} duplicate ids; adapter answers ${adapterAnswers}`,
+    detail: `killed at step ${killedAtStep}, ${options.restart ? "" : `moved ${moved}, `}resumed from step ${resumedFromStep}; job ${job.status}; ${stepEvents.length}/${totalSteps} step events${everyStepOnce ? ", each once in order" : ""}; ${duplicateEventIds} duplicate ids; adapter answers ${adapterAnswers}${oldCopyStopped === null ? "" : `; the old runner dropped its copy ${oldCopyStopped}`}`,
     jobId: created.id,
     killedAtStep,
     resumedFromStep,
@@ -137,6 +164,8 @@ export async function killRunnerMidTraining(context: FaultContext): Promise<MidT
     stepEvents,
     duplicateEventIds,
     adapterAnswers,
+    moved,
+    oldCopyStopped,
   };
 }
 
@@ -227,6 +256,13 @@ async function jobRunner(cluster: Cluster, jobId: string): Promise<ClusterRunner
   return null;
 }
 
+/** A runner's own record of a job (null: unreachable or unknown there). */
+async function runnerJob(cluster: Cluster, runner: ClusterRunner, jobId: string): Promise<{ status: string; error: { code: string } | null } | null> {
+  const response = await fetch(`${runner.url}/internal/jobs/${jobId}`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } }).catch(() => null);
+  if (response?.status !== 200) return null;
+  return (await response.json()) as { status: string; error: { code: string } | null };
+}
+
 /** Whether the edge routes to the runner at `url` now (null: it has no row for it). */
 async function inRotation(cluster: Cluster, url: string): Promise<boolean | null> {
   const listed = (await (await fetch(`${cluster.edgeUrl}/internal/runners`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } })).json()) as { data: { url: string; in_rotation: boolean }[] };
@@ -265,11 +301,11 @@ async function fileWithSha256(directory: string, sha256: string): Promise<string
 }
 
 /** Polls `read` until `done` holds or `timeoutMs` passes; returns the last value read. */
-async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs: number): Promise<T> {
+async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs: number, intervalMs = 250): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await read();
     if (done(value) || Date.now() > deadline) return value;
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }

@@ -51,7 +51,7 @@ describe("faults with two runners", () => {
   }, 120_000);
 
   it("a runner killed mid-training: the job resumes from its last checkpoint when the runner restarts, succeeds, and has every step's event once", async () => {
-    const outcome = await killRunnerMidTraining(context);
+    const outcome = await killRunnerMidTraining(context, { restart: true });
     expect(outcome.job.status).toBe("succeeded");
     expect(outcome.killedAtStep).toBeGreaterThanOrEqual(10);
     expect(outcome.resumedFromStep).toBeGreaterThanOrEqual(10); // not from the start
@@ -61,4 +61,16 @@ describe("faults with two runners", () => {
     expect(outcome.duplicateEventIds).toBe(0);
     expect(outcome.adapterAnswers).toBe(true);
   }, 400_000);
+
+  it("a runner killed mid-training that stays down: the edge moves the job to the other runner, which resumes it from the last checkpoint; the old runner, back later, drops its copy", async () => {
+    const outcome = await killRunnerMidTraining(context, { restart: false });
+    expect(outcome.moved).toBe(true);
+    expect(outcome.job.status).toBe("succeeded");
+    expect(outcome.resumedFromStep).toBeGreaterThanOrEqual(10);
+    expect(outcome.resumedFromStep).toBeLessThanOrEqual(outcome.killedAtStep!);
+    expect(outcome.stepEvents).toEqual(Array.from({ length: outcome.totalSteps! }, (_, i) => i + 1));
+    expect(outcome.duplicateEventIds).toBe(0);
+    expect(outcome.adapterAnswers).toBe(true);
+    expect(outcome.oldCopyStopped).toBe(true);
+  }, 600_000);
 });

@@ -3,10 +3,12 @@
  * job has one queue: consecutive events travel together in one POST, a failed delivery is retried
  * with exponential backoff (the receiver treats event ids and checkpoint steps idempotently), and a
  * delivery that keeps failing is dropped with a warning once its retries are spent; the job's state
- * stays readable at `GET /internal/jobs/{id}` for the control plane to reconcile.
+ * stays readable at `GET /internal/jobs/{id}` for the control plane to reconcile. Every delivery
+ * carries the job's placement; a 409 `job_moved` means the control plane gave the job to another
+ * runner: the queue is dropped and the route's `onMoved` tells the job manager to stop the job.
  */
 import { createHash } from "node:crypto";
-import { CALLBACK_PATHS, type JobEvent } from "../../src/protocol/runner.ts";
+import { CALLBACK_PATHS, JOB_MOVED_CODE, PLACEMENT_HEADER, type JobEvent } from "../../src/protocol/runner.ts";
 
 type Delivery = { kind: "events"; events: JobEvent[] } | { kind: "blob"; path: string; bytes: Uint8Array };
 
@@ -19,17 +21,25 @@ export interface CallbackOptions {
   log?: (message: string) => void;
 }
 
+/** Where a job's deliveries belong: its placement (sent in PLACEMENT_HEADER) and who to tell when the job was moved. */
+export interface CallbackRoute {
+  placement?: string;
+  onMoved?: () => void;
+}
+
 const MAX_EVENTS_PER_POST = 100;
 
 export class CallbackClient {
-  private readonly queues = new Map<string, { url: string; items: Delivery[]; draining: Promise<void> | null }>();
+  private readonly queues = new Map<string, { url: string; route: CallbackRoute; items: Delivery[]; draining: Promise<void> | null }>();
   private counters = { delivered: 0, failed: 0 };
+  private readonly moved = new Set<string>(); // jobs the control plane gave to another runner: nothing more is sent
 
   constructor(private readonly options: CallbackOptions) {}
 
   /** Queues events for the job's callback. */
-  events(jobId: string, url: string, events: JobEvent[]): void {
-    const queue = this.queue(jobId, url);
+  events(jobId: string, url: string, events: JobEvent[], route: CallbackRoute = {}): void {
+    if (this.moved.has(jobId)) return;
+    const queue = this.queue(jobId, url, route);
     const last = queue.items.at(-1);
     if (last?.kind === "events" && last.events.length + events.length <= MAX_EVENTS_PER_POST && queue.draining !== null && queue.items.length > 1) {
       last.events.push(...events); // not yet in flight (the head is): ride along
@@ -40,9 +50,15 @@ export class CallbackClient {
   }
 
   /** Queues a file (a checkpoint, the trainer state, the adapter) for `{url}{path}`. */
-  blob(jobId: string, url: string, path: string, bytes: Uint8Array): void {
-    this.queue(jobId, url).items.push({ kind: "blob", path, bytes });
+  blob(jobId: string, url: string, path: string, bytes: Uint8Array, route: CallbackRoute = {}): void {
+    if (this.moved.has(jobId)) return;
+    this.queue(jobId, url, route).items.push({ kind: "blob", path, bytes });
     this.drain(jobId);
+  }
+
+  /** Sends the job's callbacks again (the control plane gave the job back to this runner). */
+  reopen(jobId: string): void {
+    this.moved.delete(jobId);
   }
 
   /** Resolves when everything queued for the job has been delivered or given up on. */
@@ -56,9 +72,9 @@ export class CallbackClient {
     return { ...this.counters, pending };
   }
 
-  private queue(jobId: string, url: string) {
+  private queue(jobId: string, url: string, route: CallbackRoute) {
     let queue = this.queues.get(jobId);
-    if (queue === undefined) this.queues.set(jobId, (queue = { url: url.replace(/\/+$/, ""), items: [], draining: null }));
+    if (queue === undefined) this.queues.set(jobId, (queue = { url: url.replace(/\/+$/, ""), route, items: [], draining: null }));
     return queue;
   }
 
@@ -66,7 +82,12 @@ export class CallbackClient {
     const queue = this.queues.get(jobId)!;
     queue.draining ??= (async () => {
       while (queue.items.length > 0) {
-        await this.deliver(queue.url, queue.items[0]);
+        if ((await this.deliver(jobId, queue, queue.items[0])) === "moved") {
+          this.moved.add(jobId);
+          queue.items.length = 0;
+          queue.route.onMoved?.();
+          return;
+        }
         queue.items.shift();
       }
     })().finally(() => {
@@ -75,18 +96,25 @@ export class CallbackClient {
     });
   }
 
-  private async deliver(base: string, delivery: Delivery): Promise<void> {
+  private async deliver(jobId: string, queue: { url: string; route: CallbackRoute }, delivery: Delivery): Promise<"done" | "moved"> {
     const retries = this.options.retries ?? 6;
-    const url = delivery.kind === "events" ? `${base}${CALLBACK_PATHS.events}` : `${base}${delivery.path}`;
+    const url = delivery.kind === "events" ? `${queue.url}${CALLBACK_PATHS.events}` : `${queue.url}${delivery.path}`;
     let lastError = "";
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, (this.options.backoffMs ?? 500) * 2 ** (attempt - 1)));
       try {
-        const response = await (this.options.fetch ?? fetch)(url, this.request(delivery));
-        await response.body?.cancel();
+        const response = await (this.options.fetch ?? fetch)(url, this.request(queue.route, delivery));
+        if (response.status === 409) {
+          const body = (await response.json().catch(() => null)) as { error?: { code?: string } } | null;
+          if (body?.error?.code === JOB_MOVED_CODE) {
+            this.options.log?.(`job ${jobId} was moved to another runner; its callbacks stop here`);
+            return "moved";
+          }
+        }
+        await response.body?.cancel().catch(() => undefined);
         if (response.ok) {
           this.counters.delivered++;
-          return;
+          return "done";
         }
         lastError = `answered ${response.status}`;
         // A 4xx other than 408/429 will not get better by retrying.
@@ -97,11 +125,13 @@ export class CallbackClient {
     }
     this.counters.failed++;
     this.options.log?.(`callback ${url} failed (${lastError}); dropped after ${retries + 1} attempts`);
+    return "done";
   }
 
-  private request(delivery: Delivery): RequestInit {
+  private request(route: CallbackRoute, delivery: Delivery): RequestInit {
     const headers: Record<string, string> = {};
     if (this.options.secret !== null) headers.authorization = `Bearer ${this.options.secret}`;
+    if (route.placement !== undefined) headers[PLACEMENT_HEADER] = route.placement;
     const signal = AbortSignal.timeout(this.options.timeoutMs ?? 30_000);
     if (delivery.kind === "events") {
       headers["content-type"] = "application/json";

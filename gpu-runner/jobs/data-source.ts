@@ -1,6 +1,6 @@
 /**
  * A job's training data: inline text, or a URL the runner downloads once (then keeps beside the
- * job, so a resumed job never downloads again). The runner secret goes only to trusted origins
+ * job, so a resumed job never downloads again); also the trainer state a moved job resumes from. The runner secret goes only to trusted origins
  * (the control plane's), never to an arbitrary URL a job names.
  */
 import type { DataSource } from "../../src/protocol/runner.ts";
@@ -25,7 +25,17 @@ export async function readDataSource(source: DataSource, what: string, options: 
     if (Buffer.byteLength(source.content) > options.maxBytes) throw new DataSourceError(`${what} is larger than ${options.maxBytes} bytes`);
     return source.content;
   }
-  const url = new URL(source.url);
+  const bytes = await downloadBytes(source.url, what, options);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new DataSourceError(`${what} is not valid UTF-8`);
+  }
+}
+
+/** The bytes at `url` (at most `maxBytes`), with the secret only for trusted origins. */
+export async function downloadBytes(source: string, what: string, options: DataFetchOptions): Promise<Uint8Array> {
+  const url = new URL(source);
   const headers: Record<string, string> = {};
   if (options.secret !== null && options.trustedOrigins.includes(url.origin)) headers.authorization = `Bearer ${options.secret}`;
   const timeout = AbortSignal.timeout(options.timeoutMs ?? 60_000);
@@ -51,9 +61,5 @@ export async function readDataSource(source: DataSource, what: string, options: 
     if (size > options.maxBytes) throw new DataSourceError(`${what} is larger than the limit of ${options.maxBytes} bytes`);
     chunks.push(chunk);
   }
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
-  } catch {
-    throw new DataSourceError(`${what} is not valid UTF-8`);
-  }
+  return Buffer.concat(chunks);
 }

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { trainingJobRequestSchema, type JobEvent, type RunnerJob } from "../../src/protocol/runner.ts";
+import { JOB_MOVED_CODE, PLACEMENT_HEADER, trainingJobRequestSchema, type JobEvent, type RunnerJob } from "../../src/protocol/runner.ts";
 import { parseAdapter } from "../pica/adapter-format.ts";
 import { computeBasis } from "../pica/basis.ts";
 import { listen, type Served } from "../testing/serve-app.ts";
@@ -23,6 +23,7 @@ const jsonl = (count: number) =>
 
 /** What the control plane received on a job's callback. */
 interface Received {
+  placements: string[]; // the placement header of every callback, "" when absent
   events: JobEvent[];
   blobs: { path: string; sha256: string; bytes: Uint8Array; authorization: string | null }[];
   failNext: number; // answer this many next requests with 503
@@ -40,7 +41,7 @@ describe("JobManager", () => {
   let model: TrainerModel;
   let directory: string;
   let callback: Served;
-  const received: Received = { events: [], blobs: [], failNext: 0 };
+  const received: Received = { placements: [], events: [], blobs: [], failNext: 0 };
   const managers: JobManager[] = [];
 
   beforeAll(async () => {
@@ -49,6 +50,9 @@ describe("JobManager", () => {
     directory = await mkdtemp(join(tmpdir(), "pica-jobs-"));
     const edge = new Hono();
     edge.use(async (c, next) => {
+      if (c.req.path.startsWith("/callbacks/")) received.placements.push(c.req.header(PLACEMENT_HEADER) ?? "");
+      // The control plane gave these jobs to another runner.
+      if (c.req.path.startsWith("/callbacks/moved-")) return c.json({ error: { message: "moved", type: "invalid_request_error", param: null, code: JOB_MOVED_CODE } }, 409);
       if (received.failNext > 0) {
         received.failNext--;
         return c.text("unavailable", 503);
@@ -58,6 +62,11 @@ describe("JobManager", () => {
     edge.post("/callbacks/:job/events", async (c) => {
       received.events.push(...((await c.req.json()) as { events: JobEvent[] }).events);
       return c.json({ ok: true });
+    });
+    // The trainer state a job's runner uploaded last, as the control plane serves it to the next runner.
+    edge.get("/state/:job", (c) => {
+      const state = received.blobs.findLast((blob) => blob.path === `/callbacks/${c.req.param("job")}/state`);
+      return state === undefined ? c.text("none", 404) : c.body(new Uint8Array(state.bytes));
     });
     edge.put("/callbacks/:job/*", async (c) => {
       const bytes = new Uint8Array(await c.req.arrayBuffer());
@@ -72,10 +81,10 @@ describe("JobManager", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
-  function manager(published?: Map<string, Uint8Array>): JobManager {
+  function manager(published?: Map<string, Uint8Array>, jobsDirectory = directory): JobManager {
     const created = new JobManager({
       model,
-      directory,
+      directory: jobsDirectory,
       maxRank: 4,
       callbacks: new CallbackClient({ secret: "runner-secret", backoffMs: 5 }),
       data: { secret: "runner-secret", trustedOrigins: [], maxBytes: 2 ** 20 },
@@ -179,5 +188,56 @@ describe("JobManager", () => {
     const resumedAdapter = parseAdapter((await second.adapterBytes("job-r"))!, "resumed");
     const referenceAdapter = parseAdapter((await reference.adapterBytes("job-ref"))!, "reference");
     expect(resumedAdapter.m).toEqual(referenceAdapter.m);
+  });
+  it("a job moved from a lost runner resumes here from the trainer state that runner uploaded, and ends exactly as an uninterrupted run", async () => {
+    const reference = manager();
+    await reference.submit(request("job-ref-moved"));
+    await finished(reference, "job-ref-moved");
+
+    const lost = manager(undefined, await mkdtemp(join(tmpdir(), "pica-jobs-lost-")));
+    await lost.submit(request("job-m", { placement: "runner-1" }));
+    await waitFor("an uploaded trainer state", () => received.blobs.some((blob) => blob.path === "/callbacks/job-m/state"));
+    await lost.shutdown(); // gone, as far as the control plane can tell
+
+    const other = manager(undefined, await mkdtemp(join(tmpdir(), "pica-jobs-other-")));
+    const before = received.placements.length;
+    await other.submit(request("job-m", { placement: "runner-2", resume_state: { url: `${callback.url}/state/job-m`, trained_tokens: 50 } }));
+    await finished(other, "job-m");
+    const moved = other.get("job-m")!;
+    expect(moved.status).toBe("succeeded");
+    expect(moved.resumed_from_step).toBeGreaterThanOrEqual(3);
+    expect(moved.trained_tokens).toBeGreaterThan(50);
+    const movedAdapter = parseAdapter((await other.adapterBytes("job-m"))!, "moved");
+    const referenceAdapter = parseAdapter((await reference.adapterBytes("job-ref-moved"))!, "reference");
+    expect(movedAdapter.m).toEqual(referenceAdapter.m);
+    await waitFor("the final status event", () => received.events.some((e) => e.id === "job-m:status:succeeded"));
+    expect(new Set(received.placements.slice(before))).toEqual(new Set(["runner-2"])); // every callback says where it runs now
+  });
+
+  it("fails a moved job whose trainer state cannot be read, saying so", async () => {
+    const jobs = manager(undefined, await mkdtemp(join(tmpdir(), "pica-jobs-nostate-")));
+    await jobs.submit(request("job-nostate", { resume_state: { url: `${callback.url}/state/never-uploaded` } }));
+    await finished(jobs, "job-nostate");
+    expect(jobs.get("job-nostate")!.error).toMatchObject({ code: "resume_state_unavailable" });
+  });
+
+  it("stops a job, quietly, when the control plane answers that it moved the job to another runner", async () => {
+    const jobs = manager();
+    const before = received.placements.length;
+    await jobs.submit(request("moved-1", { placement: "runner-1", hyperparameters: { n_epochs: 50, batch_size: 4, rank: 4 } }));
+    await finished(jobs, "moved-1");
+    const job = jobs.get("moved-1")!;
+    expect(job.status).toBe("cancelled");
+    expect(job.error).toMatchObject({ code: "job_moved" });
+    expect(job.step).toBeLessThan(100); // stopped long before its 300 steps
+    // One refused delivery (its first), and nothing after it.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(received.placements.slice(before)).toEqual(["runner-1"]);
+    // Given back later (with the control plane's state to resume from), it is accepted afresh;
+    // any other different request under its id is still a conflict.
+    await expect(jobs.submit(request("moved-1", { placement: "runner-1", seed: 9 }))).rejects.toBeInstanceOf(JobConflictError);
+    const back = await jobs.submit(request("moved-1", { placement: "runner-1", resume_state: { url: `${callback.url}/state/moved-1` } }));
+    expect(back).toMatchObject({ status: "queued", error: null });
+    await finished(jobs, "moved-1");
   });
 });

@@ -16,8 +16,8 @@ import { serializeAdapter } from "../pica/adapter-format.ts";
 import { parseCheckpoint, serializeCheckpoint, type TrainerCheckpoint } from "../training/checkpoint.ts";
 import { HyperparameterError } from "../training/optimizer.ts";
 import { fineTune, toAdapter, TrainingDataError, type TrainerEvent, type TrainerModel } from "../training/trainer.ts";
-import type { CallbackClient } from "./callbacks.ts";
-import { DataSourceError, readDataSource, type DataFetchOptions } from "./data-source.ts";
+import type { CallbackClient, CallbackRoute } from "./callbacks.ts";
+import { DataSourceError, downloadBytes, readDataSource, type DataFetchOptions } from "./data-source.ts";
 
 export interface JobManagerOptions {
   model: TrainerModel;
@@ -58,6 +58,13 @@ interface Running {
 }
 
 const SHUTDOWN = "shutdown";
+const MOVED = "moved";
+const MOVED_ERROR = { code: "job_moved", message: "The control plane moved this job to another runner." };
+
+/** The trainer state a moved job should resume from could not be read. */
+class ResumeStateError extends Error {
+  override readonly name = "ResumeStateError";
+}
 const now = () => Math.floor(Date.now() / 1000);
 
 export class JobManager {
@@ -99,7 +106,12 @@ export class JobManager {
     if (this.stopping) throw new Error("the runner is shutting down");
     const existing = this.jobs.get(request.id);
     const fingerprint = requestFingerprint(request);
-    if (existing !== undefined) {
+    if (existing !== undefined && existing.job.error?.code === MOVED_ERROR.code && request.resume_state !== undefined) {
+      // Moved away from here earlier and now given back: start over from the control plane's state.
+      this.jobs.delete(request.id);
+      this.options.callbacks.reopen(request.id);
+      await rm(join(this.directoryOf(request.id), "state.safetensors"), { force: true });
+    } else if (existing !== undefined) {
       if (existing.job.hyperparameters?.request_sha256 !== fingerprint) {
         throw new JobConflictError(`job ${request.id} already exists with a different request`);
       }
@@ -207,13 +219,16 @@ export class JobManager {
     const directory = this.directoryOf(job.id);
     try {
       const statePath = join(directory, "state.safetensors");
-      const resume = await readFile(statePath).then((bytes) => parseCheckpoint(bytes, statePath), () => undefined);
+      const resume = (await readFile(statePath).then((bytes) => parseCheckpoint(bytes, statePath), () => undefined)) ?? (await this.movedInState(stored, statePath, controller.signal));
       job.status = "running";
       job.started_at ??= now();
       job.resumed_from_step = resume?.step ?? null;
       job.trained_tokens = resume ? stored.tokensAtCheckpoint : 0;
       await this.persist(stored);
-      this.emit(stored, "status", `Job ${resume ? `resumed from step ${resume.step}` : "started"}`, { status: "running", resumed_from_step: resume?.step ?? null });
+      // Keyed by what happened, not by a counter: a job moved to another runner starts counting
+      // anew there, and must not overwrite the first runner's events.
+      const key = resume ? `status:resumed:${resume.step}` : "status:started";
+      this.emit(stored, "status", `Job ${resume ? `resumed from step ${resume.step}` : "started"}`, { status: "running", resumed_from_step: resume?.step ?? null }, key);
 
       const training = await this.readData(request, "training", controller.signal);
       const validation = request.validation_file ? await this.readData(request, "validation", controller.signal) : undefined;
@@ -232,6 +247,10 @@ export class JobManager {
         onEvent: (event) => this.onTrainerEvent(stored, event),
       });
       if (result.status === "cancelled") {
+        if (controller.signal.reason === MOVED) {
+          await this.finish(stored, "cancelled", MOVED_ERROR, { quiet: true });
+          return;
+        }
         if (controller.signal.reason === SHUTDOWN) {
           await writeFileAtomic(statePath, serializeCheckpoint(result.checkpoint));
           stored.tokensAtCheckpoint = job.trained_tokens;
@@ -249,13 +268,16 @@ export class JobManager {
       job.validation_loss = result.validationLoss;
       job.validation_token_accuracy = result.validationTokenAccuracy;
       if (request.adapter_id !== undefined) await this.options.publishAdapter?.(request.adapter_id, bytes);
-      if (request.callback_url !== undefined) this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.adapter, bytes);
+      if (request.callback_url !== undefined) this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.adapter, bytes, this.route(stored));
       await rm(statePath, { force: true });
       await this.finish(stored, "succeeded", null);
     } catch (error) {
       // Stopped while reading its data: a shutdown leaves it queued; a cancel ends it.
+      const reason = controller.signal.reason;
       const outcome = !controller.signal.aborted ? this.finish(stored, "failed", describeFailure(error))
-        : controller.signal.reason === SHUTDOWN ? this.persist(stored, "queued") : this.finish(stored, "cancelled", null);
+        : reason === SHUTDOWN ? this.persist(stored, "queued")
+        : reason === MOVED ? this.finish(stored, "cancelled", MOVED_ERROR, { quiet: true })
+        : this.finish(stored, "cancelled", null);
       await outcome.catch((failure: Error) => this.options.log?.(`job ${job.id}: ${failure.message}`));
     }
   }
@@ -269,7 +291,7 @@ export class JobManager {
         this.emit(stored, "message", `Training ${event.trainExamples} examples (${event.trainTokens} tokens), ${event.validationExamples} for validation`, {
           hyperparameters: event.hyperparameters,
           skipped_lines: event.skipped.map((s) => s.line),
-        });
+        }, "message:data");
         return;
       case "step": {
         job.step = event.step;
@@ -306,8 +328,8 @@ export class JobManager {
         await this.persist(stored);
         if (request.callback_url !== undefined) {
           const adapter = checkpointAdapter(this.options.model, event.checkpoint, job.id);
-          this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.checkpoint(event.step), adapter);
-          this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.state, serializeCheckpoint(event.checkpoint));
+          this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.checkpoint(event.step), adapter, this.route(stored));
+          this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.state, serializeCheckpoint(event.checkpoint), this.route(stored));
         }
         this.emit(stored, "checkpoint", `Checkpoint at step ${event.step}`, { step: event.step, train_loss: job.train_loss }, `checkpoint:${event.step}`);
         return;
@@ -315,12 +337,13 @@ export class JobManager {
     }
   }
 
-  private async finish(stored: StoredJob, status: "succeeded" | "failed" | "cancelled", error: RunnerJob["error"]): Promise<void> {
+  private async finish(stored: StoredJob, status: "succeeded" | "failed" | "cancelled", error: RunnerJob["error"], options: { quiet?: boolean } = {}): Promise<void> {
     stored.job.status = status;
     stored.job.finished_at = now();
     stored.job.error = error;
     stored.job.eta_seconds = null;
     await this.persist(stored);
+    if (options.quiet === true) return;
     const message = status === "succeeded" ? "The job has successfully completed" : status === "cancelled" ? "The job was cancelled" : `The job failed: ${error?.message}`;
     this.emit(stored, "status", message, { status, adapter_sha256: stored.job.adapter_sha256, trained_tokens: stored.job.trained_tokens, error }, `status:${status}`, status === "failed" ? "error" : "info");
   }
@@ -330,7 +353,44 @@ export class JobManager {
     const url = stored.request.callback_url;
     const id = `${stored.job.id}:${key ?? `${type}:${stored.eventCount}`}`;
     stored.eventCount++;
-    if (url !== undefined) this.options.callbacks.events(stored.job.id, url, [{ id, job_id: stored.job.id, created_at: now(), level, type, message, data }]);
+    if (url !== undefined) this.options.callbacks.events(stored.job.id, url, [{ id, job_id: stored.job.id, created_at: now(), level, type, message, data }], this.route(stored));
+  }
+
+  /** Where the job's callbacks go, and what happens when the control plane says it moved the job. */
+  private route(stored: StoredJob): CallbackRoute {
+    return { placement: stored.request.placement, onMoved: () => void this.moveAway(stored.job.id) };
+  }
+
+  /** The control plane gave the job to another runner: stop it here, quietly (its callbacks are refused). */
+  private async moveAway(id: string): Promise<void> {
+    const stored = this.jobs.get(id);
+    if (stored === undefined || TERMINAL_JOB_STATUSES.includes(stored.job.status)) return;
+    this.options.log?.(`job ${id} now runs on another runner; stopping it here`);
+    if (this.running?.id === id) {
+      this.running.controller.abort(MOVED);
+      await this.running.done;
+      return;
+    }
+    const at = this.queue.indexOf(id);
+    if (at >= 0) this.queue.splice(at, 1);
+    await this.finish(stored, "cancelled", MOVED_ERROR, { quiet: true });
+  }
+
+  /** A job moved here from another runner resumes from the trainer state that runner last uploaded. */
+  private async movedInState(stored: StoredJob, statePath: string, signal: AbortSignal): Promise<TrainerCheckpoint | undefined> {
+    const source = stored.request.resume_state;
+    if (source === undefined) return undefined;
+    let bytes: Uint8Array;
+    let checkpoint: TrainerCheckpoint;
+    try {
+      bytes = await downloadBytes(source.url, "trainer state", { ...this.options.data, signal });
+      checkpoint = parseCheckpoint(bytes, "trainer state");
+    } catch (error) {
+      throw new ResumeStateError(`the trainer state to resume from could not be read: ${(error as Error).message}`);
+    }
+    await writeFileAtomic(statePath, bytes);
+    stored.tokensAtCheckpoint = source.trained_tokens;
+    return checkpoint;
   }
 
   private async saveInline(request: TrainingJobRequest, which: "training" | "validation") {
@@ -375,5 +435,6 @@ function describeFailure(error: unknown): { code: string; message: string } {
   if (error instanceof TrainingDataError) return { code: "invalid_training_file", message: error.message };
   if (error instanceof HyperparameterError) return { code: "invalid_hyperparameters", message: error.message };
   if (error instanceof DataSourceError) return { code: "training_file_unavailable", message: error.message };
+  if (error instanceof ResumeStateError) return { code: "resume_state_unavailable", message: error.message };
   return { code: "training_error", message: (error as Error).message ?? String(error) };
 }

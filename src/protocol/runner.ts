@@ -44,6 +44,10 @@ export const trainingJobRequestSchema = z
     callback_url: z.url({ protocol: /^https?$/ }).optional(),
     /** Optimiser steps between checkpoints. */
     checkpoint_every: z.int().min(1).max(100_000).default(10),
+    /** Who the control plane gave the job to; sent back on every callback (PLACEMENT_HEADER). */
+    placement: z.string().min(1).max(200).optional(),
+    /** Trainer state to resume from (a checkpoint of the job made on another runner). */
+    resume_state: z.object({ url: z.url({ protocol: /^https?$/ }), trained_tokens: z.int().min(0).default(0) }).strict().optional(),
   })
   .strict();
 export type TrainingJobRequest = z.output<typeof trainingJobRequestSchema>;
@@ -105,6 +109,14 @@ export type JobEvent = z.infer<typeof jobEventSchema>;
  * events are JSON `{events: JobEvent[]}`; blobs are adapter safetensors with their sha256 in
  * `x-content-sha256`. A checkpoint's `state` is the trainer state another runner resumes from.
  */
+/**
+ * Every callback carries the job's `placement` in this header. Once the control plane has moved
+ * a job to another runner, the old runner's callbacks are refused with 409 and the code
+ * JOB_MOVED_CODE, and the old runner drops the job.
+ */
+export const PLACEMENT_HEADER = "x-pica-placement";
+export const JOB_MOVED_CODE = "job_moved";
+
 export const CALLBACK_PATHS = {
   events: "/events",
   checkpoint: (step: number) => `/checkpoints/${step}`,

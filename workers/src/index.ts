@@ -8,7 +8,7 @@ import { HTTPException } from "hono/http-exception";
 import { ApiError, notFound, serverError } from "../../src/errors.ts";
 import type { AppEnv } from "./env.ts";
 import { limitBodies, publicCors, requestIds } from "./http/policy.ts";
-import { sweepWaitingJobs } from "./jobs/sweeper.ts";
+import { sweep } from "./jobs/sweeper.ts";
 import { consumeTasks } from "./queue/consumer.ts";
 import { guardedStorage, isStorageFailure, storageUnavailable } from "./storage/storage-errors.ts";
 import type { TaskMessage } from "./queue/messages.ts";
@@ -64,5 +64,5 @@ export { TenantLimiter } from "./limits/tenant-limiter.ts";
 export default {
   fetch: (request, env, ctx) => app.fetch(request, guardedStorage(env), ctx),
   queue: (batch, env) => consumeTasks(batch, guardedStorage(env)),
-  scheduled: (_controller, env, ctx) => ctx.waitUntil(sweepWaitingJobs(guardedStorage(env))),
+  scheduled: (_controller, env, ctx) => ctx.waitUntil(sweep(guardedStorage(env))),
 } satisfies ExportedHandler<Env, TaskMessage>;

@@ -76,6 +76,7 @@ describe("dispatching a job and the runner's callbacks", () => {
       adapter_id: fineTuned,
       callback_url: `http://edge.test/internal/jobs/${job.id}`,
       checkpoint_every: 10,
+      placement: "http://runner-a.test", // the runner's id at the edge, echoed on its callbacks
     });
     expect(await jobRow(job.id)).toMatchObject({ status: "queued", runner_id: "http://runner-a.test" });
 

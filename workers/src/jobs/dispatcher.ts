@@ -41,7 +41,7 @@ export async function dispatchJob(env: Env, jobId: string): Promise<void> {
   if ((await assignRunner(db, job.id, runner.id)) === null) return; // cancelled or started meanwhile
 
   try {
-    await submitToRunner(runner.url, env.RUNNER_SECRET, runnerRequest(env, job));
+    await submitToRunner(runner.url, env.RUNNER_SECRET, runnerRequest(env, job, runner.id));
   } catch (error) {
     if (error instanceof RunnerCallError && !error.retryable) {
       // The runner refused the job itself (e.g. a rank above what it serves): retrying cannot help.
@@ -58,8 +58,12 @@ export async function dispatchJob(env: Env, jobId: string): Promise<void> {
   if (after?.status === "cancelled") await cancelOnRunner(runner.url, env.RUNNER_SECRET, job.id);
 }
 
-/** The runner's job request; the same job always yields the same request (runners dedupe on it). */
-export function runnerRequest(env: Pick<Env, "PUBLIC_URL">, job: JobRow): RunnerJobRequest {
+/**
+ * The runner's job request; the same job on the same runner always yields the same request
+ * (runners dedupe on it). `placement` is the runner's id, sent back on every callback; a job
+ * moved from a lost runner resumes from the trainer state that runner last uploaded.
+ */
+export function runnerRequest(env: Pick<Env, "PUBLIC_URL">, job: JobRow, placement: string, resume?: { trainedTokens: number }): RunnerJobRequest {
   const base = env.PUBLIC_URL.replace(/\/+$/, "");
   return {
     id: job.id,
@@ -70,12 +74,14 @@ export function runnerRequest(env: Pick<Env, "PUBLIC_URL">, job: JobRow): Runner
     adapter_id: job.fineTunedModel ?? undefined,
     callback_url: `${base}/internal/jobs/${job.id}`,
     checkpoint_every: CHECKPOINT_EVERY_STEPS,
+    placement,
+    ...(resume !== undefined ? { resume_state: { url: `${base}/internal/jobs/${job.id}/state`, trained_tokens: resume.trainedTokens } } : {}),
   };
 }
 
 // Fewest requests running and waiting, then fewest recent failures; ties by id, so a retried
 // dispatch prefers the same runner.
-function leastLoaded(runners: RunnerInfo[]): RunnerInfo | undefined {
+export function leastLoaded(runners: RunnerInfo[]): RunnerInfo | undefined {
   return [...runners].sort((a, b) => a.running + a.waiting - (b.running + b.waiting) || a.failures - b.failures || a.id.localeCompare(b.id))[0];
 }
 

@@ -1,11 +1,13 @@
 /**
  * The cron sweep: a job that still waits for a runner a minute after it was created (its dispatch
  * message exhausted its retries while no runner was up, or was lost) gets a fresh dispatch task.
- * Dispatch is idempotent, so a job whose first message is merely slow is not sent twice.
+ * Dispatch is idempotent, so a job whose first message is merely slow is not sent twice. Running
+ * jobs of lost runners move to another runner (relocation.ts).
  */
 import { database } from "../db/client.ts";
 import { findWaitingJobIds } from "../db/queries/fine-tuning-jobs.ts";
 import type { TaskMessage } from "../queue/messages.ts";
+import { relocateOrphanedJobs } from "./relocation.ts";
 
 /** Jobs younger than this are left to their own dispatch message. */
 export const SWEEP_AFTER_SECONDS = 60;
@@ -16,4 +18,10 @@ export async function sweepWaitingJobs(env: Env, now = Math.floor(Date.now() / 1
   const ids = await findWaitingJobIds(database(env.DB), now - SWEEP_AFTER_SECONDS, MAX_PER_SWEEP);
   if (ids.length > 0) await env.TASKS.sendBatch(ids.map((jobId) => ({ body: { kind: "dispatch_job", jobId } satisfies TaskMessage })));
   return ids;
+}
+
+/** Everything the cron does each minute; failures are logged (the next minute tries again). */
+export async function sweep(env: Env): Promise<void> {
+  const results = await Promise.allSettled([sweepWaitingJobs(env), relocateOrphanedJobs(env)]);
+  for (const result of results) if (result.status === "rejected") console.error(`sweep: ${(result.reason as Error).message}`);
 }

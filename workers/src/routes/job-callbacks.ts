@@ -7,7 +7,7 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { ApiError, badRequest, notFound } from "../../../src/errors.ts";
-import { jobEventSchema } from "../../../src/protocol/runner.ts";
+import { JOB_MOVED_CODE, jobEventSchema, PLACEMENT_HEADER } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId, sha256Hex } from "../auth/keys.ts";
 import { requireRunner } from "../auth/middleware.ts";
@@ -58,6 +58,14 @@ jobCallbackRoutes.put("/:id/state", async (c) => {
   return c.json({ bytes: bytes.byteLength });
 });
 
+// The trainer state, for the runner a job moved to (see jobs/relocation.ts).
+jobCallbackRoutes.get("/:id/state", async (c) => {
+  const job = await jobOr404(c);
+  const blob = job.stateKey === null ? null : await c.env.BLOBS.get(job.stateKey);
+  if (blob === null) throw notFound(`Job ${job.id} has no trainer state.`, "id", "state_not_found");
+  return new Response(blob.body, { headers: { "content-type": "application/octet-stream", "content-length": String(blob.size) } });
+});
+
 jobCallbackRoutes.put("/:id/adapter", async (c) => {
   const job = await jobOr404(c);
   if (job.status === "failed" || job.status === "cancelled") {
@@ -69,9 +77,17 @@ jobCallbackRoutes.put("/:id/adapter", async (c) => {
   return c.json({ id: job.fineTunedModel, status: after?.status ?? job.status });
 });
 
+/**
+ * The job a callback is about. A runner states the placement it was given; a runner whose job was
+ * moved to another (its own was judged lost) is told so with 409 `job_moved`, and stops the job.
+ */
 async function jobOr404(c: Context<AppEnv>): Promise<JobRow> {
   const job = await findJobForRunner(database(c.env.DB), c.req.param("id")!);
   if (job === null) throw notFound(`No fine-tuning job ${c.req.param("id")}.`, "id", "fine_tuning_job_not_found");
+  const placement = c.req.header(PLACEMENT_HEADER);
+  if (placement !== undefined && job.runnerId !== null && placement !== job.runnerId) {
+    throw new ApiError(409, "invalid_request_error", `Job ${job.id} now runs on another runner.`, null, JOB_MOVED_CODE);
+  }
   return job;
 }
 

@@ -104,6 +104,30 @@ export async function assignRunner(db: Database, jobId: string, runnerId: string
   return row ?? null;
 }
 
+/**
+ * Gives a running job to another runner (only if it still runs on `from`), with `event`, in one
+ * transaction; false when the job finished or moved meanwhile.
+ */
+export async function moveRunningJob(db: Database, jobId: string, from: string, to: string, event: EdgeEvent): Promise<boolean> {
+  const update = db
+    .update(fineTuningJobs)
+    .set({ runnerId: to })
+    .where(and(eq(fineTuningJobs.id, jobId), eq(fineTuningJobs.status, "running"), eq(fineTuningJobs.runnerId, from)));
+  const record = {
+    sql: `INSERT INTO job_events (id, job_id, tenant_id, level, type, message, data)
+      SELECT ?, id, tenant_id, ?, 'message', ?, ? FROM fine_tuning_jobs WHERE id = ? AND status = 'running' AND runner_id = ?
+      ON CONFLICT (id) DO NOTHING`,
+    params: [event.id, event.level, event.message, JSON.stringify({ runner_moved: true }), jobId, to],
+  };
+  const [moved] = await conditionalBatch(db, [update, record]);
+  return moved > 0;
+}
+
+/** Running jobs with the runner they run on, oldest first. */
+export async function findRunningJobs(db: Database, limit: number): Promise<JobRow[]> {
+  return db.select().from(fineTuningJobs).where(eq(fineTuningJobs.status, "running")).orderBy(fineTuningJobs.createdAt).limit(limit).all();
+}
+
 /** Records where the job's latest trainer state is. */
 export async function setJobStateKey(db: Database, jobId: string, stateKey: string): Promise<void> {
   await db.update(fineTuningJobs).set({ stateKey }).where(eq(fineTuningJobs.id, jobId));
