@@ -50,14 +50,19 @@ export interface Cluster {
   stop(): Promise<void>;
 }
 
+/** The data directory's secrets, as the first start wrote them; null before that. */
+export async function readStackSecrets(dataDir: string): Promise<StackSecrets | null> {
+  const text = await readFile(join(dataDir, "secrets.env"), "utf8").catch(() => null);
+  if (text === null) return null;
+  const entries = Object.fromEntries(text.split("\n").filter((line) => line.includes("=")).map((line) => line.split("=", 2) as [string, string]));
+  return entries.RUNNER_SECRET && entries.ADMIN_TOKEN ? { RUNNER_SECRET: entries.RUNNER_SECRET, ADMIN_TOKEN: entries.ADMIN_TOKEN } : null;
+}
+
 /** Reads the data directory's secrets, or generates them (mode 0600). */
 export async function stackSecrets(dataDir: string): Promise<{ secrets: StackSecrets; file: string }> {
   const file = join(dataDir, "secrets.env");
-  const existing = await readFile(file, "utf8").catch(() => null);
-  if (existing !== null) {
-    const entries = Object.fromEntries(existing.split("\n").filter((line) => line.includes("=")).map((line) => line.split("=", 2) as [string, string]));
-    if (entries.RUNNER_SECRET && entries.ADMIN_TOKEN) return { secrets: { RUNNER_SECRET: entries.RUNNER_SECRET, ADMIN_TOKEN: entries.ADMIN_TOKEN }, file };
-  }
+  const existing = await readStackSecrets(dataDir);
+  if (existing !== null) return { secrets: existing, file };
   const created: StackSecrets = { RUNNER_SECRET: randomBytes(32).toString("hex"), ADMIN_TOKEN: randomBytes(32).toString("hex") };
   await writeFile(file, `RUNNER_SECRET=${created.RUNNER_SECRET}\nADMIN_TOKEN=${created.ADMIN_TOKEN}\n`, { mode: 0o600 });
   return { secrets: created, file };

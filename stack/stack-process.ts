@@ -4,8 +4,8 @@
  * the way a person stops it (Ctrl-C).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { readStackSecrets } from "./cluster.ts";
 import { freePort } from "./wrangler-process.ts";
 
 const ROOT = join(import.meta.dirname, "..");
@@ -57,10 +57,9 @@ export async function startStack(dataDir: string, ports: { edge?: number; runner
 
 /** The stack's admin token (generated into its data directory on the first start). */
 export async function stackAdminToken(dataDir: string): Promise<string> {
-  const text = await readFile(join(dataDir, "secrets.env"), "utf8");
-  const token = /^ADMIN_TOKEN=(\S+)$/m.exec(text)?.[1];
-  if (token === undefined) throw new Error(`no ADMIN_TOKEN in ${join(dataDir, "secrets.env")}`);
-  return token;
+  const secrets = await readStackSecrets(dataDir);
+  if (secrets === null) throw new Error(`no ADMIN_TOKEN in ${join(dataDir, "secrets.env")}`);
+  return secrets.ADMIN_TOKEN;
 }
 
 export { freePort };

@@ -9,7 +9,7 @@
 import { open, readFile } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { showValue } from "../../src/show-value.ts";
+import { showValue as show } from "../../src/show-value.ts";
 import { writeFileAtomic } from "./atomic-write.ts";
 import { sizeOf, type FloatTensor } from "../tensor.ts";
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "./half-precision.ts";
@@ -76,7 +76,6 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> =>
 const isDtype = (value: unknown): value is SafetensorsDtype =>
   typeof value === "string" && Object.hasOwn(DTYPE_BYTES, value);
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
-const show = (value: unknown): string => showValue(value);
 
 /** Parses a whole file's bytes; `fileName` is only used in error messages. */
 export function parseSafetensors(bytes: Uint8Array, fileName: string): SafetensorsFile {

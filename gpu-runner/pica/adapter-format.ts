@@ -10,7 +10,7 @@
  */
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { showValue } from "../../src/show-value.ts";
+import { showValue as show } from "../../src/show-value.ts";
 import { parseSafetensors, serializeSafetensors, writeSafetensorsFile } from "../checkpoint/safetensors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { LINEAR_MODULES, linearShape, type LinearModule } from "../model/weights.ts";
@@ -53,7 +53,6 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value);
 const isLinearModule = (value: unknown): value is LinearModule =>
   typeof value === "string" && (LINEAR_MODULES as readonly string[]).includes(value);
-const show = (value: unknown): string => showValue(value);
 
 /** Safetensors name of the M for a module (and layer, when per_layer). */
 export function adapterTensorName(sharing: SharingMode, module: LinearModule, layer: number): string {

@@ -1,20 +1,9 @@
-import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { consumeTasks } from "../src/queue/consumer.ts";
-import type { TaskMessage } from "../src/queue/messages.ts";
 import { installFakeRunners } from "./fake-runners.ts";
-import { call, errorOf, tenantWithKey } from "./helpers.ts";
+import { call, consumeOnce, errorOf, tenantWithKey } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256, trainingJsonl } from "./fine-tuning-helpers.ts";
 import { forgetRunners } from "./inference-helpers.ts";
-
-/** Runs the queue consumer on one message; whether it was acked or retried. */
-async function consume(task: TaskMessage, attempts = 1) {
-  const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts, body: task }]);
-  const ctx = createExecutionContext();
-  await consumeTasks(batch, env);
-  const result = await getQueueResult(batch, ctx);
-  return { acked: result.explicitAcks.length === 1, retried: result.retryMessages.length === 1 };
-}
 
 /** A fake training runner that accepts jobs (like the real one: idempotent per id) and cancels. */
 function trainingRunner() {
@@ -60,8 +49,8 @@ describe("dispatching a job and the runner's callbacks", () => {
     const job = await createdJob(key, { suffix: "math", seed: 7, method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 2, rank: 4 } } } });
     expect(job.status).toBe("validating_files");
 
-    expect(await consume({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
-    expect(await consume({ kind: "dispatch_job", jobId: job.id }, 2)).toEqual({ acked: true, retried: false }); // redelivered
+    expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
+    expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id }, 2)).toEqual({ acked: true, retried: false }); // redelivered
     const submissions = [...runnerA.submitted, ...runnerB.submitted];
     expect(submissions.length).toBeGreaterThanOrEqual(1);
     // Every submission (a redelivery asks again) is the same request to the same runner.

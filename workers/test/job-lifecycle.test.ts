@@ -1,19 +1,10 @@
-import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { consumeTasks } from "../src/queue/consumer.ts";
-import type { TaskMessage } from "../src/queue/messages.ts";
 import { installFakeRunners, type RunnerHandler } from "./fake-runners.ts";
-import { call, errorOf, tenantWithKey } from "./helpers.ts";
+import { call, consumeOnce, errorOf, tenantWithKey } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256 } from "./fine-tuning-helpers.ts";
 import { forgetRunners } from "./inference-helpers.ts";
 
-async function consume(task: TaskMessage) {
-  const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts: 1, body: task }]);
-  const ctx = createExecutionContext();
-  await consumeTasks(batch, env);
-  const result = await getQueueResult(batch, ctx);
-  return { acked: result.explicitAcks.length === 1, retried: result.retryMessages.length === 1 };
-}
 
 const job = async (key: string, id: string) => (await (await call("GET", `/v1/fine_tuning/jobs/${id}`, { key })).json()) as Record<string, any>;
 const postEvents = (id: string, events: unknown[]) => call("POST", `/internal/jobs/${id}/events`, { headers: RUNNER_AUTH, json: { events } });
@@ -49,7 +40,7 @@ describe("the job state machine", () => {
     const cancelled = await call("POST", `/v1/fine_tuning/jobs/${created.id}/cancel`, { key });
     expect(cancelled.status).toBe(200);
     expect(await cancelled.json()).toMatchObject({ id: created.id, status: "cancelled" });
-    expect(await consume({ kind: "dispatch_job", jobId: created.id })).toEqual({ acked: true, retried: false });
+    expect(await consumeOnce({ kind: "dispatch_job", jobId: created.id })).toEqual({ acked: true, retried: false });
     expect(calls.filter((c) => c.includes(created.id))).toEqual([]);
     // Cancelling again answers the cancelled job; a late runner report cannot revive it.
     expect(await (await call("POST", `/v1/fine_tuning/jobs/${created.id}/cancel`, { key })).json()).toMatchObject({ status: "cancelled" });
@@ -68,7 +59,7 @@ describe("the job state machine", () => {
     const { key } = await tenantWithKey();
     const calls = runners(accepting);
     const created = await createdJob(key);
-    await consume({ kind: "dispatch_job", jobId: created.id });
+    await consumeOnce({ kind: "dispatch_job", jobId: created.id });
     await postEvents(created.id, [statusEvent(created.id, "running")]);
     expect((await job(key, created.id)).status).toBe("running");
     expect(await (await call("POST", `/v1/fine_tuning/jobs/${created.id}/cancel`, { key })).json()).toMatchObject({ status: "cancelled" });
@@ -82,7 +73,7 @@ describe("the job state machine", () => {
     const { key } = await tenantWithKey();
     runners(accepting);
     const created = await createdJob(key);
-    await consume({ kind: "dispatch_job", jobId: created.id });
+    await consumeOnce({ kind: "dispatch_job", jobId: created.id });
     await postEvents(created.id, [statusEvent(created.id, "running"), statusEvent(created.id, "failed", { error: { code: "invalid_training_file", message: "line 3: bad" } })]);
     await postEvents(created.id, [statusEvent(created.id, "running")]);
     expect(await job(key, created.id)).toMatchObject({ status: "failed", error: { code: "invalid_training_file", message: "line 3: bad", param: null } });
@@ -93,7 +84,7 @@ describe("the job state machine", () => {
     const { key } = await tenantWithKey();
     runners(() => Response.json({ error: { message: "hyperparameters.rank 32 is above this runner's serving rank 16" } }, { status: 400 }));
     const refused = await createdJob(key, { method: { type: "supervised", supervised: { hyperparameters: { rank: 32 } } } });
-    expect(await consume({ kind: "dispatch_job", jobId: refused.id })).toEqual({ acked: true, retried: false });
+    expect(await consumeOnce({ kind: "dispatch_job", jobId: refused.id })).toEqual({ acked: true, retried: false });
     const failed = await job(key, refused.id);
     expect(failed.status).toBe("failed");
     expect(failed.error.code).toBe("runner_rejected");
@@ -102,7 +93,7 @@ describe("the job state machine", () => {
 
     runners(() => new Response("overloaded", { status: 503 }));
     const waiting = await createdJob(key);
-    expect(await consume({ kind: "dispatch_job", jobId: waiting.id })).toEqual({ acked: false, retried: true });
+    expect(await consumeOnce({ kind: "dispatch_job", jobId: waiting.id })).toEqual({ acked: false, retried: true });
     expect((await job(key, waiting.id)).status).toBe("queued");
     const failures = await env.DB.prepare("SELECT failures FROM runners WHERE url = ?").bind("http://runner-a.test").first<{ failures: number }>();
     expect(failures!.failures).toBeGreaterThanOrEqual(1);
@@ -113,7 +104,7 @@ describe("the job state machine", () => {
     const calls = runners(accepting);
     const created = await createdJob(key);
     expect((await call("DELETE", `/v1/files/${created.training_file}`, { key })).status).toBe(200);
-    await consume({ kind: "dispatch_job", jobId: created.id });
+    await consumeOnce({ kind: "dispatch_job", jobId: created.id });
     expect(await job(key, created.id)).toMatchObject({ status: "failed", error: { code: "invalid_file", param: "training_file" } });
     expect(calls.filter((c) => c.includes(created.id))).toEqual([]);
   });
@@ -127,7 +118,7 @@ describe("the job state machine", () => {
       return accepting(request);
     });
     const created = await createdJob(key, { suffix: "late" });
-    await consume({ kind: "dispatch_job", jobId: created.id });
+    await consumeOnce({ kind: "dispatch_job", jobId: created.id });
     await postEvents(created.id, [statusEvent(created.id, "running"), statusEvent(created.id, "succeeded", { trained_tokens: 99 })]);
     const after = await job(key, created.id);
     expect(after).toMatchObject({ status: "succeeded", trained_tokens: 99 });
@@ -137,7 +128,7 @@ describe("the job state machine", () => {
 
     runners((request) => (request.method === "GET" ? new Response("gone", { status: 404 }) : accepting(request)));
     const lost = await createdJob(key);
-    await consume({ kind: "dispatch_job", jobId: lost.id });
+    await consumeOnce({ kind: "dispatch_job", jobId: lost.id });
     await postEvents(lost.id, [statusEvent(lost.id, "succeeded")]);
     expect(await job(key, lost.id)).toMatchObject({ status: "failed", error: { code: "adapter_unavailable" } });
   });

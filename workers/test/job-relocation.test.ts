@@ -2,14 +2,12 @@
  * A running job whose runner stops heartbeating moves to another runner, which resumes it from
  * the trainer state the lost runner uploaded; the lost runner's callbacks are refused from then on.
  */
-import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { relocateOrphanedJobs } from "../src/jobs/relocation.ts";
 import { HEARTBEAT_STALE_SECONDS } from "../src/runners/registry.ts";
-import { consumeTasks } from "../src/queue/consumer.ts";
-import type { TaskMessage } from "../src/queue/messages.ts";
 import { installFakeRunners } from "./fake-runners.ts";
-import { call, errorOf, tenantWithKey } from "./helpers.ts";
+import { call, consumeOnce, errorOf, tenantWithKey } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256 } from "./fine-tuning-helpers.ts";
 import { forgetRunners, RUNNER_A, RUNNER_B } from "./inference-helpers.ts";
 
@@ -45,9 +43,7 @@ async function runningOnA(withState = true) {
   expect((await heartbeat("runner-a", RUNNER_A)).status).toBe(200);
   expect((await heartbeat("runner-b", RUNNER_B)).status).toBe(200);
   const job = await createdJob(key);
-  const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts: 1, body: { kind: "dispatch_job", jobId: job.id } }]);
-  await consumeTasks(batch, env);
-  await getQueueResult(batch, createExecutionContext());
+  expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
   expect(runners.submitted[RUNNER_A].map((s) => s.placement)).toEqual(["runner-a"]);
   const running = { id: `${job.id}:status:running`, job_id: job.id, created_at: 1_800_000_000, level: "info", type: "status", message: "Job started", data: { status: "running", trained_tokens: 640 } };
   expect((await callback(job.id, "runner-a", [running, stepEvent(job.id, 1)])).status).toBe(200);
@@ -124,9 +120,7 @@ describe("moving jobs off a lost runner", () => {
     const { key } = await tenantWithKey();
     const runners = trainingRunners();
     const job = await createdJob(key);
-    const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts: 1, body: { kind: "dispatch_job", jobId: job.id } }]);
-    await consumeTasks(batch, env);
-    await getQueueResult(batch, createExecutionContext());
+    expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
     const placement = [...runners.submitted[RUNNER_A], ...runners.submitted[RUNNER_B]][0].placement as string;
     const running = { id: `${job.id}:status:running`, job_id: job.id, created_at: 1_800_000_000, level: "info", type: "status", message: "Job started", data: { status: "running" } };
     expect((await callback(job.id, placement, [running])).status).toBe(200);

@@ -5,14 +5,13 @@
  * rolls back the batch it is part of). R2 failures come from a bucket whose writes throw, handed
  * to the worker's own entry point in place of the real one. The chaos benchmark counts these.
  */
-import { createExecutionContext, createMessageBatch, env, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import worker from "../src/index.ts";
-import { consumeTasks } from "../src/queue/consumer.ts";
 import type { TaskMessage } from "../src/queue/messages.ts";
 import { sweepWaitingJobs } from "../src/jobs/sweeper.ts";
 import { installFakeRunners } from "./fake-runners.ts";
-import { call, errorOf, tenantWithKey } from "./helpers.ts";
+import { call, consumeOnce, consumeTask, edgeRequest, errorOf, tenantWithKey, type RequestOptions } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256, trainingJsonl, uploadedFile } from "./fine-tuning-helpers.ts";
 import { fakeRunners, forgetRunners } from "./inference-helpers.ts";
 
@@ -42,16 +41,9 @@ function failingPuts(): Env {
 }
 
 /** A request through the worker's entry point with the given environment; background work awaited. */
-async function callWith(environment: Env, method: string, path: string, options: { key?: string; headers?: Record<string, string>; body?: BodyInit; json?: unknown }): Promise<Response> {
-  const headers: Record<string, string> = { ...options.headers };
-  if (options.key !== undefined) headers.authorization = `Bearer ${options.key}`;
-  let body = options.body;
-  if (options.json !== undefined) {
-    headers["content-type"] = "application/json";
-    body = JSON.stringify(options.json);
-  }
+async function callWith(environment: Env, method: string, path: string, options: RequestOptions): Promise<Response> {
   const context = createExecutionContext();
-  const response = await worker.fetch(new Request(`http://edge.test${path}`, { method, headers, body }), environment, context);
+  const response = await worker.fetch(edgeRequest(method, path, options) as Request<unknown, IncomingRequestCfProperties>, environment, context);
   await waitOnExecutionContext(context);
   return response;
 }
@@ -122,10 +114,7 @@ describe("a failed write to R2 or D1", () => {
         "http://runner-b.test": () => Response.json({ status: "queued" }, { status: 202 }),
       });
       const job = await createdJob(key);
-      const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts: 1, body: { kind: "dispatch_job", jobId: job.id } }]);
-      const context = createExecutionContext();
-      await consumeTasks(batch, env);
-      await getQueueResult(batch, context);
+      expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
       const started = { id: `${job.id}:status:running`, job_id: job.id, created_at: 1_800_000_100, level: "info", type: "status", message: "Job running", data: { status: "running" } };
       expect((await call("POST", `/internal/jobs/${job.id}/events`, { headers: RUNNER_AUTH, json: { events: [started] } })).status).toBe(200);
       return { key, job: job as { id: string } };
@@ -191,15 +180,9 @@ describe("a failed write to R2 or D1", () => {
     expect(await count("SELECT count(*) AS n FROM usage WHERE tenant_id = ?", tenantId)).toBe(0);
     expect(sent).toEqual([{ kind: "record_usage", usage: expect.objectContaining({ tenantId, model: env.BASE_MODEL, promptTokens: 7, completionTokens: 3 }) }]);
     // The consumer retries while storage is still down, then records it.
-    const deliver = async () => {
-      const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts: 1, body: sent[0] }]);
-      const context = createExecutionContext();
-      await consumeTasks(batch, env);
-      return getQueueResult(batch, context);
-    };
-    expect((await deliver()).retryMessages).toHaveLength(1);
+    expect((await consumeTask(sent[0])).retryMessages).toHaveLength(1);
     await storageBack();
-    expect((await deliver()).explicitAcks).toHaveLength(1);
+    expect((await consumeTask(sent[0])).explicitAcks).toHaveLength(1);
     expect(await count("SELECT sum(completion_tokens) AS n FROM usage WHERE tenant_id = ?", tenantId)).toBe(3);
   });
 });

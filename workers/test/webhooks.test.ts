@@ -1,13 +1,12 @@
-import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:test";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it } from "vitest";
 import { database } from "../src/db/client.ts";
-import { consumeTasks } from "../src/queue/consumer.ts";
 import type { TaskMessage } from "../src/queue/messages.ts";
 import { MAX_DELIVERY_ATTEMPTS } from "../src/webhooks/deliver.ts";
 import { enqueueWebhookEvent, type WebhookEventType } from "../src/webhooks/events.ts";
 import { installFakeRunners } from "./fake-runners.ts";
-import { call, errorOf, tenantWithKey } from "./helpers.ts";
+import { call, consumeTask, errorOf, tenantWithKey } from "./helpers.ts";
 
 let restore: (() => void) | null = null;
 afterEach(() => {
@@ -29,13 +28,6 @@ async function emit(tenantId: string, type: WebhookEventType, jobId: string): Pr
   return sent;
 }
 
-/** Runs the queue consumer on one message, as the queue would on its `attempts`-th delivery. */
-async function consume(task: TaskMessage, attempts = 1) {
-  const batch = createMessageBatch<TaskMessage>("pica-tasks", [{ id: crypto.randomUUID(), timestamp: new Date(), attempts, body: task }]);
-  const ctx = createExecutionContext();
-  await consumeTasks(batch, env);
-  return getQueueResult(batch, ctx);
-}
 
 const delivery = (id: string) => env.DB.prepare("SELECT * FROM webhook_deliveries WHERE id = ?").bind(id).first<{ status: string; attempts: number; last_status: number | null; last_error: string | null }>();
 
@@ -109,7 +101,7 @@ describe("webhook deliveries", () => {
     const tasks = await emit(tenantId, "fine_tuning.job.succeeded", "ftjob-42");
     expect(tasks).toHaveLength(1);
     expect(tasks[0].kind).toBe("deliver_webhook");
-    const result = await consume(tasks[0]);
+    const result = await consumeTask(tasks[0]);
     expect(result.explicitAcks).toHaveLength(1);
     expect(result.retryMessages).toHaveLength(0);
 
@@ -131,7 +123,7 @@ describe("webhook deliveries", () => {
     const listed = (await (await call("GET", `/v1/webhooks/${subscribed.id}/deliveries`, { key })).json()) as { data: { id: string; status: string }[] };
     expect(listed.data).toEqual([expect.objectContaining({ id: deliveryId, status: "delivered", event_type: "fine_tuning.job.succeeded" })]);
 
-    await consume(tasks[0], 2); // the queue delivers at least once: a repeat sends nothing
+    await consumeTask(tasks[0], 2); // the queue delivers at least once: a repeat sends nothing
     expect(received).toHaveLength(1);
   });
 
@@ -151,13 +143,13 @@ describe("webhook deliveries", () => {
     const [task] = await emit(tenantId, "fine_tuning.job.failed", "ftjob-7");
     const deliveryId = (task as { deliveryId: string }).deliveryId;
 
-    const first = await consume(task, 1);
+    const first = await consumeTask(task, 1);
     expect(first.retryMessages).toHaveLength(1);
     expect(await delivery(deliveryId)).toMatchObject({ status: "pending", attempts: 1, last_status: 500 });
-    const second = await consume(task, 2);
+    const second = await consumeTask(task, 2);
     expect(second.retryMessages).toHaveLength(1);
     expect(await delivery(deliveryId)).toMatchObject({ status: "pending", attempts: 2, last_status: null, last_error: expect.stringContaining("connection reset") });
-    const third = await consume(task, 3);
+    const third = await consumeTask(task, 3);
     expect(third.explicitAcks).toHaveLength(1);
     expect(await delivery(deliveryId)).toMatchObject({ status: "delivered", attempts: 3, last_status: 200 });
     expect(new Set(received.map((h) => h["webhook-id"]))).toEqual(new Set([deliveryId]));
@@ -166,7 +158,7 @@ describe("webhook deliveries", () => {
     const [doomed] = await emit(tenantId, "fine_tuning.job.cancelled", "ftjob-8");
     const doomedId = (doomed as { deliveryId: string }).deliveryId;
     await env.DB.prepare("UPDATE webhook_deliveries SET attempts = ? WHERE id = ?").bind(MAX_DELIVERY_ATTEMPTS - 1, doomedId).run();
-    const last = await consume(doomed, MAX_DELIVERY_ATTEMPTS);
+    const last = await consumeTask(doomed, MAX_DELIVERY_ATTEMPTS);
     expect(last.explicitAcks).toHaveLength(1); // given up: no more retries
     expect(last.retryMessages).toHaveLength(0);
     expect(await delivery(doomedId)).toMatchObject({ status: "failed", attempts: MAX_DELIVERY_ATTEMPTS, last_status: 500 });
@@ -178,7 +170,7 @@ describe("webhook deliveries", () => {
     const [task] = await emit(tenantId, "fine_tuning.job.succeeded", "ftjob-9");
     await call("DELETE", `/v1/webhooks/${endpoint.id}`, { key });
     restore = installFakeRunners({});
-    const result = await consume(task);
+    const result = await consumeTask(task);
     expect(result.explicitAcks).toHaveLength(1);
     expect(await delivery((task as { deliveryId: string }).deliveryId)).toMatchObject({ status: "failed", attempts: 0, last_error: "endpoint deleted" });
   });

@@ -13,9 +13,14 @@ export class StorageError extends Error {
   override name = "StorageError";
 }
 
+// The runtime hands every request the same env object: wrap it once, not per request.
+const guarded = new WeakMap<Env, Env>();
+
 /** The environment with its R2 bucket's failures marked as StorageError. */
 export function guardedStorage(env: Env): Env {
-  return { ...env, BLOBS: guardedBucket(env.BLOBS) };
+  let wrapped = guarded.get(env);
+  if (wrapped === undefined) guarded.set(env, (wrapped = { ...env, BLOBS: guardedBucket(env.BLOBS) }));
+  return wrapped;
 }
 
 function guardedBucket(bucket: R2Bucket): R2Bucket {
