@@ -50,7 +50,7 @@ export async function runAdaptersBench(): Promise<Record<string, unknown>> {
 
   progress(`prefilling ${CONTEXT} tokens × ${ROWS} rows for each setting…`);
   const prefilled = async (target: LlamaEngine, adapterOf: (row: number) => string | null): Promise<SequenceBatch> => {
-    const batch = target.createBatch(ROWS, CONTEXT + DECODE_STEPS * (ROUNDS + 1));
+    const batch = target.createBatch(ROWS, { initialCapacity: CONTEXT + DECODE_STEPS * (ROUNDS + 1) });
     for (let r = 0; r < ROWS; r++) batch.addRow(adapterOf(r));
     await target.step(batch, Array.from({ length: ROWS }, (_, r) => promptOf(CONTEXT, r + 1)));
     return batch;
@@ -90,7 +90,7 @@ export async function runAdaptersBench(): Promise<Record<string, unknown>> {
 
     progress(`${NAIVE_REQUESTS} requests on new adapters: merge + new session vs cold load into the shared session…`);
     const request = async (target: LlamaEngine, adapterId: string | null, seed: number) => {
-      const batch = target.createBatch(1, REQUEST_PROMPT + REQUEST_NEW_TOKENS);
+      const batch = target.createBatch(1, { initialCapacity: REQUEST_PROMPT + REQUEST_NEW_TOKENS });
       batch.addRow(adapterId);
       await target.step(batch, [promptOf(REQUEST_PROMPT, seed)]);
       for (let t = 1; t < REQUEST_NEW_TOKENS; t++) await target.step(batch, [[t]]);

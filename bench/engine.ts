@@ -35,7 +35,7 @@ export function promptOf(length: number, seed: number): number[] {
 }
 
 async function prefilled(engine: LlamaEngine, rows: number): Promise<SequenceBatch> {
-  const cache = engine.createBatch(rows, CONTEXT + DECODE_STEPS * (ROUNDS + 2));
+  const cache = engine.createBatch(rows, { initialCapacity: CONTEXT + DECODE_STEPS * (ROUNDS + 2) });
   for (let r = 0; r < rows; r++) cache.addRow();
   await engine.step(cache, Array.from({ length: rows }, (_, r) => promptOf(CONTEXT, r + 1)));
   return cache;
@@ -66,7 +66,7 @@ export async function runEngineBench(): Promise<Record<string, unknown>> {
   const cacheStep: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     prefill.push(await timeMs(async () => {
-      const cache = engine.createBatch(1, CONTEXT);
+      const cache = engine.createBatch(1, { initialCapacity: CONTEXT });
       cache.addRow();
       await engine.step(cache, [promptOf(CONTEXT, 50 + round)]);
     }));
@@ -78,7 +78,7 @@ export async function runEngineBench(): Promise<Record<string, unknown>> {
     })) / DECODE_STEPS);
     // Without a cache, the next token costs a forward over the whole context again.
     recompute.push(await timeMs(async () => {
-      const cache = engine.createBatch(1, CONTEXT + 1);
+      const cache = engine.createBatch(1, { initialCapacity: CONTEXT + 1 });
       cache.addRow();
       await engine.step(cache, [promptOf(CONTEXT + 1, 60 + round)]);
     }));

@@ -13,7 +13,7 @@ describe("the shipped base model", () => {
     const engine = await LlamaEngine.create(config, weights);
     const corpus = tokenizer.encode(generateCorpus(4242, 40_000), { addSpecialTokens: false });
     const windows = Array.from({ length: 8 }, (_, i) => corpus.slice(i * 4000, i * 4000 + config.maxPositionEmbeddings));
-    const batch = engine.createBatch(windows.length, config.maxPositionEmbeddings);
+    const batch = engine.createBatch(windows.length, { initialCapacity: config.maxPositionEmbeddings });
     for (const _ of windows) batch.addRow();
     const logits = await engine.step(batch, windows, "all");
     let nats = 0;

@@ -62,16 +62,16 @@ export class AdapterRows {
     this.adapters.pop();
   }
 
-  /** The input of a layer's module (index into `modules`): [rows, rank, out] over the active rows. */
-  input(layer: number, moduleIndex: number): Float32Array {
-    const size = this.rows * this.rank * this.widths[moduleIndex];
+  /** The input of a layer's module (index into `modules`) for rows [first, first + count): [count, rank, out]. */
+  input(layer: number, moduleIndex: number, first = 0, count = this.rows): Float32Array {
+    const block = this.rank * this.widths[moduleIndex];
     const buffer = this.perLayerRows > 0 ? this.perLayer![layer][moduleIndex] : this.shared[moduleIndex];
-    return buffer.subarray(0, size);
+    return buffer.subarray(first * block, (first + count) * block);
   }
 
-  /** Shape of a module's input for the active rows. */
-  inputShape(moduleIndex: number): number[] {
-    return [this.rows, this.rank, this.widths[moduleIndex]];
+  /** Shape of a module's input for `count` rows (default: the active rows). */
+  inputShape(moduleIndex: number, count = this.rows): number[] {
+    return [count, this.rank, this.widths[moduleIndex]];
   }
 
   private ensurePerLayer(): void {

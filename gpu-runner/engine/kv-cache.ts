@@ -1,27 +1,52 @@
 /**
  * The host-side key/value cache for a batch of sequences.
  *
- * Rows are slots 0..rows-1 (kept compact so a run feeds a prefix view, not a copy). Per layer,
- * keys are stored transposed, [rows, kv_heads, head_dim, capacity], and values as
- * [rows, kv_heads, capacity, head_dim]: exactly the layouts the graph multiplies with, so the
- * buffers are fed as they are. Capacity grows (doubling) when a row would overflow it; slots
- * past a row's length hold stale data that the attention bias masks out.
+ * Rows are slots 0..rows-1 (kept compact so a run feeds a view, not a copy). Per layer, keys are
+ * stored transposed, [rows, kv_heads, head_dim, capacity], and values as [rows, kv_heads,
+ * capacity, head_dim]: exactly the layouts the graph multiplies with, so the buffers are fed as
+ * they lie and the CPU provider reads them in place. Slots past a row's length hold stale data
+ * that the attention mask hides.
+ *
+ * Every row has the same capacity, which grows in steps of `growthTokens` (not by doubling, since
+ * a decode step reads every slot of the capacity) up to `maxCapacity`: the model's context or
+ * what the memory budget allows for a full batch, whichever is smaller.
  */
 import type { ModelConfig } from "../model/config.ts";
+
+/** Bytes one token occupies in the cache across all layers (keys and values, float32). */
+export function cacheBytesPerToken(config: ModelConfig): number {
+  return config.numLayers * 2 * config.numKvHeads * config.headDim * 4;
+}
+
+/** How a cache may grow: its first capacity, its growth step, and its memory budget. */
+export interface KvCacheOptions {
+  initialCapacity?: number; // token slots per row at the start (default 64)
+  growthTokens?: number; // slots added when a row needs more (default 256)
+  budgetBytes?: number; // cap on maxRows × capacity × bytes per token (default: the model's context for every row)
+}
 
 export class KvCache {
   readonly keys: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
   readonly values: Float32Array[] = []; // per layer [maxRows, kv_heads, capacity, head_dim]
   readonly lengths: number[] = []; // cached tokens per active row
+  /** The most tokens a row can hold: the model's context, or less under the memory budget. */
+  readonly maxCapacity: number;
   private capacityTokens: number;
+  private readonly growthTokens: number;
 
   constructor(
     readonly config: ModelConfig,
     readonly maxRows: number,
-    initialCapacity = 64,
+    options: KvCacheOptions = {},
   ) {
     if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`KV cache needs at least one row, got ${maxRows}`);
-    this.capacityTokens = Math.min(Math.max(1, initialCapacity), config.maxPositionEmbeddings);
+    const budgetTokens = options.budgetBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor(options.budgetBytes / (maxRows * cacheBytesPerToken(config)));
+    this.maxCapacity = Math.min(config.maxPositionEmbeddings, budgetTokens);
+    if (this.maxCapacity < 1) {
+      throw new Error(`a KV cache budget of ${options.budgetBytes} bytes cannot hold one token for each of ${maxRows} rows (${cacheBytesPerToken(config)} bytes per token)`);
+    }
+    this.growthTokens = Math.max(1, options.growthTokens ?? 256);
+    this.capacityTokens = Math.min(Math.max(1, options.initialCapacity ?? 64), this.maxCapacity);
     this.allocate(this.capacityTokens, null);
   }
 
@@ -33,6 +58,11 @@ export class KvCache {
   /** Token slots per row. */
   get capacity(): number {
     return this.capacityTokens;
+  }
+
+  /** Bytes held by the cache buffers. */
+  get bytes(): number {
+    return this.maxRows * this.capacityTokens * cacheBytesPerToken(this.config);
   }
 
   /** Adds an empty row and returns its index. */
@@ -47,9 +77,8 @@ export class KvCache {
     this.checkRow(row);
     const last = this.rows - 1;
     if (row !== last) {
-      const { numLayers } = this.config;
       const block = this.rowBlock();
-      for (let layer = 0; layer < numLayers; layer++) {
+      for (let layer = 0; layer < this.config.numLayers; layer++) {
         this.keys[layer].copyWithin(row * block, last * block, (last + 1) * block);
         this.values[layer].copyWithin(row * block, last * block, (last + 1) * block);
       }
@@ -64,55 +93,63 @@ export class KvCache {
     this.lengths.length = 0;
   }
 
-  /** Makes room for `tokens` more positions in every active row that needs them. */
-  reserve(newTokensPerRow: number[]): void {
+  /** Makes room for `newTokensPerRow[r]` more tokens in each active row. */
+  reserve(newTokensPerRow: readonly number[]): void {
     let needed = 0;
     newTokensPerRow.forEach((n, row) => (needed = Math.max(needed, this.lengths[row] + n)));
-    const limit = this.config.maxPositionEmbeddings;
-    if (needed > limit) throw new Error(`sequence of ${needed} tokens exceeds the model's context of ${limit}`);
+    if (needed > this.maxCapacity) {
+      const context = this.config.maxPositionEmbeddings;
+      const limit = needed > context ? `the model's context of ${context}` : `the KV cache budget's ${this.maxCapacity} tokens per row`;
+      throw new Error(`sequence of ${needed} tokens exceeds ${limit}`);
+    }
     if (needed <= this.capacityTokens) return;
-    let capacity = this.capacityTokens;
-    while (capacity < needed) capacity *= 2;
-    this.allocate(Math.min(capacity, limit), this.capacityTokens);
+    const capacity = Math.min(Math.ceil(needed / this.growthTokens) * this.growthTokens, this.maxCapacity);
+    this.allocate(capacity, this.capacityTokens);
   }
 
-  /** The active rows' past keys of a layer, as the graph takes them: [rows, kv_heads, head_dim, capacity]. */
-  pastKeys(layer: number): Float32Array {
-    return this.keys[layer].subarray(0, this.rows * this.rowBlock());
+  /** Past keys of rows [first, first + count) of a layer, as the graph takes them: [count, kv_heads, head_dim, capacity]. */
+  pastKeys(layer: number, first = 0, count = this.rows): Float32Array {
+    const block = this.rowBlock();
+    return this.keys[layer].subarray(first * block, (first + count) * block);
   }
 
-  /** The active rows' past values of a layer: [rows, kv_heads, capacity, head_dim]. */
-  pastValues(layer: number): Float32Array {
-    return this.values[layer].subarray(0, this.rows * this.rowBlock());
+  /** Past values of rows [first, first + count) of a layer: [count, kv_heads, capacity, head_dim]. */
+  pastValues(layer: number, first = 0, count = this.rows): Float32Array {
+    const block = this.rowBlock();
+    return this.values[layer].subarray(first * block, (first + count) * block);
   }
 
   /**
-   * Appends a run's new keys/values (`[rows, kv, head_dim, tokens]` and `[rows, kv, tokens,
-   * head_dim]`, padded to `tokens`) for the first `counts[row]` tokens of each row.
+   * Writes a run's new keys/values (`[runRows, kv, head_dim, tokens]` and `[runRows, kv, tokens,
+   * head_dim]`, padded to `tokens`) for rows `first + i`, taking the first `counts[i]` tokens of
+   * each (0: a row that only rode along), at each row's current length.
    */
-  append(layer: number, presentKeys: Float32Array, presentValues: Float32Array, tokens: number, counts: number[]): void {
+  write(layer: number, first: number, newKeys: Float32Array, newValues: Float32Array, tokens: number, counts: readonly number[]): void {
     const { numKvHeads, headDim } = this.config;
     const capacity = this.capacityTokens;
     const keys = this.keys[layer];
     const values = this.values[layer];
-    for (let row = 0; row < counts.length; row++) {
+    for (let i = 0; i < counts.length; i++) {
+      const count = counts[i];
+      if (count === 0) continue;
+      const row = first + i;
       const start = this.lengths[row];
-      const count = counts[row];
       for (let head = 0; head < numKvHeads; head++) {
+        const runHead = i * numKvHeads + head;
         const rowHead = row * numKvHeads + head;
         for (let d = 0; d < headDim; d++) {
-          const src = (rowHead * headDim + d) * tokens;
-          keys.set(presentKeys.subarray(src, src + count), (rowHead * headDim + d) * capacity + start);
+          const src = (runHead * headDim + d) * tokens;
+          keys.set(newKeys.subarray(src, src + count), (rowHead * headDim + d) * capacity + start);
         }
-        const src = rowHead * tokens * headDim;
-        values.set(presentValues.subarray(src, src + count * headDim), (rowHead * capacity + start) * headDim);
+        const src = runHead * tokens * headDim;
+        values.set(newValues.subarray(src, src + count * headDim), (rowHead * capacity + start) * headDim);
       }
     }
   }
 
-  /** Advances each row's length after all layers have been appended. */
-  advance(counts: number[]): void {
-    counts.forEach((n, row) => (this.lengths[row] += n));
+  /** Advances rows' lengths once all layers are written (`counts[i]` for row `first + i`). */
+  advance(first: number, counts: readonly number[]): void {
+    counts.forEach((n, i) => (this.lengths[first + i] += n));
   }
 
   private rowBlock(): number {
@@ -139,6 +176,7 @@ export class KvCache {
           values.set(oldValues.subarray(rowHead * previous * headDim, (rowHead + 1) * previous * headDim), rowHead * capacity * headDim);
         }
       }
+      // Replace one layer at a time so growing never holds two copies of the whole cache.
       this.keys[layer] = keys;
       this.values[layer] = values;
     }

@@ -31,14 +31,34 @@ describe.each(TINY_VARIANTS)("ONNX graph vs reference forward: %s", (variant: Ti
 
   it("decodes with the KV cache exactly as a full recompute, across a capacity growth", async () => {
     const ids = tokens(12, 5);
-    const cache = engine.createBatch(1, 4);
+    const cache = engine.createBatch(1, { initialCapacity: 4, growthTokens: 4 });
     cache.addRow();
     const prefill = await engine.step(cache, [ids.slice(0, 3)]);
     const steps = [prefill[0].data];
     for (let t = 3; t < ids.length; t++) steps.push((await engine.step(cache, [[ids[t]]]))[0].data);
-    expect(cache.capacity).toBe(16);
+    expect(cache.capacity).toBe(12); // grown by 4-token steps from 4 to what 12 tokens need
     const reference = referenceForward(config, weights, ids);
     steps.forEach((logits, i) => expect(maxAbsDiff(logits, reference[i + 2])).toBeLessThanOrEqual(TOLERANCE));
+  });
+});
+
+describe("sliding windows", () => {
+  it("leave positions inside the window as full attention would and change every position past it", async () => {
+    const { config, weights } = tinyModel("mistral-sliding"); // window 5 on every layer
+    const engine = await LlamaEngine.create(config, weights);
+    const ids = tokens(14, 11);
+    const cache = engine.createBatch(1);
+    cache.addRow();
+    const [row] = await engine.step(cache, [ids], "all");
+    const windowed = referenceForward(config, weights, ids);
+    const full = referenceForward({ ...config, attentionWindows: config.attentionWindows.map(() => null) }, weights, ids);
+    for (let t = 0; t < ids.length; t++) {
+      const logits = row.data.subarray(t * config.vocabSize, (t + 1) * config.vocabSize);
+      expect(maxAbsDiff(logits, windowed[t])).toBeLessThanOrEqual(TOLERANCE);
+      if (t < 5) expect(maxAbsDiff(logits, full[t])).toBeLessThanOrEqual(TOLERANCE);
+      else expect(maxAbsDiff(logits, full[t])).toBeGreaterThan(1e-2);
+    }
+    await engine.dispose();
   });
 });
 
@@ -117,6 +137,8 @@ describe("batches", () => {
     cache.addRow();
     await expect(engine.step(cache, [[1, 999]])).rejects.toThrow(/token id 999 outside vocabulary of 259/);
     await expect(engine.step(cache, [new Array(config.maxPositionEmbeddings + 1).fill(1)])).rejects.toThrow(/exceeds the model's context of 512/);
-    await expect(engine.step(cache, [[]])).rejects.toThrow(/row 0 has no new tokens/);
+    const idle = await engine.step(cache, [[]]);
+    expect(idle[0].positions).toBe(0);
+    expect(cache.lengths).toEqual([0]);
   });
 });

@@ -8,15 +8,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adapterInputName, type AdapterGraphSpec } from "../model/adapter-layout.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { buildLlamaGraph, LLAMA_IO, MASK_VALUE } from "../model/llama-graph.ts";
+import { buildLlamaGraph, LLAMA_IO } from "../model/llama-graph.ts";
+import { MASK_VALUE } from "../model/training-graph.ts";
+import { slidingWindow } from "../training/training-session.ts";
 import { linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
 import { projectionKey, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { AdapterRegistry, type ResidentAdapter } from "./adapter-registry.ts";
+import type { KvCacheOptions } from "./kv-cache.ts";
 import { SequenceBatch } from "./sequence-batch.ts";
 
 export interface EngineOptions extends OnnxSessionOptions {
   externalDataThresholdBytes?: number; // weights at or above this size load through files on disk
+  kvCache?: KvCacheOptions; // defaults for the batches this engine creates
   adapters?: EngineAdapterOptions; // absent: base model only
 }
 
@@ -36,12 +40,20 @@ export interface RowLogits {
   data: Float32Array;
 }
 
+/** What a step returns for a row that received no tokens. */
+export const NO_LOGITS: RowLogits = Object.freeze({ positions: 0, data: new Float32Array(0) }) as RowLogits;
+
 export class LlamaEngine {
+  private readonly window: number | null;
+
   private constructor(
     readonly config: ModelConfig,
     private readonly session: OnnxSession,
     private readonly registry: AdapterRegistry | null,
-  ) {}
+    private readonly cacheOptions: KvCacheOptions,
+  ) {
+    this.window = slidingWindow(config);
+  }
 
   /**
    * Builds the graph from config and weights and opens its session. Models whose weights pass
@@ -54,21 +66,21 @@ export class LlamaEngine {
     const signature = { inputs: graph.inputs, outputs: graph.outputs };
     const threshold = options.externalDataThresholdBytes ?? 2 ** 30;
     if (graph.initializerBytes() < threshold) {
-      return new LlamaEngine(config, await OnnxSession.create(graph.serialize(), signature, options), registry);
+      return new LlamaEngine(config, await OnnxSession.create(graph.serialize(), signature, options), registry, options.kvCache ?? {});
     }
     const directory = await mkdtemp(join(tmpdir(), "pica-model-"));
     try {
       const path = join(directory, "model.onnx");
       graph.writeWithExternalData(path);
-      return new LlamaEngine(config, await OnnxSession.create(path, signature, options), registry);
+      return new LlamaEngine(config, await OnnxSession.create(path, signature, options), registry, options.kvCache ?? {});
     } finally {
       await rm(directory, { recursive: true, force: true });
     }
   }
 
-  /** A batch for up to `maxRows` concurrent sequences. */
-  createBatch(maxRows: number, initialCapacity = 64): SequenceBatch {
-    return new SequenceBatch(this.config, maxRows, initialCapacity, this.registry);
+  /** A batch for up to `maxRows` concurrent sequences (cache options default to the engine's). */
+  createBatch(maxRows: number, cacheOptions: KvCacheOptions = {}): SequenceBatch {
+    return new SequenceBatch(this.config, maxRows, { ...this.cacheOptions, ...cacheOptions }, this.registry);
   }
 
   /** Validates and registers an adapter; the session is untouched. */
@@ -97,45 +109,95 @@ export class LlamaEngine {
   }
 
   /**
-   * Runs one step: row r of the cache receives `newTokens[r]` (at least one token; rows of
-   * different lengths are right-padded to the longest and the padding is masked). Returns each
-   * row's logits for its last new token or for all of them.
+   * Runs one step: row r of the batch receives `newTokens[r]` (possibly none: the row waits this
+   * step). Rows decoding one token run together in one run; rows taking several (a prompt or a
+   * chunk of one) run apart from them, contiguous new rows together, so a long prompt is never
+   * padded across the decoding rows. Returns each row's logits for its last new token or for all
+   * of them (no positions for a row that received none).
    */
   async step(batch: SequenceBatch, newTokens: number[][], logits: LogitsSelection = "last"): Promise<RowLogits[]> {
-    const { vocabSize, numLayers, numKvHeads, headDim } = this.config;
+    const { vocabSize } = this.config;
     const cache = batch.cache;
     const rows = newTokens.length;
-    if (rows === 0) return [];
     if (rows !== cache.rows) throw new Error(`step has ${rows} rows but the batch has ${cache.rows}`);
     const counts = newTokens.map((tokens, row) => {
-      if (tokens.length === 0) throw new Error(`row ${row} has no new tokens`);
       for (const id of tokens) {
         if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new Error(`row ${row}: token id ${id} outside vocabulary of ${vocabSize}`);
       }
       return tokens.length;
     });
+    const out: RowLogits[] = counts.map(() => NO_LOGITS);
+    if (counts.every((n) => n === 0)) return out;
+    // A row riding along in the decode run without a token of its own needs no slot, but one more
+    // keeps every row's next write in range.
     cache.reserve(counts);
-    const tokens = Math.max(...counts);
-    // A cache with nothing in it is fed as zero past slots: a pure prefill attends only to itself.
-    const past = cache.lengths.some((n) => n > 0) ? cache.capacity : 0;
+
+    let lastDecodeRow = -1;
+    counts.forEach((n, row) => (lastDecodeRow = n === 1 ? row : lastDecodeRow));
+    if (lastDecodeRow >= 0) {
+      const span = lastDecodeRow + 1; // rows [0, span): a contiguous view of the cache
+      const spanCounts = counts.slice(0, span).map((n) => (n === 1 ? 1 : 0));
+      const results = await this.run(batch, 0, spanCounts, newTokens.slice(0, span), logits);
+      spanCounts.forEach((n, i) => (out[i] = n === 1 ? results[i] : NO_LOGITS));
+    }
+    for (let row = 0; row < rows; ) {
+      if (counts[row] < 2) {
+        row++;
+        continue;
+      }
+      let end = row + 1; // a run of adjacent rows that all take several tokens
+      while (end < rows && counts[end] >= 2) end++;
+      const results = await this.run(batch, row, counts.slice(row, end), newTokens.slice(row, end), logits);
+      results.forEach((result, i) => (out[row + i] = result));
+      row = end;
+    }
+    return out;
+  }
+
+  /**
+   * One session run over rows [first, first + counts.length): each row's first `counts[i]` tokens
+   * are real (0: the row rides along on one masked dummy token and keeps nothing of it); the
+   * cache is fed as a view of those rows and the new keys/values are written into it.
+   */
+  private async run(batch: SequenceBatch, first: number, counts: number[], newTokens: number[][], logits: LogitsSelection): Promise<RowLogits[]> {
+    const { vocabSize, numLayers, numKvHeads, headDim } = this.config;
+    const cache = batch.cache;
+    const rows = counts.length;
+    const tokens = Math.max(1, ...counts);
+    const lengths = counts.map((_, i) => cache.lengths[first + i]);
+    // Rows with nothing cached attend only to themselves: feed no past slots at all.
+    const past = lengths.some((n) => n > 0) ? cache.capacity : 0;
     const context = past + tokens;
+    const window = this.window;
 
     const inputIds = new BigInt64Array(rows * tokens);
     const positionIds = new BigInt64Array(rows * tokens);
     const bias = new Float32Array(rows * tokens * context).fill(MASK_VALUE);
+    const windowBias = window === null ? null : new Float32Array(rows * tokens * context).fill(MASK_VALUE);
     const logitsRows: bigint[] = [];
-    for (let row = 0; row < rows; row++) {
-      const start = cache.lengths[row];
+    for (let i = 0; i < rows; i++) {
+      const start = lengths[i];
+      const count = counts[i];
+      const last = Math.max(count, 1) - 1; // a padded or dummy token repeats the row's last real one
       for (let t = 0; t < tokens; t++) {
-        const flat = row * tokens + t;
-        inputIds[flat] = BigInt(t < counts[row] ? newTokens[row][t] : 0);
-        positionIds[flat] = BigInt(start + Math.min(t, counts[row] - 1));
-        const biasRow = bias.subarray(flat * context, (flat + 1) * context);
-        if (past > 0) biasRow.fill(0, 0, start); // every cached token of this row
-        biasRow.fill(0, past, past + Math.min(t, counts[row] - 1) + 1); // causal among the new ones
+        const flat = i * tokens + t;
+        const own = Math.min(t, last); // the new token this query stands for
+        inputIds[flat] = BigInt(count === 0 ? 0 : newTokens[i][own]);
+        positionIds[flat] = BigInt(start + own);
+        const at = flat * context;
+        if (count > 0 && past > 0) bias.fill(0, at, at + start); // every cached token of this row
+        bias.fill(0, at + past, at + past + own + 1); // causal among the new ones
+        if (windowBias !== null) {
+          // Keys j with 0 ≤ position − j < window, over cached and new slots alike.
+          const position = start + own;
+          const lowest = position - window! + 1;
+          if (count > 0 && past > 0) windowBias.fill(0, at + Math.max(0, lowest), at + start);
+          windowBias.fill(0, at + past + Math.max(0, lowest - start), at + past + own + 1);
+        }
       }
-      if (logits === "last") logitsRows.push(BigInt(row * tokens + counts[row] - 1));
-      else for (let t = 0; t < counts[row]; t++) logitsRows.push(BigInt(row * tokens + t));
+      if (count === 0) continue;
+      if (logits === "last") logitsRows.push(BigInt(i * tokens + count - 1));
+      else for (let t = 0; t < count; t++) logitsRows.push(BigInt(i * tokens + t));
     }
 
     const feeds: Record<string, HostTensor> = {
@@ -144,33 +206,38 @@ export class LlamaEngine {
       [LLAMA_IO.attentionBias]: { dtype: "float32", shape: [rows, tokens, context], data: bias },
       [LLAMA_IO.logitsRows]: { dtype: "int64", shape: [logitsRows.length], data: BigInt64Array.from(logitsRows) },
     };
+    if (windowBias !== null) feeds[LLAMA_IO.windowBias] = { dtype: "float32", shape: [rows, tokens, context], data: windowBias };
     const empty = new Float32Array(0);
     for (let layer = 0; layer < numLayers; layer++) {
-      feeds[LLAMA_IO.pastKey(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer) : empty };
-      feeds[LLAMA_IO.pastValue(layer)] = { dtype: "float32", shape: [rows, numKvHeads, past, headDim], data: past > 0 ? cache.pastValues(layer) : empty };
+      feeds[LLAMA_IO.pastKeyT(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer, first, rows) : empty };
+      feeds[LLAMA_IO.pastValue(layer)] = { dtype: "float32", shape: [rows, numKvHeads, past, headDim], data: past > 0 ? cache.pastValues(layer, first, rows) : empty };
     }
     const adapterRows = batch.adapterRows;
     if (adapterRows !== null) {
-      adapterRows.modules.forEach((module, i) => {
-        const shape = adapterRows.inputShape(i);
+      adapterRows.modules.forEach((module, m) => {
+        const shape = adapterRows.inputShape(m, rows);
         for (let layer = 0; layer < numLayers; layer++) {
-          feeds[adapterInputName(layer, module)] = { dtype: "float32", shape, data: adapterRows.input(layer, i) };
+          feeds[adapterInputName(layer, module)] = { dtype: "float32", shape, data: adapterRows.input(layer, m, first, rows) };
         }
       });
     }
     const results = await this.session.run(feeds);
     for (let layer = 0; layer < numLayers; layer++) {
-      const keys = results[LLAMA_IO.presentKey(layer)].data as Float32Array;
-      const values = results[LLAMA_IO.presentValue(layer)].data as Float32Array;
-      cache.append(layer, keys, values, tokens, counts);
+      const keys = results[LLAMA_IO.newKeyT(layer)].data as Float32Array;
+      const values = results[LLAMA_IO.newValue(layer)].data as Float32Array;
+      cache.write(layer, first, keys, values, tokens, counts);
     }
-    cache.advance(counts);
+    cache.advance(first, counts);
 
     const all = results[LLAMA_IO.logits].data as Float32Array;
     const out: RowLogits[] = [];
     let offset = 0;
-    for (let row = 0; row < rows; row++) {
-      const positions = logits === "last" ? 1 : counts[row];
+    for (let i = 0; i < rows; i++) {
+      if (counts[i] === 0) {
+        out.push(NO_LOGITS);
+        continue;
+      }
+      const positions = logits === "last" ? 1 : counts[i];
       out.push({ positions, data: all.slice(offset * vocabSize, (offset + positions) * vocabSize) });
       offset += positions;
     }

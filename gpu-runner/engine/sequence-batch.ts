@@ -6,7 +6,7 @@
 import type { ModelConfig } from "../model/config.ts";
 import type { AdapterRegistry } from "./adapter-registry.ts";
 import { AdapterRows } from "./adapter-rows.ts";
-import { KvCache } from "./kv-cache.ts";
+import { KvCache, type KvCacheOptions } from "./kv-cache.ts";
 
 export class SequenceBatch {
   readonly cache: KvCache;
@@ -16,10 +16,10 @@ export class SequenceBatch {
   constructor(
     config: ModelConfig,
     readonly maxRows: number,
-    initialCapacity: number,
+    cacheOptions: KvCacheOptions,
     private readonly registry: AdapterRegistry | null,
   ) {
-    this.cache = new KvCache(config, maxRows, initialCapacity);
+    this.cache = new KvCache(config, maxRows, cacheOptions);
     this.adapterRows = registry === null ? null : new AdapterRows(config, maxRows, registry.rank, registry.targetModules);
   }
 

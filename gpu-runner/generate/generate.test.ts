@@ -67,9 +67,9 @@ function scriptedEngine(script: number[]): TokenStepper {
   let position = 0;
   return {
     config,
-    createBatch: (rows: number, capacity = 64) => new SequenceBatch(config, rows, capacity, null),
+    createBatch: (rows: number, cacheOptions = {}) => new SequenceBatch(config, rows, cacheOptions, null),
     async step(batch: SequenceBatch, tokens: number[][]): Promise<RowLogits[]> {
-      batch.cache.advance(tokens.map((t) => t.length));
+      batch.cache.advance(0, tokens.map((t) => t.length));
       const data = new Float32Array(config.vocabSize).fill(-10);
       data[script[Math.min(position++, script.length - 1)]] = 10;
       return [{ positions: 1, data }];

@@ -63,7 +63,7 @@ export async function* generate(
   validateGeneration(engine, promptIds, options);
   const context = engine.config.maxPositionEmbeddings;
   const completion = new Completion(tokenizer, options, promptIds.length, context);
-  const batch = engine.createBatch(1, Math.min(promptIds.length + options.maxNewTokens, context));
+  const batch = engine.createBatch(1, { initialCapacity: Math.min(promptIds.length + options.maxNewTokens, context) });
   batch.addRow(options.adapterId ?? null);
   let [{ data: logits }] = await engine.step(batch, [promptIds]);
   for (;;) {

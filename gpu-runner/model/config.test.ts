@@ -137,6 +137,103 @@ function without<T extends Record<string, unknown>>(object: T, ...keys: string[]
   return copy;
 }
 
+const QWEN3_06B = {
+  architectures: ["Qwen3ForCausalLM"],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  head_dim: 128,
+  hidden_act: "silu",
+  hidden_size: 1024,
+  initializer_range: 0.02,
+  intermediate_size: 3072,
+  max_position_embeddings: 40960,
+  max_window_layers: 28,
+  model_type: "qwen3",
+  num_attention_heads: 16,
+  num_hidden_layers: 28,
+  num_key_value_heads: 8,
+  rms_norm_eps: 1e-6,
+  rope_scaling: null,
+  rope_theta: 1000000,
+  sliding_window: null,
+  tie_word_embeddings: true,
+  torch_dtype: "bfloat16",
+  transformers_version: "4.51.0",
+  use_cache: true,
+  use_sliding_window: false,
+  vocab_size: 151936,
+};
+
+const MISTRAL_7B_V01 = {
+  architectures: ["MistralForCausalLM"],
+  bos_token_id: 1,
+  eos_token_id: 2,
+  hidden_act: "silu",
+  hidden_size: 4096,
+  initializer_range: 0.02,
+  intermediate_size: 14336,
+  max_position_embeddings: 32768,
+  model_type: "mistral",
+  num_attention_heads: 32,
+  num_hidden_layers: 32,
+  num_key_value_heads: 8,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000.0,
+  sliding_window: 4096,
+  tie_word_embeddings: false,
+  torch_dtype: "bfloat16",
+  transformers_version: "4.34.0.dev0",
+  use_cache: true,
+  vocab_size: 32000,
+};
+
+describe("Qwen3 and sliding windows", () => {
+  it("reads Qwen3-0.6B: q/k norms over an explicit head_dim of 128 (not 1024 / 16), no biases, no window", () => {
+    const config = parseModelConfig(QWEN3_06B);
+    expect(config.architecture).toBe("Qwen3ForCausalLM");
+    expect(config.qkNorm).toBe(true);
+    expect(config.headDim).toBe(128);
+    expect([config.qkvBias, config.oBias, config.mlpBias]).toEqual([false, false, false]);
+    expect(config.numKvHeads).toBe(8);
+    expect(config.attentionWindows).toEqual(new Array(28).fill(null));
+  });
+
+  it("Qwen3: an absent head_dim is the class default 128, attention_bias covers q/k/v and o", () => {
+    const config = parseModelConfig({ ...without(QWEN3_06B, "head_dim"), attention_bias: true });
+    expect(config.headDim).toBe(128);
+    expect([config.qkvBias, config.oBias]).toEqual([true, true]);
+  });
+
+  it("Mistral-7B-v0.1 slides every layer over its 4096-token window", () => {
+    expect(parseModelConfig(MISTRAL_7B_V01).attentionWindows).toEqual(new Array(32).fill(4096));
+  });
+
+  it("an absent Mistral sliding_window is transformers' default 4096, an explicit null none", () => {
+    expect(parseModelConfig(without(MISTRAL_7B_V01, "sliding_window")).attentionWindows[0]).toBe(4096);
+    expect(parseModelConfig({ ...MISTRAL_7B_V01, sliding_window: null }).attentionWindows[0]).toBeNull();
+  });
+
+  it("Qwen2/Qwen3 slide only with use_sliding_window, and then the layers from max_window_layers on", () => {
+    expect(parseModelConfig(QWEN25_05B).attentionWindows).toEqual(new Array(24).fill(null));
+    const on = parseModelConfig({ ...QWEN25_05B, use_sliding_window: true, sliding_window: 4096, max_window_layers: 20 });
+    expect(on.attentionWindows).toEqual([...new Array(20).fill(null), ...new Array(4).fill(4096)]);
+    const qwen3 = parseModelConfig({ ...QWEN3_06B, use_sliding_window: true, sliding_window: 2048, max_window_layers: 26 });
+    expect(qwen3.attentionWindows.filter((w) => w === 2048)).toHaveLength(2);
+  });
+
+  it("explicit layer_types decide which layers slide", () => {
+    const layerTypes = Array.from({ length: 24 }, (_, i) => (i % 2 === 0 ? "sliding_attention" : "full_attention"));
+    const config = parseModelConfig({ ...QWEN25_05B, use_sliding_window: true, sliding_window: 1024, layer_types: layerTypes });
+    expect(config.attentionWindows.slice(0, 4)).toEqual([1024, null, 1024, null]);
+  });
+
+  it("Llama never slides", () => {
+    expect(parseModelConfig({ ...LLAMA32_1B, sliding_window: 16 }).attentionWindows.every((w) => w === null)).toBe(true);
+  });
+});
+
 describe("parseModelConfig on real checkpoints' config.json", () => {
   it("reads SmolLM2-135M: tied embeddings, 9 heads over 3 KV heads, rope_theta 1e5", () => {
     expect(parseModelConfig(SMOLLM2_135M)).toEqual({
@@ -156,6 +253,8 @@ describe("parseModelConfig on real checkpoints' config.json", () => {
       qkvBias: false,
       oBias: false,
       mlpBias: false,
+      qkNorm: false,
+      attentionWindows: new Array(30).fill(null),
       bosTokenId: 0,
       eosTokenIds: [0],
     });
@@ -366,25 +465,10 @@ describe("parseModelConfig refuses what it cannot run exactly, naming the field 
     expect(errorOf({ ...SMALL_LLAMA, hidden_act: "gelu" }).message).toMatch(/hidden_act "gelu" is not supported/);
   });
 
-  it("a Mistral sliding window shorter than the context", () => {
-    const error = errorOf({ ...MISTRAL_NEMO, sliding_window: 4096, max_position_embeddings: 32768 });
-    expect(error.message).toMatch(/sliding_window 4096 below max_position_embeddings 32768/);
-  });
-
-  it("accepts a Mistral sliding window at least as long as the context (it never slides)", () => {
-    expect(parseModelConfig({ ...MISTRAL_NEMO, sliding_window: 4096, max_position_embeddings: 4096 }).maxPositionEmbeddings).toBe(4096);
-  });
-
-  it("an absent Mistral sliding_window is transformers' default 4096, not 'no window'", () => {
-    const error = errorOf({ ...without(MISTRAL_NEMO, "sliding_window"), max_position_embeddings: 32768 });
-    expect(error.message).toMatch(/sliding_window 4096 below max_position_embeddings 32768/);
-  });
-
-  it("a Qwen2 sliding window that is switched on", () => {
-    const error = errorOf({ ...QWEN25_05B, use_sliding_window: true, sliding_window: 4096 });
-    expect(error.message).toMatch(/sliding_window 4096 below max_position_embeddings 32768/);
-    const absent = errorOf({ ...without(QWEN25_05B, "sliding_window"), use_sliding_window: true });
-    expect(absent.message).toMatch(/sliding_window 4096 below/);
+  it("layer_types other than full_attention and sliding_attention, or of the wrong length", () => {
+    const windowed = { ...QWEN25_05B, use_sliding_window: true, sliding_window: 4096 };
+    expect(errorOf({ ...windowed, layer_types: new Array(24).fill("chunked_attention") }).message).toMatch(/layer_types\[0\] "chunked_attention" is not supported/);
+    expect(errorOf({ ...windowed, layer_types: ["full_attention"] }).message).toMatch(/layer_types has 1 entries for 24 layers/);
   });
 
   it("vocab_size missing, negative or fractional", () => {

@@ -13,6 +13,7 @@ export const SUPPORTED_ARCHITECTURES = [
   "LlamaForCausalLM",
   "MistralForCausalLM",
   "Qwen2ForCausalLM",
+  "Qwen3ForCausalLM",
 ] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
@@ -40,8 +41,10 @@ export interface ModelConfig {
   ropeScaling: Llama3RopeScaling | null;
   maxPositionEmbeddings: number; // the context limit a prompt plus its completion must fit
   tieWordEmbeddings: boolean; // lm_head reuses embed_tokens (a stored lm_head is ignored)
-  qkvBias: boolean; // q/k/v projections carry a bias (Qwen2; Llama with attention_bias)
-  oBias: boolean; // o_proj carries a bias (Llama with attention_bias only)
+  qkvBias: boolean; // q/k/v projections carry a bias (Qwen2; Llama and Qwen3 with attention_bias)
+  oBias: boolean; // o_proj carries a bias (Llama and Qwen3 with attention_bias)
+  qkNorm: boolean; // RMSNorm over head_dim on every query and key head before RoPE (Qwen3)
+  attentionWindows: (number | null)[]; // per layer: null attends to every earlier token, w to the last w (0 ≤ i − j < w)
   mlpBias: boolean; // gate/up/down carry a bias (Llama with mlp_bias)
   bosTokenId: number | null;
   eosTokenIds: number[];
@@ -85,7 +88,9 @@ const rawConfigSchema = z
     bos_token_id: z.number().int().nonnegative().nullable().optional(),
     eos_token_id: tokenIds.nullable().optional(),
     use_sliding_window: z.boolean().optional(),
-    sliding_window: z.number().int().nullable().optional(),
+    sliding_window: z.number().int().positive().nullable().optional(),
+    max_window_layers: z.number().int().nonnegative().optional(),
+    layer_types: z.array(z.string()).optional(),
   })
   .passthrough();
 
@@ -93,11 +98,13 @@ const MODEL_TYPE_TO_ARCHITECTURE: Record<string, Architecture> = {
   llama: "LlamaForCausalLM",
   mistral: "MistralForCausalLM",
   qwen2: "Qwen2ForCausalLM",
+  qwen3: "Qwen3ForCausalLM",
 };
 
 const ABSENT_KV_HEADS_DEFAULT: Partial<Record<Architecture, number>> = {
   MistralForCausalLM: 8,
   Qwen2ForCausalLM: 32,
+  Qwen3ForCausalLM: 32,
 };
 
 // transformers' config class defaults for keys a hand-written config.json may leave out.
@@ -105,8 +112,11 @@ const ABSENT_MAX_POSITIONS_DEFAULT: Record<Architecture, number> = {
   LlamaForCausalLM: 2048,
   MistralForCausalLM: 4096 * 32,
   Qwen2ForCausalLM: 32768,
+  Qwen3ForCausalLM: 32768,
 };
-const ABSENT_SLIDING_WINDOW_DEFAULT = 4096; // MistralConfig and Qwen2Config
+const ABSENT_SLIDING_WINDOW_DEFAULT = 4096; // MistralConfig, Qwen2Config and Qwen3Config
+const ABSENT_MAX_WINDOW_LAYERS_DEFAULT = 28; // Qwen2Config and Qwen3Config
+const ABSENT_QWEN3_HEAD_DIM = 128; // Qwen3Config's head_dim is its own field, not hidden / heads
 
 /** Raised for a config.json we cannot run exactly; names the field and the value. */
 export class ModelConfigError extends Error {
@@ -129,19 +139,6 @@ export function parseModelConfig(raw: unknown): ModelConfig {
   if (c.hidden_act !== undefined && c.hidden_act !== "silu") {
     throw new ModelConfigError(`hidden_act "${c.hidden_act}" is not supported (only "silu")`);
   }
-  if (architecture === "MistralForCausalLM" || architecture === "Qwen2ForCausalLM") {
-    // A sliding window only changes results past its length; refuse configs where it would.
-    // An absent key takes the class default (4096); only an explicit null means no window.
-    const window = c.sliding_window === undefined ? ABSENT_SLIDING_WINDOW_DEFAULT : c.sliding_window;
-    const maxPositions = c.max_position_embeddings ?? ABSENT_MAX_POSITIONS_DEFAULT[architecture];
-    const windowed = architecture === "MistralForCausalLM" ? window !== null : c.use_sliding_window === true;
-    if (windowed && window !== null && window < maxPositions) {
-      throw new ModelConfigError(
-        `sliding_window ${window} below max_position_embeddings ${maxPositions} is not supported`,
-      );
-    }
-  }
-
   const numHeads = c.num_attention_heads;
   // transformers' config classes: an absent num_key_value_heads takes the class default
   // (Llama: num_attention_heads, Mistral: 8, Qwen2: 32); an explicit null means multi-head.
@@ -152,7 +149,7 @@ export function parseModelConfig(raw: unknown): ModelConfig {
       `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
     );
   }
-  const headDim = c.head_dim ?? c.hidden_size / numHeads;
+  const headDim = c.head_dim ?? (architecture === "Qwen3ForCausalLM" ? ABSENT_QWEN3_HEAD_DIM : c.hidden_size / numHeads);
   if (!Number.isInteger(headDim)) {
     throw new ModelConfigError(
       `hidden_size ${c.hidden_size} is not divisible by num_attention_heads ${numHeads} and head_dim is missing`,
@@ -180,12 +177,40 @@ export function parseModelConfig(raw: unknown): ModelConfig {
     ropeScaling,
     maxPositionEmbeddings: c.max_position_embeddings ?? ABSENT_MAX_POSITIONS_DEFAULT[architecture],
     tieWordEmbeddings: c.tie_word_embeddings ?? false,
-    qkvBias: architecture === "Qwen2ForCausalLM" ? true : c.attention_bias === true && architecture === "LlamaForCausalLM",
-    oBias: architecture === "LlamaForCausalLM" && c.attention_bias === true,
+    qkvBias: architecture === "Qwen2ForCausalLM" ? true : c.attention_bias === true && (architecture === "LlamaForCausalLM" || architecture === "Qwen3ForCausalLM"),
+    oBias: (architecture === "LlamaForCausalLM" || architecture === "Qwen3ForCausalLM") && c.attention_bias === true,
+    qkNorm: architecture === "Qwen3ForCausalLM",
+    attentionWindows: attentionWindows(architecture, c),
     mlpBias: architecture === "LlamaForCausalLM" && c.mlp_bias === true,
     bosTokenId: c.bos_token_id ?? null,
     eosTokenIds: eos === null || eos === undefined ? [] : Array.isArray(eos) ? eos : [eos],
   };
+}
+
+/**
+ * Each layer's attention window, as transformers decides it: Mistral slides every layer when
+ * `sliding_window` is set (an absent key is the class default 4096, an explicit null none);
+ * Qwen2/Qwen3 only with `use_sliding_window`, and then only the layers that `layer_types` marks
+ * "sliding_attention" (by default those at or above `max_window_layers`); Llama never.
+ */
+function attentionWindows(architecture: Architecture, c: z.infer<typeof rawConfigSchema>): (number | null)[] {
+  const layers = c.num_hidden_layers;
+  const none = new Array<number | null>(layers).fill(null);
+  if (architecture === "LlamaForCausalLM") return none;
+  const window = c.sliding_window === undefined ? ABSENT_SLIDING_WINDOW_DEFAULT : c.sliding_window;
+  if (architecture === "MistralForCausalLM") return new Array<number | null>(layers).fill(window);
+  if (c.use_sliding_window !== true || window === null) return none;
+  let types = c.layer_types;
+  if (types === undefined) {
+    const first = c.max_window_layers ?? ABSENT_MAX_WINDOW_LAYERS_DEFAULT;
+    types = Array.from({ length: layers }, (_, i) => (i >= first ? "sliding_attention" : "full_attention"));
+  }
+  if (types.length !== layers) throw new ModelConfigError(`layer_types has ${types.length} entries for ${layers} layers`);
+  return types.map((type, i) => {
+    if (type === "full_attention") return null;
+    if (type === "sliding_attention") return window;
+    throw new ModelConfigError(`layer_types[${i}] "${type}" is not supported (full_attention, sliding_attention)`);
+  });
 }
 
 function resolveArchitecture(architectures: string[] | undefined, modelType: string | undefined): Architecture {

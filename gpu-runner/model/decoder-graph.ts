@@ -3,7 +3,7 @@
  * training graphs (without): embeddings, rotary tables, decoder layers and the final norm. It
  * reads like the maths; where weights and adapters come from is the linear context's business.
  */
-import type { GraphBuilder, Value } from "../graph/builder.ts";
+import { MICROSOFT_DOMAIN, type GraphBuilder, type Value } from "../graph/builder.ts";
 import {
   binary,
   cast,
@@ -23,43 +23,59 @@ import {
 } from "../graph/ops.ts";
 import { linearGroup, toDtype, type LinearContext } from "./linear-graph.ts";
 import { inverseFrequencies } from "./rope.ts";
-import { weight } from "./weights.ts";
+import { headNormName, weight } from "./weights.ts";
 
-/** A layer's cached keys and values (inference), or null when attending only to the new tokens. */
-export interface LayerCache {
-  pastKey: Value; // [batch, kv_heads, head_dim, past]
-  pastValue: Value; // [batch, kv_heads, past, head_dim]
-  onPresent(keyT: Value, value: Value): void; // receives the new tokens' keys and values
-}
+/**
+ * How a layer's queries meet keys and values. Every kind takes q [batch, tokens, heads, head_dim]
+ * (normed, rotated and already scaled by head_dim^-0.5), k [batch, tokens, kv_heads, head_dim]
+ * (normed and rotated) and v [batch, tokens, kv_heads·head_dim], and returns the mixed values
+ * [batch, tokens, heads·head_dim]:
+ *   - "sequence": the whole sequence at once from primitive ops, with additive masks
+ *     [batch, tokens, tokens] (the training graphs; the autodiff differentiates it);
+ *   - "hostCache": the same ops against a KV cache the host owns and feeds as it lies (a CPU
+ *     provider reads the host's buffers without copying them), with masks [batch, tokens,
+ *     capacity + tokens]; only the new tokens' keys and values come back, for the host to
+ *     write into its cache;
+ *   - "deviceCache": onnxruntime's GroupQueryAttention over a cache that stays on the device
+ *     (WebGPU): the present outputs are the whole updated cache, kept on the device and fed
+ *     back as the next step's past, so nothing crosses to the host.
+ */
+export type AttentionInputs =
+  | { kind: "sequence"; bias: Value; windowBias: Value | null } // windowBias: the mask of sliding-window layers
+  | {
+      kind: "hostCache";
+      bias: Value; // [batch, tokens, capacity + tokens]: 0 where allowed, MASK_VALUE elsewhere
+      windowBias: Value | null; // the same within each sliding window
+      past(layer: number): { keyT: Value; value: Value }; // [batch, kv_heads, head_dim, capacity], [batch, kv_heads, capacity, head_dim]
+      onNew(layer: number, keyT: Value, value: Value): void; // the new tokens': [batch, kv_heads, head_dim, tokens], [batch, kv_heads, tokens, head_dim]
+    }
+  | {
+      kind: "deviceCache";
+      seqlensK: Value; // int32 [batch]: each row's cached plus new tokens, minus one
+      totalSequenceLength: Value; // int32 []: the longest row's cached plus new tokens
+      past(layer: number): { key: Value; value: Value }; // [batch, kv_heads, capacity, head_dim]
+      onPresent(layer: number, key: Value, value: Value): void; // the updated cache, same shape
+    };
 
 interface DecoderContext extends LinearContext {
-  pastLength: Value | null; // runtime [past] when there is a cache
+  attention: AttentionInputs;
+  cacheCapacity: Value | null; // int64 [1]: the host cache's slots per row, when there is one
   cosQ: Value; // [batch, tokens, 1, head_dim], pre-multiplied by head_dim^-0.5
   sinQ: Value; // same, with the rotate_half sign folded in
   cosK: Value;
   sinK: Value;
-  bias: Value; // [batch, 1, 1, tokens, context]
 }
 
-/**
- * Embeds `inputIds`, runs every decoder layer and the final norm: [batch, tokens, hidden].
- * `attentionBias` is [batch, tokens, context] (context = past + tokens with a cache).
- */
-export function buildDecoder(
-  linear: LinearContext,
-  inputIds: Value,
-  positionIds: Value,
-  attentionBias: Value,
-  caches: LayerCache[] | null,
-): Value {
+/** Embeds `inputIds`, runs every decoder layer and the final norm: [batch, tokens, hidden]. */
+export function buildDecoder(linear: LinearContext, inputIds: Value, positionIds: Value, attention: AttentionInputs): Value {
   const { g, config } = linear;
-  const ctx = buildContext(linear, positionIds, attentionBias, caches?.[0]?.pastValue ?? null);
+  const ctx = buildContext(linear, positionIds, attention);
   const embedding = weightTensor(ctx, "model.embed_tokens.weight");
   let hidden = gather(g, "/model/embed_tokens/Gather", embedding, inputIds); // [batch, tokens, hidden]
   for (let layer = 0; layer < config.numLayers; layer++) {
     const prefix = `/model/layers.${layer}`;
     const normed = rmsNorm(ctx, `${prefix}/input_layernorm`, hidden, `model.layers.${layer}.input_layernorm.weight`);
-    const attention = buildAttention(ctx, layer, normed, caches?.[layer] ?? null);
+    const attention = buildAttention(ctx, layer, normed);
     hidden = residual(g, `${prefix}/attn/residual`, hidden, attention);
     const normed2 = rmsNorm(ctx, `${prefix}/post_attention_layernorm`, hidden, `model.layers.${layer}.post_attention_layernorm.weight`);
     hidden = residual(g, `${prefix}/mlp/residual`, hidden, buildMlp(ctx, layer, normed2));
@@ -74,19 +90,14 @@ export function weightTensor(linear: LinearContext, name: string): Value {
 }
 
 /**
- * Rotary tables and the attention bias, computed once and shared by every layer.
+ * Rotary tables, computed once and shared by every layer.
  *
  *   position_ids ─Cast─Unsqueeze─Mul(inv_freq)─┬─Cos─Concat(c, c)──────────── cos [b, t, 1, d]
  *                                              └─Sin─Concat(−s, s)─────────── sin [b, t, 1, d]
  */
-function buildContext(linear: LinearContext, positionIds: Value, attentionBias: Value, firstPastValue: Value | null): DecoderContext {
+function buildContext(linear: LinearContext, positionIds: Value, attention: AttentionInputs): DecoderContext {
   const { g, config, dtype } = linear;
   const { headDim } = config;
-  let pastLength: Value | null = null;
-  if (firstPastValue !== null) {
-    const pastShape = shapeOf(g, "/model/shapes/past/Shape", firstPastValue);
-    pastLength = slice(g, "/model/shapes/past/Slice", pastShape, 0, 2, 3);
-  }
   const float = dtype as "float32" | "float64";
   const invFreq = g.initializer("/model/rotary/inv_freq", dtype, [headDim / 2], toDtype(Float32Array.from(inverseFrequencies(config)), dtype));
   const positions = unsqueeze(g, "/model/rotary/Unsqueeze", cast(g, "/model/rotary/Cast", positionIds, dtype), [-1]);
@@ -101,59 +112,92 @@ function buildContext(linear: LinearContext, positionIds: Value, attentionBias: 
   const scale = g.constFloat(1 / Math.sqrt(headDim), float);
   const cosQ = binary(g, "Mul", "/model/rotary/cos_q/Mul", cos, scale);
   const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
-  const bias = unsqueeze(g, "/model/attention_bias/Unsqueeze", attentionBias, [1, 2]); // [batch, 1, 1, tokens, context]
-  return { ...linear, pastLength, cosQ, sinQ, cosK: cos, sinK: sin, bias };
+  let cacheCapacity: Value | null = null;
+  if (attention.kind === "hostCache") {
+    const pastShape = shapeOf(g, "/model/shapes/past/Shape", attention.past(0).value);
+    cacheCapacity = slice(g, "/model/shapes/past/Slice", pastShape, 0, 2, 3);
+  }
+  return { ...linear, attention, cacheCapacity, cosQ, sinQ, cosK: cos, sinK: sin };
 }
 
 /**
- * Grouped-query attention for one layer, against the cached past (if any) and the new tokens.
+ * Grouped-query attention for one layer.
  *
- *   x ─qkv_proj─Split─┬─Reshape─rope─Transpose─Reshape ───── q [b, kv, g, t, d]
- *                     ├─Reshape─rope─Transpose(0,2,3,1) ──── kᵀ [b, kv, d, t] ──▶ present key
- *                     └─Reshape─Transpose ────────────────── v [b, kv, t, d]  ──▶ present value
- *   scores = Concat(q·pastKᵀ, q·kᵀ) + bias ─Softmax─┬─Slice[:past]─MatMul(pastV)─┐
- *                                                   └─Slice[past:]─MatMul(v)─────Add─Reshape─Transpose─o_proj
+ *   x ─qkv_proj─Split─┬─Reshape─(q_norm)─rope ─── q [b, t, heads, d] ──┐
+ *                     ├─Reshape─(k_norm)─rope ─── k [b, t, kv, d] ─────┼─ attend ─ [b, t, heads·d] ─ o_proj
+ *                     └────────────────────────── v [b, t, kv·d] ──────┘
+ */
+function buildAttention(ctx: DecoderContext, layer: number, x: Value): Value[] {
+  const { g, config } = ctx;
+  const { numHeads, numKvHeads, headDim } = config;
+  const p = `/model/layers.${layer}/attn`;
+  const [q3, k3, v3] = linearGroup(ctx, layer, "qkv_proj", x, `${p}/qkv_proj`); // [batch, tokens, ·]
+  let q4 = reshape(g, `${p}/q/Reshape`, q3, [0, 0, numHeads, headDim]); // [batch, tokens, heads, head_dim]
+  let k4 = reshape(g, `${p}/k/Reshape`, k3, [0, 0, numKvHeads, headDim]);
+  if (config.qkNorm) {
+    q4 = rmsNorm(ctx, `${p}/q_norm`, q4, headNormName(layer, "q_norm"));
+    k4 = rmsNorm(ctx, `${p}/k_norm`, k4, headNormName(layer, "k_norm"));
+  }
+  const q = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ);
+  const k = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
+  const attention = ctx.attention;
+  const mixed = attention.kind === "deviceCache" ? attendOnDevice(ctx, attention, layer, q, k, v3) : attend(ctx, attention, layer, q, k, v3);
+  return linearGroup(ctx, layer, "o_proj", mixed, `${p}/o_proj`, true);
+}
+
+/**
+ * Attention from primitive ops, over the new tokens and (with a host cache) the cached ones:
+ *
+ *   q ─Transpose─Reshape ─ q [b, kv, groups, t, d]
+ *   k ─Transpose(0,2,3,1) ─ kᵀ [b, kv, d, t] ──▶ new keys      v ─Reshape─Transpose ─ [b, kv, t, d] ──▶ new values
+ *   scores = Concat(q·pastKᵀ, q·kᵀ) + mask ─Softmax─┬─Slice[:capacity]─MatMul(pastV)─┐
+ *                                                   └─Slice[capacity:]─MatMul(v)─────Add─Reshape─Transpose
  *
  * Keys and values get a group axis of size 1 (Unsqueeze, no copy) that broadcasts over the
- * query heads sharing them, so each product is a matrix-vector run per query head in decode.
- * Without a cache, scores are q·kᵀ alone.
+ * query heads sharing them, so each product is a matrix-vector run per query head in decode,
+ * and the cache is read where it lies rather than concatenated with the new tokens. Without a
+ * cache, scores are q·kᵀ alone.
  */
-function buildAttention(ctx: DecoderContext, layer: number, x: Value, cache: LayerCache | null): Value[] {
+function attend(
+  ctx: DecoderContext,
+  inputs: Extract<AttentionInputs, { kind: "sequence" | "hostCache" }>,
+  layer: number,
+  q: Value,
+  k: Value,
+  v3: Value,
+): Value {
   const { g, config } = ctx;
   const { numHeads, numKvHeads, headDim } = config;
   const p = `/model/layers.${layer}/attn`;
   const groups = numHeads / numKvHeads;
-
-  const [q3, k3, v3] = linearGroup(ctx, layer, "qkv_proj", x, `${p}/qkv_proj`); // [batch, tokens, ·]
-  const q4 = reshape(g, `${p}/q/Reshape`, q3, [0, 0, numHeads, headDim]); // [batch, tokens, heads, head_dim]
-  const k4 = reshape(g, `${p}/k/Reshape`, k3, [0, 0, numKvHeads, headDim]);
-  const v4 = reshape(g, `${p}/v/Reshape`, v3, [0, 0, numKvHeads, headDim]);
-
-  const qRot = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ); // [batch, tokens, heads, head_dim]
-  const kRot = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
-  const qHeads = transpose(g, `${p}/q/Transpose`, qRot, [0, 2, 1, 3]); // [batch, heads, tokens, head_dim]
-  const q = reshape(g, `${p}/q/group/Reshape`, qHeads, [0, numKvHeads, groups, -1, headDim], {
+  const qHeads = transpose(g, `${p}/q/Transpose`, q, [0, 2, 1, 3]); // [batch, heads, tokens, head_dim]
+  const q5 = reshape(g, `${p}/q/group/Reshape`, qHeads, [0, numKvHeads, groups, -1, headDim], {
     outShape: ["batch", numKvHeads, groups, "tokens", headDim],
   }); // [batch, kv_heads, groups, tokens, head_dim]
-  const keyT = transpose(g, `${p}/k/Transpose`, kRot, [0, 2, 3, 1]); // [batch, kv_heads, head_dim, tokens]
+  const keyT = transpose(g, `${p}/k/Transpose`, k, [0, 2, 3, 1]); // [batch, kv_heads, head_dim, tokens]
+  const v4 = reshape(g, `${p}/v/Reshape`, v3, [0, 0, numKvHeads, headDim]);
   const value = transpose(g, `${p}/v/Transpose`, v4, [0, 2, 1, 3]); // [batch, kv_heads, tokens, head_dim]
-  cache?.onPresent(keyT, value);
+  const mask = config.attentionWindows[layer] === null ? inputs.bias : inputs.windowBias;
+  if (mask === null) throw new Error(`layer ${layer} has a sliding window but the graph has no window mask`);
+  const bias5 = unsqueeze(g, `${p}/bias/Unsqueeze`, mask, [1, 2]); // [batch, 1, 1, tokens, context]
 
-  // A group axis of 1 on keys and values broadcasts each KV head over its query heads unread twice.
-  const newScores = matMul(g, `${p}/scores_new/MatMul`, q, unsqueeze(g, `${p}/key/Unsqueeze`, keyT, [2])); // [.., tokens, tokens]
+  const newScores = matMul(g, `${p}/scores_new/MatMul`, q5, unsqueeze(g, `${p}/key/Unsqueeze`, keyT, [2])); // [.., tokens, tokens]
   const value5 = unsqueeze(g, `${p}/value/Unsqueeze`, value, [2]); // [batch, kv, 1, tokens, head_dim]
   let mixed: Value; // [batch, kv_heads, groups, tokens, head_dim]
-  if (cache === null) {
-    const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, newScores, ctx.bias), -1);
+  if (inputs.kind === "sequence") {
+    const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, newScores, bias5), -1);
     mixed = matMul(g, `${p}/context/MatMul`, probs, value5);
   } else {
-    const pastKey5 = unsqueeze(g, `${p}/past_key/Unsqueeze`, cache.pastKey, [2]); // [batch, kv, 1, head_dim, past]
-    const pastValue5 = unsqueeze(g, `${p}/past_value/Unsqueeze`, cache.pastValue, [2]); // [batch, kv, 1, past, head_dim]
-    const pastScores = matMul(g, `${p}/scores_past/MatMul`, q, pastKey5); // [batch, kv, groups, tokens, past]
+    inputs.onNew(layer, keyT, value);
+    const past = inputs.past(layer);
+    const pastKey5 = unsqueeze(g, `${p}/past_key/Unsqueeze`, past.keyT, [2]); // [batch, kv, 1, head_dim, capacity]
+    const pastValue5 = unsqueeze(g, `${p}/past_value/Unsqueeze`, past.value, [2]); // [batch, kv, 1, capacity, head_dim]
+    const pastScores = matMul(g, `${p}/scores_past/MatMul`, q5, pastKey5); // [batch, kv, groups, tokens, capacity]
     const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], -1, "context");
-    const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, ctx.bias), -1);
-    const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 4, 0, ctx.pastLength!, "past");
-    const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 4, ctx.pastLength!, Number.MAX_SAFE_INTEGER, "tokens");
+    const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, bias5), -1);
+    const capacity = ctx.cacheCapacity!;
+    const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 4, 0, capacity, "capacity");
+    const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 4, capacity, Number.MAX_SAFE_INTEGER, "tokens");
     mixed = binary(
       g,
       "Add",
@@ -166,8 +210,40 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value, cache: Lay
     outShape: ["batch", numHeads, "tokens", headDim],
   });
   const tokensFirst = transpose(g, `${p}/context/Transpose`, heads, [0, 2, 1, 3]); // [batch, tokens, heads, head_dim]
-  const merged = reshape(g, `${p}/context/merge/Reshape`, tokensFirst, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
-  return linearGroup(ctx, layer, "o_proj", merged, `${p}/o_proj`, true);
+  return reshape(g, `${p}/context/merge/Reshape`, tokensFirst, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
+}
+
+/**
+ * onnxruntime's GroupQueryAttention against a cache on the device: it reads each row's cached
+ * keys and values (its length from `seqlens_k`), attends causally and, for a sliding-window layer,
+ * to the last `local_window_size` positions only (0 ≤ i − j < window, as transformers masks), and
+ * returns the cache with the new tokens written at each row's position. The query arrives
+ * pre-scaled, so the op's own scale is 1.
+ */
+function attendOnDevice(ctx: DecoderContext, inputs: Extract<AttentionInputs, { kind: "deviceCache" }>, layer: number, q: Value, k: Value, v3: Value): Value {
+  const { g, config } = ctx;
+  const { numHeads, numKvHeads, headDim } = config;
+  const p = `/model/layers.${layer}/attn`;
+  const q3 = reshape(g, `${p}/q/merge/Reshape`, q, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
+  const k3 = reshape(g, `${p}/k/merge/Reshape`, k, [0, 0, numKvHeads * headDim]);
+  const past = inputs.past(layer);
+  const window = config.attentionWindows[layer];
+  const [mixed, presentKey, presentValue] = g.addNode(
+    "GroupQueryAttention",
+    [q3, k3, v3, past.key, past.value, inputs.seqlensK, inputs.totalSequenceLength],
+    [
+      { dtype: q3.dtype, shape: q3.shape },
+      { dtype: past.key.dtype, shape: past.key.shape },
+      { dtype: past.value.dtype, shape: past.value.shape },
+    ],
+    {
+      name: `${p}/GroupQueryAttention`,
+      domain: MICROSOFT_DOMAIN,
+      attributes: { num_heads: numHeads, kv_num_heads: numKvHeads, scale: { float: 1 }, local_window_size: window ?? -1 },
+    },
+  );
+  inputs.onPresent(layer, presentKey, presentValue);
+  return mixed;
 }
 
 /** SwiGLU: down(silu(gate(x)) · up(x)). */
@@ -194,7 +270,7 @@ function rotate(ctx: DecoderContext, name: string, x: Value, cos: Value, sin: Va
 }
 
 /**
- * RMSNorm: x / sqrt(mean(x²) + eps) · weight, spelled exactly as onnxruntime's
+ * RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · weight, spelled exactly as onnxruntime's
  * SimplifiedLayerNormalization fusion expects (Pow → ReduceMean → Add → Sqrt → Div → Mul), so an
  * optimised session runs one fused kernel while the graph itself stays primitive ops.
  */

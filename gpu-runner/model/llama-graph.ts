@@ -1,12 +1,18 @@
 /**
  * The Llama-family decoder as one ONNX inference graph, for prefill and decode alike.
  *
- * One session serves every batch size, prompt length and cache length (the dims are symbolic),
+ * One session serves every batch size, prompt length and cache capacity (the dims are symbolic),
  * so the weights live in memory once. Each run takes `tokens` new tokens per row and the rows'
- * cached keys/values from earlier runs (`past` slots, possibly 0), and returns the new tokens'
- * keys/values for the host to append. The past cache is only read, never concatenated, so a
- * decode step does not copy the cache: attention scores against past and new keys are computed
- * separately and joined before the softmax.
+ * KV cache, in one of two places:
+ *   - on the host (CPU provider): the cache is fed as the host holds it, [batch, kv_heads,
+ *     head_dim, capacity] keys (transposed) and [batch, kv_heads, capacity, head_dim] values; the
+ *     CPU provider reads those buffers where they lie, the graph attends to them without
+ *     concatenating, and only the new tokens' keys and values come back, so a decode step copies
+ *     neither the cache in nor out. (onnxruntime's GroupQueryAttention can update a shared
+ *     past/present buffer in place, but onnxruntime-node copies every fetched output into a fresh
+ *     JavaScript buffer, which for a whole-cache present output costs far more than the step.)
+ *   - on the device (WebGPU): GroupQueryAttention reads the device-resident cache and returns the
+ *     updated cache, which stays on the device as the next step's past.
  *
  * Linear layers that share an input run as one MatMul on their stacked, transposed weights
  * (q/k/v, gate/up). With PiCa adapters, each group's stack also holds the projections P of its
@@ -17,63 +23,103 @@ import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
 import { gather, gemmTransB, matMul, reshape } from "../graph/ops.ts";
 import { adapterInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
-import { buildDecoder, weightTensor, type LayerCache } from "./decoder-graph.ts";
+import { buildDecoder, weightTensor, type AttentionInputs } from "./decoder-graph.ts";
 import { frozenWeights, linearLayouts, type AdapterPath, type LinearContext } from "./linear-graph.ts";
 import { lmHeadName, linearShape, validateWeights, type WeightMap } from "./weights.ts";
 
-/** Names of the graph's inputs and outputs: the contract with the session wrapper. */
+/** Where the KV cache lives: host buffers fed as they lie (CPU), or device buffers (WebGPU). */
+export type CachePlacement = "host" | "device";
+
+/** Names of the graph's inputs and outputs: the contract with the engine. */
 export const LLAMA_IO = {
   inputIds: "input_ids", // int64 [batch, tokens]
-  positionIds: "position_ids", // int64 [batch, tokens]
-  attentionBias: "attention_bias", // float [batch, tokens, context]: 0 where allowed, MASK_VALUE elsewhere
+  positionIds: "position_ids", // int64 [batch, tokens]: each token's position in its sequence
   logitsRows: "logits_rows", // int64 [rows]: flat indices into batch·tokens whose logits are wanted
-  pastKey: (layer: number) => `past.${layer}.key_t`, // float [batch, kv_heads, head_dim, past]
-  pastValue: (layer: number) => `past.${layer}.value`, // float [batch, kv_heads, past, head_dim]
   logits: "logits", // float [rows, vocab]
-  presentKey: (layer: number) => `present.${layer}.key_t`, // float [batch, kv_heads, head_dim, tokens]
-  presentValue: (layer: number) => `present.${layer}.value`, // float [batch, kv_heads, tokens, head_dim]
+  // host cache
+  attentionBias: "attention_bias", // float [batch, tokens, capacity + tokens]: 0 where allowed, MASK_VALUE elsewhere
+  windowBias: "attention_window_bias", // the same within each sliding window (only when a layer has one)
+  pastKeyT: (layer: number) => `past.${layer}.key_t`, // float [batch, kv_heads, head_dim, capacity]
+  pastValue: (layer: number) => `past.${layer}.value`, // float [batch, kv_heads, capacity, head_dim]
+  newKeyT: (layer: number) => `new.${layer}.key_t`, // float [batch, kv_heads, head_dim, tokens]
+  newValue: (layer: number) => `new.${layer}.value`, // float [batch, kv_heads, tokens, head_dim]
+  // device cache
+  seqlensK: "seqlens_k", // int32 [batch]: cached + new tokens of each row, minus one
+  totalSequenceLength: "total_sequence_length", // int32 []: the largest cached + new of the batch
+  pastKey: (layer: number) => `past_key_values.${layer}.key`, // float [batch, kv_heads, capacity, head_dim]
+  pastValueDevice: (layer: number) => `past_key_values.${layer}.value`,
+  presentKey: (layer: number) => `present.${layer}.key`, // the updated cache, same shape
+  presentValue: (layer: number) => `present.${layer}.value`,
 } as const;
 
-/** Additive bias for a masked attention position: finite, so a fully masked row gives no NaN. */
-export const MASK_VALUE = -1e30;
-
 export interface LlamaGraphOptions {
-  dtype?: "float32" | "float64";
   adapters?: AdapterGraphSpec; // absent: a base-only graph without adapter inputs
+  cache?: CachePlacement; // default "host"
 }
 
 /** Builds the inference graph from a config and validated weights. */
 export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options: LlamaGraphOptions = {}): GraphBuilder {
   validateWeights(config, weights);
-  const dtype: DataType = options.dtype ?? "float32";
+  const dtype: DataType = "float32";
   const g = new GraphBuilder(`llama-${config.numLayers}x${config.hiddenSize}`);
-  const { numKvHeads, headDim } = config;
 
   const inputIds = g.input(LLAMA_IO.inputIds, "int64", ["batch", "tokens"]);
   const positionIds = g.input(LLAMA_IO.positionIds, "int64", ["batch", "tokens"]);
-  const attentionBias = g.input(LLAMA_IO.attentionBias, dtype, ["batch", "tokens", "context"]);
   const logitsRows = g.input(LLAMA_IO.logitsRows, "int64", ["rows"]);
-  const caches: LayerCache[] = [];
-  for (let layer = 0; layer < config.numLayers; layer++) {
-    caches.push({
-      pastKey: g.input(LLAMA_IO.pastKey(layer), dtype, ["batch", numKvHeads, headDim, "past"]),
-      pastValue: g.input(LLAMA_IO.pastValue(layer), dtype, ["batch", numKvHeads, "past", headDim]),
-      onPresent(keyT, value) {
-        g.output(keyT, LLAMA_IO.presentKey(layer));
-        g.output(value, LLAMA_IO.presentValue(layer));
-      },
-    });
-  }
+  const attention = options.cache === "device" ? deviceCache(g, config) : hostCache(g, config);
   const adapters = options.adapters === undefined ? null : perRowAdapters(config, dtype, options.adapters);
   const linear: LinearContext = { g, config, weights, dtype, source: frozenWeights(dtype), adapters, layouts: linearLayouts(config, adapters) };
 
-  const normed = buildDecoder(linear, inputIds, positionIds, attentionBias, caches); // [batch, tokens, hidden]
+  const normed = buildDecoder(linear, inputIds, positionIds, attention); // [batch, tokens, hidden]
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
   // Only the requested rows reach the vocabulary projection: [rows, hidden] → [rows, vocab]
   const selected = gather(g, "/model/logits_rows/Gather", flat, logitsRows);
   const logits = gemmTransB(g, "/lm_head/Gemm", selected, weightTensor(linear, lmHeadName(config)));
   g.output(logits, LLAMA_IO.logits);
   return g;
+}
+
+/** Inputs and outputs of a cache the host owns: masks, the cache as it lies, the new tokens' keys and values. */
+function hostCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
+  const { numKvHeads, headDim } = config;
+  const bias = g.input(LLAMA_IO.attentionBias, "float32", ["batch", "tokens", "context"]);
+  const windowBias = config.attentionWindows.some((w) => w !== null) ? g.input(LLAMA_IO.windowBias, "float32", ["batch", "tokens", "context"]) : null;
+  const pasts = Array.from({ length: config.numLayers }, (_, layer) => ({
+    keyT: g.input(LLAMA_IO.pastKeyT(layer), "float32", ["batch", numKvHeads, headDim, "capacity"]),
+    value: g.input(LLAMA_IO.pastValue(layer), "float32", ["batch", numKvHeads, "capacity", headDim]),
+  }));
+  return {
+    kind: "hostCache",
+    bias,
+    windowBias,
+    past: (layer) => pasts[layer],
+    onNew(layer, keyT, value) {
+      g.output(keyT, LLAMA_IO.newKeyT(layer));
+      g.output(value, LLAMA_IO.newValue(layer));
+    },
+  };
+}
+
+/** Inputs and outputs of a cache on the device: lengths, the cache, and the updated cache. */
+function deviceCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
+  const { numKvHeads, headDim } = config;
+  const seqlensK = g.input(LLAMA_IO.seqlensK, "int32", ["batch"]);
+  const totalSequenceLength = g.input(LLAMA_IO.totalSequenceLength, "int32", []);
+  const shape = ["batch", numKvHeads, "capacity", headDim];
+  const pasts = Array.from({ length: config.numLayers }, (_, layer) => ({
+    key: g.input(LLAMA_IO.pastKey(layer), "float32", shape),
+    value: g.input(LLAMA_IO.pastValueDevice(layer), "float32", shape),
+  }));
+  return {
+    kind: "deviceCache",
+    seqlensK,
+    totalSequenceLength,
+    past: (layer) => pasts[layer],
+    onPresent(layer, key, value) {
+      g.output(key, LLAMA_IO.presentKey(layer));
+      g.output(value, LLAMA_IO.presentValue(layer));
+    },
+  };
 }
 
 /**

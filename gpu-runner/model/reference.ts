@@ -4,7 +4,7 @@
  */
 import type { ModelConfig } from "./config.ts";
 import { inverseFrequencies } from "./rope.ts";
-import { hasBias, lmHeadName, linearName, validateWeights, weight, type LinearModule, type WeightMap } from "./weights.ts";
+import { hasBias, headNormName, lmHeadName, linearName, validateWeights, weight, type LinearModule, type WeightMap } from "./weights.ts";
 
 /** Logits [tokens, vocab] for one sequence starting at position 0. */
 export function referenceForward(config: ModelConfig, weights: WeightMap, tokenIds: number[]): Float64Array[] {
@@ -27,12 +27,16 @@ export function referenceForward(config: ModelConfig, weights: WeightMap, tokenI
   return hidden.map((h) => matVec(head, rmsNorm(config, h, weight(weights, "model.norm.weight").data), vocabSize, hiddenSize));
 }
 
-/** Causal grouped-query attention over the whole sequence. */
+/** Causal grouped-query attention over the whole sequence, within the layer's window if it has one. */
 function attend(config: ModelConfig, weights: WeightMap, layer: number, x: Float64Array[]): Float64Array[] {
   const { numHeads, numKvHeads, headDim } = config;
   const invFreq = inverseFrequencies(config);
-  const q = x.map((h, t) => rope(linear(config, weights, layer, "q_proj", h), numHeads, headDim, t, invFreq));
-  const k = x.map((h, t) => rope(linear(config, weights, layer, "k_proj", h), numKvHeads, headDim, t, invFreq));
+  // Qwen3 normalises each head of q and k over head_dim before the rotation.
+  const headNorm = (v: Float64Array, heads: number, norm: "q_norm" | "k_norm") =>
+    config.qkNorm ? perHeadRmsNorm(config, v, heads, weight(weights, headNormName(layer, norm)).data) : v;
+  const q = x.map((h, t) => rope(headNorm(linear(config, weights, layer, "q_proj", h), numHeads, "q_norm"), numHeads, headDim, t, invFreq));
+  const k = x.map((h, t) => rope(headNorm(linear(config, weights, layer, "k_proj", h), numKvHeads, "k_norm"), numKvHeads, headDim, t, invFreq));
+  const window = config.attentionWindows[layer];
   const v = x.map((h) => linear(config, weights, layer, "v_proj", h));
   const groups = numHeads / numKvHeads;
   const scale = 1 / Math.sqrt(headDim);
@@ -40,15 +44,17 @@ function attend(config: ModelConfig, weights: WeightMap, layer: number, x: Float
   for (let t = 0; t < x.length; t++) {
     for (let head = 0; head < numHeads; head++) {
       const kvHead = Math.floor(head / groups); // query head h reads KV head h // (heads / kv_heads)
-      const scores = new Float64Array(t + 1);
-      for (let s = 0; s <= t; s++) {
+      // Keys j with 0 ≤ t − j < window (transformers' sliding-window mask), else every j ≤ t.
+      const first = window === null ? 0 : Math.max(0, t - window + 1);
+      const scores = new Float64Array(t + 1 - first);
+      for (let s = first; s <= t; s++) {
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += q[t][head * headDim + d] * k[s][kvHead * headDim + d];
-        scores[s] = dot * scale;
+        scores[s - first] = dot * scale;
       }
       const probs = softmaxInPlace(scores);
-      for (let s = 0; s <= t; s++) {
-        for (let d = 0; d < headDim; d++) out[t][head * headDim + d] += probs[s] * v[s][kvHead * headDim + d];
+      for (let s = first; s <= t; s++) {
+        for (let d = 0; d < headDim; d++) out[t][head * headDim + d] += probs[s - first] * v[s][kvHead * headDim + d];
       }
     }
   }
@@ -77,6 +83,14 @@ function rope(x: Float64Array, heads: number, headDim: number, t: number, invFre
       out[h * headDim + half + i] = b * c + a * s;
     }
   }
+  return out;
+}
+
+/** RMSNorm of each head's slice of x [heads · head_dim] with the shared weight [head_dim]. */
+function perHeadRmsNorm(config: ModelConfig, x: Float64Array, heads: number, w: Float32Array): Float64Array {
+  const { headDim } = config;
+  const out = new Float64Array(x.length);
+  for (let h = 0; h < heads; h++) out.set(rmsNorm(config, x.subarray(h * headDim, (h + 1) * headDim), w), h * headDim);
   return out;
 }
 

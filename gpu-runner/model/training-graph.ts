@@ -28,11 +28,15 @@ export const TRAINING_IO = {
   inputIds: "input_ids", // int64 [batch, tokens]
   positionIds: "position_ids", // int64 [batch, tokens]
   attentionBias: "attention_bias", // float [batch, tokens, tokens]: causal and padding mask
+  windowBias: "attention_window_bias", // the same within each sliding window (only when a layer has one)
   labels: "labels", // int64 [batch·tokens]: the next token at each position
   lossWeights: "loss_weights", // float [batch·tokens]: 1 where the position's label is trained on, else 0
   loss: "loss", // float scalar
   tokenAccuracy: "token_accuracy", // float scalar: weighted share of positions whose argmax is the label
 } as const;
+
+/** Additive bias for a masked attention position: finite, so a fully masked row gives no NaN. */
+export const MASK_VALUE = -1e30;
 
 /** A trainable tensor: a graph input whose value the host feeds and updates. */
 export interface TrainableParameter {
@@ -61,6 +65,7 @@ export function buildTrainingGraph(
   const inputIds = g.input(TRAINING_IO.inputIds, "int64", ["batch", "tokens"]);
   const positionIds = g.input(TRAINING_IO.positionIds, "int64", ["batch", "tokens"]);
   const attentionBias = g.input(TRAINING_IO.attentionBias, dtype, ["batch", "tokens", "tokens"]);
+  const windowBias = config.attentionWindows.some((w) => w !== null) ? g.input(TRAINING_IO.windowBias, dtype, ["batch", "tokens", "tokens"]) : null;
   const labels = g.input(TRAINING_IO.labels, "int64", ["batch_tokens"]);
   const lossWeights = g.input(TRAINING_IO.lossWeights, dtype, ["batch_tokens"]);
 
@@ -76,7 +81,7 @@ export function buildTrainingGraph(
   const adapters = method.kind === "pica" ? picaPath(config, method, declare) : method.kind === "lora" ? loraPath(config, method, dtype, declare) : null;
   const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters) };
 
-  const normed = buildDecoder(linear, inputIds, positionIds, attentionBias, null); // [batch, tokens, hidden]
+  const normed = buildDecoder(linear, inputIds, positionIds, { kind: "sequence", bias: attentionBias, windowBias }); // [batch, tokens, hidden]
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
   const logits = gemmTransB(g, "/lm_head/Gemm", flat, weightTensor(linear, lmHeadName(config))); // [batch·tokens, vocab]
   const loss = g.output(weightedCrossEntropy(g, "/loss", logits, labels, lossWeights), TRAINING_IO.loss);

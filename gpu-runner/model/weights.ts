@@ -19,6 +19,11 @@ export function linearName(layer: number, module: LinearModule, part: "weight" |
   return `model.layers.${layer}.${block}.${module}.${part}`;
 }
 
+/** Hugging Face name of a layer's per-head query or key RMSNorm weight (Qwen3). */
+export function headNormName(layer: number, norm: "q_norm" | "k_norm"): string {
+  return `model.layers.${layer}.self_attn.${norm}.weight`;
+}
+
 /** `[out, in]` of a linear module, as PyTorch stores it. */
 export function linearShape(config: ModelConfig, module: LinearModule): [number, number] {
   const { hiddenSize, intermediateSize, numHeads, numKvHeads, headDim } = config;
@@ -52,6 +57,10 @@ export function expectedWeights(config: ModelConfig): Map<string, number[]> {
   for (let layer = 0; layer < config.numLayers; layer++) {
     expected.set(`model.layers.${layer}.input_layernorm.weight`, [config.hiddenSize]);
     expected.set(`model.layers.${layer}.post_attention_layernorm.weight`, [config.hiddenSize]);
+    if (config.qkNorm) {
+      expected.set(headNormName(layer, "q_norm"), [config.headDim]);
+      expected.set(headNormName(layer, "k_norm"), [config.headDim]);
+    }
     for (const module of LINEAR_MODULES) {
       const shape = linearShape(config, module);
       expected.set(linearName(layer, module), shape);

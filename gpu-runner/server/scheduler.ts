@@ -120,7 +120,7 @@ export class Scheduler {
     private readonly options: SchedulerOptions,
   ) {
     if (!Number.isInteger(options.maxBatch) || options.maxBatch < 1) throw new Error(`maxBatch must be a positive integer, got ${options.maxBatch}`);
-    this.batch = engine.createBatch(options.maxBatch, options.initialCapacity ?? 64);
+    this.batch = engine.createBatch(options.maxBatch, options.initialCapacity === undefined ? {} : { initialCapacity: options.initialCapacity });
   }
 
   /** Rows running and requests waiting. */

@@ -12,7 +12,16 @@ import type { WeightMap } from "../model/weights.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 
 /** The variants: each stresses one thing the families differ in. */
-export const TINY_VARIANTS = ["llama-gqa", "qwen2-bias", "smollm-tied", "mistral-head-dim", "llama3-rope"] as const;
+export const TINY_VARIANTS = [
+  "llama-gqa",
+  "qwen2-bias",
+  "smollm-tied",
+  "mistral-head-dim",
+  "llama3-rope",
+  "qwen3-qk-norm",
+  "mistral-sliding",
+  "qwen2-window-layers",
+] as const;
 export type TinyVariant = (typeof TINY_VARIANTS)[number];
 
 const BYTE_VOCABULARY = 259; // 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|>
@@ -50,6 +59,12 @@ export function tinyConfigJson(variant: TinyVariant): Record<string, unknown> {
         num_key_value_heads: 2,
         rope_parameters: { rope_type: "llama3", rope_theta: 500000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
       };
+    case "qwen3-qk-norm": // per-head RMSNorm of q and k before RoPE, an explicit head_dim ≠ hidden/heads, no biases
+      return { ...BASE, architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", num_key_value_heads: 2, head_dim: 24, rope_theta: 1000000, tie_word_embeddings: true, attention_bias: false };
+    case "mistral-sliding": // every layer attends to the last 5 positions only
+      return { ...BASE, architectures: ["MistralForCausalLM"], model_type: "mistral", num_key_value_heads: 2, rope_theta: 10000, sliding_window: 5 };
+    case "qwen2-window-layers": // use_sliding_window with max_window_layers 1: layer 0 sees everything, layer 1 the last 4 positions
+      return { ...BASE, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", num_key_value_heads: 2, rope_theta: 1000000, tie_word_embeddings: false, use_sliding_window: true, sliding_window: 4, max_window_layers: 1 };
   }
 }
 

@@ -31,12 +31,12 @@ function sampleBatch(): TrainingBatch {
 }
 
 /** The weighted mean cross-entropy of the reference forward on the batch, in float64. */
-function referenceLoss(modelWeights: typeof weights, batch: TrainingBatch): number {
+function referenceLoss(modelWeights: typeof weights, batch: TrainingBatch, modelConfig = config): number {
   let total = 0;
   let weightSum = 0;
   for (let row = 0; row < batch.rows; row++) {
     const ids = Array.from({ length: batch.lengths[row] }, (_, t) => batch.inputIds[row * batch.length + t]);
-    const logits = referenceForward(config, modelWeights, ids);
+    const logits = referenceForward(modelConfig, modelWeights, ids);
     logits.forEach((position, t) => {
       const w = batch.lossWeights[row * batch.length + t];
       if (w === 0) return;
@@ -143,6 +143,22 @@ describe.each([
     const session = await TrainingSession.create(config, weights, makeMethod(basis), { dtype: "float64" });
     const values = randomValues(session, 11, 0.05, "float64") as Map<string, Float64Array>;
     expect(await gradientCheck(session, sampleBatch(), values, 2)).toBeLessThanOrEqual(1e-5);
+    await session.dispose();
+  });
+});
+
+describe.each(["qwen3-qk-norm", "mistral-sliding", "qwen2-window-layers"] as const)("training graph of %s", (variant) => {
+  it("starts at the reference loss and its PiCa gradients (through q/k norms and sliding windows) match finite differences", async () => {
+    const model = tinyModel(variant);
+    const basis = await computeBasis(model.config, model.weights, { rMax: 4 });
+    const session = await TrainingSession.create(model.config, model.weights, { kind: "pica", basis, rank: 3, sharing: "shared" }, { dtype: "float64" });
+    const batch = sampleBatch(); // 7 positions: past every window, so masks that ignored it would show
+    const zeros = new Map(session.parameters.map((p) => [p.name, new Float64Array(p.initial.length)]));
+    // Relative: the graph's rotary frequencies are float32 even in a float64 graph.
+    const reference = referenceLoss(model.weights, batch, model.config);
+    expect(Math.abs((await session.loss(batch, zeros)) - reference) / reference).toBeLessThan(1e-8);
+    const values = randomValues(session, 13, 0.1, "float64") as Map<string, Float64Array>;
+    expect(await gradientCheck(session, batch, values, 2)).toBeLessThanOrEqual(1e-5);
     await session.dispose();
   });
 });

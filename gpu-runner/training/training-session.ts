@@ -5,8 +5,7 @@
  */
 import { appendGradients } from "../graph/autodiff.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { MASK_VALUE } from "../model/llama-graph.ts";
-import { buildTrainingGraph, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
+import { buildTrainingGraph, MASK_VALUE, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
 import type { WeightMap } from "../model/weights.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 
@@ -30,6 +29,7 @@ export class TrainingSession {
     private readonly session: OnnxSession,
     readonly parameters: TrainableParameter[],
     readonly dtype: "float32" | "float64",
+    private readonly window: number | null,
   ) {}
 
   /** Builds the forward graph for `method`, appends the gradients and opens the session. */
@@ -46,7 +46,7 @@ export class TrainingSession {
     // Float64 graphs are for gradient checks; some fused kernels exist only in float32.
     const optimizationLevel = options.optimizationLevel ?? (dtype === "float64" ? "basic" : "all");
     const session = await OnnxSession.create(graph.serialize(), { inputs: graph.inputs, outputs: graph.outputs }, { ...options, optimizationLevel });
-    return new TrainingSession(session, parameters, dtype);
+    return new TrainingSession(session, parameters, dtype, slidingWindow(config));
   }
 
   /** Forward and backward on one batch with the given parameter values. */
@@ -73,7 +73,7 @@ export class TrainingSession {
   }
 
   private feeds(batch: TrainingBatch, values: Map<string, Float32Array | Float64Array>): Record<string, HostTensor> {
-    const feeds = batchFeeds(batch, this.dtype);
+    const feeds = batchFeeds(batch, this.dtype, this.window);
     for (const parameter of this.parameters) {
       const data = values.get(parameter.name);
       if (data === undefined) throw new Error(`no value for parameter ${parameter.name}`);
@@ -93,8 +93,18 @@ export function gradientName(parameter: string): string {
   return `grad.${parameter}`;
 }
 
-/** Feeds for a batch: ids, positions, the causal + padding bias, labels and loss weights. */
-export function batchFeeds(batch: TrainingBatch, dtype: "float32" | "float64"): Record<string, HostTensor> {
+/** The sliding window of a model's windowed layers (they all share one size), or null when none slides. */
+export function slidingWindow(config: ModelConfig): number | null {
+  const windows = new Set(config.attentionWindows.filter((w): w is number => w !== null));
+  if (windows.size > 1) throw new Error(`layers slide over different windows (${[...windows].join(", ")}); one size is supported`);
+  return windows.size === 0 ? null : [...windows][0];
+}
+
+/**
+ * Feeds for a batch: ids, positions, the causal + padding bias (and, for a model with sliding-window
+ * layers, the same bias limited to the last `window` positions), labels and loss weights.
+ */
+export function batchFeeds(batch: TrainingBatch, dtype: "float32" | "float64", window: number | null = null): Record<string, HostTensor> {
   const { rows, length } = batch;
   const size = rows * length;
   for (const [name, data] of [["inputIds", batch.inputIds], ["labels", batch.labels], ["lossWeights", batch.lossWeights]] as const) {
@@ -104,8 +114,9 @@ export function batchFeeds(batch: TrainingBatch, dtype: "float32" | "float64"): 
   const labels = new BigInt64Array(size);
   const positions = new BigInt64Array(size);
   const weights = dtype === "float64" ? new Float64Array(size) : new Float32Array(size);
-  const bias = dtype === "float64" ? new Float64Array(rows * length * length) : new Float32Array(rows * length * length);
-  bias.fill(MASK_VALUE);
+  const newBias = () => (dtype === "float64" ? new Float64Array(rows * length * length) : new Float32Array(rows * length * length)).fill(MASK_VALUE);
+  const bias = newBias();
+  const windowBias = window === null ? null : newBias();
   for (let row = 0; row < rows; row++) {
     const real = batch.lengths[row];
     for (let t = 0; t < length; t++) {
@@ -115,14 +126,17 @@ export function batchFeeds(batch: TrainingBatch, dtype: "float32" | "float64"): 
       positions[at] = BigInt(Math.min(t, Math.max(real - 1, 0)));
       weights[at] = t < real ? batch.lossWeights[at] : 0;
       // Causal among real tokens; padded queries see the real tokens only (their loss weight is 0).
-      const visible = Math.min(t, real - 1) + 1;
-      bias.fill(0, at * length, at * length + Math.max(visible, 1));
+      const visible = Math.max(Math.min(t, real - 1) + 1, 1);
+      bias.fill(0, at * length, at * length + visible);
+      // Keys j with 0 ≤ t − j < window, as transformers' sliding-window mask.
+      windowBias?.fill(0, at * length + Math.max(0, visible - window!), at * length + visible);
     }
   }
   return {
     [TRAINING_IO.inputIds]: { dtype: "int64", shape: [rows, length], data: inputIds },
     [TRAINING_IO.positionIds]: { dtype: "int64", shape: [rows, length], data: positions },
     [TRAINING_IO.attentionBias]: { dtype, shape: [rows, length, length], data: bias },
+    ...(windowBias === null ? {} : { [TRAINING_IO.windowBias]: { dtype, shape: [rows, length, length], data: windowBias } }),
     [TRAINING_IO.labels]: { dtype: "int64", shape: [size], data: labels },
     [TRAINING_IO.lossWeights]: { dtype, shape: [size], data: weights },
   };
