@@ -1,12 +1,13 @@
 // The one text tokenizer of the runner: a Hugging Face tokenizer directory (tokenizer.json, plus
-// tokenizer_config.json and optionally chat_template.jinja) behind a small camelCase API. The
-// tokenization itself is @huggingface/tokenizers and the chat template @huggingface/jinja; this
-// module only reads the files, normalises the config the way transformers does, and works out the
-// stop ids.
+// tokenizer_config.json, and optionally chat_template.jinja and generation_config.json) behind a
+// small camelCase API. The tokenization itself is @huggingface/tokenizers and the chat template
+// @huggingface/jinja; this module only reads the files, normalises the config the way transformers
+// does, and works out the stop ids.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
+import { readGenerationEosTokenIds } from "./generation-config.ts";
 
 /** One chat turn as the templates of real checkpoints expect it. */
 export interface ChatMessage {
@@ -49,8 +50,13 @@ const SPECIAL_TOKEN_KEYS = ["bos_token", "eos_token", "unk_token", "pad_token", 
 export class TextTokenizer {
   /** Number of ids the embedding must cover: largest id (vocabulary or added token) + 1. */
   readonly vocabSize: number;
-  /** Ids that end generation: the config's eos_token, then the chat template's end-of-turn token. */
+  /**
+   * Ids that end generation, without repeats: generation_config.json's eos_token_id, then the
+   * config's eos_token, then the chat template's end-of-turn token.
+   */
   readonly eosTokenIds: number[];
+  /** Id of the config's eos_token (what transformers calls eos_token_id), or null when it has none. */
+  readonly eosTokenId: number | null;
   /** Id of the config's bos_token, or null when it has none. */
   readonly bosTokenId: number | null;
   /** Id of the config's pad_token, or null when it has none. */
@@ -63,7 +69,12 @@ export class TextTokenizer {
   readonly #cleanUpTokenizationSpaces: boolean;
   #compiledTemplate: Template | null = null;
 
-  private constructor(tokenizerJson: JsonObject, tokenizerConfig: JsonObject, chatTemplate: string | null) {
+  private constructor(
+    tokenizerJson: JsonObject,
+    tokenizerConfig: JsonObject,
+    chatTemplate: string | null,
+    generationEosTokenIds: readonly number[],
+  ) {
     this.#specialTokens = {};
     for (const key of SPECIAL_TOKEN_KEYS) {
       const content = tokenContent(tokenizerConfig[key]);
@@ -91,24 +102,35 @@ export class TextTokenizer {
     this.chatTemplate = chatTemplate ?? pickChatTemplate(tokenizerConfig.chat_template);
     this.bosTokenId = this.#idOf(this.#specialTokens.bos_token);
     this.padTokenId = this.#idOf(this.#specialTokens.pad_token);
+    this.eosTokenId = this.#idOf(this.#specialTokens.eos_token);
 
-    const eosIds = new Set<number>();
-    const eosId = this.#idOf(this.#specialTokens.eos_token);
-    if (eosId !== null) eosIds.add(eosId);
+    // A stop id the tokenizer cannot produce means the files belong to different checkpoints.
+    for (const id of generationEosTokenIds) {
+      if (this.idToToken(id) === null) {
+        throw new Error(`generation_config.json: eos_token_id ${id} is not a token of this tokenizer (ids [0, ${this.vocabSize}))`);
+      }
+    }
+    const eosIds = new Set<number>(generationEosTokenIds);
+    if (this.eosTokenId !== null) eosIds.add(this.eosTokenId);
     const endOfTurnId = this.#findEndOfTurnTokenId();
     if (endOfTurnId !== null) eosIds.add(endOfTurnId);
     this.eosTokenIds = [...eosIds];
   }
 
-  /** Builds a tokenizer from parsed tokenizer.json and tokenizer_config.json objects. */
-  static fromJson(tokenizerJson: object, tokenizerConfig: object | null = null, chatTemplate: string | null = null): TextTokenizer {
+  /** Builds a tokenizer from parsed tokenizer.json and tokenizer_config.json objects, plus generation_config.json's eos ids. */
+  static fromJson(
+    tokenizerJson: object,
+    tokenizerConfig: object | null = null,
+    chatTemplate: string | null = null,
+    generationEosTokenIds: readonly number[] = [],
+  ): TextTokenizer {
     if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) {
       throw new Error("tokenizer.json must be an object with a \"model\" entry");
     }
     if (tokenizerConfig !== null && !isObject(tokenizerConfig)) {
       throw new Error("tokenizer_config.json must be a JSON object");
     }
-    return new TextTokenizer(tokenizerJson, tokenizerConfig ?? {}, chatTemplate);
+    return new TextTokenizer(tokenizerJson, tokenizerConfig ?? {}, chatTemplate, generationEosTokenIds);
   }
 
   /** Text to ids; `addSpecialTokens` (default true) runs the post-processor, e.g. Llama 3's bos. */
@@ -195,7 +217,10 @@ export class TextTokenizer {
   }
 }
 
-/** Loads tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a directory. */
+/**
+ * Loads tokenizer.json, and when present tokenizer_config.json, chat_template.jinja and the stop
+ * ids of generation_config.json, from a directory.
+ */
 export async function loadTokenizer(directory: string): Promise<TextTokenizer> {
   const tokenizerPath = join(directory, "tokenizer.json");
   const tokenizerJson = await readJson(tokenizerPath, true);
@@ -203,8 +228,9 @@ export async function loadTokenizer(directory: string): Promise<TextTokenizer> {
   const tokenizerConfig = await readJson(configPath, false);
   // transformers >= 4.47 saves the template in its own file, which then takes precedence.
   const chatTemplate = await readOptional(join(directory, "chat_template.jinja"));
+  const generationEosTokenIds = await readGenerationEosTokenIds(directory);
   try {
-    return TextTokenizer.fromJson(tokenizerJson as object, tokenizerConfig as object | null, chatTemplate);
+    return TextTokenizer.fromJson(tokenizerJson as object, tokenizerConfig as object | null, chatTemplate, generationEosTokenIds);
   } catch (error) {
     throw new Error(`cannot build a tokenizer from ${tokenizerPath}: ${(error as Error).message}`, { cause: error });
   }

@@ -140,6 +140,17 @@ describe("tokenizeRecord, prompt/completion", () => {
     expect(bosTokenizer.decode(outcome.example.inputIds)).toBe("<|endoftext|>ghXY");
   });
 
+  it("ends the completion with the config's eos even when generation_config.json lists another stop id first", () => {
+    // Like Llama 3.1 Instruct: generation_config.json starts with a stop id that is not the tokenizer's eos_token.
+    const listed = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig, null, [IM_END, END_OF_TEXT]);
+    expect(listed.eosTokenIds[0]).toBe(IM_END);
+    const example = expectExample(tokenizeRecord(completionRecord("2+2=", " 4"), listed, { maxLength: 100 }));
+    expect(example.labels.at(-1)).toBe(END_OF_TEXT);
+    // Chat replies still end with the template's end-of-turn token.
+    const chat = expectExample(tokenizeRecord(chatRecord([{ role: "user", content: "hi" }, { role: "assistant", content: "yo" }]), listed, { maxLength: 100 }));
+    expect(trainedRuns(chat)).toEqual(["yo<|im_end|>"]);
+  });
+
   it("refuses an example whose completion leaves no room for context", () => {
     expect(tokenizeRecord(completionRecord("abc", "WXYZ"), tokenizer, { maxLength: 5 }).ok).toBe(true); // 1 prompt token kept
     const refused = tokenizeRecord(completionRecord("abc", "VWXYZ"), tokenizer, { maxLength: 5 });

@@ -119,10 +119,13 @@ export function tokenizeRecords(records: readonly TrainingRecord[], tokenizer: T
 
 // Prompt/completion examples use no chat template: the prompt is tokenized exactly as the
 // completions endpoint tokenizes a prompt (with the tokenizer's own special tokens, e.g. Llama 3's
-// bos), and the completion on its own after it, as the model generates it, then eos.
+// bos), and the completion on its own after it, as the model generates it, then eos. That eos is
+// the tokenizer config's eos_token, as TRL appends it: eosTokenIds starts with
+// generation_config.json's list, whose first id can be another stop token (Llama 3.1 Instruct lists
+// <|end_of_text|> first while its tokenizer's eos is <|eot_id|>).
 function promptCompletionTokens(record: PromptCompletionTrainingRecord, tokenizer: TextTokenizer, limit: number):
   { tokens: Tokens; truncatedTokens: number } | { reason: string } {
-  const eos = tokenizer.eosTokenIds[0];
+  const eos = tokenizer.eosTokenId ?? tokenizer.eosTokenIds[0];
   if (eos === undefined) throw new Error("the tokenizer has no eos token, so a completion cannot be taught to end");
   let prompt = tokenizer.encode(record.prompt, { addSpecialTokens: true });
   const completion = [...tokenizer.encode(record.completion, { addSpecialTokens: false }), eos];
