@@ -15,19 +15,44 @@ export interface ResidentAdapter {
   bytes: number; // size of its M tensors
 }
 
+/** Adapters were asked for before the engine's basis was ready. */
+export class BasisNotReadyError extends Error {
+  constructor() {
+    super("the PiCa basis of this runner is still being computed; adapters are served once it is ready");
+    this.name = "BasisNotReadyError";
+  }
+}
+
 export class AdapterRegistry {
   private readonly resident = new Map<string, ResidentAdapter>();
+  #basis: Basis | null = null;
 
   constructor(
     private readonly config: ModelConfig,
-    private readonly basis: Basis,
     readonly rank: number, // the engine's serving rank: adapters of rank ≤ this are served
     readonly targetModules: readonly LinearModule[],
   ) {}
 
+  /** The basis adapters are checked against, or null while it is being computed. */
+  get basis(): Basis | null {
+    return this.#basis;
+  }
+
+  /** Sets the basis once it is known: it must cover the layers, the serving rank and the modules. */
+  setBasis(basis: Basis): void {
+    if (this.#basis !== null && this.#basis.id !== basis.id) throw new Error(`this engine already serves basis ${this.#basis.id}; it cannot change to ${basis.id}`);
+    if (this.rank > basis.rMax) throw new Error(`serving rank must be an integer in [1, ${basis.rMax}], got ${this.rank}`);
+    if (basis.numLayers !== this.config.numLayers) throw new Error(`basis has ${basis.numLayers} layers, the model ${this.config.numLayers}`);
+    for (const module of this.targetModules) {
+      if (!basis.targetModules.includes(module)) throw new Error(`module ${module} is not in the basis (it covers ${basis.targetModules.join(", ")})`);
+    }
+    this.#basis = basis;
+  }
+
   /** Validates and registers an adapter under `id` (replacing one of the same id). */
   register(id: string, adapter: PicaAdapter): ResidentAdapter {
-    validateAdapterFor(adapter, { config: this.config, basis: this.basis });
+    if (this.#basis === null) throw new BasisNotReadyError();
+    validateAdapterFor(adapter, { config: this.config, basis: this.#basis });
     if (adapter.rank > this.rank) {
       throw new Error(`adapter ${id} has rank ${adapter.rank}, above this engine's serving rank ${this.rank}`);
     }

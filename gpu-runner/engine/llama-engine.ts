@@ -6,29 +6,33 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { adapterInputName, type AdapterGraphSpec } from "../model/adapter-layout.ts";
-import type { ModelConfig } from "../model/config.ts";
+import { adapterInputName, groupLayouts, projectionInputName, stackedProjection } from "../model/adapter-layout.ts";
+import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildLlamaGraph, LLAMA_IO } from "../model/llama-graph.ts";
+import { weightFileSource, writeGraphBeside, writeWeightFile, type WeightFile } from "../model/weight-file.ts";
 import { MASK_VALUE } from "../model/training-graph.ts";
-import { slidingWindow } from "../training/training-session.ts";
 import { linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
-import { projectionKey, type Basis, type PicaAdapter } from "../pica/types.ts";
+import { DEFAULT_TARGET_MODULES, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { AdapterRegistry, type ResidentAdapter } from "./adapter-registry.ts";
 import type { KvCacheOptions } from "./kv-cache.ts";
 import { SequenceBatch } from "./sequence-batch.ts";
 
 export interface EngineOptions extends OnnxSessionOptions {
-  externalDataThresholdBytes?: number; // weights at or above this size load through files on disk
+  weightFile?: WeightFile; // the model's frozen weights on disk (weight-file.ts): the graph only references them
+  externalDataThresholdBytes?: number; // without a weight file: weights at or above this size load through a temporary one
   kvCache?: KvCacheOptions; // defaults for the batches this engine creates
   adapters?: EngineAdapterOptions; // absent: base model only
 }
 
-/** PiCa serving: the basis, and the rank every row's adapter is padded to (≤ the basis's rMax). */
+/**
+ * PiCa serving: the basis (null while it is being computed: base-model rows are served, adapters
+ * wait for `setBasis`), and the rank every row's adapter is padded to (≤ the basis's rMax).
+ */
 export interface EngineAdapterOptions {
-  basis: Basis;
+  basis: Basis | null;
   rank: number;
-  targetModules?: LinearModule[]; // default: the basis's
+  targetModules?: LinearModule[]; // default: the basis's, or all seven without one
 }
 
 /** Which positions' logits a step returns. */
@@ -46,6 +50,8 @@ export const NO_LOGITS: RowLogits = Object.freeze({ positions: 0, data: new Floa
 export class LlamaEngine {
   private readonly window: number | null;
 
+  private projectionFeeds: Record<string, HostTensor> = {};
+
   private constructor(
     readonly config: ModelConfig,
     private readonly session: OnnxSession,
@@ -53,29 +59,72 @@ export class LlamaEngine {
     private readonly cacheOptions: KvCacheOptions,
   ) {
     this.window = slidingWindow(config);
+    this.projectionFeeds = this.projections(null);
   }
 
   /**
-   * Builds the graph from config and weights and opens its session. Models whose weights pass
-   * `externalDataThresholdBytes` (default 1 GiB, below protobuf's 2 GiB cap) go through a
-   * temporary .onnx + .onnx.data pair on disk, removed once the session has loaded it.
+   * Builds the graph and opens its session. With a weight file the graph only references it (the
+   * way real models load: `weights` may then be lazily loaded, only shapes are read). Without
+   * one, weights below `externalDataThresholdBytes` (default 1 GiB, under protobuf's 2 GiB cap)
+   * are inlined, and larger ones go through a temporary weight file removed once loaded.
    */
   static async create(config: ModelConfig, weights: WeightMap, options: EngineOptions = {}): Promise<LlamaEngine> {
     const registry = options.adapters === undefined ? null : createRegistry(config, options.adapters);
-    const graph = buildLlamaGraph(config, weights, { adapters: registry === null ? undefined : graphSpec(config, options.adapters!, registry) });
-    const signature = { inputs: graph.inputs, outputs: graph.outputs };
+    const spec = registry === null ? undefined : { rank: registry.rank, targetModules: registry.targetModules };
+    if (options.weightFile !== undefined) {
+      const graph = buildLlamaGraph(config, weights, { adapters: spec, source: weightFileSource(options.weightFile) });
+      const path = await writeGraphBeside(options.weightFile, graph, "serving");
+      try {
+        return LlamaEngine.open(config, await OnnxSession.create(path, { inputs: graph.inputs, outputs: graph.outputs }, options), registry, options);
+      } finally {
+        await rm(path, { force: true });
+      }
+    }
+    const graph = buildLlamaGraph(config, weights, { adapters: spec });
     const threshold = options.externalDataThresholdBytes ?? 2 ** 30;
     if (graph.initializerBytes() < threshold) {
-      return new LlamaEngine(config, await OnnxSession.create(graph.serialize(), signature, options), registry, options.kvCache ?? {});
+      return LlamaEngine.open(config, await OnnxSession.create(graph.serialize(), { inputs: graph.inputs, outputs: graph.outputs }, options), registry, options);
     }
     const directory = await mkdtemp(join(tmpdir(), "pica-model-"));
     try {
-      const path = join(directory, "model.onnx");
-      graph.writeWithExternalData(path);
-      return new LlamaEngine(config, await OnnxSession.create(path, signature, options), registry, options.kvCache ?? {});
+      const weightFile = await writeWeightFile(directory, config, weights);
+      return await LlamaEngine.create(config, weights, { ...options, weightFile });
     } finally {
       await rm(directory, { recursive: true, force: true });
     }
+  }
+
+  private static open(config: ModelConfig, session: OnnxSession, registry: AdapterRegistry | null, options: EngineOptions): LlamaEngine {
+    const engine = new LlamaEngine(config, session, registry, options.kvCache ?? {});
+    if (options.adapters?.basis) engine.setBasis(options.adapters.basis);
+    return engine;
+  }
+
+  /** The basis adapters are served against (null while it is computed, or without adapter support). */
+  get basis(): Basis | null {
+    return this.registry?.basis ?? null;
+  }
+
+  /** Makes adapters servable once the basis is known: the projections become the graph's shrink inputs. */
+  setBasis(basis: Basis): void {
+    this.requireRegistry().setBasis(basis);
+    this.projectionFeeds = this.projections(basis);
+  }
+
+  /** The projection inputs of every layer and group: P[:rank] side by side, or zeros without a basis. */
+  private projections(basis: Basis | null): Record<string, HostTensor> {
+    const feeds: Record<string, HostTensor> = {};
+    if (this.registry === null) return feeds;
+    const { rank, targetModules } = this.registry;
+    for (const layout of groupLayouts(this.config, targetModules)) {
+      if (layout.adapted.length === 0) continue;
+      const inputs = linearShape(this.config, layout.group.modules[0])[1];
+      for (let layer = 0; layer < this.config.numLayers; layer++) {
+        const data = stackedProjection(this.config, basis, rank, layer, layout);
+        feeds[projectionInputName(layer, layout.group.name)] = { dtype: "float32", shape: [inputs, rank * layout.adapted.length], data };
+      }
+    }
+    return feeds;
   }
 
   /** A batch for up to `maxRows` concurrent sequences (cache options default to the engine's). */
@@ -212,6 +261,7 @@ export class LlamaEngine {
       feeds[LLAMA_IO.pastKeyT(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer, first, rows) : empty };
       feeds[LLAMA_IO.pastValue(layer)] = { dtype: "float32", shape: [rows, numKvHeads, past, headDim], data: past > 0 ? cache.pastValues(layer, first, rows) : empty };
     }
+    Object.assign(feeds, this.projectionFeeds);
     const adapterRows = batch.adapterRows;
     if (adapterRows !== null) {
       adapterRows.modules.forEach((module, m) => {
@@ -257,24 +307,7 @@ export class LlamaEngine {
 
 function createRegistry(config: ModelConfig, options: EngineAdapterOptions): AdapterRegistry {
   const { basis, rank } = options;
-  if (!Number.isInteger(rank) || rank < 1 || rank > basis.rMax) throw new Error(`serving rank must be an integer in [1, ${basis.rMax}], got ${rank}`);
-  if (basis.numLayers !== config.numLayers) throw new Error(`basis has ${basis.numLayers} layers, the model ${config.numLayers}`);
-  const targetModules = options.targetModules ?? basis.targetModules;
-  for (const module of targetModules) {
-    if (!basis.targetModules.includes(module)) throw new Error(`module ${module} is not in the basis (it covers ${basis.targetModules.join(", ")})`);
-  }
-  return new AdapterRegistry(config, basis, rank, targetModules);
-}
-
-function graphSpec(config: ModelConfig, options: EngineAdapterOptions, registry: AdapterRegistry): AdapterGraphSpec {
-  return {
-    rank: registry.rank,
-    targetModules: registry.targetModules,
-    projection(layer, module) {
-      const p = options.basis.projections.get(projectionKey(layer, module));
-      const inputs = linearShape(config, module)[1];
-      if (p === undefined || p.shape[1] !== inputs) throw new Error(`basis has no projection of shape [·, ${inputs}] for layer ${layer} ${module}`);
-      return p.data.subarray(0, registry.rank * inputs); // the first `rank` rows
-    },
-  };
+  if (!Number.isInteger(rank) || rank < 1) throw new Error(`serving rank must be a positive integer, got ${rank}`);
+  const targetModules = options.targetModules ?? basis?.targetModules ?? [...DEFAULT_TARGET_MODULES];
+  return new AdapterRegistry(config, rank, targetModules);
 }

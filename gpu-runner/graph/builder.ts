@@ -41,10 +41,16 @@ export interface GraphNode {
 
 export type TypedData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
-interface Initializer {
-  value: Value;
-  data: TypedData;
+/** Where an initializer's bytes lie in an external-data file (relative to the model file's directory). */
+export interface ExternalLocation {
+  location: string;
+  offset: number;
+  length: number;
 }
+
+type Initializer = { value: Value; data: TypedData; external?: undefined } | { value: Value; data?: undefined; external: ExternalLocation };
+
+const DTYPE_BYTES: Record<DataType, number> = { float32: 4, float64: 8, int64: 8, int32: 4, bool: 1 };
 
 const DTYPE_TO_ONNX: Record<DataType, number> = {
   float32: 1,
@@ -100,6 +106,15 @@ export class GraphBuilder {
     return value;
   }
 
+  /** Adds a constant whose bytes stay in an external-data file that other graphs may share. */
+  externalInitializer(name: string, dtype: DataType, shape: number[], external: ExternalLocation): Value {
+    const bytes = sizeOf(shape) * DTYPE_BYTES[dtype];
+    if (external.length !== bytes) throw new Error(`initializer ${name}: ${external.length} external bytes for shape [${shape.join(", ")}] of ${dtype} (needs ${bytes})`);
+    const value = this.define({ name, dtype, shape: [...shape] });
+    this.initializers.set(name, { value, external: { ...external } });
+    return value;
+  }
+
   /** A shared int64 constant, emitted once per distinct content. */
   constInt64(values: number[], shape: number[] = [values.length]): Value {
     const name = `/model/constants/INT64/${shape.length === 0 ? "" : `[${shape.join("x")}]`}${values.join("_")}`;
@@ -121,7 +136,7 @@ export class GraphBuilder {
     return this.initializers.has(name);
   }
 
-  /** The data of an initializer, for passes that fold or inspect constants. */
+  /** The data of an initializer held in memory, for passes that fold or inspect constants. */
   initializerData(name: string): TypedData | undefined {
     return this.initializers.get(name)?.data;
   }
@@ -158,11 +173,17 @@ export class GraphBuilder {
     return outputs;
   }
 
-  /** Bytes of all initializers, e.g. to decide between inline and external weights. */
+  /** Bytes of the initializers held in memory, e.g. to decide between inline and external weights. */
   initializerBytes(): number {
     let total = 0;
-    for (const { data } of this.initializers.values()) total += data.byteLength;
+    for (const { data } of this.initializers.values()) total += data?.byteLength ?? 0;
     return total;
+  }
+
+  /** Whether any initializer lives in an external file (such a graph loads from a path, not from bytes). */
+  hasExternalInitializers(): boolean {
+    for (const initializer of this.initializers.values()) if (initializer.external !== undefined) return true;
+    return false;
   }
 
   /**
@@ -183,11 +204,12 @@ export class GraphBuilder {
         name: this.graphName,
         input: this.inputs.map(valueInfo),
         output: this.outputs.map(valueInfo),
-        initializer: [...this.initializers.values()].map(({ value, data }) => {
-          const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+        initializer: [...this.initializers.values()].map(({ value, data, external: fixed }) => {
           const base = { name: value.name, dataType: DTYPE_TO_ONNX[value.dtype], dims: value.shape as number[] };
-          const placed = external?.(value.name, bytes) ?? null;
-          if (placed === null) return { ...base, rawData: bytes };
+          let placed: ExternalLocation | null = fixed ?? null;
+          const bytes = data === undefined ? null : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          if (placed === null && bytes !== null) placed = external?.(value.name, bytes) ?? null;
+          if (placed === null) return { ...base, rawData: bytes! };
           return {
             ...base,
             dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,

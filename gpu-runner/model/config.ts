@@ -213,6 +213,13 @@ function attentionWindows(architecture: Architecture, c: z.infer<typeof rawConfi
   });
 }
 
+/** The sliding window of a model's windowed layers (they all share one size), or null when none slides. */
+export function slidingWindow(config: ModelConfig): number | null {
+  const windows = new Set(config.attentionWindows.filter((w): w is number => w !== null));
+  if (windows.size > 1) throw new Error(`layers slide over different windows (${[...windows].join(", ")}); one size is supported`);
+  return windows.size === 0 ? null : [...windows][0];
+}
+
 function resolveArchitecture(architectures: string[] | undefined, modelType: string | undefined): Architecture {
   if (architectures !== undefined) {
     const name = architectures[0];

@@ -20,9 +20,13 @@ export interface WeightSource {
 /** How adapted modules add ΔW·x to their outputs. */
 export interface AdapterPath {
   readonly modules: readonly LinearModule[];
-  /** Rows stacked under the group's weights as this module's shrink ([rank, in], e.g. P[:rank]), or null. */
-  stackedShrink(layer: number, module: LinearModule): Float32Array | null;
-  /** ΔW·x for a module from its slice of the stacked shrink (or from x itself when it has none). */
+  /**
+   * The projections of a group's adapted modules, transposed and side by side ([in, Σ rank]: PiCa's
+   * Pᵀ of every adapted module, so x is shrunk by one product for all of them), with each module's
+   * rank; null when each module shrinks x itself (LoRA).
+   */
+  projection(g: GraphBuilder, name: string, layer: number, layout: GroupLayout): { value: Value; ranks: number[] } | null;
+  /** ΔW·x for a module from its slice of the shared shrink (or from x itself when it has none). */
   expand(g: GraphBuilder, name: string, layer: number, module: LinearModule, x: Value, shrunk: Value | null): Value;
 }
 
@@ -52,12 +56,12 @@ export function frozenWeights(dtype: DataType): WeightSource {
 }
 
 /**
- * The linear layers of one group as a single product on their stacked, transposed weights, with
- * the adapted modules' stacked shrinks (PiCa's P) underneath:
+ * The linear layers of one group as a single product on their stacked, transposed weights, and
+ * the adapted modules' deltas from one shared shrink:
  *
- *   x [b, t, in] ─MatMul([W₁ ⊕ W₂ ⊕ … ⊕ P₁ ⊕ P₂ …]ᵀ)─(+bias)─Split─┬─ y₁ ─────────────────────Add─▶ y₁
- *                                                                 ├─ …                        │
- *                                                                 └─ x Pᵀ ─Split─ x P₁ᵀ ─expand┘
+ *   x [b, t, in] ─MatMul([W₁ ⊕ W₂ ⊕ …]ᵀ)─(+bias)─Split─┬─ y₁ ──────────────────────Add─▶ y₁
+ *                                                      └─ …                         │
+ *   x ─MatMul([P₁ ⊕ P₂ …]ᵀ)─Split─ x P₁ᵀ ─expand(M₁)───────────────────────────────┘
  *
  * With `deferAdd`, a single-module group returns [base, delta] for the caller to Sum.
  */
@@ -66,19 +70,13 @@ export function linearGroup(ctx: LinearContext, layer: number, groupName: Linear
   const layout = ctx.layouts.find((l) => l.group.name === groupName)!;
   const { group, outputs, width, adapted } = layout;
   const inputs = linearShape(config, group.modules[0])[1];
-  const shrinks = adapted.map((m) => ctx.adapters!.stackedShrink(layer, m));
-  const shrinkRows = shrinks.map((s) => (s === null ? 0 : s.length / inputs));
-  const shrunkWidth = shrinkRows.reduce((a, b) => a + b, 0);
-  const stacked = width + shrunkWidth;
-  const w = ctx.source.tensor(g, `${name}/weight_t`, [inputs, stacked], () => {
-    const rows: Float32Array[] = group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data);
-    for (const s of shrinks) if (s !== null) rows.push(s);
-    return transposeRows(rows, stacked, inputs);
-  });
-  let y = matMul(g, `${name}/MatMul`, x, w); // [batch, tokens, N (+ R)]
+  const w = ctx.source.tensor(g, `${name}/weight_t`, [inputs, width], () =>
+    transposeRows(group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data), width, inputs),
+  );
+  let y = matMul(g, `${name}/MatMul`, x, w); // [batch, tokens, N]
   if (group.modules.some((m) => hasBias(config, m))) {
-    const bias = ctx.source.tensor(g, `${name}/bias`, [stacked], () => {
-      const data = new Float32Array(stacked);
+    const bias = ctx.source.tensor(g, `${name}/bias`, [width], () => {
+      const data = new Float32Array(width);
       for (const m of group.modules) {
         if (hasBias(config, m)) data.set(weight(ctx.weights, linearName(layer, m, "bias")).data, layout.columnOffset.get(m)!);
       }
@@ -86,17 +84,16 @@ export function linearGroup(ctx: LinearContext, layer: number, groupName: Linear
     });
     y = binary(g, "Add", `${name}/bias/Add`, y, bias);
   }
-  if (adapted.length === 0) return outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
+  const parts = outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
+  if (adapted.length === 0) return parts;
 
-  const parts = shrunkWidth > 0 ? split(g, `${name}/Split`, y, [...outputs, shrunkWidth], -1) : outputs.length === 1 ? [y] : split(g, `${name}/Split`, y, outputs, -1);
-  const shrunk = shrunkWidth > 0 ? parts.pop()! : null; // [batch, tokens, Σ rank]
-  const withShrink = shrinkRows.filter((r) => r > 0);
-  const slices = shrunk === null ? [] : withShrink.length === 1 ? [shrunk] : split(g, `${name}/adapter/Split`, shrunk, withShrink, -1);
-  let next = 0;
-  const deltas = adapted.map((module, i) => {
-    const own = shrinkRows[i] > 0 ? slices[next++] : null;
-    return ctx.adapters!.expand(g, `${name}/adapter/${module}`, layer, module, x, own); // [batch, tokens, out]
-  });
+  const projection = ctx.adapters!.projection(g, name, layer, layout);
+  let slices: (Value | null)[] = adapted.map(() => null);
+  if (projection !== null) {
+    const shrunk = matMul(g, `${name}/shrink/MatMul`, x, projection.value); // [batch, tokens, Σ rank]
+    slices = projection.ranks.length === 1 ? [shrunk] : split(g, `${name}/shrink/Split`, shrunk, projection.ranks, -1);
+  }
+  const deltas = adapted.map((module, i) => ctx.adapters!.expand(g, `${name}/adapter/${module}`, layer, module, x, slices[i])); // [batch, tokens, out]
   if (deferAdd && outputs.length === 1) return [parts[0], deltas[0]];
   adapted.forEach((module, i) => {
     const at = group.modules.indexOf(module);

@@ -15,16 +15,16 @@
  *     updated cache, which stays on the device as the next step's past.
  *
  * Linear layers that share an input run as one MatMul on their stacked, transposed weights
- * (q/k/v, gate/up). With PiCa adapters, each group's stack also holds the projections P of its
- * targeted modules, so the shrink x Pᵀ costs no extra pass over x and is computed once for all
- * rows; only the small expand by each row's own M differs per row (see adapter-layout.ts).
+ * (q/k/v, gate/up). With PiCa adapters, the shrink x Pᵀ of a group's targeted modules is one more
+ * product, computed once for all rows; only the small expand by each row's own M differs per row
+ * (see adapter-layout.ts).
  */
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
 import { gather, gemmTransB, matMul, reshape } from "../graph/ops.ts";
-import { adapterInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
+import { adapterInputName, projectionInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildDecoder, weightTensor, type AttentionInputs } from "./decoder-graph.ts";
-import { frozenWeights, linearLayouts, type AdapterPath, type LinearContext } from "./linear-graph.ts";
+import { frozenWeights, linearLayouts, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
 import { lmHeadName, linearShape, validateWeights, type WeightMap } from "./weights.ts";
 
 /** Where the KV cache lives: host buffers fed as they lie (CPU), or device buffers (WebGPU). */
@@ -55,6 +55,7 @@ export const LLAMA_IO = {
 export interface LlamaGraphOptions {
   adapters?: AdapterGraphSpec; // absent: a base-only graph without adapter inputs
   cache?: CachePlacement; // default "host"
+  source?: WeightSource; // where frozen tensors come from; default: initializers holding `weights`' data
 }
 
 /** Builds the inference graph from a config and validated weights. */
@@ -68,7 +69,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options
   const logitsRows = g.input(LLAMA_IO.logitsRows, "int64", ["rows"]);
   const attention = options.cache === "device" ? deviceCache(g, config) : hostCache(g, config);
   const adapters = options.adapters === undefined ? null : perRowAdapters(config, dtype, options.adapters);
-  const linear: LinearContext = { g, config, weights, dtype, source: frozenWeights(dtype), adapters, layouts: linearLayouts(config, adapters) };
+  const linear: LinearContext = { g, config, weights, dtype, source: options.source ?? frozenWeights(dtype), adapters, layouts: linearLayouts(config, adapters) };
 
   const normed = buildDecoder(linear, inputIds, positionIds, attention); // [batch, tokens, hidden]
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
@@ -123,13 +124,18 @@ function deviceCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
 }
 
 /**
- * Serving adapters: P[:rank] rides in the stacked products, and each layer takes one input per
- * adapted module, [batch, rank, out], holding every row's own Mᵀ (adapter-layout.ts).
+ * Serving adapters: each group's projections are an input ([in, modules · rank], the same for
+ * every row), and each layer takes one input per adapted module, [batch, rank, out], holding
+ * every row's own Mᵀ (adapter-layout.ts).
  */
 function perRowAdapters(config: ModelConfig, dtype: DataType, spec: AdapterGraphSpec): AdapterPath {
   return {
     modules: spec.targetModules,
-    stackedShrink: (layer, module) => spec.projection(layer, module),
+    projection(g, _name, layer, layout) {
+      const inputs = linearShape(config, layout.group.modules[0])[1];
+      const value = g.input(projectionInputName(layer, layout.group.name), dtype, [inputs, spec.rank * layout.adapted.length]);
+      return { value, ranks: layout.adapted.map(() => spec.rank) };
+    },
     expand(g, name, layer, module, _x, shrunk) {
       const inputName = adapterInputName(layer, module);
       const input: Value = g.values.get(inputName) ?? g.input(inputName, dtype, ["batch", spec.rank, linearShape(config, module)[0]]);

@@ -10,8 +10,9 @@
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
 import { argMax, binary, cast, equal, gemmTransB, matMul, reduceSum, reshape } from "../graph/ops.ts";
 import { weightedCrossEntropy } from "../graph/loss.ts";
-import { adapterKey, projectionKey, type Basis, type SharingMode } from "../pica/types.ts";
+import { adapterKey, type Basis, type SharingMode } from "../pica/types.ts";
 import { Rng } from "../random.ts";
+import { stackedProjection } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildDecoder, weightTensor } from "./decoder-graph.ts";
 import { frozenWeights, linearLayouts, toDtype, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
@@ -57,7 +58,7 @@ export function buildTrainingGraph(
   config: ModelConfig,
   weights: WeightMap,
   method: TrainingMethod,
-  options: { dtype?: "float32" | "float64" } = {},
+  options: { dtype?: "float32" | "float64"; source?: WeightSource } = {},
 ): TrainingGraph {
   validateWeights(config, weights);
   const dtype: DataType = options.dtype ?? "float32";
@@ -77,8 +78,9 @@ export function buildTrainingGraph(
     parameters.push({ name, shape, initial, value });
     return value;
   };
-  const source: WeightSource = method.kind === "full" ? { tensor: (_g, name, shape, data) => declare(name, shape, Float32Array.from(data())) } : frozenWeights(dtype);
-  const adapters = method.kind === "pica" ? picaPath(config, method, declare) : method.kind === "lora" ? loraPath(config, method, dtype, declare) : null;
+  if (method.kind === "full" && options.source !== undefined) throw new Error("full training makes every weight trainable; it takes no frozen weight source");
+  const source: WeightSource = method.kind === "full" ? { tensor: (_g, name, shape, data) => declare(name, shape, Float32Array.from(data())) } : (options.source ?? frozenWeights(dtype));
+  const adapters = method.kind === "pica" ? picaPath(config, method, dtype, declare) : method.kind === "lora" ? loraPath(config, method, dtype, declare) : null;
   const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters) };
 
   const normed = buildDecoder(linear, inputIds, positionIds, { kind: "sequence", bias: attentionBias, windowBias }); // [batch, tokens, hidden]
@@ -109,13 +111,14 @@ export function loraParameterNames(layer: number, module: LinearModule): { a: st
 }
 
 /**
- * PiCa: P[:rank] rides in the stacked products (frozen), and ΔW·x = (x Pᵀ) Mᵀ with Mᵀ a trainable
- * input, zero at the start so training begins exactly at the base model. With sharing, all
- * layers read the same input and the autodiff sums their gradients.
+ * PiCa: P[:rank] of a group's modules is a frozen weight of the graph, and ΔW·x = (x Pᵀ) Mᵀ with Mᵀ
+ * a trainable input, zero at the start so training begins exactly at the base model. With
+ * sharing, all layers read the same input and the autodiff sums their gradients.
  */
 function picaPath(
   config: ModelConfig,
   method: Extract<TrainingMethod, { kind: "pica" }>,
+  dtype: DataType,
   declare: (name: string, shape: number[], initial: Float32Array) => Value,
 ): AdapterPath {
   const { basis, rank, sharing } = method;
@@ -126,9 +129,11 @@ function picaPath(
   }
   return {
     modules,
-    stackedShrink(layer, module) {
-      const inputs = linearShape(config, module)[1];
-      return basis.projections.get(projectionKey(layer, module))!.data.subarray(0, rank * inputs);
+    projection(g, name, layer, layout) {
+      const inputs = linearShape(config, layout.group.modules[0])[1];
+      const columns = rank * layout.adapted.length;
+      const value = g.initializer(`${name}/projection_t`, dtype, [inputs, columns], toDtype(stackedProjection(config, basis, rank, layer, layout), dtype));
+      return { value, ranks: layout.adapted.map(() => rank) };
     },
     expand(g, name, layer, module, _x, shrunk) {
       const out = linearShape(config, module)[0];
@@ -154,7 +159,7 @@ function loraPath(
   const rng = new Rng(method.seed);
   return {
     modules: targetModules,
-    stackedShrink: () => null,
+    projection: () => null,
     expand(g, name, layer, module, x) {
       const [out, inputs] = linearShape(config, module);
       const names = loraParameterNames(layer, module);

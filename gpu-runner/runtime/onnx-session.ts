@@ -16,6 +16,7 @@ export interface OnnxSessionOptions {
   intraOpThreads?: number; // absent: one per logical CPU (onnxruntime's own default counts physical cores only)
   optimizationLevel?: "disabled" | "basic" | "extended" | "all";
   allowSpinning?: boolean; // false when several sessions alternate on the same cores
+  prepackWeights?: boolean; // CPU: repack constant weights for faster products (a private copy per session); default true
   profileFilePrefix?: string; // write onnxruntime's per-op profile (a JSON trace) with this prefix
 }
 
@@ -73,7 +74,12 @@ export class OnnxSession {
       interOpNumThreads: 1,
       executionMode: "sequential",
       ...(options.profileFilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
-      extra: { session: { intra_op: { allow_spinning: options.allowSpinning === false ? "0" : "1" } } },
+      extra: {
+        session: {
+          intra_op: { allow_spinning: options.allowSpinning === false ? "0" : "1" },
+          disable_prepacking: options.prepackWeights === false ? "1" : "0",
+        },
+      },
     };
     let session: ort.InferenceSession;
     try {

@@ -3,10 +3,12 @@
  * and the current parameter values, and returns the loss and every parameter's gradient. The
  * session has symbolic batch and length, so one serves every (batch, length) bucket.
  */
+import { rm } from "node:fs/promises";
 import { appendGradients } from "../graph/autodiff.ts";
-import type { ModelConfig } from "../model/config.ts";
+import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildTrainingGraph, MASK_VALUE, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
 import type { WeightMap } from "../model/weights.ts";
+import { weightFileSource, writeGraphBeside, type WeightFile } from "../model/weight-file.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 
 /** A padded batch of next-token examples: rows × length, row-major. */
@@ -32,21 +34,38 @@ export class TrainingSession {
     private readonly window: number | null,
   ) {}
 
-  /** Builds the forward graph for `method`, appends the gradients and opens the session. */
+  /**
+   * Builds the forward graph for `method`, appends the gradients and opens the session. With a
+   * weight file (float32 only) the frozen weights are references into it, the file the serving
+   * session was built from, so no graph carries the weights (or meets protobuf's 2 GiB cap).
+   */
   static async create(
     config: ModelConfig,
     weights: WeightMap,
     method: TrainingMethod,
-    options: OnnxSessionOptions & { dtype?: "float32" | "float64" } = {},
+    options: OnnxSessionOptions & { dtype?: "float32" | "float64"; weightFile?: WeightFile } = {},
   ): Promise<TrainingSession> {
     const dtype = options.dtype ?? "float32";
-    const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype });
+    const { weightFile } = options;
+    if (weightFile !== undefined && dtype !== "float32") throw new Error("a weight file holds float32 weights; float64 training graphs keep theirs inline");
+    const source = weightFile === undefined ? undefined : weightFileSource(weightFile);
+    const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype, source });
     const gradients = appendGradients(graph, loss, parameters.map((p) => p.value));
     for (const parameter of parameters) graph.output(gradients.get(parameter.name)!, gradientName(parameter.name));
     // Float64 graphs are for gradient checks; some fused kernels exist only in float32.
     const optimizationLevel = options.optimizationLevel ?? (dtype === "float64" ? "basic" : "all");
-    const session = await OnnxSession.create(graph.serialize(), { inputs: graph.inputs, outputs: graph.outputs }, { ...options, optimizationLevel });
-    return new TrainingSession(session, parameters, dtype, slidingWindow(config));
+    const signature = { inputs: graph.inputs, outputs: graph.outputs };
+    if (weightFile === undefined) {
+      const session = await OnnxSession.create(graph.serialize(), signature, { ...options, optimizationLevel });
+      return new TrainingSession(session, parameters, dtype, slidingWindow(config));
+    }
+    const path = await writeGraphBeside(weightFile, graph, "training");
+    try {
+      const session = await OnnxSession.create(path, signature, { ...options, optimizationLevel });
+      return new TrainingSession(session, parameters, dtype, slidingWindow(config));
+    } finally {
+      await rm(path, { force: true });
+    }
   }
 
   /** Forward and backward on one batch with the given parameter values. */
@@ -91,13 +110,6 @@ export class TrainingSession {
 /** Name of a parameter's gradient output. */
 export function gradientName(parameter: string): string {
   return `grad.${parameter}`;
-}
-
-/** The sliding window of a model's windowed layers (they all share one size), or null when none slides. */
-export function slidingWindow(config: ModelConfig): number | null {
-  const windows = new Set(config.attentionWindows.filter((w): w is number => w !== null));
-  if (windows.size > 1) throw new Error(`layers slide over different windows (${[...windows].join(", ")}); one size is supported`);
-  return windows.size === 0 ? null : [...windows][0];
 }
 
 /**

@@ -1,0 +1,160 @@
+/**
+ * A model's frozen weights in the layout its graphs read them (stacked, transposed linear groups;
+ * embeddings, norms and lm_head under their Hugging Face names), written once into one
+ * external-data file that every graph of the model references: the serving graph, and each
+ * training graph. Graphs are protobuf files that only point into it, so no graph meets
+ * protobuf's 2 GiB limit, and no JavaScript copy of the weights outlives the writing of the file.
+ *
+ *   <directory>/weights.data   the tensors, each at a 4 KiB-aligned offset (so they can be mapped)
+ *   <directory>/weights.json   what is where: name → offset, length, shape; the layout version;
+ *                              the model's fingerprint (sha256 of config and weights)
+ *
+ * The directory is a cache: a model's files are written once and reused by every later start.
+ */
+import { closeSync, openSync, writeSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { GraphBuilder, Value } from "../graph/builder.ts";
+import { modelFingerprint } from "../pica/fingerprint.ts";
+import type { ModelConfig } from "./config.ts";
+import { buildLlamaGraph } from "./llama-graph.ts";
+import type { WeightSource } from "./linear-graph.ts";
+import type { WeightMap } from "./weights.ts";
+
+/** Bump when the layout of the tensors changes: older files are then rewritten. */
+export const WEIGHT_FILE_LAYOUT = 1;
+const DATA_FILE = "weights.data";
+const MANIFEST_FILE = "weights.json";
+const ALIGNMENT = 4096;
+
+interface TensorEntry {
+  offset: number;
+  length: number; // bytes
+  shape: number[];
+}
+
+/** An opened weight file: where it is, what it holds, and whose weights they are. */
+export interface WeightFile {
+  directory: string; // graphs that reference the file are written here (external data paths are relative)
+  dataFile: string; // the data file's name inside `directory`
+  tensors: ReadonlyMap<string, TensorEntry>;
+  bytes: number; // size of the data file
+  fingerprint: string; // modelFingerprint(config, weights) of the weights written
+}
+
+interface Manifest {
+  layout: number;
+  fingerprint: string;
+  bytes: number;
+  tensors: Record<string, TensorEntry>;
+}
+
+/**
+ * Writes every frozen tensor of the model's graphs into `directory`, reading each weight once
+ * (lazily loaded weights are read tensor by tensor) and holding one group's tensors at a time.
+ * Returns the opened file. An existing file in the directory is replaced.
+ */
+export async function writeWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<WeightFile> {
+  await mkdir(directory, { recursive: true });
+  const fingerprint = modelFingerprint(config, weights);
+  const partial = join(directory, `${DATA_FILE}.partial`);
+  const tensors = new Map<string, TensorEntry>();
+  const fd = openSync(partial, "w");
+  let end = 0;
+  try {
+    // The serving graph reads every frozen tensor any graph of this model reads, in the same
+    // layout, so building it with a writing source lays out the whole file.
+    const writing: WeightSource = {
+      tensor(g, name, shape, data) {
+        if (!tensors.has(name)) {
+          const values = data();
+          const offset = Math.ceil(end / ALIGNMENT) * ALIGNMENT;
+          writeSync(fd, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 0, values.byteLength, offset);
+          tensors.set(name, { offset, length: values.byteLength, shape: [...shape] });
+          end = offset + values.byteLength;
+        }
+        return reference(g, name, shape, tensors.get(name)!);
+      },
+    };
+    buildLlamaGraph(config, weights, { source: writing });
+  } finally {
+    closeSync(fd);
+  }
+  await rename(partial, join(directory, DATA_FILE));
+  const manifest: Manifest = { layout: WEIGHT_FILE_LAYOUT, fingerprint, bytes: end, tensors: Object.fromEntries(tensors) };
+  await writeFile(join(directory, `${MANIFEST_FILE}.partial`), JSON.stringify(manifest));
+  await rename(join(directory, `${MANIFEST_FILE}.partial`), join(directory, MANIFEST_FILE));
+  return { directory, dataFile: DATA_FILE, tensors, bytes: end, fingerprint };
+}
+
+/** Opens the weight file in `directory`, or returns null when there is none (or an outdated or incomplete one). */
+export async function openWeightFile(directory: string): Promise<WeightFile | null> {
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(await readFile(join(directory, MANIFEST_FILE), "utf8")) as Manifest;
+  } catch {
+    return null;
+  }
+  if (manifest.layout !== WEIGHT_FILE_LAYOUT) return null;
+  const size = await stat(join(directory, DATA_FILE)).then((s) => s.size, () => -1);
+  if (size !== manifest.bytes) return null;
+  return { directory, dataFile: DATA_FILE, tensors: new Map(Object.entries(manifest.tensors)), bytes: manifest.bytes, fingerprint: manifest.fingerprint };
+}
+
+/**
+ * The complete weight file in `directory`, or a freshly written one. The directory must belong to
+ * this checkpoint (see `weightCacheDirectory`): an existing file is trusted without re-reading the
+ * weights, which for a real model would cost as much as writing it.
+ */
+export async function openOrWriteWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<{ file: WeightFile; written: boolean }> {
+  const existing = await openWeightFile(directory);
+  if (existing !== null) return { file: existing, written: false };
+  await rm(join(directory, MANIFEST_FILE), { force: true });
+  return { file: await writeWeightFile(directory, config, weights), written: true };
+}
+
+/**
+ * The cache directory of a checkpoint's weight file under `root`: keyed by the parsed config and
+ * the name, size and modification time of every file of the checkpoint directory, so replacing
+ * the weights gives a new directory while a restart finds the old one at no cost.
+ */
+export async function weightCacheDirectory(root: string, checkpointDirectory: string, config: ModelConfig): Promise<string> {
+  const hash = createHash("sha256");
+  hash.update(`layout ${WEIGHT_FILE_LAYOUT}\n${JSON.stringify(config)}\n`);
+  for (const name of (await readdir(checkpointDirectory)).sort()) {
+    if (!name.endsWith(".safetensors") && !name.endsWith(".json")) continue;
+    const info = await stat(join(checkpointDirectory, name));
+    hash.update(`${name} ${info.size} ${info.mtimeMs}\n`);
+  }
+  return join(root, hash.digest("hex").slice(0, 24));
+}
+
+/** A weight source whose tensors are references into the file (a tensor it lacks is an error naming it). */
+export function weightFileSource(file: WeightFile): WeightSource {
+  return {
+    tensor(g, name, shape) {
+      const entry = file.tensors.get(name);
+      if (entry === undefined) throw new Error(`the weight file in ${file.directory} has no tensor ${name}`);
+      if (entry.shape.join() !== shape.join()) {
+        throw new Error(`the weight file's ${name} has shape [${entry.shape.join(", ")}], the graph needs [${shape.join(", ")}]`);
+      }
+      return reference(g, name, shape, entry);
+    },
+  };
+}
+
+/**
+ * Writes a graph whose frozen tensors reference the file into the file's directory (under a name
+ * derived from its content, so graphs never overwrite each other) and returns its path.
+ */
+export async function writeGraphBeside(file: WeightFile, graph: GraphBuilder, prefix: string): Promise<string> {
+  const bytes = graph.serialize();
+  const path = join(file.directory, `${prefix}-${createHash("sha256").update(bytes).digest("hex").slice(0, 16)}.onnx`);
+  await writeFile(path, bytes);
+  return path;
+}
+
+function reference(g: GraphBuilder, name: string, shape: number[], entry: TensorEntry): Value {
+  return g.values.get(name) ?? g.externalInitializer(name, "float32", shape, { location: DATA_FILE, offset: entry.offset, length: entry.length });
+}
