@@ -8,6 +8,7 @@ import {
   f32ArrayToF16,
   f32BitsToBf16Bits,
   f32BitsToF16Bits,
+  widenUpperHalfInPlace,
 } from "./half-precision.ts";
 
 const scratch = new Float32Array(1);
@@ -141,5 +142,27 @@ describe("BF16", () => {
     const bf16s = f32ArrayToBf16(values);
     expect(Array.from(bf16s)).toEqual([0x3f80, 0x8000, 0x4049, 0xff80]);
     expect(Array.from(bf16ArrayToF32(bf16s))).toEqual([1, -0, 3.140625, -Infinity]);
+  });
+});
+
+describe("widenUpperHalfInPlace", () => {
+  it.each([
+    ["F16", f16ArrayToF32],
+    ["BF16", bf16ArrayToF32],
+  ] as const)("widens every %s pattern in place exactly as the copying conversion does", (format, widen) => {
+    const patterns = new Uint16Array(0x10000).map((_, i) => i);
+    const values = new Float32Array(patterns.length);
+    new Uint16Array(values.buffer, 2 * patterns.length, patterns.length).set(patterns);
+    widenUpperHalfInPlace(values, format);
+    expect(new Uint32Array(values.buffer)).toEqual(new Uint32Array(widen(patterns).buffer));
+  });
+
+  it("works on a view that does not start at the beginning of its buffer", () => {
+    const buffer = new ArrayBuffer(4 * 5);
+    const values = new Float32Array(buffer, 4, 3);
+    new Uint16Array(buffer, 4 + 6, 3).set([0x3f80, 0xc000, 0x7f80]);
+    new Float32Array(buffer)[0] = 42;
+    widenUpperHalfInPlace(values, "BF16");
+    expect(Array.from(new Float32Array(buffer))).toEqual([42, 1, -2, Infinity, 0]);
   });
 });

@@ -90,6 +90,23 @@ export function f16ArrayToF32(halves: Uint16Array): Float32Array {
   return out;
 }
 
+/**
+ * Widens half-precision bit patterns stored in the upper half of `values`' bytes into `values`
+ * itself, so a tensor read from disk needs one buffer, not a raw copy plus the result. Front to
+ * back is safe: element i's four bytes end at or before pattern i + 1, the next one still unread.
+ */
+export function widenUpperHalfInPlace(values: Float32Array, format: "F16" | "BF16"): void {
+  const count = values.length;
+  const bits = new Uint32Array(values.buffer, values.byteOffset, count);
+  const halves = new Uint16Array(values.buffer, values.byteOffset + 2 * count, count);
+  if (format === "BF16") {
+    for (let i = 0; i < count; i++) bits[i] = halves[i] << 16;
+  } else {
+    const table = f16Table();
+    for (let i = 0; i < count; i++) bits[i] = table[halves[i]];
+  }
+}
+
 /** Rounds float32 values to F16 bit patterns (round-to-nearest-even). */
 export function f32ArrayToF16(values: Float32Array): Uint16Array {
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);

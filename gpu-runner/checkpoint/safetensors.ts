@@ -6,7 +6,7 @@
  * the npm readers either pull in a framework or trust the header; a checkpoint is untrusted input,
  * so every field is checked and every error names the file and the tensor.
  */
-import { open, readFile } from "node:fs/promises";
+import { open, readFile as readTextFile } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { showValue as show } from "../../src/show-value.ts";
@@ -60,7 +60,7 @@ export const CHECKPOINT_FILE = "model.safetensors";
 export const CHECKPOINT_INDEX_FILE = "model.safetensors.index.json";
 
 /** One validated header entry; begin/end are relative to the data buffer. */
-interface TensorEntry {
+export interface TensorEntry {
   name: string;
   dtype: SafetensorsDtype;
   shape: number[];
@@ -89,17 +89,25 @@ export function parseSafetensors(bytes: Uint8Array, fileName: string): Safetenso
   return { metadata: header.metadata, tensors };
 }
 
+/** A validated header: where the data buffer starts and every tensor's byte range within it. */
+export interface SafetensorsHeader {
+  path: string;
+  /** File size when the header was read; a later read checks the file still has it. */
+  fileSize: number;
+  /** Absolute offset of the data buffer (8 + header length). */
+  dataStart: number;
+  metadata: Record<string, string>;
+  entries: TensorEntry[];
+}
+
 /** Reads and validates one safetensors file, tensor by tensor, so files over 2 GiB work too. */
 export async function readSafetensorsFile(path: string): Promise<SafetensorsFile> {
   const handle = await open(path, "r");
   try {
-    const { size } = await handle.stat();
-    const headerLength = checkHeaderLength(await readExactly(handle, 0, Math.min(size, 8), path), size, path);
-    const dataStart = 8 + headerLength;
-    const header = parseHeader(await readExactly(handle, 8, headerLength, path), size - dataStart, path);
+    const header = await readHeaderFrom(handle, path);
     const tensors = new Map<string, StoredTensor>();
     for (const entry of header.entries) {
-      const raw = await readExactly(handle, dataStart + entry.begin, entry.end - entry.begin, path);
+      const raw = await readExactly(handle, header.dataStart + entry.begin, entry.end - entry.begin, path);
       tensors.set(entry.name, decodeTensor(entry, raw));
     }
     return { metadata: header.metadata, tensors };
@@ -108,38 +116,59 @@ export async function readSafetensorsFile(path: string): Promise<SafetensorsFile
   }
 }
 
+/** Reads and validates only the header of a safetensors file: no tensor data is read. */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  const handle = await open(path, "r");
+  try {
+    return await readHeaderFrom(handle, path);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Reads every tensor of a checkpoint directory: the sharded index if present, else `model.safetensors`. */
 export async function readCheckpointTensors(dir: string): Promise<Map<string, StoredTensor>> {
+  return collectCheckpointTensors(dir, async (path) => (await readSafetensorsFile(path)).tensors);
+}
+
+/**
+ * Finds a checkpoint's files (the sharded index if present, else `model.safetensors`), reads each
+ * with `readFile` and merges the results, checking the index against what every shard holds.
+ */
+export async function collectCheckpointTensors<T>(
+  dir: string,
+  readFile: (path: string) => Promise<Map<string, T>>,
+): Promise<Map<string, T>> {
   const indexPath = join(dir, CHECKPOINT_INDEX_FILE);
   let indexText: string;
   try {
-    indexText = await readFile(indexPath, "utf8");
+    indexText = await readTextFile(indexPath, "utf8");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
     const singlePath = join(dir, CHECKPOINT_FILE);
     try {
-      return (await readSafetensorsFile(singlePath)).tensors;
+      return await readFile(singlePath);
     } catch (singleError) {
       if ((singleError as NodeJS.ErrnoException).code !== "ENOENT") throw singleError;
       throw new SafetensorsError(dir, `checkpoint has neither ${CHECKPOINT_INDEX_FILE} nor ${CHECKPOINT_FILE}`);
     }
   }
   const namesByShard = parseIndex(indexText, indexPath);
-  const tensors = new Map<string, StoredTensor>();
+  const tensors = new Map<string, T>();
   const shardOf = new Map<string, string>();
   for (const [shard, names] of namesByShard) {
     const shardPath = join(dir, shard);
-    const file = await readSafetensorsFile(shardPath).catch((error: NodeJS.ErrnoException) => {
+    const shardTensors = await readFile(shardPath).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== "ENOENT") throw error;
       throw new SafetensorsError(shardPath, `shard named by ${CHECKPOINT_INDEX_FILE} does not exist`);
     });
     for (const name of names) {
-      if (!file.tensors.has(name)) {
+      if (!shardTensors.has(name)) {
         const detail = `${CHECKPOINT_INDEX_FILE} maps this tensor here but the shard lacks it`;
         throw new SafetensorsError(shardPath, detail, name);
       }
     }
-    for (const [name, tensor] of file.tensors) {
+    for (const [name, tensor] of shardTensors) {
       const other = shardOf.get(name);
       if (other !== undefined) throw new SafetensorsError(shardPath, `tensor is also stored in shard ${other}`, name);
       shardOf.set(name, shard);
@@ -164,39 +193,56 @@ export function serializeSafetensors(
   // Code-unit order, not localeCompare: the layout must not depend on the machine's locale.
   named.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 
+  const encoded = named.map(([name, tensor]) => ({
+    name,
+    shape: tensor.shape,
+    ...encodeTensor(name, tensor, options.floatDtype, fileName),
+  }));
+  const prefix = encodeSafetensorsHeader(
+    encoded.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+    metadata,
+    fileName,
+  );
+  const dataLength = encoded.reduce((total, { bytes }) => total + bytes.length, 0);
+  const out = new Uint8Array(prefix.length + dataLength);
+  out.set(prefix);
+  let position = prefix.length;
+  for (const { dtype, bytes } of encoded) {
+    out.set(bytes, position);
+    if (!HOST_IS_LITTLE_ENDIAN) swapEachElement(out.subarray(position, position + bytes.length), DTYPE_BYTES[dtype]);
+    position += bytes.length;
+  }
+  return out;
+}
+
+/**
+ * The 8-byte length and the header of a file whose tensors follow contiguously in the given order,
+ * for writers that stream the data themselves.
+ */
+export function encodeSafetensorsHeader(
+  entries: readonly { name: string; dtype: SafetensorsDtype; shape: readonly number[] }[],
+  metadata?: Record<string, string>,
+  fileName = "<safetensors being written>",
+): Uint8Array {
   const headerParts: string[] = [];
   if (metadata !== undefined && Object.keys(metadata).length > 0) {
     checkMetadata(metadata, fileName);
     headerParts.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(metadata)}`);
   }
-  const payloads: { bytes: Uint8Array; width: number }[] = [];
   let offset = 0;
-  for (const [name, tensor] of named) {
-    const { dtype, bytes } = encodeTensor(name, tensor, options.floatDtype, fileName);
-    const entry = { dtype, shape: tensor.shape, data_offsets: [offset, offset + bytes.length] };
+  for (const { name, dtype, shape } of entries) {
+    const byteLength = sizeOf(shape) * DTYPE_BYTES[dtype];
+    const entry = { dtype, shape, data_offsets: [offset, offset + byteLength] };
     // Built by hand because a JS object would move integer-like names ("0", "12") to the front.
     headerParts.push(`${JSON.stringify(name)}:${JSON.stringify(entry)}`);
-    payloads.push({ bytes, width: DTYPE_BYTES[dtype] });
-    offset += bytes.length;
+    offset += byteLength;
   }
-  let header = new TextEncoder().encode(`{${headerParts.join(",")}}`);
+  const json = new TextEncoder().encode(`{${headerParts.join(",")}}`);
   // Pad with spaces, as the reference writer does, so the data buffer starts 8-byte aligned.
-  const padding = (8 - (header.length % 8)) % 8;
-  if (padding > 0) {
-    const padded = new Uint8Array(header.length + padding).fill(0x20);
-    padded.set(header);
-    header = padded;
-  }
-
-  const out = new Uint8Array(8 + header.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(header.length), true);
-  out.set(header, 8);
-  let position = 8 + header.length;
-  for (const { bytes, width } of payloads) {
-    out.set(bytes, position);
-    if (!HOST_IS_LITTLE_ENDIAN) swapEachElement(out.subarray(position, position + bytes.length), width);
-    position += bytes.length;
-  }
+  const padded = json.length + ((8 - (json.length % 8)) % 8);
+  const out = new Uint8Array(8 + padded).fill(0x20, 8 + json.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
+  out.set(json, 8);
   return out;
 }
 
@@ -208,6 +254,14 @@ export async function writeSafetensorsFile(
   options: SerializeOptions = {},
 ): Promise<void> {
   await writeFileAtomic(path, serializeSafetensors(tensors, metadata, { fileName: path, ...options }));
+}
+
+async function readHeaderFrom(handle: FileHandle, path: string): Promise<SafetensorsHeader> {
+  const { size } = await handle.stat();
+  const headerLength = checkHeaderLength(await readExactly(handle, 0, Math.min(size, 8), path), size, path);
+  const dataStart = 8 + headerLength;
+  const { metadata, entries } = parseHeader(await readExactly(handle, 8, headerLength, path), size - dataStart, path);
+  return { path, fileSize: size, dataStart, metadata, entries };
 }
 
 function checkHeaderLength(prefix: Uint8Array, fileSize: number, fileName: string): number {
@@ -375,6 +429,11 @@ function hostOrderCopy(raw: Uint8Array, width: number): ArrayBuffer {
   copy.set(raw);
   if (!HOST_IS_LITTLE_ENDIAN) swapEachElement(copy, width);
   return copy.buffer;
+}
+
+/** Turns little-endian elements of `width` bytes into host order, in place (a no-op on x86 and ARM). */
+export function littleEndianToHostOrder(bytes: Uint8Array, width: number): void {
+  if (!HOST_IS_LITTLE_ENDIAN) swapEachElement(bytes, width);
 }
 
 function swapEachElement(bytes: Uint8Array, width: number): void {
