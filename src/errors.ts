@@ -31,7 +31,7 @@ export class ApiError extends Error {
     message: string,
     readonly param: string | null = null,
     readonly code: string | null = null,
-    /** Seconds a client should wait before retrying; only set on 429s. */
+    /** Seconds a client should wait before retrying (429s and retriable 503s). */
     readonly retryAfterSeconds: number | null = null,
   ) {
     super(message);
@@ -66,6 +66,11 @@ export function notFound(message: string, param: string | null = null, code: str
 /** 429: over a rate limit; the caller should set `Retry-After` from `retryAfterSeconds`. */
 export function rateLimited(message: string, retryAfterSeconds: number): ApiError {
   return new ApiError(429, "rate_limit_error", message, null, "rate_limit_exceeded", retryAfterSeconds);
+}
+
+/** 503: temporarily unable to serve this; a retry after `retryAfterSeconds` may succeed. */
+export function serviceUnavailable(message: string, code: string, retryAfterSeconds: number): ApiError {
+  return new ApiError(503, "server_error", message, null, code, retryAfterSeconds);
 }
 
 /** 500: our fault; the message must not leak internals. */

@@ -4,6 +4,7 @@
  * never evicted from under it. The one owner of registerAdapter/evictAdapter calls on its engine.
  */
 import { parseAdapter } from "../pica/adapter-format.ts";
+import { BasisNotReadyError } from "../engine/adapter-registry.ts";
 import type { PicaAdapter } from "../pica/types.ts";
 import { AdapterNotFoundError, type AdapterStore } from "./adapter-store.ts";
 
@@ -168,6 +169,7 @@ export class AdapterCache {
     try {
       registered = this.engine.registerAdapter(id, adapter);
     } catch (error) {
+      if (error instanceof BasisNotReadyError) throw error; // not the adapter's fault: retry later
       throw new Error(`adapter ${id} was refused by the engine: ${(error as Error).message}`, { cause: error });
     }
     // The engine's byte count is the authority; recheck with it before evicting anything.

@@ -2,10 +2,10 @@
  * The host-side key/value cache for a batch of sequences.
  *
  * Rows are slots 0..rows-1 (kept compact so a run feeds a view, not a copy). Per layer, keys are
- * stored transposed, [rows, kv_heads, head_dim, capacity], and values as [rows, kv_heads,
- * capacity, head_dim]: exactly the layouts the graph multiplies with, so the buffers are fed as
- * they lie and the CPU provider reads them in place. Slots past a row's length hold stale data
- * that the attention mask hides.
+ * stored [rows, kv_heads, capacity, head_dim] and values transposed, [rows, kv_heads, head_dim,
+ * capacity]: exactly the layouts the graph multiplies with (as the left, streamed operand of each
+ * product), so the buffers are fed as they lie and the CPU provider reads them in place. Slots
+ * past a row's length hold stale data that the attention mask hides.
  *
  * Every row has the same capacity, which grows in steps of `growthTokens` (not by doubling, since
  * a decode step reads every slot of the capacity) up to `maxCapacity`: the model's context or
@@ -18,6 +18,30 @@ export function cacheBytesPerToken(config: ModelConfig): number {
   return config.numLayers * 2 * config.numKvHeads * config.headDim * 4;
 }
 
+/** The most tokens each of `maxRows` rows can hold: the model's context, or less under a memory budget. */
+export function maxCacheTokens(config: ModelConfig, maxRows: number, budgetBytes: number | undefined): number {
+  const budgetTokens = budgetBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor(budgetBytes / (maxRows * cacheBytesPerToken(config)));
+  const tokens = Math.min(config.maxPositionEmbeddings, budgetTokens);
+  if (tokens < 1) throw new Error(`a KV cache budget of ${budgetBytes} bytes cannot hold one token for each of ${maxRows} rows (${cacheBytesPerToken(config)} bytes per token)`);
+  return tokens;
+}
+
+/**
+ * The capacity rows need for `newTokens[r]` more tokens each: the current one if it suffices, else
+ * the next multiple of `growthTokens` (up to `maxCapacity`); throws naming the limit a row passes.
+ */
+export function grownCapacity(config: ModelConfig, lengths: readonly number[], newTokens: readonly number[], current: number, growthTokens: number, maxCapacity: number): number {
+  let needed = 0;
+  newTokens.forEach((n, row) => (needed = Math.max(needed, lengths[row] + n)));
+  if (needed > maxCapacity) {
+    const context = config.maxPositionEmbeddings;
+    const limit = needed > context ? `the model's context of ${context}` : `the KV cache budget's ${maxCapacity} tokens per row`;
+    throw new Error(`sequence of ${needed} tokens exceeds ${limit}`);
+  }
+  if (needed <= current) return current;
+  return Math.min(Math.ceil(needed / growthTokens) * growthTokens, maxCapacity);
+}
+
 /** How a cache may grow: its first capacity, its growth step, and its memory budget. */
 export interface KvCacheOptions {
   initialCapacity?: number; // token slots per row at the start (default 64)
@@ -26,8 +50,8 @@ export interface KvCacheOptions {
 }
 
 export class KvCache {
-  readonly keys: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
-  readonly values: Float32Array[] = []; // per layer [maxRows, kv_heads, capacity, head_dim]
+  readonly keys: Float32Array[] = []; // per layer [maxRows, kv_heads, capacity, head_dim]
+  readonly values: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
   readonly lengths: number[] = []; // cached tokens per active row
   /** The most tokens a row can hold: the model's context, or less under the memory budget. */
   readonly maxCapacity: number;
@@ -40,11 +64,7 @@ export class KvCache {
     options: KvCacheOptions = {},
   ) {
     if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`KV cache needs at least one row, got ${maxRows}`);
-    const budgetTokens = options.budgetBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor(options.budgetBytes / (maxRows * cacheBytesPerToken(config)));
-    this.maxCapacity = Math.min(config.maxPositionEmbeddings, budgetTokens);
-    if (this.maxCapacity < 1) {
-      throw new Error(`a KV cache budget of ${options.budgetBytes} bytes cannot hold one token for each of ${maxRows} rows (${cacheBytesPerToken(config)} bytes per token)`);
-    }
+    this.maxCapacity = maxCacheTokens(config, maxRows, options.budgetBytes);
     this.growthTokens = Math.max(1, options.growthTokens ?? 256);
     this.capacityTokens = Math.min(Math.max(1, options.initialCapacity ?? 64), this.maxCapacity);
     this.allocate(this.capacityTokens, null);
@@ -95,33 +115,25 @@ export class KvCache {
 
   /** Makes room for `newTokensPerRow[r]` more tokens in each active row. */
   reserve(newTokensPerRow: readonly number[]): void {
-    let needed = 0;
-    newTokensPerRow.forEach((n, row) => (needed = Math.max(needed, this.lengths[row] + n)));
-    if (needed > this.maxCapacity) {
-      const context = this.config.maxPositionEmbeddings;
-      const limit = needed > context ? `the model's context of ${context}` : `the KV cache budget's ${this.maxCapacity} tokens per row`;
-      throw new Error(`sequence of ${needed} tokens exceeds ${limit}`);
-    }
-    if (needed <= this.capacityTokens) return;
-    const capacity = Math.min(Math.ceil(needed / this.growthTokens) * this.growthTokens, this.maxCapacity);
-    this.allocate(capacity, this.capacityTokens);
+    const capacity = grownCapacity(this.config, this.lengths, newTokensPerRow, this.capacityTokens, this.growthTokens, this.maxCapacity);
+    if (capacity !== this.capacityTokens) this.allocate(capacity, this.capacityTokens);
   }
 
-  /** Past keys of rows [first, first + count) of a layer, as the graph takes them: [count, kv_heads, head_dim, capacity]. */
+  /** Past keys of rows [first, first + count) of a layer, as the graph takes them: [count, kv_heads, capacity, head_dim]. */
   pastKeys(layer: number, first = 0, count = this.rows): Float32Array {
     const block = this.rowBlock();
     return this.keys[layer].subarray(first * block, (first + count) * block);
   }
 
-  /** Past values of rows [first, first + count) of a layer: [count, kv_heads, capacity, head_dim]. */
+  /** Past values of rows [first, first + count) of a layer, transposed: [count, kv_heads, head_dim, capacity]. */
   pastValues(layer: number, first = 0, count = this.rows): Float32Array {
     const block = this.rowBlock();
     return this.values[layer].subarray(first * block, (first + count) * block);
   }
 
   /**
-   * Writes a run's new keys/values (`[runRows, kv, head_dim, tokens]` and `[runRows, kv, tokens,
-   * head_dim]`, padded to `tokens`) for rows `first + i`, taking the first `counts[i]` tokens of
+   * Writes a run's new keys/values (`[runRows, kv, tokens, head_dim]` and `[runRows, kv, head_dim,
+   * tokens]`, padded to `tokens`) for rows `first + i`, taking the first `counts[i]` tokens of
    * each (0: a row that only rode along), at each row's current length.
    */
   write(layer: number, first: number, newKeys: Float32Array, newValues: Float32Array, tokens: number, counts: readonly number[]): void {
@@ -137,12 +149,12 @@ export class KvCache {
       for (let head = 0; head < numKvHeads; head++) {
         const runHead = i * numKvHeads + head;
         const rowHead = row * numKvHeads + head;
-        for (let d = 0; d < headDim; d++) {
-          const src = (runHead * headDim + d) * tokens;
-          keys.set(newKeys.subarray(src, src + count), (rowHead * headDim + d) * capacity + start);
-        }
         const src = runHead * tokens * headDim;
-        values.set(newValues.subarray(src, src + count * headDim), (rowHead * capacity + start) * headDim);
+        keys.set(newKeys.subarray(src, src + count * headDim), (rowHead * capacity + start) * headDim);
+        for (let d = 0; d < headDim; d++) {
+          const from = (runHead * headDim + d) * tokens;
+          values.set(newValues.subarray(from, from + count), (rowHead * headDim + d) * capacity + start);
+        }
       }
     }
   }
@@ -169,11 +181,11 @@ export class KvCache {
       if (previous !== null) {
         const oldKeys = this.keys[layer];
         const oldValues = this.values[layer];
-        for (let line = 0; line < this.rows * numKvHeads * headDim; line++) {
-          keys.set(oldKeys.subarray(line * previous, line * previous + previous), line * capacity);
-        }
         for (let rowHead = 0; rowHead < this.rows * numKvHeads; rowHead++) {
-          values.set(oldValues.subarray(rowHead * previous * headDim, (rowHead + 1) * previous * headDim), rowHead * capacity * headDim);
+          keys.set(oldKeys.subarray(rowHead * previous * headDim, (rowHead + 1) * previous * headDim), rowHead * capacity * headDim);
+        }
+        for (let line = 0; line < this.rows * numKvHeads * headDim; line++) {
+          values.set(oldValues.subarray(line * previous, line * previous + previous), line * capacity);
         }
       }
       // Replace one layer at a time so growing never holds two copies of the whole cache.

@@ -1,28 +1,47 @@
 /**
  * The inference engine: one ONNX session over the decoder graph, and the step that feeds it a
- * batch of rows (each with its own cached length and its own new tokens) and appends the new
- * keys/values to the cache. Prefill, decode and a mix of both are the same call.
+ * batch of rows (each with its own cached length and its own new tokens) and keeps their KV
+ * cache, on the host (CPU provider: the cache is read where it lies) or on the device (WebGPU: it
+ * never leaves the device). Prefill, decode and a mix of both are the same call.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { adapterInputName, groupLayouts, projectionInputName, stackedProjection } from "../model/adapter-layout.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import { unary } from "../graph/ops.ts";
+import { groupLayouts, projectionInputName, stackedProjection } from "../model/adapter-layout.ts";
 import { slidingWindow, type ModelConfig } from "../model/config.ts";
-import { buildLlamaGraph, LLAMA_IO } from "../model/llama-graph.ts";
+import { buildLlamaGraph, LLAMA_IO, type CachePlacement } from "../model/llama-graph.ts";
 import { weightFileSource, writeGraphBeside, writeWeightFile, type WeightFile } from "../model/weight-file.ts";
-import { MASK_VALUE } from "../model/training-graph.ts";
 import { linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
 import { DEFAULT_TARGET_MODULES, type Basis, type PicaAdapter } from "../pica/types.ts";
-import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
+import { OnnxSession, type DeviceTensor, type Feed, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { AdapterRegistry, type ResidentAdapter } from "./adapter-registry.ts";
-import type { KvCacheOptions } from "./kv-cache.ts";
+import { DeviceCacheOps, DeviceKvCache } from "./device-kv-cache.ts";
+import { KvCache, type KvCacheOptions } from "./kv-cache.ts";
+import {
+  adapterFeeds,
+  deviceCacheFeeds,
+  hostCacheFeeds,
+  NO_LOGITS,
+  presentLayers,
+  rowLogits,
+  tokenFeeds,
+  writeHostCache,
+  type LogitsSelection,
+  type RowLogits,
+  type RunRows,
+} from "./run-inputs.ts";
 import { SequenceBatch } from "./sequence-batch.ts";
+
+export { NO_LOGITS, type LogitsSelection, type RowLogits } from "./run-inputs.ts";
 
 export interface EngineOptions extends OnnxSessionOptions {
   weightFile?: WeightFile; // the model's frozen weights on disk (weight-file.ts): the graph only references them
   externalDataThresholdBytes?: number; // without a weight file: weights at or above this size load through a temporary one
   kvCache?: KvCacheOptions; // defaults for the batches this engine creates
   adapters?: EngineAdapterOptions; // absent: base model only
+  cache?: CachePlacement; // where batches keep their KV cache; default: "device" on WebGPU, else "host"
 }
 
 /**
@@ -35,31 +54,22 @@ export interface EngineAdapterOptions {
   targetModules?: LinearModule[]; // default: the basis's, or all seven without one
 }
 
-/** Which positions' logits a step returns. */
-export type LogitsSelection = "last" | "all";
-
-/** Logits of one row: `[positions, vocab]` flattened, one position for "last". */
-export interface RowLogits {
-  positions: number;
-  data: Float32Array;
-}
-
-/** What a step returns for a row that received no tokens. */
-export const NO_LOGITS: RowLogits = Object.freeze({ positions: 0, data: new Float32Array(0) }) as RowLogits;
-
 export class LlamaEngine {
   private readonly window: number | null;
-
-  private projectionFeeds: Record<string, HostTensor> = {};
+  private projectionFeeds: Record<string, Feed> = {};
+  private readonly deviceCaches = new Set<DeviceKvCache>(); // released with the engine, before the provider goes
+  private uploads: OnnxSession | null = null; // the session whose outputs the device projections are (they live as long as it)
 
   private constructor(
     readonly config: ModelConfig,
     private readonly session: OnnxSession,
     private readonly registry: AdapterRegistry | null,
     private readonly cacheOptions: KvCacheOptions,
+    /** Where batches keep their KV cache. */
+    readonly placement: CachePlacement,
+    private readonly device: { ops: DeviceCacheOps; session: OnnxSessionOptions } | null,
   ) {
     this.window = slidingWindow(config);
-    this.projectionFeeds = this.projections(null);
   }
 
   /**
@@ -71,20 +81,29 @@ export class LlamaEngine {
   static async create(config: ModelConfig, weights: WeightMap, options: EngineOptions = {}): Promise<LlamaEngine> {
     const registry = options.adapters === undefined ? null : createRegistry(config, options.adapters);
     const spec = registry === null ? undefined : { rank: registry.rank, targetModules: registry.targetModules };
+    const placement: CachePlacement = options.cache ?? (options.executionProvider === "webgpu" ? "device" : "host");
+    if (placement === "device" && options.executionProvider !== "webgpu") throw new Error(`a KV cache on the device needs the webgpu provider, not ${options.executionProvider ?? "cpu"}`);
+    const sessionOptions: OnnxSessionOptions =
+      placement === "device" ? { ...options, deviceOutputs: Array.from({ length: config.numLayers }, (_, l) => [LLAMA_IO.presentKey(l), LLAMA_IO.presentValue(l)]).flat() } : options;
+    const open = async (model: Uint8Array | string, graph: GraphBuilder) => {
+      const session = await OnnxSession.create(model, { inputs: graph.inputs, outputs: graph.outputs }, sessionOptions);
+      const device = placement === "device" ? { ops: await DeviceCacheOps.create(config, options), session: options } : null;
+      const engine = new LlamaEngine(config, session, registry, options.kvCache ?? {}, placement, device);
+      await engine.useProjections(options.adapters?.basis ?? null);
+      return engine;
+    };
     if (options.weightFile !== undefined) {
-      const graph = buildLlamaGraph(config, weights, { adapters: spec, source: weightFileSource(options.weightFile) });
+      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, source: weightFileSource(options.weightFile) });
       const path = await writeGraphBeside(options.weightFile, graph, "serving");
       try {
-        return LlamaEngine.open(config, await OnnxSession.create(path, { inputs: graph.inputs, outputs: graph.outputs }, options), registry, options);
+        return await open(path, graph);
       } finally {
         await rm(path, { force: true });
       }
     }
-    const graph = buildLlamaGraph(config, weights, { adapters: spec });
+    const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement });
     const threshold = options.externalDataThresholdBytes ?? 2 ** 30;
-    if (graph.initializerBytes() < threshold) {
-      return LlamaEngine.open(config, await OnnxSession.create(graph.serialize(), { inputs: graph.inputs, outputs: graph.outputs }, options), registry, options);
-    }
+    if (graph.initializerBytes() < threshold) return open(graph.serialize(), graph);
     const directory = await mkdtemp(join(tmpdir(), "pica-model-"));
     try {
       const weightFile = await writeWeightFile(directory, config, weights);
@@ -94,21 +113,31 @@ export class LlamaEngine {
     }
   }
 
-  private static open(config: ModelConfig, session: OnnxSession, registry: AdapterRegistry | null, options: EngineOptions): LlamaEngine {
-    const engine = new LlamaEngine(config, session, registry, options.kvCache ?? {});
-    if (options.adapters?.basis) engine.setBasis(options.adapters.basis);
-    return engine;
-  }
-
   /** The basis adapters are served against (null while it is computed, or without adapter support). */
   get basis(): Basis | null {
     return this.registry?.basis ?? null;
   }
 
   /** Makes adapters servable once the basis is known: the projections become the graph's shrink inputs. */
-  setBasis(basis: Basis): void {
+  async setBasis(basis: Basis): Promise<void> {
     this.requireRegistry().setBasis(basis);
-    this.projectionFeeds = this.projections(basis);
+    await this.useProjections(basis);
+  }
+
+  /** Feeds the projections (zeros without a basis); on the device they are uploaded once and stay there. */
+  private async useProjections(basis: Basis | null): Promise<void> {
+    if (basis !== null) this.registry!.setBasis(basis);
+    const host = this.projections(basis);
+    if (this.device === null || Object.keys(host).length === 0) {
+      this.projectionFeeds = host;
+      return;
+    }
+    const previous = { tensors: Object.values(this.projectionFeeds) as DeviceTensor[], session: this.uploads };
+    const upload = await uploadToDevice(host, this.device.session);
+    this.projectionFeeds = upload.tensors;
+    this.uploads = upload.session;
+    for (const tensor of previous.tensors) tensor.dispose();
+    await previous.session?.dispose();
   }
 
   /** The projection inputs of every layer and group: P[:rank] side by side, or zeros without a basis. */
@@ -129,7 +158,11 @@ export class LlamaEngine {
 
   /** A batch for up to `maxRows` concurrent sequences (cache options default to the engine's). */
   createBatch(maxRows: number, cacheOptions: KvCacheOptions = {}): SequenceBatch {
-    return new SequenceBatch(this.config, maxRows, { ...this.cacheOptions, ...cacheOptions }, this.registry);
+    const options = { ...this.cacheOptions, ...cacheOptions };
+    let cache: KvCache | DeviceKvCache;
+    if (this.device === null) cache = new KvCache(this.config, maxRows, options);
+    else this.deviceCaches.add((cache = new DeviceKvCache(this.config, maxRows, options, this.device.ops)));
+    return new SequenceBatch(this.config, cache, this.registry);
   }
 
   /** Validates and registers an adapter; the session is untouched. */
@@ -160,9 +193,9 @@ export class LlamaEngine {
   /**
    * Runs one step: row r of the batch receives `newTokens[r]` (possibly none: the row waits this
    * step). Rows decoding one token run together in one run; rows taking several (a prompt or a
-   * chunk of one) run apart from them, contiguous new rows together, so a long prompt is never
-   * padded across the decoding rows. Returns each row's logits for its last new token or for all
-   * of them (no positions for a row that received none).
+   * chunk of one) run apart from them, adjacent ones together, so a long prompt is never padded
+   * across the decoding rows. Returns each row's logits for its last new token or for all of them
+   * (no positions for a row that received none).
    */
   async step(batch: SequenceBatch, newTokens: number[][], logits: LogitsSelection = "last"): Promise<RowLogits[]> {
     const { vocabSize } = this.config;
@@ -177,121 +210,58 @@ export class LlamaEngine {
     });
     const out: RowLogits[] = counts.map(() => NO_LOGITS);
     if (counts.every((n) => n === 0)) return out;
-    // A row riding along in the decode run without a token of its own needs no slot, but one more
-    // keeps every row's next write in range.
-    cache.reserve(counts);
+    // On the device a waiting row also writes one throw-away token at its length.
+    cache.reserve(cache instanceof DeviceKvCache ? counts.map((n) => Math.max(n, 1)) : counts);
 
     let lastDecodeRow = -1;
     counts.forEach((n, row) => (lastDecodeRow = n === 1 ? row : lastDecodeRow));
     if (lastDecodeRow >= 0) {
-      const span = lastDecodeRow + 1; // rows [0, span): a contiguous view of the cache
-      const spanCounts = counts.slice(0, span).map((n) => (n === 1 ? 1 : 0));
-      const results = await this.run(batch, 0, spanCounts, newTokens.slice(0, span), logits);
-      spanCounts.forEach((n, i) => (out[i] = n === 1 ? results[i] : NO_LOGITS));
+      // Rows [0, span) ride in the decode run (a contiguous view of the host cache; on the device, every slot).
+      const span = cache instanceof DeviceKvCache ? cache.maxRows : lastDecodeRow + 1;
+      const decodeCounts = Array.from({ length: span }, (_, row) => (counts[row] === 1 ? 1 : 0));
+      const results = await this.run(batch, 0, decodeCounts, decodeCounts.map((n, row) => (n === 1 ? newTokens[row] : [])), logits);
+      decodeCounts.forEach((n, row) => (out[row] = n === 1 ? results[row] : NO_LOGITS));
     }
-    for (let row = 0; row < rows; ) {
-      if (counts[row] < 2) {
-        row++;
-        continue;
-      }
-      let end = row + 1; // a run of adjacent rows that all take several tokens
-      while (end < rows && counts[end] >= 2) end++;
-      const results = await this.run(batch, row, counts.slice(row, end), newTokens.slice(row, end), logits);
-      results.forEach((result, i) => (out[row + i] = result));
-      row = end;
+    for (const [first, end] of promptGroups(counts, cache.lengths, cache instanceof DeviceKvCache)) {
+      const results = await this.run(batch, first, counts.slice(first, end), newTokens.slice(first, end), logits);
+      results.forEach((result, i) => (out[first + i] = result));
     }
     return out;
   }
 
-  /**
-   * One session run over rows [first, first + counts.length): each row's first `counts[i]` tokens
-   * are real (0: the row rides along on one masked dummy token and keeps nothing of it); the
-   * cache is fed as a view of those rows and the new keys/values are written into it.
-   */
+  /** One session run over rows [first, first + counts.length) of the batch. */
   private async run(batch: SequenceBatch, first: number, counts: number[], newTokens: number[][], logits: LogitsSelection): Promise<RowLogits[]> {
-    const { vocabSize, numLayers, numKvHeads, headDim } = this.config;
     const cache = batch.cache;
-    const rows = counts.length;
-    const tokens = Math.max(1, ...counts);
-    const lengths = counts.map((_, i) => cache.lengths[first + i]);
-    // Rows with nothing cached attend only to themselves: feed no past slots at all.
-    const past = lengths.some((n) => n > 0) ? cache.capacity : 0;
-    const context = past + tokens;
-    const window = this.window;
-
-    const inputIds = new BigInt64Array(rows * tokens);
-    const positionIds = new BigInt64Array(rows * tokens);
-    const bias = new Float32Array(rows * tokens * context).fill(MASK_VALUE);
-    const windowBias = window === null ? null : new Float32Array(rows * tokens * context).fill(MASK_VALUE);
-    const logitsRows: bigint[] = [];
-    for (let i = 0; i < rows; i++) {
-      const start = lengths[i];
-      const count = counts[i];
-      const last = Math.max(count, 1) - 1; // a padded or dummy token repeats the row's last real one
-      for (let t = 0; t < tokens; t++) {
-        const flat = i * tokens + t;
-        const own = Math.min(t, last); // the new token this query stands for
-        inputIds[flat] = BigInt(count === 0 ? 0 : newTokens[i][own]);
-        positionIds[flat] = BigInt(start + own);
-        const at = flat * context;
-        if (count > 0 && past > 0) bias.fill(0, at, at + start); // every cached token of this row
-        bias.fill(0, at + past, at + past + own + 1); // causal among the new ones
-        if (windowBias !== null) {
-          // Keys j with 0 ≤ position − j < window, over cached and new slots alike.
-          const position = start + own;
-          const lowest = position - window! + 1;
-          if (count > 0 && past > 0) windowBias.fill(0, at + Math.max(0, lowest), at + start);
-          windowBias.fill(0, at + past + Math.max(0, lowest - start), at + past + own + 1);
-        }
-      }
-      if (count === 0) continue;
-      if (logits === "last") logitsRows.push(BigInt(i * tokens + count - 1));
-      else for (let t = 0; t < count; t++) logitsRows.push(BigInt(i * tokens + t));
-    }
-
-    const feeds: Record<string, HostTensor> = {
-      [LLAMA_IO.inputIds]: { dtype: "int64", shape: [rows, tokens], data: inputIds },
-      [LLAMA_IO.positionIds]: { dtype: "int64", shape: [rows, tokens], data: positionIds },
-      [LLAMA_IO.attentionBias]: { dtype: "float32", shape: [rows, tokens, context], data: bias },
-      [LLAMA_IO.logitsRows]: { dtype: "int64", shape: [logitsRows.length], data: BigInt64Array.from(logitsRows) },
+    const lengths = counts.map((_, i) => cache.lengths[first + i] ?? 0); // device slots past the rows hold nothing
+    const run: RunRows = { counts, lengths, newTokens, tokens: Math.max(1, ...counts) };
+    const feeds: Record<string, Feed> = {
+      ...tokenFeeds(run, logits),
+      ...this.projectionFeeds,
+      ...adapterFeeds(this.config, batch.adapterRows, first, counts.length),
     };
-    if (windowBias !== null) feeds[LLAMA_IO.windowBias] = { dtype: "float32", shape: [rows, tokens, context], data: windowBias };
-    const empty = new Float32Array(0);
-    for (let layer = 0; layer < numLayers; layer++) {
-      feeds[LLAMA_IO.pastKeyT(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer, first, rows) : empty };
-      feeds[LLAMA_IO.pastValue(layer)] = { dtype: "float32", shape: [rows, numKvHeads, past, headDim], data: past > 0 ? cache.pastValues(layer, first, rows) : empty };
+    if (cache instanceof KvCache) {
+      Object.assign(feeds, hostCacheFeeds(this.config, cache, first, run, this.window));
+      const results = await this.session.run(feeds);
+      writeHostCache(this.config, cache, first, run, results);
+      return rowLogits(this.config.vocabSize, counts, results[LLAMA_IO.logits].data as Float32Array, logits);
     }
-    Object.assign(feeds, this.projectionFeeds);
-    const adapterRows = batch.adapterRows;
-    if (adapterRows !== null) {
-      adapterRows.modules.forEach((module, m) => {
-        const shape = adapterRows.inputShape(m, rows);
-        for (let layer = 0; layer < numLayers; layer++) {
-          feeds[adapterInputName(layer, module)] = { dtype: "float32", shape, data: adapterRows.input(layer, m, first, rows) };
-        }
-      });
-    }
-    const results = await this.session.run(feeds);
-    for (let layer = 0; layer < numLayers; layer++) {
-      const keys = results[LLAMA_IO.newKeyT(layer)].data as Float32Array;
-      const values = results[LLAMA_IO.newValue(layer)].data as Float32Array;
-      cache.write(layer, first, keys, values, tokens, counts);
-    }
-    cache.advance(first, counts);
-
-    const all = results[LLAMA_IO.logits].data as Float32Array;
-    const out: RowLogits[] = [];
-    let offset = 0;
-    for (let i = 0; i < rows; i++) {
-      if (counts[i] === 0) {
-        out.push(NO_LOGITS);
-        continue;
+    await cache.prepare();
+    const whole = first === 0 && counts.length === cache.maxRows;
+    const selected = whole ? null : await cache.selectRows(first, counts.length);
+    Object.assign(feeds, deviceCacheFeeds(this.config, (layer) => (selected === null ? cache.layer(layer) : selected[layer]), run));
+    try {
+      const { host, device } = await this.session.runMixed(feeds);
+      const present = presentLayers(this.config, device);
+      if (selected === null) cache.replace(present);
+      else {
+        await cache.writeRows(first, counts.length, present);
+        for (const layer of present) (layer.key.dispose(), layer.value.dispose());
       }
-      const positions = logits === "last" ? 1 : counts[i];
-      out.push({ positions, data: all.slice(offset * vocabSize, (offset + positions) * vocabSize) });
-      offset += positions;
+      cache.advance(first, counts.slice(0, Math.max(0, cache.rows - first)));
+      return rowLogits(this.config.vocabSize, counts, host[LLAMA_IO.logits].data as Float32Array, logits);
+    } finally {
+      if (selected !== null) for (const layer of selected) (layer.key.dispose(), layer.value.dispose());
     }
-    return out;
   }
 
   /** Ends onnxruntime profiling (when the session was created with a profile prefix). */
@@ -299,8 +269,15 @@ export class LlamaEngine {
     this.session.endProfiling();
   }
 
-  /** Releases the session. */
+  /** Releases the session (and the device graphs and projections). */
   async dispose(): Promise<void> {
+    if (this.device !== null) {
+      for (const cache of this.deviceCaches) cache.dispose();
+      this.deviceCaches.clear();
+      for (const tensor of Object.values(this.projectionFeeds) as DeviceTensor[]) tensor.dispose();
+      await this.uploads?.dispose();
+      await this.device.ops.dispose();
+    }
     await this.session.dispose();
   }
 }
@@ -310,4 +287,40 @@ function createRegistry(config: ModelConfig, options: EngineAdapterOptions): Ada
   if (!Number.isInteger(rank) || rank < 1) throw new Error(`serving rank must be a positive integer, got ${rank}`);
   const targetModules = options.targetModules ?? basis?.targetModules ?? [...DEFAULT_TARGET_MODULES];
   return new AdapterRegistry(config, rank, targetModules);
+}
+
+/**
+ * Groups of adjacent rows taking several tokens, [first, end): on the host any such rows run
+ * together (each has its own mask); on the device GroupQueryAttention reads every row's past as
+ * "cached + new − width", so rows run together only if all start empty (a first prompt, right
+ * padded) or all take the same number of tokens.
+ */
+function promptGroups(counts: readonly number[], lengths: readonly number[], device: boolean): [number, number][] {
+  const groups: [number, number][] = [];
+  for (let row = 0; row < counts.length; ) {
+    if (counts[row] < 2) {
+      row++;
+      continue;
+    }
+    let end = row + 1;
+    const fits = (next: number) =>
+      counts[next] >= 2 && (!device || (lengths[row] === 0 && lengths[next] === 0) || (lengths[row] > 0 && lengths[next] > 0 && counts[next] === counts[row]));
+    while (end < counts.length && fits(end)) end++;
+    groups.push([row, end]);
+    row = end;
+  }
+  return groups;
+}
+
+/**
+ * Copies host tensors to the device once (an identity graph whose outputs stay there). The outputs
+ * belong to the session that made them: it must outlive them.
+ */
+async function uploadToDevice(tensors: Record<string, HostTensor>, options: OnnxSessionOptions): Promise<{ tensors: Record<string, DeviceTensor>; session: OnnxSession }> {
+  const g = new GraphBuilder("upload");
+  const names = Object.keys(tensors);
+  names.forEach((name, i) => g.output(unary(g, "Identity", `/upload.${i}`, g.input(name, tensors[name].dtype, tensors[name].shape)), `out.${i}`));
+  const session = await OnnxSession.create(g.serialize(), { inputs: g.inputs, outputs: g.outputs }, { ...options, deviceOutputs: g.outputs.map((o) => o.name) });
+  const { device } = await session.runMixed(tensors);
+  return { tensors: Object.fromEntries(names.map((name, i) => [name, device[`out.${i}`]])), session };
 }

@@ -6,21 +6,22 @@
 import type { ModelConfig } from "../model/config.ts";
 import type { AdapterRegistry } from "./adapter-registry.ts";
 import { AdapterRows } from "./adapter-rows.ts";
-import { KvCache, type KvCacheOptions } from "./kv-cache.ts";
+import type { DeviceKvCache } from "./device-kv-cache.ts";
+import type { KvCache } from "./kv-cache.ts";
 
 export class SequenceBatch {
-  readonly cache: KvCache;
   readonly adapterRows: AdapterRows | null;
+  readonly maxRows: number;
   private readonly adapterIds: (string | null)[] = [];
 
   constructor(
     config: ModelConfig,
-    readonly maxRows: number,
-    cacheOptions: KvCacheOptions,
+    /** The rows' keys and values: on the host, or on the device. */
+    readonly cache: KvCache | DeviceKvCache,
     private readonly registry: AdapterRegistry | null,
   ) {
-    this.cache = new KvCache(config, maxRows, cacheOptions);
-    this.adapterRows = registry === null ? null : new AdapterRows(config, maxRows, registry.rank, registry.targetModules);
+    this.maxRows = cache.maxRows;
+    this.adapterRows = registry === null ? null : new AdapterRows(config, cache.maxRows, registry.rank, registry.targetModules);
   }
 
   /** Active rows. */

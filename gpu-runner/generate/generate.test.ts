@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamaEngine, type RowLogits } from "../engine/llama-engine.ts";
+import { KvCache } from "../engine/kv-cache.ts";
 import { SequenceBatch } from "../engine/sequence-batch.ts";
 import { referenceForward } from "../model/reference.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
@@ -67,7 +68,7 @@ function scriptedEngine(script: number[]): TokenStepper {
   let position = 0;
   return {
     config,
-    createBatch: (rows: number, cacheOptions = {}) => new SequenceBatch(config, rows, cacheOptions, null),
+    createBatch: (rows: number, cacheOptions = {}) => new SequenceBatch(config, new KvCache(config, rows, cacheOptions), null),
     async step(batch: SequenceBatch, tokens: number[][]): Promise<RowLogits[]> {
       batch.cache.advance(0, tokens.map((t) => t.length));
       const data = new Float32Array(config.vocabSize).fill(-10);

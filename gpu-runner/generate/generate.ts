@@ -35,12 +35,16 @@ export class GenerationError extends Error {
 /** What generation needs of an engine (tests drive it with a scripted one). */
 export type TokenStepper = Pick<LlamaEngine, "config" | "createBatch" | "step">;
 
-/** Checks a prompt and options against the model before any work is done. */
-export function validateGeneration(engine: TokenStepper, promptIds: number[], options: GenerationOptions): void {
+/** Checks a prompt and options against the model (and a runner's tighter context limit) before any work is done. */
+export function validateGeneration(engine: TokenStepper, promptIds: number[], options: GenerationOptions, contextLimit = engine.config.maxPositionEmbeddings): void {
   const context = engine.config.maxPositionEmbeddings;
   if (promptIds.length === 0) throw new GenerationError("prompt is empty");
-  if (promptIds.length >= context) {
-    throw new GenerationError(`prompt has ${promptIds.length} tokens; the model's context is ${context} tokens, prompt plus completion`);
+  if (promptIds.length >= Math.min(context, contextLimit)) {
+    const limit =
+      contextLimit < context
+        ? `this runner holds ${contextLimit} tokens per sequence (its KV cache memory budget; the model's own context is ${context})`
+        : `the model's context is ${context} tokens`;
+    throw new GenerationError(`prompt has ${promptIds.length} tokens; ${limit}, prompt plus completion`);
   }
   if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) {
     throw new GenerationError(`maxNewTokens must be an integer ≥ 1, got ${options.maxNewTokens}`);

@@ -20,7 +20,7 @@ import type { CallbackClient, CallbackRoute } from "./callbacks.ts";
 import { DataSourceError, downloadBytes, readDataSource, type DataFetchOptions } from "./data-source.ts";
 
 export interface JobManagerOptions {
-  model: TrainerModel;
+  model: TrainerModel | (() => Promise<TrainerModel>); // a function: the model is ready later (its basis is being computed)
   directory: string; // where jobs live on disk
   maxRank: number; // the largest adapter rank this runner serves
   callbacks: CallbackClient;
@@ -232,7 +232,8 @@ export class JobManager {
 
       const training = await this.readData(request, "training", controller.signal);
       const validation = request.validation_file ? await this.readData(request, "validation", controller.signal) : undefined;
-      const result = await fineTune(this.options.model, {
+      const model = await this.model();
+      const result = await fineTune(model, {
         training,
         validation,
         method: request.method,
@@ -327,7 +328,7 @@ export class JobManager {
         stored.tokensAtCheckpoint = job.trained_tokens;
         await this.persist(stored);
         if (request.callback_url !== undefined) {
-          const adapter = checkpointAdapter(this.options.model, event.checkpoint, job.id);
+          const adapter = checkpointAdapter(await this.model(), event.checkpoint, job.id);
           this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.checkpoint(event.step), adapter, this.route(stored));
           this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.state, serializeCheckpoint(event.checkpoint), this.route(stored));
         }
@@ -413,6 +414,12 @@ export class JobManager {
 
   private directoryOf(id: string): string {
     return join(this.options.directory, id);
+  }
+
+  /** The model jobs train against, once it is ready. */
+  private model(): Promise<TrainerModel> {
+    const { model } = this.options;
+    return typeof model === "function" ? model() : Promise.resolve(model);
   }
 
   private async persist(stored: StoredJob, status?: "queued"): Promise<void> {

@@ -32,7 +32,7 @@ import { headNormName, weight } from "./weights.ts";
  * [batch, tokens, heads·head_dim]:
  *   - "sequence": the whole sequence at once from primitive ops, with additive masks
  *     [batch, tokens, tokens] (the training graphs; the autodiff differentiates it);
- *   - "hostCache": the same ops against a KV cache the host owns and feeds as it lies (a CPU
+ *   - "hostCache": primitive ops against a KV cache the host owns and feeds as it lies (a CPU
  *     provider reads the host's buffers without copying them), with masks [batch, tokens,
  *     capacity + tokens]; only the new tokens' keys and values come back, for the host to
  *     write into its cache;
@@ -46,8 +46,8 @@ export type AttentionInputs =
       kind: "hostCache";
       bias: Value; // [batch, tokens, capacity + tokens]: 0 where allowed, MASK_VALUE elsewhere
       windowBias: Value | null; // the same within each sliding window
-      past(layer: number): { keyT: Value; value: Value }; // [batch, kv_heads, head_dim, capacity], [batch, kv_heads, capacity, head_dim]
-      onNew(layer: number, keyT: Value, value: Value): void; // the new tokens': [batch, kv_heads, head_dim, tokens], [batch, kv_heads, tokens, head_dim]
+      past(layer: number): { key: Value; valueT: Value }; // [batch, kv_heads, capacity, head_dim], [batch, kv_heads, head_dim, capacity]
+      onNew(layer: number, key: Value, valueT: Value): void; // the new tokens': [batch, kv_heads, tokens, head_dim], [batch, kv_heads, head_dim, tokens]
     }
   | {
       kind: "deviceCache";
@@ -114,7 +114,7 @@ function buildContext(linear: LinearContext, positionIds: Value, attention: Atte
   const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
   let cacheCapacity: Value | null = null;
   if (attention.kind === "hostCache") {
-    const pastShape = shapeOf(g, "/model/shapes/past/Shape", attention.past(0).value);
+    const pastShape = shapeOf(g, "/model/shapes/past/Shape", attention.past(0).key);
     cacheCapacity = slice(g, "/model/shapes/past/Slice", pastShape, 0, 2, 3);
   }
   return { ...linear, attention, cacheCapacity, cosQ, sinQ, cosK: cos, sinK: sin };
@@ -141,31 +141,25 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value): Value[] {
   const q = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ);
   const k = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
   const attention = ctx.attention;
-  const mixed = attention.kind === "deviceCache" ? attendOnDevice(ctx, attention, layer, q, k, v3) : attend(ctx, attention, layer, q, k, v3);
+  const mixed =
+    attention.kind === "deviceCache"
+      ? attendOnDevice(ctx, attention, layer, q, k, v3)
+      : attention.kind === "hostCache"
+        ? attendHostCache(ctx, attention, layer, q, k, v3)
+        : attendSequence(ctx, attention, layer, q, k, v3);
   return linearGroup(ctx, layer, "o_proj", mixed, `${p}/o_proj`, true);
 }
 
 /**
- * Attention from primitive ops, over the new tokens and (with a host cache) the cached ones:
+ * The whole sequence at once from primitive ops (the training graphs; the autodiff differentiates
+ * it):
  *
- *   q ─Transpose─Reshape ─ q [b, kv, groups, t, d]
- *   k ─Transpose(0,2,3,1) ─ kᵀ [b, kv, d, t] ──▶ new keys      v ─Reshape─Transpose ─ [b, kv, t, d] ──▶ new values
- *   scores = Concat(q·pastKᵀ, q·kᵀ) + mask ─Softmax─┬─Slice[:capacity]─MatMul(pastV)─┐
- *                                                   └─Slice[capacity:]─MatMul(v)─────Add─Reshape─Transpose
+ *   q ─Transpose─Reshape ─ [b, kv, groups, t, d] ─MatMul(kᵀ [b, kv, 1, d, t])─Add(mask)─Softmax─MatMul(v [b, kv, 1, t, d])
  *
  * Keys and values get a group axis of size 1 (Unsqueeze, no copy) that broadcasts over the
- * query heads sharing them, so each product is a matrix-vector run per query head in decode,
- * and the cache is read where it lies rather than concatenated with the new tokens. Without a
- * cache, scores are q·kᵀ alone.
+ * query heads sharing them.
  */
-function attend(
-  ctx: DecoderContext,
-  inputs: Extract<AttentionInputs, { kind: "sequence" | "hostCache" }>,
-  layer: number,
-  q: Value,
-  k: Value,
-  v3: Value,
-): Value {
+function attendSequence(ctx: DecoderContext, inputs: Extract<AttentionInputs, { kind: "sequence" }>, layer: number, q: Value, k: Value, v3: Value): Value {
   const { g, config } = ctx;
   const { numHeads, numKvHeads, headDim } = config;
   const p = `/model/layers.${layer}/attn`;
@@ -177,40 +171,76 @@ function attend(
   const keyT = transpose(g, `${p}/k/Transpose`, k, [0, 2, 3, 1]); // [batch, kv_heads, head_dim, tokens]
   const v4 = reshape(g, `${p}/v/Reshape`, v3, [0, 0, numKvHeads, headDim]);
   const value = transpose(g, `${p}/v/Transpose`, v4, [0, 2, 1, 3]); // [batch, kv_heads, tokens, head_dim]
-  const mask = config.attentionWindows[layer] === null ? inputs.bias : inputs.windowBias;
-  if (mask === null) throw new Error(`layer ${layer} has a sliding window but the graph has no window mask`);
-  const bias5 = unsqueeze(g, `${p}/bias/Unsqueeze`, mask, [1, 2]); // [batch, 1, 1, tokens, context]
-
-  const newScores = matMul(g, `${p}/scores_new/MatMul`, q5, unsqueeze(g, `${p}/key/Unsqueeze`, keyT, [2])); // [.., tokens, tokens]
-  const value5 = unsqueeze(g, `${p}/value/Unsqueeze`, value, [2]); // [batch, kv, 1, tokens, head_dim]
-  let mixed: Value; // [batch, kv_heads, groups, tokens, head_dim]
-  if (inputs.kind === "sequence") {
-    const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, newScores, bias5), -1);
-    mixed = matMul(g, `${p}/context/MatMul`, probs, value5);
-  } else {
-    inputs.onNew(layer, keyT, value);
-    const past = inputs.past(layer);
-    const pastKey5 = unsqueeze(g, `${p}/past_key/Unsqueeze`, past.keyT, [2]); // [batch, kv, 1, head_dim, capacity]
-    const pastValue5 = unsqueeze(g, `${p}/past_value/Unsqueeze`, past.value, [2]); // [batch, kv, 1, capacity, head_dim]
-    const pastScores = matMul(g, `${p}/scores_past/MatMul`, q5, pastKey5); // [batch, kv, groups, tokens, capacity]
-    const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], -1, "context");
-    const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, bias5), -1);
-    const capacity = ctx.cacheCapacity!;
-    const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 4, 0, capacity, "capacity");
-    const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 4, capacity, Number.MAX_SAFE_INTEGER, "tokens");
-    mixed = binary(
-      g,
-      "Add",
-      `${p}/context/Add`,
-      matMul(g, `${p}/context_past/MatMul`, pastProbs, pastValue5),
-      matMul(g, `${p}/context_new/MatMul`, newProbs, value5),
-    );
-  }
+  const mask = layerMask(config, layer, inputs.bias, inputs.windowBias);
+  const bias5 = unsqueeze(g, `${p}/bias/Unsqueeze`, mask, [1, 2]); // [batch, 1, 1, tokens, tokens]
+  const scores = matMul(g, `${p}/scores/MatMul`, q5, unsqueeze(g, `${p}/key/Unsqueeze`, keyT, [2])); // [.., tokens, tokens]
+  const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, bias5), -1);
+  const mixed = matMul(g, `${p}/context/MatMul`, probs, unsqueeze(g, `${p}/value/Unsqueeze`, value, [2])); // [batch, kv, groups, tokens, head_dim]
   const heads = reshape(g, `${p}/context/Reshape`, mixed, [0, numHeads, -1, headDim], {
     outShape: ["batch", numHeads, "tokens", headDim],
   });
   const tokensFirst = transpose(g, `${p}/context/Transpose`, heads, [0, 2, 1, 3]); // [batch, tokens, heads, head_dim]
   return reshape(g, `${p}/context/merge/Reshape`, tokensFirst, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
+}
+
+/**
+ * Attention over the host's cache and the new tokens, with the cache as the streamed left operand
+ * of every product: a CPU GEMM streams its left operand as it lies but repacks its right operand
+ * on every call, so the cache (capacity-long) goes left and the queries (a few rows) right.
+ *
+ *   q ─Transpose─Reshape ─ qᵀ [b, kv, d, groups·t]
+ *   scoresᵀ = Concat(pastK [b, kv, cap, d] · qᵀ, newK · qᵀ) ─Reshape [b, kv, ctx, groups, t] ─Add(maskᵀ)─Softmax(ctx)
+ *   outᵀ = pastVᵀ [b, kv, d, cap] · probsᵀ[:cap] + newVᵀ · probsᵀ[cap:] ─ [b, kv, d, groups·t] ─Transpose─Reshape ─ [b, t, heads·d]
+ *
+ * Only the new tokens' keys and values (k, vᵀ) leave the graph, for the host to write into its cache.
+ */
+function attendHostCache(ctx: DecoderContext, inputs: Extract<AttentionInputs, { kind: "hostCache" }>, layer: number, q: Value, k: Value, v3: Value): Value {
+  const { g, config } = ctx;
+  const { numHeads, numKvHeads, headDim } = config;
+  const p = `/model/layers.${layer}/attn`;
+  const groups = numHeads / numKvHeads;
+  const capacity = ctx.cacheCapacity!;
+  // q [batch, tokens, heads, d] with heads = kv·groups → qᵀ [batch, kv, d, groups·tokens] (column = group·tokens + token)
+  const q5 = reshape(g, `${p}/q/group/Reshape`, q, [0, 0, numKvHeads, groups, headDim]); // [batch, tokens, kv, groups, d]
+  const qT = reshape(g, `${p}/q/T/Reshape`, transpose(g, `${p}/q/Transpose`, q5, [0, 2, 4, 3, 1]), [0, 0, 0, -1], {
+    outShape: ["batch", numKvHeads, headDim, "group_tokens"],
+  }); // [batch, kv, d, groups·tokens]
+  const key = transpose(g, `${p}/k/Transpose`, k, [0, 2, 1, 3]); // [batch, kv, tokens, d]
+  const v4 = reshape(g, `${p}/v/Reshape`, v3, [0, 0, numKvHeads, headDim]);
+  const valueT = transpose(g, `${p}/v/Transpose`, v4, [0, 2, 3, 1]); // [batch, kv, d, tokens]
+  inputs.onNew(layer, key, valueT);
+  const past = inputs.past(layer);
+
+  const pastScores = matMul(g, `${p}/scores_past/MatMul`, past.key, qT); // [batch, kv, capacity, groups·tokens]
+  const newScores = matMul(g, `${p}/scores_new/MatMul`, key, qT); // [batch, kv, tokens, groups·tokens]
+  const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], 2, "context"); // [batch, kv, context, groups·tokens]
+  const scores5 = reshape(g, `${p}/scores/Reshape`, scores, [0, 0, 0, groups, -1], {
+    outShape: ["batch", numKvHeads, "context", groups, "tokens"],
+  });
+  // mask [batch, tokens, context] → [batch, 1, context, 1, tokens], broadcast over KV heads and groups
+  const mask = layerMask(config, layer, inputs.bias, inputs.windowBias);
+  const maskT = unsqueeze(g, `${p}/bias/Unsqueeze`, transpose(g, `${p}/bias/Transpose`, mask, [0, 2, 1]), [1, 3]);
+  const probs5 = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores5, maskT), 2);
+  const probs = reshape(g, `${p}/probs/Reshape`, probs5, [0, 0, 0, -1], { outShape: ["batch", numKvHeads, "context", "group_tokens"] });
+  const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 2, 0, capacity, "capacity");
+  const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 2, capacity, Number.MAX_SAFE_INTEGER, "tokens");
+  const outT = binary(
+    g,
+    "Add",
+    `${p}/context/Add`,
+    matMul(g, `${p}/context_past/MatMul`, past.valueT, pastProbs),
+    matMul(g, `${p}/context_new/MatMul`, valueT, newProbs),
+  ); // [batch, kv, d, groups·tokens]
+  const out5 = reshape(g, `${p}/context/Reshape`, outT, [0, 0, 0, groups, -1], { outShape: ["batch", numKvHeads, headDim, groups, "tokens"] });
+  const tokensFirst = transpose(g, `${p}/context/Transpose`, out5, [0, 4, 1, 3, 2]); // [batch, tokens, kv, groups, d]
+  return reshape(g, `${p}/context/merge/Reshape`, tokensFirst, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
+}
+
+/** The mask a layer attends under: the sliding-window one for a windowed layer. */
+function layerMask(config: DecoderContext["config"], layer: number, bias: Value, windowBias: Value | null): Value {
+  const mask = config.attentionWindows[layer] === null ? bias : windowBias;
+  if (mask === null) throw new Error(`layer ${layer} has a sliding window but the graph has no window mask`);
+  return mask;
 }
 
 /**

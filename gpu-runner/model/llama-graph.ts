@@ -20,7 +20,7 @@
  * (see adapter-layout.ts).
  */
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
-import { gather, gemmTransB, matMul, reshape } from "../graph/ops.ts";
+import { gather, gemmTransB, matMul, reshape, transpose } from "../graph/ops.ts";
 import { adapterInputName, projectionInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildDecoder, weightTensor, type AttentionInputs } from "./decoder-graph.ts";
@@ -39,15 +39,15 @@ export const LLAMA_IO = {
   // host cache
   attentionBias: "attention_bias", // float [batch, tokens, capacity + tokens]: 0 where allowed, MASK_VALUE elsewhere
   windowBias: "attention_window_bias", // the same within each sliding window (only when a layer has one)
-  pastKeyT: (layer: number) => `past.${layer}.key_t`, // float [batch, kv_heads, head_dim, capacity]
-  pastValue: (layer: number) => `past.${layer}.value`, // float [batch, kv_heads, capacity, head_dim]
-  newKeyT: (layer: number) => `new.${layer}.key_t`, // float [batch, kv_heads, head_dim, tokens]
-  newValue: (layer: number) => `new.${layer}.value`, // float [batch, kv_heads, tokens, head_dim]
+  pastKey: (layer: number) => `past.${layer}.key`, // float [batch, kv_heads, capacity, head_dim]
+  pastValueT: (layer: number) => `past.${layer}.value_t`, // float [batch, kv_heads, head_dim, capacity]
+  newKey: (layer: number) => `new.${layer}.key`, // float [batch, kv_heads, tokens, head_dim]
+  newValueT: (layer: number) => `new.${layer}.value_t`, // float [batch, kv_heads, head_dim, tokens]
   // device cache
   seqlensK: "seqlens_k", // int32 [batch]: cached + new tokens of each row, minus one
   totalSequenceLength: "total_sequence_length", // int32 []: the largest cached + new of the batch
-  pastKey: (layer: number) => `past_key_values.${layer}.key`, // float [batch, kv_heads, capacity, head_dim]
-  pastValueDevice: (layer: number) => `past_key_values.${layer}.value`,
+  deviceKey: (layer: number) => `past_key_values.${layer}.key`, // float [batch, kv_heads, capacity, head_dim]
+  deviceValue: (layer: number) => `past_key_values.${layer}.value`,
   presentKey: (layer: number) => `present.${layer}.key`, // the updated cache, same shape
   presentValue: (layer: number) => `present.${layer}.value`,
 } as const;
@@ -75,9 +75,21 @@ export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
   // Only the requested rows reach the vocabulary projection: [rows, hidden] → [rows, vocab]
   const selected = gather(g, "/model/logits_rows/Gather", flat, logitsRows);
-  const logits = gemmTransB(g, "/lm_head/Gemm", selected, weightTensor(linear, lmHeadName(config)));
+  const logits = config.tieWordEmbeddings ? tiedLogits(g, weightTensor(linear, lmHeadName(config)), selected) : gemmTransB(g, "/lm_head/Gemm", selected, weightTensor(linear, lmHeadName(config)));
   g.output(logits, LLAMA_IO.logits);
   return g;
+}
+
+/**
+ * Logits from tied embeddings E [vocab, hidden] with E on the left: (E · xᵀ)ᵀ. The embedding Gather
+ * needs E as it is, and a CPU product repacks its right operand into a private copy, so E on the
+ * right would hold the largest tensor of the model twice; on the left it is streamed as it lies.
+ *
+ *   x [rows, hidden] ─Transpose─ xᵀ ─MatMul(E, ·)─ [vocab, rows] ─Transpose─ [rows, vocab]
+ */
+function tiedLogits(g: GraphBuilder, embedding: Value, x: Value): Value {
+  const xT = transpose(g, "/lm_head/input/Transpose", x, [1, 0]); // [hidden, rows]
+  return transpose(g, "/lm_head/Transpose", matMul(g, "/lm_head/MatMul", embedding, xT), [1, 0]); // [rows, vocab]
 }
 
 /** Inputs and outputs of a cache the host owns: masks, the cache as it lies, the new tokens' keys and values. */
@@ -86,17 +98,17 @@ function hostCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
   const bias = g.input(LLAMA_IO.attentionBias, "float32", ["batch", "tokens", "context"]);
   const windowBias = config.attentionWindows.some((w) => w !== null) ? g.input(LLAMA_IO.windowBias, "float32", ["batch", "tokens", "context"]) : null;
   const pasts = Array.from({ length: config.numLayers }, (_, layer) => ({
-    keyT: g.input(LLAMA_IO.pastKeyT(layer), "float32", ["batch", numKvHeads, headDim, "capacity"]),
-    value: g.input(LLAMA_IO.pastValue(layer), "float32", ["batch", numKvHeads, "capacity", headDim]),
+    key: g.input(LLAMA_IO.pastKey(layer), "float32", ["batch", numKvHeads, "capacity", headDim]),
+    valueT: g.input(LLAMA_IO.pastValueT(layer), "float32", ["batch", numKvHeads, headDim, "capacity"]),
   }));
   return {
     kind: "hostCache",
     bias,
     windowBias,
     past: (layer) => pasts[layer],
-    onNew(layer, keyT, value) {
-      g.output(keyT, LLAMA_IO.newKeyT(layer));
-      g.output(value, LLAMA_IO.newValue(layer));
+    onNew(layer, key, valueT) {
+      g.output(key, LLAMA_IO.newKey(layer));
+      g.output(valueT, LLAMA_IO.newValueT(layer));
     },
   };
 }
@@ -108,8 +120,8 @@ function deviceCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
   const totalSequenceLength = g.input(LLAMA_IO.totalSequenceLength, "int32", []);
   const shape = ["batch", numKvHeads, "capacity", headDim];
   const pasts = Array.from({ length: config.numLayers }, (_, layer) => ({
-    key: g.input(LLAMA_IO.pastKey(layer), "float32", shape),
-    value: g.input(LLAMA_IO.pastValueDevice(layer), "float32", shape),
+    key: g.input(LLAMA_IO.deviceKey(layer), "float32", shape),
+    value: g.input(LLAMA_IO.deviceValue(layer), "float32", shape),
   }));
   return {
     kind: "deviceCache",

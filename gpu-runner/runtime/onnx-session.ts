@@ -18,6 +18,7 @@ export interface OnnxSessionOptions {
   allowSpinning?: boolean; // false when several sessions alternate on the same cores
   prepackWeights?: boolean; // CPU: repack constant weights for faster products (a private copy per session); default true
   profileFilePrefix?: string; // write onnxruntime's per-op profile (a JSON trace) with this prefix
+  deviceOutputs?: string[]; // outputs left in the provider's memory (WebGPU only), returned as DeviceTensors
 }
 
 /** A tensor on the host, typed as the graph declares it. */
@@ -26,6 +27,45 @@ export interface HostTensor {
   shape: number[];
   data: TypedData;
 }
+
+/**
+ * A tensor that stays in the execution provider's memory (a WebGPU buffer): an output of one run
+ * fed as an input of the next without crossing to the host. Its contents cannot be read here.
+ */
+export class DeviceTensor {
+  readonly location = "device";
+  #tensor: ort.Tensor | null;
+
+  /** Wraps an onnxruntime tensor that lives on the device. */
+  constructor(tensor: ort.Tensor) {
+    this.#tensor = tensor;
+  }
+
+  /** The element type. */
+  get dtype(): DataType {
+    return this.tensor.type as DataType;
+  }
+
+  /** The dimensions. */
+  get shape(): number[] {
+    return [...this.tensor.dims];
+  }
+
+  /** The underlying tensor, for the session that feeds it. */
+  get tensor(): ort.Tensor {
+    if (this.#tensor === null) throw new Error("this device tensor has been released");
+    return this.#tensor;
+  }
+
+  /** Returns the buffer to the provider; the tensor cannot be used afterwards. */
+  dispose(): void {
+    this.#tensor?.dispose();
+    this.#tensor = null;
+  }
+}
+
+/** An input of a run: on the host, or already on the device. */
+export type Feed = HostTensor | DeviceTensor;
 
 /** The declared inputs and outputs of a graph, as the builder recorded them. */
 export interface GraphSignature {
@@ -58,6 +98,7 @@ export class OnnxSession {
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly signature: GraphSignature,
+    private readonly deviceOutputs: ReadonlySet<string>,
   ) {}
 
   /** Creates a session from serialised model bytes or a path to an .onnx file. */
@@ -74,6 +115,9 @@ export class OnnxSession {
       interOpNumThreads: 1,
       executionMode: "sequential",
       ...(options.profileFilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
+      ...(options.deviceOutputs !== undefined && options.deviceOutputs.length > 0
+        ? { preferredOutputLocation: Object.fromEntries(signature.outputs.map((o) => [o.name, options.deviceOutputs!.includes(o.name) ? "gpu-buffer" : "cpu"])) }
+        : {}),
       extra: {
         session: {
           intra_op: { allow_spinning: options.allowSpinning === false ? "0" : "1" },
@@ -89,15 +133,25 @@ export class OnnxSession {
       throw new Error(`onnxruntime could not load the model on ${provider}: ${(error as Error).message}${hint}`);
     }
     sessionsCreated++;
-    return new OnnxSession(session, signature);
+    if (options.deviceOutputs !== undefined && options.deviceOutputs.length > 0 && provider !== "webgpu") {
+      throw new Error(`outputs can stay on the device only with the webgpu provider, not ${provider}`);
+    }
+    return new OnnxSession(session, signature, new Set(options.deviceOutputs ?? []));
   }
 
   /** Runs the graph; returns the requested outputs (all by default) as host tensors. */
-  async run(feeds: Record<string, HostTensor>, outputNames?: string[]): Promise<Record<string, HostTensor>> {
+  async run(feeds: Record<string, Feed>, outputNames?: string[]): Promise<Record<string, HostTensor>> {
+    const { host, device } = await this.runMixed(feeds, outputNames);
+    if (Object.keys(device).length > 0) throw new Error(`outputs ${Object.keys(device).join(", ")} stay on the device: use runMixed`);
+    return host;
+  }
+
+  /** Runs the graph; host outputs come back as host tensors, the session's device outputs as DeviceTensors. */
+  async runMixed(feeds: Record<string, Feed>, outputNames?: string[]): Promise<{ host: Record<string, HostTensor>; device: Record<string, DeviceTensor> }> {
     this.checkFeeds(feeds);
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, tensor] of Object.entries(feeds)) {
-      ortFeeds[name] = new ort.Tensor(ORT_TYPE[tensor.dtype], tensor.data as ort.Tensor.DataType, tensor.shape);
+      ortFeeds[name] = tensor instanceof DeviceTensor ? tensor.tensor : new ort.Tensor(ORT_TYPE[tensor.dtype], tensor.data as ort.Tensor.DataType, tensor.shape);
     }
     const wanted = outputNames ?? this.signature.outputs.map((o) => o.name);
     for (const name of wanted) {
@@ -110,12 +164,14 @@ export class OnnxSession {
       const described = Object.entries(feeds).map(([n, t]) => `${n}:${t.dtype}[${t.shape.join(",")}]`).join(" ");
       throw new Error(`onnxruntime run failed: ${(error as Error).message} (inputs ${described})`);
     }
-    const out: Record<string, HostTensor> = {};
+    const host: Record<string, HostTensor> = {};
+    const device: Record<string, DeviceTensor> = {};
     for (const name of wanted) {
       const value = results[name] as ort.Tensor;
-      out[name] = { dtype: value.type as DataType, shape: [...value.dims], data: value.data as TypedData };
+      if (this.deviceOutputs.has(name)) device[name] = new DeviceTensor(value);
+      else host[name] = { dtype: value.type as DataType, shape: [...value.dims], data: value.data as TypedData };
     }
-    return out;
+    return { host, device };
   }
 
   /** Ends profiling (when enabled) and writes the trace file. */
@@ -128,7 +184,7 @@ export class OnnxSession {
     await this.session.release();
   }
 
-  private checkFeeds(feeds: Record<string, HostTensor>): void {
+  private checkFeeds(feeds: Record<string, Feed>): void {
     const bound = new Map<string, number>();
     const expected = new Map(this.signature.inputs.map((v) => [v.name, v]));
     for (const name of Object.keys(feeds)) {
@@ -153,7 +209,7 @@ export class OnnxSession {
           bound.set(dim, size);
         }
       });
-      if (feed.data.length !== elements) {
+      if (!(feed instanceof DeviceTensor) && feed.data.length !== elements) {
         throw new Error(`input "${input.name}" has ${feed.data.length} elements for shape [${feed.shape.join(", ")}]`);
       }
     }

@@ -2,7 +2,8 @@
  * Every failure the runner can answer, as the OpenAI-shaped error a client reads: the status, the
  * message, the field at fault. Anything unforeseen is a 500 with a generic message (and logged).
  */
-import { ApiError, badRequest, notFound, rateLimited, serverError } from "../../src/errors.ts";
+import { ApiError, badRequest, notFound, rateLimited, serverError, serviceUnavailable } from "../../src/errors.ts";
+import { BasisNotReadyError } from "../engine/adapter-registry.ts";
 import { AdapterInUseError } from "../adapters/adapter-cache.ts";
 import { AdapterNotFoundError } from "../adapters/adapter-store.ts";
 import { GenerationError } from "../generate/generate.ts";
@@ -10,9 +11,14 @@ import { JobConflictError, JobRequestError } from "../jobs/job-manager.ts";
 import { TooLargeError } from "./internal-routes.ts";
 import { QueueFullError } from "./scheduler.ts";
 
+/** How long a client waits before asking again for an adapter while the basis is computed. */
+const BASIS_RETRY_SECONDS = 5;
+
+/** The OpenAI-shaped error for anything a runner route throws. */
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof QueueFullError) return rateLimited(error.message, error.retryAfterSeconds);
+  if (error instanceof BasisNotReadyError) return serviceUnavailable(error.message, "basis_not_ready", BASIS_RETRY_SECONDS);
   if (error instanceof GenerationError) return badRequest(error.message);
   if (error instanceof JobRequestError) return badRequest(error.message, error.param);
   if (error instanceof JobConflictError) return new ApiError(409, "invalid_request_error", error.message, "id", "job_conflict");

@@ -22,8 +22,8 @@ export interface InternalApiOptions {
   publishAdapter: ((id: string, bytes: Uint8Array) => Promise<{ bytes: number }>) | null;
   maxAdapterBytes?: number; // largest adapter upload; default 64 MiB
   maxJobBytes?: number; // largest job submission (inline data included); default 128 MiB
-  /** PEFT import and export (they need the basis); absent: those routes answer 404. */
-  peft?: PeftTransferOptions | null;
+  /** PEFT import and export (they need the basis: a function throws while it is computed); absent: those routes answer 404. */
+  peft?: PeftTransferOptions | (() => PeftTransferOptions) | null;
 }
 
 /** The `/internal` sub-app. */
@@ -99,7 +99,7 @@ export function internalRoutes(options: InternalApiOptions): Hono {
 
   function requirePeft(): PeftTransferOptions {
     if (!options.peft) throw notFound("This runner does not convert PEFT adapters.");
-    return options.peft;
+    return typeof options.peft === "function" ? options.peft() : options.peft;
   }
 
   function requireAdapters(): AdapterCache {

@@ -64,6 +64,37 @@ describe("Scheduler", () => {
     expect(joined.ids).toEqual((await alone("late arrival", "b", { ...options, maxNewTokens: 8 })).ids);
   });
 
+  it("chunked prefill: a long prompt is read a few tokens per step while the other rows decode every step, and every request equals itself alone", async () => {
+    const steps: number[][] = []; // tokens fed to each row, per step
+    const recording = Object.create(engine) as LlamaEngine;
+    recording.step = (batch, tokens, logits) => {
+      steps.push(tokens.map((t) => t.length));
+      return engine.step(batch, tokens, logits);
+    };
+    const scheduler = new Scheduler(recording, tokenizer, { maxBatch: 3, maxQueue: 8, prefillChunkTokens: 5 });
+    const options: GenerationOptions = { maxNewTokens: 40, temperature: 0, eosTokenIds: [] };
+    const longPrompt = "A long prompt that arrives while two rows decode. ".repeat(2); // 100 byte tokens
+    const first = scheduler.submit({ promptIds: tokenizer.encode("one"), adapterId: "a", options });
+    const second = collect(scheduler.submit({ promptIds: tokenizer.encode("two"), adapterId: null, options }));
+    let late: Promise<{ ids: number[] }> | null = null;
+    const firstIds: number[] = [];
+    for await (const event of first) {
+      if (event.type !== "token") continue;
+      firstIds.push(event.id);
+      if (firstIds.length === 3) late = collect(scheduler.submit({ promptIds: tokenizer.encode(longPrompt), adapterId: "b", options: { ...options, maxNewTokens: 6 } }));
+    }
+    const [secondResult, lateResult] = await Promise.all([second, late!]);
+    expect(firstIds).toEqual((await alone("one", "a", options)).ids);
+    expect(secondResult.ids).toEqual((await alone("two", null, options)).ids);
+    expect(lateResult.ids).toEqual((await alone(longPrompt, "b", { ...options, maxNewTokens: 6 })).ids);
+
+    // While the long prompt was read (20 steps of 5 tokens), both other rows decoded at every step.
+    const prefillSteps = steps.filter((counts) => counts.length === 3 && counts[2] > 1);
+    expect(prefillSteps).toHaveLength(tokenizer.encode(longPrompt).length / 5);
+    for (const counts of prefillSteps) expect(counts).toEqual([1, 1, 5]);
+    expect(Math.max(...steps.map((counts) => counts.reduce((a, b) => a + b, 0)))).toBeLessThanOrEqual(7);
+  });
+
   it("a cancelled or disconnected request frees its row at once; the others finish", async () => {
     const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 2, maxQueue: 4 });
     const controller = new AbortController();

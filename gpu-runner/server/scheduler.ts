@@ -19,6 +19,7 @@ export interface AdapterResidency {
 export interface SchedulerOptions {
   maxBatch: number; // rows decoded together
   maxQueue: number; // requests waiting for a row; more are refused
+  prefillChunkTokens?: number; // prompt tokens fed per step beside the decoding rows (default 256)
   adapters?: AdapterResidency | null; // absent: adapters must already be registered with the engine
   initialCapacity?: number; // KV slots per row before the cache grows
   gate?: ComputeGate | null; // shares the device with training; inference goes first
@@ -38,6 +39,9 @@ export interface ScheduledRequest {
   options: GenerationOptions;
   signal?: AbortSignal;
 }
+
+/** Prompt tokens fed per step beside the decoding rows, unless configured. */
+export const DEFAULT_PREFILL_CHUNK_TOKENS = 256;
 
 /** The queue is full: retry after the given number of seconds. */
 export class QueueFullError extends Error {
@@ -96,7 +100,8 @@ interface Entry {
   request: ScheduledRequest;
   stream: EventStream;
   adapterKey: string;
-  pending: number[]; // tokens to feed at the next step (the prompt, then the last sampled token)
+  prefilled: number; // prompt tokens already in the cache
+  pending: number[]; // while decoding: the last sampled token, fed at the next step
   completion: Completion;
   release: () => void;
   submittedAt: number;
@@ -123,6 +128,11 @@ export class Scheduler {
     this.batch = engine.createBatch(options.maxBatch, options.initialCapacity === undefined ? {} : { initialCapacity: options.initialCapacity });
   }
 
+  /** The most tokens (prompt plus completion) a request can hold: the model's context or the KV cache budget's. */
+  get contextLimit(): number {
+    return this.batch.cache.maxCapacity;
+  }
+
   /** Rows running and requests waiting. */
   get stats(): { running: number; waiting: number } {
     return { running: this.running.length, waiting: this.waitingCount };
@@ -134,7 +144,7 @@ export class Scheduler {
    */
   submit(request: ScheduledRequest): AsyncIterable<GenerationEvent> {
     if (this.closed) throw new Error("the scheduler is closed");
-    validateGeneration(this.engine, request.promptIds, request.options);
+    validateGeneration(this.engine, request.promptIds, request.options, this.batch.cache.maxCapacity);
     if (this.waitingCount >= this.options.maxQueue) this.dropAbandonedWaiting();
     if (this.waitingCount >= this.options.maxQueue) {
       const ahead = this.waitingCount + this.running.length;
@@ -146,8 +156,9 @@ export class Scheduler {
       request,
       stream,
       adapterKey,
-      pending: request.promptIds,
-      completion: new Completion(this.tokenizer, request.options, request.promptIds.length, this.engine.config.maxPositionEmbeddings),
+      prefilled: 0,
+      pending: [],
+      completion: new Completion(this.tokenizer, request.options, request.promptIds.length, this.batch.cache.maxCapacity),
       release: () => undefined,
       submittedAt: performance.now(),
       tokens: 0,
@@ -193,7 +204,7 @@ export class Scheduler {
       }
       const started = performance.now();
       let logits;
-      const pending = this.running.map((e) => e.pending);
+      const pending = this.nextTokens();
       try {
         logits = this.options.gate ? await this.options.gate.inference(() => this.engine.step(this.batch, pending)) : await this.engine.step(this.batch, pending);
       } catch (error) {
@@ -204,10 +215,34 @@ export class Scheduler {
       const elapsed = performance.now() - started;
       this.stepMs = 0.9 * this.stepMs + 0.1 * elapsed;
       this.options.observer?.step(this.running.length, elapsed / 1000);
-      for (let row = this.running.length - 1; row >= 0; row--) this.advance(row, logits[row].data);
+      for (let row = this.running.length - 1; row >= 0; row--) {
+        const entry = this.running[row];
+        if (pending[row].length === 0) continue;
+        if (entry.prefilled < entry.request.promptIds.length) {
+          entry.prefilled += pending[row].length;
+          if (entry.prefilled < entry.request.promptIds.length) continue; // more of the prompt to come
+        }
+        this.advance(row, logits[row].data);
+      }
       // Let new submissions and cancellations in between steps.
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  /**
+   * What each row feeds this step: a decoding row its last token; rows still reading their prompt
+   * share a budget of `prefillChunkTokens`, first admitted first, so a long prompt is read a chunk
+   * per step while the other rows keep decoding (chunked prefill); a row past the budget waits.
+   */
+  private nextTokens(): number[][] {
+    let budget = this.options.prefillChunkTokens ?? DEFAULT_PREFILL_CHUNK_TOKENS;
+    return this.running.map((entry) => {
+      const prompt = entry.request.promptIds;
+      if (entry.prefilled >= prompt.length) return entry.pending;
+      const take = Math.min(budget, prompt.length - entry.prefilled);
+      budget -= take;
+      return prompt.slice(entry.prefilled, entry.prefilled + take);
+    });
   }
 
   /** Fills free rows, rotating over adapters so a busy adapter cannot starve the others. */

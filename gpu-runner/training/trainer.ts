@@ -16,13 +16,17 @@ import { AdamW, clipGradientNorm, learningRateAt, resolveHyperparameters, type R
 import { checkpointMatches, type TrainerCheckpoint } from "./checkpoint.ts";
 import { tokenizeRecords } from "./tokenize.ts";
 import { TrainingSession } from "./training-session.ts";
+import type { WeightFile } from "../model/weight-file.ts";
+import type { OnnxSessionOptions } from "../runtime/onnx-session.ts";
 
 /** The frozen model a job trains against. */
 export interface TrainerModel {
   config: ModelConfig;
-  weights: WeightMap;
+  weights: WeightMap; // with a weight file only their shapes are read (they may be lazily loaded)
   tokenizer: TextTokenizer;
   basis: Basis;
+  weightFile?: WeightFile; // the frozen weights on disk, shared with the serving session's file
+  session?: OnnxSessionOptions; // the provider (and threads) training runs on: the runner's own
 }
 
 /** A job's hyper-parameters as the API accepts them ("auto" or absent: resolved by rule). */
@@ -114,7 +118,12 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
     method === "pica"
       ? { kind: "pica", basis, rank, sharing }
       : { kind: "lora", rank, alpha: rank, targetModules: [...LINEAR_MODULES], seed };
-  const session = await TrainingSession.create(config, model.weights, graphMethod, { allowSpinning: false });
+  // A weight file's tensors are read where the file lies: no private repacked copy per session.
+  const session = await TrainingSession.create(config, model.weights, graphMethod, {
+    ...model.session,
+    allowSpinning: false,
+    ...(model.weightFile === undefined ? {} : { weightFile: model.weightFile, prepackWeights: false }),
+  });
   try {
     const values = new Map(session.parameters.map((p) => [p.name, Float32Array.from(p.initial)]));
     const optimizer = new AdamW(values, { weightDecay: 0 });

@@ -7,6 +7,12 @@ import { fromZodError } from "../errors.ts";
 /** Seconds between a runner's heartbeats (the edge drops a runner after several missed ones). */
 export const HEARTBEAT_INTERVAL_SECONDS = 10;
 
+/**
+ * The `basis_id` of a runner still computing its PiCa basis: it serves the base model meanwhile,
+ * and since no adapter records this id, the edge routes no adapter request to it.
+ */
+export const BASIS_PENDING = "pending";
+
 /** The body of a heartbeat. */
 export const runnerHeartbeatSchema = z
   .object({
