@@ -12,6 +12,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   edge: async () => (await import("./edge.ts")).runEdgeBench(),
   load: async () => (await import("./stack-load.ts")).runStackLoadBench(),
   chaos: async () => (await import("./chaos.ts")).runChaosBench(),
+  gpu: async () => (await import("./gpu.ts")).runGpuBench(),
 };
 
 const name = process.argv[2];

@@ -18,6 +18,8 @@ export class AdapterRows {
   private perLayer: Float32Array[][] | null = null; // per layer, per module
   private readonly adapters: (PicaAdapter | null)[] = [];
   private perLayerRows = 0;
+  /** Bumped whenever the inputs' contents change, so a copy kept on a device knows it is stale. */
+  version = 0;
 
   constructor(
     private readonly config: ModelConfig,
@@ -37,6 +39,7 @@ export class AdapterRows {
 
   /** Appends a row using `adapter` (null: the base model, whose weights are zeros). */
   addRow(adapter: PicaAdapter | null): void {
+    this.version++;
     if (this.rows >= this.maxRows) throw new Error(`batch is full (${this.maxRows} rows)`);
     const row = this.adapters.length;
     this.adapters.push(adapter);
@@ -49,6 +52,7 @@ export class AdapterRows {
 
   /** Removes a row; the last row moves into its place, as the KV cache does. */
   removeRow(row: number): void {
+    this.version++;
     const last = this.rows - 1;
     if (this.adapters[row]?.sharing === "per_layer") this.perLayerRows--;
     if (row !== last) {

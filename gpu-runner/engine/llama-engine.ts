@@ -7,8 +7,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GraphBuilder } from "../graph/builder.ts";
-import { unary } from "../graph/ops.ts";
+import type { GraphBuilder } from "../graph/builder.ts";
 import { groupLayouts, projectionInputName, stackedProjection } from "../model/adapter-layout.ts";
 import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildLlamaGraph, LLAMA_IO, type CachePlacement } from "../model/llama-graph.ts";
@@ -18,6 +17,7 @@ import { DEFAULT_TARGET_MODULES, type Basis, type PicaAdapter } from "../pica/ty
 import { OnnxSession, type DeviceTensor, type Feed, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { AdapterRegistry, type ResidentAdapter } from "./adapter-registry.ts";
 import { DeviceCacheOps, DeviceKvCache } from "./device-kv-cache.ts";
+import { DeviceUploader } from "./device-upload.ts";
 import { KvCache, type KvCacheOptions } from "./kv-cache.ts";
 import {
   adapterFeeds,
@@ -58,7 +58,8 @@ export class LlamaEngine {
   private readonly window: number | null;
   private projectionFeeds: Record<string, Feed> = {};
   private readonly deviceCaches = new Set<DeviceKvCache>(); // released with the engine, before the provider goes
-  private uploads: OnnxSession | null = null; // the session whose outputs the device projections are (they live as long as it)
+  // On the device: each batch's adapter rows as last copied there, reused until a row joins or leaves.
+  private readonly deviceAdapterRows = new Map<SequenceBatch, { version: number; feeds: Record<string, DeviceTensor>; tensors: DeviceTensor[] }>();
 
   private constructor(
     readonly config: ModelConfig,
@@ -67,7 +68,7 @@ export class LlamaEngine {
     private readonly cacheOptions: KvCacheOptions,
     /** Where batches keep their KV cache. */
     readonly placement: CachePlacement,
-    private readonly device: { ops: DeviceCacheOps; session: OnnxSessionOptions } | null,
+    private readonly device: { ops: DeviceCacheOps; uploader: DeviceUploader } | null,
   ) {
     this.window = slidingWindow(config);
   }
@@ -87,7 +88,7 @@ export class LlamaEngine {
       placement === "device" ? { ...options, deviceOutputs: Array.from({ length: config.numLayers }, (_, l) => [LLAMA_IO.presentKey(l), LLAMA_IO.presentValue(l)]).flat() } : options;
     const open = async (model: Uint8Array | string, graph: GraphBuilder) => {
       const session = await OnnxSession.create(model, { inputs: graph.inputs, outputs: graph.outputs }, sessionOptions);
-      const device = placement === "device" ? { ops: await DeviceCacheOps.create(config, options), session: options } : null;
+      const device = placement === "device" ? { ops: await DeviceCacheOps.create(config, options), uploader: new DeviceUploader(options) } : null;
       const engine = new LlamaEngine(config, session, registry, options.kvCache ?? {}, placement, device);
       await engine.useProjections(options.adapters?.basis ?? null);
       return engine;
@@ -132,12 +133,11 @@ export class LlamaEngine {
       this.projectionFeeds = host;
       return;
     }
-    const previous = { tensors: Object.values(this.projectionFeeds) as DeviceTensor[], session: this.uploads };
-    const upload = await uploadToDevice(host, this.device.session);
-    this.projectionFeeds = upload.tensors;
-    this.uploads = upload.session;
-    for (const tensor of previous.tensors) tensor.dispose();
-    await previous.session?.dispose();
+    const previous = Object.values(this.projectionFeeds) as DeviceTensor[];
+    const names = Object.keys(host);
+    const uploaded = await this.device.uploader.upload(names.map((name) => host[name]));
+    this.projectionFeeds = Object.fromEntries(names.map((name, i) => [name, uploaded[i]]));
+    for (const tensor of previous) tensor.dispose();
   }
 
   /** The projection inputs of every layer and group: P[:rank] side by side, or zeros without a basis. */
@@ -220,7 +220,7 @@ export class LlamaEngine {
       const span = cache instanceof DeviceKvCache ? cache.maxRows : lastDecodeRow + 1;
       const decodeCounts = Array.from({ length: span }, (_, row) => (counts[row] === 1 ? 1 : 0));
       const results = await this.run(batch, 0, decodeCounts, decodeCounts.map((n, row) => (n === 1 ? newTokens[row] : [])), logits);
-      decodeCounts.forEach((n, row) => (out[row] = n === 1 ? results[row] : NO_LOGITS));
+      for (let row = 0; row < rows; row++) if (decodeCounts[row] === 1) out[row] = results[row];
     }
     for (const [first, end] of promptGroups(counts, cache.lengths, cache instanceof DeviceKvCache)) {
       const results = await this.run(batch, first, counts.slice(first, end), newTokens.slice(first, end), logits);
@@ -234,12 +234,9 @@ export class LlamaEngine {
     const cache = batch.cache;
     const lengths = counts.map((_, i) => cache.lengths[first + i] ?? 0); // device slots past the rows hold nothing
     const run: RunRows = { counts, lengths, newTokens, tokens: Math.max(1, ...counts) };
-    const feeds: Record<string, Feed> = {
-      ...tokenFeeds(run, logits),
-      ...this.projectionFeeds,
-      ...adapterFeeds(this.config, batch.adapterRows, first, counts.length),
-    };
+    const feeds: Record<string, Feed> = { ...tokenFeeds(run, logits), ...this.projectionFeeds };
     if (cache instanceof KvCache) {
+      Object.assign(feeds, adapterFeeds(this.config, batch.adapterRows, first, counts.length));
       Object.assign(feeds, hostCacheFeeds(this.config, cache, first, run, this.window));
       const results = await this.session.run(feeds);
       writeHostCache(this.config, cache, first, run, results);
@@ -247,6 +244,8 @@ export class LlamaEngine {
     }
     await cache.prepare();
     const whole = first === 0 && counts.length === cache.maxRows;
+    const adapters = await this.deviceAdapterFeeds(batch, first, counts.length, whole);
+    Object.assign(feeds, adapters.feeds);
     const selected = whole ? null : await cache.selectRows(first, counts.length);
     Object.assign(feeds, deviceCacheFeeds(this.config, (layer) => (selected === null ? cache.layer(layer) : selected[layer]), run));
     try {
@@ -261,7 +260,40 @@ export class LlamaEngine {
       return rowLogits(this.config.vocabSize, counts, host[LLAMA_IO.logits].data as Float32Array, logits);
     } finally {
       if (selected !== null) for (const layer of selected) (layer.key.dispose(), layer.value.dispose());
+      if (!whole) for (const tensor of adapters.tensors) tensor.dispose();
     }
+  }
+
+  /**
+   * The adapter inputs on the device: every host buffer copied once (a shared adapter's M serves
+   * every layer from one copy). A whole-batch run reuses the batch's copy until a row joins or
+   * leaves; a run over some rows gets a copy of its own, released after the run.
+   */
+  private async deviceAdapterFeeds(batch: SequenceBatch, first: number, count: number, whole: boolean): Promise<{ feeds: Record<string, DeviceTensor>; tensors: DeviceTensor[] }> {
+    const rows = batch.adapterRows;
+    if (rows === null) return { feeds: {}, tensors: [] };
+    const kept = whole ? this.deviceAdapterRows.get(batch) : undefined;
+    if (kept !== undefined && kept.version === rows.version) return kept;
+    const host = adapterFeeds(this.config, rows, first, count);
+    const distinct = new Map<Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array, string[]>();
+    const buffers: HostTensor[] = [];
+    for (const [name, tensor] of Object.entries(host)) {
+      let names = [...distinct.entries()].find(([data]) => data.buffer === tensor.data.buffer && data.byteOffset === tensor.data.byteOffset && data.length === tensor.data.length)?.[1];
+      if (names === undefined) {
+        names = [];
+        distinct.set(tensor.data, names);
+        buffers.push(tensor);
+      }
+      names.push(name);
+    }
+    const tensors = await this.device!.uploader.upload(buffers);
+    const feeds: Record<string, DeviceTensor> = {};
+    [...distinct.values()].forEach((names, i) => names.forEach((name) => (feeds[name] = tensors[i])));
+    if (whole) {
+      if (kept !== undefined) for (const tensor of kept.tensors) tensor.dispose();
+      this.deviceAdapterRows.set(batch, { version: rows.version, feeds, tensors });
+    }
+    return { feeds, tensors };
   }
 
   /** Ends onnxruntime profiling (when the session was created with a profile prefix). */
@@ -274,8 +306,10 @@ export class LlamaEngine {
     if (this.device !== null) {
       for (const cache of this.deviceCaches) cache.dispose();
       this.deviceCaches.clear();
+      for (const { tensors } of this.deviceAdapterRows.values()) for (const tensor of tensors) tensor.dispose();
+      this.deviceAdapterRows.clear();
       for (const tensor of Object.values(this.projectionFeeds) as DeviceTensor[]) tensor.dispose();
-      await this.uploads?.dispose();
+      await this.device.uploader.dispose();
       await this.device.ops.dispose();
     }
     await this.session.dispose();
@@ -310,17 +344,4 @@ function promptGroups(counts: readonly number[], lengths: readonly number[], dev
     row = end;
   }
   return groups;
-}
-
-/**
- * Copies host tensors to the device once (an identity graph whose outputs stay there). The outputs
- * belong to the session that made them: it must outlive them.
- */
-async function uploadToDevice(tensors: Record<string, HostTensor>, options: OnnxSessionOptions): Promise<{ tensors: Record<string, DeviceTensor>; session: OnnxSession }> {
-  const g = new GraphBuilder("upload");
-  const names = Object.keys(tensors);
-  names.forEach((name, i) => g.output(unary(g, "Identity", `/upload.${i}`, g.input(name, tensors[name].dtype, tensors[name].shape)), `out.${i}`));
-  const session = await OnnxSession.create(g.serialize(), { inputs: g.inputs, outputs: g.outputs }, { ...options, deviceOutputs: g.outputs.map((o) => o.name) });
-  const { device } = await session.runMixed(tensors);
-  return { tensors: Object.fromEntries(names.map((name, i) => [name, device[`out.${i}`]])), session };
 }

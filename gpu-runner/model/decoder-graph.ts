@@ -59,6 +59,7 @@ export type AttentionInputs =
 
 interface DecoderContext extends LinearContext {
   attention: AttentionInputs;
+  fused: { cosCache: Value; sinCache: Value; positionIds: Value } | null; // device graphs: onnxruntime's fused RMSNorm and rotary kernels
   cacheCapacity: Value | null; // int64 [1]: the host cache's slots per row, when there is one
   cosQ: Value; // [batch, tokens, 1, head_dim], pre-multiplied by head_dim^-0.5
   sinQ: Value; // same, with the rotate_half sign folded in
@@ -76,9 +77,9 @@ export function buildDecoder(linear: LinearContext, inputIds: Value, positionIds
     const prefix = `/model/layers.${layer}`;
     const normed = rmsNorm(ctx, `${prefix}/input_layernorm`, hidden, `model.layers.${layer}.input_layernorm.weight`);
     const attention = buildAttention(ctx, layer, normed);
-    hidden = residual(g, `${prefix}/attn/residual`, hidden, attention);
+    hidden = residual(ctx, `${prefix}/attn/residual`, hidden, attention);
     const normed2 = rmsNorm(ctx, `${prefix}/post_attention_layernorm`, hidden, `model.layers.${layer}.post_attention_layernorm.weight`);
-    hidden = residual(g, `${prefix}/mlp/residual`, hidden, buildMlp(ctx, layer, normed2));
+    hidden = residual(ctx, `${prefix}/mlp/residual`, hidden, buildMlp(ctx, layer, normed2));
   }
   return rmsNorm(ctx, "/model/norm", hidden, "model.norm.weight");
 }
@@ -99,6 +100,11 @@ function buildContext(linear: LinearContext, positionIds: Value, attention: Atte
   const { g, config, dtype } = linear;
   const { headDim } = config;
   const float = dtype as "float32" | "float64";
+  if (attention.kind === "deviceCache") {
+    // The fused RotaryEmbedding kernel reads position ids and cos/sin caches; no tables per step.
+    const none = positionIds;
+    return { ...linear, attention, fused: { ...rotaryCaches(g, config), positionIds }, cacheCapacity: null, cosQ: none, sinQ: none, cosK: none, sinK: none };
+  }
   const invFreq = g.initializer("/model/rotary/inv_freq", dtype, [headDim / 2], toDtype(Float32Array.from(inverseFrequencies(config)), dtype));
   const positions = unsqueeze(g, "/model/rotary/Unsqueeze", cast(g, "/model/rotary/Cast", positionIds, dtype), [-1]);
   const angles = binary(g, "Mul", "/model/rotary/Mul", positions, invFreq); // [batch, tokens, head_dim/2]
@@ -117,7 +123,29 @@ function buildContext(linear: LinearContext, positionIds: Value, attention: Atte
     const pastShape = shapeOf(g, "/model/shapes/past/Shape", attention.past(0).key);
     cacheCapacity = slice(g, "/model/shapes/past/Slice", pastShape, 0, 2, 3);
   }
-  return { ...linear, attention, cacheCapacity, cosQ, sinQ, cosK: cos, sinK: sin };
+  return { ...linear, attention, fused: null, cacheCapacity, cosQ, sinQ, cosK: cos, sinK: sin };
+}
+
+/**
+ * cos and sin of every position's angles, [max_positions, head_dim/2], as onnxruntime's
+ * RotaryEmbedding kernel reads them (computed in float64, from the same frequencies).
+ */
+function rotaryCaches(g: GraphBuilder, config: DecoderContext["config"]): { cosCache: Value; sinCache: Value } {
+  const invFreq = inverseFrequencies(config);
+  const half = config.headDim / 2;
+  const positions = config.maxPositionEmbeddings;
+  const cos = new Float32Array(positions * half);
+  const sin = new Float32Array(positions * half);
+  for (let p = 0; p < positions; p++) {
+    for (let i = 0; i < half; i++) {
+      cos[p * half + i] = Math.cos(p * invFreq[i]);
+      sin[p * half + i] = Math.sin(p * invFreq[i]);
+    }
+  }
+  return {
+    cosCache: g.initializer("/model/rotary/cos_cache", "float32", [positions, half], cos),
+    sinCache: g.initializer("/model/rotary/sin_cache", "float32", [positions, half], sin),
+  };
 }
 
 /**
@@ -132,6 +160,11 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value): Value[] {
   const { numHeads, numKvHeads, headDim } = config;
   const p = `/model/layers.${layer}/attn`;
   const [q3, k3, v3] = linearGroup(ctx, layer, "qkv_proj", x, `${p}/qkv_proj`); // [batch, tokens, ·]
+  if (ctx.attention.kind === "deviceCache") {
+    const q = fusedRotary(ctx, `${p}/q`, q3, numHeads, layer, "q_norm");
+    const k = fusedRotary(ctx, `${p}/k`, k3, numKvHeads, layer, "k_norm");
+    return linearGroup(ctx, layer, "o_proj", attendOnDevice(ctx, ctx.attention, layer, q, k, v3), `${p}/o_proj`, true);
+  }
   let q4 = reshape(g, `${p}/q/Reshape`, q3, [0, 0, numHeads, headDim]); // [batch, tokens, heads, head_dim]
   let k4 = reshape(g, `${p}/k/Reshape`, k3, [0, 0, numKvHeads, headDim]);
   if (config.qkNorm) {
@@ -141,12 +174,7 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value): Value[] {
   const q = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ);
   const k = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
   const attention = ctx.attention;
-  const mixed =
-    attention.kind === "deviceCache"
-      ? attendOnDevice(ctx, attention, layer, q, k, v3)
-      : attention.kind === "hostCache"
-        ? attendHostCache(ctx, attention, layer, q, k, v3)
-        : attendSequence(ctx, attention, layer, q, k, v3);
+  const mixed = attention.kind === "hostCache" ? attendHostCache(ctx, attention, layer, q, k, v3) : attendSequence(ctx, attention as Extract<AttentionInputs, { kind: "sequence" }>, layer, q, k, v3);
   return linearGroup(ctx, layer, "o_proj", mixed, `${p}/o_proj`, true);
 }
 
@@ -247,15 +275,13 @@ function layerMask(config: DecoderContext["config"], layer: number, bias: Value,
  * onnxruntime's GroupQueryAttention against a cache on the device: it reads each row's cached
  * keys and values (its length from `seqlens_k`), attends causally and, for a sliding-window layer,
  * to the last `local_window_size` positions only (0 ≤ i − j < window, as transformers masks), and
- * returns the cache with the new tokens written at each row's position. The query arrives
- * pre-scaled, so the op's own scale is 1.
+ * returns the cache with the new tokens written at each row's position (its own scale,
+ * head_dim^-0.5, applies).
  */
-function attendOnDevice(ctx: DecoderContext, inputs: Extract<AttentionInputs, { kind: "deviceCache" }>, layer: number, q: Value, k: Value, v3: Value): Value {
+function attendOnDevice(ctx: DecoderContext, inputs: Extract<AttentionInputs, { kind: "deviceCache" }>, layer: number, q3: Value, k3: Value, v3: Value): Value {
   const { g, config } = ctx;
-  const { numHeads, numKvHeads, headDim } = config;
+  const { numHeads, numKvHeads } = config;
   const p = `/model/layers.${layer}/attn`;
-  const q3 = reshape(g, `${p}/q/merge/Reshape`, q, [0, 0, numHeads * headDim]); // [batch, tokens, heads·head_dim]
-  const k3 = reshape(g, `${p}/k/merge/Reshape`, k, [0, 0, numKvHeads * headDim]);
   const past = inputs.past(layer);
   const window = config.attentionWindows[layer];
   const [mixed, presentKey, presentValue] = g.addNode(
@@ -269,11 +295,32 @@ function attendOnDevice(ctx: DecoderContext, inputs: Extract<AttentionInputs, { 
     {
       name: `${p}/GroupQueryAttention`,
       domain: MICROSOFT_DOMAIN,
-      attributes: { num_heads: numHeads, kv_num_heads: numKvHeads, scale: { float: 1 }, local_window_size: window ?? -1 },
+      attributes: { num_heads: numHeads, kv_num_heads: numKvHeads, local_window_size: window ?? -1 },
     },
   );
   inputs.onPresent(layer, presentKey, presentValue);
   return mixed;
+}
+
+/**
+ * A device graph's queries or keys [batch, tokens, heads·head_dim], normed per head (Qwen3) and
+ * rotated by onnxruntime's fused kernels:
+ *
+ *   x ─(Reshape─SimplifiedLayerNormalization─Reshape)─RotaryEmbedding(position_ids, cos, sin) ─ [b, t, heads·d]
+ */
+function fusedRotary(ctx: DecoderContext, name: string, x: Value, heads: number, layer: number, norm: "q_norm" | "k_norm"): Value {
+  const { g, config } = ctx;
+  let input = x;
+  if (config.qkNorm) {
+    const perHead = reshape(g, `${name}/Reshape`, x, [0, 0, heads, config.headDim]);
+    input = reshape(g, `${name}/merge/Reshape`, rmsNorm(ctx, `${name}_norm`, perHead, headNormName(layer, norm)), [0, 0, heads * config.headDim]);
+  }
+  const { cosCache, sinCache, positionIds } = ctx.fused!;
+  return g.addNode("RotaryEmbedding", [input, positionIds, cosCache, sinCache], [{ dtype: x.dtype, shape: x.shape }], {
+    name: `${name}/RotaryEmbedding`,
+    domain: MICROSOFT_DOMAIN,
+    attributes: { num_heads: heads, interleaved: 0 },
+  })[0];
 }
 
 /** SwiGLU: down(silu(gate(x)) · up(x)). */
@@ -287,8 +334,12 @@ function buildMlp(ctx: DecoderContext, layer: number, x: Value): Value[] {
 }
 
 /** The residual stream plus a block's output terms (its base output, and its adapter delta if any). */
-function residual(g: GraphBuilder, name: string, hidden: Value, terms: Value[]): Value {
-  return terms.length === 1 ? binary(g, "Add", `${name}/Add`, hidden, terms[0]) : sum(g, `${name}/Sum`, [hidden, ...terms]);
+function residual(ctx: DecoderContext, name: string, hidden: Value, terms: Value[]): Value {
+  const { g } = ctx;
+  if (terms.length === 1) return binary(g, "Add", `${name}/Add`, hidden, terms[0]);
+  // WebGPU has no Sum kernel: onnxruntime would run it on the CPU, copying the stream both ways.
+  if (ctx.fused !== null) return terms.reduce((acc, term, i) => binary(g, "Add", `${name}/Add_${i}`, acc, term), hidden);
+  return sum(g, `${name}/Sum`, [hidden, ...terms]);
 }
 
 /** x·(cos) + swap_halves(x)·(sin), the rotate_half form of RoPE. */
@@ -306,6 +357,13 @@ function rotate(ctx: DecoderContext, name: string, x: Value, cos: Value, sin: Va
  */
 function rmsNorm(ctx: DecoderContext, name: string, x: Value, weightName: string): Value {
   const { g, config } = ctx;
+  if (ctx.fused !== null) {
+    // Device graphs name the fused kernel outright: the WebGPU provider does not fuse the pattern itself.
+    return g.addNode("SimplifiedLayerNormalization", [x, weightTensor(ctx, weightName)], [{ dtype: x.dtype, shape: x.shape }], {
+      name: `${name}/SimplifiedLayerNormalization`,
+      attributes: { axis: -1, epsilon: { float: config.rmsNormEps } },
+    })[0];
+  }
   const float = ctx.dtype as "float32" | "float64";
   const squared = binary(g, "Pow", `${name}/Pow`, x, g.constFloat(2, float));
   const mean = reduceMean(g, `${name}/ReduceMean`, squared, [-1]);
