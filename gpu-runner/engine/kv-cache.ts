@@ -1,11 +1,10 @@
 /**
  * The host-side key/value cache for a batch of sequences.
  *
- * Rows are slots 0..rows-1 (kept compact so a run feeds a view, not a copy). Per layer, keys are
- * stored [rows, kv_heads, capacity, head_dim] and values transposed, [rows, kv_heads, head_dim,
- * capacity]: exactly the layouts the graph multiplies with (as the left, streamed operand of each
- * product), so the buffers are fed as they lie and the CPU provider reads them in place. Slots
- * past a row's length hold stale data that the attention mask hides.
+ * Rows are slots 0..rows-1 (kept compact so a run feeds a view, not a copy). Per layer, keys and
+ * values are stored transposed, [rows, kv_heads, head_dim, capacity]: exactly the layout the
+ * graph multiplies with, so the buffers are fed as they lie and the CPU provider reads them in
+ * place. Slots past a row's length hold stale data that the attention mask hides.
  *
  * Every row has the same capacity, which grows in steps of `growthTokens` (not by doubling, since
  * a decode step reads every slot of the capacity) up to `maxCapacity`: the model's context or
@@ -50,7 +49,7 @@ export interface KvCacheOptions {
 }
 
 export class KvCache {
-  readonly keys: Float32Array[] = []; // per layer [maxRows, kv_heads, capacity, head_dim]
+  readonly keys: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
   readonly values: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
   readonly lengths: number[] = []; // cached tokens per active row
   /** The most tokens a row can hold: the model's context, or less under the memory budget. */
@@ -119,7 +118,7 @@ export class KvCache {
     if (capacity !== this.capacityTokens) this.allocate(capacity, this.capacityTokens);
   }
 
-  /** Past keys of rows [first, first + count) of a layer, as the graph takes them: [count, kv_heads, capacity, head_dim]. */
+  /** Past keys of rows [first, first + count) of a layer, transposed: [count, kv_heads, head_dim, capacity]. */
   pastKeys(layer: number, first = 0, count = this.rows): Float32Array {
     const block = this.rowBlock();
     return this.keys[layer].subarray(first * block, (first + count) * block);
@@ -132,9 +131,9 @@ export class KvCache {
   }
 
   /**
-   * Writes a run's new keys/values (`[runRows, kv, tokens, head_dim]` and `[runRows, kv, head_dim,
-   * tokens]`, padded to `tokens`) for rows `first + i`, taking the first `counts[i]` tokens of
-   * each (0: a row that only rode along), at each row's current length.
+   * Writes a run's new keys/values (both `[runRows, kv, head_dim, tokens]`, padded to `tokens`) for
+   * rows `first + i`, taking the first `counts[i]` tokens of each (0: a row that only rode along),
+   * at each row's current length.
    */
   write(layer: number, first: number, newKeys: Float32Array, newValues: Float32Array, tokens: number, counts: readonly number[]): void {
     const { numKvHeads, headDim } = this.config;
@@ -149,11 +148,11 @@ export class KvCache {
       for (let head = 0; head < numKvHeads; head++) {
         const runHead = i * numKvHeads + head;
         const rowHead = row * numKvHeads + head;
-        const src = runHead * tokens * headDim;
-        keys.set(newKeys.subarray(src, src + count * headDim), (rowHead * capacity + start) * headDim);
         for (let d = 0; d < headDim; d++) {
           const from = (runHead * headDim + d) * tokens;
-          values.set(newValues.subarray(from, from + count), (rowHead * headDim + d) * capacity + start);
+          const to = (rowHead * headDim + d) * capacity + start;
+          keys.set(newKeys.subarray(from, from + count), to);
+          values.set(newValues.subarray(from, from + count), to);
         }
       }
     }
@@ -181,10 +180,8 @@ export class KvCache {
       if (previous !== null) {
         const oldKeys = this.keys[layer];
         const oldValues = this.values[layer];
-        for (let rowHead = 0; rowHead < this.rows * numKvHeads; rowHead++) {
-          keys.set(oldKeys.subarray(rowHead * previous * headDim, (rowHead + 1) * previous * headDim), rowHead * capacity * headDim);
-        }
         for (let line = 0; line < this.rows * numKvHeads * headDim; line++) {
+          keys.set(oldKeys.subarray(line * previous, line * previous + previous), line * capacity);
           values.set(oldValues.subarray(line * previous, line * previous + previous), line * capacity);
         }
       }

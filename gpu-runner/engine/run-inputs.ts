@@ -106,7 +106,7 @@ export function hostCacheFeeds(config: ModelConfig, cache: KvCache, first: numbe
   if (windowBias !== null) feeds[LLAMA_IO.windowBias] = { dtype: "float32", shape: [rows, tokens, context], data: windowBias };
   const empty = new Float32Array(0);
   for (let layer = 0; layer < numLayers; layer++) {
-    feeds[LLAMA_IO.pastKey(layer)] = { dtype: "float32", shape: [rows, numKvHeads, past, headDim], data: past > 0 ? cache.pastKeys(layer, first, rows) : empty };
+    feeds[LLAMA_IO.pastKeyT(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer, first, rows) : empty };
     feeds[LLAMA_IO.pastValueT(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastValues(layer, first, rows) : empty };
   }
   return feeds;
@@ -115,7 +115,7 @@ export function hostCacheFeeds(config: ModelConfig, cache: KvCache, first: numbe
 /** Writes a host run's new keys/values into the cache and advances the rows' lengths. */
 export function writeHostCache(config: ModelConfig, cache: KvCache, first: number, run: RunRows, results: Record<string, HostTensor>): void {
   for (let layer = 0; layer < config.numLayers; layer++) {
-    const keys = results[LLAMA_IO.newKey(layer)].data as Float32Array;
+    const keys = results[LLAMA_IO.newKeyT(layer)].data as Float32Array;
     const values = results[LLAMA_IO.newValueT(layer)].data as Float32Array;
     cache.write(layer, first, keys, values, run.tokens, run.counts);
   }

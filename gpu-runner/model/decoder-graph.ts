@@ -16,6 +16,7 @@ import {
   slice,
   softmax,
   splitHalves,
+  tile,
   sum,
   transpose,
   unary,
@@ -46,8 +47,8 @@ export type AttentionInputs =
       kind: "hostCache";
       bias: Value; // [batch, tokens, capacity + tokens]: 0 where allowed, MASK_VALUE elsewhere
       windowBias: Value | null; // the same within each sliding window
-      past(layer: number): { key: Value; valueT: Value }; // [batch, kv_heads, capacity, head_dim], [batch, kv_heads, head_dim, capacity]
-      onNew(layer: number, key: Value, valueT: Value): void; // the new tokens': [batch, kv_heads, tokens, head_dim], [batch, kv_heads, head_dim, tokens]
+      past(layer: number): { keyT: Value; valueT: Value }; // both [batch, kv_heads, head_dim, capacity]
+      onNew(layer: number, keyT: Value, valueT: Value): void; // the new tokens': both [batch, kv_heads, head_dim, tokens]
     }
   | {
       kind: "deviceCache";
@@ -61,6 +62,7 @@ interface DecoderContext extends LinearContext {
   attention: AttentionInputs;
   fused: { cosCache: Value; sinCache: Value; positionIds: Value } | null; // device graphs: onnxruntime's fused RMSNorm and rotary kernels
   cacheCapacity: Value | null; // int64 [1]: the host cache's slots per row, when there is one
+  groupMasks: { bias: Value; windowBias: Value | null } | null; // host cache: the masks repeated for each query head of a group, [batch, 1, groups·tokens, context]
   cosQ: Value; // [batch, tokens, 1, head_dim], pre-multiplied by head_dim^-0.5
   sinQ: Value; // same, with the rotate_half sign folded in
   cosK: Value;
@@ -103,7 +105,7 @@ function buildContext(linear: LinearContext, positionIds: Value, attention: Atte
   if (attention.kind === "deviceCache") {
     // The fused RotaryEmbedding kernel reads position ids and cos/sin caches; no tables per step.
     const none = positionIds;
-    return { ...linear, attention, fused: { ...rotaryCaches(g, config), positionIds }, cacheCapacity: null, cosQ: none, sinQ: none, cosK: none, sinK: none };
+    return { ...linear, attention, fused: { ...rotaryCaches(g, config), positionIds }, cacheCapacity: null, groupMasks: null, cosQ: none, sinQ: none, cosK: none, sinK: none };
   }
   const invFreq = g.initializer("/model/rotary/inv_freq", dtype, [headDim / 2], toDtype(Float32Array.from(inverseFrequencies(config)), dtype));
   const positions = unsqueeze(g, "/model/rotary/Unsqueeze", cast(g, "/model/rotary/Cast", positionIds, dtype), [-1]);
@@ -119,11 +121,19 @@ function buildContext(linear: LinearContext, positionIds: Value, attention: Atte
   const cosQ = binary(g, "Mul", "/model/rotary/cos_q/Mul", cos, scale);
   const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
   let cacheCapacity: Value | null = null;
+  let groupMasks: DecoderContext["groupMasks"] = null;
   if (attention.kind === "hostCache") {
-    const pastShape = shapeOf(g, "/model/shapes/past/Shape", attention.past(0).key);
-    cacheCapacity = slice(g, "/model/shapes/past/Slice", pastShape, 0, 2, 3);
+    const pastShape = shapeOf(g, "/model/shapes/past/Shape", attention.past(0).keyT);
+    cacheCapacity = slice(g, "/model/shapes/past/Slice", pastShape, 0, 3, 4);
+    const groups = config.numHeads / config.numKvHeads;
+    // [batch, tokens, context] → [batch, groups, tokens, context] → [batch, 1, groups·tokens, context], once for every layer
+    const repeat = (mask: Value, name: string) =>
+      reshape(g, `/model/${name}/groups/Reshape`, tile(g, `/model/${name}/groups/Tile`, unsqueeze(g, `/model/${name}/groups/Unsqueeze`, mask, [1]), [1, groups, 1, 1], ["batch", groups, "tokens", "context"]), [0, 1, -1, 0], {
+        outShape: ["batch", 1, "group_tokens", "context"],
+      });
+    groupMasks = { bias: repeat(attention.bias, "attention_bias"), windowBias: attention.windowBias === null ? null : repeat(attention.windowBias, "attention_window_bias") };
   }
-  return { ...linear, attention, fused: null, cacheCapacity, cosQ, sinQ, cosK: cos, sinK: sin };
+  return { ...linear, attention, fused: null, cacheCapacity, groupMasks, cosQ, sinQ, cosK: cos, sinK: sin };
 }
 
 /**
@@ -212,15 +222,17 @@ function attendSequence(ctx: DecoderContext, inputs: Extract<AttentionInputs, { 
 }
 
 /**
- * Attention over the host's cache and the new tokens, with the cache as the streamed left operand
- * of every product: a CPU GEMM streams its left operand as it lies but repacks its right operand
- * on every call, so the cache (capacity-long) goes left and the queries (a few rows) right.
+ * Attention over the host's cache and the new tokens. The cache (capacity-long) is read where it
+ * lies, never concatenated: keys and values are both stored transposed, [b, kv, d, capacity], so
+ * the queries of a KV head's group are the left operand of the scores product (a CPU GEMM packs
+ * its right operand per call, which here is a cheap stride, not a copy of the cache), and the
+ * values the left, streamed operand of the output product; the softmax runs over the last axis.
  *
- *   q ─Transpose─Reshape ─ qᵀ [b, kv, d, groups·t]
- *   scoresᵀ = Concat(pastK [b, kv, cap, d] · qᵀ, newK · qᵀ) ─Reshape [b, kv, ctx, groups, t] ─Add(maskᵀ)─Softmax(ctx)
- *   outᵀ = pastVᵀ [b, kv, d, cap] · probsᵀ[:cap] + newVᵀ · probsᵀ[cap:] ─ [b, kv, d, groups·t] ─Transpose─Reshape ─ [b, t, heads·d]
+ *   q ─Reshape─Transpose─Reshape ─ q [b, kv, groups·t, d]
+ *   scores = Concat(q · pastKᵀ [b, kv, d, cap], q · kᵀ) ─Reshape [b, kv, groups, t, ctx] ─Add(mask)─Softmax
+ *   outᵀ = pastVᵀ · probsᵀ[:cap] + vᵀ · probsᵀ[cap:] ─ [b, kv, d, groups·t] ─Transpose─Reshape ─ [b, t, heads·d]
  *
- * Only the new tokens' keys and values (k, vᵀ) leave the graph, for the host to write into its cache.
+ * Only the new tokens' keys and values (kᵀ, vᵀ) leave the graph, for the host to write into its cache.
  */
 function attendHostCache(ctx: DecoderContext, inputs: Extract<AttentionInputs, { kind: "hostCache" }>, layer: number, q: Value, k: Value, v3: Value): Value {
   const { g, config } = ctx;
@@ -228,30 +240,25 @@ function attendHostCache(ctx: DecoderContext, inputs: Extract<AttentionInputs, {
   const p = `/model/layers.${layer}/attn`;
   const groups = numHeads / numKvHeads;
   const capacity = ctx.cacheCapacity!;
-  // q [batch, tokens, heads, d] with heads = kv·groups → qᵀ [batch, kv, d, groups·tokens] (column = group·tokens + token)
+  // q [batch, tokens, heads, d] with heads = kv·groups → [batch, kv, groups·tokens, d] (row = group·tokens + token)
   const q5 = reshape(g, `${p}/q/group/Reshape`, q, [0, 0, numKvHeads, groups, headDim]); // [batch, tokens, kv, groups, d]
-  const qT = reshape(g, `${p}/q/T/Reshape`, transpose(g, `${p}/q/Transpose`, q5, [0, 2, 4, 3, 1]), [0, 0, 0, -1], {
-    outShape: ["batch", numKvHeads, headDim, "group_tokens"],
-  }); // [batch, kv, d, groups·tokens]
-  const key = transpose(g, `${p}/k/Transpose`, k, [0, 2, 1, 3]); // [batch, kv, tokens, d]
+  const q4 = reshape(g, `${p}/q/rows/Reshape`, transpose(g, `${p}/q/Transpose`, q5, [0, 2, 3, 1, 4]), [0, 0, -1, headDim], {
+    outShape: ["batch", numKvHeads, "group_tokens", headDim],
+  });
+  const keyT = transpose(g, `${p}/k/Transpose`, k, [0, 2, 3, 1]); // [batch, kv, d, tokens]
   const v4 = reshape(g, `${p}/v/Reshape`, v3, [0, 0, numKvHeads, headDim]);
   const valueT = transpose(g, `${p}/v/Transpose`, v4, [0, 2, 3, 1]); // [batch, kv, d, tokens]
-  inputs.onNew(layer, key, valueT);
+  inputs.onNew(layer, keyT, valueT);
   const past = inputs.past(layer);
 
-  const pastScores = matMul(g, `${p}/scores_past/MatMul`, past.key, qT); // [batch, kv, capacity, groups·tokens]
-  const newScores = matMul(g, `${p}/scores_new/MatMul`, key, qT); // [batch, kv, tokens, groups·tokens]
-  const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], 2, "context"); // [batch, kv, context, groups·tokens]
-  const scores5 = reshape(g, `${p}/scores/Reshape`, scores, [0, 0, 0, groups, -1], {
-    outShape: ["batch", numKvHeads, "context", groups, "tokens"],
-  });
-  // mask [batch, tokens, context] → [batch, 1, context, 1, tokens], broadcast over KV heads and groups
-  const mask = layerMask(config, layer, inputs.bias, inputs.windowBias);
-  const maskT = unsqueeze(g, `${p}/bias/Unsqueeze`, transpose(g, `${p}/bias/Transpose`, mask, [0, 2, 1]), [1, 3]);
-  const probs5 = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores5, maskT), 2);
-  const probs = reshape(g, `${p}/probs/Reshape`, probs5, [0, 0, 0, -1], { outShape: ["batch", numKvHeads, "context", "group_tokens"] });
-  const pastProbs = slice(g, `${p}/probs_past/Slice`, probs, 2, 0, capacity, "capacity");
-  const newProbs = slice(g, `${p}/probs_new/Slice`, probs, 2, capacity, Number.MAX_SAFE_INTEGER, "tokens");
+  const pastScores = matMul(g, `${p}/scores_past/MatMul`, q4, past.keyT); // [batch, kv, groups·tokens, capacity]
+  const newScores = matMul(g, `${p}/scores_new/MatMul`, q4, keyT); // [batch, kv, groups·tokens, tokens]
+  const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], -1, "context"); // [batch, kv, groups·tokens, context]
+  const mask = layerMask(config, layer, ctx.groupMasks!.bias, ctx.groupMasks!.windowBias); // [batch, 1, groups·tokens, context]
+  const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, mask), -1);
+  const probsT = transpose(g, `${p}/probs/Transpose`, probs, [0, 1, 3, 2]); // [batch, kv, context, groups·tokens]
+  const pastProbs = slice(g, `${p}/probs_past/Slice`, probsT, 2, 0, capacity, "capacity");
+  const newProbs = slice(g, `${p}/probs_new/Slice`, probsT, 2, capacity, Number.MAX_SAFE_INTEGER, "tokens");
   const outT = binary(
     g,
     "Add",

@@ -39,9 +39,9 @@ export const LLAMA_IO = {
   // host cache
   attentionBias: "attention_bias", // float [batch, tokens, capacity + tokens]: 0 where allowed, MASK_VALUE elsewhere
   windowBias: "attention_window_bias", // the same within each sliding window (only when a layer has one)
-  pastKey: (layer: number) => `past.${layer}.key`, // float [batch, kv_heads, capacity, head_dim]
+  pastKeyT: (layer: number) => `past.${layer}.key_t`, // float [batch, kv_heads, head_dim, capacity]
   pastValueT: (layer: number) => `past.${layer}.value_t`, // float [batch, kv_heads, head_dim, capacity]
-  newKey: (layer: number) => `new.${layer}.key`, // float [batch, kv_heads, tokens, head_dim]
+  newKeyT: (layer: number) => `new.${layer}.key_t`, // float [batch, kv_heads, head_dim, tokens]
   newValueT: (layer: number) => `new.${layer}.value_t`, // float [batch, kv_heads, head_dim, tokens]
   // device cache
   seqlensK: "seqlens_k", // int32 [batch]: cached + new tokens of each row, minus one
@@ -98,7 +98,7 @@ function hostCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
   const bias = g.input(LLAMA_IO.attentionBias, "float32", ["batch", "tokens", "context"]);
   const windowBias = config.attentionWindows.some((w) => w !== null) ? g.input(LLAMA_IO.windowBias, "float32", ["batch", "tokens", "context"]) : null;
   const pasts = Array.from({ length: config.numLayers }, (_, layer) => ({
-    key: g.input(LLAMA_IO.pastKey(layer), "float32", ["batch", numKvHeads, "capacity", headDim]),
+    keyT: g.input(LLAMA_IO.pastKeyT(layer), "float32", ["batch", numKvHeads, headDim, "capacity"]),
     valueT: g.input(LLAMA_IO.pastValueT(layer), "float32", ["batch", numKvHeads, headDim, "capacity"]),
   }));
   return {
@@ -106,8 +106,8 @@ function hostCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
     bias,
     windowBias,
     past: (layer) => pasts[layer],
-    onNew(layer, key, valueT) {
-      g.output(key, LLAMA_IO.newKey(layer));
+    onNew(layer, keyT, valueT) {
+      g.output(keyT, LLAMA_IO.newKeyT(layer));
       g.output(valueT, LLAMA_IO.newValueT(layer));
     },
   };
