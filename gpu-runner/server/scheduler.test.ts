@@ -95,6 +95,31 @@ describe("Scheduler", () => {
     expect(Math.max(...steps.map((counts) => counts.reduce((a, b) => a + b, 0)))).toBeLessThanOrEqual(7);
   });
 
+  it("adaptive prefill reads a prompt in chunks no larger than the ceiling, at least a token a step, and answers exactly", async () => {
+    const steps: number[][] = [];
+    const recording = Object.create(engine) as LlamaEngine;
+    recording.step = (batch, tokens, logits) => {
+      steps.push(tokens.map((t) => t.length));
+      return engine.step(batch, tokens, logits);
+    };
+    const scheduler = new Scheduler(recording, tokenizer, { maxBatch: 2, maxQueue: 4, prefillChunkTokens: 8, adaptivePrefill: true });
+    const options: GenerationOptions = { maxNewTokens: 30, temperature: 0, eosTokenIds: [] };
+    const longPrompt = "chunks of a prompt beside a decoding row ".repeat(2);
+    const first = scheduler.submit({ promptIds: tokenizer.encode("row"), adapterId: null, options });
+    let late: Promise<{ ids: number[] }> | null = null;
+    const ids: number[] = [];
+    for await (const event of first) {
+      if (event.type !== "token") continue;
+      ids.push(event.id);
+      if (ids.length === 2) late = collect(scheduler.submit({ promptIds: tokenizer.encode(longPrompt), adapterId: "a", options: { ...options, maxNewTokens: 4 } }));
+    }
+    expect(ids).toEqual((await alone("row", null, options)).ids);
+    expect((await late!).ids).toEqual((await alone(longPrompt, "a", { ...options, maxNewTokens: 4 })).ids);
+    // No step read more than the ceiling, so the prompt took at least ⌈length / 8⌉ steps beside the decoding row.
+    for (const counts of steps) for (const n of counts) expect(n).toBeLessThanOrEqual(8);
+    expect(steps.filter((counts) => counts.length === 2).length).toBeGreaterThanOrEqual(Math.ceil(tokenizer.encode(longPrompt).length / 8));
+  });
+
   it("a cancelled or disconnected request frees its row at once; the others finish", async () => {
     const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 2, maxQueue: 4 });
     const controller = new AbortController();

@@ -20,6 +20,12 @@ export interface SchedulerOptions {
   maxBatch: number; // rows decoded together
   maxQueue: number; // requests waiting for a row; more are refused
   prefillChunkTokens?: number; // prompt tokens fed per step beside the decoding rows (default 256)
+  /**
+   * Fit the prompt tokens of a step to what the hardware reads in the time of one decode step
+   * (measured as it runs), so a long prompt at most doubles the decoding rows' step time; the
+   * chunk size is then the ceiling. Off: every step reads a full chunk.
+   */
+  adaptivePrefill?: boolean;
   adapters?: AdapterResidency | null; // absent: adapters must already be registered with the engine
   initialCapacity?: number; // KV slots per row before the cache grows
   gate?: ComputeGate | null; // shares the device with training; inference goes first
@@ -42,6 +48,7 @@ export interface ScheduledRequest {
 
 /** Prompt tokens fed per step beside the decoding rows, unless configured. */
 export const DEFAULT_PREFILL_CHUNK_TOKENS = 256;
+const FIRST_ADAPTIVE_CHUNK = 16;
 
 /** The queue is full: retry after the given number of seconds. */
 export class QueueFullError extends Error {
@@ -118,6 +125,8 @@ export class Scheduler {
   private closed = false;
   private ending: Error | null = null; // set when a shutdown's grace period is over
   private stepMs = 50; // running estimate of one step, for Retry-After
+  private decodeStepMs: number | null = null; // running estimate of a step without prompt tokens
+  private prefillTokenMs: number | null = null; // running estimate of what each prompt token adds to a step
 
   constructor(
     private readonly engine: LlamaEngine,
@@ -214,6 +223,7 @@ export class Scheduler {
       }
       const elapsed = performance.now() - started;
       this.stepMs = 0.9 * this.stepMs + 0.1 * elapsed;
+      this.learnStepCost(pending, elapsed);
       this.options.observer?.step(this.running.length, elapsed / 1000);
       for (let row = this.running.length - 1; row >= 0; row--) {
         const entry = this.running[row];
@@ -235,7 +245,7 @@ export class Scheduler {
    * per step while the other rows keep decoding (chunked prefill); a row past the budget waits.
    */
   private nextTokens(): number[][] {
-    let budget = this.options.prefillChunkTokens ?? DEFAULT_PREFILL_CHUNK_TOKENS;
+    let budget = this.prefillBudget();
     return this.running.map((entry) => {
       const prompt = entry.request.promptIds;
       if (entry.prefilled >= prompt.length) return entry.pending;
@@ -243,6 +253,32 @@ export class Scheduler {
       budget -= take;
       return prompt.slice(entry.prefilled, entry.prefilled + take);
     });
+  }
+
+  /**
+   * Prompt tokens this step may read: a full chunk when no row is decoding (nobody waits), else,
+   * with adaptive prefill, as many as cost about one decode step (at least one, so a prompt always
+   * progresses); until both costs are known, a small first chunk measures them.
+   */
+  private prefillBudget(): number {
+    const chunk = this.options.prefillChunkTokens ?? DEFAULT_PREFILL_CHUNK_TOKENS;
+    const decoding = this.running.some((entry) => entry.prefilled >= entry.request.promptIds.length);
+    if (!this.options.adaptivePrefill || !decoding) return chunk;
+    if (this.decodeStepMs === null || this.prefillTokenMs === null) return Math.min(chunk, FIRST_ADAPTIVE_CHUNK);
+    return Math.max(1, Math.min(chunk, Math.floor(this.decodeStepMs / this.prefillTokenMs)));
+  }
+
+  /** Updates the step-cost estimates from a step's tokens and time. */
+  private learnStepCost(fed: number[][], elapsedMs: number): void {
+    let prompt = 0;
+    let decoding = 0;
+    this.running.forEach((entry, row) => {
+      if (entry.prefilled < entry.request.promptIds.length) prompt += fed[row].length;
+      else decoding++;
+    });
+    const blend = (old: number | null, sample: number) => (old === null ? sample : 0.8 * old + 0.2 * sample);
+    if (prompt === 0 && decoding > 0) this.decodeStepMs = blend(this.decodeStepMs, elapsedMs);
+    else if (prompt > 0) this.prefillTokenMs = blend(this.prefillTokenMs, Math.max(elapsedMs - (decoding > 0 ? this.decodeStepMs ?? 0 : 0), 0.01) / prompt);
   }
 
   /** Fills free rows, rotating over adapters so a busy adapter cannot starve the others. */
