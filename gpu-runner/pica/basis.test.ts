@@ -20,6 +20,7 @@ import {
 } from "./basis.ts";
 import { modelFingerprint } from "./fingerprint.ts";
 import { jsMatrixProduct, orthonormalityError, orthonormalizeRows, type MatrixProduct } from "./linear-algebra.ts";
+import { createOnnxWeightProducts, weightProductsOf, type WeightProducts } from "./singular-vectors.ts";
 import { DEFAULT_TARGET_MODULES, projectionKey, type Basis } from "./types.ts";
 
 /** An independent dense SVD: one-sided (Hestenes) Jacobi on W's columns; right singular vectors as rows. */
@@ -118,10 +119,12 @@ const distinctSigma = (count: number) => Array.from({ length: count }, (_, i) =>
 
 let product: MatrixProduct;
 let disposeProduct: () => Promise<void>;
+let weightProducts: WeightProducts & { dispose: () => Promise<void> };
 beforeAll(async () => {
   ({ product, dispose: disposeProduct } = await createOnnxMatrixProduct());
+  weightProducts = await createOnnxWeightProducts();
 });
-afterAll(() => disposeProduct());
+afterAll(() => Promise.all([disposeProduct(), weightProducts.dispose()]));
 
 describe("canonicalizeSigns", () => {
   it("makes each row's largest-magnitude entry positive, the lowest index winning ties", () => {
@@ -147,12 +150,12 @@ describe("topRightSingularVectors", () => {
   it.each([
     [300, 200],
     [200, 300],
-  ])("subspace iteration on a constructed %i x %i W equals the true vectors, on onnxruntime and in JS", async (out, inputs) => {
+  ])("subspace iteration on a constructed %i x %i W equals the true vectors, on onnxruntime (MatMul, and Gram graphs from float32) and in JS", async (out, inputs) => {
     // Distinct, with gaps wide enough that rounding W to float32 moves its vectors by < 1e-7.
     const sigma = Array.from({ length: 200 }, (_, i) => 3 * 0.97 ** i);
     const { weight, v } = constructed(out, inputs, sigma, 9);
     const expected = canonicalRows(v, 16, inputs);
-    for (const via of [product, jsMatrixProduct]) {
+    for (const via of [product, jsMatrixProduct, weightProducts]) {
       const { rows } = await topRightSingularVectors(weight, 16, via, { method: "subspace" });
       expect(maxDifference(rows, expected)).toBeLessThan(1e-6);
     }
@@ -225,6 +228,26 @@ describe("topRightSingularVectors", () => {
     const weight: FloatTensor = { shape: [3, 4], data: Float32Array.of(1, 2, 3, 4, 5, NaN, 7, 8, 9, 10, 11, 12) };
     await expect(topRightSingularVectors(weight, 2, product, { label: "layers.1.q" })).rejects.toThrow(/layers\.1\.q: element 5 \(row 1, column 1\) is NaN/);
     await expect(topRightSingularVectors({ shape: [3, 4], data: new Float32Array(12) }, 4, product)).rejects.toThrow(/rank 4 must be an integer in \[1, min\(out, in\) = 3\]/);
+  });
+});
+
+describe("onnxruntime weight products", () => {
+  it("widen a float32 W inside the graph and match the float64 products of JS: W Wᵀ, WᵀW and U W", async () => {
+    const rng = new Rng(31);
+    const [out, inputs, count] = [37, 53, 5];
+    const w = Float32Array.from({ length: out * inputs }, () => rng.normal());
+    const u = Float64Array.from({ length: count * out }, () => rng.normal());
+    const reference = weightProductsOf(jsMatrixProduct);
+    for (const side of ["rows", "columns"] as const) {
+      const size = side === "rows" ? out : inputs;
+      const onnx = await weightProducts.gram(w, out, inputs, side);
+      const js = await reference.gram(w, out, inputs, side);
+      expect(onnx).toHaveLength(size * size);
+      expect(maxDifference(onnx, js)).toBeLessThan(1e-12 * Math.max(...js.map(Math.abs)));
+    }
+    const left = await weightProducts.leftTimes(u, count, w, out, inputs);
+    expect(left).toHaveLength(count * inputs);
+    expect(maxDifference(left, await reference.leftTimes(u, count, w, out, inputs))).toBeLessThan(1e-12 * out);
   });
 });
 

@@ -16,15 +16,14 @@ import { createHash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseSafetensors, serializeSafetensors, writeSafetensorsFile } from "../checkpoint/safetensors.ts";
-import { GraphBuilder } from "../graph/builder.ts";
-import { matMul } from "../graph/ops.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { LINEAR_MODULES, linearName, linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
-import { OnnxSession } from "../runtime/onnx-session.ts";
 import type { FloatTensor } from "../tensor.ts";
 import { modelFingerprint } from "./fingerprint.ts";
-import { orthonormalizeRowsWith, topEigenpairs, transpose, type MatrixProduct } from "./linear-algebra.ts";
+import { createOnnxWeightProducts, largestMagnitudeIndex, topRightSingularVectors } from "./singular-vectors.ts";
 import { DEFAULT_TARGET_MODULES, projectionKey, type Basis } from "./types.ts";
+
+export { canonicalizeSigns, createOnnxMatrixProduct, topRightSingularVectors, type RightSingularVectors } from "./singular-vectors.ts";
 
 /** The `format` metadata value of a basis file. */
 export const BASIS_FORMAT = "pica-basis";
@@ -51,10 +50,7 @@ export class BasisFormatError extends Error {
 
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const TENSOR_NAME = /^pica\.basis\.layers\.(0|[1-9]\d*)\.([a-z_]+)$/;
-// Below this ratio λ_r/λ₁ of W Wᵀ, recovering v = Wᵀu/σ would amplify u's error; use WᵀW instead.
-const SMALL_GRAM_MIN_EIGENVALUE_RATIO = 1e-8;
 const ROW_NORM_TOLERANCE = 1e-4;
-const ORTHONORMALITY_TOLERANCE = 1e-5;
 
 /** The file a basis of rank `rMax` is stored in, inside the model's basis directory. */
 export function basisFileName(rMax: number): string {
@@ -78,108 +74,6 @@ export function canonicalTargetModules(modules: readonly string[]): LinearModule
     seen.add(module);
   }
   return LINEAR_MODULES.filter((module) => seen.has(module));
-}
-
-/**
- * A float64 matrix product on onnxruntime's CPU provider: one MatMul graph with symbolic dims,
- * one session for every shape. Measured on 2 cores: 11–29 GFLOP/s against 0.5–0.85 for JS
- * loops, so the basis of a 512-wide model takes seconds rather than minutes.
- */
-export async function createOnnxMatrixProduct(): Promise<{ product: MatrixProduct; dispose: () => Promise<void> }> {
-  const g = new GraphBuilder("pica-basis-float64-matmul");
-  const a = g.input("a", "float64", ["rows", "inner"]);
-  const b = g.input("b", "float64", ["inner", "columns"]);
-  g.output(matMul(g, "/basis/MatMul", a, b), "c");
-  // No spinning: between products the JS thread works (Jacobi, filters) and needs the cores.
-  const session = await OnnxSession.create(g.serialize(), { inputs: g.inputs, outputs: g.outputs }, { allowSpinning: false });
-  const product: MatrixProduct = async (left, rows, inner, right, columns) => {
-    const out = await session.run({
-      a: { dtype: "float64", shape: [rows, inner], data: left },
-      b: { dtype: "float64", shape: [inner, columns], data: right },
-    });
-    return out.c.data as Float64Array;
-  };
-  return { product, dispose: () => session.dispose() };
-}
-
-/** The top `rank` right singular vectors of W and the matching singular values. */
-export interface RightSingularVectors {
-  rows: Float32Array; // [rank, in]: orthonormal rows, signs canonical
-  singularValues: Float64Array; // [rank], descending
-}
-
-/**
- * Top-`rank` right singular vectors of W [out, in] as canonical float32 rows. Works on the smaller
- * Gram matrix in float64: WᵀW [in, in] directly, or W Wᵀ [out, out] when out < in, then vᵢ = Wᵀuᵢ/σᵢ
- * (same vectors, a smaller eigenproblem; skipped when σ_rank is too small for that to be exact).
- */
-export async function topRightSingularVectors(
-  weight: FloatTensor,
-  rank: number,
-  product: MatrixProduct,
-  options: { label?: string; method?: "auto" | "dense" | "subspace" } = {},
-): Promise<RightSingularVectors> {
-  const label = options.label ?? "weight";
-  if (weight.shape.length !== 2) throw new Error(`${label}: expected a 2-D weight [out, in], got shape [${weight.shape.join(", ")}]`);
-  const [out, inputs] = weight.shape;
-  if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(out, inputs)) {
-    throw new Error(`${label}: rank ${rank} must be an integer in [1, min(out, in) = ${Math.min(out, inputs)}] for weight [${out}, ${inputs}]`);
-  }
-  const w = new Float64Array(weight.data.length); // [out, in]
-  for (let i = 0; i < w.length; i++) {
-    const value = weight.data[i];
-    if (!Number.isFinite(value)) throw new Error(`${label}: element ${i} (row ${Math.floor(i / inputs)}, column ${i % inputs}) is ${value}`);
-    w[i] = value;
-  }
-  const eigenOptions = { label, method: options.method ?? "auto" } as const;
-
-  let rows: Float64Array | null = null; // [rank, in]
-  let eigenvalues: Float64Array | null = null;
-  if (out < inputs) {
-    const gram = await product(w, out, inputs, transpose(w, out, inputs), out); // W Wᵀ [out, out]
-    const left = await topEigenpairs(gram, out, rank, product, { ...eigenOptions, label: `${label} (W Wᵀ)` });
-    if (left.values[rank - 1] > SMALL_GRAM_MIN_EIGENVALUE_RATIO * left.values[0]) {
-      rows = await product(left.vectors, rank, out, w, inputs); // row i: uᵢᵀ W = σᵢ vᵢᵀ
-      for (let i = 0; i < rank; i++) {
-        const inverseSigma = 1 / Math.sqrt(left.values[i]);
-        for (let t = 0; t < inputs; t++) rows[i * inputs + t] *= inverseSigma;
-      }
-      eigenvalues = left.values;
-    }
-  }
-  if (rows === null || eigenvalues === null) {
-    const gram = await product(transpose(w, out, inputs), inputs, out, w, inputs); // WᵀW [in, in]
-    const right = await topEigenpairs(gram, inputs, rank, product, { ...eigenOptions, label: `${label} (WᵀW)` });
-    rows = right.vectors;
-    eigenvalues = right.values;
-  }
-  rows = await orthonormalizeRowsWith(product, rows, rank, inputs); // exact orthonormality before rounding to float32
-  const singular = Float32Array.from(rows);
-  canonicalizeSigns(singular, rank, inputs);
-  const stored = Float64Array.from(singular);
-  const error = maxDeviationFromIdentity(await product(stored, rank, inputs, transpose(stored, rank, inputs), rank), rank);
-  if (!(error <= ORTHONORMALITY_TOLERANCE)) throw new Error(`${label}: P's rows are not orthonormal after rounding to float32 (max |P Pᵀ − I| = ${error})`);
-  return { rows: singular, singularValues: eigenvalues.map((value) => Math.sqrt(Math.max(value, 0))) };
-}
-
-function maxDeviationFromIdentity(square: Float64Array, n: number): number {
-  let worst = 0;
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) worst = Math.max(worst, Math.abs(square[i * n + j] - (i === j ? 1 : 0)));
-  return worst;
-}
-
-/** Flips each row of P [rows, columns] so its largest-magnitude entry (lowest index on ties) is positive. */
-export function canonicalizeSigns(p: Float32Array, rows: number, columns: number): void {
-  for (let i = 0; i < rows; i++) {
-    const row = p.subarray(i * columns, (i + 1) * columns);
-    if (row[largestMagnitudeIndex(row)] < 0) for (let t = 0; t < columns; t++) row[t] = -row[t];
-  }
-}
-
-function largestMagnitudeIndex(row: Float32Array): number {
-  let best = 0;
-  for (let t = 1; t < row.length; t++) if (Math.abs(row[t]) > Math.abs(row[best])) best = t;
-  return best;
 }
 
 /**
@@ -210,19 +104,26 @@ export async function computeBasis(
 
   const total = config.numLayers * targetModules.length;
   const projections = new Map<string, FloatTensor>();
-  const { product, dispose } = await createOnnxMatrixProduct();
+  const products = await createOnnxWeightProducts();
   try {
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const module of targetModules) {
         const name = linearName(layer, module);
         const weight = weights.get(name)!;
-        const { rows } = await topRightSingularVectors(weight, rMax, product, { label: name });
+        let rows: Float32Array;
+        try {
+          ({ rows } = await topRightSingularVectors(weight, rMax, products, { label: name }));
+        } catch (error) {
+          // Most failures name the weight already; a failed read or onnxruntime run may not.
+          const message = error instanceof Error ? error.message : String(error);
+          throw message.includes(name) ? error : new Error(`${name}: ${message}`, { cause: error });
+        }
         projections.set(projectionKey(layer, module), { shape: [rMax, weight.shape[1]], data: rows });
         onProgress?.(projections.size, total);
       }
     }
   } finally {
-    await dispose();
+    await products.dispose();
   }
   const basis = { baseFingerprint, rMax, numLayers: config.numLayers, targetModules, projections };
   return { id: basisId(basis), ...basis };
@@ -393,6 +294,57 @@ function checkProjectionValues(data: Float32Array, rows: number, columns: number
   }
 }
 
+/** A basis request with its defaults filled in: modules in canonical order, the base model's fingerprint. */
+export interface BasisRequest {
+  rMax: number;
+  targetModules: LinearModule[];
+  baseFingerprint: string;
+}
+
+/**
+ * Checks `options` against the model (known modules, rMax within every targeted weight's rank)
+ * and fills in the defaults; `fingerprint` is called only when no baseFingerprint is given.
+ */
+export function resolveBasisRequest(config: ModelConfig, options: BasisOptions, fingerprint: () => string): BasisRequest {
+  const targetModules = canonicalTargetModules(options.targetModules ?? DEFAULT_TARGET_MODULES);
+  checkRank(config, options.rMax, targetModules);
+  return { rMax: options.rMax, targetModules, baseFingerprint: options.baseFingerprint ?? fingerprint() };
+}
+
+/**
+ * The basis stored at `directory/pica-basis-r{rMax}.safetensors`, or null when there is none.
+ * A file that is corrupt, or belongs to another base model, rMax or set of target modules, is an
+ * error rather than null: adapters may have been trained against it, so it is never overwritten.
+ */
+export async function readStoredBasis(directory: string, config: ModelConfig, request: BasisRequest): Promise<Basis | null> {
+  const path = join(directory, basisFileName(request.rMax));
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw error;
+  }
+  const basis = parseBasis(bytes, path);
+  checkBasisMatches(basis, path, config, request);
+  return basis;
+}
+
+/** Computes the basis and writes it atomically to `directory/pica-basis-r{rMax}.safetensors`. */
+export async function computeAndStoreBasis(
+  directory: string,
+  config: ModelConfig,
+  weights: WeightMap,
+  request: BasisRequest,
+  onProgress?: (done: number, total: number) => void,
+): Promise<Basis> {
+  const basis = await computeBasis(config, weights, request, onProgress);
+  const { tensors, metadata } = basisFileContents(basis);
+  await mkdir(directory, { recursive: true });
+  await writeSafetensorsFile(join(directory, basisFileName(request.rMax)), tensors, metadata);
+  return basis;
+}
+
 /**
  * The basis for this model and rMax: read from `directory/pica-basis-r{rMax}.safetensors` when
  * that file exists (it must belong to this base model and these target modules, or this throws
@@ -407,30 +359,15 @@ export async function loadOrComputeBasis(
   onProgress?: (done: number, total: number) => void,
 ): Promise<{ basis: Basis; computed: boolean; seconds: number }> {
   const started = performance.now();
-  const targetModules = canonicalTargetModules(options.targetModules ?? DEFAULT_TARGET_MODULES);
-  checkRank(config, options.rMax, targetModules);
-  const baseFingerprint = options.baseFingerprint ?? modelFingerprint(config, weights);
-  const path = join(directory, basisFileName(options.rMax));
+  const request = resolveBasisRequest(config, options, () => modelFingerprint(config, weights));
   const seconds = () => (performance.now() - started) / 1000;
-
-  let bytes: Uint8Array | null = null;
-  try {
-    bytes = await readFile(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-  }
-  if (bytes !== null) {
-    const basis = parseBasis(bytes, path);
-    checkBasisMatches(basis, path, config, { rMax: options.rMax, targetModules, baseFingerprint });
-    const total = basis.numLayers * basis.targetModules.length;
+  const stored = await readStoredBasis(directory, config, request);
+  if (stored !== null) {
+    const total = stored.numLayers * stored.targetModules.length;
     onProgress?.(total, total);
-    return { basis, computed: false, seconds: seconds() };
+    return { basis: stored, computed: false, seconds: seconds() };
   }
-
-  const basis = await computeBasis(config, weights, { rMax: options.rMax, targetModules, baseFingerprint }, onProgress);
-  const { tensors, metadata } = basisFileContents(basis);
-  await mkdir(directory, { recursive: true });
-  await writeSafetensorsFile(path, tensors, metadata);
+  const basis = await computeAndStoreBasis(directory, config, weights, request, onProgress);
   return { basis, computed: true, seconds: seconds() };
 }
 
@@ -438,7 +375,7 @@ function checkBasisMatches(
   basis: Basis,
   path: string,
   config: ModelConfig,
-  expected: { rMax: number; targetModules: LinearModule[]; baseFingerprint: string },
+  expected: BasisRequest,
 ): void {
   if (basis.baseFingerprint !== expected.baseFingerprint) {
     throw new BasisFormatError(

@@ -8,10 +8,10 @@ import {
   orthonormalizeRowsWith,
   symmetricEigen,
   symmetricEigenTridiagonal,
-  topEigenpairs,
   transpose,
   type SymmetricEigen,
 } from "./linear-algebra.ts";
+import { topEigenpairs } from "./top-eigenpairs.ts";
 
 function randomMatrix(rng: Rng, rows: number, columns: number, scale = 1): Float64Array {
   const m = new Float64Array(rows * columns);
@@ -201,6 +201,40 @@ describe("topEigenpairs", () => {
     await expect(
       topEigenpairs(g, n, 8, jsMatrixProduct, { method: "subspace", maxIterations: 1, denseFallbackLimit: 100, label: "test matrix" }),
     ).rejects.toThrow(/test matrix: subspace iteration did not converge in 1 Rayleigh–Ritz steps .* too large for the dense fallback/);
+  });
+
+  it("locks converged pairs: later steps multiply fewer rows than the full block", async () => {
+    const count = 12;
+    const blockSize = count + 16;
+    const result = await topEigenpairs(g, n, count, jsMatrixProduct, { method: "subspace" });
+    expect(result.products).toBeGreaterThan(0);
+    expect(result.productRows).toBeLessThan(result.products * blockSize);
+    expect(result.productRows).toBeGreaterThan(result.products * count); // the unconverged rows were still being filtered
+  });
+
+  it("is deterministic: the same matrix gives the same pairs, bit for bit", async () => {
+    const first = await topEigenpairs(g, n, 10, jsMatrixProduct, { method: "subspace" });
+    const second = await topEigenpairs(g, n, 10, jsMatrixProduct, { method: "subspace" });
+    expect(Array.from(second.values)).toEqual(Array.from(first.values));
+    expect(Array.from(second.vectors)).toEqual(Array.from(first.vectors));
+    const otherSeed = await topEigenpairs(g, n, 10, jsMatrixProduct, { method: "subspace", seed: 5 });
+    expect(maxAbs(Array.from(otherSeed.values, (v, i) => v - first.values[i]))).toBeLessThan(1e-12 * first.values[0]);
+  });
+
+  it("handles a repeated eigenvalue that straddles the requested count", async () => {
+    // λ = 5 (×3), then 4 (×5): the top 6 take three of the five 4s, any three of that eigenspace.
+    const values = Array.from({ length: n }, (_, i) => (i < 3 ? 5 : i < 8 ? 4 : 3 * 0.98 ** i));
+    const { a, vectors } = withSpectrum(new Rng(12), values);
+    const result = await topEigenpairs(a, n, 6, jsMatrixProduct, { method: "subspace" });
+    expect(result.method).toBe("subspace");
+    expect(maxAbs(Array.from(result.values, (v, i) => v - values[i]))).toBeLessThan(1e-12);
+    expect(eigenResidual(a, n, result)).toBeLessThan(1e-10 * 5);
+    expect(orthonormalityError(result.vectors, 6, n)).toBeLessThan(1e-13);
+    // The three λ = 5 vectors span exactly the λ = 5 eigenspace: their projection onto it has norm 1.
+    for (let i = 0; i < 3; i++) {
+      const along = multiply(result.vectors.subarray(i * n, (i + 1) * n) as Float64Array, 1, n, transpose(vectors.subarray(0, 3 * n) as Float64Array, 3, n), 3);
+      expect(Math.abs(Math.hypot(...along) - 1)).toBeLessThan(1e-12);
+    }
   });
 
   it("refuses a count outside [1, n]", async () => {

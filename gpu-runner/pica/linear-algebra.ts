@@ -1,7 +1,7 @@
 /**
  * Float64 dense linear algebra for the PiCa basis: symmetric eigen-decompositions (cyclic Jacobi,
- * and Householder + QL), row orthonormalisation, and a Chebyshev-filtered subspace iteration
- * for the top eigenpairs of a large symmetric positive semi-definite matrix.
+ * and Householder + QL) and row orthonormalisation; the iterative solver for the top eigenpairs
+ * of a large Gram matrix is in top-eigenpairs.ts.
  *
  * Matrices are row-major Float64Arrays with explicit dimensions. Vectors are stored as ROWS
  * (a block of k vectors of length n is [k, n]) so every update walks contiguous memory.
@@ -9,7 +9,6 @@
  * partial or iterative one, which models with in = 8192 need. The heavy products are injected
  * as a `MatrixProduct`, so callers can run them on onnxruntime, 20–30x faster than JS loops.
  */
-import { Rng } from "../random.ts";
 
 /** C [rows, columns] = A [rows, inner] · B [inner, columns], all row-major float64. */
 export type MatrixProduct = (a: Float64Array, rows: number, inner: number, b: Float64Array, columns: number) => Promise<Float64Array>;
@@ -19,33 +18,6 @@ export interface SymmetricEigen {
   values: Float64Array; // [count]
   vectors: Float64Array; // [count, n]: row i is the eigenvector of values[i]
 }
-
-/** How `topEigenpairs` found its answer, for logs and tests. */
-export interface TopEigenpairs extends SymmetricEigen {
-  method: "dense" | "subspace" | "dense-fallback";
-  iterations: number; // Rayleigh–Ritz steps of the subspace iteration (0 when dense)
-  products: number; // products with the matrix (0 when dense)
-  maxResidual: number; // max over returned pairs of ‖A v − λ v‖ / λ₁ (checked for the subspace method)
-}
-
-export interface TopEigenpairsOptions {
-  method?: "auto" | "dense" | "subspace"; // auto: dense when the block would cover most of the matrix
-  tolerance?: number; // converged when every ‖A v − λ v‖ ≤ tolerance · λ₁ (default 1e-10)
-  oversampling?: number; // extra block vectors beyond `count` (default max(16, count))
-  maxIterations?: number; // Rayleigh–Ritz steps before giving up (default 60)
-  denseFallbackLimit?: number; // largest n for which non-convergence falls back to a dense decomposition (default 1024)
-  seed?: number; // seed of the random start block (default fixed, so results are reproducible)
-  label?: string; // names the matrix in error messages
-}
-
-const DEFAULT_TOLERANCE = 1e-10;
-const DEFAULT_MAX_ITERATIONS = 60;
-const DEFAULT_DENSE_FALLBACK_LIMIT = 1024;
-const DEFAULT_SEED = 0x9e3779b9;
-// Amplification of the top Ritz value over the filter's cut per filter application. It bounds the
-// condition number of the filtered block so Cholesky QR stays accurate (it needs κ ≲ 1e8).
-const FILTER_AMPLIFICATION = 1e6;
-const MAX_FILTER_DEGREE = 40;
 
 /** A plain JS implementation of `MatrixProduct` (i-k-j loops). */
 export const jsMatrixProduct: MatrixProduct = async (a, rows, inner, b, columns) => multiply(a, rows, inner, b, columns);
@@ -472,162 +444,7 @@ function wellConditioned(l: Float64Array, n: number, ratio: number): boolean {
   return smallest >= ratio * largest && Number.isFinite(largest);
 }
 
-/**
- * The `count` largest eigenpairs of a symmetric positive semi-definite A [n, n]. Dense Jacobi
- * when n is small; otherwise a Chebyshev-filtered subspace iteration with Rayleigh–Ritz
- * (Zhou & Saad 2007) whose products with A run on `product`. It stops when every returned pair
- * has ‖A v − λ v‖ ≤ tolerance·λ₁; when it cannot get there it falls back to a dense
- * decomposition (n ≤ denseFallbackLimit) or throws, never returning unconverged vectors.
- */
-export async function topEigenpairs(
-  a: Float64Array,
-  n: number,
-  count: number,
-  product: MatrixProduct,
-  options: TopEigenpairsOptions = {},
-): Promise<TopEigenpairs> {
-  checkLength("topEigenpairs", a, n * n);
-  const label = options.label ?? `a ${n}x${n} matrix`;
-  if (!Number.isInteger(count) || count < 1 || count > n) throw new Error(`topEigenpairs: ${label}: count ${count} must be an integer in [1, ${n}]`);
-  const tolerance = options.tolerance ?? DEFAULT_TOLERANCE;
-  const blockSize = Math.min(n, count + (options.oversampling ?? Math.max(16, count)));
-  const method = options.method ?? "auto";
-  if (method === "dense" || (method === "auto" && (n <= 128 || blockSize * 4 > n * 3))) {
-    return { ...denseTop(a, n, count), method: "dense", iterations: 0, products: 0, maxResidual: 0 };
-  }
-  if (blockSize >= n) throw new Error(`topEigenpairs: ${label}: the subspace method needs count + oversampling < n (${blockSize} ≥ ${n})`);
-
-  const result = await subspaceIteration(a, n, count, blockSize, product, {
-    tolerance,
-    maxIterations: options.maxIterations ?? DEFAULT_MAX_ITERATIONS,
-    seed: options.seed ?? DEFAULT_SEED,
-  });
-  if (result.converged) return { ...result, method: "subspace" };
-  const limit = options.denseFallbackLimit ?? DEFAULT_DENSE_FALLBACK_LIMIT;
-  if (n <= limit) return { ...denseTop(a, n, count), method: "dense-fallback", iterations: result.iterations, products: result.products, maxResidual: 0 };
-  throw new Error(
-    `topEigenpairs: ${label}: subspace iteration did not converge in ${result.iterations} Rayleigh–Ritz steps ` +
-      `(worst relative residual ${result.maxResidual.toExponential(2)} > ${tolerance}) and n = ${n} is too large for the dense fallback (≤ ${limit})`,
-  );
-}
-
-function denseTop(a: Float64Array, n: number, count: number): SymmetricEigen {
-  // Jacobi is the more accurate of the two, but its sweeps cost too much past a few hundred.
-  const { values, vectors } = n <= 160 ? symmetricEigen(a, n) : symmetricEigenTridiagonal(a, n);
-  return { values: values.slice(0, count), vectors: vectors.slice(0, count * n) };
-}
-
-interface SubspaceResult extends SymmetricEigen {
-  converged: boolean;
-  iterations: number;
-  products: number;
-  maxResidual: number;
-}
-
-async function subspaceIteration(
-  a: Float64Array,
-  n: number,
-  count: number,
-  k: number,
-  product: MatrixProduct,
-  settings: { tolerance: number; maxIterations: number; seed: number },
-): Promise<SubspaceResult> {
-  let products = 0;
-  const timesA = async (block: Float64Array): Promise<Float64Array> => {
-    products++;
-    return product(block, k, n, a, n); // rows: Xᵀ A = (A X)ᵀ as A is symmetric
-  };
-  const rng = new Rng(settings.seed);
-  let x: Float64Array = new Float64Array(k * n); // [k, n]: the block, one vector per row
-  for (let i = 0; i < x.length; i++) x[i] = rng.normal();
-  const refill = () => rng.normal(); // a block row that collapsed is replaced by a fresh random one
-  x = await orthonormalizeRowsWith(product, x, k, n, refill);
-  let ax = await timesA(x); // [k, n]: rows of (A X)ᵀ
-
-  let values: Float64Array = new Float64Array(k);
-  let maxResidual = Infinity;
-  let iterations = 0;
-  for (;;) {
-    // Rayleigh–Ritz: H = Xᵀ A X [k, k] = S Θ Sᵀ; rotate X and A X onto the Ritz vectors.
-    const h = await product(x, k, n, transpose(ax, k, n), k);
-    const ritz = symmetricEigenTridiagonal(h, k);
-    values = ritz.values;
-    x = await product(ritz.vectors, k, k, x, n);
-    ax = await product(ritz.vectors, k, k, ax, n);
-    iterations++;
-
-    const residuals = residualNorms(x, ax, values, k, n);
-    const scale = Math.max(values[0], 0);
-    maxResidual = 0;
-    for (let i = 0; i < count; i++) maxResidual = Math.max(maxResidual, scale > 0 ? residuals[i] / scale : residuals[i] === 0 ? 0 : Infinity);
-    if (maxResidual <= settings.tolerance) break;
-    if (iterations >= settings.maxIterations) {
-      return { values: values.slice(0, count), vectors: x.slice(0, count * n), converged: false, iterations, products, maxResidual };
-    }
-
-    // Damp the spectrum below the smallest Ritz value (the cut) and amplify what lies above it.
-    const top = values[0] + residuals[0];
-    const cut = Math.max(values[k - 1], 1e-3 * values[0]);
-    x = top > cut * (1 + 1e-12) ? await chebyshevFilter(x, ax, timesA, cut, top, k, n) : ax;
-    x = await orthonormalizeRowsWith(product, x, k, n, refill);
-    ax = await timesA(x);
-  }
-  return { values: values.slice(0, count), vectors: x.slice(0, count * n), converged: true, iterations, products, maxResidual };
-}
-
-/** ‖A vᵢ − θᵢ vᵢ‖ for each row i of the block. */
-function residualNorms(x: Float64Array, ax: Float64Array, values: Float64Array, k: number, n: number): Float64Array {
-  const norms = new Float64Array(k);
-  for (let i = 0; i < k; i++) {
-    let sum = 0;
-    for (let t = 0; t < n; t++) {
-      const r = ax[i * n + t] - values[i] * x[i * n + t];
-      sum += r * r;
-    }
-    norms[i] = Math.sqrt(sum);
-  }
-  return norms;
-}
-
-/**
- * p(A) X with p(t) = T_m(L(t)) / T_m(L(top)), T_m the Chebyshev polynomial and L mapping
- * [0, cut] onto [−1, 1]: |p| ≤ 1/T_m(L(top)) below the cut, growing fast above it. The
- * three-term recurrence is scaled at every step (Zhou & Saad's scaled filter) so nothing
- * overflows. The degree makes T_m(L(top)) ≈ FILTER_AMPLIFICATION.
- *
- *   Y₀ = X,  Y₁ = L(A) X / x₀,  Yⱼ₊₁ = 2σⱼ₊₁ L(A) Yⱼ − σⱼ₊₁σⱼ Yⱼ₋₁,  σⱼ₊₁ = 1 / (2x₀ − σⱼ)
- */
-async function chebyshevFilter(
-  x: Float64Array,
-  ax: Float64Array,
-  timesA: (block: Float64Array) => Promise<Float64Array>,
-  cut: number,
-  top: number,
-  k: number,
-  n: number,
-): Promise<Float64Array> {
-  const center = cut / 2;
-  const halfWidth = cut / 2;
-  const x0 = (top - center) / halfWidth; // > 1
-  const degree = Math.max(1, Math.min(MAX_FILTER_DEGREE, Math.ceil(Math.acosh(FILTER_AMPLIFICATION) / Math.acosh(x0))));
-  let sigma = 1 / x0;
-  let previous = x;
-  let current = new Float64Array(k * n);
-  for (let i = 0; i < current.length; i++) current[i] = ((ax[i] - center * x[i]) * sigma) / halfWidth;
-  for (let step = 2; step <= degree; step++) {
-    const aCurrent = await timesA(current);
-    const nextSigma = 1 / (2 * x0 - sigma);
-    const next = new Float64Array(k * n);
-    const scaleA = (2 * nextSigma) / halfWidth;
-    const scalePrevious = sigma * nextSigma;
-    for (let i = 0; i < next.length; i++) next[i] = scaleA * (aCurrent[i] - center * current[i]) - scalePrevious * previous[i];
-    previous = current;
-    current = next;
-    sigma = nextSigma;
-  }
-  return current;
-}
-
-function checkLength(what: string, data: ArrayLike<number>, expected: number): void {
+/** Throws, naming `what`, unless `data` has exactly `expected` elements. */
+export function checkLength(what: string, data: ArrayLike<number>, expected: number): void {
   if (data.length !== expected) throw new Error(`${what}: has ${data.length} elements, expected ${expected}`);
 }

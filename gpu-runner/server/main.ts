@@ -1,13 +1,19 @@
 /**
- * The runner process: `npm run runner -- [flags]` (or environment variables) loads a model and its
- * PiCa basis, serves the OpenAI-compatible API with continuous batching and an adapter cache, and
- * shuts down gracefully on SIGINT/SIGTERM (stops accepting, lets running requests finish).
+ * The runner process: `npm run runner -- [flags]` (or environment variables) loads a model,
+ * serves the OpenAI-compatible API with continuous batching and an adapter cache, computes or
+ * loads the model's PiCa basis in the background (base-model requests are served meanwhile;
+ * adapters and training wait for it), and shuts down gracefully on SIGINT/SIGTERM (stops
+ * accepting, lets running requests finish).
  *
  *   --model DIR (RUNNER_MODEL)          checkpoint directory; default: the shipped model
  *   --host H --port P (RUNNER_HOST/PORT) default 127.0.0.1:8400; port 0 picks a free one
- *   --provider cpu|cuda|webgpu          onnxruntime execution provider; default cpu
+ *   --provider cpu|cuda|webgpu          onnxruntime execution provider for serving, training and all; default cpu
  *   --threads N                         intra-op threads; default: one per logical CPU
+ *   --cache-dir DIR (RUNNER_CACHE_DIR)  where the model's weights are kept in onnxruntime's layout; default .cache/models
  *   --max-batch N --max-queue N         rows decoded together; requests allowed to wait
+ *   --kv-cache-mb M (RUNNER_KV_CACHE_MB) memory for the KV cache of a full batch; it bounds each request's context; default: a quarter of the memory
+ *   --prefill-chunk N                   most prompt tokens read per step beside the decoding rows (fewer where a step's
+ *                                       prompt tokens would cost more than a decode step); default 256
  *   --rank R --r-max R                  serving rank of adapters; rows of the stored basis
  *   --max-adapters N --max-adapter-mb M resident adapter budget (count and megabytes)
  *   --adapter-dir DIR (RUNNER_ADAPTER_DIR) local adapter store
@@ -20,6 +26,7 @@
  *   --shutdown-grace-s S                on SIGTERM, how long running requests may finish; default 25
  */
 import { serve } from "@hono/node-server";
+import { totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { AdapterCache } from "../adapters/adapter-cache.ts";
@@ -29,13 +36,17 @@ import { JobManager } from "../jobs/job-manager.ts";
 import { LlamaEngine } from "../engine/llama-engine.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { SHIPPED_MODEL_DIRECTORY } from "../model/shipped-model.ts";
-import { loadOrComputeBasis } from "../pica/basis.ts";
-import type { ExecutionProvider } from "../runtime/onnx-session.ts";
+import { BASIS_PENDING } from "../../src/protocol/heartbeat.ts";
+import { BasisNotReadyError } from "../engine/adapter-registry.ts";
+import { openOrWriteWeightFile, weightCacheDirectory } from "../model/weight-file.ts";
+import { loadOrComputeBasisInBackground } from "../pica/basis-worker.ts";
+import type { Basis } from "../pica/types.ts";
+import type { ExecutionProvider, OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { createRunnerApp } from "./app.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { ComputeGate } from "./compute-gate.ts";
 import { RunnerMetrics } from "./metrics.ts";
-import { Scheduler } from "./scheduler.ts";
+import { DEFAULT_PREFILL_CHUNK_TOKENS, Scheduler } from "./scheduler.ts";
 
 const env = process.env;
 const { values } = parseArgs({
@@ -45,8 +56,11 @@ const { values } = parseArgs({
     port: { type: "string", default: env.RUNNER_PORT ?? "8400" },
     provider: { type: "string", default: env.RUNNER_PROVIDER ?? "cpu" },
     threads: { type: "string", default: env.RUNNER_THREADS },
+    "cache-dir": { type: "string", default: env.RUNNER_CACHE_DIR ?? join(process.cwd(), ".cache", "models") },
     "max-batch": { type: "string", default: env.RUNNER_MAX_BATCH ?? "16" },
     "max-queue": { type: "string", default: env.RUNNER_MAX_QUEUE ?? "256" },
+    "kv-cache-mb": { type: "string", default: env.RUNNER_KV_CACHE_MB },
+    "prefill-chunk": { type: "string", default: env.RUNNER_PREFILL_CHUNK ?? String(DEFAULT_PREFILL_CHUNK_TOKENS) },
     rank: { type: "string", default: env.RUNNER_RANK ?? "16" },
     "r-max": { type: "string", default: env.RUNNER_R_MAX ?? "32" },
     "max-adapters": { type: "string", default: env.RUNNER_MAX_ADAPTERS ?? "1000" },
@@ -65,6 +79,10 @@ const { values } = parseArgs({
 /** How long an idle client connection stays open: longer than any client's pool keeps one idle. */
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
+function seconds(since: number): string {
+  return ((performance.now() - since) / 1000).toFixed(1);
+}
+
 function integer(name: string, value: string | undefined, min: number): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${value}`);
@@ -74,16 +92,48 @@ function integer(name: string, value: string | undefined, min: number): number {
 async function main(): Promise<void> {
   const provider = values.provider as ExecutionProvider;
   if (!["cpu", "cuda", "webgpu"].includes(provider)) throw new Error(`--provider must be cpu, cuda or webgpu, got ${values.provider}`);
-  const checkpoint = await loadCheckpoint(values.model!);
-  const { config, weights, tokenizer, directory } = checkpoint;
-  const { basis, computed, seconds } = await loadOrComputeBasis(directory, config, weights, { rMax: integer("r-max", values["r-max"], 1) });
-  if (computed) console.error(`computed the PiCa basis in ${seconds.toFixed(1)} s`);
-  const rank = integer("rank", values.rank, 1);
-  const engine = await LlamaEngine.create(config, weights, {
+  const session: OnnxSessionOptions = {
     executionProvider: provider,
     ...(values.threads !== undefined ? { intraOpThreads: integer("threads", values.threads, 1) } : {}),
-    adapters: { basis, rank },
+  };
+  // Weights are read tensor by tensor into the weight file once, then only referenced.
+  const checkpoint = await loadCheckpoint(values.model!, { lazy: true });
+  const { config, weights, tokenizer, directory } = checkpoint;
+  const started = performance.now();
+  const { file: weightFile, written } = await openOrWriteWeightFile(await weightCacheDirectory(values["cache-dir"]!, directory, config), config, weights);
+  if (written) console.error(`wrote the weights in onnxruntime's layout (${(weightFile.bytes / 2 ** 30).toFixed(2)} GiB) in ${seconds(started)} s to ${weightFile.directory}`);
+  const rank = integer("rank", values.rank, 1);
+  const maxBatch = integer("max-batch", values["max-batch"], 1);
+  const kvCacheMb = values["kv-cache-mb"] === undefined ? Math.floor(totalmem() / 4 / 2 ** 20) : integer("kv-cache-mb", values["kv-cache-mb"], 1);
+  const engine = await LlamaEngine.create(config, weights, {
+    ...session,
+    weightFile,
+    adapters: { basis: null, rank },
+    kvCache: { budgetBytes: kvCacheMb * 2 ** 20 },
   });
+  console.error(`loaded the model on ${provider} in ${seconds(started)} s`);
+
+  // The basis: read from beside the model, or computed in a worker while the base model serves.
+  const basisProgress = { status: "loading" as "loading" | "computing" | "ready" | "failed", done: 0, total: 0, seconds: null as number | null, error: null as string | null };
+  const basisReady = loadOrComputeBasisInBackground(directory, { rMax: integer("r-max", values["r-max"], 1), baseFingerprint: weightFile.fingerprint }, (done, total) => {
+    basisProgress.status = done < total ? "computing" : basisProgress.status;
+    basisProgress.done = done;
+    basisProgress.total = total;
+  }).then(async ({ basis, computed, seconds: took }) => {
+    await engine.setBasis(basis);
+    Object.assign(basisProgress, { status: "ready", seconds: took });
+    console.error(`${computed ? "computed" : "loaded"} the PiCa basis ${basis.id.slice(0, 12)}… in ${took.toFixed(1)} s; adapters are served`);
+    return basis;
+  });
+  basisReady.catch((error: Error) => {
+    Object.assign(basisProgress, { status: "failed", error: error.message });
+    console.error(`the PiCa basis could not be computed: ${error.message}; only the base model is served`);
+  });
+  const readyBasis = (): Basis => {
+    const basis = engine.basis;
+    if (basis === null) throw new BasisNotReadyError();
+    return basis;
+  };
   const secret = values.secret ?? null;
   const edgeUrl = values["edge-url"] ?? null;
   if (edgeUrl !== null && secret === null) throw new Error("--edge-url needs --secret (the control plane's runner secret)");
@@ -103,7 +153,7 @@ async function main(): Promise<void> {
   };
   const gate = new ComputeGate({ maxTrainingWaitMs: integer("training-wait-ms", values["training-wait-ms"], 0) });
   const jobs = new JobManager({
-    model: { config, weights, tokenizer, basis },
+    model: async () => ({ config, weights, tokenizer, basis: await basisReady, weightFile, session }),
     directory: values["jobs-dir"]!,
     maxRank: rank,
     callbacks: new CallbackClient({ secret, log: (message) => console.error(message) }),
@@ -114,7 +164,9 @@ async function main(): Promise<void> {
     log: (message) => console.error(message),
   });
   const scheduler: Scheduler = new Scheduler(engine, tokenizer, {
-    maxBatch: integer("max-batch", values["max-batch"], 1),
+    maxBatch,
+    prefillChunkTokens: integer("prefill-chunk", values["prefill-chunk"], 1),
+    adaptivePrefill: true,
     maxQueue: integer("max-queue", values["max-queue"], 0),
     adapters: cache,
     gate,
@@ -131,8 +183,13 @@ async function main(): Promise<void> {
     knowsAdapter: () => true,
     prepareAdapter: async (id) => (await cache.acquire(id))(),
     metrics,
-    internal: secret === null ? null : { secret, jobs, adapters: cache, publishAdapter, peft: { basis, config, baseModelName: modelId, defaultRank: rank } },
-    health: () => ({ adapters: { resident: cache.stats().resident }, jobs: jobs.stats().byStatus }),
+    internal: secret === null ? null : { secret, jobs, adapters: cache, publishAdapter, peft: () => ({ basis: readyBasis(), config, baseModelName: modelId, defaultRank: rank }) },
+    health: () => ({
+      adapters: { resident: cache.stats().resident },
+      jobs: jobs.stats().byStatus,
+      basis: { ...basisProgress, id: engine.basis?.id ?? null },
+      context_tokens: scheduler.contextLimit,
+    }),
   });
   let heartbeat: Heartbeat | null = null;
   // The edge keeps idle connections to runners pooled for a few seconds (workerd: 5 s, Node's
@@ -140,9 +197,17 @@ async function main(): Promise<void> {
   // it loses that request; a much longer idle timeout on this side leaves closing to the client.
   const serverOptions = { keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, headersTimeout: KEEP_ALIVE_TIMEOUT_MS + 1000 };
   const server = serve({ fetch: app.fetch, hostname: values.host!, port: integer("port", values.port, 0), serverOptions }, (info) => {
-    console.log(`runner listening on http://${info.address}:${info.port} (model ${modelId}, basis ${basis.id.slice(0, 12)}…, ${provider})`);
+    console.log(`runner listening on http://${info.address}:${info.port} (model ${modelId}, ${provider}, ${scheduler.contextLimit} tokens of context per request)`);
     const publicUrl = values["public-url"] ?? `http://${info.address}:${info.port}`;
-    const report = () => ({ id: publicUrl, url: publicUrl, base_model: modelId, basis_id: basis.id, running: scheduler.stats.running, waiting: scheduler.stats.waiting, resident_adapters: cache.stats().resident });
+    const report = () => ({
+      id: publicUrl,
+      url: publicUrl,
+      base_model: modelId,
+      basis_id: engine.basis?.id ?? BASIS_PENDING,
+      running: scheduler.stats.running,
+      waiting: scheduler.stats.waiting,
+      resident_adapters: cache.stats().resident,
+    });
     if (edgeUrl !== null) heartbeat = startHeartbeat({ edgeUrl, secret: secret!, report });
   });
 
