@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   load: async () => (await import("./stack-load.ts")).runStackLoadBench(),
   chaos: async () => (await import("./chaos.ts")).runChaosBench(),
   gpu: async () => (await import("./gpu.ts")).runGpuBench(),
+  realsize: async () => (await import("./realsize.ts")).runRealSizeBench(),
 };
 
 const name = process.argv[2];
