@@ -14,6 +14,9 @@ import { Scheduler } from "../gpu-runner/server/scheduler.ts";
 import { fineTune } from "../gpu-runner/training/trainer.ts";
 import { median, percentile, progress } from "./stats.ts";
 
+const ROUNDS = 10;
+const WARM_UP_ROUNDS = 2; // the first steps after a start also pay for pages the kernel is still writing back
+
 /** Resident and peak resident memory of this process, in MiB. */
 function memory(): { rss_mb: number; peak_rss_mb: number } {
   const status = readFileSync("/proc/self/status", "utf8");
@@ -50,16 +53,27 @@ async function decodeThroughput(engine: LlamaEngine): Promise<Record<string, num
   ];
   const batches = settings.map((s) => batchAt(s.rows, s.context));
   const samples: number[][] = settings.map(() => []);
-  for (let round = 0; round <= 6; round++) {
+  for (let round = 0; round < ROUNDS + WARM_UP_ROUNDS; round++) {
     for (let i = 0; i < settings.length; i++) {
       const tokens = Array.from({ length: settings[i].rows }, (_, r) => [100 + r + round]);
       const started = performance.now();
       await engine.step(batches[i], tokens);
-      if (round > 0) samples[i].push((settings[i].rows * 1000) / (performance.now() - started));
+      if (round >= WARM_UP_ROUNDS) samples[i].push((settings[i].rows * 1000) / (performance.now() - started));
     }
-    progress(`  decode round ${round}: ${settings.map((s, i) => `${s.name} ${samples[i].at(-1)?.toFixed(1) ?? "(warm-up)"}`).join(", ")}`);
+    progress(`  decode round ${round}: ${settings.map((s, i) => `${s.name} ${round >= WARM_UP_ROUNDS ? samples[i].at(-1)!.toFixed(1) : "(warm-up)"}`).join(", ")}`);
   }
   return Object.fromEntries(settings.map((s, i) => [s.name, median(samples[i])]));
+}
+
+/** Resident memory while serving 16 rows at 64 tokens of context, and the KV cache's share of it. */
+async function servingMemory(engine: LlamaEngine): Promise<Record<string, number>> {
+  const batch = engine.createBatch(16, { initialCapacity: 128 });
+  for (let r = 0; r < 16; r++) batch.addRow();
+  batch.cache.reserve(new Array(16).fill(64));
+  batch.cache.advance(0, new Array(16).fill(64));
+  for (let step = 0; step < 3; step++) await engine.step(batch, Array.from({ length: 16 }, (_, r) => [200 + r]));
+  const { rss_mb } = memory();
+  return { rss_mb, kv_cache_mb: batch.cache.bytes / 2 ** 20 };
 }
 
 /**
@@ -120,10 +134,11 @@ async function main(): Promise<Record<string, number>> {
     case "serve": {
       const { checkpoint, file, engine, load_seconds, weight_file_seconds } = await start(directory, second);
       progress(`  serving after ${load_seconds.toFixed(1)} s (weight file ${weight_file_seconds.toFixed(1)} s)`);
+      const serving = await servingMemory(engine);
       const decode = await decodeThroughput(engine);
-      const { rss_mb, peak_rss_mb } = memory();
+      const rssWithContexts = memory().rss_mb;
       const prefill = await chunkedPrefill(engine, checkpoint);
-      return { load_seconds, weight_file_seconds, weight_mb: file.bytes / 2 ** 20, rss_mb, peak_rss_mb, ...decode, ...prefill };
+      return { load_seconds, weight_file_seconds, weight_mb: file.bytes / 2 ** 20, ...serving, rss_mb_with_ctx1024: rssWithContexts, peak_rss_mb: memory().peak_rss_mb, ...decode, ...prefill };
     }
     case "load": {
       const { load_seconds, file } = await start(directory, second);
@@ -147,6 +162,7 @@ async function main(): Promise<Record<string, number>> {
       let stepStarted = performance.now();
       const stepSeconds: number[] = [];
       let sessionSeconds = 0;
+      let trainingRss = 0;
       const started = performance.now();
       await fineTune(
         { config, weights, tokenizer, basis, weightFile: file },
@@ -160,6 +176,7 @@ async function main(): Promise<Record<string, number>> {
               stepStarted = performance.now();
             }
             if (event.type === "step") {
+              trainingRss = Math.max(trainingRss, memory().rss_mb);
               stepSeconds.push((performance.now() - stepStarted) / 1000);
               stepStarted = performance.now();
               progress(`  step ${event.step}/${event.totalSteps}: loss ${event.loss.toFixed(3)}`);
@@ -167,9 +184,9 @@ async function main(): Promise<Record<string, number>> {
           },
         },
       );
-      const { rss_mb, peak_rss_mb } = memory();
+      const { peak_rss_mb } = memory();
       await engine.dispose();
-      return { step_seconds: median(stepSeconds), session_seconds: sessionSeconds, weight_mb: file.bytes / 2 ** 20, rss_mb, peak_rss_mb };
+      return { step_seconds: median(stepSeconds), session_seconds: sessionSeconds, weight_mb: file.bytes / 2 ** 20, rss_mb: trainingRss, peak_rss_mb };
     }
     default:
       throw new Error(`unknown phase ${name}`);

@@ -66,6 +66,8 @@ export async function runRealSizeBench(): Promise<Record<string, unknown>> {
       basis_seconds_05b: round(basis05.seconds),
       basis_seconds_1b: round(basis1.seconds),
       rss_mb_serving_05b: Math.round(serve.rss_mb),
+      kv_cache_mb_serving_05b: Math.round(serve.kv_cache_mb),
+      rss_mb_serving_with_ctx1024_batch_05b: Math.round(serve.rss_mb_with_ctx1024),
       peak_rss_mb_serving_05b: Math.round(serve.peak_rss_mb),
       weight_mb_05b: Math.round(serve.weight_mb),
       rss_over_weight_bytes_05b: round(serve.rss_mb / serve.weight_mb, 3),
@@ -80,6 +82,7 @@ export async function runRealSizeBench(): Promise<Record<string, unknown>> {
       train_step_seconds_1b: round(train.step_seconds),
       train_session_seconds_1b: round(train.session_seconds),
       rss_mb_training_1b: Math.round(train.rss_mb),
+      rss_over_weight_bytes_training_1b: round(train.rss_mb / train.weight_mb, 3),
       peak_rss_mb_training_1b: Math.round(train.peak_rss_mb),
       weight_mb_1b: Math.round(train.weight_mb),
     };

@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { GraphBuilder, Value } from "../graph/builder.ts";
-import { modelFingerprint } from "../pica/fingerprint.ts";
+import { modelFingerprintHash } from "../pica/fingerprint.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildLlamaGraph } from "./llama-graph.ts";
 import type { WeightSource } from "./linear-graph.ts";
@@ -57,27 +57,36 @@ interface Manifest {
  */
 export async function writeWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<WeightFile> {
   await mkdir(directory, { recursive: true });
-  const fingerprint = modelFingerprint(config, weights);
+  const fingerprint = await fingerprintYielding(config, weights);
   const partial = join(directory, `${DATA_FILE}.partial`);
   const tensors = new Map<string, TensorEntry>();
-  const fd = openSync(partial, "w");
+  // The serving graph reads every frozen tensor any graph of this model reads, in the same
+  // layout, so building it with a recording source lists the whole file: names, shapes, offsets.
+  const pending: { entry: TensorEntry; data: () => Float32Array }[] = [];
   let end = 0;
+  const recording: WeightSource = {
+    tensor(g, name, shape, data) {
+      if (!tensors.has(name)) {
+        const length = shape.reduce((p, d) => p * d, 1) * 4;
+        const entry = { offset: Math.ceil(end / ALIGNMENT) * ALIGNMENT, length, shape: [...shape] };
+        tensors.set(name, entry);
+        pending.push({ entry, data });
+        end = entry.offset + length;
+      }
+      return reference(g, name, shape, tensors.get(name)!);
+    },
+  };
+  buildLlamaGraph(config, weights, { source: recording });
+  const fd = openSync(partial, "w");
   try {
-    // The serving graph reads every frozen tensor any graph of this model reads, in the same
-    // layout, so building it with a writing source lays out the whole file.
-    const writing: WeightSource = {
-      tensor(g, name, shape, data) {
-        if (!tensors.has(name)) {
-          const values = data();
-          const offset = Math.ceil(end / ALIGNMENT) * ALIGNMENT;
-          writeSync(fd, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 0, values.byteLength, offset);
-          tensors.set(name, { offset, length: values.byteLength, shape: [...shape] });
-          end = offset + values.byteLength;
-        }
-        return reference(g, name, shape, tensors.get(name)!);
-      },
-    };
-    buildLlamaGraph(config, weights, { source: writing });
+    for (const { entry, data } of pending) {
+      const values = data();
+      if (values.byteLength !== entry.length) throw new Error(`weight file: a tensor of ${values.byteLength} bytes where ${entry.length} were laid out`);
+      writeSync(fd, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 0, values.byteLength, entry.offset);
+      // Yield between tensors: lazily read weights are then collectable, so memory holds about
+      // one group's tensors at a time rather than the whole model.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   } finally {
     closeSync(fd);
   }
@@ -153,6 +162,16 @@ export async function writeGraphBeside(file: WeightFile, graph: GraphBuilder, pr
   const path = join(file.directory, `${prefix}-${createHash("sha256").update(bytes).digest("hex").slice(0, 16)}.onnx`);
   await writeFile(path, bytes);
   return path;
+}
+
+/** modelFingerprint, yielding between tensors so lazily read weights do not all stay in memory. */
+async function fingerprintYielding(config: ModelConfig, weights: WeightMap): Promise<string> {
+  const hash = modelFingerprintHash(config);
+  for (const name of [...weights.keys()].sort()) {
+    hash.add(name, weights.get(name)!);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return hash.digest();
 }
 
 function reference(g: GraphBuilder, name: string, shape: number[], entry: TensorEntry): Value {

@@ -5,17 +5,30 @@
 import { createHash } from "node:crypto";
 import type { ModelConfig } from "../model/config.ts";
 import type { WeightMap } from "../model/weights.ts";
+import type { FloatTensor } from "../tensor.ts";
 
 /** sha256 (hex) of the config and the weights in name order. */
 export function modelFingerprint(config: ModelConfig, weights: WeightMap): string {
+  const hash = modelFingerprintHash(config);
+  for (const name of [...weights.keys()].sort()) hash.add(name, weights.get(name)!);
+  return hash.digest();
+}
+
+/**
+ * The fingerprint computed a tensor at a time (tensors must be added in name order), so a caller
+ * can yield between large tensors; `modelFingerprint` is this in one go.
+ */
+export function modelFingerprintHash(config: ModelConfig): { add(name: string, tensor: FloatTensor): void; digest(): string } {
   const hash = createHash("sha256");
   hash.update(JSON.stringify(fingerprintedConfig(config)));
-  for (const name of [...weights.keys()].sort()) {
-    const tensor = weights.get(name)!;
-    hash.update(`${name}:${tensor.shape.join("x")};`);
-    hash.update(new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength));
-  }
-  return hash.digest("hex");
+  return {
+    add(name, tensor) {
+      hash.update(`${name}:${tensor.shape.join("x")};`);
+      const data = tensor.data;
+      hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    },
+    digest: () => hash.digest("hex"),
+  };
 }
 
 /**

@@ -1,7 +1,12 @@
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GraphBuilder } from "../graph/builder.ts";
 import { binary, gather } from "../graph/ops.ts";
 import { OnnxSession, sessionCreationCount, supportedExecutionProviders, type ExecutionProvider, type HostTensor } from "./onnx-session.ts";
+
+const require = createRequire(import.meta.url);
 
 /** sum = a + b, both [batch, 3]; picked = table[ids], ids [batch]. */
 function buildGraph(): GraphBuilder {
@@ -130,6 +135,19 @@ describe("OnnxSession.create", () => {
     );
     expect(sessionCreationCount()).toBe(before);
   });
+
+  it.skipIf(existsSync(join(dirname(require.resolve("onnxruntime-node")), "..", "bin", "napi-v6", process.platform, process.arch, "libonnxruntime_providers_cuda.so")))(
+    "fails naming a provider whose libraries are not installed (CUDA here) rather than falling back to the CPU",
+    async () => {
+      const before = sessionCreationCount();
+      const error = await OnnxSession.create(g.serialize(), signature, { executionProvider: "cuda" }).then(
+        () => null,
+        (e: Error) => e,
+      );
+      expect(error?.message).toMatch(/^onnxruntime could not load the model on cuda: .*Failed to load shared library.*is the cuda execution provider installed on this host\? See the README's GPU section/s);
+      expect(sessionCreationCount()).toBe(before);
+    },
+  );
 
   it("turns bytes that are not a model into a readable error, counting no session", async () => {
     const before = sessionCreationCount();

@@ -120,6 +120,22 @@ describe("Scheduler", () => {
     expect(steps.filter((counts) => counts.length === 2).length).toBeGreaterThanOrEqual(Math.ceil(tokenizer.encode(longPrompt).length / 8));
   });
 
+  it("bounds each request's context by the KV cache budget and refuses a longer prompt naming it", async () => {
+    const bytesPerToken = config.numLayers * 2 * config.numKvHeads * config.headDim * 4;
+    const budgeted = await LlamaEngine.create(config, weights, { kvCache: { budgetBytes: 2 * 40 * bytesPerToken } });
+    const scheduler = new Scheduler(budgeted, tokenizer, { maxBatch: 2, maxQueue: 4 });
+    expect(scheduler.contextLimit).toBe(40); // 40 tokens for each of 2 rows, under the model's 512
+    const long = tokenizer.encode("x".repeat(45));
+    expect(() => scheduler.submit({ promptIds: long, adapterId: null, options: { maxNewTokens: 4, temperature: 0, eosTokenIds: [] } })).toThrow(
+      /prompt has 45 tokens; this runner holds 40 tokens per sequence \(its KV cache memory budget; the model's own context is 512\)/,
+    );
+    // A prompt that fits ends at the limit with finish reason "length" rather than overflowing the cache.
+    const fits = await collect(scheduler.submit({ promptIds: tokenizer.encode("y".repeat(30)), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }));
+    expect(fits.reason).toBe("length");
+    expect(fits.ids.length).toBe(10);
+    await budgeted.dispose();
+  });
+
   it("a cancelled or disconnected request frees its row at once; the others finish", async () => {
     const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 2, maxQueue: 4 });
     const controller = new AbortController();
