@@ -7,7 +7,7 @@ import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { withStepHook } from "../testing/step-hook.ts";
-import { QueueFullError, Scheduler } from "./scheduler.ts";
+import { PromptCostFit, QueueFullError, Scheduler } from "./scheduler.ts";
 
 const files = makeByteLevelTokenizerFiles();
 const tokenizer = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig);
@@ -193,5 +193,18 @@ describe("Scheduler", () => {
     await expect(queued).rejects.toThrow(/shutting down/);
     await closing;
     expect(scheduler.stats).toEqual({ running: 0, waiting: 0 });
+  });
+});
+
+describe("PromptCostFit", () => {
+  it("separates a run's fixed cost from the cost per prompt token", () => {
+    const fit = new PromptCostFit();
+    expect(fit.fit()).toBeNull();
+    fit.add(16, 160); // 80 ms to read the weights, 5 ms a token
+    expect(fit.fit()).toEqual({ fixedMs: 0, perTokenMs: 10 }); // one size seen: all of it per token
+    for (const tokens of [4, 8, 16, 2, 12]) fit.add(tokens, 80 + 5 * tokens);
+    const { fixedMs, perTokenMs } = fit.fit()!;
+    expect(fixedMs).toBeCloseTo(80, 6);
+    expect(perTokenMs).toBeCloseTo(5, 6);
   });
 });

@@ -126,7 +126,7 @@ export class Scheduler {
   private ending: Error | null = null; // set when a shutdown's grace period is over
   private stepMs = 50; // running estimate of one step, for Retry-After
   private decodeStepMs: number | null = null; // running estimate of a step without prompt tokens
-  private prefillTokenMs: number | null = null; // running estimate of what each prompt token adds to a step
+  private readonly promptCost = new PromptCostFit(); // what a step's prompt tokens add to it
 
   constructor(
     private readonly engine: LlamaEngine,
@@ -264,8 +264,10 @@ export class Scheduler {
     const chunk = this.options.prefillChunkTokens ?? DEFAULT_PREFILL_CHUNK_TOKENS;
     const decoding = this.running.some((entry) => entry.prefilled >= entry.request.promptIds.length);
     if (!this.options.adaptivePrefill || !decoding) return chunk;
-    if (this.decodeStepMs === null || this.prefillTokenMs === null) return Math.min(chunk, FIRST_ADAPTIVE_CHUNK);
-    return Math.max(1, Math.min(chunk, Math.floor(this.decodeStepMs / this.prefillTokenMs)));
+    const fit = this.promptCost.fit();
+    if (this.decodeStepMs === null || fit === null) return Math.min(chunk, FIRST_ADAPTIVE_CHUNK);
+    // Prompt tokens ride in a run of their own, whose fixed part (reading the weights) is paid whatever the chunk.
+    return Math.max(1, Math.min(chunk, Math.floor((this.decodeStepMs - fit.fixedMs) / fit.perTokenMs)));
   }
 
   /** Updates the step-cost estimates from a step's tokens and time. */
@@ -276,9 +278,8 @@ export class Scheduler {
       if (entry.prefilled < entry.request.promptIds.length) prompt += fed[row].length;
       else decoding++;
     });
-    const blend = (old: number | null, sample: number) => (old === null ? sample : 0.8 * old + 0.2 * sample);
-    if (prompt === 0 && decoding > 0) this.decodeStepMs = blend(this.decodeStepMs, elapsedMs);
-    else if (prompt > 0) this.prefillTokenMs = blend(this.prefillTokenMs, Math.max(elapsedMs - (decoding > 0 ? this.decodeStepMs ?? 0 : 0), 0.01) / prompt);
+    if (prompt === 0 && decoding > 0) this.decodeStepMs = this.decodeStepMs === null ? elapsedMs : 0.8 * this.decodeStepMs + 0.2 * elapsedMs;
+    else if (prompt > 0 && (decoding === 0 || this.decodeStepMs !== null)) this.promptCost.add(prompt, elapsedMs - (decoding > 0 ? this.decodeStepMs! : 0));
   }
 
   /** Fills free rows, rotating over adapters so a busy adapter cannot starve the others. */
@@ -354,5 +355,32 @@ export class Scheduler {
     const moved = this.batch.removeRow(row);
     const last = this.running.pop()!;
     if (moved !== null) this.running[row] = last; // the batch moved its last row into this slot too
+  }
+}
+
+/**
+ * What prompt tokens add to a step, fitted as fixed + perToken · tokens by least squares over the
+ * recent steps that read some (older ones fade): the fixed part is a run's pass over the weights,
+ * paid however few tokens it reads.
+ */
+export class PromptCostFit {
+  private sums = { n: 0, t: 0, ms: 0, tt: 0, tms: 0 };
+
+  /** Records a step that read `tokens` prompt tokens at `extraMs` over a decode step. */
+  add(tokens: number, extraMs: number): void {
+    const s = this.sums;
+    const keep = 0.9;
+    this.sums = { n: keep * s.n + 1, t: keep * s.t + tokens, ms: keep * s.ms + extraMs, tt: keep * s.tt + tokens * tokens, tms: keep * s.tms + tokens * extraMs };
+  }
+
+  /** The fitted cost, or null before any step; with one chunk size seen so far, all of it counts per token. */
+  fit(): { fixedMs: number; perTokenMs: number } | null {
+    const { n, t, ms, tt, tms } = this.sums;
+    if (n === 0) return null;
+    const spread = n * tt - t * t;
+    const perTokenMs = spread > 1e-6 * n * tt ? (n * tms - t * ms) / spread : ms / t;
+    const fixedMs = (ms - perTokenMs * t) / n;
+    if (!(perTokenMs > 0) || fixedMs < 0) return { fixedMs: 0, perTokenMs: Math.max(ms / t, 1e-3) };
+    return { fixedMs, perTokenMs };
   }
 }
