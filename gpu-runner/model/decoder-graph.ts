@@ -16,7 +16,6 @@ import {
   slice,
   softmax,
   splitHalves,
-  tile,
   sum,
   transpose,
   unary,
@@ -62,7 +61,6 @@ interface DecoderContext extends LinearContext {
   attention: AttentionInputs;
   fused: { cosCache: Value; sinCache: Value; positionIds: Value } | null; // device graphs: onnxruntime's fused RMSNorm and rotary kernels
   cacheCapacity: Value | null; // int64 [1]: the host cache's slots per row, when there is one
-  groupMasks: { bias: Value; windowBias: Value | null } | null; // host cache: the masks repeated for each query head of a group, [batch, 1, groups·tokens, context]
   cosQ: Value; // [batch, tokens, 1, head_dim], pre-multiplied by head_dim^-0.5
   sinQ: Value; // same, with the rotate_half sign folded in
   cosK: Value;
@@ -105,7 +103,7 @@ function buildContext(linear: LinearContext, positionIds: Value, attention: Atte
   if (attention.kind === "deviceCache") {
     // The fused RotaryEmbedding kernel reads position ids and cos/sin caches; no tables per step.
     const none = positionIds;
-    return { ...linear, attention, fused: { ...rotaryCaches(g, config), positionIds }, cacheCapacity: null, groupMasks: null, cosQ: none, sinQ: none, cosK: none, sinK: none };
+    return { ...linear, attention, fused: { ...rotaryCaches(g, config), positionIds }, cacheCapacity: null, cosQ: none, sinQ: none, cosK: none, sinK: none };
   }
   const invFreq = g.initializer("/model/rotary/inv_freq", dtype, [headDim / 2], toDtype(Float32Array.from(inverseFrequencies(config)), dtype));
   const positions = unsqueeze(g, "/model/rotary/Unsqueeze", cast(g, "/model/rotary/Cast", positionIds, dtype), [-1]);
@@ -121,19 +119,11 @@ function buildContext(linear: LinearContext, positionIds: Value, attention: Atte
   const cosQ = binary(g, "Mul", "/model/rotary/cos_q/Mul", cos, scale);
   const sinQ = binary(g, "Mul", "/model/rotary/sin_q/Mul", sin, scale);
   let cacheCapacity: Value | null = null;
-  let groupMasks: DecoderContext["groupMasks"] = null;
   if (attention.kind === "hostCache") {
     const pastShape = shapeOf(g, "/model/shapes/past/Shape", attention.past(0).keyT);
     cacheCapacity = slice(g, "/model/shapes/past/Slice", pastShape, 0, 3, 4);
-    const groups = config.numHeads / config.numKvHeads;
-    // [batch, tokens, context] → [batch, groups, tokens, context] → [batch, 1, groups·tokens, context], once for every layer
-    const repeat = (mask: Value, name: string) =>
-      reshape(g, `/model/${name}/groups/Reshape`, tile(g, `/model/${name}/groups/Tile`, unsqueeze(g, `/model/${name}/groups/Unsqueeze`, mask, [1]), [1, groups, 1, 1], ["batch", groups, "tokens", "context"]), [0, 1, -1, 0], {
-        outShape: ["batch", 1, "group_tokens", "context"],
-      });
-    groupMasks = { bias: repeat(attention.bias, "attention_bias"), windowBias: attention.windowBias === null ? null : repeat(attention.windowBias, "attention_window_bias") };
   }
-  return { ...linear, attention, fused: null, cacheCapacity, groupMasks, cosQ, sinQ, cosK: cos, sinK: sin };
+  return { ...linear, attention, fused: null, cacheCapacity, cosQ, sinQ, cosK: cos, sinK: sin };
 }
 
 /**
@@ -240,23 +230,24 @@ function attendHostCache(ctx: DecoderContext, inputs: Extract<AttentionInputs, {
   const p = `/model/layers.${layer}/attn`;
   const groups = numHeads / numKvHeads;
   const capacity = ctx.cacheCapacity!;
-  // q [batch, tokens, heads, d] with heads = kv·groups → [batch, kv, groups·tokens, d] (row = group·tokens + token)
-  const q5 = reshape(g, `${p}/q/group/Reshape`, q, [0, 0, numKvHeads, groups, headDim]); // [batch, tokens, kv, groups, d]
-  const q4 = reshape(g, `${p}/q/rows/Reshape`, transpose(g, `${p}/q/Transpose`, q5, [0, 2, 3, 1, 4]), [0, 0, -1, headDim], {
-    outShape: ["batch", numKvHeads, "group_tokens", headDim],
-  });
+  // q [batch, tokens, heads, d] with heads = kv·groups → [batch, kv, groups, tokens, d]
+  const q5 = transpose(g, `${p}/q/Transpose`, reshape(g, `${p}/q/group/Reshape`, q, [0, 0, numKvHeads, groups, headDim]), [0, 2, 3, 1, 4]);
   const keyT = transpose(g, `${p}/k/Transpose`, k, [0, 2, 3, 1]); // [batch, kv, d, tokens]
   const v4 = reshape(g, `${p}/v/Reshape`, v3, [0, 0, numKvHeads, headDim]);
   const valueT = transpose(g, `${p}/v/Transpose`, v4, [0, 2, 3, 1]); // [batch, kv, d, tokens]
   inputs.onNew(layer, keyT, valueT);
   const past = inputs.past(layer);
 
-  const pastScores = matMul(g, `${p}/scores_past/MatMul`, q4, past.keyT); // [batch, kv, groups·tokens, capacity]
-  const newScores = matMul(g, `${p}/scores_new/MatMul`, q4, keyT); // [batch, kv, groups·tokens, tokens]
-  const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], -1, "context"); // [batch, kv, groups·tokens, context]
-  const mask = layerMask(config, layer, ctx.groupMasks!.bias, ctx.groupMasks!.windowBias); // [batch, 1, groups·tokens, context]
+  // A group axis of 1 on the keys broadcasts each KV head over its query heads: in decode each
+  // product is a matrix-vector run streaming the cache as it lies.
+  const pastScores = matMul(g, `${p}/scores_past/MatMul`, q5, unsqueeze(g, `${p}/past_key/Unsqueeze`, past.keyT, [2])); // [batch, kv, groups, tokens, capacity]
+  const newScores = matMul(g, `${p}/scores_new/MatMul`, q5, unsqueeze(g, `${p}/key/Unsqueeze`, keyT, [2])); // [batch, kv, groups, tokens, tokens]
+  const scores = concat(g, `${p}/scores/Concat`, [pastScores, newScores], -1, "context"); // [batch, kv, groups, tokens, context]
+  const mask = unsqueeze(g, `${p}/bias/Unsqueeze`, layerMask(config, layer, inputs.bias, inputs.windowBias), [1, 2]); // [batch, 1, 1, tokens, context]
   const probs = softmax(g, `${p}/Softmax`, binary(g, "Add", `${p}/bias/Add`, scores, mask), -1);
-  const probsT = transpose(g, `${p}/probs/Transpose`, probs, [0, 1, 3, 2]); // [batch, kv, context, groups·tokens]
+  const probsT = reshape(g, `${p}/probs/Reshape`, transpose(g, `${p}/probs/Transpose`, probs, [0, 1, 4, 2, 3]), [0, 0, 0, -1], {
+    outShape: ["batch", numKvHeads, "context", "group_tokens"],
+  }); // [batch, kv, context, groups·tokens]
   const pastProbs = slice(g, `${p}/probs_past/Slice`, probsT, 2, 0, capacity, "capacity");
   const newProbs = slice(g, `${p}/probs_new/Slice`, probsT, 2, capacity, Number.MAX_SAFE_INTEGER, "tokens");
   const outT = binary(
