@@ -14,7 +14,7 @@ import type { GraphBuilder, Value } from "../graph/builder.ts";
 import { GraphBuilder as Builder } from "../graph/builder.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { DeviceTensor, OnnxSession, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
-import { cacheBytesPerToken, grownCapacity, maxCacheTokens, type KvCacheOptions } from "./kv-cache.ts";
+import { CacheRows, type KvCacheOptions } from "./kv-cache.ts";
 
 /** A layer's keys and values on the device. */
 export interface DeviceLayerCache {
@@ -119,53 +119,23 @@ export function releaseLayers(layers: DeviceLayerCache[]): void {
   }
 }
 
-export class DeviceKvCache {
-  readonly lengths: number[] = []; // cached tokens per active row
-  /** The most tokens a row can hold: the model's context, or less under the memory budget. */
-  readonly maxCapacity: number;
-  private capacityTokens: number;
-  private readonly growthTokens: number;
+export class DeviceKvCache extends CacheRows {
   private layers: DeviceLayerCache[] = [];
   private allocatedCapacity = 0;
   private order: number[] | null = null; // pending move: slot i takes slot order[i]
 
   constructor(
-    readonly config: ModelConfig,
-    readonly maxRows: number,
+    config: ModelConfig,
+    maxRows: number,
     options: KvCacheOptions,
     private readonly ops: DeviceCacheOps,
   ) {
-    if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`KV cache needs at least one row, got ${maxRows}`);
-    this.maxCapacity = maxCacheTokens(config, maxRows, options.budgetBytes);
-    this.growthTokens = Math.max(1, options.growthTokens ?? 256);
-    this.capacityTokens = Math.min(Math.max(1, options.initialCapacity ?? 64), this.maxCapacity);
-  }
-
-  /** Active rows. */
-  get rows(): number {
-    return this.lengths.length;
-  }
-
-  /** Token slots per row. */
-  get capacity(): number {
-    return this.capacityTokens;
-  }
-
-  /** Bytes the cache buffers take on the device. */
-  get bytes(): number {
-    return this.maxRows * this.capacityTokens * cacheBytesPerToken(this.config);
-  }
-
-  /** Adds an empty row and returns its index. */
-  addRow(): number {
-    if (this.rows >= this.maxRows) throw new Error(`KV cache is full (${this.maxRows} rows)`);
-    this.lengths.push(0);
-    return this.rows - 1;
+    super(config, maxRows, options);
   }
 
   /** Removes a row; the last row moves into its slot (returns the moved row's old index, or null). */
   removeRow(row: number): number | null {
-    if (!Number.isInteger(row) || row < 0 || row >= this.rows) throw new Error(`KV cache has no row ${row} (rows: ${this.rows})`);
+    this.checkRow(row);
     const last = this.rows - 1;
     if (row !== last) {
       this.order ??= Array.from({ length: this.maxRows }, (_, i) => i);
@@ -176,14 +146,9 @@ export class DeviceKvCache {
     return row !== last ? last : null;
   }
 
-  /** Removes every row. */
-  clear(): void {
-    this.lengths.length = 0;
-  }
-
   /** Makes room for `newTokensPerRow[r]` more tokens in each active row (applied at the next `prepare`). */
   reserve(newTokensPerRow: readonly number[]): void {
-    this.capacityTokens = grownCapacity(this.config, this.lengths, newTokensPerRow, this.capacityTokens, this.growthTokens, this.maxCapacity);
+    this.capacityTokens = this.neededCapacity(newTokensPerRow);
   }
 
   /** Applies pending row moves and growth (or allocates the buffers), so the layers are current. */
@@ -225,11 +190,6 @@ export class DeviceKvCache {
     const next = await this.ops.writeRows(this.layers, Array.from({ length: count }, (_, i) => first + i), updates);
     releaseLayers(this.layers);
     this.layers = next;
-  }
-
-  /** Advances rows' lengths after a run (`counts[i]` for row `first + i`). */
-  advance(first: number, counts: readonly number[]): void {
-    counts.forEach((n, i) => (this.lengths[first + i] += n));
   }
 
   /** Releases the buffers. */

@@ -48,25 +48,26 @@ export interface KvCacheOptions {
   budgetBytes?: number; // cap on maxRows × capacity × bytes per token (default: the model's context for every row)
 }
 
-export class KvCache {
-  readonly keys: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
-  readonly values: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
+/**
+ * What a cache's rows share wherever the cache lives: each row's cached length, the capacity
+ * every row has, how it grows, and the memory budget that bounds it.
+ */
+export abstract class CacheRows {
   readonly lengths: number[] = []; // cached tokens per active row
   /** The most tokens a row can hold: the model's context, or less under the memory budget. */
   readonly maxCapacity: number;
-  private capacityTokens: number;
+  protected capacityTokens: number;
   private readonly growthTokens: number;
 
   constructor(
     readonly config: ModelConfig,
     readonly maxRows: number,
-    options: KvCacheOptions = {},
+    options: KvCacheOptions,
   ) {
     if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`KV cache needs at least one row, got ${maxRows}`);
     this.maxCapacity = maxCacheTokens(config, maxRows, options.budgetBytes);
     this.growthTokens = Math.max(1, options.growthTokens ?? 256);
     this.capacityTokens = Math.min(Math.max(1, options.initialCapacity ?? 64), this.maxCapacity);
-    this.allocate(this.capacityTokens, null);
   }
 
   /** Active rows. */
@@ -79,7 +80,7 @@ export class KvCache {
     return this.capacityTokens;
   }
 
-  /** Bytes held by the cache buffers. */
+  /** Bytes the cache buffers take (every slot of every row). */
   get bytes(): number {
     return this.maxRows * this.capacityTokens * cacheBytesPerToken(this.config);
   }
@@ -89,6 +90,35 @@ export class KvCache {
     if (this.rows >= this.maxRows) throw new Error(`KV cache is full (${this.maxRows} rows)`);
     this.lengths.push(0);
     return this.rows - 1;
+  }
+
+  /** Removes every row. */
+  clear(): void {
+    this.lengths.length = 0;
+  }
+
+  /** Advances rows' lengths once a run is written (`counts[i]` for row `first + i`). */
+  advance(first: number, counts: readonly number[]): void {
+    counts.forEach((n, i) => (this.lengths[first + i] += n));
+  }
+
+  /** The capacity rows need for `newTokensPerRow[r]` more tokens each (throws past the limit). */
+  protected neededCapacity(newTokensPerRow: readonly number[]): number {
+    return grownCapacity(this.config, this.lengths, newTokensPerRow, this.capacityTokens, this.growthTokens, this.maxCapacity);
+  }
+
+  protected checkRow(row: number): void {
+    if (!Number.isInteger(row) || row < 0 || row >= this.rows) throw new Error(`KV cache has no row ${row} (rows: ${this.rows})`);
+  }
+}
+
+export class KvCache extends CacheRows {
+  readonly keys: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
+  readonly values: Float32Array[] = []; // per layer [maxRows, kv_heads, head_dim, capacity]
+
+  constructor(config: ModelConfig, maxRows: number, options: KvCacheOptions = {}) {
+    super(config, maxRows, options);
+    this.allocate(this.capacityTokens, null);
   }
 
   /** Removes a row; the last row moves into its slot (returns the moved row's old index, or null). */
@@ -107,14 +137,9 @@ export class KvCache {
     return row !== last ? last : null;
   }
 
-  /** Removes every row. */
-  clear(): void {
-    this.lengths.length = 0;
-  }
-
   /** Makes room for `newTokensPerRow[r]` more tokens in each active row. */
   reserve(newTokensPerRow: readonly number[]): void {
-    const capacity = grownCapacity(this.config, this.lengths, newTokensPerRow, this.capacityTokens, this.growthTokens, this.maxCapacity);
+    const capacity = this.neededCapacity(newTokensPerRow);
     if (capacity !== this.capacityTokens) this.allocate(capacity, this.capacityTokens);
   }
 
@@ -158,17 +183,9 @@ export class KvCache {
     }
   }
 
-  /** Advances rows' lengths once all layers are written (`counts[i]` for row `first + i`). */
-  advance(first: number, counts: readonly number[]): void {
-    counts.forEach((n, i) => (this.lengths[first + i] += n));
-  }
 
   private rowBlock(): number {
     return this.config.numKvHeads * this.config.headDim * this.capacityTokens;
-  }
-
-  private checkRow(row: number): void {
-    if (!Number.isInteger(row) || row < 0 || row >= this.rows) throw new Error(`KV cache has no row ${row} (rows: ${this.rows})`);
   }
 
   private allocate(capacity: number, previous: number | null): void {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { LLAMA_3_2_1B_INSTRUCT_CONFIG as LLAMA32_1B } from "../testing/realsize-checkpoints.ts";
 import { ModelConfigError, parseModelConfig } from "./config.ts";
 
 // config.json files as the Hugging Face hub serves them (fields the engine ignores kept in, as
@@ -59,39 +60,6 @@ const QWEN25_05B = {
   vocab_size: 151936,
 };
 
-const LLAMA32_1B = {
-  architectures: ["LlamaForCausalLM"],
-  attention_bias: false,
-  attention_dropout: 0.0,
-  bos_token_id: 128000,
-  eos_token_id: [128001, 128008, 128009],
-  head_dim: 64,
-  hidden_act: "silu",
-  hidden_size: 2048,
-  initializer_range: 0.02,
-  intermediate_size: 8192,
-  max_position_embeddings: 131072,
-  mlp_bias: false,
-  model_type: "llama",
-  num_attention_heads: 32,
-  num_hidden_layers: 16,
-  num_key_value_heads: 8,
-  pretraining_tp: 1,
-  rms_norm_eps: 1e-5,
-  rope_scaling: {
-    factor: 32.0,
-    high_freq_factor: 4.0,
-    low_freq_factor: 1.0,
-    original_max_position_embeddings: 8192,
-    rope_type: "llama3",
-  },
-  rope_theta: 500000.0,
-  tie_word_embeddings: true,
-  torch_dtype: "bfloat16",
-  transformers_version: "4.45.0.dev0",
-  use_cache: true,
-  vocab_size: 128256,
-};
 
 // Mistral-Nemo: head_dim 128 although hidden_size / heads = 160.
 const MISTRAL_NEMO = {

@@ -52,7 +52,7 @@ export const QWEN2_5_0_5B_INSTRUCT_CONFIG: Readonly<Record<string, unknown>> = {
 };
 
 /** meta-llama/Llama-3.2-1B-Instruct's config.json, value for value. */
-export const LLAMA_3_2_1B_INSTRUCT_CONFIG: Readonly<Record<string, unknown>> = {
+export const LLAMA_3_2_1B_INSTRUCT_CONFIG = {
   architectures: ["LlamaForCausalLM"],
   attention_bias: false,
   attention_dropout: 0.0,
