@@ -21,9 +21,9 @@ export interface SchedulerOptions {
   maxQueue: number; // requests waiting for a row; more are refused
   prefillChunkTokens?: number; // prompt tokens fed per step beside the decoding rows (default 256)
   /**
-   * Fit the prompt tokens of a step to what the hardware reads in the time of one decode step
-   * (measured as it runs), so a long prompt at most doubles the decoding rows' step time; the
-   * chunk size is then the ceiling. Off: every step reads a full chunk.
+   * Fit the prompt tokens of a step to what the hardware reads in about three quarters of a
+   * decode step (measured as it runs), so a long prompt does not double the decoding rows' step
+   * time; the chunk size is then the ceiling. Off: every step reads a full chunk.
    */
   adaptivePrefill?: boolean;
   adapters?: AdapterResidency | null; // absent: adapters must already be registered with the engine
@@ -49,6 +49,9 @@ export interface ScheduledRequest {
 /** Prompt tokens fed per step beside the decoding rows, unless configured. */
 export const DEFAULT_PREFILL_CHUNK_TOKENS = 256;
 const FIRST_ADAPTIVE_CHUNK = 16;
+// A step that reads prompt tokens may cost this much more than a decode step (0.75: the decoding
+// rows' worst gaps stay under twice their usual ones, with room for the machine's noise).
+const PREFILL_STEP_SHARE = 0.75;
 
 /** The queue is full: retry after the given number of seconds. */
 export class QueueFullError extends Error {
@@ -257,8 +260,8 @@ export class Scheduler {
 
   /**
    * Prompt tokens this step may read: a full chunk when no row is decoding (nobody waits), else,
-   * with adaptive prefill, as many as cost about one decode step (at least one, so a prompt always
-   * progresses); until both costs are known, a small first chunk measures them.
+   * with adaptive prefill, as many as keep the step within 1.75 decode steps (at least one, so a
+   * prompt always progresses); until both costs are known, a small first chunk measures them.
    */
   private prefillBudget(): number {
     const chunk = this.options.prefillChunkTokens ?? DEFAULT_PREFILL_CHUNK_TOKENS;
@@ -266,8 +269,10 @@ export class Scheduler {
     if (!this.options.adaptivePrefill || !decoding) return chunk;
     const fit = this.promptCost.fit();
     if (this.decodeStepMs === null || fit === null) return Math.min(chunk, FIRST_ADAPTIVE_CHUNK);
-    // Prompt tokens ride in a run of their own, whose fixed part (reading the weights) is paid whatever the chunk.
-    return Math.max(1, Math.min(chunk, Math.floor((this.decodeStepMs - fit.fixedMs) / fit.perTokenMs)));
+    // Prompt tokens ride in a run of their own, whose fixed part (reading the weights) is paid
+    // whatever the chunk: size the chunk so the whole step stays within (1 + share) decode steps.
+    const budgetMs = PREFILL_STEP_SHARE * this.decodeStepMs - fit.fixedMs;
+    return Math.max(1, Math.min(chunk, Math.floor(budgetMs / fit.perTokenMs)));
   }
 
   /** Updates the step-cost estimates from a step's tokens and time. */
