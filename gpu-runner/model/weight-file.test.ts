@@ -92,6 +92,33 @@ describe("weight file", () => {
     }
   });
 
+  it("is written by runners starting together into one directory: each gets a complete file, and their engines load side by side", async () => {
+    const shared = await mkdtemp(join(tmpdir(), "pica-weights-"));
+    try {
+      const writers = await Promise.all([1, 2, 3].map(() => openOrWriteWeightFile(shared, config, weights)));
+      expect(writers.every((w) => w.written)).toBe(true); // all found it empty
+      expect((await readdir(shared)).sort()).toEqual(["weights.data", "weights.json"]);
+      const opened = await openWeightFile(shared);
+      expect(opened?.fingerprint).toBe(file.fingerprint);
+      expect(opened?.bytes).toBe(file.bytes);
+      const engines = await Promise.all(writers.map((w) => LlamaEngine.create(config, weights, { weightFile: w.file })));
+      const ids = syntheticTokens(7, 3);
+      const logits = await Promise.all(
+        engines.map(async (engine) => {
+          const rows = engine.createBatch(1);
+          rows.addRow();
+          return (await engine.step(rows, [ids], "last"))[0].data;
+        }),
+      );
+      expect(maxAbsDiff(logits[0], logits[1])).toBe(0);
+      expect(maxAbsDiff(logits[0], logits[2])).toBe(0);
+      await Promise.all(engines.map((engine) => engine.dispose()));
+      expect((await readdir(shared)).sort()).toEqual(["weights.data", "weights.json"]);
+    } finally {
+      await rm(shared, { recursive: true, force: true });
+    }
+  });
+
   it("is cached per checkpoint: a changed weights file gets another cache directory", async () => {
     const checkpoint = await mkdtemp(join(tmpdir(), "pica-checkpoint-"));
     try {

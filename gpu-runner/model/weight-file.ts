@@ -10,10 +10,13 @@
  *                              the model's fingerprint (sha256 of config and weights)
  *
  * The directory is a cache: a model's files are written once and reused by every later start.
+ * Runners that start together on one host may find it empty at once and each write it: every
+ * writer fills files of its own and renames them into place, so a reader only ever sees complete
+ * files, and the last rename leaves the same bytes as the first.
  */
 import { closeSync, openSync, writeSync } from "node:fs";
-import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import { modelFingerprintHash } from "../pica/fingerprint.ts";
@@ -58,7 +61,7 @@ interface Manifest {
 export async function writeWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<WeightFile> {
   await mkdir(directory, { recursive: true });
   const fingerprint = await fingerprintYielding(config, weights);
-  const partial = join(directory, `${DATA_FILE}.partial`);
+  const partial = join(directory, privateName(DATA_FILE));
   const tensors = new Map<string, TensorEntry>();
   // The serving graph reads every frozen tensor any graph of this model reads, in the same
   // layout, so building it with a recording source lists the whole file: names, shapes, offsets.
@@ -92,8 +95,9 @@ export async function writeWeightFile(directory: string, config: ModelConfig, we
   }
   await rename(partial, join(directory, DATA_FILE));
   const manifest: Manifest = { layout: WEIGHT_FILE_LAYOUT, fingerprint, bytes: end, tensors: Object.fromEntries(tensors) };
-  await writeFile(join(directory, `${MANIFEST_FILE}.partial`), JSON.stringify(manifest));
-  await rename(join(directory, `${MANIFEST_FILE}.partial`), join(directory, MANIFEST_FILE));
+  const manifestPartial = join(directory, privateName(MANIFEST_FILE));
+  await writeFile(manifestPartial, JSON.stringify(manifest));
+  await rename(manifestPartial, join(directory, MANIFEST_FILE));
   return { directory, dataFile: DATA_FILE, tensors, bytes: end, fingerprint };
 }
 
@@ -119,7 +123,6 @@ export async function openWeightFile(directory: string): Promise<WeightFile | nu
 export async function openOrWriteWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<{ file: WeightFile; written: boolean }> {
   const existing = await openWeightFile(directory);
   if (existing !== null) return { file: existing, written: false };
-  await rm(join(directory, MANIFEST_FILE), { force: true });
   return { file: await writeWeightFile(directory, config, weights), written: true };
 }
 
@@ -154,13 +157,13 @@ export function weightFileSource(file: WeightFile): WeightSource {
 }
 
 /**
- * Writes a graph whose frozen tensors reference the file into the file's directory (under a name
- * derived from its content, so graphs never overwrite each other) and returns its path.
+ * Writes a graph whose frozen tensors reference the file into the file's directory, under a name
+ * no other writer uses (sessions of this process and of other runners sharing the cache load and
+ * remove their graphs independently), and returns its path.
  */
 export async function writeGraphBeside(file: WeightFile, graph: GraphBuilder, prefix: string): Promise<string> {
-  const bytes = graph.serialize();
-  const path = join(file.directory, `${prefix}-${createHash("sha256").update(bytes).digest("hex").slice(0, 16)}.onnx`);
-  await writeFile(path, bytes);
+  const path = join(file.directory, `${prefix}-${writerTag()}.onnx`);
+  await writeFile(path, graph.serialize());
   return path;
 }
 
@@ -172,6 +175,16 @@ async function fingerprintYielding(config: ModelConfig, weights: WeightMap): Pro
     await new Promise((resolve) => setImmediate(resolve));
   }
   return hash.digest();
+}
+
+/** A tag no other writer of the cache directory uses: this process and a random part. */
+function writerTag(): string {
+  return `${process.pid}-${randomBytes(6).toString("hex")}`;
+}
+
+/** Where one writer fills `name` before renaming it into place. */
+function privateName(name: string): string {
+  return `${name}.${writerTag()}.partial`;
 }
 
 function reference(g: GraphBuilder, name: string, shape: number[], entry: TensorEntry): Value {
