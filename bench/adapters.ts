@@ -52,7 +52,10 @@ export async function runAdaptersBench(): Promise<Record<string, unknown>> {
   const prefilled = async (target: LlamaEngine, adapterOf: (row: number) => string | null): Promise<SequenceBatch> => {
     const batch = target.createBatch(ROWS, { initialCapacity: CONTEXT + DECODE_STEPS * (ROUNDS + 1) });
     for (let r = 0; r < ROWS; r++) batch.addRow(adapterOf(r));
-    await target.step(batch, Array.from({ length: ROWS }, (_, r) => promptOf(CONTEXT, r + 1)));
+    await target.step(
+      batch,
+      Array.from({ length: ROWS }, (_, r) => promptOf(CONTEXT, r + 1)),
+    );
     return batch;
   };
   const settings = {
@@ -68,11 +71,19 @@ export async function runAdaptersBench(): Promise<Record<string, unknown>> {
     for (const [name, { engine: target, batch }] of [...order.slice(round % order.length), ...order.slice(0, round % order.length)]) {
       times[name].push(
         (await timeMs(async () => {
-          for (let s = 0; s < DECODE_STEPS; s++) await target.step(batch, Array.from({ length: ROWS }, (_, r) => [(r * 13 + s + round) % 2048]));
+          for (let s = 0; s < DECODE_STEPS; s++)
+            await target.step(
+              batch,
+              Array.from({ length: ROWS }, (_, r) => [(r * 13 + s + round) % 2048]),
+            );
         })) / DECODE_STEPS,
       );
     }
-    progress(`round ${round + 1}/${ROUNDS}: ${Object.entries(times).map(([n, t]) => `${n} ${t.at(-1)!.toFixed(2)} ms`).join(", ")}`);
+    progress(
+      `round ${round + 1}/${ROUNDS}: ${Object.entries(times)
+        .map(([n, t]) => `${n} ${t.at(-1)!.toFixed(2)} ms`)
+        .join(", ")}`,
+    );
   }
   // Throughput of setting a over setting b, per round (time b / time a), then the median.
   const ratio = (a: number[], b: number[]) => median(a.map((t, i) => b[i] / t));
@@ -82,7 +93,8 @@ export async function runAdaptersBench(): Promise<Record<string, unknown>> {
   let adapterBytes = 0;
   const coldMs: number[] = [];
   try {
-    for (let i = 0; i < COLD_LOADS; i++) await writeAdapterFile(join(store, `cold-${i}.safetensors`), randomAdapter(config, basis, { rank: RANK, seed: 5000 + i }));
+    for (let i = 0; i < COLD_LOADS; i++)
+      await writeAdapterFile(join(store, `cold-${i}.safetensors`), randomAdapter(config, basis, { rank: RANK, seed: 5000 + i }));
     adapterBytes = (await stat(join(store, "cold-0.safetensors"))).size;
     for (let i = 0; i < COLD_LOADS; i++) {
       coldMs.push(await timeMs(async () => engine.registerAdapter(`cold-${i}`, await readAdapterFile(join(store, `cold-${i}.safetensors`)))));

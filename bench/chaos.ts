@@ -35,7 +35,12 @@ export async function runChaosBench(): Promise<Record<string, unknown>> {
   let cluster: Cluster | null = null;
   try {
     cluster = await startCluster({ dataDir, runners: 2, log: progress });
-    const tenant = await createTenantWithKey(cluster.edgeUrl, cluster.secrets.ADMIN_TOKEN, { name: "chaos", requests_per_minute: 1_000_000, concurrent_streams: 100 }, ["inference", "fine_tuning", "admin"]);
+    const tenant = await createTenantWithKey(
+      cluster.edgeUrl,
+      cluster.secrets.ADMIN_TOKEN,
+      { name: "chaos", requests_per_minute: 1_000_000, concurrent_streams: 100 },
+      ["inference", "fine_tuning", "admin"],
+    );
     const adapters = await importRandomAdapters(cluster.edgeUrl, tenant.key, { count: MID_STREAM_KILLS + 2, seed: 77, namePrefix: "chaos" });
     const context: FaultContext = { cluster, dataDir, key: tenant.key, log: (message) => progress(`  ${message}`) };
 
@@ -51,7 +56,9 @@ export async function runChaosBench(): Promise<Record<string, unknown>> {
 
     progress(`${FUZZ_REQUESTS} hostile requests through the edge…`);
     const fuzz = await fuzzEdge(cluster.edgeUrl, { key: tenant.key, adminToken: cluster.secrets.ADMIN_TOKEN });
-    progress(`fuzz: ${fuzz.requests} requests, ${fuzz.serverErrors} 5xx, ${fuzz.malformed} 4xx not OpenAI-shaped${fuzz.examples.length > 0 ? `; e.g. ${fuzz.examples.join(" | ")}` : ""}`);
+    progress(
+      `fuzz: ${fuzz.requests} requests, ${fuzz.serverErrors} 5xx, ${fuzz.malformed} 4xx not OpenAI-shaped${fuzz.examples.length > 0 ? `; e.g. ${fuzz.examples.join(" | ")}` : ""}`,
+    );
 
     progress("storage faults (Workers tests with failing D1 and R2 bindings)…");
     const storage = await storageFaultTests();
@@ -111,7 +118,11 @@ async function fuzzEdge(edgeUrl: string, credentials: { key: string; adminToken:
 /** Runs the storage-fault Workers tests; returns how many passed and failed. */
 async function storageFaultTests(): Promise<{ passed: number; failed: number }> {
   const report = join(await mkdtemp(join(tmpdir(), "pica-storage-faults-")), "report.json");
-  const child = spawn(process.execPath, [join(ROOT, "node_modules", "vitest", "vitest.mjs"), "run", "--project", "workers", STORAGE_FAULT_TESTS, "--reporter=json", `--outputFile=${report}`], { cwd: ROOT, stdio: "ignore" });
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, "node_modules", "vitest", "vitest.mjs"), "run", "--project", "workers", STORAGE_FAULT_TESTS, "--reporter=json", `--outputFile=${report}`],
+    { cwd: ROOT, stdio: "ignore" },
+  );
   await new Promise((resolve) => child.once("exit", resolve));
   const results = JSON.parse(await readFile(report, "utf8")) as { numPassedTests: number; numFailedTests: number; numTotalTests: number };
   if (results.numTotalTests === 0) throw new Error(`${STORAGE_FAULT_TESTS} ran no test`);

@@ -36,7 +36,9 @@ export async function runEdgeBench(): Promise<Record<string, unknown>> {
     progress("starting the runner…");
     // One core is left to the edge (workerd and wrangler) and this client.
     const threads = String(Math.max(1, cpus().length - 1));
-    runner = await startRunner({ args: ["--secret", runnerSecret, "--threads", threads, "--jobs-dir", join(directory, "jobs"), "--adapter-dir", join(directory, "adapters")] });
+    runner = await startRunner({
+      args: ["--secret", runnerSecret, "--threads", threads, "--jobs-dir", join(directory, "jobs"), "--adapter-dir", join(directory, "adapters")],
+    });
     const persistTo = join(directory, "state");
     const envFile = join(directory, "edge.env");
     await writeFile(envFile, `RUNNER_SECRET=${runnerSecret}\nADMIN_TOKEN=${adminToken}\n`);

@@ -37,7 +37,10 @@ export function promptOf(length: number, seed: number): number[] {
 async function prefilled(engine: LlamaEngine, rows: number): Promise<SequenceBatch> {
   const cache = engine.createBatch(rows, { initialCapacity: CONTEXT + DECODE_STEPS * (ROUNDS + 2) });
   for (let r = 0; r < rows; r++) cache.addRow();
-  await engine.step(cache, Array.from({ length: rows }, (_, r) => promptOf(CONTEXT, r + 1)));
+  await engine.step(
+    cache,
+    Array.from({ length: rows }, (_, r) => promptOf(CONTEXT, r + 1)),
+  );
   return cache;
 }
 
@@ -65,25 +68,39 @@ export async function runEngineBench(): Promise<Record<string, unknown>> {
   const recompute: number[] = [];
   const cacheStep: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
-    prefill.push(await timeMs(async () => {
-      const cache = engine.createBatch(1, { initialCapacity: CONTEXT });
-      cache.addRow();
-      await engine.step(cache, [promptOf(CONTEXT, 50 + round)]);
-    }));
-    decode1.push((await timeMs(async () => {
-      for (let s = 0; s < DECODE_STEPS; s++) await engine.step(cache1, [[s]]);
-    })) / DECODE_STEPS);
-    decode16.push((await timeMs(async () => {
-      for (let s = 0; s < DECODE_STEPS; s++) await engine.step(cache16, Array.from({ length: 16 }, (_, r) => [(r + s) % 2048]));
-    })) / DECODE_STEPS);
+    prefill.push(
+      await timeMs(async () => {
+        const cache = engine.createBatch(1, { initialCapacity: CONTEXT });
+        cache.addRow();
+        await engine.step(cache, [promptOf(CONTEXT, 50 + round)]);
+      }),
+    );
+    decode1.push(
+      (await timeMs(async () => {
+        for (let s = 0; s < DECODE_STEPS; s++) await engine.step(cache1, [[s]]);
+      })) / DECODE_STEPS,
+    );
+    decode16.push(
+      (await timeMs(async () => {
+        for (let s = 0; s < DECODE_STEPS; s++)
+          await engine.step(
+            cache16,
+            Array.from({ length: 16 }, (_, r) => [(r + s) % 2048]),
+          );
+      })) / DECODE_STEPS,
+    );
     // Without a cache, the next token costs a forward over the whole context again.
-    recompute.push(await timeMs(async () => {
-      const cache = engine.createBatch(1, { initialCapacity: CONTEXT + 1 });
-      cache.addRow();
-      await engine.step(cache, [promptOf(CONTEXT + 1, 60 + round)]);
-    }));
+    recompute.push(
+      await timeMs(async () => {
+        const cache = engine.createBatch(1, { initialCapacity: CONTEXT + 1 });
+        cache.addRow();
+        await engine.step(cache, [promptOf(CONTEXT + 1, 60 + round)]);
+      }),
+    );
     cacheStep.push(decode1[decode1.length - 1]);
-    progress(`round ${round + 1}/${ROUNDS}: prefill ${prefill.at(-1)!.toFixed(1)} ms, decode b1 ${decode1.at(-1)!.toFixed(2)} ms, b16 ${decode16.at(-1)!.toFixed(2)} ms, recompute ${recompute.at(-1)!.toFixed(1)} ms`);
+    progress(
+      `round ${round + 1}/${ROUNDS}: prefill ${prefill.at(-1)!.toFixed(1)} ms, decode b1 ${decode1.at(-1)!.toFixed(2)} ms, b16 ${decode16.at(-1)!.toFixed(2)} ms, recompute ${recompute.at(-1)!.toFixed(1)} ms`,
+    );
   }
   await engine.dispose();
 

@@ -39,7 +39,11 @@ const ROWS = 16;
 export async function runGpuBench(args: string[] = process.argv.slice(3)): Promise<Record<string, unknown>> {
   const { values } = parseArgs({
     args,
-    options: { provider: { type: "string", default: "webgpu" }, model: { type: "string", default: "qwen2.5-0.5b" }, diagnose: { type: "boolean", default: false } },
+    options: {
+      provider: { type: "string", default: "webgpu" },
+      model: { type: "string", default: "qwen2.5-0.5b" },
+      diagnose: { type: "boolean", default: false },
+    },
   });
   const provider = values.provider as ExecutionProvider;
   if (provider !== "webgpu" && provider !== "cuda") throw new Error(`--provider must be webgpu or cuda, got ${values.provider}`);
@@ -50,7 +54,11 @@ export async function runGpuBench(args: string[] = process.argv.slice(3)): Promi
   for (const variant of ["llama-gqa", "qwen3-qk-norm", "mistral-sliding"] as TinyVariant[]) worst = Math.max(worst, await tinyDifference(variant, provider));
   figures.max_abs_logit_diff_vs_cpu = round(worst, 3);
 
-  const config = parseModelConfig(values.model === "small" ? { ...QWEN2_5_0_5B_INSTRUCT_CONFIG, vocab_size: 4096, hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, num_attention_heads: 8 } : QWEN2_5_0_5B_INSTRUCT_CONFIG);
+  const config = parseModelConfig(
+    values.model === "small"
+      ? { ...QWEN2_5_0_5B_INSTRUCT_CONFIG, vocab_size: 4096, hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, num_attention_heads: 8 }
+      : QWEN2_5_0_5B_INSTRUCT_CONFIG,
+  );
   progress(`generating weights of ${config.numLayers}×${config.hiddenSize} (vocabulary ${config.vocabSize})…`);
   const weights = randomWeights(config, 2026);
   const directory = await mkdtemp(join(tmpdir(), "pica-gpu-bench-"));
@@ -59,7 +67,10 @@ export async function runGpuBench(args: string[] = process.argv.slice(3)): Promi
     figures.weight_gib = round(file.bytes / 2 ** 30, 3);
     const basis = orthonormalBasis(config, { rMax: RANK, seed: 5 });
     if (values.diagnose) return { ...figures, ...(await diagnose(config, weights, file, provider, directory)) };
-    for (const [label, on] of [[provider, provider], ["cpu", "cpu"]] as const) {
+    for (const [label, on] of [
+      [provider, provider],
+      ["cpu", "cpu"],
+    ] as const) {
       progress(`serving on ${label}…`);
       Object.assign(figures, prefixed(label, await serving(config, weights, file, basis, on)));
     }
@@ -134,16 +145,30 @@ async function serving(config: ModelConfig, weights: WeightMap, file: WeightFile
 
 /** Seconds of one PiCa training step (4 rows of 128 tokens, forward and backward) on `provider`. */
 async function training(config: ModelConfig, weights: WeightMap, file: WeightFile, basis: Basis, provider: ExecutionProvider): Promise<Record<string, number>> {
-  const session = await TrainingSession.create(config, weights, { kind: "pica", basis, rank: RANK, sharing: "shared" }, { executionProvider: provider, weightFile: file });
+  const session = await TrainingSession.create(
+    config,
+    weights,
+    { kind: "pica", basis, rank: RANK, sharing: "shared" },
+    { executionProvider: provider, weightFile: file },
+  );
   const rows = 4;
   const length = 128;
   const ids = syntheticTokens(rows * length, 9).map((id) => id % config.vocabSize);
-  const batch: TrainingBatch = { rows, length, inputIds: ids, labels: ids.slice(1).concat(0), lossWeights: new Array(rows * length).fill(1), lengths: new Array(rows).fill(length) };
+  const batch: TrainingBatch = {
+    rows,
+    length,
+    inputIds: ids,
+    labels: ids.slice(1).concat(0),
+    lossWeights: new Array(rows * length).fill(1),
+    lengths: new Array(rows).fill(length),
+  };
   const values = new Map(session.parameters.map((p) => [p.name, Float32Array.from(p.initial, (_, i) => 0.001 * Math.sin(i))]));
   const seconds: number[] = [];
   let loss = Number.NaN;
   for (let i = 0; i < 4; i++) {
-    const ms = await timeMs(async () => void (loss = (await session.step(batch, values)).loss));
+    const ms = await timeMs(async () => {
+      loss = (await session.step(batch, values)).loss;
+    });
     if (i > 0) seconds.push(ms / 1000);
   }
   await session.dispose();
@@ -152,11 +177,21 @@ async function training(config: ModelConfig, weights: WeightMap, file: WeightFil
 }
 
 /** Where a decode step's time goes on the provider: onnxruntime's profile of a few steps, by op type and node. */
-async function diagnose(config: ModelConfig, weights: WeightMap, file: WeightFile, provider: ExecutionProvider, directory: string): Promise<Record<string, unknown>> {
+async function diagnose(
+  config: ModelConfig,
+  weights: WeightMap,
+  file: WeightFile,
+  provider: ExecutionProvider,
+  directory: string,
+): Promise<Record<string, unknown>> {
   const { readdir, readFile } = await import("node:fs/promises");
   const out: Record<string, unknown> = {};
   for (const rows of [1, 16]) {
-    const engine = await LlamaEngine.create(config, weights, { executionProvider: provider, weightFile: file, profileFilePrefix: join(directory, `profile-${rows}`) });
+    const engine = await LlamaEngine.create(config, weights, {
+      executionProvider: provider,
+      weightFile: file,
+      profileFilePrefix: join(directory, `profile-${rows}`),
+    });
     const batch = engine.createBatch(rows, { initialCapacity: 128 });
     for (let r = 0; r < rows; r++) batch.addRow();
     batch.cache.reserve(new Array(rows).fill(64));
@@ -170,7 +205,12 @@ async function diagnose(config: ModelConfig, weights: WeightMap, file: WeightFil
     engine.endProfiling();
     await engine.dispose();
     const name = (await readdir(directory)).find((f) => f.startsWith(`profile-${rows}`) && f.endsWith(".json"))!;
-    const events = JSON.parse(await readFile(join(directory, name), "utf8")) as { cat: string; name: string; dur: number; args?: { op_name?: string; provider?: string } }[];
+    const events = JSON.parse(await readFile(join(directory, name), "utf8")) as {
+      cat: string;
+      name: string;
+      dur: number;
+      args?: { op_name?: string; provider?: string };
+    }[];
     const runs = events.filter((e) => e.name === "model_run").length;
     const byOp = new Map<string, { us: number; count: number }>();
     for (const e of events) {
@@ -181,7 +221,10 @@ async function diagnose(config: ModelConfig, weights: WeightMap, file: WeightFil
       entry.count++;
       byOp.set(key, entry);
     }
-    const top = [...byOp].sort((a, b) => b[1].us - a[1].us).slice(0, 14).map(([key, v]) => `${key} ${(v.us / runs / 1000).toFixed(2)}ms×${Math.round(v.count / runs)}`);
+    const top = [...byOp]
+      .sort((a, b) => b[1].us - a[1].us)
+      .slice(0, 14)
+      .map(([key, v]) => `${key} ${(v.us / runs / 1000).toFixed(2)}ms×${Math.round(v.count / runs)}`);
     const runMs = events.filter((e) => e.name === "model_run").reduce((sum, e) => sum + e.dur, 0) / runs / 1000;
     progress(`b${rows}: model_run ${runMs.toFixed(1)} ms; ${top.join("; ")}`);
     out[`profile_b${rows}`] = { model_run_ms: round(runMs), top };

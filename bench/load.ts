@@ -44,8 +44,22 @@ export function timePerOutputToken(completion: StreamedCompletion): number | nul
  * arrives. Reads the SSE stream itself because the timings must be taken per chunk as it arrives;
  * the format is a few lines of `data: <json>` blocks ending with `data: [DONE]`.
  */
-export async function streamCompletion(baseUrl: string, request: LoadRequest, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<StreamedCompletion> {
-  const result: StreamedCompletion = { request, sentAt: performance.now(), chunkTimes: [], completionTokens: 0, error: null, aborted: false, status: null, usageSeen: false };
+export async function streamCompletion(
+  baseUrl: string,
+  request: LoadRequest,
+  signal?: AbortSignal,
+  headers: Record<string, string> = {},
+): Promise<StreamedCompletion> {
+  const result: StreamedCompletion = {
+    request,
+    sentAt: performance.now(),
+    chunkTimes: [],
+    completionTokens: 0,
+    error: null,
+    aborted: false,
+    status: null,
+    usageSeen: false,
+  };
   try {
     const response = await fetch(`${baseUrl}/v1/completions`, {
       method: "POST",
@@ -70,8 +84,7 @@ export async function streamCompletion(baseUrl: string, request: LoadRequest, si
     for await (const bytes of response.body) {
       const now = performance.now();
       buffered += decoder.decode(bytes, { stream: true });
-      let end: number;
-      while ((end = buffered.indexOf("\n\n")) >= 0) {
+      for (let end = buffered.indexOf("\n\n"); end >= 0; end = buffered.indexOf("\n\n")) {
         const event = buffered.slice(0, end);
         buffered = buffered.slice(end + 2);
         const data = event
@@ -234,7 +247,12 @@ export async function closedLoop(baseUrl: string, next: () => LoadRequest, optio
  * Sends requests at Poisson arrivals of `ratePerSecond` for `durationMs` (open loop: an arrival
  * never waits for an earlier request) and resolves with every completion once all have ended.
  */
-export async function poissonLoad(baseUrl: string, next: () => LoadRequest, rng: Rng, options: { ratePerSecond: number; durationMs: number }): Promise<StreamedCompletion[]> {
+export async function poissonLoad(
+  baseUrl: string,
+  next: () => LoadRequest,
+  rng: Rng,
+  options: { ratePerSecond: number; durationMs: number },
+): Promise<StreamedCompletion[]> {
   const start = performance.now();
   const pending: Promise<StreamedCompletion>[] = [];
   for (let at = exponential(rng, options.ratePerSecond); at < options.durationMs; at += exponential(rng, options.ratePerSecond)) {

@@ -37,7 +37,28 @@ export interface TaskSizes {
   eval: number;
 }
 
-const NAMES = ["Ada", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lena", "Milo", "Nora", "Omar", "Pia", "Quinn", "Rosa", "Sam", "Tara"];
+const NAMES = [
+  "Ada",
+  "Ben",
+  "Cleo",
+  "Dan",
+  "Eva",
+  "Finn",
+  "Gia",
+  "Hugo",
+  "Ivy",
+  "Jon",
+  "Kai",
+  "Lena",
+  "Milo",
+  "Nora",
+  "Omar",
+  "Pia",
+  "Quinn",
+  "Rosa",
+  "Sam",
+  "Tara",
+];
 const ANIMALS = ["cat", "dog", "fox", "owl", "bear", "wolf", "hare", "crow", "frog", "goat", "mouse", "horse", "duck", "seal", "deer"];
 const MOOD_PLACES = ["park", "river", "hill", "farm", "lake", "shop", "zoo", "beach", "fair", "mill"];
 const COLOURS = ["teal", "amber", "violet", "coral", "olive", "ivory", "navy", "plum"];
@@ -49,9 +70,18 @@ const RECALL_TEMPLATES: ((code: string) => string)[] = [
   (code) => `Name the colour of ${code}.`,
 ];
 const MOODS: Record<string, string> = {
-  glad: "sunny", proud: "sunny", happy: "sunny", excited: "sunny",
-  tired: "stormy", angry: "stormy", sad: "stormy", hungry: "stormy",
-  curious: "misty", calm: "misty", sleepy: "misty", dreamy: "misty",
+  glad: "sunny",
+  proud: "sunny",
+  happy: "sunny",
+  excited: "sunny",
+  tired: "stormy",
+  angry: "stormy",
+  sad: "stormy",
+  hungry: "stormy",
+  curious: "misty",
+  calm: "misty",
+  sleepy: "misty",
+  dreamy: "misty",
 };
 const FEELINGS = Object.keys(MOODS);
 const MOOD_TEMPLATES: ((name: string, feeling: string, place: string) => string)[] = [
@@ -165,6 +195,13 @@ export function qualityTasks(sizes: TaskSizes): QualityTask[] {
 /** A task's examples as OpenAI chat JSONL, the trainer's input. */
 export function toChatJsonl(examples: readonly QualityExample[]): string {
   return examples
-    .map(({ prompt, answer }) => JSON.stringify({ messages: [{ role: "user", content: prompt }, { role: "assistant", content: answer }] }))
+    .map(({ prompt, answer }) =>
+      JSON.stringify({
+        messages: [
+          { role: "user", content: prompt },
+          { role: "assistant", content: answer },
+        ],
+      }),
+    )
     .join("\n");
 }

@@ -106,7 +106,8 @@ async function exactMatch(
     }
     const hit = text.trim() === example.answer;
     if (hit) correct++;
-    if (samples.length < 3) samples.push(`${JSON.stringify(example.prompt)} → ${JSON.stringify(text.trim())} (${hit ? "ok" : `want ${JSON.stringify(example.answer)}`})`);
+    if (samples.length < 3)
+      samples.push(`${JSON.stringify(example.prompt)} → ${JSON.stringify(text.trim())} (${hit ? "ok" : `want ${JSON.stringify(example.answer)}`})`);
   }
   return { accuracy: correct / examples.length, samples };
 }
@@ -160,7 +161,9 @@ function tokenizeTask(task: QualityTask, examples: readonly QualityExample[], to
   const parsed = parseTrainingJsonl(toChatJsonl(examples));
   const tokenized = tokenizeRecords(parsed.examples, tokenizer, { maxLength: MAX_LENGTH });
   if (parsed.errorCount > 0 || tokenized.skipped.length > 0 || tokenized.truncated.length > 0) {
-    throw new Error(`task ${task.name}: ${parsed.errorCount} bad, ${tokenized.skipped.length} skipped, ${tokenized.truncated.length} truncated examples at maxLength ${MAX_LENGTH}`);
+    throw new Error(
+      `task ${task.name}: ${parsed.errorCount} bad, ${tokenized.skipped.length} skipped, ${tokenized.truncated.length} truncated examples at maxLength ${MAX_LENGTH}`,
+    );
   }
   return tokenized.examples;
 }
@@ -178,11 +181,21 @@ function tables(rows: Row[], tasks: QualityTask[]): string {
   for (const row of rows) {
     const scores = [...row.tasks.values()];
     const trainLoss = scores[0]!.trainLoss === null ? "—" : number(mean(scores.map((s) => s.trainLoss!)), 3);
-    lines.push(`| ${row.label} | ${row.parameters.toLocaleString("en-US")} | ${number(mean(scores.map((s) => s.evalLoss)), 3)} | ${number(100 * mean(scores.map((s) => s.accuracy)), 1)}% | ${trainLoss} | ${number(sum(row, (s) => s.trainSeconds), 0)} | ${number(sum(row, (s) => s.evalSeconds), 0)} |`);
+    lines.push(
+      `| ${row.label} | ${row.parameters.toLocaleString("en-US")} | ${number(mean(scores.map((s) => s.evalLoss)), 3)} | ${number(100 * mean(scores.map((s) => s.accuracy)), 1)}% | ${trainLoss} | ${number(
+        sum(row, (s) => s.trainSeconds),
+        0,
+      )} | ${number(
+        sum(row, (s) => s.evalSeconds),
+        0,
+      )} |`,
+    );
   }
   lines.push("", `| method | ${tasks.map((t) => `${t.name} loss | ${t.name} match`).join(" | ")} |`, `| --- | ${tasks.map(() => "---: | ---:").join(" | ")} |`);
   for (const row of rows) {
-    lines.push(`| ${row.label} | ${tasks.map((t) => `${number(row.tasks.get(t.name)!.evalLoss, 3)} | ${number(100 * row.tasks.get(t.name)!.accuracy, 1)}%`).join(" | ")} |`);
+    lines.push(
+      `| ${row.label} | ${tasks.map((t) => `${number(row.tasks.get(t.name)!.evalLoss, 3)} | ${number(100 * row.tasks.get(t.name)!.accuracy, 1)}%`).join(" | ")} |`,
+    );
   }
   return lines.join("\n");
 }
@@ -226,7 +239,13 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
     for (const spec of METHODS) {
       const row: Row = { label: spec.label, key: spec.key, parameters: 0, tasks: new Map() };
       for (const task of tasks) {
-        const hyperparameters: FineTuneHyperparameters = { n_epochs: epochs, batch_size: BATCH_SIZE, learning_rate_multiplier: spec.learningRateMultiplier, rank: spec.rank, weight_sharing: spec.sharing };
+        const hyperparameters: FineTuneHyperparameters = {
+          n_epochs: epochs,
+          batch_size: BATCH_SIZE,
+          learning_rate_multiplier: spec.learningRateMultiplier,
+          rank: spec.rank,
+          weight_sharing: spec.sharing,
+        };
         let trainLoss = Number.NaN;
         let tokensPerSecond = 0;
         const trainingStarted = performance.now();
@@ -243,7 +262,9 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
               if (event.type === "step") tokensPerSecond = event.tokensPerSecond;
               if (event.type !== "epoch") return;
               trainLoss = event.trainLoss;
-              progress(`  ${spec.label} ${task.name} epoch ${event.epoch + 1}/${epochs}: train loss ${event.trainLoss.toFixed(3)}, eval loss ${event.validationLoss!.toFixed(3)} (${tokensPerSecond.toFixed(0)} padded tok/s)`);
+              progress(
+                `  ${spec.label} ${task.name} epoch ${event.epoch + 1}/${epochs}: train loss ${event.trainLoss.toFixed(3)}, eval loss ${event.validationLoss!.toFixed(3)} (${tokensPerSecond.toFixed(0)} padded tok/s)`,
+              );
             },
           },
         );
@@ -273,7 +294,9 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
         }
         const evalSeconds = (performance.now() - generationStarted) / 1000;
         row.tasks.set(task.name, { evalLoss, accuracy: scored.accuracy, trainLoss, trainSeconds, evalSeconds });
-        progress(`${spec.label} on ${task.name}: ${result.steps} steps in ${trainSeconds.toFixed(1)} s, eval loss ${evalLoss.toFixed(3)}, exact match ${(100 * scored.accuracy).toFixed(1)}% (${evalSeconds.toFixed(1)} s)\n  ${scored.samples.join("\n  ")}`);
+        progress(
+          `${spec.label} on ${task.name}: ${result.steps} steps in ${trainSeconds.toFixed(1)} s, eval loss ${evalLoss.toFixed(3)}, exact match ${(100 * scored.accuracy).toFixed(1)}% (${evalSeconds.toFixed(1)} s)\n  ${scored.samples.join("\n  ")}`,
+        );
       }
       rows.push(row);
     }

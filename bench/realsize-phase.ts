@@ -26,7 +26,10 @@ function memory(): { rss_mb: number; peak_rss_mb: number } {
 }
 
 /** The checkpoint (lazily loaded), its weight file and its serving engine, as the runner starts them. */
-async function start(directory: string, cacheRoot: string): Promise<{ checkpoint: Checkpoint; file: WeightFile; engine: LlamaEngine; load_seconds: number; weight_file_seconds: number }> {
+async function start(
+  directory: string,
+  cacheRoot: string,
+): Promise<{ checkpoint: Checkpoint; file: WeightFile; engine: LlamaEngine; load_seconds: number; weight_file_seconds: number }> {
   const started = performance.now();
   const checkpoint = await loadCheckpoint(directory, { lazy: true });
   const { config, weights } = checkpoint;
@@ -61,7 +64,9 @@ async function decodeThroughput(engine: LlamaEngine): Promise<Record<string, num
       for (let step = 0; step < STEPS_PER_SAMPLE; step++) await engine.step(batches[i], tokens);
       if (round >= WARM_UP_ROUNDS) samples[i].push((settings[i].rows * STEPS_PER_SAMPLE * 1000) / (performance.now() - started));
     }
-    progress(`  decode round ${round}: ${settings.map((s, i) => `${s.name} ${round >= WARM_UP_ROUNDS ? samples[i].at(-1)!.toFixed(1) : "(warm-up)"}`).join(", ")}`);
+    progress(
+      `  decode round ${round}: ${settings.map((s, i) => `${s.name} ${round >= WARM_UP_ROUNDS ? samples[i].at(-1)!.toFixed(1) : "(warm-up)"}`).join(", ")}`,
+    );
   }
   // The context ratio as the median of each round's ratio: the two settings ran back to back, so
   // whatever else the machine was doing weighed on both.
@@ -75,7 +80,11 @@ async function servingMemory(engine: LlamaEngine): Promise<Record<string, number
   for (let r = 0; r < 16; r++) batch.addRow();
   batch.cache.reserve(new Array(16).fill(64));
   batch.cache.advance(0, new Array(16).fill(64));
-  for (let step = 0; step < 3; step++) await engine.step(batch, Array.from({ length: 16 }, (_, r) => [200 + r]));
+  for (let step = 0; step < 3; step++)
+    await engine.step(
+      batch,
+      Array.from({ length: 16 }, (_, r) => [200 + r]),
+    );
   const { rss_mb } = memory();
   return { rss_mb, kv_cache_mb: batch.cache.bytes / 2 ** 20 };
 }
@@ -120,7 +129,11 @@ async function chunkedPrefill(engine: LlamaEngine, checkpoint: Checkpoint): Prom
   const text = "The sea was calm and the ship sailed on through the long grey night. ".repeat(200);
   const prompt = tokenizer.encode(text).slice(0, 2000);
   let firstToken = 0;
-  for await (const event of scheduler.submit({ promptIds: prompt, adapterId: null, options: { maxNewTokens: 1, temperature: 0, eosTokenIds: [] } }) as AsyncIterable<GenerationEvent>) {
+  for await (const event of scheduler.submit({
+    promptIds: prompt,
+    adapterId: null,
+    options: { maxNewTokens: 1, temperature: 0, eosTokenIds: [] },
+  }) as AsyncIterable<GenerationEvent>) {
     if (event.type === "token") firstToken = performance.now();
   }
   controller.abort();
@@ -128,7 +141,9 @@ async function chunkedPrefill(engine: LlamaEngine, checkpoint: Checkpoint): Prom
   await scheduler.close();
   const without = gaps.filter((g) => g.at > baselineFrom && g.at <= promptFrom).map((g) => g.gap);
   const during = gaps.filter((g) => g.at > promptFrom && g.at <= firstToken).map((g) => g.gap);
-  progress(`  decode gaps: ${without.length} without the prompt (p99 ${percentile(without, 99).toFixed(0)} ms), ${during.length} while it was read (p99 ${percentile(during, 99).toFixed(0)} ms)`);
+  progress(
+    `  decode gaps: ${without.length} without the prompt (p99 ${percentile(without, 99).toFixed(0)} ms), ${during.length} while it was read (p99 ${percentile(during, 99).toFixed(0)} ms)`,
+  );
   return { p99_ms_without: percentile(without, 99), p99_ms_with: percentile(during, 99), prompt_ttft_seconds: (firstToken - promptFrom) / 1000 };
 }
 
@@ -142,7 +157,16 @@ async function main(): Promise<Record<string, number>> {
       const decode = await decodeThroughput(engine);
       const rssWithContexts = memory().rss_mb;
       const prefill = await chunkedPrefill(engine, checkpoint);
-      return { load_seconds, weight_file_seconds, weight_mb: file.bytes / 2 ** 20, ...serving, rss_mb_with_ctx1024: rssWithContexts, peak_rss_mb: memory().peak_rss_mb, ...decode, ...prefill };
+      return {
+        load_seconds,
+        weight_file_seconds,
+        weight_mb: file.bytes / 2 ** 20,
+        ...serving,
+        rss_mb_with_ctx1024: rssWithContexts,
+        peak_rss_mb: memory().peak_rss_mb,
+        ...decode,
+        ...prefill,
+      };
     }
     case "load": {
       const { load_seconds, file } = await start(directory, second);
@@ -161,7 +185,12 @@ async function main(): Promise<Record<string, number>> {
       const { basis } = await loadOrComputeBasis(directory, config, weights, { rMax: Number(third), baseFingerprint: file.fingerprint });
       await engine.setBasis(basis);
       const examples = Array.from({ length: 12 }, (_, i) =>
-        JSON.stringify({ messages: [{ role: "user", content: `Question ${i}: what is ${i} plus ${i}?` }, { role: "assistant", content: `It is ${2 * i}.` }] }),
+        JSON.stringify({
+          messages: [
+            { role: "user", content: `Question ${i}: what is ${i} plus ${i}?` },
+            { role: "assistant", content: `It is ${2 * i}.` },
+          ],
+        }),
       ).join("\n");
       let stepStarted = performance.now();
       const stepSeconds: number[] = [];

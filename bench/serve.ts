@@ -26,7 +26,18 @@ import { serializeAdapter } from "../gpu-runner/pica/adapter-format.ts";
 import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
 import { Rng } from "../gpu-runner/random.ts";
 import { randomAdapter } from "../gpu-runner/testing/random-adapters.ts";
-import { closedLoop, poissonLoad, powerLawSampler, requestSource, streamCompletion, timePerOutputToken, timeToFirstToken, type LoadRequest, type StreamedCompletion, type WorkloadRanges } from "./load.ts";
+import {
+  closedLoop,
+  poissonLoad,
+  powerLawSampler,
+  requestSource,
+  streamCompletion,
+  timePerOutputToken,
+  timeToFirstToken,
+  type LoadRequest,
+  type StreamedCompletion,
+  type WorkloadRanges,
+} from "./load.ts";
 import { formatTask, toChatJsonl } from "./quality-tasks.ts";
 import { otherProcessCores, processCpuSeconds, readCpuTicks, type CpuTicks } from "./cpu-usage.ts";
 import { InternalApi, readResidentAdapters, waitForIdle, type ResidentAdapters } from "./runner-client.ts";
@@ -85,7 +96,22 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
     const adapterIds = await writeAdapters(adapterDirectory);
     progress("starting the runner…");
     runner = await startRunner({
-      args: ["--model", SHIPPED_MODEL_DIRECTORY, "--adapter-dir", adapterDirectory, "--jobs-dir", join(directory, "jobs"), "--rank", String(SERVING_RANK), "--r-max", String(R_MAX), "--max-batch", String(MAX_BATCH), "--max-adapters", String(ADAPTERS + 200)],
+      args: [
+        "--model",
+        SHIPPED_MODEL_DIRECTORY,
+        "--adapter-dir",
+        adapterDirectory,
+        "--jobs-dir",
+        join(directory, "jobs"),
+        "--rank",
+        String(SERVING_RANK),
+        "--r-max",
+        String(R_MAX),
+        "--max-batch",
+        String(MAX_BATCH),
+        "--max-adapters",
+        String(ADAPTERS + 200),
+      ],
       env: { RUNNER_SECRET: secret }, // not a flag, so it stays out of the process list
     });
     const url = runner.url;
@@ -107,7 +133,9 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
     const throughput = await measureThroughput(url, settings, source, [runner.child.pid!, process.pid], errors);
     const baseRequestsPerSecond = median(throughput.requestsPerSecond.get("base")!);
     const rate = LOAD_FRACTION * baseRequestsPerSecond;
-    progress(`latency: Poisson arrivals at ${rate.toFixed(2)} req/s (${LOAD_FRACTION} × base capacity ${baseRequestsPerSecond.toFixed(2)} req/s), ${LATENCY_ROUNDS} rounds × ${LATENCY_MS} ms…`);
+    progress(
+      `latency: Poisson arrivals at ${rate.toFixed(2)} req/s (${LOAD_FRACTION} × base capacity ${baseRequestsPerSecond.toFixed(2)} req/s), ${LATENCY_ROUNDS} rounds × ${LATENCY_MS} ms…`,
+    );
     const latency = await measureLatency(url, settings, source, rate, errors);
     const training = await latencyUnderTraining(url, new InternalApi(url, secret), (seed) => source(settings[2], seed), rate, errors);
     const resident = await residentAdapters(url); // after every setting: none was evicted on the way
@@ -165,7 +193,13 @@ async function measureThroughput(url: string, settings: Setting[], source: Reque
   await closedLoop(url, source(settings[settings.length - 1], SEED - 1), { clients: CLIENTS, warmupMs: 0, windowMs: 2000 }); // warm-up, not measured
   await waitForIdle(url);
   const perSetting = () => new Map(settings.map((s) => [s.name, [] as number[]]));
-  const rounds: ThroughputRounds = { tokensPerSecond: perSetting(), requestsPerSecond: perSetting(), tokensPerRunnerCpuSecond: perSetting(), outputTokens: perSetting(), otherCores: [] };
+  const rounds: ThroughputRounds = {
+    tokensPerSecond: perSetting(),
+    requestsPerSecond: perSetting(),
+    tokensPerRunnerCpuSecond: perSetting(),
+    outputTokens: perSetting(),
+    otherCores: [],
+  };
   for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
     for (const setting of rotated(settings, r)) {
       const ticks: Record<"open" | "close", CpuTicks | null> = { open: null, close: null };
@@ -182,7 +216,8 @@ async function measureThroughput(url: string, settings: Setting[], source: Reque
       if (!(await waitForIdle(url))) throw new Error(`the runner did not go idle after the ${setting.name} window of round ${r + 1}`);
     }
     const last = (figures: Map<SettingName, number[]>, name: SettingName) => figures.get(name)!.at(-1)?.toFixed(0) ?? "?";
-    const busy = rounds.otherCores.length > 0 ? `; other processes used ${Math.max(...rounds.otherCores.slice(-settings.length)).toFixed(1)} cores at most` : "";
+    const busy =
+      rounds.otherCores.length > 0 ? `; other processes used ${Math.max(...rounds.otherCores.slice(-settings.length)).toFixed(1)} cores at most` : "";
     progress(
       `round ${r + 1}/${THROUGHPUT_ROUNDS}: ${settings.map((s) => `${s.name} ${last(rounds.tokensPerSecond, s.name)} tok/s (${last(rounds.tokensPerRunnerCpuSecond, s.name)} per runner CPU-s)`).join(", ")}${busy}`,
     );
@@ -191,7 +226,13 @@ async function measureThroughput(url: string, settings: Setting[], source: Reque
 }
 
 /** Poisson rounds below saturation; every setting's completions pooled over the rounds. */
-async function measureLatency(url: string, settings: Setting[], source: RequestSourceOf, rate: number, errors: string[]): Promise<Map<SettingName, StreamedCompletion[]>> {
+async function measureLatency(
+  url: string,
+  settings: Setting[],
+  source: RequestSourceOf,
+  rate: number,
+  errors: string[],
+): Promise<Map<SettingName, StreamedCompletion[]>> {
   const latency = new Map(settings.map((s) => [s.name, [] as StreamedCompletion[]]));
   for (let r = 0; r < LATENCY_ROUNDS; r++) {
     for (const setting of rotated(settings, r)) {
@@ -252,7 +293,13 @@ async function poissonRun(url: string, next: () => LoadRequest, seed: number, ra
  * Each "with" run starts a fresh job, waits until it has taken a step, and cancels it afterwards.
  * When the runner has no training API the figures are null and the reason is reported.
  */
-async function latencyUnderTraining(url: string, api: InternalApi, source: (seed: number) => () => LoadRequest, rate: number, errors: string[]): Promise<Record<string, unknown>> {
+async function latencyUnderTraining(
+  url: string,
+  api: InternalApi,
+  source: (seed: number) => () => LoadRequest,
+  rate: number,
+  errors: string[],
+): Promise<Record<string, unknown>> {
   const trainingFile = toChatJsonl(formatTask({ train: 64, eval: 1 }).train);
   const without = { ttft: [] as number[], tpot: [] as number[] };
   const during = { ttft: [] as number[], tpot: [] as number[] };
@@ -279,7 +326,9 @@ async function latencyUnderTraining(url: string, api: InternalApi, source: (seed
         await api.cancelJob(id).catch((error: unknown) => progress(`cancelling ${id}: ${(error as Error).message}`));
         await api.waitForJob(id, (job) => ["succeeded", "failed", "cancelled"].includes(job.status), 30_000).catch(() => undefined);
       }
-      progress(`pair ${pair + 1}/${TRAINING_PAIRS}: TTFT p50 ${without.ttft.at(-1)!.toFixed(0)} ms without, ${during.ttft.at(-1)!.toFixed(0)} ms with training`);
+      progress(
+        `pair ${pair + 1}/${TRAINING_PAIRS}: TTFT p50 ${without.ttft.at(-1)!.toFixed(0)} ms without, ${during.ttft.at(-1)!.toFixed(0)} ms with training`,
+      );
     }
   } catch (error) {
     const message = (error as Error).message;

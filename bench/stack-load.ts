@@ -87,13 +87,17 @@ export async function runStackLoadBench(): Promise<Record<string, unknown>> {
       const headers = { authorization: `Bearer ${key}` };
       for (let n = 0; performance.now() < stopAt; n++) {
         const model = models[(index + n) % models.length];
-        const completion = await withRetries(tally, () => streamCompletion(edgeUrl, { model, prompt: prompts[(index + n) % prompts.length], maxTokens: MAX_TOKENS }, drain.signal, headers));
+        const completion = await withRetries(tally, () =>
+          streamCompletion(edgeUrl, { model, prompt: prompts[(index + n) % prompts.length], maxTokens: MAX_TOKENS }, drain.signal, headers),
+        );
         if (completion.status === 429 && intended429) {
           tally.rateLimited++;
           await new Promise((resolve) => setTimeout(resolve, 1000)); // Retry-After is at least 1 s
           continue;
         }
-        const problem = completion.aborted ? `hung: ${model} had not finished ${DRAIN_SECONDS} s after the load stopped` : completion.error ?? (completion.usageSeen ? null : `no usage chunk for ${model}`);
+        const problem = completion.aborted
+          ? `hung: ${model} had not finished ${DRAIN_SECONDS} s after the load stopped`
+          : (completion.error ?? (completion.usageSeen ? null : `no usage chunk for ${model}`));
         if (problem !== null) tally.errors.push(problem);
         else tally.completions.push(completion);
         if (completion.aborted) return;
@@ -101,8 +105,16 @@ export async function runStackLoadBench(): Promise<Record<string, unknown>> {
     };
 
     const runnerPid = cluster.runners[0].process()!.child.pid!;
-    progress(`${CLIENTS} clients over ${ADAPTERS} adapters (+${LIMITED_CLIENTS} clients of a tenant limited to ${LIMITED_STREAMS} streams) for ${LOAD_SECONDS} s…`);
-    const ticker = setInterval(() => progress(`  ${main.completions.length} completed, ${main.errors.length + refused.errors.length} errors, ${refused.rateLimited} rate-limited, ${main.retried + refused.retried} retried`), 10_000);
+    progress(
+      `${CLIENTS} clients over ${ADAPTERS} adapters (+${LIMITED_CLIENTS} clients of a tenant limited to ${LIMITED_STREAMS} streams) for ${LOAD_SECONDS} s…`,
+    );
+    const ticker = setInterval(
+      () =>
+        progress(
+          `  ${main.completions.length} completed, ${main.errors.length + refused.errors.length} errors, ${refused.rateLimited} rate-limited, ${main.retried + refused.retried} retried`,
+        ),
+      10_000,
+    );
     const started = performance.now();
     const all = Promise.all([
       ...Array.from({ length: CLIENTS }, (_, i) => client(i, tenant.key, main, adapters, false)),

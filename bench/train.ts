@@ -89,7 +89,14 @@ interface StepVersusForward {
 }
 
 /** Interleaves full training steps with forwards of the same graph; returns per-round times and the median ratio. */
-async function stepVersusForward(label: string, config: ModelConfig, weights: WeightMap, method: TrainingMethod, batch: TrainingBatch, rounds: number): Promise<StepVersusForward> {
+async function stepVersusForward(
+  label: string,
+  config: ModelConfig,
+  weights: WeightMap,
+  method: TrainingMethod,
+  batch: TrainingBatch,
+  rounds: number,
+): Promise<StepVersusForward> {
   progress(`${label}: building the training session and the forward-only session…`);
   const training = await TrainingSession.create(config, weights, method, { ...SESSION_OPTIONS, dtype: "float32" });
   const { graph, parameters } = buildTrainingGraph(config, weights, method, { dtype: "float32" });
@@ -110,7 +117,8 @@ async function stepVersusForward(label: string, config: ModelConfig, weights: We
       await runStep();
       await runForward();
     }
-    if (Math.abs(stepLoss - forwardLoss) > 1e-4 * Math.abs(forwardLoss)) throw new Error(`${label}: the step's loss ${stepLoss} differs from the forward's ${forwardLoss}`);
+    if (Math.abs(stepLoss - forwardLoss) > 1e-4 * Math.abs(forwardLoss))
+      throw new Error(`${label}: the step's loss ${stepLoss} differs from the forward's ${forwardLoss}`);
 
     const stepMs: number[] = [];
     const forwardMs: number[] = [];
@@ -123,7 +131,9 @@ async function stepVersusForward(label: string, config: ModelConfig, weights: We
         forwardMs.push(await timeMs(runForward));
         stepMs.push(await timeMs(runStep));
       }
-      progress(`${label} round ${r + 1}/${rounds}: step ${stepMs.at(-1)!.toFixed(0)} ms, forward ${forwardMs.at(-1)!.toFixed(0)} ms, ratio ${(stepMs.at(-1)! / forwardMs.at(-1)!).toFixed(3)} (loss ${stepLoss.toFixed(4)})`);
+      progress(
+        `${label} round ${r + 1}/${rounds}: step ${stepMs.at(-1)!.toFixed(0)} ms, forward ${forwardMs.at(-1)!.toFixed(0)} ms, ratio ${(stepMs.at(-1)! / forwardMs.at(-1)!).toFixed(3)} (loss ${stepLoss.toFixed(4)})`,
+      );
     }
     return { stepOverForward: median(stepMs.map((t, i) => t / forwardMs[i])), stepMs, forwardMs, parameterCount };
   } finally {
@@ -170,7 +180,14 @@ export async function runTrainBench(): Promise<Record<string, unknown>> {
   const basis = await computeBasis(config, weights, { rMax: RANK });
 
   const pica = await stepVersusForward("pica", config, weights, { kind: "pica", basis, rank: RANK, sharing: "shared" }, batch, ROUNDS);
-  const lora = await stepVersusForward("lora", config, weights, { kind: "lora", rank: RANK, targetModules: [...LINEAR_MODULES], seed: 1 }, batch, COMPARISON_ROUNDS);
+  const lora = await stepVersusForward(
+    "lora",
+    config,
+    weights,
+    { kind: "lora", rank: RANK, targetModules: [...LINEAR_MODULES], seed: 1 },
+    batch,
+    COMPARISON_ROUNDS,
+  );
   const full = await stepVersusForward("full", config, weights, { kind: "full" }, batch, COMPARISON_ROUNDS);
 
   const tokens = ROWS * LENGTH;

@@ -24,7 +24,10 @@ import { progressLine } from "./progress.ts";
 const configPath = () => process.env.PICA_CONFIG || join(homedir(), ".config", "pica", "config.json");
 
 async function settings(): Promise<{ url: string; key: string }> {
-  const saved = (await readFile(configPath(), "utf8").then((text) => JSON.parse(text) as { url?: string; key?: string }, () => ({}))) as { url?: string; key?: string };
+  const saved = (await readFile(configPath(), "utf8").then(
+    (text) => JSON.parse(text) as { url?: string; key?: string },
+    () => ({}),
+  )) as { url?: string; key?: string };
   // An empty variable counts as unset.
   const url = process.env.PICA_URL || saved.url || "http://127.0.0.1:8787";
   const key = process.env.PICA_API_KEY || saved.key;
@@ -41,10 +44,20 @@ async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     options: {
-      url: { type: "string" }, key: { type: "string" }, file: { type: "string" }, "validation-file": { type: "string" },
-      suffix: { type: "string" }, epochs: { type: "string" }, "batch-size": { type: "string" }, rank: { type: "string" },
-      seed: { type: "string" }, model: { type: "string" }, "max-tokens": { type: "string" }, temperature: { type: "string" },
-      out: { type: "string" }, name: { type: "string" },
+      url: { type: "string" },
+      key: { type: "string" },
+      file: { type: "string" },
+      "validation-file": { type: "string" },
+      suffix: { type: "string" },
+      epochs: { type: "string" },
+      "batch-size": { type: "string" },
+      rank: { type: "string" },
+      seed: { type: "string" },
+      model: { type: "string" },
+      "max-tokens": { type: "string" },
+      temperature: { type: "string" },
+      out: { type: "string" },
+      name: { type: "string" },
     },
   });
   const [command, sub, ...rest] = positionals;
@@ -85,7 +98,11 @@ async function main(argv: string[]): Promise<number> {
         validation_file: values["validation-file"],
         suffix: values.suffix,
         seed: number("seed", values.seed),
-        hyperparameters: { n_epochs: number("epochs", values.epochs), batch_size: number("batch-size", values["batch-size"]), rank: number("rank", values.rank) },
+        hyperparameters: {
+          n_epochs: number("epochs", values.epochs),
+          batch_size: number("batch-size", values["batch-size"]),
+          rank: number("rank", values.rank),
+        },
       });
       out(`${job.id}  ${job.status}  → ${job.fine_tuned_model}`);
       return 0;
@@ -106,7 +123,8 @@ async function main(argv: string[]): Promise<number> {
     case "complete": {
       const prompt = [sub, ...rest].filter((part) => part !== undefined).join(" ");
       if (values.model === undefined || prompt === "") throw new UsageError(`pica ${command} --model MODEL PROMPT`);
-      const pieces = command === "chat" ? client.chat(values.model, [{ role: "user", content: prompt }], sampling) : client.complete(values.model, prompt, sampling);
+      const pieces =
+        command === "chat" ? client.chat(values.model, [{ role: "user", content: prompt }], sampling) : client.complete(values.model, prompt, sampling);
       for await (const piece of pieces) process.stdout.write(piece);
       process.stdout.write("\n");
       return 0;
@@ -125,7 +143,11 @@ async function main(argv: string[]): Promise<number> {
     }
     case "adapters import": {
       if (rest[0] === undefined || values.name === undefined) throw new UsageError("pica adapters import --name NAME DIR");
-      const adapter = await client.importAdapter(values.name, await readFile(join(rest[0], "adapter_config.json"), "utf8"), await readFile(join(rest[0], "adapter_model.safetensors")));
+      const adapter = await client.importAdapter(
+        values.name,
+        await readFile(join(rest[0], "adapter_config.json"), "utf8"),
+        await readFile(join(rest[0], "adapter_model.safetensors")),
+      );
       out(`${adapter.id}  ${JSON.stringify(adapter.import_report ?? null)}`);
       return 0;
     }

@@ -25,11 +25,19 @@ const { values } = parseArgs({
 
 async function main(): Promise<void> {
   let directory = values.model ?? SHIPPED_MODEL_DIRECTORY;
-  const exists = await access(join(directory, "config.json")).then(() => true, () => false);
+  const exists = await access(join(directory, "config.json")).then(
+    () => true,
+    () => false,
+  );
   if (values.model === undefined && !exists) {
     // A checkout without the shipped weights still runs: on a deterministic random model.
     directory = join(process.cwd(), ".cache", "models", "tiny-llama");
-    if (!(await access(join(directory, "config.json")).then(() => true, () => false))) {
+    if (
+      !(await access(join(directory, "config.json")).then(
+        () => true,
+        () => false,
+      ))
+    ) {
       console.error(`the shipped model is missing; generating a tiny random model in ${directory}…`);
       await writeTinyCheckpoint(directory, "llama-gqa");
     }
@@ -41,9 +49,8 @@ async function main(): Promise<void> {
   console.error(
     `loaded ${config.architecture} (${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}) from ${directory} in ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
-  const prompt = tokenizer.chatTemplate !== null
-    ? tokenizer.applyChatTemplate([{ role: "user", content: values.prompt! }], { addGenerationPrompt: true })
-    : values.prompt!;
+  const prompt =
+    tokenizer.chatTemplate !== null ? tokenizer.applyChatTemplate([{ role: "user", content: values.prompt! }], { addGenerationPrompt: true }) : values.prompt!;
   const promptIds = tokenizer.encode(prompt, { addSpecialTokens: tokenizer.chatTemplate === null });
   console.error(`prompt (${promptIds.length} tokens): ${JSON.stringify(prompt)}`);
   const decodeStarted = performance.now();

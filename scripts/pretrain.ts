@@ -95,7 +95,9 @@ async function main(): Promise<void> {
   const session = await TrainingSession.create(config, pretrainingWeights(config, seed), { kind: "full" });
   const values = new Map(session.parameters.map((p) => [p.name, Float32Array.from(p.initial)]));
   const parameterCount = [...values.values()].reduce((s, v) => s + v.length, 0);
-  process.stderr.write(`model: ${config.numLayers} layers, hidden ${config.hiddenSize}, ${(parameterCount / 1e6).toFixed(2)}M parameters; ${steps} steps of ${ROWS}×${LENGTH} tokens\n`);
+  process.stderr.write(
+    `model: ${config.numLayers} layers, hidden ${config.hiddenSize}, ${(parameterCount / 1e6).toFixed(2)}M parameters; ${steps} steps of ${ROWS}×${LENGTH} tokens\n`,
+  );
   const optimizer = new AdamW(values, { weightDecay: 0.01 });
   const schedule = { peak: PEAK_LR, totalSteps: steps, warmupSteps: Math.min(WARMUP, steps), minRatio: 0.1 };
   const rng = new Rng(seed);
@@ -121,7 +123,9 @@ async function main(): Promise<void> {
     const done = step + 1;
     if (done % 10 === 0 || done === steps) {
       const rate = (done * ROWS * LENGTH) / seconds;
-      process.stderr.write(`\r${bar(done / steps)} ${done}/${steps} loss ${smoothed.toFixed(3)} ${rate.toFixed(0)} tok/s elapsed ${clock(seconds)} ETA ${clock((seconds / done) * (steps - done))}   `);
+      process.stderr.write(
+        `\r${bar(done / steps)} ${done}/${steps} loss ${smoothed.toFixed(3)} ${rate.toFixed(0)} tok/s elapsed ${clock(seconds)} ETA ${clock((seconds / done) * (steps - done))}   `,
+      );
     }
     if (done % 500 === 0 || done === steps) {
       const loss = await evaluate();
@@ -199,7 +203,7 @@ machine and CPU type).
 
 ## Samples (temperature 0.7)
 
-${facts.samples.map((s) => "```\n" + s + "\n```").join("\n\n")}
+${facts.samples.map((s) => `\`\`\`\n${s}\n\`\`\``).join("\n\n")}
 
 ## Limits
 

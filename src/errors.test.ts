@@ -1,16 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import {
-  ApiError,
-  badRequest,
-  forbidden,
-  formatParamPath,
-  fromZodError,
-  notFound,
-  rateLimited,
-  serverError,
-  unauthorized,
-} from "./errors.ts";
+import { ApiError, badRequest, forbidden, formatParamPath, fromZodError, notFound, rateLimited, serverError, unauthorized } from "./errors.ts";
 
 describe("ApiError helpers", () => {
   it("give each error its OpenAI status, type and body", () => {
@@ -56,7 +46,12 @@ describe("fromZodError", () => {
   };
 
   it("names the first bad field with OpenAI's path syntax", () => {
-    const error = errorFor({ messages: [{ role: "user", content: "hi" }, { role: "robot", content: "x" }] });
+    const error = errorFor({
+      messages: [
+        { role: "user", content: "hi" },
+        { role: "robot", content: "x" },
+      ],
+    });
     expect(error.status).toBe(400);
     expect(error.param).toBe("messages[1].role");
     expect(error.message).toMatch(/^Invalid value for 'messages\[1\]\.role': /);

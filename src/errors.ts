@@ -3,13 +3,7 @@
 import type { z } from "zod";
 
 /** The `error.type` values OpenAI clients understand. */
-export type OpenAIErrorType =
-  | "invalid_request_error"
-  | "authentication_error"
-  | "permission_error"
-  | "not_found_error"
-  | "rate_limit_error"
-  | "server_error";
+export type OpenAIErrorType = "invalid_request_error" | "authentication_error" | "permission_error" | "not_found_error" | "rate_limit_error" | "server_error";
 
 /** The JSON body of every error response: `{error: {message, type, param, code}}`. */
 export interface OpenAIErrorBody {
@@ -106,11 +100,7 @@ export function fromZodError(error: z.ZodError, root?: string): ApiError {
       return badRequest(`Missing required parameter: ${name}.`, param, "missing_required_parameter");
     }
     if (param === null) return badRequest("The request body must be a JSON object.", null, "invalid_type");
-    return badRequest(
-      `Invalid type for ${name}: expected ${expected}, but got ${received} instead.`,
-      param,
-      "invalid_type",
-    );
+    return badRequest(`Invalid type for ${name}: expected ${expected}, but got ${received} instead.`, param, "invalid_type");
   }
   return badRequest(`Invalid value for ${name}: ${issue.message}`, param, "invalid_value");
 }

@@ -56,8 +56,7 @@ const MAX_AUTO_EPOCHS = 25;
  * - batch_size: round(0.2% of n), clamped to [1, 32]; explicit: integer in [1, 256] and ≤ n.
  * - learning_rate_multiplier: 1; explicit: in (0, 10].
  */
-export function resolveHyperparameters(request: HyperparameterRequest,
-  context: { trainExamples: number; method: AdapterMethod }): ResolvedHyperparameters {
+export function resolveHyperparameters(request: HyperparameterRequest, context: { trainExamples: number; method: AdapterMethod }): ResolvedHyperparameters {
   const n = context.trainExamples;
   if (!Number.isInteger(n) || n < 1) throw new Error(`trainExamples must be a positive integer, got ${n}`);
 
@@ -72,24 +71,29 @@ export function resolveHyperparameters(request: HyperparameterRequest,
     throw new HyperparameterError("batch_size", `batch_size ${batchSize} is larger than the ${n} training examples`);
   }
 
-  const learningRateMultiplier = resolveOne("learning_rate_multiplier", request.learning_rate_multiplier, 1,
-    { min: 0, max: 10, integer: false, minExclusive: true });
+  const learningRateMultiplier = resolveOne("learning_rate_multiplier", request.learning_rate_multiplier, 1, {
+    min: 0,
+    max: 10,
+    integer: false,
+    minExclusive: true,
+  });
   const totalSteps = Math.ceil(n / batchSize) * nEpochs;
   return {
-    nEpochs, batchSize, learningRateMultiplier,
+    nEpochs,
+    batchSize,
+    learningRateMultiplier,
     learningRate: BASE_LEARNING_RATE[context.method] * learningRateMultiplier,
     totalSteps,
     warmupSteps: Math.max(1, Math.ceil(0.1 * totalSteps)),
   };
 }
 
-function resolveOne(param: string, value: unknown, auto: number,
-  range: { min: number; max: number; integer: boolean; minExclusive?: boolean }): number {
+function resolveOne(param: string, value: unknown, auto: number, range: { min: number; max: number; integer: boolean; minExclusive?: boolean }): number {
   if (value === undefined || value === "auto") return auto;
   const lower = range.minExclusive ? `(${range.min}` : `[${range.min}`;
   const expected = `${range.integer ? "an integer" : "a number"} in ${lower}, ${range.max}] or "auto"`;
   if (typeof value !== "number" || !Number.isFinite(value)) {
-    throw new HyperparameterError(param, `${param} must be ${expected}, got ${typeof value === "number" ? value : JSON.stringify(value) ?? String(value)}`);
+    throw new HyperparameterError(param, `${param} must be ${expected}, got ${typeof value === "number" ? value : (JSON.stringify(value) ?? String(value))}`);
   }
   const belowMin = range.minExclusive ? value <= range.min : value < range.min;
   if ((range.integer && !Number.isInteger(value)) || belowMin || value > range.max) {

@@ -12,6 +12,12 @@ describe("showValue", () => {
     const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000)) as unknown;
     expect(() => JSON.stringify(deep)).toThrow(RangeError);
     expect(showValue(deep)).toBe("a deeply nested array");
-    expect(showValue({ toJSON: () => { throw new Error("no"); } })).toBe("a deeply nested object");
+    expect(
+      showValue({
+        toJSON: () => {
+          throw new Error("no");
+        },
+      }),
+    ).toBe("a deeply nested object");
   });
 });

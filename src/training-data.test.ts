@@ -15,21 +15,75 @@ const BAD_CHAT_LINES: [string, string[]][] = [
   ["[1, 2]", ["JSON object", "an array"]],
   ["42", ["JSON object", "number 42"]],
   ["{}", ["missing field", "messages"]],
-  [JSON.stringify({ conversation: [] }), ["missing field", "\"conversation\""]],
+  [JSON.stringify({ conversation: [] }), ["missing field", '"conversation"']],
   [JSON.stringify({ messages: [] }), ["messages must not be empty"]],
   [JSON.stringify({ messages: "hi" }), ["messages must be an array", "a string"]],
-  [chat([{ role: "tool", content: "x" }, { role: "assistant", content: "y" }]), ["messages[0].role", "\"tool\""]],
+  [
+    chat([
+      { role: "tool", content: "x" },
+      { role: "assistant", content: "y" },
+    ]),
+    ["messages[0].role", '"tool"'],
+  ],
   [chat([{ content: "x" }]), ["missing field messages[0].role"]],
   [chat([{ role: "user" }, { role: "assistant", content: "y" }]), ["missing field messages[0].content"]],
-  [chat([{ role: "user", content: "x" }, { role: "assistant", content: "" }]), ["messages[1].content must not be empty"]],
-  [chat([{ role: "user", content: "  \n" }, { role: "assistant", content: "y" }]), ["messages[0].content must not be empty"]],
-  [chat([{ role: "user", content: ["x"] }, { role: "assistant", content: "y" }]), ["messages[0].content must be a string", "an array"]],
-  [chat([{ role: "user", content: "x", name: "bob" }, { role: "assistant", content: "y" }]), ["messages[0] has unknown field \"name\""]],
-  [JSON.stringify({ messages: [{ role: "assistant", content: "y" }], tools: [] }), ["the line has unknown field \"tools\""]],
-  [chat([{ role: "user", content: "x", weight: 1 }, { role: "assistant", content: "y" }]), ["messages[0].weight", "only allowed on assistant", "\"user\""]],
-  [chat([{ role: "user", content: "x" }, { role: "assistant", content: "y", weight: 0.5 }]), ["messages[1].weight must be one of 0, 1", "0.5"]],
-  [chat([{ role: "system", content: "s" }, { role: "user", content: "x" }]), ["no assistant message"]],
-  [chat([{ role: "user", content: "x" }, { role: "assistant", content: "y", weight: 0 }]), ["weight 0", "nothing to train on"]],
+  [
+    chat([
+      { role: "user", content: "x" },
+      { role: "assistant", content: "" },
+    ]),
+    ["messages[1].content must not be empty"],
+  ],
+  [
+    chat([
+      { role: "user", content: "  \n" },
+      { role: "assistant", content: "y" },
+    ]),
+    ["messages[0].content must not be empty"],
+  ],
+  [
+    chat([
+      { role: "user", content: ["x"] },
+      { role: "assistant", content: "y" },
+    ]),
+    ["messages[0].content must be a string", "an array"],
+  ],
+  [
+    chat([
+      { role: "user", content: "x", name: "bob" },
+      { role: "assistant", content: "y" },
+    ]),
+    ['messages[0] has unknown field "name"'],
+  ],
+  [JSON.stringify({ messages: [{ role: "assistant", content: "y" }], tools: [] }), ['the line has unknown field "tools"']],
+  [
+    chat([
+      { role: "user", content: "x", weight: 1 },
+      { role: "assistant", content: "y" },
+    ]),
+    ["messages[0].weight", "only allowed on assistant", '"user"'],
+  ],
+  [
+    chat([
+      { role: "user", content: "x" },
+      { role: "assistant", content: "y", weight: 0.5 },
+    ]),
+    ["messages[1].weight must be one of 0, 1", "0.5"],
+  ],
+  [
+    chat([
+      { role: "system", content: "s" },
+      { role: "user", content: "x" },
+    ]),
+    ["no assistant message"],
+  ],
+  [
+    chat([
+      { role: "user", content: "x" },
+      { role: "assistant", content: "y", weight: 0 },
+    ]),
+    ["weight 0", "nothing to train on"],
+  ],
   [JSON.stringify({ messages: [{ role: "assistant", content: "y" }], prompt: "p" }), ["not both"]],
   [GOOD_COMPLETION, ["prompt/completion example", "line 1", "must not mix"]],
 ];
@@ -37,8 +91,10 @@ const BAD_CHAT_LINES: [string, string[]][] = [
 describe("parseTrainingJsonl, chat", () => {
   it("accepts valid chat lines, keeps weights and line numbers, skips blank lines", () => {
     const weighted = chat([
-      { role: "user", content: "a" }, { role: "assistant", content: "b", weight: 0 },
-      { role: "user", content: "c" }, { role: "assistant", content: "d", weight: 1 },
+      { role: "user", content: "a" },
+      { role: "assistant", content: "b", weight: 0 },
+      { role: "user", content: "c" },
+      { role: "assistant", content: "d", weight: 1 },
     ]);
     const result = parseTrainingJsonl(`${GOOD_CHAT}\n\n   \r\n${weighted}\n`);
     expect(result.errors).toEqual([]);
@@ -50,8 +106,10 @@ describe("parseTrainingJsonl, chat", () => {
       format: "chat",
       line: 4,
       messages: [
-        { role: "user", content: "a" }, { role: "assistant", content: "b", weight: 0 },
-        { role: "user", content: "c" }, { role: "assistant", content: "d", weight: 1 },
+        { role: "user", content: "a" },
+        { role: "assistant", content: "b", weight: 0 },
+        { role: "user", content: "c" },
+        { role: "assistant", content: "d", weight: 1 },
       ],
     });
   });
@@ -70,7 +128,7 @@ describe("parseTrainingJsonl, chat", () => {
   });
 
   it("counts every error but keeps only maxErrors (default 20)", () => {
-    const text = Array.from({ length: 30 }, () => "{oops").join("\n") + "\n" + GOOD_CHAT;
+    const text = `${Array.from({ length: 30 }, () => "{oops").join("\n")}\n${GOOD_CHAT}`;
     const capped = parseTrainingJsonl(text, { maxErrors: 5 });
     expect(capped.errors.map((error) => error.line)).toEqual([1, 2, 3, 4, 5]);
     expect(capped.errorCount).toBe(30);
@@ -106,8 +164,8 @@ describe("parseTrainingJsonl, prompt/completion", () => {
       [JSON.stringify({ completion: "c" }), ["missing field prompt"]],
       [JSON.stringify({ prompt: "p", completion: "" }), ["completion must not be empty"]],
       [JSON.stringify({ prompt: "p", completion: null }), ["completion must be a string", "null"]],
-      [JSON.stringify({ prompt: "p", completion: "c", label: 1 }), ["unknown field \"label\""]],
-      [GOOD_CHAT, ["chat (\"messages\") example", "(line 1) is prompt/completion"]],
+      [JSON.stringify({ prompt: "p", completion: "c", label: 1 }), ['unknown field "label"']],
+      [GOOD_CHAT, ['chat ("messages") example', "(line 1) is prompt/completion"]],
     ];
     const result = parseTrainingJsonl([GOOD_COMPLETION, ...lines.map(([line]) => line)].join("\n"));
     expect(result.errorCount).toBe(lines.length);
@@ -130,7 +188,13 @@ describe("validateTrainingFile", () => {
 
   it("passes a clean file of at least minExamples examples", () => {
     expect(validateTrainingFile(tenChats)).toEqual({
-      ok: true, format: "chat", totalLines: 10, examples: 10, errorCount: 0, errors: [], fileErrors: [],
+      ok: true,
+      format: "chat",
+      totalLines: 10,
+      examples: 10,
+      errorCount: 0,
+      errors: [],
+      fileErrors: [],
     });
   });
 

@@ -136,7 +136,12 @@ export function validateTrainingFile(text: string, options: ValidateOptions = {}
     // A file over the limit is not parsed at all: the limit exists to bound the work done here.
     if (bytes > options.maxBytes) {
       return {
-        ok: false, format: null, totalLines: 0, examples: 0, errorCount: 0, errors: [],
+        ok: false,
+        format: null,
+        totalLines: 0,
+        examples: 0,
+        errorCount: 0,
+        errors: [],
         fileErrors: [`the file is ${bytes} bytes, more than the limit of ${options.maxBytes} bytes`],
       };
     }
@@ -144,8 +149,9 @@ export function validateTrainingFile(text: string, options: ValidateOptions = {}
   const parsed = parseTrainingJsonl(text, options);
   const fileErrors: string[] = [];
   if (parsed.examples.length < minExamples) {
-    fileErrors.push(`the file has ${parsed.examples.length} valid example${parsed.examples.length === 1 ? "" : "s"}; ` +
-      `at least ${minExamples} are required`);
+    fileErrors.push(
+      `the file has ${parsed.examples.length} valid example${parsed.examples.length === 1 ? "" : "s"}; ` + `at least ${minExamples} are required`,
+    );
   }
   return {
     ok: parsed.errorCount === 0 && fileErrors.length === 0,
@@ -173,8 +179,12 @@ function parseLine(text: string, line: number, fileFormat: TrainingFileFormat | 
   // A file is one format throughout, fixed by its first valid example, because the trainer renders
   // every example of a job the same way; every line of the other format is reported.
   if (fileFormat !== null && lineFormat !== fileFormat) {
-    return { line, reason: `this line is a ${formatName(lineFormat)} example but the file's first example ` +
-      `(line ${formatLine}) is ${formatName(fileFormat)}; a file must not mix formats` };
+    return {
+      line,
+      reason:
+        `this line is a ${formatName(lineFormat)} example but the file's first example ` +
+        `(line ${formatLine}) is ${formatName(fileFormat)}; a file must not mix formats`,
+    };
   }
   if (lineFormat === "prompt_completion") {
     const parsed = promptCompletionLineSchema.safeParse(value, { reportInput: true });
@@ -187,8 +197,7 @@ function parseLine(text: string, line: number, fileFormat: TrainingFileFormat | 
   // OpenAI's rules that span fields, checked after the shape so the reasons stay one per line.
   const weighted = messages.findIndex((message) => message.role !== "assistant" && message.weight !== undefined);
   if (weighted >= 0) {
-    return { line, reason: `messages[${weighted}].weight is only allowed on assistant messages ` +
-      `(this one has role "${messages[weighted]!.role}")` };
+    return { line, reason: `messages[${weighted}].weight is only allowed on assistant messages ` + `(this one has role "${messages[weighted]!.role}")` };
   }
   if (!messages.some((message) => message.role === "assistant")) {
     return { line, reason: "messages has no assistant message; an example needs at least one to train on" };
@@ -203,17 +212,20 @@ function detectFormat(value: object): TrainingFileFormat | { reason: string } {
   const isChat = "messages" in value;
   const isPromptCompletion = "prompt" in value || "completion" in value;
   if (isChat && isPromptCompletion) {
-    return { reason: "a line must have either \"messages\" (chat) or \"prompt\" and \"completion\", not both" };
+    return { reason: 'a line must have either "messages" (chat) or "prompt" and "completion", not both' };
   }
   if (isChat) return "chat";
   if (isPromptCompletion) return "prompt_completion";
   const keys = Object.keys(value);
-  return { reason: "missing field \"messages\" (chat) or \"prompt\" and \"completion\"" +
-    (keys.length > 0 ? `; found ${keys.map((key) => JSON.stringify(key)).join(", ")}` : "; the object is empty") };
+  return {
+    reason:
+      'missing field "messages" (chat) or "prompt" and "completion"' +
+      (keys.length > 0 ? `; found ${keys.map((key) => JSON.stringify(key)).join(", ")}` : "; the object is empty"),
+  };
 }
 
 function formatName(format: TrainingFileFormat): string {
-  return format === "chat" ? "chat (\"messages\")" : "prompt/completion";
+  return format === "chat" ? 'chat ("messages")' : "prompt/completion";
 }
 
 // Turns zod's issues into one sentence naming the field, e.g. `messages[1].role must be one of …`.
@@ -258,7 +270,7 @@ function withArticle(type: string): string {
 function describeJsonType(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
-  if (typeof value === "string") return `a string (${JSON.stringify(value.length > 40 ? value.slice(0, 40) + "…" : value)})`;
+  if (typeof value === "string") return `a string (${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)})`;
   if (typeof value === "number" || typeof value === "boolean") return `${typeof value} ${String(value)}`;
   return withArticle(typeof value);
 }

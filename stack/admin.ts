@@ -17,7 +17,12 @@ export interface TenantKey {
 type Scope = "inference" | "fine_tuning" | "admin";
 
 /** Creates a tenant and one key for it; throws with the edge's answer when either is refused. */
-export async function createTenantWithKey(edgeUrl: string, adminToken: string, tenant: TenantRequest, scopes: Scope[] = ["inference", "fine_tuning"]): Promise<TenantKey> {
+export async function createTenantWithKey(
+  edgeUrl: string,
+  adminToken: string,
+  tenant: TenantRequest,
+  scopes: Scope[] = ["inference", "fine_tuning"],
+): Promise<TenantKey> {
   const headers = { authorization: `Bearer ${adminToken}`, "content-type": "application/json" };
   const created = await fetch(`${edgeUrl}/admin/tenants`, { method: "POST", headers, body: JSON.stringify(tenant) });
   if (created.status !== 201) throw new Error(`creating the tenant ${tenant.name} failed: ${created.status} ${await created.text()}`);

@@ -54,7 +54,12 @@ export interface Cluster {
 export async function readStackSecrets(dataDir: string): Promise<StackSecrets | null> {
   const text = await readFile(join(dataDir, "secrets.env"), "utf8").catch(() => null);
   if (text === null) return null;
-  const entries = Object.fromEntries(text.split("\n").filter((line) => line.includes("=")).map((line) => line.split("=", 2) as [string, string]));
+  const entries = Object.fromEntries(
+    text
+      .split("\n")
+      .filter((line) => line.includes("="))
+      .map((line) => line.split("=", 2) as [string, string]),
+  );
   return entries.RUNNER_SECRET && entries.ADMIN_TOKEN ? { RUNNER_SECRET: entries.RUNNER_SECRET, ADMIN_TOKEN: entries.ADMIN_TOKEN } : null;
 }
 
@@ -92,7 +97,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       envFile: secretsFile,
       vars: { RUNNER_URLS: runners.map((runner) => runner.url).join(","), PUBLIC_URL: edgeUrl },
     });
-    await heartbeatsArrived(edgeUrl, secrets.RUNNER_SECRET, runners.map((runner) => runner.url));
+    await heartbeatsArrived(
+      edgeUrl,
+      secrets.RUNNER_SECRET,
+      runners.map((runner) => runner.url),
+    );
     return {
       edge,
       edgeUrl,
@@ -143,11 +152,16 @@ function clusterRunner(options: ClusterOptions, where: { port: number; index: nu
         port: where.port,
         args: [
           ...(options.model !== undefined ? ["--model", options.model] : []),
-          "--host", "127.0.0.1",
-          "--edge-url", where.edgeUrl,
-          "--public-url", url,
-          "--jobs-dir", jobsDir,
-          "--adapter-dir", join(options.dataDir, `adapters${suffix}`),
+          "--host",
+          "127.0.0.1",
+          "--edge-url",
+          where.edgeUrl,
+          "--public-url",
+          url,
+          "--jobs-dir",
+          jobsDir,
+          "--adapter-dir",
+          join(options.dataDir, `adapters${suffix}`),
           ...(options.runnerArgs ?? []),
         ],
         env: { RUNNER_SECRET: where.secret },

@@ -57,7 +57,13 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
   const started = performance.now();
   const hyperparameters = { n_epochs: options.epochs ?? 8, batch_size: 16, rank: options.rank ?? 16 };
   // `rank` is PiCa's; the openai client's types only know OpenAI's hyper-parameters.
-  const job = await openai.fineTuning.jobs.create({ model: BASE_MODEL_ID, training_file: file.id, suffix: "mood", seed: 7, method: { type: "supervised", supervised: { hyperparameters: hyperparameters as never } } });
+  const job = await openai.fineTuning.jobs.create({
+    model: BASE_MODEL_ID,
+    training_file: file.id,
+    suffix: "mood",
+    seed: 7,
+    method: { type: "supervised", supervised: { hyperparameters: hyperparameters as never } },
+  });
   log(`created ${job.id}`);
   let finished = job;
   for (let polls = 0; !["succeeded", "failed", "cancelled"].includes(finished.status); polls++) {
@@ -66,13 +72,19 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     finished = await openai.fineTuning.jobs.retrieve(job.id);
   }
   const finetuneSeconds = (performance.now() - started) / 1000;
-  if (finished.status !== "succeeded" || finished.fine_tuned_model === null) throw new Error(`job ${job.id} ended ${finished.status}: ${JSON.stringify(finished.error)}`);
+  if (finished.status !== "succeeded" || finished.fine_tuned_model === null)
+    throw new Error(`job ${job.id} ended ${finished.status}: ${JSON.stringify(finished.error)}`);
   const adapter = finished.fine_tuned_model;
   const events = await openai.fineTuning.jobs.listEvents(job.id, { limit: 100 });
   log(`${job.id} succeeded in ${finetuneSeconds.toFixed(1)} s as ${adapter}`);
 
   const answer = async (model: string, example: QualityExample) =>
-    attempt(`openai chat with ${model}`, async () => (await openai.chat.completions.create({ model, messages: [{ role: "user", content: example.prompt }], max_tokens: 8, temperature: 0 })).choices[0].message.content);
+    attempt(
+      `openai chat with ${model}`,
+      async () =>
+        (await openai.chat.completions.create({ model, messages: [{ role: "user", content: example.prompt }], max_tokens: 8, temperature: 0 })).choices[0]
+          .message.content,
+    );
   const hf = new InferenceClient(options.key, { endpointUrl: options.edgeUrl });
   let base = 0;
   let tuned = 0;
@@ -81,8 +93,11 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     if ((await answer(BASE_MODEL_ID, example)) === example.answer) base++;
     const viaOpenai = await answer(adapter, example);
     if (viaOpenai === example.answer) tuned++;
-    const viaHf = await attempt("@huggingface/inference chatCompletion", async () =>
-      (await hf.chatCompletion({ model: adapter, messages: [{ role: "user", content: example.prompt }], max_tokens: 8, temperature: 0 })).choices[0].message.content,
+    const viaHf = await attempt(
+      "@huggingface/inference chatCompletion",
+      async () =>
+        (await hf.chatCompletion({ model: adapter, messages: [{ role: "user", content: example.prompt }], max_tokens: 8, temperature: 0 })).choices[0].message
+          .content,
     );
     if (viaHf === viaOpenai) agreed++;
   }
@@ -103,12 +118,16 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       }
     }
   };
-  await mustBeRefused("chat with the adapter", () => intruder.chat.completions.create({ model: adapter, messages: [{ role: "user", content: "hi" }], max_tokens: 2 }));
+  await mustBeRefused("chat with the adapter", () =>
+    intruder.chat.completions.create({ model: adapter, messages: [{ role: "user", content: "hi" }], max_tokens: 2 }),
+  );
   await mustBeRefused("retrieving the job", () => intruder.fineTuning.jobs.retrieve(job.id));
   await mustBeRefused("retrieving the file", () => intruder.files.retrieve(file.id));
   await mustBeRefused("cancelling the job", () => intruder.fineTuning.jobs.cancel(job.id));
 
-  const usage = (await (await fetch(`${options.edgeUrl}/v1/usage`, { headers: { authorization: `Bearer ${options.key}` } })).json()) as { totals: { output_tokens: number } };
+  const usage = (await (await fetch(`${options.edgeUrl}/v1/usage`, { headers: { authorization: `Bearer ${options.key}` } })).json()) as {
+    totals: { output_tokens: number };
+  };
   const n = task.eval.length;
   return {
     base_accuracy: base / n,

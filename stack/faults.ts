@@ -65,14 +65,26 @@ export async function killRunnerMidStream(context: FaultContext, adapter: string
     await killed?.kill();
   });
   const victim = killed as ClusterRunner | null;
-  const markedDown = victim !== null && (await eventually(() => inRotation(cluster, victim.url), (listed) => listed === false, 10 * SECOND)) === false;
+  const markedDown =
+    victim !== null &&
+    (await eventually(
+      () => inRotation(cluster, victim.url),
+      (listed) => listed === false,
+      10 * SECOND,
+    )) === false;
   const next = await streamCompletion(context, { model: adapter, prompt, max_tokens: 8 });
   let backInRotation = false;
   if (victim !== null) {
     await victim.start();
-    backInRotation = (await eventually(() => inRotation(cluster, victim.url), (listed) => listed === true, 30 * SECOND)) === true;
+    backInRotation =
+      (await eventually(
+        () => inRotation(cluster, victim.url),
+        (listed) => listed === true,
+        30 * SECOND,
+      )) === true;
   }
-  const survived = victim !== null && stream.error?.code === "runner_failed" && !stream.done && markedDown && next.status === 200 && next.done && backInRotation;
+  const survived =
+    victim !== null && stream.error?.code === "runner_failed" && !stream.done && markedDown && next.status === 200 && next.done && backInRotation;
   return {
     fault: "runner killed mid-stream",
     survived,
@@ -112,9 +124,19 @@ export async function killRunnerMidTraining(context: FaultContext, options: { re
   const client = new PicaClient({ baseUrl: context.cluster.edgeUrl, apiKey: context.key });
   const task = classifyTask({ train: 64, eval: 0 }, 41);
   const file = await client.uploadFile("chaos.jsonl", toChatJsonl(task.train));
-  const created = await client.createJob({ model: BASE_MODEL_ID, training_file: file.id, suffix: "chaos", seed: 3, hyperparameters: { n_epochs: 3, batch_size: 4, rank: 8 } });
+  const created = await client.createJob({
+    model: BASE_MODEL_ID,
+    training_file: file.id,
+    suffix: "chaos",
+    seed: 3,
+    hyperparameters: { n_epochs: 3, batch_size: 4, rank: 8 },
+  });
   context.log?.(`created ${created.id}; waiting for its first checkpoint`);
-  const checkpointed = await eventually(() => checkpointCount(context, created.id), (count) => count > 0, 180 * SECOND);
+  const checkpointed = await eventually(
+    () => checkpointCount(context, created.id),
+    (count) => count > 0,
+    180 * SECOND,
+  );
   if (checkpointed === 0) throw new Error(`${created.id} made no checkpoint within 180 s`);
   const owner = await jobRunner(context.cluster, created.id);
   if (owner === null) throw new Error(`no runner says it runs ${created.id}`);
@@ -128,18 +150,31 @@ export async function killRunnerMidTraining(context: FaultContext, options: { re
   } else {
     const movedEvent = (events: JobEvent[]) => events.some((event) => /another runner/.test(event.message));
     moved = movedEvent(
-      await eventually(async () => {
-        await fetch(`${context.cluster.edgeUrl}/cdn-cgi/handler/scheduled`).then((response) => response.body?.cancel());
-        return allEvents(client, created.id);
-      }, movedEvent, 180 * SECOND, 2 * SECOND), // the cron, every 2 s instead of every minute
+      await eventually(
+        async () => {
+          await fetch(`${context.cluster.edgeUrl}/cdn-cgi/handler/scheduled`).then((response) => response.body?.cancel());
+          return allEvents(client, created.id);
+        },
+        movedEvent,
+        180 * SECOND,
+        2 * SECOND,
+      ), // the cron, every 2 s instead of every minute
     );
     context.log?.(moved ? "the edge moved the job to the other runner" : "the job was not moved");
   }
-  const job = await eventually(() => client.retrieveJob(created.id), (j) => ["succeeded", "failed", "cancelled"].includes(j.status), 300 * SECOND);
+  const job = await eventually(
+    () => client.retrieveJob(created.id),
+    (j) => ["succeeded", "failed", "cancelled"].includes(j.status),
+    300 * SECOND,
+  );
   let oldCopyStopped: boolean | null = null;
   if (!options.restart) {
     await owner.start();
-    const copy = await eventually(() => runnerJob(context.cluster, owner, created.id), (state) => state?.status === "cancelled", 60 * SECOND);
+    const copy = await eventually(
+      () => runnerJob(context.cluster, owner, created.id),
+      (state) => state?.status === "cancelled",
+      60 * SECOND,
+    );
     oldCopyStopped = copy?.status === "cancelled" && copy.error?.code === "job_moved";
   }
   const events = (await allEvents(client, created.id)).reverse(); // oldest first
@@ -151,7 +186,14 @@ export async function killRunnerMidTraining(context: FaultContext, options: { re
   let adapterAnswers = false;
   if (job.fine_tuned_model !== null) adapterAnswers = (await streamCompletion(context, { model: job.fine_tuned_model, prompt: "I feel", max_tokens: 4 })).done;
   const everyStepOnce = totalSteps !== null && stepEvents.length === totalSteps && stepEvents.every((step, i) => step === i + 1);
-  const survived = job.status === "succeeded" && resumedFromStep !== null && resumedFromStep > 0 && everyStepOnce && duplicateEventIds === 0 && adapterAnswers && (options.restart || (moved && oldCopyStopped === true));
+  const survived =
+    job.status === "succeeded" &&
+    resumedFromStep !== null &&
+    resumedFromStep > 0 &&
+    everyStepOnce &&
+    duplicateEventIds === 0 &&
+    adapterAnswers &&
+    (options.restart || (moved && oldCopyStopped === true));
   return {
     fault: options.restart ? "runner killed mid-training, restarted" : "runner killed mid-training, never back while it ran",
     survived,
@@ -197,14 +239,25 @@ export async function corruptAdapterBlob(context: FaultContext, adapter: string,
   const error = body?.error ?? null;
   const othersServed = (await streamCompletion(context, { model: healthy, prompt: "Hello", max_tokens: 4 })).done;
   const survived = response.status === 422 && error !== null && /sha256/.test(error.message) && othersServed;
-  return { fault: "corrupted adapter blob", survived, detail: `${response.status} ${error?.code ?? ""}: ${error?.message.slice(0, 160) ?? "(no error)"}; other adapters served ${othersServed}`, status: response.status, error, othersServed };
+  return {
+    fault: "corrupted adapter blob",
+    survived,
+    detail: `${response.status} ${error?.code ?? ""}: ${error?.message.slice(0, 160) ?? "(no error)"}; other adapters served ${othersServed}`,
+    status: response.status,
+    error,
+    othersServed,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
 /** Streams a text completion through the edge, calling `onText` after each text event. */
-async function streamCompletion(context: FaultContext, body: { model: string; prompt: string; max_tokens: number }, onText?: (textEvents: number) => Promise<void>): Promise<StreamRead> {
+async function streamCompletion(
+  context: FaultContext,
+  body: { model: string; prompt: string; max_tokens: number },
+  onText?: (textEvents: number) => Promise<void>,
+): Promise<StreamRead> {
   const response = await fetch(`${context.cluster.edgeUrl}/v1/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${context.key}`, "content-type": "application/json" },
@@ -240,7 +293,10 @@ async function streamCompletion(context: FaultContext, body: { model: string; pr
 /** The runner with a request running right now, if any. */
 async function servingRunner(cluster: Cluster): Promise<ClusterRunner | null> {
   for (const runner of cluster.runners) {
-    const health = await fetch(`${runner.url}/health`).then((r) => r.json() as Promise<{ running?: number }>, () => null);
+    const health = await fetch(`${runner.url}/health`).then(
+      (r) => r.json() as Promise<{ running?: number }>,
+      () => null,
+    );
     if ((health?.running ?? 0) > 0) return runner;
   }
   return null;
@@ -249,7 +305,9 @@ async function servingRunner(cluster: Cluster): Promise<ClusterRunner | null> {
 /** The runner that holds the job, running. */
 async function jobRunner(cluster: Cluster, jobId: string): Promise<ClusterRunner | null> {
   for (const runner of cluster.runners) {
-    const response = await fetch(`${runner.url}/internal/jobs/${jobId}`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } }).catch(() => null);
+    const response = await fetch(`${runner.url}/internal/jobs/${jobId}`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } }).catch(
+      () => null,
+    );
     if (response?.status === 200 && ((await response.json()) as { status: string }).status === "running") return runner;
     await response?.body?.cancel();
   }
@@ -258,19 +316,25 @@ async function jobRunner(cluster: Cluster, jobId: string): Promise<ClusterRunner
 
 /** A runner's own record of a job (null: unreachable or unknown there). */
 async function runnerJob(cluster: Cluster, runner: ClusterRunner, jobId: string): Promise<{ status: string; error: { code: string } | null } | null> {
-  const response = await fetch(`${runner.url}/internal/jobs/${jobId}`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } }).catch(() => null);
+  const response = await fetch(`${runner.url}/internal/jobs/${jobId}`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } }).catch(
+    () => null,
+  );
   if (response?.status !== 200) return null;
   return (await response.json()) as { status: string; error: { code: string } | null };
 }
 
 /** Whether the edge routes to the runner at `url` now (null: it has no row for it). */
 async function inRotation(cluster: Cluster, url: string): Promise<boolean | null> {
-  const listed = (await (await fetch(`${cluster.edgeUrl}/internal/runners`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } })).json()) as { data: { url: string; in_rotation: boolean }[] };
+  const listed = (await (
+    await fetch(`${cluster.edgeUrl}/internal/runners`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } })
+  ).json()) as { data: { url: string; in_rotation: boolean }[] };
   return listed.data.find((row) => row.url === url)?.in_rotation ?? null;
 }
 
 async function checkpointCount(context: FaultContext, jobId: string): Promise<number> {
-  const page = (await (await fetch(`${context.cluster.edgeUrl}/v1/fine_tuning/jobs/${jobId}/checkpoints`, { headers: { authorization: `Bearer ${context.key}` } })).json()) as { data: unknown[] };
+  const page = (await (
+    await fetch(`${context.cluster.edgeUrl}/v1/fine_tuning/jobs/${jobId}/checkpoints`, { headers: { authorization: `Bearer ${context.key}` } })
+  ).json()) as { data: unknown[] };
   return page.data.length;
 }
 
@@ -295,7 +359,12 @@ async function fileWithSha256(directory: string, sha256: string): Promise<string
   for (const entry of await readdir(directory, { withFileTypes: true, recursive: true })) {
     if (!entry.isFile()) continue;
     const path = join(entry.parentPath, entry.name);
-    if (createHash("sha256").update(await readFile(path)).digest("hex") === sha256) return path;
+    if (
+      createHash("sha256")
+        .update(await readFile(path))
+        .digest("hex") === sha256
+    )
+      return path;
   }
   return null;
 }

@@ -22,7 +22,9 @@ export interface RandomPeftOptions {
 }
 
 /** The PEFT files of `count` random adapters: adapter_config.json text and safetensors bytes. */
-export async function randomPeftAdapters(options: Pick<RandomPeftOptions, "count" | "seed" | "rank" | "scale">): Promise<{ config: string; model: Uint8Array }[]> {
+export async function randomPeftAdapters(
+  options: Pick<RandomPeftOptions, "count" | "seed" | "rank" | "scale">,
+): Promise<{ config: string; model: Uint8Array }[]> {
   const { config, weights } = await loadCheckpoint(SHIPPED_MODEL_DIRECTORY);
   const { basis } = await loadOrComputeBasis(SHIPPED_MODEL_DIRECTORY, config, weights, { rMax: 32 });
   return Array.from({ length: options.count }, (_, i) => {

@@ -36,7 +36,12 @@ export async function startRunner(options: RunnerProcessOptions): Promise<Runner
   });
   const lines: string[] = [];
   const keep = (chunk: Buffer) => {
-    lines.push(...chunk.toString().split("\n").filter((line) => line.length > 0));
+    lines.push(
+      ...chunk
+        .toString()
+        .split("\n")
+        .filter((line) => line.length > 0),
+    );
     lines.splice(0, Math.max(0, lines.length - OUTPUT_LINES_KEPT));
   };
   const recentOutput = () => lines.join("\n");
@@ -56,7 +61,10 @@ export async function startRunner(options: RunnerProcessOptions): Promise<Runner
 
   try {
     const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the runner did not start within ${options.startTimeoutMs ?? 120_000} ms:\n${recentOutput()}`)), options.startTimeoutMs ?? 120_000);
+      const timer = setTimeout(
+        () => reject(new Error(`the runner did not start within ${options.startTimeoutMs ?? 120_000} ms:\n${recentOutput()}`)),
+        options.startTimeoutMs ?? 120_000,
+      );
       child.stdout!.on("data", (chunk: Buffer) => {
         keep(chunk);
         const match = /listening on (http:\/\/[\d.]+:\d+)/.exec(recentOutput());

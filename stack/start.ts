@@ -37,7 +37,10 @@ function port(name: string, value: string | undefined): number {
 /** The development tenant: the saved one if its key still works, else a new one. */
 async function devTenant(directory: string, edgeUrl: string, adminToken: string): Promise<DevTenant> {
   const file = join(directory, "dev-tenant.json");
-  const saved = await readFile(file, "utf8").then((text) => JSON.parse(text) as DevTenant, () => null);
+  const saved = await readFile(file, "utf8").then(
+    (text) => JSON.parse(text) as DevTenant,
+    () => null,
+  );
   if (saved !== null) {
     const check = await fetch(`${edgeUrl}/v1/models`, { headers: { authorization: `Bearer ${saved.key}` } });
     if (check.ok) return saved;

@@ -46,13 +46,37 @@ export async function applyLocalMigrations(persistTo: string): Promise<void> {
 /** Starts `wrangler dev --local` and resolves once it serves requests. */
 export async function startWrangler(options: WranglerOptions): Promise<WranglerProcess> {
   const port = options.port ?? (await freePort());
-  const args = [WRANGLER, "dev", "-c", CONFIG, "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", options.persistTo, "--env-file", options.envFile, "--show-interactive-dev-session=false", "--log-level", "warn", "--inspector-port", String(await freePort())];
+  const args = [
+    WRANGLER,
+    "dev",
+    "-c",
+    CONFIG,
+    "--local",
+    "--ip",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--persist-to",
+    options.persistTo,
+    "--env-file",
+    options.envFile,
+    "--show-interactive-dev-session=false",
+    "--log-level",
+    "warn",
+    "--inspector-port",
+    String(await freePort()),
+  ];
   for (const [name, value] of Object.entries(options.vars)) args.push("--var", `${name}:${value}`);
   // Its own process group, so that stopping it also stops workerd.
   const child = spawn(process.execPath, args, { cwd: ROOT, env: quietEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
   const lines: string[] = [];
   const keep = (chunk: Buffer) => {
-    lines.push(...chunk.toString().split("\n").filter((line) => line.trim().length > 0));
+    lines.push(
+      ...chunk
+        .toString()
+        .split("\n")
+        .filter((line) => line.trim().length > 0),
+    );
     lines.splice(0, Math.max(0, lines.length - OUTPUT_LINES_KEPT));
   };
   child.stdout!.on("data", keep);
@@ -65,7 +89,10 @@ export async function startWrangler(options: WranglerOptions): Promise<WranglerP
     for (;;) {
       if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${recentOutput()}`);
       if (Date.now() > deadline) throw new Error(`wrangler dev did not start in time:\n${recentOutput()}`);
-      const ready = await fetch(`${url}/v1/models`).then((response) => response.status === 401, () => false);
+      const ready = await fetch(`${url}/v1/models`).then(
+        (response) => response.status === 401,
+        () => false,
+      );
       if (ready) break;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }

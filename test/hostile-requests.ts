@@ -39,7 +39,12 @@ export const anyValue = fc.oneof(
 export const BODY_ROUTES: { method: "POST" | "PATCH"; path: string; auth: Auth; body: Record<string, unknown> }[] = [
   { method: "POST", path: "/v1/chat/completions", auth: "key", body: { model: BASE_MODEL_ID, messages: [{ role: "user", content: "hi" }], max_tokens: 2 } },
   { method: "POST", path: "/v1/completions", auth: "key", body: { model: BASE_MODEL_ID, prompt: "hi", max_tokens: 2 } },
-  { method: "POST", path: "/v1/fine_tuning/jobs", auth: "key", body: { model: BASE_MODEL_ID, training_file: "file-x", suffix: "s", hyperparameters: { n_epochs: 1 } } },
+  {
+    method: "POST",
+    path: "/v1/fine_tuning/jobs",
+    auth: "key",
+    body: { model: BASE_MODEL_ID, training_file: "file-x", suffix: "s", hyperparameters: { n_epochs: 1 } },
+  },
   { method: "POST", path: "/v1/webhooks", auth: "key", body: { url: "https://hooks.example/x", events: ["fine_tuning.job.succeeded"] } },
   { method: "POST", path: "/v1/api_keys", auth: "key", body: { name: "k", scopes: ["inference"] } },
   { method: "POST", path: "/admin/tenants", auth: "admin", body: { name: "t", requests_per_minute: 100 } },
@@ -68,7 +73,16 @@ const ID_ROUTES: { method: "GET" | "POST" | "DELETE"; path: (id: string) => stri
 ];
 
 /** List routes and the query parameters they read (plus one they do not). */
-const LIST_PATHS = ["/v1/files", "/v1/fine_tuning/jobs", "/v1/adapters", "/v1/usage", "/v1/webhooks", "/v1/api_keys", "/v1/models", "/v1/fine_tuning/jobs/ftjob-x/events"];
+const LIST_PATHS = [
+  "/v1/files",
+  "/v1/fine_tuning/jobs",
+  "/v1/adapters",
+  "/v1/usage",
+  "/v1/webhooks",
+  "/v1/api_keys",
+  "/v1/models",
+  "/v1/fine_tuning/jobs/ftjob-x/events",
+];
 const QUERY_NAMES = ["limit", "after", "start_time", "end_time", "purpose", "x"];
 
 const pathId = fc.oneof(
@@ -83,7 +97,13 @@ const mutatedBody = fc
   .map(([route, field, value, known, index]): HostileRequest => {
     const keys = Object.keys(route.body);
     const name = known ? keys[index % keys.length] : field;
-    return { method: route.method, path: route.path, auth: route.auth, contentType: "application/json", body: JSON.stringify({ ...route.body, [name]: value }) };
+    return {
+      method: route.method,
+      path: route.path,
+      auth: route.auth,
+      contentType: "application/json",
+      body: JSON.stringify({ ...route.body, [name]: value }),
+    };
   });
 
 const NESTED = "[".repeat(3_000) + "]".repeat(3_000);
@@ -92,7 +112,15 @@ const OVERSIZED = JSON.stringify({ model: BASE_MODEL_ID, prompt: "x".repeat(1024
 
 /** Arbitrary JSON, text that is not JSON, deep nesting and oversized bodies on every body route. */
 const rawBody = fc
-  .tuple(fc.constantFrom(...BODY_ROUTES), fc.oneof({ weight: 4, arbitrary: fc.json() }, { weight: 4, arbitrary: fc.string({ maxLength: 100 }) }, { weight: 1, arbitrary: fc.constant(NESTED) }, { weight: 1, arbitrary: fc.constant(OVERSIZED) }))
+  .tuple(
+    fc.constantFrom(...BODY_ROUTES),
+    fc.oneof(
+      { weight: 4, arbitrary: fc.json() },
+      { weight: 4, arbitrary: fc.string({ maxLength: 100 }) },
+      { weight: 1, arbitrary: fc.constant(NESTED) },
+      { weight: 1, arbitrary: fc.constant(OVERSIZED) },
+    ),
+  )
   .map(([route, body]): HostileRequest => ({ method: route.method, path: route.path, auth: route.auth, contentType: "application/json", body }));
 
 /** A valid body with a deeply nested value in one of its fields, or in an extra one. */
@@ -108,30 +136,40 @@ const oddQuery = fc
   .tuple(fc.constantFrom(...LIST_PATHS), fc.dictionary(fc.constantFrom(...QUERY_NAMES), fc.oneof(fc.string({ maxLength: 30 }), fc.integer().map(String))))
   .map(([path, query]): HostileRequest => ({ method: "GET", path: `${path}?${new URLSearchParams(query)}`, auth: "key" }));
 
-const oddId = fc.tuple(fc.constantFrom(...ID_ROUTES), pathId).map(([route, id]): HostileRequest => ({ method: route.method, path: route.path(id), auth: route.auth }));
+const oddId = fc
+  .tuple(fc.constantFrom(...ID_ROUTES), pathId)
+  .map(([route, id]): HostileRequest => ({ method: route.method, path: route.path(id), auth: route.auth }));
 
 /** Training-file uploads: lines that are JSON, almost JSON, or not, and odd purposes and names. */
 const upload = fc
   .tuple(
-    fc.array(fc.oneof(fc.json(), fc.string({ maxLength: 60 }), fc.constant('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"}]}')), { maxLength: 8 }),
+    fc.array(
+      fc.oneof(
+        fc.json(),
+        fc.string({ maxLength: 60 }),
+        fc.constant('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"}]}'),
+      ),
+      { maxLength: 8 },
+    ),
     fc.oneof(fc.constant("fine-tune"), fc.string({ maxLength: 12 })),
     // workerd's FormData cannot encode a file name that ends with a backslash (the client's limit, not the edge's)
     fc.string({ maxLength: 30 }).map((name) => name.replace(/\\+$/, "")),
   )
-  .map(([lines, purpose, filename]): HostileRequest => ({
-    method: "POST",
-    path: "/v1/files",
-    auth: "key",
-    form: [
-      { name: "purpose", value: purpose },
-      { name: "file", value: lines.join("\n"), filename: filename || "data.jsonl" },
-    ],
-  }));
+  .map(
+    ([lines, purpose, filename]): HostileRequest => ({
+      method: "POST",
+      path: "/v1/files",
+      auth: "key",
+      form: [
+        { name: "purpose", value: purpose },
+        { name: "file", value: lines.join("\n"), filename: filename || "data.jsonl" },
+      ],
+    }),
+  );
 
 /** Adapter imports with parts that are not PEFT files. */
-const badImport = fc
-  .tuple(fc.json(), fc.string({ unit: "binary", maxLength: 200 }), fc.string({ maxLength: 50 }))
-  .map(([config, model, name]): HostileRequest => ({
+const badImport = fc.tuple(fc.json(), fc.string({ unit: "binary", maxLength: 200 }), fc.string({ maxLength: 50 })).map(
+  ([config, model, name]): HostileRequest => ({
     method: "POST",
     path: "/v1/adapters/import",
     auth: "key",
@@ -140,12 +178,21 @@ const badImport = fc
       { name: "adapter_config", value: config, filename: "adapter_config.json" },
       { name: "adapter_model", value: model, filename: "adapter_model.safetensors" },
     ],
-  }));
+  }),
+);
 
 /** Any request above, sometimes with its credentials missing or forged. */
 export const hostileRequest: fc.Arbitrary<HostileRequest> = fc
   .tuple(
-    fc.oneof({ weight: 6, arbitrary: mutatedBody }, { weight: 3, arbitrary: rawBody }, { weight: 1, arbitrary: nestedField }, { weight: 2, arbitrary: oddQuery }, { weight: 2, arbitrary: oddId }, { weight: 1, arbitrary: upload }, { weight: 1, arbitrary: badImport }),
+    fc.oneof(
+      { weight: 6, arbitrary: mutatedBody },
+      { weight: 3, arbitrary: rawBody },
+      { weight: 1, arbitrary: nestedField },
+      { weight: 2, arbitrary: oddQuery },
+      { weight: 2, arbitrary: oddId },
+      { weight: 1, arbitrary: upload },
+      { weight: 1, arbitrary: badImport },
+    ),
     fc.oneof({ weight: 9, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.constantFrom<Auth>("none", "forged") }),
   )
   .map(([request, auth]) => (auth === null ? request : { ...request, auth }));

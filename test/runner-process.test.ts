@@ -52,7 +52,24 @@ describe("the runner process", () => {
     await store.write("tenant-corrupt", corrupt);
 
     jobsDirectory = join(directory, "jobs");
-    runnerArgs = ["--model", model, "--port", "0", "--adapter-dir", adapters, "--rank", "4", "--r-max", "8", "--max-batch", "4", "--secret", SECRET, "--jobs-dir", jobsDirectory];
+    runnerArgs = [
+      "--model",
+      model,
+      "--port",
+      "0",
+      "--adapter-dir",
+      adapters,
+      "--rank",
+      "4",
+      "--r-max",
+      "8",
+      "--max-batch",
+      "4",
+      "--secret",
+      SECRET,
+      "--jobs-dir",
+      jobsDirectory,
+    ];
     ({ runner, base } = await startRunner(runnerArgs));
   });
 
@@ -87,7 +104,8 @@ describe("the runner process", () => {
 
   const internal = (path: string, init: RequestInit = {}) =>
     fetch(`${base}/internal${path}`, { ...init, headers: { authorization: `Bearer ${SECRET}`, "content-type": "application/json", ...init.headers } });
-  const job = async (id: string) => (await (await internal(`/jobs/${id}`)).json()) as { status: string; step: number; resumed_from_step: number | null; total_steps: number };
+  const job = async (id: string) =>
+    (await (await internal(`/jobs/${id}`)).json()) as { status: string; step: number; resumed_from_step: number | null; total_steps: number };
   async function until(what: string, check: () => Promise<boolean>): Promise<void> {
     const deadline = Date.now() + 90_000;
     while (!(await check())) {
@@ -106,7 +124,10 @@ describe("the runner process", () => {
 
   it("checkpoints a training job on SIGTERM, resumes it at the next start, and again after a crash", async () => {
     const data = Array.from({ length: 40 }, (_, i) => JSON.stringify({ prompt: `n${i % 7}=`, completion: ` ${(i % 7) * 2}` })).join("\n");
-    const accepted = await internal("/jobs", { method: "POST", body: JSON.stringify({ id: "job-p", training_file: { content: data }, hyperparameters: { n_epochs: 4, batch_size: 4, rank: 4 }, checkpoint_every: 2 }) });
+    const accepted = await internal("/jobs", {
+      method: "POST",
+      body: JSON.stringify({ id: "job-p", training_file: { content: data }, hyperparameters: { n_epochs: 4, batch_size: 4, rank: 4 }, checkpoint_every: 2 }),
+    });
     expect(accepted.status).toBe(202);
     await until("two checkpoints", async () => (await job("job-p")).step >= 4);
 

@@ -5,7 +5,6 @@ import { SHIPPED_MODEL_DIRECTORY as SHIPPED } from "../gpu-runner/model/shipped-
 import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
 import { generateCorpus } from "../gpu-runner/pretrain/corpus.ts";
 
-
 describe("the shipped base model", () => {
   it("models its corpus: text from an unseen seed costs under 0.45 nats per byte over its context", async () => {
     const { config, weights, tokenizer } = await loadCheckpoint(SHIPPED);

@@ -5,7 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BASE_MODEL_ID } from "../src/constants.ts";
 import { freePort, startStack, type StackProcess } from "../stack/stack-process.ts";
 
-const reachable = (url: string) => fetch(url, { signal: AbortSignal.timeout(2000) }).then(() => true, () => false);
+const reachable = (url: string) =>
+  fetch(url, { signal: AbortSignal.timeout(2000) }).then(
+    () => true,
+    () => false,
+  );
 
 describe("npm start", () => {
   let directory: string;
@@ -27,7 +31,8 @@ describe("npm start", () => {
 
   it("starts the runner and the edge, prints a working key and curl example, stops on Ctrl-C, and reuses its data", async () => {
     const ports = { edge: await freePort(), runner: await freePort() };
-    const first = (running = await startStack(directory, ports));
+    running = await startStack(directory, ports);
+    const first = running;
     expect(first.output()).toContain(`curl -s ${first.edgeUrl}/v1/chat/completions -H 'authorization: Bearer ${first.key}'`);
     const response = await fetch(`${first.edgeUrl}/v1/chat/completions`, {
       method: "POST",
@@ -40,7 +45,8 @@ describe("npm start", () => {
     expect(body.choices[0].message.content.length).toBeGreaterThan(0);
     await stopWithCtrlC(first);
 
-    const second = (running = await startStack(directory, ports));
+    running = await startStack(directory, ports);
+    const second = running;
     expect(second.key).toBe(first.key); // same tenant, same database
     expect((await fetch(`${second.edgeUrl}/v1/models`, { headers: { authorization: `Bearer ${second.key}` } })).status).toBe(200);
     await stopWithCtrlC(second);

@@ -19,7 +19,7 @@ function bitsOf(value: number): number {
   return scratchBits[0];
 }
 
-function valueOf(bits: number): number {
+function floatOf(bits: number): number {
   scratchBits[0] = bits;
   return scratch[0];
 }
@@ -83,7 +83,7 @@ describe("F16", () => {
   it("decodes every F16 pattern to its exact value and back", () => {
     const wrong: string[] = [];
     for (let half = 0; half < 0x10000; half++) {
-      const value = valueOf(f16BitsToF32Bits(half));
+      const value = floatOf(f16BitsToF32Bits(half));
       const expected = f16Reference(half);
       const decodedRight = Number.isNaN(expected) ? Number.isNaN(value) : Object.is(value, expected);
       const reencoded = f32BitsToF16Bits(f16BitsToF32Bits(half));
@@ -99,7 +99,7 @@ describe("F16", () => {
     const back = f16ArrayToF32(halves);
     expect(Array.from(back.subarray(0, 5))).toEqual([1, -0, 2 ** -24, Infinity, 65504]);
     expect(Object.is(back[1], -0)).toBe(true);
-    expect(back[5]).toBe(valueOf(f16BitsToF32Bits(0x2e66)));
+    expect(back[5]).toBe(floatOf(f16BitsToF32Bits(0x2e66)));
   });
 });
 

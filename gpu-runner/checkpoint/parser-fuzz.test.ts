@@ -44,7 +44,10 @@ function apply(bytes: Uint8Array, change: Damage): Uint8Array {
 }
 
 describe("parsers under damaged input", () => {
-  const valid = serializeSafetensors({ a: { shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6]) }, b: { shape: [4], data: new Float32Array(4) } }, { note: "x" });
+  const valid = serializeSafetensors(
+    { a: { shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6]) }, b: { shape: [4], data: new Float32Array(4) } },
+    { note: "x" },
+  );
 
   it("safetensors: every damaged file parses or throws SafetensorsError", () => {
     fc.assert(
@@ -63,8 +66,18 @@ describe("parsers under damaged input", () => {
   it("safetensors: forged headers (overlapping and reversed offsets, wrong dtypes, huge shapes, deep nesting) parse only when consistent", () => {
     const entry = fc.record({
       dtype: fc.oneof(fc.constantFrom("F32", "F16", "BF16", "I64", "I32"), fc.constantFrom("F64", "Q4", "f32", ""), fc.integer(), fc.constant(null)),
-      shape: fc.oneof(fc.array(fc.nat({ max: 8 }), { maxLength: 3 }), fc.array(fc.integer({ min: -3, max: 2 ** 31 }), { maxLength: 4 }), fc.constant([2 ** 53, 2 ** 53]), fc.string()),
-      data_offsets: fc.oneof(fc.tuple(fc.nat({ max: 96 }), fc.nat({ max: 96 })), fc.tuple(fc.integer(), fc.integer()), fc.array(fc.nat(), { maxLength: 3 }), fc.constant("0-8")),
+      shape: fc.oneof(
+        fc.array(fc.nat({ max: 8 }), { maxLength: 3 }),
+        fc.array(fc.integer({ min: -3, max: 2 ** 31 }), { maxLength: 4 }),
+        fc.constant([2 ** 53, 2 ** 53]),
+        fc.string(),
+      ),
+      data_offsets: fc.oneof(
+        fc.tuple(fc.nat({ max: 96 }), fc.nat({ max: 96 })),
+        fc.tuple(fc.integer(), fc.integer()),
+        fc.array(fc.nat(), { maxLength: 3 }),
+        fc.constant("0-8"),
+      ),
     });
     const header = fc.oneof(
       { weight: 8, arbitrary: fc.dictionary(fc.string({ maxLength: 6 }), entry, { maxKeys: 4 }) },
@@ -77,7 +90,7 @@ describe("parsers under damaged input", () => {
         const bytes = new Uint8Array(8 + json.length + dataBytes);
         new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
         bytes.set(json, 8);
-        let parsed;
+        let parsed: ReturnType<typeof parseSafetensors>;
         try {
           parsed = parseSafetensors(bytes, "forged.safetensors");
         } catch (error) {
@@ -117,11 +130,23 @@ describe("parsers under damaged input", () => {
 
   it("training JSONL: any text yields examples and line errors, never an exception", () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(fc.json(), fc.string(), fc.constant('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'), fc.constant("[".repeat(10_000)), fc.constant(`{"prompt": "${"x".repeat(2_000_000)}", "completion": "y"}`)), { maxLength: 30 }), (lines) => {
-        const result = parseTrainingJsonl(lines.join("\n"));
-        expect(result.examples.length + result.errorCount).toBeLessThanOrEqual(lines.length);
-        for (const error of result.errors) expect(error.line).toBeGreaterThanOrEqual(1);
-      }),
+      fc.property(
+        fc.array(
+          fc.oneof(
+            fc.json(),
+            fc.string(),
+            fc.constant('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'),
+            fc.constant("[".repeat(10_000)),
+            fc.constant(`{"prompt": "${"x".repeat(2_000_000)}", "completion": "y"}`),
+          ),
+          { maxLength: 30 },
+        ),
+        (lines) => {
+          const result = parseTrainingJsonl(lines.join("\n"));
+          expect(result.examples.length + result.errorCount).toBeLessThanOrEqual(lines.length);
+          for (const error of result.errors) expect(error.line).toBeGreaterThanOrEqual(1);
+        },
+      ),
       { numRuns: 500 },
     );
   });

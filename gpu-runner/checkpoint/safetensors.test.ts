@@ -18,8 +18,7 @@ const encoder = new TextEncoder();
 
 /** A safetensors file built by hand, so the header can be anything at all. */
 function handMade(header: unknown, data: Uint8Array | number = 0, headerLength?: bigint): Uint8Array {
-  const headerBytes =
-    header instanceof Uint8Array ? header : encoder.encode(typeof header === "string" ? header : JSON.stringify(header));
+  const headerBytes = header instanceof Uint8Array ? header : encoder.encode(typeof header === "string" ? header : JSON.stringify(header));
   const dataBytes = typeof data === "number" ? new Uint8Array(data) : data;
   const out = new Uint8Array(8 + headerBytes.length + dataBytes.length);
   new DataView(out.buffer).setBigUint64(0, headerLength ?? BigInt(headerBytes.length), true);
@@ -50,8 +49,7 @@ function sections(bytes: Uint8Array): { header: Record<string, any>; headerText:
   return { header: JSON.parse(headerText), headerText, data: bytes.subarray(8 + length) };
 }
 
-const littleEndianU16s = (bytes: Uint8Array) =>
-  Array.from({ length: bytes.length / 2 }, (_, i) => bytes[2 * i] | (bytes[2 * i + 1] << 8));
+const littleEndianU16s = (bytes: Uint8Array) => Array.from({ length: bytes.length / 2 }, (_, i) => bytes[2 * i] | (bytes[2 * i + 1] << 8));
 const bitsOf = (values: Float32Array) => Array.from(new Uint32Array(values.buffer, values.byteOffset, values.length));
 const roundTrip = (bytes: Uint8Array) => parseSafetensors(bytes, "round-trip.safetensors");
 
@@ -107,17 +105,19 @@ describe("serialize and parse", () => {
     const ints = new Int32Array([0, -1, 2147483647, -2147483648]);
     const longs = new BigInt64Array([0n, -1n, 9223372036854775807n, -9223372036854775808n, 1n << 40n]);
     const file = roundTrip(
-      serializeSafetensors(new Map<string, StoredTensor>([
-        ["ids", { dtype: "I32", shape: [4], data: ints }],
-        ["positions", { dtype: "I64", shape: [5, 1], data: longs }],
-      ])),
+      serializeSafetensors(
+        new Map<string, StoredTensor>([
+          ["ids", { dtype: "I32", shape: [4], data: ints }],
+          ["positions", { dtype: "I64", shape: [5, 1], data: longs }],
+        ]),
+      ),
     );
     expect(file.tensors.get("ids")).toEqual({ dtype: "I32", shape: [4], data: ints });
     expect(file.tensors.get("positions")).toEqual({ dtype: "I64", shape: [5, 1], data: longs });
   });
 
   it("round-trips metadata, and reads no metadata as an empty map", () => {
-    const metadata = { format: "pt", "0": "zero", note: "naïve ✓ \"quoted\"" };
+    const metadata = { format: "pt", "0": "zero", note: 'naïve ✓ "quoted"' };
     const tensors = { x: { shape: [1], data: new Float32Array([2]) } };
     expect(roundTrip(serializeSafetensors(tensors, metadata)).metadata).toEqual(metadata);
     expect(roundTrip(serializeSafetensors(tensors)).metadata).toEqual({});
@@ -134,14 +134,17 @@ describe("serialize and parse", () => {
     expect(headerText.indexOf('"10"')).toBeLessThan(headerText.indexOf('"2"')); // code-unit order in the text
     expect(names.sort()).toEqual(["10", "2", "a", "b"]);
     const order = ["10", "2", "a", "b"].map((name) => header[name].data_offsets as number[]);
-    expect(order).toEqual([[0, 4], [4, 24], [24, 32], [32, 44]]);
+    expect(order).toEqual([
+      [0, 4],
+      [4, 24],
+      [24, 32],
+      [32, 44],
+    ]);
     expect(bytes.length).toBe(8 + headerText.length + 44);
   });
 
   it("round-trips scalars and empty tensors", () => {
-    const file = roundTrip(
-      serializeSafetensors({ scalar: { shape: [], data: new Float32Array([7]) }, empty: { shape: [0, 3], data: new Float32Array(0) } }),
-    );
+    const file = roundTrip(serializeSafetensors({ scalar: { shape: [], data: new Float32Array([7]) }, empty: { shape: [0, 3], data: new Float32Array(0) } }));
     expect(file.tensors.get("scalar")).toEqual({ dtype: "F32", shape: [], data: new Float32Array([7]) });
     expect(file.tensors.get("empty")).toEqual({ dtype: "F32", shape: [0, 3], data: new Float32Array(0) });
   });

@@ -71,10 +71,8 @@ export interface TensorEntry {
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const METADATA_KEY = "__metadata__";
 
-const isPlainObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
-const isDtype = (value: unknown): value is SafetensorsDtype =>
-  typeof value === "string" && Object.hasOwn(DTYPE_BYTES, value);
+const isPlainObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+const isDtype = (value: unknown): value is SafetensorsDtype => typeof value === "string" && Object.hasOwn(DTYPE_BYTES, value);
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
 
 /** Parses a whole file's bytes; `fileName` is only used in error messages. */
@@ -135,10 +133,7 @@ export async function readCheckpointTensors(dir: string): Promise<Map<string, St
  * Finds a checkpoint's files (the sharded index if present, else `model.safetensors`), reads each
  * with `readFile` and merges the results, checking the index against what every shard holds.
  */
-export async function collectCheckpointTensors<T>(
-  dir: string,
-  readFile: (path: string) => Promise<Map<string, T>>,
-): Promise<Map<string, T>> {
+export async function collectCheckpointTensors<T>(dir: string, readFile: (path: string) => Promise<Map<string, T>>): Promise<Map<string, T>> {
   const indexPath = join(dir, CHECKPOINT_INDEX_FILE);
   let indexText: string;
   try {
@@ -179,11 +174,7 @@ export async function collectCheckpointTensors<T>(
 }
 
 /** Encodes tensors (sorted by name, contiguous) and metadata as safetensors bytes. */
-export function serializeSafetensors(
-  tensors: WritableTensors,
-  metadata?: Record<string, string>,
-  options: SerializeOptions = {},
-): Uint8Array {
+export function serializeSafetensors(tensors: WritableTensors, metadata?: Record<string, string>, options: SerializeOptions = {}): Uint8Array {
   const fileName = options.fileName ?? "<safetensors being written>";
   const floatDtype: unknown = options.floatDtype;
   if (floatDtype !== undefined && floatDtype !== "F32" && floatDtype !== "F16" && floatDtype !== "BF16") {
@@ -279,11 +270,7 @@ function checkHeaderLength(prefix: Uint8Array, fileSize: number, fileName: strin
   return Number(length);
 }
 
-function parseHeader(
-  headerBytes: Uint8Array,
-  dataLength: number,
-  fileName: string,
-): { metadata: Record<string, string>; entries: TensorEntry[] } {
+function parseHeader(headerBytes: Uint8Array, dataLength: number, fileName: string): { metadata: Record<string, string>; entries: TensorEntry[] } {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
@@ -347,10 +334,7 @@ function checkMetadata(value: unknown, fileName: string): Record<string, string>
   }
   for (const [key, entry] of Object.entries(value)) {
     if (typeof entry !== "string") {
-      throw new SafetensorsError(
-        fileName,
-        `${METADATA_KEY} must be a map of string to string, but "${key}" is ${show(entry)}`,
-      );
+      throw new SafetensorsError(fileName, `${METADATA_KEY} must be a map of string to string, but "${key}" is ${show(entry)}`);
     }
   }
   return { ...(value as Record<string, string>) };
@@ -417,8 +401,7 @@ function encodeTensor(
   }
   const isInteger = storedDtype === "I32" || storedDtype === "I64";
   const dtype = isInteger ? storedDtype : (floatDtype ?? storedDtype);
-  const converted =
-    dtype === "F16" ? f32ArrayToF16(data as Float32Array) : dtype === "BF16" ? f32ArrayToBf16(data as Float32Array) : data;
+  const converted = dtype === "F16" ? f32ArrayToF16(data as Float32Array) : dtype === "BF16" ? f32ArrayToBf16(data as Float32Array) : data;
   return { dtype, bytes: new Uint8Array(converted.buffer, converted.byteOffset, converted.byteLength) };
 }
 

@@ -40,7 +40,8 @@ export class AdapterRegistry {
 
   /** Sets the basis once it is known: it must cover the layers, the serving rank and the modules. */
   setBasis(basis: Basis): void {
-    if (this.#basis !== null && this.#basis.id !== basis.id) throw new Error(`this engine already serves basis ${this.#basis.id}; it cannot change to ${basis.id}`);
+    if (this.#basis !== null && this.#basis.id !== basis.id)
+      throw new Error(`this engine already serves basis ${this.#basis.id}; it cannot change to ${basis.id}`);
     if (this.rank > basis.rMax) throw new Error(`serving rank must be an integer in [1, ${basis.rMax}], got ${this.rank}`);
     if (basis.numLayers !== this.config.numLayers) throw new Error(`basis has ${basis.numLayers} layers, the model ${this.config.numLayers}`);
     for (const module of this.targetModules) {

@@ -54,10 +54,16 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
     ];
     const batch = engine.createBatch(rows.length);
     for (const row of rows) batch.addRow(row.adapter);
-    const prefill = await engine.step(batch, rows.map((r) => r.prompt));
+    const prefill = await engine.step(
+      batch,
+      rows.map((r) => r.prompt),
+    );
     rows.forEach((row, i) => expect(maxAbsDiff(prefill[i].data, expected(row.adapter, row.prompt))).toBeLessThanOrEqual(TOLERANCE));
     for (let s = 0; s < 3; s++) {
-      const out = await engine.step(batch, rows.map((r) => [r.decode[s]]));
+      const out = await engine.step(
+        batch,
+        rows.map((r) => [r.decode[s]]),
+      );
       rows.forEach((row, i) => {
         const ids = [...row.prompt, ...row.decode.slice(0, s + 1)];
         expect(maxAbsDiff(out[i].data, expected(row.adapter, ids))).toBeLessThanOrEqual(TOLERANCE);
@@ -79,7 +85,10 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
       { adapter: null as string | null, ids: tokens(3, 23) },
     ];
     for (const p of plan) batch.addRow(p.adapter);
-    await engine.step(batch, plan.map((p) => p.ids));
+    await engine.step(
+      batch,
+      plan.map((p) => p.ids),
+    );
     batch.removeRow(0); // the per-layer row leaves; the base row moves into slot 0
     expect(batch.rowAdapterIds).toEqual([null, "shared8"]);
     const next = [tokens(1, 31), tokens(1, 32)];
@@ -119,7 +128,10 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
     for (let i = 0; i < 40; i++) engine.registerAdapter(`bulk-${i}`, randomAdapter(config, basis, { rank: 1 + (i % 8), seed: 100 + i }));
     const batch = engine.createBatch(8);
     for (let i = 0; i < 8; i++) batch.addRow(`bulk-${i * 5}`);
-    await engine.step(batch, Array.from({ length: 8 }, (_, i) => tokens(3, i)));
+    await engine.step(
+      batch,
+      Array.from({ length: 8 }, (_, i) => tokens(3, i)),
+    );
     for (let i = 0; i < 40; i++) expect(engine.evictAdapter(`bulk-${i}`)).toBe(true);
     expect(sessionCreationCount()).toBe(before);
   });

@@ -68,7 +68,9 @@ describe.skipIf(unavailable !== null)(`KV cache on the device${unavailable === n
     });
 
     /** Drives both engines through the same script and compares every row's logits after every step. */
-    async function same(script: (e: LlamaEngine, batch: ReturnType<LlamaEngine["createBatch"]>, step: (tokens: number[][]) => Promise<void>) => Promise<void>): Promise<number> {
+    async function same(
+      script: (e: LlamaEngine, batch: ReturnType<LlamaEngine["createBatch"]>, step: (tokens: number[][]) => Promise<void>) => Promise<void>,
+    ): Promise<number> {
       const outputs: Float32Array[][][] = [[], []];
       for (const [i, e] of [engine, host].entries()) {
         const batch = e.createBatch(4, { initialCapacity: 8, growthTokens: 8 });

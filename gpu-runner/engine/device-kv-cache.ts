@@ -13,7 +13,7 @@
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import { GraphBuilder as Builder } from "../graph/builder.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { DeviceTensor, OnnxSession, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
+import { type DeviceTensor, OnnxSession, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { CacheRows, type KvCacheOptions } from "./kv-cache.ts";
 
 /** A layer's keys and values on the device. */
@@ -50,7 +50,10 @@ export class DeviceCacheOps {
       const pads = g.input("pads", "int64", [8]);
       return Array.from({ length: count }, (_, i) => {
         const cache = g.input(`cache.${i}`, "float32", shape);
-        const gathered = g.addNode("Gather", [cache, order], [{ dtype: "float32", shape: ["selected", ...shape.slice(1)] }], { name: `/gather.${i}`, attributes: { axis: 0 } })[0];
+        const gathered = g.addNode("Gather", [cache, order], [{ dtype: "float32", shape: ["selected", ...shape.slice(1)] }], {
+          name: `/gather.${i}`,
+          attributes: { axis: 0 },
+        })[0];
         return g.addNode("Pad", [gathered, pads], [{ dtype: "float32", shape: ["selected", shape[1], "padded", shape[3]] }], { name: `/pad.${i}` })[0];
       });
     });
@@ -182,12 +185,20 @@ export class DeviceKvCache extends CacheRows {
 
   /** Rows [first, first + count) as buffers of their own, for a run over those rows alone. */
   selectRows(first: number, count: number): Promise<DeviceLayerCache[]> {
-    return this.ops.selectRows(this.layers, Array.from({ length: count }, (_, i) => first + i), 0);
+    return this.ops.selectRows(
+      this.layers,
+      Array.from({ length: count }, (_, i) => first + i),
+      0,
+    );
   }
 
   /** Writes rows [first, first + updates' rows) back from a run over those rows alone. */
   async writeRows(first: number, count: number, updates: DeviceLayerCache[]): Promise<void> {
-    const next = await this.ops.writeRows(this.layers, Array.from({ length: count }, (_, i) => first + i), updates);
+    const next = await this.ops.writeRows(
+      this.layers,
+      Array.from({ length: count }, (_, i) => first + i),
+      updates,
+    );
     releaseLayers(this.layers);
     this.layers = next;
   }

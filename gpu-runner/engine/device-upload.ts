@@ -20,7 +20,21 @@ export class DeviceUploader {
     let session = this.sessions.get(key);
     if (session === undefined) {
       const g = new GraphBuilder("upload");
-      tensors.forEach((t, i) => g.output(unary(g, "Identity", `/upload.${i}`, g.input(`in.${i}`, t.dtype, t.shape.map((_, d) => `d${i}_${d}`))), `out.${i}`));
+      tensors.forEach((t, i) =>
+        g.output(
+          unary(
+            g,
+            "Identity",
+            `/upload.${i}`,
+            g.input(
+              `in.${i}`,
+              t.dtype,
+              t.shape.map((_, d) => `d${i}_${d}`),
+            ),
+          ),
+          `out.${i}`,
+        ),
+      );
       session = OnnxSession.create(g.serialize(), { inputs: g.inputs, outputs: g.outputs }, { ...this.options, deviceOutputs: g.outputs.map((o) => o.name) });
       this.sessions.set(key, session);
     }

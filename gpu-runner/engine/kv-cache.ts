@@ -21,7 +21,10 @@ export function cacheBytesPerToken(config: ModelConfig): number {
 export function maxCacheTokens(config: ModelConfig, maxRows: number, budgetBytes: number | undefined): number {
   const budgetTokens = budgetBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor(budgetBytes / (maxRows * cacheBytesPerToken(config)));
   const tokens = Math.min(config.maxPositionEmbeddings, budgetTokens);
-  if (tokens < 1) throw new Error(`a KV cache budget of ${budgetBytes} bytes cannot hold one token for each of ${maxRows} rows (${cacheBytesPerToken(config)} bytes per token)`);
+  if (tokens < 1)
+    throw new Error(
+      `a KV cache budget of ${budgetBytes} bytes cannot hold one token for each of ${maxRows} rows (${cacheBytesPerToken(config)} bytes per token)`,
+    );
   return tokens;
 }
 
@@ -29,7 +32,14 @@ export function maxCacheTokens(config: ModelConfig, maxRows: number, budgetBytes
  * The capacity rows need for `newTokens[r]` more tokens each: the current one if it suffices, else
  * the next multiple of `growthTokens` (up to `maxCapacity`); throws naming the limit a row passes.
  */
-export function grownCapacity(config: ModelConfig, lengths: readonly number[], newTokens: readonly number[], current: number, growthTokens: number, maxCapacity: number): number {
+export function grownCapacity(
+  config: ModelConfig,
+  lengths: readonly number[],
+  newTokens: readonly number[],
+  current: number,
+  growthTokens: number,
+  maxCapacity: number,
+): number {
   let needed = 0;
   newTokens.forEach((n, row) => (needed = Math.max(needed, lengths[row] + n)));
   if (needed > maxCapacity) {
@@ -182,7 +192,6 @@ export class KvCache extends CacheRows {
       }
     }
   }
-
 
   private rowBlock(): number {
     return this.config.numKvHeads * this.config.headDim * this.capacityTokens;

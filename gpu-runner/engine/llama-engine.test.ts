@@ -105,7 +105,12 @@ describe("batches", () => {
     const batched: Float32Array[][] = prompts.map(() => []);
     (await engine.step(cache, prompts)).forEach((r, i) => batched[i].push(r.data));
     for (let s = 0; s < 4; s++) {
-      (await engine.step(cache, decodes.map((d) => [d[s]]))).forEach((r, i) => batched[i].push(r.data));
+      (
+        await engine.step(
+          cache,
+          decodes.map((d) => [d[s]]),
+        )
+      ).forEach((r, i) => batched[i].push(r.data));
     }
     for (let i = 0; i < prompts.length; i++) {
       const single = await alone(prompts[i], decodes[i]);

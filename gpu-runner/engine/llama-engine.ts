@@ -16,7 +16,7 @@ import { linearShape, type LinearModule, type WeightMap } from "../model/weights
 import { DEFAULT_TARGET_MODULES, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { OnnxSession, type DeviceTensor, type Feed, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { AdapterRegistry, type ResidentAdapter } from "./adapter-registry.ts";
-import { DeviceCacheOps, DeviceKvCache } from "./device-kv-cache.ts";
+import { DeviceCacheOps, DeviceKvCache, releaseLayers } from "./device-kv-cache.ts";
 import { DeviceUploader } from "./device-upload.ts";
 import { KvCache, type KvCacheOptions } from "./kv-cache.ts";
 import {
@@ -83,9 +83,12 @@ export class LlamaEngine {
     const registry = options.adapters === undefined ? null : createRegistry(config, options.adapters);
     const spec = registry === null ? undefined : { rank: registry.rank, targetModules: registry.targetModules };
     const placement: CachePlacement = options.cache ?? (options.executionProvider === "webgpu" ? "device" : "host");
-    if (placement === "device" && options.executionProvider !== "webgpu") throw new Error(`a KV cache on the device needs the webgpu provider, not ${options.executionProvider ?? "cpu"}`);
+    if (placement === "device" && options.executionProvider !== "webgpu")
+      throw new Error(`a KV cache on the device needs the webgpu provider, not ${options.executionProvider ?? "cpu"}`);
     const sessionOptions: OnnxSessionOptions =
-      placement === "device" ? { ...options, deviceOutputs: Array.from({ length: config.numLayers }, (_, l) => [LLAMA_IO.presentKey(l), LLAMA_IO.presentValue(l)]).flat() } : options;
+      placement === "device"
+        ? { ...options, deviceOutputs: Array.from({ length: config.numLayers }, (_, l) => [LLAMA_IO.presentKey(l), LLAMA_IO.presentValue(l)]).flat() }
+        : options;
     const open = async (model: Uint8Array | string, graph: GraphBuilder) => {
       const session = await OnnxSession.create(model, { inputs: graph.inputs, outputs: graph.outputs }, sessionOptions);
       const device = placement === "device" ? { ops: await DeviceCacheOps.create(config, options), uploader: new DeviceUploader(options) } : null;
@@ -161,7 +164,10 @@ export class LlamaEngine {
     const options = { ...this.cacheOptions, ...cacheOptions };
     let cache: KvCache | DeviceKvCache;
     if (this.device === null) cache = new KvCache(this.config, maxRows, options);
-    else this.deviceCaches.add((cache = new DeviceKvCache(this.config, maxRows, options, this.device.ops)));
+    else {
+      cache = new DeviceKvCache(this.config, maxRows, options, this.device.ops);
+      this.deviceCaches.add(cache);
+    }
     return new SequenceBatch(this.config, cache, this.registry);
   }
 
@@ -219,7 +225,13 @@ export class LlamaEngine {
       // Rows [0, span) ride in the decode run (a contiguous view of the host cache; on the device, every slot).
       const span = cache instanceof DeviceKvCache ? cache.maxRows : lastDecodeRow + 1;
       const decodeCounts = Array.from({ length: span }, (_, row) => (counts[row] === 1 ? 1 : 0));
-      const results = await this.run(batch, 0, decodeCounts, decodeCounts.map((n, row) => (n === 1 ? newTokens[row] : [])), logits);
+      const results = await this.run(
+        batch,
+        0,
+        decodeCounts,
+        decodeCounts.map((n, row) => (n === 1 ? newTokens[row] : [])),
+        logits,
+      );
       for (let row = 0; row < rows; row++) if (decodeCounts[row] === 1) out[row] = results[row];
     }
     for (const [first, end] of promptGroups(counts, cache.lengths, cache instanceof DeviceKvCache)) {
@@ -247,19 +259,22 @@ export class LlamaEngine {
     const adapters = await this.deviceAdapterFeeds(batch, first, counts.length, whole);
     Object.assign(feeds, adapters.feeds);
     const selected = whole ? null : await cache.selectRows(first, counts.length);
-    Object.assign(feeds, deviceCacheFeeds(this.config, (layer) => (selected === null ? cache.layer(layer) : selected[layer]), run));
+    Object.assign(
+      feeds,
+      deviceCacheFeeds(this.config, (layer) => (selected === null ? cache.layer(layer) : selected[layer]), run),
+    );
     try {
       const { host, device } = await this.session.runMixed(feeds);
       const present = presentLayers(this.config, device);
       if (selected === null) cache.replace(present);
       else {
         await cache.writeRows(first, counts.length, present);
-        for (const layer of present) (layer.key.dispose(), layer.value.dispose());
+        releaseLayers(present);
       }
       cache.advance(first, counts.slice(0, Math.max(0, cache.rows - first)));
       return rowLogits(this.config.vocabSize, counts, host[LLAMA_IO.logits].data as Float32Array, logits);
     } finally {
-      if (selected !== null) for (const layer of selected) (layer.key.dispose(), layer.value.dispose());
+      if (selected !== null) releaseLayers(selected);
       if (!whole) for (const tensor of adapters.tensors) tensor.dispose();
     }
   }
@@ -269,7 +284,12 @@ export class LlamaEngine {
    * every layer from one copy). A whole-batch run reuses the batch's copy until a row joins or
    * leaves; a run over some rows gets a copy of its own, released after the run.
    */
-  private async deviceAdapterFeeds(batch: SequenceBatch, first: number, count: number, whole: boolean): Promise<{ feeds: Record<string, DeviceTensor>; tensors: DeviceTensor[] }> {
+  private async deviceAdapterFeeds(
+    batch: SequenceBatch,
+    first: number,
+    count: number,
+    whole: boolean,
+  ): Promise<{ feeds: Record<string, DeviceTensor>; tensors: DeviceTensor[] }> {
     const rows = batch.adapterRows;
     if (rows === null) return { feeds: {}, tensors: [] };
     const kept = whole ? this.deviceAdapterRows.get(batch) : undefined;
@@ -278,7 +298,9 @@ export class LlamaEngine {
     const distinct = new Map<Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array, string[]>();
     const buffers: HostTensor[] = [];
     for (const [name, tensor] of Object.entries(host)) {
-      let names = [...distinct.entries()].find(([data]) => data.buffer === tensor.data.buffer && data.byteOffset === tensor.data.byteOffset && data.length === tensor.data.length)?.[1];
+      let names = [...distinct.entries()].find(
+        ([data]) => data.buffer === tensor.data.buffer && data.byteOffset === tensor.data.byteOffset && data.length === tensor.data.length,
+      )?.[1];
       if (names === undefined) {
         names = [];
         distinct.set(tensor.data, names);

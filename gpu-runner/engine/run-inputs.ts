@@ -106,8 +106,16 @@ export function hostCacheFeeds(config: ModelConfig, cache: KvCache, first: numbe
   if (windowBias !== null) feeds[LLAMA_IO.windowBias] = { dtype: "float32", shape: [rows, tokens, context], data: windowBias };
   const empty = new Float32Array(0);
   for (let layer = 0; layer < numLayers; layer++) {
-    feeds[LLAMA_IO.pastKeyT(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastKeys(layer, first, rows) : empty };
-    feeds[LLAMA_IO.pastValueT(layer)] = { dtype: "float32", shape: [rows, numKvHeads, headDim, past], data: past > 0 ? cache.pastValues(layer, first, rows) : empty };
+    feeds[LLAMA_IO.pastKeyT(layer)] = {
+      dtype: "float32",
+      shape: [rows, numKvHeads, headDim, past],
+      data: past > 0 ? cache.pastKeys(layer, first, rows) : empty,
+    };
+    feeds[LLAMA_IO.pastValueT(layer)] = {
+      dtype: "float32",
+      shape: [rows, numKvHeads, headDim, past],
+      data: past > 0 ? cache.pastValues(layer, first, rows) : empty,
+    };
   }
   return feeds;
 }

@@ -70,7 +70,10 @@ function scriptedEngine(script: number[]): TokenStepper {
     config,
     createBatch: (rows: number, cacheOptions = {}) => new SequenceBatch(config, new KvCache(config, rows, cacheOptions), null),
     async step(batch: SequenceBatch, tokens: number[][]): Promise<RowLogits[]> {
-      batch.cache.advance(0, tokens.map((t) => t.length));
+      batch.cache.advance(
+        0,
+        tokens.map((t) => t.length),
+      );
       const data = new Float32Array(config.vocabSize).fill(-10);
       data[script[Math.min(position++, script.length - 1)]] = 10;
       return [{ positions: 1, data }];

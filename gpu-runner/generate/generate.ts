@@ -36,7 +36,12 @@ export class GenerationError extends Error {
 export type TokenStepper = Pick<LlamaEngine, "config" | "createBatch" | "step">;
 
 /** Checks a prompt and options against the model (and a runner's tighter context limit) before any work is done. */
-export function validateGeneration(engine: TokenStepper, promptIds: number[], options: GenerationOptions, contextLimit = engine.config.maxPositionEmbeddings): void {
+export function validateGeneration(
+  engine: TokenStepper,
+  promptIds: number[],
+  options: GenerationOptions,
+  contextLimit = engine.config.maxPositionEmbeddings,
+): void {
   const context = engine.config.maxPositionEmbeddings;
   if (promptIds.length === 0) throw new GenerationError("prompt is empty");
   if (promptIds.length >= Math.min(context, contextLimit)) {

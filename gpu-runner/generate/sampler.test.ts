@@ -40,7 +40,14 @@ describe("Sampler", () => {
   });
 
   it("the same seed gives the same draws; another seed differs", () => {
-    const draw = (seed: number) => Array.from({ length: 50 }, ((s) => () => s.sample(logits))(new Sampler({ seed })));
+    const draw = (seed: number) =>
+      Array.from(
+        { length: 50 },
+        (
+          (s) => () =>
+            s.sample(logits)
+        )(new Sampler({ seed })),
+      );
     expect(draw(42)).toEqual(draw(42));
     expect(draw(42)).not.toEqual(draw(43));
   });

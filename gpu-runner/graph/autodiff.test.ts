@@ -18,7 +18,13 @@ import { weightedCrossEntropy } from "./loss.ts";
 import { binary, gemmTransB, matMul, reduceSum, reshape, transpose, unary } from "./ops.ts";
 
 function sumAll(g: GraphBuilder, name: string, x: Value): Value {
-  return reduceSum(g, name, x, x.shape.map((_, i) => i), false);
+  return reduceSum(
+    g,
+    name,
+    x,
+    x.shape.map((_, i) => i),
+    false,
+  );
 }
 
 function backward(g: GraphBuilder, prefix = "/grad") {
@@ -65,7 +71,10 @@ describe("appendGradients", () => {
     const gradients = appendGradients(g, loss, [used, unused, dangling]);
     expect(g.initializerBytes() - bytesBefore).toBeLessThan(64); // shapes and the seed only, never a zeros tensor
     const zeros = backward(g).filter((n) => n.name.endsWith("/zeros"));
-    expect(zeros.map((n) => [n.name, n.opType])).toEqual([["/grad/unused/zeros", "ConstantOfShape"], ["/grad/dangling/zeros", "Mul"]]);
+    expect(zeros.map((n) => [n.name, n.opType])).toEqual([
+      ["/grad/unused/zeros", "ConstantOfShape"],
+      ["/grad/dangling/zeros", "Mul"],
+    ]);
     for (const [name, value] of gradients) g.output(value, `grad.${name}`);
 
     const session = await OnnxSession.create(g.serialize(), { inputs: g.inputs, outputs: g.outputs }, { optimizationLevel: "basic" });
@@ -89,7 +98,12 @@ describe("appendGradients", () => {
       const w = g.input("w", "float32", [4, 4]);
       const trainable = unary(g, "Sigmoid", "/model/trainable/Sigmoid", matMul(g, "/model/trainable/MatMul", x, w));
       const other = frozenBranch
-        ? unary(g, "Sigmoid", "/model/frozen/Sigmoid", matMul(g, "/model/frozen/MatMul", x, g.initializer("frozen", "float32", [4, 4], new Float32Array(16).fill(0.1))))
+        ? unary(
+            g,
+            "Sigmoid",
+            "/model/frozen/Sigmoid",
+            matMul(g, "/model/frozen/MatMul", x, g.initializer("frozen", "float32", [4, 4], new Float32Array(16).fill(0.1))),
+          )
         : g.input("y", "float32", ["batch", 4]);
       appendGradients(g, sumAll(g, "/model/loss", binary(g, "Add", "/model/Add", trainable, other)), [w]);
       return backward(g);
@@ -190,7 +204,12 @@ describe("a two-layer MLP against finite differences", () => {
     const a = p.float("a", [4, 4]); // trainable, upstream of the frozen layer
     const b1 = p.float("b1", [6]);
     const w2 = p.float("w2", [3, 6]); // trainable, nn.Linear layout
-    const w1 = g.initializer("w1", "float64", [4, 6], Float64Array.from({ length: 24 }, (_, i) => Math.cos(i) * 0.7));
+    const w1 = g.initializer(
+      "w1",
+      "float64",
+      [4, 6],
+      Float64Array.from({ length: 24 }, (_, i) => Math.cos(i) * 0.7),
+    );
     const h = unary(g, "Sigmoid", "/mlp/Sigmoid", binary(g, "Add", "/mlp/bias/Add", matMul(g, "/mlp/w1/MatMul", matMul(g, "/mlp/a/MatMul", x, a), w1), b1));
     const logits = gemmTransB(g, "/mlp/w2/Gemm", h, w2);
     const weights = p.float("weights", ["batch"], { frozen: true, positive: true });

@@ -72,7 +72,8 @@ export function appendGradients(g: GraphBuilder, loss: Value, parameters: Value[
     rule(ctx, outputGradients).forEach((gradient, i) => {
       if (!needsGradient[i] || gradient === null || gradient === undefined) return;
       const source = inputs[i]!;
-      if (gradient.dtype !== source.dtype) throw new Error(`autodiff: the ${node.opType} rule gave ${node.name} input ${i} a ${gradient.dtype} gradient for ${source.dtype}`);
+      if (gradient.dtype !== source.dtype)
+        throw new Error(`autodiff: the ${node.opType} rule gave ${node.name} input ${i} a ${gradient.dtype} gradient for ${source.dtype}`);
       const terms = contributions.get(source.name) ?? [];
       terms.push(unbroadcast(g, fresh, `${prefix}${node.name}/input_${i}`, gradient, source));
       contributions.set(source.name, terms);
@@ -102,7 +103,8 @@ function unbroadcast(g: GraphBuilder, fresh: (base: string) => string, base: str
   const same = (a: Value["shape"], b: Value["shape"]) => a.length === b.length && a.every((d, i) => d === b[i]);
   if (same(gradient.shape, source.shape)) return gradient;
   const lead = gradient.shape.length - source.shape.length;
-  const mismatch = () => new Error(`autodiff: ${base}: gradient ${formatShape(gradient.shape)} cannot be summed to ${source.name} ${formatShape(source.shape)}`);
+  const mismatch = () =>
+    new Error(`autodiff: ${base}: gradient ${formatShape(gradient.shape)} cannot be summed to ${source.name} ${formatShape(source.shape)}`);
   if (lead < 0) throw mismatch();
   const axes: number[] = [];
   gradient.shape.forEach((d, i) => {
@@ -143,7 +145,8 @@ function gradientContext(
 ): GradientContext {
   const attribute = (key: string, kind: string, check: (v: AttributeValue) => boolean): AttributeValue | undefined => {
     const value = node.attributes[key];
-    if (value !== undefined && !check(value)) throw new Error(`autodiff: attribute ${key} of ${node.name} (${node.opType}) is not ${kind}: ${JSON.stringify(value)}`);
+    if (value !== undefined && !check(value))
+      throw new Error(`autodiff: attribute ${key} of ${node.name} (${node.opType}) is not ${kind}: ${JSON.stringify(value)}`);
     return value;
   };
   return {

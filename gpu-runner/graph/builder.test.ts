@@ -1,21 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { OnnxSession } from "../runtime/onnx-session.ts";
 import { GraphBuilder, type Value } from "./builder.ts";
-import {
-  binary,
-  broadcastShapes,
-  concat,
-  gather,
-  gemmTransB,
-  matMul,
-  reduceMean,
-  reshape,
-  slice,
-  softmax,
-  splitHalves,
-  transpose,
-  unsqueeze,
-} from "./ops.ts";
+import { binary, broadcastShapes, concat, gather, gemmTransB, matMul, reduceMean, reshape, slice, softmax, splitHalves, transpose, unsqueeze } from "./ops.ts";
 
 function initializerNames(g: GraphBuilder): string[] {
   return g.toModelProto().graph!.initializer!.map((t) => t.name!);
@@ -35,9 +21,7 @@ describe("GraphBuilder bookkeeping", () => {
     const x = g.input("x", "float32", [2]);
     expect(() => g.input("x", "float32", [3])).toThrow("duplicate value name x");
     expect(() => g.initializer("x", "float32", [1], new Float32Array(1))).toThrow("duplicate value name x");
-    expect(() => g.addNode("Neg", [x], [{ dtype: "float32", shape: [2] }], { name: "/neg", outputNames: ["x"] })).toThrow(
-      "duplicate value name x",
-    );
+    expect(() => g.addNode("Neg", [x], [{ dtype: "float32", shape: [2] }], { name: "/neg", outputNames: ["x"] })).toThrow("duplicate value name x");
   });
 
   it("refuses a value from another graph, even one with the same name", () => {
@@ -54,7 +38,7 @@ describe("GraphBuilder bookkeeping", () => {
     expect(() => g.input("bad", "float32", [2, -1])).toThrow("value bad: invalid dimension -1");
   });
 
-  it("names node outputs `${node}/output_i` and renames graph outputs through Identity", () => {
+  it("names node outputs <node>/output_i and renames graph outputs through Identity", () => {
     const g = new GraphBuilder("g");
     const x = g.input("x", "float32", [2]);
     const y = binary(g, "Add", "/model/add", x, x);
@@ -77,7 +61,13 @@ describe("GraphBuilder bookkeeping", () => {
     expect(g.constFloat(0.5)).toBe(g.constFloat(0.5));
     expect(g.constFloat(0.5, "float64")).not.toBe(g.constFloat(0.5));
     expect(initializerNames(g).sort()).toEqual(
-      ["/model/constants/INT64/[2]1_2", "/model/constants/INT64/1", "/model/constants/INT64/[1]1", "/model/constants/FLOAT/0.5", "/model/constants/DOUBLE/0.5"].sort(),
+      [
+        "/model/constants/INT64/[2]1_2",
+        "/model/constants/INT64/1",
+        "/model/constants/INT64/[1]1",
+        "/model/constants/FLOAT/0.5",
+        "/model/constants/DOUBLE/0.5",
+      ].sort(),
     );
     expect(g.initializerBytes()).toBe(16 + 8 + 8 + 4 + 8);
   });
@@ -285,7 +275,12 @@ describe("serialize() runs in onnxruntime", () => {
   it("the shapes the builder infers are the shapes onnxruntime produces", async () => {
     const g = new GraphBuilder("shapes");
     const ids = g.input("ids", "int64", ["batch", "tokens"]);
-    const table = g.initializer("table", "float32", [5, 8], Float32Array.from({ length: 40 }, (_, i) => i / 10));
+    const table = g.initializer(
+      "table",
+      "float32",
+      [5, 8],
+      Float32Array.from({ length: 40 }, (_, i) => i / 10),
+    );
     const embedded = gather(g, "/embed", table, ids); // [batch, tokens, 8]
     const heads = reshape(g, "/heads", embedded, [0, 0, 2, 4]); // [batch, tokens, 2, 4]
     const moved = transpose(g, "/perm", heads, [0, 2, 1, 3]); // [batch, 2, tokens, 4]

@@ -109,7 +109,8 @@ export class GraphBuilder {
   /** Adds a constant whose bytes stay in an external-data file that other graphs may share. */
   externalInitializer(name: string, dtype: DataType, shape: number[], external: ExternalLocation): Value {
     const bytes = sizeOf(shape) * DTYPE_BYTES[dtype];
-    if (external.length !== bytes) throw new Error(`initializer ${name}: ${external.length} external bytes for shape [${shape.join(", ")}] of ${dtype} (needs ${bytes})`);
+    if (external.length !== bytes)
+      throw new Error(`initializer ${name}: ${external.length} external bytes for shape [${shape.join(", ")}] of ${dtype} (needs ${bytes})`);
     const value = this.define({ name, dtype, shape: [...shape] });
     this.initializers.set(name, { value, external: { ...external } });
     return value;
@@ -196,10 +197,7 @@ export class GraphBuilder {
     return onnx.ModelProto.create({
       irVersion: 8,
       producerName: "pica-platform",
-      opsetImport: [
-        { domain: "", version: this.opset },
-        ...(usesContrib ? [{ domain: MICROSOFT_DOMAIN, version: 1 }] : []),
-      ],
+      opsetImport: [{ domain: "", version: this.opset }, ...(usesContrib ? [{ domain: MICROSOFT_DOMAIN, version: 1 }] : [])],
       graph: {
         name: this.graphName,
         input: this.inputs.map(valueInfo),

@@ -169,9 +169,13 @@ describe("shape rules", () => {
 
   it("Concat of three inputs, and of symbolic sizes", async () => {
     await check("Concat", (p) => concat(p.graph, "/concat", [p.float("a", [2, 1]), p.float("b", [2, 3]), p.float("c", [2, 2])], 1));
-    await check("Concat symbolic", (p) => concat(p.graph, "/concat", [p.float("a", ["m", 2]), p.float("b", ["n", 2], { frozen: true }), p.float("c", [1, 2])], 0, "total"), {
-      sizes: { m: 2, n: 3, total: 6 },
-    });
+    await check(
+      "Concat symbolic",
+      (p) => concat(p.graph, "/concat", [p.float("a", ["m", 2]), p.float("b", ["n", 2], { frozen: true }), p.float("c", [1, 2])], 0, "total"),
+      {
+        sizes: { m: 2, n: 3, total: 6 },
+      },
+    );
   });
 
   it("Split with an unused output (zeros stand in for its gradient)", async () => {
@@ -186,11 +190,17 @@ describe("shape rules", () => {
     await check("Slice two axes", (p) => {
       const x = p.float("x", [4, 3, 5]);
       const g = p.graph;
-      return g.addNode("Slice", [x, g.constInt64([1, -4]), g.constInt64([3, 100]), g.constInt64([0, 2])], [{ dtype: "float64", shape: [2, 3, 4] }], { name: "/slice" })[0];
+      return g.addNode("Slice", [x, g.constInt64([1, -4]), g.constInt64([3, 100]), g.constInt64([0, 2])], [{ dtype: "float64", shape: [2, 3, 4] }], {
+        name: "/slice",
+      })[0];
     });
-    await check("Slice runtime", (p) => slice(p.graph, "/slice", p.float("x", [3, 6]), 1, p.int("start", [1], [-4]), p.int("end", [1], [Number.MAX_SAFE_INTEGER]), "k"), {
-      sizes: { k: 4 },
-    });
+    await check(
+      "Slice runtime",
+      (p) => slice(p.graph, "/slice", p.float("x", [3, 6]), 1, p.int("start", [1], [-4]), p.int("end", [1], [Number.MAX_SAFE_INTEGER]), "k"),
+      {
+        sizes: { k: 4 },
+      },
+    );
     await check("Slice runtime symbolic", (p) => slice(p.graph, "/slice", p.float("x", ["n", 2]), 0, p.int("start", [1], [1]), p.int("end", [1], [3]), "k"), {
       sizes: { n: 5, k: 2 },
     });
@@ -212,12 +222,16 @@ describe("weighted cross-entropy", () => {
 
   it("matches a direct computation and its gradient matches finite differences, zero weights included", async () => {
     let logitsValue: Value | undefined;
-    const report = await check("cross-entropy", (p) => {
-      logitsValue = p.float("logits", ["n", 7]);
-      const w = p.graph.input("w", "float64", ["n"]);
-      p.feeds.w = { dtype: "float64", shape: [5], data: Float64Array.from(weights) };
-      return weightedCrossEntropy(p.graph, "/loss", logitsValue, p.int("labels", ["n"], labels), w);
-    }, { sizes: { n: 5 } });
+    const report = await check(
+      "cross-entropy",
+      (p) => {
+        logitsValue = p.float("logits", ["n", 7]);
+        const w = p.graph.input("w", "float64", ["n"]);
+        p.feeds.w = { dtype: "float64", shape: [5], data: Float64Array.from(weights) };
+        return weightedCrossEntropy(p.graph, "/loss", logitsValue, p.int("labels", ["n"], labels), w);
+      },
+      { sizes: { n: 5 } },
+    );
     expect(logitsValue).toBeDefined();
     // Rows with weight 0 get no gradient at all.
     const grad = report.analytic.logits;
@@ -245,7 +259,8 @@ describe("weighted cross-entropy", () => {
       numerator += weights[i] * (logSum - row[label]);
     });
     const expected = numerator / weights.reduce((s, v) => s + v, 0);
-    const run = async (data: number[]) => (await session.run({ ...p.feeds, w: { dtype: "float64", shape: [5], data: Float64Array.from(data) } }))[loss.name].data[0] as number;
+    const run = async (data: number[]) =>
+      (await session.run({ ...p.feeds, w: { dtype: "float64", shape: [5], data: Float64Array.from(data) } }))[loss.name].data[0] as number;
     expect(Math.abs((await run(weights)) - expected)).toBeLessThan(1e-12);
     expect(await run([0, 0, 0, 0, 0])).toBe(0);
     await session.dispose();

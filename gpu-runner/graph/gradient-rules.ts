@@ -227,10 +227,14 @@ const generalMatrixProduct: GradientRule = (ctx) => {
   const beta = ctx.float("beta", 1);
   const g = ctx.g;
   const dA = want(ctx, 0, () =>
-    transA ? gemm(g, ctx.name("dA/Gemm"), b, dY, null, { transA: transB, transB: true, alpha }) : gemm(g, ctx.name("dA/Gemm"), dY, b, null, { transB: !transB, alpha }),
+    transA
+      ? gemm(g, ctx.name("dA/Gemm"), b, dY, null, { transA: transB, transB: true, alpha })
+      : gemm(g, ctx.name("dA/Gemm"), dY, b, null, { transB: !transB, alpha }),
   );
   const dB = want(ctx, 1, () =>
-    transB ? gemm(g, ctx.name("dB/Gemm"), dY, a, null, { transA: true, transB: transA, alpha }) : gemm(g, ctx.name("dB/Gemm"), a, dY, null, { transA: !transA, alpha }),
+    transB
+      ? gemm(g, ctx.name("dB/Gemm"), dY, a, null, { transA: true, transB: transA, alpha })
+      : gemm(g, ctx.name("dB/Gemm"), a, dY, null, { transA: !transA, alpha }),
   );
   const dC = ctx.inputs[2] ? want(ctx, 2, () => (beta === 1 ? dY : mul(ctx, "dC/Mul", dY, scalar(ctx, beta, dY)))) : null;
   return [dA, dB, dC];
@@ -267,7 +271,10 @@ function reductionGradient(ctx: GradientContext, mean: boolean): (Value | null)[
       kept = mul(ctx, "Mul", kept, scalar(ctx, 1 / (dims as number[]).reduce((p, d) => p * d, 1), dY));
     } else {
       const reducedDims = gather(g, ctx.name("count/Gather"), shapeOf(g, ctx.name("count/Shape"), x), g.constInt64(axes));
-      const count = g.addNode("ReduceProd", [reducedDims], [{ dtype: "int64", shape: [] }], { name: ctx.name("count/ReduceProd"), attributes: { keepdims: 0 } })[0];
+      const count = g.addNode("ReduceProd", [reducedDims], [{ dtype: "int64", shape: [] }], {
+        name: ctx.name("count/ReduceProd"),
+        attributes: { keepdims: 0 },
+      })[0];
       kept = binary(g, "Div", ctx.name("Div"), kept, cast(g, ctx.name("count/Cast"), count, dY.dtype));
     }
   }
@@ -293,7 +300,8 @@ const softmaxRule: GradientRule = (ctx) => {
 const softmaxCrossEntropy: GradientRule = (ctx, gradients) => {
   const node = ctx.node;
   if (ctx.string("reduction", "mean") !== "none") throw new Error(`${node.name}: the SoftmaxCrossEntropyLoss gradient supports reduction "none" only`);
-  if (ctx.inputs[2] || node.attributes.ignore_index !== undefined) throw new Error(`${node.name}: no SoftmaxCrossEntropyLoss gradient with class weights or ignore_index`);
+  if (ctx.inputs[2] || node.attributes.ignore_index !== undefined)
+    throw new Error(`${node.name}: no SoftmaxCrossEntropyLoss gradient with class weights or ignore_index`);
   if (gradients[1]) throw new Error(`${node.name}: no gradient through SoftmaxCrossEntropyLoss's log_prob output`);
   const dLoss = ctx.gradient(); // [N]
   const [logits, labels] = [ctx.input(0), ctx.input(1)];

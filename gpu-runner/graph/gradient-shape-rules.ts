@@ -4,22 +4,7 @@
  */
 import type { GraphBuilder, Value } from "./builder.ts";
 import type { GradientContext, GradientRule } from "./gradient-rules.ts";
-import {
-  binary,
-  cast,
-  concat,
-  gather,
-  pad,
-  reshapeLike,
-  scatterND,
-  shapeOf,
-  slice,
-  split,
-  transpose,
-  unsqueeze,
-  zerosLike,
-  zerosOfShape,
-} from "./ops.ts";
+import { binary, cast, concat, gather, pad, reshapeLike, scatterND, shapeOf, slice, split, transpose, unsqueeze, zerosLike, zerosOfShape } from "./ops.ts";
 
 function normaliseAxis(ctx: GradientContext, axis: number, rank: number): number {
   const a = axis < 0 ? axis + rank : axis;
@@ -77,7 +62,10 @@ const concatRule: GradientRule = (ctx) => {
   let start = g.constInt64([0]);
   for (let i = 0; i <= last; i++) {
     const size = sizes[i];
-    const length = typeof size === "number" ? g.constInt64([size]) : slice(g, ctx.name(`input_${i}/size/Slice`), shapeOf(g, ctx.name(`input_${i}/Shape`), xs[i]), 0, axis, axis + 1);
+    const length =
+      typeof size === "number"
+        ? g.constInt64([size])
+        : slice(g, ctx.name(`input_${i}/size/Slice`), shapeOf(g, ctx.name(`input_${i}/Shape`), xs[i]), 0, axis, axis + 1);
     const end = i === 0 ? length : binary(g, "Add", ctx.name(`input_${i}/end/Add`), start, length);
     if (ctx.needsGradient[i]) gradients[i] = slice(g, ctx.name(`input_${i}/Slice`), dY, axis, start, end, size);
     start = end;
@@ -182,7 +170,13 @@ const gatherRule: GradientRule = (ctx) => {
   const movedShape = dataPerm.map((p) => data.shape[p]);
   const zeros = movedShape.every((d) => typeof d === "number")
     ? transpose(g, ctx.name("zeros/Transpose"), zerosLike(g, ctx.name("zeros"), data), dataPerm) // see zerosLike: a known shape must not fold
-    : zerosOfShape(g, ctx.name("zeros"), gather(g, ctx.name("zeros/Gather"), shapeOf(g, ctx.name("zeros/Shape"), data), g.constInt64(dataPerm)), movedShape, data.dtype);
+    : zerosOfShape(
+        g,
+        ctx.name("zeros"),
+        gather(g, ctx.name("zeros/Gather"), shapeOf(g, ctx.name("zeros/Shape"), data), g.constInt64(dataPerm)),
+        movedShape,
+        data.dtype,
+      );
   const updates = transpose(g, ctx.name("dY/Transpose"), dY, gradientPerm);
   const scattered = scatterND(g, ctx.name("ScatterND"), zeros, index, updates, "add");
   return [transpose(g, ctx.name("Transpose"), scattered, inversePermutation(dataPerm)), null];

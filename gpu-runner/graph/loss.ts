@@ -20,7 +20,8 @@ import { binary, formatShape, reduceSum } from "./ops.ts";
 export function weightedCrossEntropy(g: GraphBuilder, name: string, logits: Value, labels: Value, weights: Value): Value {
   if (logits.dtype !== "float32" && logits.dtype !== "float64") throw new Error(`${name}: logits must be float, got ${logits.dtype}`);
   if (logits.shape.length !== 2) throw new Error(`${name}: logits must be [N, V], got ${formatShape(logits.shape)}`);
-  if (labels.dtype !== "int64" || labels.shape.length !== 1) throw new Error(`${name}: labels must be int64 [N], got ${labels.dtype}${formatShape(labels.shape)}`);
+  if (labels.dtype !== "int64" || labels.shape.length !== 1)
+    throw new Error(`${name}: labels must be int64 [N], got ${labels.dtype}${formatShape(labels.shape)}`);
   if (weights.dtype !== logits.dtype || weights.shape.length !== 1) {
     throw new Error(`${name}: weights must be ${logits.dtype} [N], got ${weights.dtype}${formatShape(weights.shape)}`);
   }

@@ -100,13 +100,7 @@ export function gemmTransB(g: GraphBuilder, name: string, a: Value, b: Value, c:
  * holding the target; otherwise the numeric target becomes a shared constant. `outShape` names
  * the result's dimensions where the builder cannot work them out (an inferred symbolic size).
  */
-export function reshape(
-  g: GraphBuilder,
-  name: string,
-  x: Value,
-  target: Shape,
-  options: { shapeInput?: Value; outShape?: Shape } = {},
-): Value {
+export function reshape(g: GraphBuilder, name: string, x: Value, target: Shape, options: { shapeInput?: Value; outShape?: Shape } = {}): Value {
   const out: Shape = options.outShape ?? target.map((d, i) => (d === 0 ? x.shape[i] : d));
   const numericTarget = target.every((d) => typeof d === "number");
   if (options.shapeInput === undefined && !numericTarget) fail(name, `reshape to symbolic ${formatShape(target)} needs a runtime shape input`);
@@ -294,7 +288,10 @@ export function scatterND(g: GraphBuilder, name: string, data: Value, indices: V
     const expected = [...indices.shape.slice(0, -1), ...data.shape.slice(k)];
     if (expected.length !== updates.shape.length) fail(name, `ScatterND updates ${formatShape(updates.shape)} do not match ${formatShape(expected)}`);
   }
-  return g.addNode("ScatterND", [data, indices, updates], [{ dtype: data.dtype, shape: data.shape }], { name, attributes: reduction === "none" ? {} : { reduction } })[0];
+  return g.addNode("ScatterND", [data, indices, updates], [{ dtype: data.dtype, shape: data.shape }], {
+    name,
+    attributes: reduction === "none" ? {} : { reduction },
+  })[0];
 }
 
 /** ScatterElements along `axis`: `updates` and `indices` share a shape; reduction "add" accumulates repeats. */
@@ -310,7 +307,10 @@ export function scatterElements(
   sameDtype(name, [data, updates]);
   if (indices.dtype !== "int64") fail(name, `ScatterElements indices must be int64, got ${indices.dtype}`);
   if (indices.shape.length !== data.shape.length || updates.shape.length !== data.shape.length) {
-    fail(name, `ScatterElements needs data, indices and updates of one rank: ${formatShape(data.shape)}, ${formatShape(indices.shape)}, ${formatShape(updates.shape)}`);
+    fail(
+      name,
+      `ScatterElements needs data, indices and updates of one rank: ${formatShape(data.shape)}, ${formatShape(indices.shape)}, ${formatShape(updates.shape)}`,
+    );
   }
   const a = normaliseAxis(name, axis, data.shape.length);
   return g.addNode("ScatterElements", [data, indices, updates], [{ dtype: data.dtype, shape: data.shape }], {

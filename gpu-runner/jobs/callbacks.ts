@@ -74,7 +74,10 @@ export class CallbackClient {
 
   private queue(jobId: string, url: string, route: CallbackRoute) {
     let queue = this.queues.get(jobId);
-    if (queue === undefined) this.queues.set(jobId, (queue = { url: url.replace(/\/+$/, ""), route, items: [], draining: null }));
+    if (queue === undefined) {
+      queue = { url: url.replace(/\/+$/, ""), route, items: [], draining: null };
+      this.queues.set(jobId, queue);
+    }
     return queue;
   }
 

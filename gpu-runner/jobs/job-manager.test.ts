@@ -19,7 +19,14 @@ const files = makeByteLevelTokenizerFiles();
 const tokenizer = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig);
 const WORDS = ["red", "blue", "green", "gold", "grey", "pink", "teal", "navy", "plum", "rose", "sand", "jade"];
 const jsonl = (count: number) =>
-  Array.from({ length: count }, (_, i) => JSON.stringify({ messages: [{ role: "user", content: `shout ${WORDS[i % 12]}` }, { role: "assistant", content: WORDS[i % 12].toUpperCase() }] })).join("\n");
+  Array.from({ length: count }, (_, i) =>
+    JSON.stringify({
+      messages: [
+        { role: "user", content: `shout ${WORDS[i % 12]}` },
+        { role: "assistant", content: WORDS[i % 12].toUpperCase() },
+      ],
+    }),
+  ).join("\n");
 
 /** What the control plane received on a job's callback. */
 interface Received {
@@ -52,7 +59,8 @@ describe("JobManager", () => {
     edge.use(async (c, next) => {
       if (c.req.path.startsWith("/callbacks/")) received.placements.push(c.req.header(PLACEMENT_HEADER) ?? "");
       // The control plane gave these jobs to another runner.
-      if (c.req.path.startsWith("/callbacks/moved-")) return c.json({ error: { message: "moved", type: "invalid_request_error", param: null, code: JOB_MOVED_CODE } }, 409);
+      if (c.req.path.startsWith("/callbacks/moved-"))
+        return c.json({ error: { message: "moved", type: "invalid_request_error", param: null, code: JOB_MOVED_CODE } }, 409);
       if (received.failNext > 0) {
         received.failNext--;
         return c.text("unavailable", 503);

@@ -39,7 +39,10 @@ export class JobConflictError extends Error {
 /** A request this runner cannot train (e.g. a rank above its serving rank); `param` names the field. */
 export class JobRequestError extends Error {
   override readonly name = "JobRequestError";
-  constructor(readonly param: string, message: string) {
+  constructor(
+    readonly param: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -219,7 +222,11 @@ export class JobManager {
     const directory = this.directoryOf(job.id);
     try {
       const statePath = join(directory, "state.safetensors");
-      const resume = (await readFile(statePath).then((bytes) => parseCheckpoint(bytes, statePath), () => undefined)) ?? (await this.movedInState(stored, statePath, controller.signal));
+      const resume =
+        (await readFile(statePath).then(
+          (bytes) => parseCheckpoint(bytes, statePath),
+          () => undefined,
+        )) ?? (await this.movedInState(stored, statePath, controller.signal));
       job.status = "running";
       job.started_at ??= now();
       job.resumed_from_step = resume?.step ?? null;
@@ -228,7 +235,13 @@ export class JobManager {
       // Keyed by what happened, not by a counter: a job moved to another runner starts counting
       // anew there, and must not overwrite the first runner's events.
       const key = resume ? `status:resumed:${resume.step}` : "status:started";
-      this.emit(stored, "status", `Job ${resume ? `resumed from step ${resume.step}` : "started"}`, { status: "running", resumed_from_step: resume?.step ?? null }, key);
+      this.emit(
+        stored,
+        "status",
+        `Job ${resume ? `resumed from step ${resume.step}` : "started"}`,
+        { status: "running", resumed_from_step: resume?.step ?? null },
+        key,
+      );
 
       const training = await this.readData(request, "training", controller.signal);
       const validation = request.validation_file ? await this.readData(request, "validation", controller.signal) : undefined;
@@ -275,10 +288,13 @@ export class JobManager {
     } catch (error) {
       // Stopped while reading its data: a shutdown leaves it queued; a cancel ends it.
       const reason = controller.signal.reason;
-      const outcome = !controller.signal.aborted ? this.finish(stored, "failed", describeFailure(error))
-        : reason === SHUTDOWN ? this.persist(stored, "queued")
-        : reason === MOVED ? this.finish(stored, "cancelled", MOVED_ERROR, { quiet: true })
-        : this.finish(stored, "cancelled", null);
+      const outcome = !controller.signal.aborted
+        ? this.finish(stored, "failed", describeFailure(error))
+        : reason === SHUTDOWN
+          ? this.persist(stored, "queued")
+          : reason === MOVED
+            ? this.finish(stored, "cancelled", MOVED_ERROR, { quiet: true })
+            : this.finish(stored, "cancelled", null);
       await outcome.catch((failure: Error) => this.options.log?.(`job ${job.id}: ${failure.message}`));
     }
   }
@@ -289,10 +305,16 @@ export class JobManager {
       case "started":
         job.total_steps = event.hyperparameters.totalSteps;
         job.hyperparameters = { ...event.hyperparameters, request_sha256: job.hyperparameters?.request_sha256 };
-        this.emit(stored, "message", `Training ${event.trainExamples} examples (${event.trainTokens} tokens), ${event.validationExamples} for validation`, {
-          hyperparameters: event.hyperparameters,
-          skipped_lines: event.skipped.map((s) => s.line),
-        }, "message:data");
+        this.emit(
+          stored,
+          "message",
+          `Training ${event.trainExamples} examples (${event.trainTokens} tokens), ${event.validationExamples} for validation`,
+          {
+            hyperparameters: event.hyperparameters,
+            skipped_lines: event.skipped.map((s) => s.line),
+          },
+          "message:data",
+        );
         return;
       case "step": {
         job.step = event.step;
@@ -301,26 +323,38 @@ export class JobManager {
         job.eta_seconds = event.etaSeconds;
         job.trained_tokens += event.batchTokens;
         this.trainedTokens += event.batchTokens;
-        this.emit(stored, "metrics", `Step ${event.step}/${event.totalSteps}: training loss=${event.loss.toFixed(4)}`, {
-          step: event.step,
-          total_steps: event.totalSteps,
-          train_loss: event.loss,
-          learning_rate: event.learningRate,
-          gradient_norm: event.gradientNorm,
-          eta_seconds: event.etaSeconds,
-          trained_tokens: job.trained_tokens,
-        }, `step:${event.step}`);
+        this.emit(
+          stored,
+          "metrics",
+          `Step ${event.step}/${event.totalSteps}: training loss=${event.loss.toFixed(4)}`,
+          {
+            step: event.step,
+            total_steps: event.totalSteps,
+            train_loss: event.loss,
+            learning_rate: event.learningRate,
+            gradient_norm: event.gradientNorm,
+            eta_seconds: event.etaSeconds,
+            trained_tokens: job.trained_tokens,
+          },
+          `step:${event.step}`,
+        );
         return;
       }
       case "epoch":
         job.validation_loss = event.validationLoss;
         job.validation_token_accuracy = event.validationTokenAccuracy;
-        this.emit(stored, "metrics", `Epoch ${event.epoch + 1}: validation loss=${event.validationLoss?.toFixed(4) ?? "n/a"}`, {
-          epoch: event.epoch,
-          train_loss: event.trainLoss,
-          validation_loss: event.validationLoss,
-          validation_token_accuracy: event.validationTokenAccuracy,
-        }, `epoch:${event.epoch}`);
+        this.emit(
+          stored,
+          "metrics",
+          `Epoch ${event.epoch + 1}: validation loss=${event.validationLoss?.toFixed(4) ?? "n/a"}`,
+          {
+            epoch: event.epoch,
+            train_loss: event.trainLoss,
+            validation_loss: event.validationLoss,
+            validation_token_accuracy: event.validationTokenAccuracy,
+          },
+          `epoch:${event.epoch}`,
+        );
         await this.persist(stored);
         return;
       case "checkpoint": {
@@ -338,23 +372,44 @@ export class JobManager {
     }
   }
 
-  private async finish(stored: StoredJob, status: "succeeded" | "failed" | "cancelled", error: RunnerJob["error"], options: { quiet?: boolean } = {}): Promise<void> {
+  private async finish(
+    stored: StoredJob,
+    status: "succeeded" | "failed" | "cancelled",
+    error: RunnerJob["error"],
+    options: { quiet?: boolean } = {},
+  ): Promise<void> {
     stored.job.status = status;
     stored.job.finished_at = now();
     stored.job.error = error;
     stored.job.eta_seconds = null;
     await this.persist(stored);
     if (options.quiet === true) return;
-    const message = status === "succeeded" ? "The job has successfully completed" : status === "cancelled" ? "The job was cancelled" : `The job failed: ${error?.message}`;
-    this.emit(stored, "status", message, { status, adapter_sha256: stored.job.adapter_sha256, trained_tokens: stored.job.trained_tokens, error }, `status:${status}`, status === "failed" ? "error" : "info");
+    const message =
+      status === "succeeded" ? "The job has successfully completed" : status === "cancelled" ? "The job was cancelled" : `The job failed: ${error?.message}`;
+    this.emit(
+      stored,
+      "status",
+      message,
+      { status, adapter_sha256: stored.job.adapter_sha256, trained_tokens: stored.job.trained_tokens, error },
+      `status:${status}`,
+      status === "failed" ? "error" : "info",
+    );
   }
 
   /** Queues an event for the callback; its id is stable across retries and resumed runs. */
-  private emit(stored: StoredJob, type: JobEvent["type"], message: string, data: Record<string, unknown> | null, key?: string, level: JobEvent["level"] = "info"): void {
+  private emit(
+    stored: StoredJob,
+    type: JobEvent["type"],
+    message: string,
+    data: Record<string, unknown> | null,
+    key?: string,
+    level: JobEvent["level"] = "info",
+  ): void {
     const url = stored.request.callback_url;
     const id = `${stored.job.id}:${key ?? `${type}:${stored.eventCount}`}`;
     stored.eventCount++;
-    if (url !== undefined) this.options.callbacks.events(stored.job.id, url, [{ id, job_id: stored.job.id, created_at: now(), level, type, message, data }], this.route(stored));
+    if (url !== undefined)
+      this.options.callbacks.events(stored.job.id, url, [{ id, job_id: stored.job.id, created_at: now(), level, type, message, data }], this.route(stored));
   }
 
   /** Where the job's callbacks go, and what happens when the control plane says it moved the job. */

@@ -60,7 +60,6 @@ const QWEN25_05B = {
   vocab_size: 151936,
 };
 
-
 // Mistral-Nemo: head_dim 128 although hidden_size / heads = 160.
 const MISTRAL_NEMO = {
   architectures: ["MistralForCausalLM"],
@@ -435,7 +434,9 @@ describe("parseModelConfig refuses what it cannot run exactly, naming the field 
 
   it("layer_types other than full_attention and sliding_attention, or of the wrong length", () => {
     const windowed = { ...QWEN25_05B, use_sliding_window: true, sliding_window: 4096 };
-    expect(errorOf({ ...windowed, layer_types: new Array(24).fill("chunked_attention") }).message).toMatch(/layer_types\[0\] "chunked_attention" is not supported/);
+    expect(errorOf({ ...windowed, layer_types: new Array(24).fill("chunked_attention") }).message).toMatch(
+      /layer_types\[0\] "chunked_attention" is not supported/,
+    );
     expect(errorOf({ ...windowed, layer_types: ["full_attention"] }).message).toMatch(/layer_types has 1 entries for 24 layers/);
   });
 

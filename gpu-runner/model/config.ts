@@ -9,12 +9,7 @@
 import { z } from "zod";
 
 /** The decoder families this engine runs, as named by `config.json`'s `architectures`. */
-export const SUPPORTED_ARCHITECTURES = [
-  "LlamaForCausalLM",
-  "MistralForCausalLM",
-  "Qwen2ForCausalLM",
-  "Qwen3ForCausalLM",
-] as const;
+export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** Rope frequency scaling of Llama 3 (`rope_type: "llama3"`), which changes every frequency. */
@@ -142,18 +137,13 @@ export function parseModelConfig(raw: unknown): ModelConfig {
   const numHeads = c.num_attention_heads;
   // transformers' config classes: an absent num_key_value_heads takes the class default
   // (Llama: num_attention_heads, Mistral: 8, Qwen2: 32); an explicit null means multi-head.
-  const numKvHeads =
-    c.num_key_value_heads === undefined ? ABSENT_KV_HEADS_DEFAULT[architecture] ?? numHeads : c.num_key_value_heads ?? numHeads;
+  const numKvHeads = c.num_key_value_heads === undefined ? (ABSENT_KV_HEADS_DEFAULT[architecture] ?? numHeads) : (c.num_key_value_heads ?? numHeads);
   if (numHeads % numKvHeads !== 0) {
-    throw new ModelConfigError(
-      `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
-    );
+    throw new ModelConfigError(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
   }
   const headDim = c.head_dim ?? (architecture === "Qwen3ForCausalLM" ? ABSENT_QWEN3_HEAD_DIM : c.hidden_size / numHeads);
   if (!Number.isInteger(headDim)) {
-    throw new ModelConfigError(
-      `hidden_size ${c.hidden_size} is not divisible by num_attention_heads ${numHeads} and head_dim is missing`,
-    );
+    throw new ModelConfigError(`hidden_size ${c.hidden_size} is not divisible by num_attention_heads ${numHeads} and head_dim is missing`);
   }
   if (headDim % 2 !== 0) throw new ModelConfigError(`head_dim ${headDim} must be even for rotary embeddings`);
 
@@ -177,7 +167,8 @@ export function parseModelConfig(raw: unknown): ModelConfig {
     ropeScaling,
     maxPositionEmbeddings: c.max_position_embeddings ?? ABSENT_MAX_POSITIONS_DEFAULT[architecture],
     tieWordEmbeddings: c.tie_word_embeddings ?? false,
-    qkvBias: architecture === "Qwen2ForCausalLM" ? true : c.attention_bias === true && (architecture === "LlamaForCausalLM" || architecture === "Qwen3ForCausalLM"),
+    qkvBias:
+      architecture === "Qwen2ForCausalLM" ? true : c.attention_bias === true && (architecture === "LlamaForCausalLM" || architecture === "Qwen3ForCausalLM"),
     oBias: (architecture === "LlamaForCausalLM" || architecture === "Qwen3ForCausalLM") && c.attention_bias === true,
     qkNorm: architecture === "Qwen3ForCausalLM",
     attentionWindows: attentionWindows(architecture, c),
@@ -224,9 +215,7 @@ function resolveArchitecture(architectures: string[] | undefined, modelType: str
   if (architectures !== undefined) {
     const name = architectures[0];
     if ((SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) return name as Architecture;
-    throw new ModelConfigError(
-      `architectures[0] "${name}" is not supported (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`,
-    );
+    throw new ModelConfigError(`architectures[0] "${name}" is not supported (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`);
   }
   if (modelType !== undefined && modelType in MODEL_TYPE_TO_ARCHITECTURE) return MODEL_TYPE_TO_ARCHITECTURE[modelType];
   throw new ModelConfigError(`model_type "${modelType ?? "(missing)"}" is not supported and architectures is missing`);
@@ -241,9 +230,7 @@ function parseRopeScaling(block: z.infer<typeof ropeScalingSchema> | null): Llam
   }
   const { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } = block;
   if (factor === undefined || low_freq_factor === undefined || high_freq_factor === undefined || original_max_position_embeddings === undefined) {
-    throw new ModelConfigError(
-      "rope scaling llama3 needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings",
-    );
+    throw new ModelConfigError("rope scaling llama3 needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings");
   }
   if (high_freq_factor <= low_freq_factor) {
     throw new ModelConfigError(`rope scaling high_freq_factor ${high_freq_factor} must exceed low_freq_factor ${low_freq_factor}`);

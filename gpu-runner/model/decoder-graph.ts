@@ -174,7 +174,10 @@ function buildAttention(ctx: DecoderContext, layer: number, x: Value): Value[] {
   const q = rotate(ctx, `${p}/q_rotary`, q4, ctx.cosQ, ctx.sinQ);
   const k = rotate(ctx, `${p}/k_rotary`, k4, ctx.cosK, ctx.sinK);
   const attention = ctx.attention;
-  const mixed = attention.kind === "hostCache" ? attendHostCache(ctx, attention, layer, q, k, v3) : attendSequence(ctx, attention as Extract<AttentionInputs, { kind: "sequence" }>, layer, q, k, v3);
+  const mixed =
+    attention.kind === "hostCache"
+      ? attendHostCache(ctx, attention, layer, q, k, v3)
+      : attendSequence(ctx, attention as Extract<AttentionInputs, { kind: "sequence" }>, layer, q, k, v3);
   return linearGroup(ctx, layer, "o_proj", mixed, `${p}/o_proj`, true);
 }
 

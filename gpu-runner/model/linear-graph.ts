@@ -71,7 +71,11 @@ export function linearGroup(ctx: LinearContext, layer: number, groupName: Linear
   const { group, outputs, width, adapted } = layout;
   const inputs = linearShape(config, group.modules[0])[1];
   const w = ctx.source.tensor(g, `${name}/weight_t`, [inputs, width], () =>
-    transposeRows(group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data), width, inputs),
+    transposeRows(
+      group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data),
+      width,
+      inputs,
+    ),
   );
   let y = matMul(g, `${name}/MatMul`, x, w); // [batch, tokens, N]
   if (group.modules.some((m) => hasBias(config, m))) {
@@ -148,7 +152,8 @@ export function weightsFromParameters(config: ModelConfig, parameters: Map<strin
         for (let o = 0; o < out; o++) for (let c = 0; c < inputs; c++) data[o * inputs + c] = stacked[c * width + column + o];
         weights.set(linearName(layer, module), { shape: [out, inputs], data });
         const bias = parameters.get(`${prefix}/bias`);
-        if (bias !== undefined && hasBias(config, module)) weights.set(linearName(layer, module, "bias"), { shape: [out], data: bias.slice(column, column + out) });
+        if (bias !== undefined && hasBias(config, module))
+          weights.set(linearName(layer, module, "bias"), { shape: [out], data: bias.slice(column, column + out) });
       });
     }
   }

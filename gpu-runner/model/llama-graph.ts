@@ -69,13 +69,23 @@ export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options
   const logitsRows = g.input(LLAMA_IO.logitsRows, "int64", ["rows"]);
   const attention = options.cache === "device" ? deviceCache(g, config) : hostCache(g, config);
   const adapters = options.adapters === undefined ? null : perRowAdapters(config, dtype, options.adapters);
-  const linear: LinearContext = { g, config, weights, dtype, source: options.source ?? frozenWeights(dtype), adapters, layouts: linearLayouts(config, adapters) };
+  const linear: LinearContext = {
+    g,
+    config,
+    weights,
+    dtype,
+    source: options.source ?? frozenWeights(dtype),
+    adapters,
+    layouts: linearLayouts(config, adapters),
+  };
 
   const normed = buildDecoder(linear, inputIds, positionIds, attention); // [batch, tokens, hidden]
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
   // Only the requested rows reach the vocabulary projection: [rows, hidden] → [rows, vocab]
   const selected = gather(g, "/model/logits_rows/Gather", flat, logitsRows);
-  const logits = config.tieWordEmbeddings ? tiedLogits(g, weightTensor(linear, lmHeadName(config)), selected) : gemmTransB(g, "/lm_head/Gemm", selected, weightTensor(linear, lmHeadName(config)));
+  const logits = config.tieWordEmbeddings
+    ? tiedLogits(g, weightTensor(linear, lmHeadName(config)), selected)
+    : gemmTransB(g, "/lm_head/Gemm", selected, weightTensor(linear, lmHeadName(config)));
   g.output(logits, LLAMA_IO.logits);
   return g;
 }

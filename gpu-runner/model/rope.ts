@@ -11,7 +11,7 @@ import type { ModelConfig } from "./config.ts";
 export function inverseFrequencies(config: ModelConfig): Float64Array {
   const half = config.headDim / 2;
   const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(config.ropeTheta, (2 * i) / config.headDim);
+  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
   const scaling = config.ropeScaling;
   if (scaling === null) return inv;
   const { factor, lowFrequencyFactor, highFrequencyFactor, originalMaxPositionEmbeddings } = scaling;

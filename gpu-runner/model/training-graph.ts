@@ -79,7 +79,8 @@ export function buildTrainingGraph(
     return value;
   };
   if (method.kind === "full" && options.source !== undefined) throw new Error("full training makes every weight trainable; it takes no frozen weight source");
-  const source: WeightSource = method.kind === "full" ? { tensor: (_g, name, shape, data) => declare(name, shape, Float32Array.from(data())) } : (options.source ?? frozenWeights(dtype));
+  const source: WeightSource =
+    method.kind === "full" ? { tensor: (_g, name, shape, data) => declare(name, shape, Float32Array.from(data())) } : (options.source ?? frozenWeights(dtype));
   const adapters = method.kind === "pica" ? picaPath(config, method, dtype, declare) : method.kind === "lora" ? loraPath(config, method, dtype, declare) : null;
   const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters) };
 
@@ -164,7 +165,11 @@ function loraPath(
       const [out, inputs] = linearShape(config, module);
       const names = loraParameterNames(layer, module);
       const bound = 1 / Math.sqrt(inputs);
-      const a = declare(names.a, [inputs, rank], Float32Array.from({ length: inputs * rank }, () => (2 * rng.uniform() - 1) * bound));
+      const a = declare(
+        names.a,
+        [inputs, rank],
+        Float32Array.from({ length: inputs * rank }, () => (2 * rng.uniform() - 1) * bound),
+      );
       const b = declare(names.b, [rank, out], new Float32Array(rank * out));
       const delta = matMul(g, `${name}/B/MatMul`, matMul(g, `${name}/A/MatMul`, x, a), b);
       if (scale === 1) return delta;

@@ -30,7 +30,9 @@ describe("weight file", () => {
   afterAll(() => rm(directory, { recursive: true, force: true }));
 
   it("holds every frozen tensor once, 4 KiB-aligned, with the model's fingerprint", () => {
-    const weightBytes = [...weights.entries()].filter(([name]) => name !== "lm_head.weight" || !config.tieWordEmbeddings).reduce((sum, [, t]) => sum + t.data.byteLength, 0);
+    const weightBytes = [...weights.entries()]
+      .filter(([name]) => name !== "lm_head.weight" || !config.tieWordEmbeddings)
+      .reduce((sum, [, t]) => sum + t.data.byteLength, 0);
     let stored = 0;
     for (const entry of file.tensors.values()) {
       expect(entry.offset % 4096).toBe(0);

@@ -110,7 +110,10 @@ export async function openWeightFile(directory: string): Promise<WeightFile | nu
     return null;
   }
   if (manifest.layout !== WEIGHT_FILE_LAYOUT) return null;
-  const size = await stat(join(directory, DATA_FILE)).then((s) => s.size, () => -1);
+  const size = await stat(join(directory, DATA_FILE)).then(
+    (s) => s.size,
+    () => -1,
+  );
   if (size !== manifest.bytes) return null;
   return { directory, dataFile: DATA_FILE, tensors: new Map(Object.entries(manifest.tensors)), bytes: manifest.bytes, fingerprint: manifest.fingerprint };
 }

@@ -6,15 +6,7 @@ import { parseSafetensors, serializeSafetensors, type SafetensorsFile } from "..
 import { parseModelConfig } from "../model/config.ts";
 import type { LinearModule } from "../model/weights.ts";
 import { gaussianAdapter, SMALL_CONFIG_JSON, smallConfig } from "../testing/pica-fixtures.ts";
-import {
-  adapterTensorName,
-  parseAdapter,
-  readAdapterFile,
-  serializeAdapter,
-  tensorsSha256,
-  validateAdapterFor,
-  writeAdapterFile,
-} from "./adapter-format.ts";
+import { adapterTensorName, parseAdapter, readAdapterFile, serializeAdapter, tensorsSha256, validateAdapterFor, writeAdapterFile } from "./adapter-format.ts";
 import { adapterKey, type PicaAdapter, type SharingMode } from "./types.ts";
 
 const RAW_CONFIG = SMALL_CONFIG_JSON;
@@ -116,11 +108,7 @@ describe("malformed adapter files are rejected, naming the field", () => {
     ],
     ["NaN value", (f) => (f.tensors.get("pica.down_proj.M")!.data[5] = Number.NaN), /tensor pica\.down_proj\.M: value NaN at index 5/],
     ["Inf value", (f) => (f.tensors.get("pica.q_proj.M")!.data[0] = -Infinity), /tensor pica\.q_proj\.M: value -Infinity at index 0/],
-    [
-      "half-precision tensor",
-      (f) => (f.tensors.get("pica.q_proj.M")!.dtype = "F16"),
-      /tensor pica\.q_proj\.M: has dtype F16, expected F32/,
-    ],
+    ["half-precision tensor", (f) => (f.tensors.get("pica.q_proj.M")!.dtype = "F16"), /tensor pica\.q_proj\.M: has dtype F16, expected F32/],
   ];
   it.each(cases)("%s", (_, mutate, message) => {
     expect(() => parseAdapter(rewrite(good, mutate), FILE)).toThrow(new RegExp(`^${FILE}: ${message.source}`));
@@ -135,9 +123,7 @@ describe("malformed adapter files are rejected, naming the field", () => {
   );
 
   it("a per_layer file missing one layer's tensor", () => {
-    const bytes = rewrite(serializeAdapter(randomAdapter("per_layer", 2, ["q_proj", "o_proj"])), (f) =>
-      f.tensors.delete("pica.layers.1.o_proj.M"),
-    );
+    const bytes = rewrite(serializeAdapter(randomAdapter("per_layer", 2, ["q_proj", "o_proj"])), (f) => f.tensors.delete("pica.layers.1.o_proj.M"));
     expect(() => parseAdapter(bytes, FILE)).toThrow(`${FILE}: tensor pica.layers.1.o_proj.M: is missing`);
   });
 

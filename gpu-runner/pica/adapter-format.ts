@@ -49,10 +49,8 @@ const METADATA_FIELDS = [
 const TENSOR_NAME = /^pica\.(?:layers\.(0|[1-9]\d*)\.)?([A-Za-z_]+)\.M$/;
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-const isPlainObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
-const isLinearModule = (value: unknown): value is LinearModule =>
-  typeof value === "string" && (LINEAR_MODULES as readonly string[]).includes(value);
+const isPlainObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+const isLinearModule = (value: unknown): value is LinearModule => typeof value === "string" && (LINEAR_MODULES as readonly string[]).includes(value);
 
 /** Safetensors name of the M for a module (and layer, when per_layer). */
 export function adapterTensorName(sharing: SharingMode, module: LinearModule, layer: number): string {

@@ -86,13 +86,22 @@ describe("loadOrComputeBasisInBackground", () => {
     const { directory, baseFingerprint } = await tinyCheckpoint("truncated");
     const path = join(directory, CHECKPOINT_FILE);
     await truncate(path, (await readFile(path)).length - 100);
-    await expect(loadOrComputeBasisInBackground(directory, { rMax: 8, baseFingerprint })).rejects.toThrow(/computing the PiCa basis of .*truncated failed: .*model\.safetensors/);
+    await expect(loadOrComputeBasisInBackground(directory, { rMax: 8, baseFingerprint })).rejects.toThrow(
+      /computing the PiCa basis of .*truncated failed: .*model\.safetensors/,
+    );
   });
 
   it("keeps the event loop responsive while the worker computes", async () => {
     // A model big enough that the basis takes a few hundred milliseconds of computation.
     const directory = join(root, "responsive");
-    const raw = { ...tinyConfigJson("llama-gqa"), hidden_size: 384, intermediate_size: 1024, num_hidden_layers: 4, num_attention_heads: 6, num_key_value_heads: 2 };
+    const raw = {
+      ...tinyConfigJson("llama-gqa"),
+      hidden_size: 384,
+      intermediate_size: 1024,
+      num_hidden_layers: 4,
+      num_attention_heads: 6,
+      num_key_value_heads: 2,
+    };
     const config = parseModelConfig(raw);
     const weights = randomWeights(config, 3);
     await mkdir(directory, { recursive: true });

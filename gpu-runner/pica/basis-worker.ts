@@ -19,10 +19,7 @@ export interface BasisWorkerInput {
 }
 
 /** What the worker posts: progress after each P, then either the stored basis's id or why it failed. */
-export type BasisWorkerMessage =
-  | { kind: "progress"; done: number; total: number }
-  | { kind: "stored"; id: string }
-  | { kind: "failed"; message: string };
+export type BasisWorkerMessage = { kind: "progress"; done: number; total: number } | { kind: "stored"; id: string } | { kind: "failed"; message: string };
 
 const WORKER_ENTRY = new URL("./basis-worker-thread.ts", import.meta.url);
 
@@ -84,7 +81,9 @@ function runBasisWorker(input: BasisWorkerInput, onProgress?: (done: number, tot
     });
     // An uncaught error, e.g. the worker's module failed to load, arrives here rather than as a message.
     worker.on("error", (error) => settle(() => reject(failed(error.message))));
-    worker.on("exit", (code) => settle(() => reject(new Error(`the PiCa basis worker for ${input.checkpointDirectory} exited with code ${code} before reporting a result`))));
+    worker.on("exit", (code) =>
+      settle(() => reject(new Error(`the PiCa basis worker for ${input.checkpointDirectory} exited with code ${code} before reporting a result`))),
+    );
   });
 }
 

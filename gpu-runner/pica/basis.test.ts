@@ -71,8 +71,16 @@ function jacobiSvd(w: Float32Array | Float64Array, rows: number, columns: number
 function constructed(out: number, inputs: number, sigma: number[], seed: number, flip: number[] = []) {
   const rng = new Rng(seed);
   const m = sigma.length;
-  const u = orthonormalizeRows(Float64Array.from({ length: m * out }, () => rng.normal()), m, out);
-  const v = orthonormalizeRows(Float64Array.from({ length: m * inputs }, () => rng.normal()), m, inputs);
+  const u = orthonormalizeRows(
+    Float64Array.from({ length: m * out }, () => rng.normal()),
+    m,
+    out,
+  );
+  const v = orthonormalizeRows(
+    Float64Array.from({ length: m * inputs }, () => rng.normal()),
+    m,
+    inputs,
+  );
   const w = new Float32Array(out * inputs);
   for (let i = 0; i < m; i++) {
     const s = flip.includes(i) ? -sigma[i] : sigma[i];
@@ -150,16 +158,19 @@ describe("topRightSingularVectors", () => {
   it.each([
     [300, 200],
     [200, 300],
-  ])("subspace iteration on a constructed %i x %i W equals the true vectors, on onnxruntime (MatMul, and Gram graphs from float32) and in JS", async (out, inputs) => {
-    // Distinct, with gaps wide enough that rounding W to float32 moves its vectors by < 1e-7.
-    const sigma = Array.from({ length: 200 }, (_, i) => 3 * 0.97 ** i);
-    const { weight, v } = constructed(out, inputs, sigma, 9);
-    const expected = canonicalRows(v, 16, inputs);
-    for (const via of [product, jsMatrixProduct, weightProducts]) {
-      const { rows } = await topRightSingularVectors(weight, 16, via, { method: "subspace" });
-      expect(maxDifference(rows, expected)).toBeLessThan(1e-6);
-    }
-  });
+  ])(
+    "subspace iteration on a constructed %i x %i W equals the true vectors, on onnxruntime (MatMul, and Gram graphs from float32) and in JS",
+    async (out, inputs) => {
+      // Distinct, with gaps wide enough that rounding W to float32 moves its vectors by < 1e-7.
+      const sigma = Array.from({ length: 200 }, (_, i) => 3 * 0.97 ** i);
+      const { weight, v } = constructed(out, inputs, sigma, 9);
+      const expected = canonicalRows(v, 16, inputs);
+      for (const via of [product, jsMatrixProduct, weightProducts]) {
+        const { rows } = await topRightSingularVectors(weight, 16, via, { method: "subspace" });
+        expect(maxDifference(rows, expected)).toBeLessThan(1e-6);
+      }
+    },
+  );
 
   it("agrees with an independent dense SVD on random matrices (dense spectrum)", async () => {
     const rng = new Rng(77);
@@ -216,7 +227,10 @@ describe("topRightSingularVectors", () => {
     expect(maxDifference(singularValues.subarray(0, 3), [5, 4, 3])).toBeLessThan(1e-5);
     expect(Math.max(...singularValues.subarray(3))).toBeLessThan(1e-5);
     // An all-zero W: every unit vector is a singular vector; the answer must still be a valid P.
-    for (const [out, inputs] of [[30, 200], [200, 150]]) {
+    for (const [out, inputs] of [
+      [30, 200],
+      [200, 150],
+    ]) {
       const zero = await topRightSingularVectors({ shape: [out, inputs], data: new Float32Array(out * inputs) }, 6, product);
       expect(orthonormalityError(zero.rows, 6, inputs)).toBeLessThan(1e-5);
       expectCanonicalSigns(zero.rows, 6, inputs);
@@ -227,7 +241,9 @@ describe("topRightSingularVectors", () => {
   it("names the weight when it holds a non-finite value or the rank is too large", async () => {
     const weight: FloatTensor = { shape: [3, 4], data: Float32Array.of(1, 2, 3, 4, 5, NaN, 7, 8, 9, 10, 11, 12) };
     await expect(topRightSingularVectors(weight, 2, product, { label: "layers.1.q" })).rejects.toThrow(/layers\.1\.q: element 5 \(row 1, column 1\) is NaN/);
-    await expect(topRightSingularVectors({ shape: [3, 4], data: new Float32Array(12) }, 4, product)).rejects.toThrow(/rank 4 must be an integer in \[1, min\(out, in\) = 3\]/);
+    await expect(topRightSingularVectors({ shape: [3, 4], data: new Float32Array(12) }, 4, product)).rejects.toThrow(
+      /rank 4 must be an integer in \[1, min\(out, in\) = 3\]/,
+    );
   });
 });
 
@@ -291,12 +307,16 @@ describe("computeBasis on tiny llama-gqa", () => {
     const subset = await computeBasis(config, weights, { rMax: 4, targetModules: ["v_proj", "q_proj"] });
     expect(subset.targetModules).toEqual(["q_proj", "v_proj"]);
     expect([...subset.projections.keys()]).toEqual(["0.q_proj", "0.v_proj", "1.q_proj", "1.v_proj"]);
-    await expect(computeBasis(config, weights, { rMax: 4, targetModules: ["q_proj", "qq_proj" as LinearModule] })).rejects.toThrow(/unknown target module "qq_proj"/);
+    await expect(computeBasis(config, weights, { rMax: 4, targetModules: ["q_proj", "qq_proj" as LinearModule] })).rejects.toThrow(
+      /unknown target module "qq_proj"/,
+    );
   });
 
   it("refuses an rMax larger than a targeted weight allows, naming the module", async () => {
     // k_proj is [32, 64] here (2 KV heads of 16).
-    await expect(computeBasis(config, weights, { rMax: 33 })).rejects.toThrow(/rMax 33 exceeds the rank limit of k_proj: its weight is \[32, 64\], so at most min\(out, in\) = 32/);
+    await expect(computeBasis(config, weights, { rMax: 33 })).rejects.toThrow(
+      /rMax 33 exceeds the rank limit of k_proj: its weight is \[32, 64\], so at most min\(out, in\) = 32/,
+    );
     await expect(computeBasis(config, weights, { rMax: 33, targetModules: ["q_proj"] })).resolves.toBeDefined();
   });
 
@@ -313,7 +333,9 @@ describe("computeBasis on tiny llama-gqa", () => {
     const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
     const tampered = Uint8Array.from(bytes);
     tampered[8 + headerLength + 4 * 1000] ^= 0x01; // lowest mantissa byte of one float32
-    expect(() => parseBasis(tampered, "tampered.safetensors")).toThrow(/tampered\.safetensors: basis_id [0-9a-f]{64} does not match the contents, which hash to [0-9a-f]{64}/);
+    expect(() => parseBasis(tampered, "tampered.safetensors")).toThrow(
+      /tampered\.safetensors: basis_id [0-9a-f]{64} does not match the contents, which hash to [0-9a-f]{64}/,
+    );
   });
 
   it("refuses files with wrong metadata or values", () => {
@@ -324,15 +346,50 @@ describe("computeBasis on tiny llama-gqa", () => {
       edit(m, t);
       return serializeSafetensors(t, m);
     };
-    expect(() => parseBasis(broken((m) => (m.format = "pica-adapter")), "f")).toThrow(/f: format is "pica-adapter", expected "pica-basis"/);
-    expect(() => parseBasis(broken((m) => (m.format_version = "2")), "f")).toThrow(/format_version is "2"/);
-    expect(() => parseBasis(broken((m) => (m.r_max = "8")), "f")).toThrow(/has shape \[16, 64\], expected \[8, in ≥ 8\]/);
-    expect(() => parseBasis(broken((m) => (m.target_modules = '["q_proj"]')), "f")).toThrow(/unexpected tensor "pica\.basis\.layers\.0\.down_proj" \(the file declares 2 layers × \["q_proj"\]\)/);
-    expect(() => parseBasis(broken((_, t) => t.delete("pica.basis.layers.1.down_proj")), "f")).toThrow(/tensor "pica\.basis\.layers\.1\.down_proj" is missing/);
-    expect(() => parseBasis(broken((_, t) => (t.get("pica.basis.layers.0.q_proj")!.data[3] = Infinity)), "f")).toThrow(/row 0 column 3 is Infinity/);
     expect(() =>
       parseBasis(
-        broken((_, t) => t.get("pica.basis.layers.0.o_proj")!.data.subarray(0, 64).forEach((x, i, row) => (row[i] = -x))),
+        broken((m) => (m.format = "pica-adapter")),
+        "f",
+      ),
+    ).toThrow(/f: format is "pica-adapter", expected "pica-basis"/);
+    expect(() =>
+      parseBasis(
+        broken((m) => (m.format_version = "2")),
+        "f",
+      ),
+    ).toThrow(/format_version is "2"/);
+    expect(() =>
+      parseBasis(
+        broken((m) => (m.r_max = "8")),
+        "f",
+      ),
+    ).toThrow(/has shape \[16, 64\], expected \[8, in ≥ 8\]/);
+    expect(() =>
+      parseBasis(
+        broken((m) => (m.target_modules = '["q_proj"]')),
+        "f",
+      ),
+    ).toThrow(/unexpected tensor "pica\.basis\.layers\.0\.down_proj" \(the file declares 2 layers × \["q_proj"\]\)/);
+    expect(() =>
+      parseBasis(
+        broken((_, t) => t.delete("pica.basis.layers.1.down_proj")),
+        "f",
+      ),
+    ).toThrow(/tensor "pica\.basis\.layers\.1\.down_proj" is missing/);
+    expect(() =>
+      parseBasis(
+        broken((_, t) => (t.get("pica.basis.layers.0.q_proj")!.data[3] = Infinity)),
+        "f",
+      ),
+    ).toThrow(/row 0 column 3 is Infinity/);
+    expect(() =>
+      parseBasis(
+        broken((_, t) =>
+          t
+            .get("pica.basis.layers.0.o_proj")!
+            .data.subarray(0, 64)
+            .forEach((x, i, row) => (row[i] = -x)),
+        ),
         "f",
       ),
     ).toThrow(/row 0 is not sign-canonical/);

@@ -134,7 +134,9 @@ function checkRank(config: ModelConfig, rMax: number, targetModules: readonly Li
   for (const module of targetModules) {
     const [out, inputs] = linearShape(config, module);
     if (rMax > Math.min(out, inputs)) {
-      throw new Error(`rMax ${rMax} exceeds the rank limit of ${module}: its weight is [${out}, ${inputs}], so at most min(out, in) = ${Math.min(out, inputs)}`);
+      throw new Error(
+        `rMax ${rMax} exceeds the rank limit of ${module}: its weight is [${out}, ${inputs}], so at most min(out, in) = ${Math.min(out, inputs)}`,
+      );
     }
   }
 }
@@ -237,14 +239,16 @@ export function parseBasis(bytes: Uint8Array, fileName: string): Basis {
   } catch {
     fail(`target_modules ${JSON.stringify(field("target_modules"))} is not JSON`);
   }
-  if (!Array.isArray(modulesJson) || !modulesJson.every((m) => typeof m === "string")) fail(`target_modules must be a JSON array of module names, got ${field("target_modules")}`);
+  if (!Array.isArray(modulesJson) || !modulesJson.every((m) => typeof m === "string"))
+    fail(`target_modules must be a JSON array of module names, got ${field("target_modules")}`);
   let targetModules: LinearModule[] = [];
   try {
     targetModules = canonicalTargetModules(modulesJson as string[]);
   } catch (error) {
     fail(`target_modules: ${(error as Error).message}`);
   }
-  if (targetModules.join() !== (modulesJson as string[]).join()) fail(`target_modules ${field("target_modules")} is not in canonical order (${JSON.stringify(targetModules)})`);
+  if (targetModules.join() !== (modulesJson as string[]).join())
+    fail(`target_modules ${field("target_modules")} is not in canonical order (${JSON.stringify(targetModules)})`);
 
   for (const name of file.tensors.keys()) {
     const match = TENSOR_NAME.exec(name);
@@ -260,7 +264,8 @@ export function parseBasis(bytes: Uint8Array, fileName: string): Basis {
       const tensor = file.tensors.get(name) ?? fail(`tensor "${name}" is missing`);
       if (tensor.dtype !== "F32") fail(`tensor "${name}" is ${tensor.dtype}, expected F32`);
       const [rows, columns] = tensor.shape;
-      if (tensor.shape.length !== 2 || rows !== rMax || columns < rMax) fail(`tensor "${name}" has shape [${tensor.shape.join(", ")}], expected [${rMax}, in ≥ ${rMax}]`);
+      if (tensor.shape.length !== 2 || rows !== rMax || columns < rMax)
+        fail(`tensor "${name}" has shape [${tensor.shape.join(", ")}], expected [${rMax}, in ≥ ${rMax}]`);
       const width = widths.get(module) ?? columns;
       if (columns !== width) fail(`tensor "${name}" has ${columns} columns but layer 0's ${module} has ${width}`);
       widths.set(module, width);
@@ -371,12 +376,7 @@ export async function loadOrComputeBasis(
   return { basis, computed: true, seconds: seconds() };
 }
 
-function checkBasisMatches(
-  basis: Basis,
-  path: string,
-  config: ModelConfig,
-  expected: BasisRequest,
-): void {
+function checkBasisMatches(basis: Basis, path: string, config: ModelConfig, expected: BasisRequest): void {
   if (basis.baseFingerprint !== expected.baseFingerprint) {
     throw new BasisFormatError(
       path,
@@ -384,7 +384,8 @@ function checkBasisMatches(
         `move the file away or point the basis directory elsewhere`,
     );
   }
-  if (basis.rMax !== expected.rMax) throw new BasisFormatError(path, `r_max is ${basis.rMax}, expected ${expected.rMax} (the file name says r${expected.rMax})`);
+  if (basis.rMax !== expected.rMax)
+    throw new BasisFormatError(path, `r_max is ${basis.rMax}, expected ${expected.rMax} (the file name says r${expected.rMax})`);
   if (basis.targetModules.join() !== expected.targetModules.join()) {
     throw new BasisFormatError(
       path,

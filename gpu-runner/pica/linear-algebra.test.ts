@@ -108,7 +108,13 @@ describe.each([
     expect(orthonormalityError(zero.vectors, 3, 3)).toBe(0);
     const diagonal = eigen(Float64Array.of(1, 0, 0, 0, 3, 0, 0, 0, 2), 3);
     expect(Array.from(diagonal.values)).toEqual([3, 2, 1]);
-    expect(maxAbs(Array.from(diagonal.vectors).map(Math.abs).map((v, i) => v - [0, 1, 0, 0, 0, 1, 1, 0, 0][i]))).toBe(0);
+    expect(
+      maxAbs(
+        Array.from(diagonal.vectors)
+          .map(Math.abs)
+          .map((v, i) => v - [0, 1, 0, 0, 0, 1, 1, 0, 0][i]),
+      ),
+    ).toBe(0);
   });
 
   it("refuses non-finite input", () => {
@@ -169,7 +175,7 @@ describe("topEigenpairs", () => {
     for (let i = 0; i < count; i++) {
       expect(Math.abs(result.values[i] - dense.values[i])).toBeLessThan(1e-12 * dense.values[0]);
       const gap = Math.min(dense.values[i] - dense.values[i + 1], i > 0 ? dense.values[i - 1] - dense.values[i] : Infinity);
-      expect(signlessDistance(result.vectors, i, dense.vectors, i, n)).toBeLessThan(1e-9 * dense.values[0] / gap);
+      expect(signlessDistance(result.vectors, i, dense.vectors, i, n)).toBeLessThan((1e-9 * dense.values[0]) / gap);
     }
   });
 

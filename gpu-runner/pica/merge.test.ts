@@ -45,7 +45,13 @@ describe("mergeAdapters", () => {
       expect(m(merged, module).data).toEqual(expected);
       expect(m(merged, module).shape).toEqual(m(a, module).shape);
     }
-    expect(merged.provenance).toEqual({ kind: "merge", parts: [{ weight: 0.5, rank: 4, provenance: { seed: 1 } }, { weight: -1.25, rank: 4, provenance: { seed: 2 } }] });
+    expect(merged.provenance).toEqual({
+      kind: "merge",
+      parts: [
+        { weight: 0.5, rank: 4, provenance: { seed: 1 } },
+        { weight: -1.25, rank: 4, provenance: { seed: 2 } },
+      ],
+    });
     expect(() => validateAdapterFor(merged, { config, basis })).not.toThrow();
   });
 
@@ -108,7 +114,10 @@ describe("mergeAdapters", () => {
         for (const { adapter, weight } of parts) deltaW(adapter, layer, module).forEach((v, i) => (expected[i] += weight * v));
         let diff = 0;
         let norm = 0;
-        expected.forEach((v, i) => ((diff += (v - actual[i]) ** 2), (norm += v * v)));
+        expected.forEach((v, i) => {
+          diff += (v - actual[i]) ** 2;
+          norm += v * v;
+        });
         expect(norm).toBeGreaterThan(0);
         expect(Math.sqrt(diff / norm)).toBeLessThan(1e-6);
       }
@@ -117,13 +126,19 @@ describe("mergeAdapters", () => {
 
   it("refuses adapters of different bases, naming both ids", () => {
     const other = { ...randomAdapter("shared", 2, ["q_proj"], 13), basisId: "basis-b" };
-    expect(() => mergeAdapters([{ adapter: randomAdapter("shared", 2, ["q_proj"], 14), weight: 1 }, { adapter: other, weight: 1 }])).toThrow(
-      "part 1 has basis id basis-b but part 0 has basis-a",
-    );
+    expect(() =>
+      mergeAdapters([
+        { adapter: randomAdapter("shared", 2, ["q_proj"], 14), weight: 1 },
+        { adapter: other, weight: 1 },
+      ]),
+    ).toThrow("part 1 has basis id basis-b but part 0 has basis-a");
     const otherBase = { ...randomAdapter("shared", 2, ["q_proj"], 13), baseFingerprint: "base-2" };
-    expect(() => mergeAdapters([{ adapter: randomAdapter("shared", 2, ["q_proj"], 14), weight: 1 }, { adapter: otherBase, weight: 1 }])).toThrow(
-      "part 1 has base fingerprint base-2 but part 0 has base-1",
-    );
+    expect(() =>
+      mergeAdapters([
+        { adapter: randomAdapter("shared", 2, ["q_proj"], 14), weight: 1 },
+        { adapter: otherBase, weight: 1 },
+      ]),
+    ).toThrow("part 1 has base fingerprint base-2 but part 0 has base-1");
   });
 
   it("refuses no parts, non-finite weights and per_layer parts of different depths", () => {
@@ -132,7 +147,12 @@ describe("mergeAdapters", () => {
     expect(() => mergeAdapters([{ adapter: a, weight: Number.NaN }])).toThrow("part 0 has weight NaN, which is not finite");
     const shallow = randomAdapter("per_layer", 2, ["q_proj"], 16);
     shallow.m.delete("2.q_proj");
-    expect(() => mergeAdapters([{ adapter: a, weight: 1 }, { adapter: shallow, weight: 1 }])).toThrow("part 1 has 2 layers but an earlier per_layer part has 3");
+    expect(() =>
+      mergeAdapters([
+        { adapter: a, weight: 1 },
+        { adapter: shallow, weight: 1 },
+      ]),
+    ).toThrow("part 1 has 2 layers but an earlier per_layer part has 3");
   });
 });
 
@@ -142,7 +162,12 @@ describe("zeroAdapter", () => {
     expect(zero.m.size).toBe(6);
     for (const tensor of zero.m.values()) expect(tensor.data.every((v) => v === 0)).toBe(true);
     const a = randomAdapter("per_layer", 4, ["v_proj", "up_proj"], 17);
-    expect(mergeAdapters([{ adapter: a, weight: 1 }, { adapter: zero, weight: 5 }]).m).toEqual(a.m);
+    expect(
+      mergeAdapters([
+        { adapter: a, weight: 1 },
+        { adapter: zero, weight: 5 },
+      ]).m,
+    ).toEqual(a.m);
     expect(() => zeroAdapter({ config, basis }, { rank: R_MAX + 1 })).toThrow("rank 7 must be an integer in [1, 6]");
   });
 });

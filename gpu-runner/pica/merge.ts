@@ -15,10 +15,7 @@ export interface WeightedAdapter {
 }
 
 /** Σ wᵢ Mᵢ over adapters of one basis, accumulated in float64 and rounded once to float32. */
-export function mergeAdapters(
-  parts: readonly WeightedAdapter[],
-  options: { provenance?: Record<string, unknown> } = {},
-): PicaAdapter {
+export function mergeAdapters(parts: readonly WeightedAdapter[], options: { provenance?: Record<string, unknown> } = {}): PicaAdapter {
   if (parts.length === 0) throw new Error("mergeAdapters needs at least one adapter");
   const first = parts[0].adapter;
   parts.forEach(({ adapter, weight }, index) => {
@@ -28,9 +25,7 @@ export function mergeAdapters(
       throw new Error(`mergeAdapters: part ${index} has basis id ${adapter.basisId} but part 0 has ${first.basisId}`);
     }
     if (adapter.baseFingerprint !== first.baseFingerprint) {
-      throw new Error(
-        `mergeAdapters: part ${index} has base fingerprint ${adapter.baseFingerprint} but part 0 has ${first.baseFingerprint}`,
-      );
+      throw new Error(`mergeAdapters: part ${index} has base fingerprint ${adapter.baseFingerprint} but part 0 has ${first.baseFingerprint}`);
     }
   });
 

@@ -37,7 +37,14 @@ function randomLora(modules: LinearModule[], layers: number[], r: number, seed: 
   }
   return tensors;
 }
-const loraConfig = (extra: Record<string, unknown> = {}) => ({ peft_type: "LORA", r: 3, lora_alpha: 6, target_modules: ["q_proj", "down_proj"], bias: "none", ...extra });
+const loraConfig = (extra: Record<string, unknown> = {}) => ({
+  peft_type: "LORA",
+  r: 3,
+  lora_alpha: 6,
+  target_modules: ["q_proj", "down_proj"],
+  bias: "none",
+  ...extra,
+});
 
 /** Dense float64 s·B A [out, in]. */
 function denseDelta(tensors: Map<string, FloatTensor>, layer: number, module: LinearModule, scale: number): Float64Array {
@@ -76,7 +83,10 @@ function denseError(adapter: PicaAdapter, tensors: Map<string, FloatTensor>, mod
   for (let layer = 0; layer < L; layer++) {
     const delta = denseDelta(tensors, layer, module, scale);
     const fit = matmul(adapter.m.get(adapterKey(adapter.sharing, module, layer))!.data, P(layer, module), out, adapter.rank, inDim);
-    delta.forEach((v, i) => ((residual += (v - fit[i]) ** 2), (norm += v * v)));
+    delta.forEach((v, i) => {
+      residual += (v - fit[i]) ** 2;
+      norm += v * v;
+    });
   }
   return Math.sqrt(residual / norm);
 }
@@ -174,7 +184,12 @@ describe("importPeft", () => {
     const plain = importPeft(loraConfig({ r: 4, lora_alpha: 8 }), tensors, basis, config, { sharing: "per_layer", rank: 3 });
     const rslora = importPeft(loraConfig({ r: 4, lora_alpha: 8, use_rslora: true }), tensors, basis, config, { sharing: "per_layer", rank: 3 });
     for (const [key, m] of plain.adapter.m) {
-      expect(maxDiff(rslora.adapter.m.get(key)!.data, m.data.map((v) => 2 * v))).toBeLessThan(1e-5); // (8/√4) / (8/4)
+      expect(
+        maxDiff(
+          rslora.adapter.m.get(key)!.data,
+          m.data.map((v) => 2 * v),
+        ),
+      ).toBeLessThan(1e-5); // (8/√4) / (8/4)
     }
     expect(rslora.projectionError.q_proj).toBeCloseTo(plain.projectionError.q_proj, 9);
   });
@@ -199,7 +214,9 @@ describe("importPeft", () => {
     expect(() => importPeft(loraConfig({ target_modules: ".*\\.q_proj" }), some, basis, config, { sharing: "shared", rank: 2 })).toThrow("is not targeted");
     const all = randomLora([...LINEAR_MODULES], [0, 1, 2], 3, 7);
     expect(() => importPeft(loraConfig({ target_modules: "all-linear" }), all, basis, config, { sharing: "shared", rank: 2 })).not.toThrow();
-    expect(() => importPeft(loraConfig({ target_modules: "all-linear" }), some, basis, config, { sharing: "shared", rank: 2 })).toThrow("k_proj.lora_A.weight: is missing");
+    expect(() => importPeft(loraConfig({ target_modules: "all-linear" }), some, basis, config, { sharing: "shared", rank: 2 })).toThrow(
+      "k_proj.lora_A.weight: is missing",
+    );
   });
 
   describe("rejects what it cannot import, naming the field or tensor", () => {
@@ -217,16 +234,61 @@ describe("importPeft", () => {
       ["DoRA", loraConfig({ use_dora: true }), tensors, "adapter_config.json: use_dora: is true"],
       ["modules_to_save", loraConfig({ modules_to_save: ["lm_head"] }), tensors, "adapter_config.json: modules_to_save: fully trained modules [lm_head]"],
       ["missing r", { ...loraConfig(), r: undefined }, tensors, "adapter_config.json: r:"],
-      ["a non-linear target", loraConfig({ target_modules: ["q_proj", "down_proj", "lm_head"] }), tensors, 'adapter_config.json: target_modules: "lm_head" is not a decoder linear module'],
+      [
+        "a non-linear target",
+        loraConfig({ target_modules: ["q_proj", "down_proj", "lm_head"] }),
+        tensors,
+        'adapter_config.json: target_modules: "lm_head" is not a decoder linear module',
+      ],
       ["a bad regex", loraConfig({ target_modules: "(q_proj" }), tensors, "adapter_config.json: target_modules: is not a valid regular expression"],
-      ["a missing lora_B", loraConfig(), edit((t) => t.delete(peftTensorName(2, "down_proj", "lora_B"))), "tensor base_model.model.model.layers.2.mlp.down_proj.lora_B.weight: is missing (its lora_A is present)"],
-      ["a targeted module without tensors", loraConfig({ target_modules: ["q_proj", "v_proj", "down_proj"] }), tensors, "tensor base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight: is missing (adapter_config.json targets this module)"],
-      ["an untargeted tensor", loraConfig({ target_modules: ["q_proj"] }), tensors, "tensor base_model.model.model.layers.0.mlp.down_proj.lora_A.weight: is not targeted"],
-      ["an extra tensor", loraConfig(), edit((t) => t.set("base_model.model.lm_head.lora_A.weight", { shape: [3, 16], data: new Float32Array(48) })), "tensor base_model.model.lm_head.lora_A.weight: is not a lora_A/lora_B weight"],
-      ["a wrong block", loraConfig(), edit((t) => t.set("base_model.model.model.layers.0.mlp.q_proj.lora_A.weight", t.get(q0A)!)), "tensor base_model.model.model.layers.0.mlp.q_proj.lora_A.weight: is not a lora_A/lora_B weight"],
-      ["a layer beyond the model", loraConfig(), edit((t) => t.set(peftTensorName(3, "q_proj", "lora_A"), t.get(q0A)!)), "tensor base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight: layer 3 is beyond the model's 3 layers"],
-      ["a shape mismatch", loraConfig(), edit((t) => t.set(q0A, { shape: [3, 8], data: new Float32Array(24) })), `tensor ${q0A}: has shape [3, 8], expected [3, 16] (r, in)`],
-      ["a NaN", loraConfig(), edit((t) => t.set(q0A, { shape: [3, 16], data: new Float32Array(48).fill(Number.NaN) })), `tensor ${q0A}: value NaN at index 0 is not finite`],
+      [
+        "a missing lora_B",
+        loraConfig(),
+        edit((t) => t.delete(peftTensorName(2, "down_proj", "lora_B"))),
+        "tensor base_model.model.model.layers.2.mlp.down_proj.lora_B.weight: is missing (its lora_A is present)",
+      ],
+      [
+        "a targeted module without tensors",
+        loraConfig({ target_modules: ["q_proj", "v_proj", "down_proj"] }),
+        tensors,
+        "tensor base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight: is missing (adapter_config.json targets this module)",
+      ],
+      [
+        "an untargeted tensor",
+        loraConfig({ target_modules: ["q_proj"] }),
+        tensors,
+        "tensor base_model.model.model.layers.0.mlp.down_proj.lora_A.weight: is not targeted",
+      ],
+      [
+        "an extra tensor",
+        loraConfig(),
+        edit((t) => t.set("base_model.model.lm_head.lora_A.weight", { shape: [3, 16], data: new Float32Array(48) })),
+        "tensor base_model.model.lm_head.lora_A.weight: is not a lora_A/lora_B weight",
+      ],
+      [
+        "a wrong block",
+        loraConfig(),
+        edit((t) => t.set("base_model.model.model.layers.0.mlp.q_proj.lora_A.weight", t.get(q0A)!)),
+        "tensor base_model.model.model.layers.0.mlp.q_proj.lora_A.weight: is not a lora_A/lora_B weight",
+      ],
+      [
+        "a layer beyond the model",
+        loraConfig(),
+        edit((t) => t.set(peftTensorName(3, "q_proj", "lora_A"), t.get(q0A)!)),
+        "tensor base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight: layer 3 is beyond the model's 3 layers",
+      ],
+      [
+        "a shape mismatch",
+        loraConfig(),
+        edit((t) => t.set(q0A, { shape: [3, 8], data: new Float32Array(24) })),
+        `tensor ${q0A}: has shape [3, 8], expected [3, 16] (r, in)`,
+      ],
+      [
+        "a NaN",
+        loraConfig(),
+        edit((t) => t.set(q0A, { shape: [3, 16], data: new Float32Array(48).fill(Number.NaN) })),
+        `tensor ${q0A}: value NaN at index 0 is not finite`,
+      ],
       ["no tensors", loraConfig(), new Map(), "adapter_model.safetensors: has no LoRA tensors"],
     ];
     it.each(cases)("%s", (_, peftConfig, input, message) => {

@@ -38,12 +38,7 @@ export function peftTensorName(layer: number, module: LinearModule, part: "lora_
 }
 
 /** The LoRA form of a PiCa adapter: lora_A = P_l[:r] [r, in], lora_B = M [out, r], alpha = r. */
-export function exportPeft(
-  adapter: PicaAdapter,
-  basis: Basis,
-  config: ModelConfig,
-  options: { baseModelName?: string } = {},
-): PeftAdapter {
+export function exportPeft(adapter: PicaAdapter, basis: Basis, config: ModelConfig, options: { baseModelName?: string } = {}): PeftAdapter {
   validateAdapterFor(adapter, { config, basis });
   const { rank } = adapter;
   const tensors = new Map<string, FloatTensor>();
@@ -130,7 +125,10 @@ const peftConfigSchema = z
     use_dora: z.boolean().optional(),
     lora_bias: z.boolean().optional(),
     modules_to_save: z.array(z.string()).nullable().optional(),
-    layers_to_transform: z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).nullable().optional(),
+    layers_to_transform: z
+      .union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())])
+      .nullable()
+      .optional(),
     rank_pattern: z.record(z.string(), z.number().int().positive()).nullable().optional(),
     alpha_pattern: z.record(z.string(), z.number()).nullable().optional(),
     base_model_name_or_path: z.string().nullable().optional(),

@@ -174,7 +174,12 @@ async function subspaceIteration(
       for (let i = 0; i < converged; i++) lockedResidual = Math.max(lockedResidual, relative(i));
       locked += converged;
     }
-    const active = { x: x.subarray(converged * n), ax: ax.subarray(converged * n), values: values.subarray(converged), residuals: residuals.subarray(converged) };
+    const active = {
+      x: x.subarray(converged * n),
+      ax: ax.subarray(converged * n),
+      values: values.subarray(converged),
+      residuals: residuals.subarray(converged),
+    };
     m -= converged;
 
     // Damp the spectrum below the smallest Ritz value (the cut) and amplify what lies above it,
@@ -184,7 +189,10 @@ async function subspaceIteration(
     const cut = Math.max(active.values[m - 1], 1e-3 * largest);
     const slowest = count - locked - 1; // the lowest wanted pair, the last to converge
     const needed = (relative(converged + slowest) / settings.tolerance) * FILTER_MARGIN;
-    x = top > cut * (1 + 1e-12) ? await chebyshevFilter(active, timesA, { cut, top, target: active.values[slowest], needed }, m, n) : Float64Array.from(active.ax);
+    x =
+      top > cut * (1 + 1e-12)
+        ? await chebyshevFilter(active, timesA, { cut, top, target: active.values[slowest], needed }, m, n)
+        : Float64Array.from(active.ax);
     for (let pass = 0; pass < (locked > 0 ? 2 : 1); pass++) {
       if (locked > 0) x = await projectOut(product, x, m, lockedVectors.subarray(0, locked * n), locked, n);
       x = await orthonormalizeRowsWith(product, x, m, n, refill);

@@ -7,7 +7,28 @@
  */
 import { Rng } from "../random.ts";
 
-const NAMES = ["Ada", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lena", "Milo", "Nora", "Omar", "Pia", "Quinn", "Rosa", "Sam", "Tara"];
+const NAMES = [
+  "Ada",
+  "Ben",
+  "Cleo",
+  "Dan",
+  "Eva",
+  "Finn",
+  "Gia",
+  "Hugo",
+  "Ivy",
+  "Jon",
+  "Kai",
+  "Lena",
+  "Milo",
+  "Nora",
+  "Omar",
+  "Pia",
+  "Quinn",
+  "Rosa",
+  "Sam",
+  "Tara",
+];
 const ANIMALS = ["cat", "dog", "fox", "owl", "bear", "wolf", "hare", "crow", "frog", "goat", "mouse", "horse", "duck", "seal", "deer"];
 const THINGS = ["book", "lamp", "cup", "key", "ball", "coat", "map", "box", "rope", "bell", "kite", "drum", "boat", "ring", "hat"];
 const PLACES = ["the park", "the river", "the market", "the hill", "the garden", "the station", "the library", "the forest", "the harbor", "the kitchen"];

@@ -136,22 +136,25 @@ describe("OnnxSession.create", () => {
     expect(sessionCreationCount()).toBe(before);
   });
 
-  it.skipIf(existsSync(join(dirname(require.resolve("onnxruntime-node")), "..", "bin", "napi-v6", process.platform, process.arch, "libonnxruntime_providers_cuda.so")))(
-    "fails naming a provider whose libraries are not installed (CUDA here) rather than falling back to the CPU",
-    async () => {
-      const before = sessionCreationCount();
-      const error = await OnnxSession.create(g.serialize(), signature, { executionProvider: "cuda" }).then(
-        () => null,
-        (e: Error) => e,
-      );
-      expect(error?.message).toMatch(/^onnxruntime could not load the model on cuda: .*Failed to load shared library.*is the cuda execution provider installed on this host\? See the README's GPU section/s);
-      expect(sessionCreationCount()).toBe(before);
-    },
-  );
+  it.skipIf(
+    existsSync(join(dirname(require.resolve("onnxruntime-node")), "..", "bin", "napi-v6", process.platform, process.arch, "libonnxruntime_providers_cuda.so")),
+  )("fails naming a provider whose libraries are not installed (CUDA here) rather than falling back to the CPU", async () => {
+    const before = sessionCreationCount();
+    const error = await OnnxSession.create(g.serialize(), signature, { executionProvider: "cuda" }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(error?.message).toMatch(
+      /^onnxruntime could not load the model on cuda: .*Failed to load shared library.*is the cuda execution provider installed on this host\? See the README's GPU section/s,
+    );
+    expect(sessionCreationCount()).toBe(before);
+  });
 
   it("turns bytes that are not a model into a readable error, counting no session", async () => {
     const before = sessionCreationCount();
-    await expect(OnnxSession.create(Uint8Array.from([1, 2, 3, 4, 5]), signature)).rejects.toThrow(/^onnxruntime could not load the model\b.*protobuf parsing failed/);
+    await expect(OnnxSession.create(Uint8Array.from([1, 2, 3, 4, 5]), signature)).rejects.toThrow(
+      /^onnxruntime could not load the model\b.*protobuf parsing failed/,
+    );
     expect(sessionCreationCount()).toBe(before);
   });
 });

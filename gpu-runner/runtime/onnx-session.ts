@@ -116,7 +116,9 @@ export class OnnxSession {
       executionMode: "sequential",
       ...(options.profileFilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
       ...(options.deviceOutputs !== undefined && options.deviceOutputs.length > 0
-        ? { preferredOutputLocation: Object.fromEntries(signature.outputs.map((o) => [o.name, options.deviceOutputs!.includes(o.name) ? "gpu-buffer" : "cpu"])) }
+        ? {
+            preferredOutputLocation: Object.fromEntries(signature.outputs.map((o) => [o.name, options.deviceOutputs!.includes(o.name) ? "gpu-buffer" : "cpu"])),
+          }
         : {}),
       extra: {
         session: {
@@ -151,7 +153,8 @@ export class OnnxSession {
     this.checkFeeds(feeds);
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, tensor] of Object.entries(feeds)) {
-      ortFeeds[name] = tensor instanceof DeviceTensor ? tensor.tensor : new ort.Tensor(ORT_TYPE[tensor.dtype], tensor.data as ort.Tensor.DataType, tensor.shape);
+      ortFeeds[name] =
+        tensor instanceof DeviceTensor ? tensor.tensor : new ort.Tensor(ORT_TYPE[tensor.dtype], tensor.data as ort.Tensor.DataType, tensor.shape);
     }
     const wanted = outputNames ?? this.signature.outputs.map((o) => o.name);
     for (const name of wanted) {
@@ -161,7 +164,9 @@ export class OnnxSession {
     try {
       results = await this.session.run(ortFeeds, wanted);
     } catch (error) {
-      const described = Object.entries(feeds).map(([n, t]) => `${n}:${t.dtype}[${t.shape.join(",")}]`).join(" ");
+      const described = Object.entries(feeds)
+        .map(([n, t]) => `${n}:${t.dtype}[${t.shape.join(",")}]`)
+        .join(" ");
       throw new Error(`onnxruntime run failed: ${(error as Error).message} (inputs ${described})`);
     }
     const host: Record<string, HostTensor> = {};

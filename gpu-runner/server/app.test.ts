@@ -14,12 +14,17 @@ const tokenizer = TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerCon
 const { config, weights } = tinyModel("llama-gqa");
 
 function post(app: ReturnType<typeof createRunnerApp>, path: string, body: unknown): Promise<Response> {
-  return Promise.resolve(app.request(path, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) }));
+  return Promise.resolve(
+    app.request(path, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) }),
+  );
 }
 
 /** The data payloads of an SSE body. */
 function sseData(text: string): string[] {
-  return text.split("\n").filter((line) => line.startsWith("data: ")).map((line) => line.slice(6));
+  return text
+    .split("\n")
+    .filter((line) => line.startsWith("data: "))
+    .map((line) => line.slice(6));
 }
 
 describe("runner API", () => {
@@ -41,16 +46,35 @@ describe("runner API", () => {
   };
 
   it("answers a chat completion with the adapter's greedy text and usage", async () => {
-    const response = await post(app, "/v1/chat/completions", { model: "tenant-a", messages: [{ role: "user", content: "hi" }], max_tokens: 10, temperature: 0 });
+    const response = await post(app, "/v1/chat/completions", {
+      model: "tenant-a",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 10,
+      temperature: 0,
+    });
     expect(response.status).toBe(200);
-    const body = (await response.json()) as { object: string; choices: { message: { content: string }; finish_reason: string }[]; usage: Record<string, number> };
+    const body = (await response.json()) as {
+      object: string;
+      choices: { message: { content: string }; finish_reason: string }[];
+      usage: Record<string, number>;
+    };
     const reference = await expected("tenant-a", 10);
     expect(body.object).toBe("chat.completion");
     expect(body.choices[0].message.content).toBe(reference.text);
     expect(body.choices[0].finish_reason).toBe(reference.reason);
-    expect(body.usage).toEqual({ prompt_tokens: reference.promptTokens, completion_tokens: reference.completionTokens, total_tokens: reference.promptTokens + reference.completionTokens });
+    expect(body.usage).toEqual({
+      prompt_tokens: reference.promptTokens,
+      completion_tokens: reference.completionTokens,
+      total_tokens: reference.promptTokens + reference.completionTokens,
+    });
     // adapter_id (what @huggingface/inference sends) selects the same adapter.
-    const viaAdapterId = await post(app, "/v1/chat/completions", { model: "tiny", adapter_id: "tenant-a", messages: [{ role: "user", content: "hi" }], max_tokens: 10, temperature: 0 });
+    const viaAdapterId = await post(app, "/v1/chat/completions", {
+      model: "tiny",
+      adapter_id: "tenant-a",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 10,
+      temperature: 0,
+    });
     expect(((await viaAdapterId.json()) as typeof body).choices[0].message.content).toBe(reference.text);
   });
 
@@ -66,7 +90,9 @@ describe("runner API", () => {
     expect(response.headers.get("content-type")).toMatch(/text\/event-stream/);
     const data = sseData(await response.text());
     expect(data.at(-1)).toBe("[DONE]");
-    const chunks = data.slice(0, -1).map((d) => JSON.parse(d) as { choices: { delta?: { content?: string }; finish_reason: string | null }[]; usage?: { completion_tokens: number } });
+    const chunks = data
+      .slice(0, -1)
+      .map((d) => JSON.parse(d) as { choices: { delta?: { content?: string }; finish_reason: string | null }[]; usage?: { completion_tokens: number } });
     const text = chunks.flatMap((c) => c.choices.map((choice) => choice.delta?.content ?? "")).join("");
     const reference = await expected(null, 12);
     expect(text).toBe(reference.text);

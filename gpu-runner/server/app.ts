@@ -121,7 +121,14 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
         const usage = usageOf(choices, finished);
         const body =
           kind === "chat"
-            ? { id, object: "chat.completion", created, model, choices: finished.map((f, i) => ({ index: i, message: { role: "assistant", content: f.text }, finish_reason: f.reason })), usage }
+            ? {
+                id,
+                object: "chat.completion",
+                created,
+                model,
+                choices: finished.map((f, i) => ({ index: i, message: { role: "assistant", content: f.text }, finish_reason: f.reason })),
+                usage,
+              }
             : { id, object: "text_completion", created, model, choices: finished.map((f, i) => ({ index: i, text: f.text, finish_reason: f.reason })), usage };
         return c.json(body);
       })();
@@ -134,7 +141,14 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
           : { id, object: "text_completion", created, model, choices: [{ index, text: text ?? "", finish_reason: reason }] };
       const finished: Extract<GenerationEvent, { type: "finish" }>[] = [];
       try {
-        if (kind === "chat") for (const choice of choices) await sse.writeSSE({ data: JSON.stringify({ ...chunk(choice.index, null, null), choices: [{ index: choice.index, delta: { role: "assistant", content: "" }, finish_reason: null }] }) });
+        if (kind === "chat")
+          for (const choice of choices)
+            await sse.writeSSE({
+              data: JSON.stringify({
+                ...chunk(choice.index, null, null),
+                choices: [{ index: choice.index, delta: { role: "assistant", content: "" }, finish_reason: null }],
+              }),
+            });
         await Promise.all(
           streams.map(async (events, index) => {
             for await (const event of events) {
@@ -148,7 +162,17 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
             }
           }),
         );
-        if (request.include_usage) await sse.writeSSE({ data: JSON.stringify({ id, object: kind === "chat" ? "chat.completion.chunk" : "text_completion", created, model, choices: [], usage: usageOf(choices, finished) }) });
+        if (request.include_usage)
+          await sse.writeSSE({
+            data: JSON.stringify({
+              id,
+              object: kind === "chat" ? "chat.completion.chunk" : "text_completion",
+              created,
+              model,
+              choices: [],
+              usage: usageOf(choices, finished),
+            }),
+          });
         await sse.writeSSE({ data: "[DONE]" });
       } catch (error) {
         // Headers are gone: end the stream with an error event a client can read, then close.
@@ -175,7 +199,11 @@ function adapterFor(request: SamplingParameters, modelId: string, knowsAdapter: 
   const requested = request.adapter_id ?? request.model;
   const adapterId = requested === modelId ? null : requested;
   if (adapterId !== null && !knowsAdapter(adapterId)) {
-    throw notFound(`The model '${adapterId}' does not exist or you do not have access to it.`, request.adapter_id !== undefined ? "adapter_id" : "model", "model_not_found");
+    throw notFound(
+      `The model '${adapterId}' does not exist or you do not have access to it.`,
+      request.adapter_id !== undefined ? "adapter_id" : "model",
+      "model_not_found",
+    );
   }
   return adapterId;
 }

@@ -78,7 +78,11 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
     throw new Error("generation ended without a finish event");
   }
   const aloneChat = (content: string, adapterId: string | null, maxNewTokens: number) =>
-    alone(tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content }], { addGenerationPrompt: true }), { addSpecialTokens: false }), adapterId, maxNewTokens);
+    alone(
+      tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content }], { addGenerationPrompt: true }), { addSpecialTokens: false }),
+      adapterId,
+      maxNewTokens,
+    );
   const aloneText = (prompt: string, adapterId: string | null, maxNewTokens: number) => alone(tokenizer.encode(prompt), adapterId, maxNewTokens);
   const usageOf = (reference: Finish) => ({
     prompt_tokens: reference.promptTokens,
@@ -90,7 +94,12 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
     it("chat.completions.create returns the adapter's greedy text, finish reason and usage", async () => {
       const reference = await aloneChat("hi", "tenant-0", 10);
       expect(reference.text.length).toBeGreaterThan(0);
-      const completion = await openai.chat.completions.create({ model: "tenant-0", messages: [{ role: "user", content: "hi" }], max_tokens: 10, temperature: 0 });
+      const completion = await openai.chat.completions.create({
+        model: "tenant-0",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 10,
+        temperature: 0,
+      });
       expect(completion.object).toBe("chat.completion");
       expect(completion.model).toBe("tenant-0");
       expect(completion.choices).toHaveLength(1);
@@ -133,7 +142,14 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
 
     it("completions.create streams the same text, then a usage chunk", async () => {
       const reference = await aloneText("Once upon", null, 9);
-      const stream = await openai.completions.create({ model: MODEL_ID, prompt: "Once upon", max_tokens: 9, temperature: 0, stream: true, stream_options: { include_usage: true } });
+      const stream = await openai.completions.create({
+        model: MODEL_ID,
+        prompt: "Once upon",
+        max_tokens: 9,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
       const chunks = [];
       for await (const chunk of stream) chunks.push(chunk);
       expect(chunks.flatMap((c) => c.choices.map((choice) => choice.text)).join("")).toBe(reference.text);
@@ -143,7 +159,11 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
 
     it("many adapters and the base model in flight at once each get what they get alone", async () => {
       // Seven concurrent streams on four rows: some wait, all mix adapters in one batch.
-      const requests = [null, ...ADAPTERS].map((adapterId, i) => ({ adapterId, content: `request ${i}: ${"abc".slice(0, 1 + (i % 3))}`, maxTokens: 6 + 2 * i }));
+      const requests = [null, ...ADAPTERS].map((adapterId, i) => ({
+        adapterId,
+        content: `request ${i}: ${"abc".slice(0, 1 + (i % 3))}`,
+        maxTokens: 6 + 2 * i,
+      }));
       const answers = await Promise.all(
         requests.map(async ({ adapterId, content, maxTokens }) => {
           const stream = await openai.chat.completions.create({
@@ -224,7 +244,10 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
     it("chatCompletion posts to /v1/chat/completions; `model` picks the adapter", async () => {
       const reference = await aloneChat("hi", "tenant-3", 10);
       const output = await hf.chatCompletion({ model: "tenant-3", messages: [{ role: "user", content: "hi" }], max_tokens: 10, temperature: 0 });
-      expect(lastSent()).toEqual({ url: `${served.url}/v1/chat/completions`, body: { model: "tenant-3", messages: [{ role: "user", content: "hi" }], max_tokens: 10, temperature: 0 } });
+      expect(lastSent()).toEqual({
+        url: `${served.url}/v1/chat/completions`,
+        body: { model: "tenant-3", messages: [{ role: "user", content: "hi" }], max_tokens: 10, temperature: 0 },
+      });
       expect(output.choices[0].message.content).toBe(reference.text);
       expect(output.choices[0].finish_reason).toBe(reference.reason);
       expect(output.usage).toEqual(usageOf(reference));
@@ -232,7 +255,13 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
 
     it("chatCompletion passes a top-level adapter_id through, and it wins over `model`", async () => {
       const reference = await aloneChat("hi", "tenant-4", 10);
-      const output = await hf.chatCompletion({ model: MODEL_ID, adapter_id: "tenant-4", messages: [{ role: "user", content: "hi" }], max_tokens: 10, temperature: 0 });
+      const output = await hf.chatCompletion({
+        model: MODEL_ID,
+        adapter_id: "tenant-4",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 10,
+        temperature: 0,
+      });
       expect(lastSent().body).toMatchObject({ model: MODEL_ID, adapter_id: "tenant-4" });
       expect(output.choices[0].message.content).toBe(reference.text);
     });
@@ -241,7 +270,12 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
       const reference = await aloneChat("hello", "tenant-5", 12);
       let text = "";
       const reasons: (string | undefined)[] = [];
-      for await (const chunk of hf.chatCompletionStream({ model: "tenant-5", messages: [{ role: "user", content: "hello" }], max_tokens: 12, temperature: 0 })) {
+      for await (const chunk of hf.chatCompletionStream({
+        model: "tenant-5",
+        messages: [{ role: "user", content: "hello" }],
+        max_tokens: 12,
+        temperature: 0,
+      })) {
         text += chunk.choices[0]?.delta.content ?? "";
         if (chunk.choices[0]?.finish_reason) reasons.push(chunk.choices[0].finish_reason);
       }
@@ -252,16 +286,27 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
 
     it("textGeneration posts an OpenAI completion to /v1/completions; parameters.adapter_id picks the adapter", async () => {
       const reference = await aloneText("Once upon", "tenant-3", 8);
-      const output = await hf.textGeneration({ model: MODEL_ID, inputs: "Once upon", parameters: { adapter_id: "tenant-3", max_new_tokens: 8, temperature: 0 } });
+      const output = await hf.textGeneration({
+        model: MODEL_ID,
+        inputs: "Once upon",
+        parameters: { adapter_id: "tenant-3", max_new_tokens: 8, temperature: 0 },
+      });
       // The client flattens `parameters` into the body and renames max_new_tokens; it does not
       // send TGI's {inputs, parameters} to the endpoint's root.
-      expect(lastSent()).toEqual({ url: `${served.url}/v1/completions`, body: { model: MODEL_ID, adapter_id: "tenant-3", max_tokens: 8, temperature: 0, prompt: "Once upon" } });
+      expect(lastSent()).toEqual({
+        url: `${served.url}/v1/completions`,
+        body: { model: MODEL_ID, adapter_id: "tenant-3", max_tokens: 8, temperature: 0, prompt: "Once upon" },
+      });
       expect(output).toEqual({ generated_text: reference.text });
     });
 
     it("textGeneration with `model` naming an adapter; TGI parameters the runner does not use are ignored", async () => {
       const reference = await aloneText("The", "tenant-0", 6);
-      const output = await hf.textGeneration({ model: "tenant-0", inputs: "The", parameters: { max_new_tokens: 6, temperature: 0, do_sample: false, return_full_text: false, repetition_penalty: 1, watermark: false } });
+      const output = await hf.textGeneration({
+        model: "tenant-0",
+        inputs: "The",
+        parameters: { max_new_tokens: 6, temperature: 0, do_sample: false, return_full_text: false, repetition_penalty: 1, watermark: false },
+      });
       expect(output.generated_text).toBe(reference.text);
     });
 
@@ -308,7 +353,13 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
     it("mid-stream frees its row at once, and a later request is still exact", async () => {
       const client = openaiClient(slowServed);
       for (const how of ["controller.abort()", "break"] as const) {
-        const stream = await client.chat.completions.create({ model: "tenant-1", messages: [{ role: "user", content: "go on" }], max_tokens: 400, temperature: 0, stream: true });
+        const stream = await client.chat.completions.create({
+          model: "tenant-1",
+          messages: [{ role: "user", content: "go on" }],
+          max_tokens: 400,
+          temperature: 0,
+          stream: true,
+        });
         let contentChunks = 0;
         for await (const chunk of stream) {
           if ((chunk.choices[0]?.delta.content ?? "").length > 0 && ++contentChunks === 3) {
@@ -323,7 +374,12 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
         expect(slow.stats).toEqual({ running: 0, waiting: 0 });
       }
       const reference = await aloneChat("hi", "tenant-2", 8);
-      const completion = await client.chat.completions.create({ model: "tenant-2", messages: [{ role: "user", content: "hi" }], max_tokens: 8, temperature: 0 });
+      const completion = await client.chat.completions.create({
+        model: "tenant-2",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 8,
+        temperature: 0,
+      });
       expect(completion.choices[0].message.content).toBe(reference.text);
       expect(slow.stats).toEqual({ running: 0, waiting: 0 });
     });
@@ -331,7 +387,10 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
     it("before a non-streamed answer frees its row at once", async () => {
       const client = openaiClient(slowServed);
       const controller = new AbortController();
-      const request = client.chat.completions.create({ model: "tenant-1", messages: [{ role: "user", content: "go on" }], max_tokens: 200, temperature: 0 }, { signal: controller.signal });
+      const request = client.chat.completions.create(
+        { model: "tenant-1", messages: [{ role: "user", content: "go on" }], max_tokens: 200, temperature: 0 },
+        { signal: controller.signal },
+      );
       await waitFor("the request to take a row", () => slow.stats.running === 1);
       const stepsAtDisconnect = steps;
       controller.abort();
@@ -364,7 +423,8 @@ describe("the runner over HTTP, driven by the openai and @huggingface/inference 
       closing.push(served);
       return { scheduler, client: openaiClient(served), release, steps: () => steps };
     }
-    const occupy = (scheduler: Scheduler, prompt: string) => scheduler.submit({ promptIds: tokenizer.encode(prompt), adapterId: null, options: { maxNewTokens: 3, temperature: 0 } });
+    const occupy = (scheduler: Scheduler, prompt: string) =>
+      scheduler.submit({ promptIds: tokenizer.encode(prompt), adapterId: null, options: { maxNewTokens: 3, temperature: 0 } });
     async function tokensOf(events: AsyncIterable<GenerationEvent>): Promise<number> {
       for await (const event of events) if (event.type === "finish") return event.completionTokens;
       throw new Error("generation ended without a finish event");

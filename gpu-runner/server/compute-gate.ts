@@ -45,7 +45,7 @@ export class ComputeGate {
     const starved = this.inferenceBusy;
     while (this.trainingTurn !== null) await this.trainingTurn; // another training caller
     // Claim the device: inference steps starting from now wait for this slice; the one in flight finishes first.
-    let release = () => undefined as void;
+    let release: () => void = () => {};
     this.trainingTurn = new Promise<void>((resolve) => (release = resolve));
     try {
       while (this.inferenceStep !== null) await this.inferenceStep.catch(() => undefined);

@@ -41,11 +41,27 @@ describe("runner heartbeat", () => {
       edgeUrl: edge.url,
       secret: "s3cret",
       intervalMs: 50,
-      report: () => ({ id: "r1", url: "http://127.0.0.1:8400", base_model: "pica-base-4m", basis_id: "abc", running: beats++, waiting: 0, resident_adapters: 3 }),
+      report: () => ({
+        id: "r1",
+        url: "http://127.0.0.1:8400",
+        base_model: "pica-base-4m",
+        basis_id: "abc",
+        running: beats++,
+        waiting: 0,
+        resident_adapters: 3,
+      }),
     });
     running.push({ heartbeat, server: edge.server });
     await expect.poll(() => edge.beats.length, { timeout: 2000 }).toBeGreaterThanOrEqual(3);
-    expect(edge.beats[0]).toEqual({ id: "r1", url: "http://127.0.0.1:8400", base_model: "pica-base-4m", basis_id: "abc", running: 0, waiting: 0, resident_adapters: 3 });
+    expect(edge.beats[0]).toEqual({
+      id: "r1",
+      url: "http://127.0.0.1:8400",
+      base_model: "pica-base-4m",
+      basis_id: "abc",
+      running: 0,
+      waiting: 0,
+      resident_adapters: 3,
+    });
     expect(edge.beats.map((beat) => beat.running).slice(0, 3)).toEqual([0, 1, 2]);
     heartbeat.stop();
     const count = edge.beats.length;

@@ -32,7 +32,24 @@ const valid = {
   chat: { model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 2, temperature: 0 },
   text: { model: "tiny", prompt: "hi", max_tokens: 2, temperature: 0 },
 };
-const fields = ["model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "n", "stop", "seed", "stream", "stream_options", "adapter_id", "user", "presence_penalty"];
+const fields = [
+  "model",
+  "messages",
+  "prompt",
+  "max_tokens",
+  "max_completion_tokens",
+  "temperature",
+  "top_p",
+  "top_k",
+  "n",
+  "stop",
+  "seed",
+  "stream",
+  "stream_options",
+  "adapter_id",
+  "user",
+  "presence_penalty",
+];
 
 describe("hostile input to the runner's API", () => {
   let engine: LlamaEngine;

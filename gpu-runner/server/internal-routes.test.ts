@@ -39,7 +39,12 @@ describe("the runner's internal API and metrics", () => {
     directory = await mkdtemp(join(tmpdir(), "pica-internal-"));
     const store = new DirectoryAdapterStore(join(directory, "adapters"));
     const gate = new ComputeGate();
-    const metrics: RunnerMetrics = new RunnerMetrics({ scheduler: () => scheduler.stats, adapters: () => cache.stats(), jobs: () => jobs.stats(), training: () => gate.stats() });
+    const metrics: RunnerMetrics = new RunnerMetrics({
+      scheduler: () => scheduler.stats,
+      adapters: () => cache.stats(),
+      jobs: () => jobs.stats(),
+      training: () => gate.stats(),
+    });
     const cache = new AdapterCache(engine, store, { maxAdapters: 8, maxBytes: 2 ** 30 }, (s) => metrics.adapterLoaded(s));
     const scheduler: Scheduler = new Scheduler(engine, tokenizer, { maxBatch: 4, maxQueue: 16, adapters: cache, gate, observer: metrics.observer });
     const publishAdapter = async (id: string, bytes: Uint8Array) => {
@@ -58,7 +63,10 @@ describe("the runner's internal API and metrics", () => {
     });
     await jobs.start();
     app = createRunnerApp({
-      engine, tokenizer, scheduler, modelId: "tiny",
+      engine,
+      tokenizer,
+      scheduler,
+      modelId: "tiny",
       knowsAdapter: () => true,
       prepareAdapter: async (id) => (await cache.acquire(id))(),
       metrics,
@@ -71,11 +79,18 @@ describe("the runner's internal API and metrics", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
-  const request = (method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = auth) => Promise.resolve(app.request(path, { method, headers, body: body as string }));
+  const request = (method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = auth) =>
+    Promise.resolve(app.request(path, { method, headers, body: body as string }));
   const json = (body: unknown) => JSON.stringify(body);
 
   it("refuses every internal route without the right secret", async () => {
-    for (const [method, path] of [["GET", "/internal/jobs"], ["POST", "/internal/jobs"], ["PUT", "/internal/adapters/x"], ["DELETE", "/internal/adapters/x"], ["GET", "/internal/adapters"]]) {
+    for (const [method, path] of [
+      ["GET", "/internal/jobs"],
+      ["POST", "/internal/jobs"],
+      ["PUT", "/internal/adapters/x"],
+      ["DELETE", "/internal/adapters/x"],
+      ["GET", "/internal/adapters"],
+    ]) {
       for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: `Bearer ${SECRET}x` }] as Record<string, string>[]) {
         const response = await request(method, path, undefined, headers);
         expect(response.status, `${method} ${path} ${JSON.stringify(headers)}`).toBe(401);
@@ -92,7 +107,11 @@ describe("the runner's internal API and metrics", () => {
     const listed = (await (await request("GET", "/internal/adapters")).json()) as { data: { id: string }[] };
     expect(listed.data.map((a) => a.id)).toContain("ft:tiny:acme:x:1");
 
-    const chat = await app.request("/v1/completions", { method: "POST", headers: { "content-type": "application/json" }, body: json({ model: "ft:tiny:acme:x:1", prompt: "hi", max_tokens: 6, temperature: 0 }) });
+    const chat = await app.request("/v1/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: json({ model: "ft:tiny:acme:x:1", prompt: "hi", max_tokens: 6, temperature: 0 }),
+    });
     const text = ((await chat.json()) as { choices: { text: string }[] }).choices[0].text;
     expect(text).toBe((await generateText(engine, tokenizer, "hi", { maxNewTokens: 6, temperature: 0, adapterId: "ft:tiny:acme:x:1" })).text);
 
@@ -111,7 +130,16 @@ describe("the runner's internal API and metrics", () => {
 
   it("takes a training job while requests stream, and serves its adapter when it succeeds", async () => {
     const data = Array.from({ length: 16 }, (_, i) => json({ prompt: `item ${i}:`, completion: ` ok${i % 3}` })).join("\n");
-    const submitted = await request("POST", "/internal/jobs", json({ id: "job-1", training_file: { content: data }, hyperparameters: { n_epochs: 3, batch_size: 4, rank: 4 }, adapter_id: "ft:tiny:acme:trained:job-1" }));
+    const submitted = await request(
+      "POST",
+      "/internal/jobs",
+      json({
+        id: "job-1",
+        training_file: { content: data },
+        hyperparameters: { n_epochs: 3, batch_size: 4, rank: 4 },
+        adapter_id: "ft:tiny:acme:trained:job-1",
+      }),
+    );
     expect(submitted.status).toBe(202);
     // Requests stream while the job trains; each must equal the same request run alone.
     const expected = (await generateText(engine, tokenizer, "hello", { maxNewTokens: 12, temperature: 0 })).text;
@@ -119,15 +147,26 @@ describe("the runner's internal API and metrics", () => {
     const deadline = Date.now() + 60_000;
     while (jobs.get("job-1")!.status !== "succeeded" && Date.now() < deadline) {
       if (jobs.get("job-1")!.status === "running") roundsWhileTraining++;
-      const response = await app.request("/v1/completions", { method: "POST", headers: { "content-type": "application/json" }, body: json({ model: "tiny", prompt: "hello", max_tokens: 12, temperature: 0, stream: true }) });
+      const response = await app.request("/v1/completions", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: json({ model: "tiny", prompt: "hello", max_tokens: 12, temperature: 0, stream: true }),
+      });
       const body = await response.text();
-      const chunks = body.split("\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice(6)) as { choices: { text: string }[] });
+      const chunks = body
+        .split("\n")
+        .filter((l) => l.startsWith("data: {"))
+        .map((l) => JSON.parse(l.slice(6)) as { choices: { text: string }[] });
       expect(chunks.map((c) => c.choices[0].text).join("")).toBe(expected);
     }
     expect(roundsWhileTraining).toBeGreaterThan(3);
     const job = (await (await request("GET", "/internal/jobs/job-1")).json()) as { status: string; step: number; total_steps: number };
     expect(job).toMatchObject({ status: "succeeded", step: 12, total_steps: 12 });
-    const served = await app.request("/v1/completions", { method: "POST", headers: { "content-type": "application/json" }, body: json({ model: "ft:tiny:acme:trained:job-1", prompt: "item 1:", max_tokens: 4, temperature: 0 }) });
+    const served = await app.request("/v1/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: json({ model: "ft:tiny:acme:trained:job-1", prompt: "item 1:", max_tokens: 4, temperature: 0 }),
+    });
     expect(served.status).toBe(200);
     const adapter = await request("GET", "/internal/jobs/job-1/adapter");
     expect(adapter.headers.get("x-content-sha256")).toMatch(/^[0-9a-f]{64}$/);

@@ -39,7 +39,12 @@ export function internalRoutes(options: InternalApiOptions): Hono {
     }),
   );
   const tooLarge = (limit: number, what: string) =>
-    bodyLimit({ maxSize: limit, onError: () => { throw new TooLargeError(`${what} is larger than ${limit} bytes`); } });
+    bodyLimit({
+      maxSize: limit,
+      onError: () => {
+        throw new TooLargeError(`${what} is larger than ${limit} bytes`);
+      },
+    });
 
   app.get("/adapters", (c) => {
     const adapters = requireAdapters();

@@ -101,7 +101,10 @@ async function main(): Promise<void> {
   const { config, weights, tokenizer, directory } = checkpoint;
   const started = performance.now();
   const { file: weightFile, written } = await openOrWriteWeightFile(await weightCacheDirectory(values["cache-dir"]!, directory, config), config, weights);
-  if (written) console.error(`wrote the weights in onnxruntime's layout (${(weightFile.bytes / 2 ** 30).toFixed(2)} GiB) in ${seconds(started)} s to ${weightFile.directory}`);
+  if (written)
+    console.error(
+      `wrote the weights in onnxruntime's layout (${(weightFile.bytes / 2 ** 30).toFixed(2)} GiB) in ${seconds(started)} s to ${weightFile.directory}`,
+    );
   const rank = integer("rank", values.rank, 1);
   const maxBatch = integer("max-batch", values["max-batch"], 1);
   const kvCacheMb = values["kv-cache-mb"] === undefined ? Math.floor(totalmem() / 4 / 2 ** 20) : integer("kv-cache-mb", values["kv-cache-mb"], 1);
@@ -114,12 +117,22 @@ async function main(): Promise<void> {
   console.error(`loaded the model on ${provider} in ${seconds(started)} s`);
 
   // The basis: read from beside the model, or computed in a worker while the base model serves.
-  const basisProgress = { status: "loading" as "loading" | "computing" | "ready" | "failed", done: 0, total: 0, seconds: null as number | null, error: null as string | null };
-  const basisReady = loadOrComputeBasisInBackground(directory, { rMax: integer("r-max", values["r-max"], 1), baseFingerprint: weightFile.fingerprint }, (done, total) => {
-    basisProgress.status = done < total ? "computing" : basisProgress.status;
-    basisProgress.done = done;
-    basisProgress.total = total;
-  }).then(async ({ basis, computed, seconds: took }) => {
+  const basisProgress = {
+    status: "loading" as "loading" | "computing" | "ready" | "failed",
+    done: 0,
+    total: 0,
+    seconds: null as number | null,
+    error: null as string | null,
+  };
+  const basisReady = loadOrComputeBasisInBackground(
+    directory,
+    { rMax: integer("r-max", values["r-max"], 1), baseFingerprint: weightFile.fingerprint },
+    (done, total) => {
+      basisProgress.status = done < total ? "computing" : basisProgress.status;
+      basisProgress.done = done;
+      basisProgress.total = total;
+    },
+  ).then(async ({ basis, computed, seconds: took }) => {
     await engine.setBasis(basis);
     Object.assign(basisProgress, { status: "ready", seconds: took });
     console.error(`${computed ? "computed" : "loaded"} the PiCa basis ${basis.id.slice(0, 12)}… in ${took.toFixed(1)} s; adapters are served`);
@@ -139,7 +152,12 @@ async function main(): Promise<void> {
   if (edgeUrl !== null && secret === null) throw new Error("--edge-url needs --secret (the control plane's runner secret)");
   const store = edgeUrl !== null ? new HttpAdapterStore({ baseUrl: edgeUrl, secret: secret! }) : new DirectoryAdapterStore(values["adapter-dir"]!);
   // Gauges read the scheduler, cache, gate and jobs at scrape time, after all of them exist.
-  const metrics: RunnerMetrics = new RunnerMetrics({ scheduler: () => scheduler.stats, adapters: () => cache.stats(), jobs: () => jobs.stats(), training: () => gate.stats() });
+  const metrics: RunnerMetrics = new RunnerMetrics({
+    scheduler: () => scheduler.stats,
+    adapters: () => cache.stats(),
+    jobs: () => jobs.stats(),
+    training: () => gate.stats(),
+  });
   const cache = new AdapterCache(
     engine,
     store,
@@ -183,7 +201,10 @@ async function main(): Promise<void> {
     knowsAdapter: () => true,
     prepareAdapter: async (id) => (await cache.acquire(id))(),
     metrics,
-    internal: secret === null ? null : { secret, jobs, adapters: cache, publishAdapter, peft: () => ({ basis: readyBasis(), config, baseModelName: modelId, defaultRank: rank }) },
+    internal:
+      secret === null
+        ? null
+        : { secret, jobs, adapters: cache, publishAdapter, peft: () => ({ basis: readyBasis(), config, baseModelName: modelId, defaultRank: rank }) },
     health: () => ({
       adapters: { resident: cache.stats().resident },
       jobs: jobs.stats().byStatus,
@@ -197,7 +218,9 @@ async function main(): Promise<void> {
   // it loses that request; a much longer idle timeout on this side leaves closing to the client.
   const serverOptions = { keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, headersTimeout: KEEP_ALIVE_TIMEOUT_MS + 1000 };
   const server = serve({ fetch: app.fetch, hostname: values.host!, port: integer("port", values.port, 0), serverOptions }, (info) => {
-    console.log(`runner listening on http://${info.address}:${info.port} (model ${modelId}, ${provider}, ${scheduler.contextLimit} tokens of context per request)`);
+    console.log(
+      `runner listening on http://${info.address}:${info.port} (model ${modelId}, ${provider}, ${scheduler.contextLimit} tokens of context per request)`,
+    );
     const publicUrl = values["public-url"] ?? `http://${info.address}:${info.port}`;
     const report = () => ({
       id: publicUrl,

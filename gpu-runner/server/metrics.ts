@@ -29,9 +29,24 @@ export class RunnerMetrics {
     const promptTokens = new Counter({ name: "runner_prompt_tokens_total", help: "Prompt tokens of finished completions", registers });
     const completionTokens = new Counter({ name: "runner_completion_tokens_total", help: "Generated tokens of finished completions", registers });
     const batchRows = new Histogram({ name: "runner_batch_rows", help: "Rows decoded together per step", buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers });
-    const stepSeconds = new Histogram({ name: "runner_step_seconds", help: "Duration of one batch step", buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers });
-    const ttft = new Histogram({ name: "runner_time_to_first_token_seconds", help: "Time from a request's submission to its first token", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers });
-    this.adapterLoad = new Histogram({ name: "runner_adapter_load_seconds", help: "Time to load an adapter into the resident set", buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1], registers });
+    const stepSeconds = new Histogram({
+      name: "runner_step_seconds",
+      help: "Duration of one batch step",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    const ttft = new Histogram({
+      name: "runner_time_to_first_token_seconds",
+      help: "Time from a request's submission to its first token",
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.adapterLoad = new Histogram({
+      name: "runner_adapter_load_seconds",
+      help: "Time to load an adapter into the resident set",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1],
+      registers,
+    });
     this.observer = {
       step: (rows, seconds) => {
         batchRows.observe(rows);
@@ -45,11 +60,27 @@ export class RunnerMetrics {
     };
 
     const gauge = (name: string, help: string, read: () => number) =>
-      new Gauge({ name, help, registers, collect() { this.set(read()); } });
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
     // Counters whose source of truth is a running total elsewhere (the cache, the gate, the jobs).
     const counter = (name: string, help: string, read: () => number) => {
       let seen = 0;
-      return new Counter({ name, help, registers, collect() { const now = read(); this.inc(Math.max(0, now - seen)); seen = now; } });
+      return new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const now = read();
+          this.inc(Math.max(0, now - seen));
+          seen = now;
+        },
+      });
     };
     gauge("runner_running_rows", "Requests decoding in the batch", () => sources.scheduler().running);
     gauge("runner_queue_depth", "Requests waiting for a batch row", () => sources.scheduler().waiting);
@@ -65,13 +96,19 @@ export class RunnerMetrics {
     if (sources.jobs) {
       const jobs = sources.jobs;
       new Gauge({
-        name: "runner_training_jobs", help: "Training jobs known to this runner by status", labelNames: ["status"], registers,
+        name: "runner_training_jobs",
+        help: "Training jobs known to this runner by status",
+        labelNames: ["status"],
+        registers,
         collect() {
           for (const [status, count] of Object.entries(jobs().byStatus)) this.set({ status }, count);
         },
       });
       new Gauge({
-        name: "runner_training_progress_ratio", help: "Steps done over total steps of the running job", labelNames: ["job"], registers,
+        name: "runner_training_progress_ratio",
+        help: "Steps done over total steps of the running job",
+        labelNames: ["job"],
+        registers,
         collect() {
           this.reset();
           const running = jobs().running;

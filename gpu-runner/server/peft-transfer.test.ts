@@ -24,7 +24,10 @@ app.onError((error, c) => {
   const api = toApiError(error);
   return c.json(api.toBody(), api.status as 400);
 });
-app.route("/internal", internalRoutes({ secret: SECRET, jobs: null, adapters: null, publishAdapter: null, peft: { basis, config, baseModelName: "tiny-base", defaultRank: 4 } }));
+app.route(
+  "/internal",
+  internalRoutes({ secret: SECRET, jobs: null, adapters: null, publishAdapter: null, peft: { basis, config, baseModelName: "tiny-base", defaultRank: 4 } }),
+);
 
 const peftForm = (config: unknown, model: Uint8Array, extra: Record<string, string> = {}) => {
   const form = new FormData();
@@ -33,7 +36,8 @@ const peftForm = (config: unknown, model: Uint8Array, extra: Record<string, stri
   for (const [name, value] of Object.entries(extra)) form.append(name, value);
   return form;
 };
-const post = (path: string, body: FormData | string | Uint8Array, headers: Record<string, string> = auth) => Promise.resolve(app.request(path, { method: "POST", headers, body }));
+const post = (path: string, body: FormData | string | Uint8Array, headers: Record<string, string> = auth) =>
+  Promise.resolve(app.request(path, { method: "POST", headers, body }));
 const errorOf = async (response: Response) => ((await response.json()) as { error: { param: string | null; code: string | null; message: string } }).error;
 
 function randomLora(r: number, seed: number): Uint8Array {
@@ -51,7 +55,11 @@ function randomLora(r: number, seed: number): Uint8Array {
 
 describe("the runner's PEFT import and export routes", () => {
   it("exports a PiCa adapter as PEFT files that import back exactly", async () => {
-    const adapter = { ...gaussianAdapter(config, { sharing: "shared", rank: 4, modules: [...basis.targetModules], seed: 9, provenance: {} }), basisId: basis.id, baseFingerprint: basis.baseFingerprint };
+    const adapter = {
+      ...gaussianAdapter(config, { sharing: "shared", rank: 4, modules: [...basis.targetModules], seed: 9, provenance: {} }),
+      basisId: basis.id,
+      baseFingerprint: basis.baseFingerprint,
+    };
     const exported = await post(PEFT_PATHS.export, new Uint8Array(serializeAdapter(adapter)));
     expect(exported.status).toBe(200);
     const files = await exported.formData();
@@ -77,7 +85,12 @@ describe("the runner's PEFT import and export routes", () => {
   });
 
   it("projects a foreign LoRA onto the basis, at the serving rank by default, and reports the error", async () => {
-    const response = await post(PEFT_PATHS.import, peftForm({ peft_type: "LORA", r: 3, lora_alpha: 6, target_modules: ["q_proj", "down_proj"], base_model_name_or_path: "elsewhere" }, randomLora(3, 2), { sharing: "per_layer" }));
+    const response = await post(
+      PEFT_PATHS.import,
+      peftForm({ peft_type: "LORA", r: 3, lora_alpha: 6, target_modules: ["q_proj", "down_proj"], base_model_name_or_path: "elsewhere" }, randomLora(3, 2), {
+        sharing: "per_layer",
+      }),
+    );
     expect(response.status).toBe(200);
     const report = peftImportReportSchema.parse(JSON.parse(response.headers.get(PEFT_IMPORT_REPORT_HEADER)!));
     expect(report).toMatchObject({ rank: 4, sharing: "per_layer", lora_r: 3, lora_alpha: 6, base_model_name_or_path: "elsewhere" });
@@ -116,7 +129,10 @@ describe("the runner's PEFT import and export routes", () => {
     expect(garbage.status).toBe(400);
     expect((await errorOf(garbage)).code).toBe("adapter_invalid");
     const foreign = gaussianAdapter(config, { sharing: "shared", rank: 2, modules: [...basis.targetModules], seed: 1, provenance: {} });
-    const mismatch = await post(PEFT_PATHS.export, new Uint8Array(serializeAdapter({ ...foreign, basisId: "another-basis", baseFingerprint: basis.baseFingerprint })));
+    const mismatch = await post(
+      PEFT_PATHS.export,
+      new Uint8Array(serializeAdapter({ ...foreign, basisId: "another-basis", baseFingerprint: basis.baseFingerprint })),
+    );
     expect((await errorOf(mismatch)).code).toBe("adapter_basis_mismatch");
     expect((await post(PEFT_PATHS.import, peftForm(good, lora), {})).status).toBe(401);
     expect((await post(PEFT_PATHS.export, new Uint8Array(4), { authorization: "Bearer nope" })).status).toBe(401);

@@ -82,7 +82,11 @@ export async function exportPeftRoute(c: Context, options: PeftTransferOptions):
   const form = new FormData();
   form.append(PEFT_PARTS.config, new Blob([`${JSON.stringify(peft.adapterConfig, null, 2)}\n`], { type: "application/json" }), PEFT_CONFIG_FILE);
   // PEFT and transformers write (and some loaders expect) format "pt" in the metadata.
-  form.append(PEFT_PARTS.model, new Blob([new Uint8Array(serializeSafetensors(peft.tensors, { format: "pt" }))], { type: "application/octet-stream" }), PEFT_WEIGHTS_FILE);
+  form.append(
+    PEFT_PARTS.model,
+    new Blob([new Uint8Array(serializeSafetensors(peft.tensors, { format: "pt" }))], { type: "application/octet-stream" }),
+    PEFT_WEIGHTS_FILE,
+  );
   return new Response(form, { status: 200 });
 }
 
@@ -102,7 +106,8 @@ async function partText(form: FormData, name: string): Promise<string> {
 
 async function partBytes(form: FormData, name: string): Promise<Uint8Array> {
   const part = form.get(name);
-  if (part === null || typeof part === "string") throw badRequest(`Missing required file part: '${name}' (${PEFT_WEIGHTS_FILE}).`, name, "missing_required_parameter");
+  if (part === null || typeof part === "string")
+    throw badRequest(`Missing required file part: '${name}' (${PEFT_WEIGHTS_FILE}).`, name, "missing_required_parameter");
   return new Uint8Array(await part.arrayBuffer());
 }
 
@@ -117,7 +122,8 @@ function peftTensors(bytes: Uint8Array): Map<string, FloatTensor> {
   }
   const tensors = new Map<string, FloatTensor>();
   for (const [name, stored] of file.tensors) {
-    if (!(stored.data instanceof Float32Array)) throw badRequest(`${PEFT_WEIGHTS_FILE}: tensor ${name} has dtype ${stored.dtype}, not a float dtype.`, PEFT_PARTS.model);
+    if (!(stored.data instanceof Float32Array))
+      throw badRequest(`${PEFT_WEIGHTS_FILE}: tensor ${name} has dtype ${stored.dtype}, not a float dtype.`, PEFT_PARTS.model);
     tensors.set(name, { shape: stored.shape, data: stored.data });
   }
   return tensors;

@@ -42,7 +42,9 @@ describe("Scheduler", () => {
   it("continuous batching gives every request exactly what it gets alone, across adapters", async () => {
     const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 3, maxQueue: 16 });
     const options = (i: number): GenerationOptions => ({ maxNewTokens: 6 + 3 * i, temperature: i % 2 === 0 ? 0 : 0.9, seed: 10 + i, eosTokenIds: [] });
-    const results = await Promise.all(prompts.map((p, i) => collect(scheduler.submit({ promptIds: tokenizer.encode(p), adapterId: adapters[i], options: options(i) }))));
+    const results = await Promise.all(
+      prompts.map((p, i) => collect(scheduler.submit({ promptIds: tokenizer.encode(p), adapterId: adapters[i], options: options(i) }))),
+    );
     for (let i = 0; i < prompts.length; i++) {
       const expected = await alone(prompts[i], adapters[i], options(i));
       expect(results[i].ids, `request ${i}`).toEqual(expected.ids);
@@ -58,7 +60,8 @@ describe("Scheduler", () => {
     const late: Promise<{ ids: number[] }>[] = [];
     let seen = 0;
     for await (const event of first) {
-      if (event.type === "token" && ++seen === 5) late.push(collect(scheduler.submit({ promptIds: tokenizer.encode("late arrival"), adapterId: "b", options: { ...options, maxNewTokens: 8 } })));
+      if (event.type === "token" && ++seen === 5)
+        late.push(collect(scheduler.submit({ promptIds: tokenizer.encode("late arrival"), adapterId: "b", options: { ...options, maxNewTokens: 8 } })));
     }
     const [joined] = await Promise.all(late);
     expect(joined.ids).toEqual((await alone("late arrival", "b", { ...options, maxNewTokens: 8 })).ids);
@@ -81,7 +84,8 @@ describe("Scheduler", () => {
     for await (const event of first) {
       if (event.type !== "token") continue;
       firstIds.push(event.id);
-      if (firstIds.length === 3) late = collect(scheduler.submit({ promptIds: tokenizer.encode(longPrompt), adapterId: "b", options: { ...options, maxNewTokens: 6 } }));
+      if (firstIds.length === 3)
+        late = collect(scheduler.submit({ promptIds: tokenizer.encode(longPrompt), adapterId: "b", options: { ...options, maxNewTokens: 6 } }));
     }
     const [secondResult, lateResult] = await Promise.all([second, late!]);
     expect(firstIds).toEqual((await alone("one", "a", options)).ids);
@@ -111,7 +115,8 @@ describe("Scheduler", () => {
     for await (const event of first) {
       if (event.type !== "token") continue;
       ids.push(event.id);
-      if (ids.length === 2) late = collect(scheduler.submit({ promptIds: tokenizer.encode(longPrompt), adapterId: "a", options: { ...options, maxNewTokens: 4 } }));
+      if (ids.length === 2)
+        late = collect(scheduler.submit({ promptIds: tokenizer.encode(longPrompt), adapterId: "a", options: { ...options, maxNewTokens: 4 } }));
     }
     expect(ids).toEqual((await alone("row", null, options)).ids);
     expect((await late!).ids).toEqual((await alone(longPrompt, "a", { ...options, maxNewTokens: 4 })).ids);
@@ -130,7 +135,9 @@ describe("Scheduler", () => {
       /prompt has 45 tokens; this runner holds 40 tokens per sequence \(its KV cache memory budget; the model's own context is 512\)/,
     );
     // A prompt that fits ends at the limit with finish reason "length" rather than overflowing the cache.
-    const fits = await collect(scheduler.submit({ promptIds: tokenizer.encode("y".repeat(30)), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }));
+    const fits = await collect(
+      scheduler.submit({ promptIds: tokenizer.encode("y".repeat(30)), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }),
+    );
     expect(fits.reason).toBe("length");
     expect(fits.ids.length).toBe(10);
     await budgeted.dispose();
@@ -139,14 +146,25 @@ describe("Scheduler", () => {
   it("a cancelled or disconnected request frees its row at once; the others finish", async () => {
     const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 2, maxQueue: 4 });
     const controller = new AbortController();
-    const long = scheduler.submit({ promptIds: tokenizer.encode("long"), adapterId: null, options: { maxNewTokens: 400, temperature: 0, eosTokenIds: [] }, signal: controller.signal });
-    const other = collect(scheduler.submit({ promptIds: tokenizer.encode("other"), adapterId: "a", options: { maxNewTokens: 12, temperature: 0, eosTokenIds: [] } }));
+    const long = scheduler.submit({
+      promptIds: tokenizer.encode("long"),
+      adapterId: null,
+      options: { maxNewTokens: 400, temperature: 0, eosTokenIds: [] },
+      signal: controller.signal,
+    });
+    const other = collect(
+      scheduler.submit({ promptIds: tokenizer.encode("other"), adapterId: "a", options: { maxNewTokens: 12, temperature: 0, eosTokenIds: [] } }),
+    );
     let tokens = 0;
     for await (const event of long) if (event.type === "token" && ++tokens === 3) controller.abort();
     expect(tokens).toBeLessThan(10);
     expect((await other).ids).toEqual((await alone("other", "a", { maxNewTokens: 12, temperature: 0, eosTokenIds: [] })).ids);
 
-    const disconnected = scheduler.submit({ promptIds: tokenizer.encode("gone"), adapterId: null, options: { maxNewTokens: 400, temperature: 0, eosTokenIds: [] } });
+    const disconnected = scheduler.submit({
+      promptIds: tokenizer.encode("gone"),
+      adapterId: null,
+      options: { maxNewTokens: 400, temperature: 0, eosTokenIds: [] },
+    });
     for await (const event of disconnected) if (event.type === "token") break; // the client goes away
     await scheduler.close();
     expect(scheduler.stats).toEqual({ running: 0, waiting: 0 });
@@ -173,8 +191,7 @@ describe("Scheduler", () => {
     const scheduler = new Scheduler(engine, tokenizer, { maxBatch: 1, maxQueue: 16 });
     const options: GenerationOptions = { maxNewTokens: 2, temperature: 0, eosTokenIds: [] };
     const order: string[] = [];
-    const submit = (adapterId: string, label: string) =>
-      collect(scheduler.submit({ promptIds: [70], adapterId, options })).then(() => order.push(label));
+    const submit = (adapterId: string, label: string) => collect(scheduler.submit({ promptIds: [70], adapterId, options })).then(() => order.push(label));
     await Promise.all([submit("a", "a1"), submit("a", "a2"), submit("a", "a3"), submit("a", "a4"), submit("b", "b1")]);
     expect(order.indexOf("b1")).toBeLessThanOrEqual(1);
   });
@@ -183,9 +200,15 @@ describe("Scheduler", () => {
     // 3 ms a step: the short request ends well inside the grace period, the long ones far outside it.
     const slow = withStepHook(engine, () => new Promise((resolve) => setTimeout(resolve, 3)));
     const scheduler = new Scheduler(slow, tokenizer, { maxBatch: 1, maxQueue: 4 });
-    const short = collect(scheduler.submit({ promptIds: tokenizer.encode("hi"), adapterId: null, options: { maxNewTokens: 2, temperature: 0, eosTokenIds: [] } }));
-    const long = collect(scheduler.submit({ promptIds: tokenizer.encode("go"), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }));
-    const queued = collect(scheduler.submit({ promptIds: tokenizer.encode("later"), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }));
+    const short = collect(
+      scheduler.submit({ promptIds: tokenizer.encode("hi"), adapterId: null, options: { maxNewTokens: 2, temperature: 0, eosTokenIds: [] } }),
+    );
+    const long = collect(
+      scheduler.submit({ promptIds: tokenizer.encode("go"), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }),
+    );
+    const queued = collect(
+      scheduler.submit({ promptIds: tokenizer.encode("later"), adapterId: null, options: { maxNewTokens: 100, temperature: 0, eosTokenIds: [] } }),
+    );
     const closing = scheduler.close(100);
     expect(() => scheduler.submit({ promptIds: [1], adapterId: null, options: { maxNewTokens: 1 } })).toThrow(/closed/);
     expect((await short).ids).toHaveLength(2);

@@ -4,7 +4,7 @@
  * admission rotates across adapters so none starves, a bounded queue refuses work it cannot
  * take, and a cancelled or disconnected request frees its row at once.
  */
-import type { LlamaEngine } from "../engine/llama-engine.ts";
+import type { LlamaEngine, RowLogits } from "../engine/llama-engine.ts";
 import type { SequenceBatch } from "../engine/sequence-batch.ts";
 import { Completion } from "../generate/completion.ts";
 import { validateGeneration, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
@@ -190,7 +190,9 @@ export class Scheduler {
    */
   async close(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.closed = true;
-    const timer = Number.isFinite(graceMs) ? setTimeout(() => (this.ending = new Error("the runner is shutting down; retry on another runner")), graceMs) : null;
+    const timer = Number.isFinite(graceMs)
+      ? setTimeout(() => (this.ending = new Error("the runner is shutting down; retry on another runner")), graceMs)
+      : null;
     while (this.loop !== null) await this.loop;
     if (timer !== null) clearTimeout(timer);
   }
@@ -215,10 +217,12 @@ export class Scheduler {
         continue;
       }
       const started = performance.now();
-      let logits;
+      let logits: RowLogits[];
       const pending = this.nextTokens();
       try {
-        logits = this.options.gate ? await this.options.gate.inference(() => this.engine.step(this.batch, pending)) : await this.engine.step(this.batch, pending);
+        logits = this.options.gate
+          ? await this.options.gate.inference(() => this.engine.step(this.batch, pending))
+          : await this.engine.step(this.batch, pending);
       } catch (error) {
         // A failed step ends every running request with the error rather than hanging them.
         for (let row = this.running.length - 1; row >= 0; row--) this.release(row, error as Error);
@@ -375,7 +379,13 @@ export class PromptCostFit {
   add(tokens: number, extraMs: number): void {
     const s = this.sums;
     const keep = 0.9;
-    this.sums = { n: keep * s.n + 1, t: keep * s.t + tokens, ms: keep * s.ms + extraMs, tt: keep * s.tt + tokens * tokens, tms: keep * s.tms + tokens * extraMs };
+    this.sums = {
+      n: keep * s.n + 1,
+      t: keep * s.t + tokens,
+      ms: keep * s.ms + extraMs,
+      tt: keep * s.tt + tokens * tokens,
+      tms: keep * s.tms + tokens * extraMs,
+    };
   }
 
   /** The fitted cost, or null before any step; with one chunk size seen so far, all of it counts per token. */

@@ -87,7 +87,13 @@ export async function checkGradients(problem: GradientProblem, options: { seed?:
   const probe = g.input("gradient_check.probe", output.dtype, output.shape);
   const probeData = Float64Array.from({ length: probeShape.reduce((p, d) => p * d, 1) }, () => 2 * rng.uniform() - 1);
   const weighted = binary(g, "Mul", "/gradient_check/Mul", output, probe);
-  const loss = reduceSum(g, "/gradient_check/ReduceSum", weighted, weighted.shape.map((_, i) => i), false);
+  const loss = reduceSum(
+    g,
+    "/gradient_check/ReduceSum",
+    weighted,
+    weighted.shape.map((_, i) => i),
+    false,
+  );
   const lossOutput = g.output(loss, "gradient_check.loss");
 
   const before = g.nodes.length;

@@ -44,10 +44,7 @@ export function orthonormalRows(rng: Rng, rows: number, cols: number): Float32Ar
 }
 
 /** A basis of random orthonormal projections (not a model's singular vectors) for `config`. */
-export function orthonormalBasis(
-  config: ModelConfig,
-  options: { rMax: number; seed: number; targetModules?: LinearModule[] },
-): Basis {
+export function orthonormalBasis(config: ModelConfig, options: { rMax: number; seed: number; targetModules?: LinearModule[] }): Basis {
   const rng = new Rng(options.seed);
   const projections = new Map<string, FloatTensor>();
   for (let layer = 0; layer < config.numLayers; layer++) {

@@ -137,7 +137,10 @@ describe.each(Object.keys(MINIATURES) as RealSizeModelName[])("writeRealSizeChec
     for (const file of written.weightFiles) {
       const header = await readSafetensorsHeader(join(directory, file));
       const shardBytes = header.entries.reduce((total, e) => total + e.end - e.begin, 0);
-      expect(header.entries.every((e) => e.dtype === "BF16"), file).toBe(true);
+      expect(
+        header.entries.every((e) => e.dtype === "BF16"),
+        file,
+      ).toBe(true);
       expect(header.metadata).toEqual({ format: "pt" });
       expect(header.fileSize).toBe((await stat(join(directory, file))).size);
       if (header.entries.length > 1) expect(shardBytes, file).toBeLessThanOrEqual(MAX_SHARD_BYTES);
@@ -194,7 +197,11 @@ describe.each(Object.keys(MINIATURES) as RealSizeModelName[])("writeRealSizeChec
 
 describe("writeRealSizeCheckpoint determinism", () => {
   it("writes the same bytes for a seed and different bytes for another", async () => {
-    const [a, b, c] = await Promise.all([writeMiniature("llama-3.2-1b-instruct", 11), writeMiniature("llama-3.2-1b-instruct", 11), writeMiniature("llama-3.2-1b-instruct", 12)]);
+    const [a, b, c] = await Promise.all([
+      writeMiniature("llama-3.2-1b-instruct", 11),
+      writeMiniature("llama-3.2-1b-instruct", 11),
+      writeMiniature("llama-3.2-1b-instruct", 12),
+    ]);
     expect(b.weightFiles).toEqual(a.weightFiles);
     for (const file of a.weightFiles) {
       const bytesA = await readFile(join(a.directory, file));

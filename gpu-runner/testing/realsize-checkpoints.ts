@@ -13,12 +13,7 @@ import type { FileHandle } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { f32ArrayToBf16 } from "../checkpoint/half-precision.ts";
-import {
-  CHECKPOINT_FILE,
-  CHECKPOINT_INDEX_FILE,
-  encodeSafetensorsHeader,
-  littleEndianToHostOrder,
-} from "../checkpoint/safetensors.ts";
+import { CHECKPOINT_FILE, CHECKPOINT_INDEX_FILE, encodeSafetensorsHeader, littleEndianToHostOrder } from "../checkpoint/safetensors.ts";
 import { parseModelConfig, type ModelConfig } from "../model/config.ts";
 import { expectedWeights } from "../model/weights.ts";
 import { Rng } from "../random.ts";
@@ -174,11 +169,7 @@ export function checkpointWeightBytes(config: ModelConfig): number {
  * weights into `directory`: `model.safetensors` when one file holds them, as save_pretrained
  * does, else shards of at most `maxShardBytes` and `model.safetensors.index.json`.
  */
-export async function writeRealSizeCheckpoint(
-  directory: string,
-  model: RealSizeModelName,
-  options: RealSizeOptions = {},
-): Promise<RealSizeCheckpoint> {
+export async function writeRealSizeCheckpoint(directory: string, model: RealSizeModelName, options: RealSizeOptions = {}): Promise<RealSizeCheckpoint> {
   const spec: RealSizeModel = REAL_SIZE_MODELS[model];
   const seed = options.seed ?? 1;
   const rawConfig = { ...spec.config, ...options.configOverrides };

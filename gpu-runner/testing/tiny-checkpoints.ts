@@ -46,11 +46,27 @@ export function tinyConfigJson(variant: TinyVariant): Record<string, unknown> {
     case "llama-gqa": // grouped-query attention: 4 query heads share 2 KV heads
       return { ...BASE, architectures: ["LlamaForCausalLM"], model_type: "llama", num_key_value_heads: 2, rope_theta: 10000 };
     case "qwen2-bias": // q/k/v biases, a large rope_theta
-      return { ...BASE, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", num_key_value_heads: 2, rope_theta: 1000000, tie_word_embeddings: false, use_sliding_window: false };
+      return {
+        ...BASE,
+        architectures: ["Qwen2ForCausalLM"],
+        model_type: "qwen2",
+        num_key_value_heads: 2,
+        rope_theta: 1000000,
+        tie_word_embeddings: false,
+        use_sliding_window: false,
+      };
     case "smollm-tied": // tied embeddings (a stored lm_head must be ignored), full multi-head attention
       return { ...BASE, architectures: ["LlamaForCausalLM"], model_type: "llama", num_key_value_heads: 4, rope_theta: 100000, tie_word_embeddings: true };
     case "mistral-head-dim": // head_dim ≠ hidden/heads, one KV head
-      return { ...BASE, architectures: ["MistralForCausalLM"], model_type: "mistral", num_key_value_heads: 1, head_dim: 24, rope_theta: 10000, sliding_window: null };
+      return {
+        ...BASE,
+        architectures: ["MistralForCausalLM"],
+        model_type: "mistral",
+        num_key_value_heads: 1,
+        head_dim: 24,
+        rope_theta: 10000,
+        sliding_window: null,
+      };
     case "llama3-rope": // transformers 5 style rope_parameters with llama3 frequency scaling
       return {
         ...BASE,
@@ -60,11 +76,30 @@ export function tinyConfigJson(variant: TinyVariant): Record<string, unknown> {
         rope_parameters: { rope_type: "llama3", rope_theta: 500000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
       };
     case "qwen3-qk-norm": // per-head RMSNorm of q and k before RoPE, an explicit head_dim ≠ hidden/heads, no biases
-      return { ...BASE, architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", num_key_value_heads: 2, head_dim: 24, rope_theta: 1000000, tie_word_embeddings: true, attention_bias: false };
+      return {
+        ...BASE,
+        architectures: ["Qwen3ForCausalLM"],
+        model_type: "qwen3",
+        num_key_value_heads: 2,
+        head_dim: 24,
+        rope_theta: 1000000,
+        tie_word_embeddings: true,
+        attention_bias: false,
+      };
     case "mistral-sliding": // every layer attends to the last 5 positions only
       return { ...BASE, architectures: ["MistralForCausalLM"], model_type: "mistral", num_key_value_heads: 2, rope_theta: 10000, sliding_window: 5 };
     case "qwen2-window-layers": // use_sliding_window with max_window_layers 1: layer 0 sees everything, layer 1 the last 4 positions
-      return { ...BASE, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", num_key_value_heads: 2, rope_theta: 1000000, tie_word_embeddings: false, use_sliding_window: true, sliding_window: 4, max_window_layers: 1 };
+      return {
+        ...BASE,
+        architectures: ["Qwen2ForCausalLM"],
+        model_type: "qwen2",
+        num_key_value_heads: 2,
+        rope_theta: 1000000,
+        tie_word_embeddings: false,
+        use_sliding_window: true,
+        sliding_window: 4,
+        max_window_layers: 1,
+      };
   }
 }
 

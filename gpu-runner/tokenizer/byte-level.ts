@@ -61,8 +61,10 @@ export function makeByteLevelTokenizerFiles(options: ByteLevelTokenizerOptions =
     // encoded byte by byte and the model could never end a turn with a single id.
     for (const marker of ["<|im_start|>", "<|im_end|>"]) {
       if (!specialTokens.includes(marker)) {
-        throw new Error(`the default ChatML chat template needs special token ${JSON.stringify(marker)}; ` +
-          `special tokens are ${JSON.stringify(specialTokens)} (pass chatTemplate: null for none)`);
+        throw new Error(
+          `the default ChatML chat template needs special token ${JSON.stringify(marker)}; ` +
+            `special tokens are ${JSON.stringify(specialTokens)} (pass chatTemplate: null for none)`,
+        );
       }
     }
   }

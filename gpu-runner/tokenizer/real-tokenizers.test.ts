@@ -65,7 +65,10 @@ const THINKING_REPLY = "<think>\nTwo plus two is four.\n</think>\n\n4";
 const CONVERSATIONS: readonly Conversation[] = [
   {
     name: "system and user, with the generation prompt",
-    messages: [{ role: "system", content: "You are a concise assistant." }, { role: "user", content: "What is the capital of France?" }],
+    messages: [
+      { role: "system", content: "You are a concise assistant." },
+      { role: "user", content: "What is the capital of France?" },
+    ],
     addGenerationPrompt: true,
   },
   ...[true, false].map((addGenerationPrompt) => ({
@@ -81,22 +84,35 @@ const CONVERSATIONS: readonly Conversation[] = [
   { name: "no system message", messages: [{ role: "user", content: "Hi there" }], addGenerationPrompt: true },
   {
     name: "an assistant message last",
-    messages: [{ role: "user", content: "Say hi" }, { role: "assistant", content: "Hi!" }],
+    messages: [
+      { role: "user", content: "Say hi" },
+      { role: "assistant", content: "Hi!" },
+    ],
     addGenerationPrompt: false,
   },
   {
     name: "unicode, surrounding whitespace and special-token text in content",
-    messages: [{ role: "system", content: UNICODE_SYSTEM }, { role: "user", content: UNICODE_USER }],
+    messages: [
+      { role: "system", content: UNICODE_SYSTEM },
+      { role: "user", content: UNICODE_USER },
+    ],
     addGenerationPrompt: true,
   },
   {
     name: "<think> in an assistant reply before the last user message",
-    messages: [{ role: "user", content: "2+2?" }, { role: "assistant", content: THINKING_REPLY }, { role: "user", content: "3+3?" }],
+    messages: [
+      { role: "user", content: "2+2?" },
+      { role: "assistant", content: THINKING_REPLY },
+      { role: "user", content: "3+3?" },
+    ],
     addGenerationPrompt: true,
   },
   {
     name: "<think> in the last assistant reply",
-    messages: [{ role: "user", content: "2+2?" }, { role: "assistant", content: THINKING_REPLY }],
+    messages: [
+      { role: "user", content: "2+2?" },
+      { role: "assistant", content: THINKING_REPLY },
+    ],
     addGenerationPrompt: false,
   },
   {
@@ -117,8 +133,7 @@ const CONVERSATIONS: readonly Conversation[] = [
 // message: earlier replies lose their <think> block, and a last reply without one gets an empty one.
 const QWEN3_RENDERED: Record<string, string> = {
   "system and user, with the generation prompt":
-    "<|im_start|>system\nYou are a concise assistant.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n" +
-    "<|im_start|>assistant\n",
+    "<|im_start|>system\nYou are a concise assistant.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n" + "<|im_start|>assistant\n",
   "multi-turn, with the generation prompt":
     "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n" +
     "<|im_start|>assistant\nParis.<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n",
@@ -127,8 +142,7 @@ const QWEN3_RENDERED: Record<string, string> = {
     "<|im_start|>assistant\nParis.<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n",
   "no system message": "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
   "an assistant message last": "<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHi!<|im_end|>\n",
-  "unicode, surrounding whitespace and special-token text in content":
-    `<|im_start|>system\n${UNICODE_SYSTEM}<|im_end|>\n<|im_start|>user\n${UNICODE_USER}<|im_end|>\n<|im_start|>assistant\n`,
+  "unicode, surrounding whitespace and special-token text in content": `<|im_start|>system\n${UNICODE_SYSTEM}<|im_end|>\n<|im_start|>user\n${UNICODE_USER}<|im_end|>\n<|im_start|>assistant\n`,
   "<think> in an assistant reply before the last user message":
     "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n",
   "<think> in the last assistant reply": `<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n${THINKING_REPLY}<|im_end|>\n`,
@@ -199,8 +213,9 @@ describe.each(MODELS)("$name tokenizer files through loadTokenizer", (model) => 
   it("encodes every sample text to the reference implementation's ids, with and without special tokens", () => {
     for (const text of SAMPLE_TEXTS) {
       for (const addSpecialTokens of [true, false]) {
-        expect(tokenizer.encode(text, { addSpecialTokens }), `${JSON.stringify(text)}, specials ${addSpecialTokens}`)
-          .toEqual(reference.encode(text, { add_special_tokens: addSpecialTokens }));
+        expect(tokenizer.encode(text, { addSpecialTokens }), `${JSON.stringify(text)}, specials ${addSpecialTokens}`).toEqual(
+          reference.encode(text, { add_special_tokens: addSpecialTokens }),
+        );
       }
       // Neither packaged tokenizer.json adds anything: Qwen3 has no bos, and this Llama 3 file
       // predates the post-processor that adds <|begin_of_text|> (tested below on that variant).
@@ -266,9 +281,10 @@ describe.each(MODELS)("$name tokenizer files through loadTokenizer", (model) => 
   it("renders every conversation exactly as the reference (Llama 3) or transformers' Jinja2 (Qwen3) does", () => {
     for (const conversation of CONVERSATIONS) {
       const rendered = tokenizer.applyChatTemplate(conversation.messages, { addGenerationPrompt: conversation.addGenerationPrompt });
-      const expected = model.model === "llama3"
-        ? reference.apply_chat_template(conversation.messages, { tokenize: false, add_generation_prompt: conversation.addGenerationPrompt })
-        : QWEN3_RENDERED[conversation.name];
+      const expected =
+        model.model === "llama3"
+          ? reference.apply_chat_template(conversation.messages, { tokenize: false, add_generation_prompt: conversation.addGenerationPrompt })
+          : QWEN3_RENDERED[conversation.name];
       expect(rendered, conversation.name).toBe(expected);
     }
   });
@@ -277,14 +293,19 @@ describe.each(MODELS)("$name tokenizer files through loadTokenizer", (model) => 
 describe("Llama 3 chat template", () => {
   it("writes bos, trims content and always ends with the assistant header", async () => {
     const tokenizer = await loadPackaged(LLAMA3_DIRECTORY);
-    const render = (addGenerationPrompt: boolean) => tokenizer.applyChatTemplate(
-      [{ role: "system", content: " Be brief.\n" }, { role: "user", content: "Hi" }, { role: "assistant", content: "Hello!" }],
-      { addGenerationPrompt },
-    );
+    const render = (addGenerationPrompt: boolean) =>
+      tokenizer.applyChatTemplate(
+        [
+          { role: "system", content: " Be brief.\n" },
+          { role: "user", content: "Hi" },
+          { role: "assistant", content: "Hello!" },
+        ],
+        { addGenerationPrompt },
+      );
     // This packaged template, as Llama 3 was first published, ignores add_generation_prompt.
     const header = (role: string) => `<|start_header_id|>${role}<|end_header_id|>\n\n`;
-    const expected = `<|begin_of_text|>${header("system")}Be brief.<|eot_id|>${header("user")}Hi<|eot_id|>` +
-      `${header("assistant")}Hello!<|eot_id|>${header("assistant")}`;
+    const expected =
+      `<|begin_of_text|>${header("system")}Be brief.<|eot_id|>${header("user")}Hi<|eot_id|>` + `${header("assistant")}Hello!<|eot_id|>${header("assistant")}`;
     expect(render(true)).toBe(expected);
     expect(render(false)).toBe(expected);
   });
@@ -293,7 +314,10 @@ describe("Llama 3 chat template", () => {
 describe("Llama 3 with the post-processor that adds <|begin_of_text|>", () => {
   const BOS = 128_000;
   const changes = { tokenizerJson: { post_processor: LLAMA3_BOS_POST_PROCESSOR } };
-  const messages: TrainingMessage[] = [{ role: "system", content: "Be brief." }, { role: "user", content: "Capital of France?" }];
+  const messages: TrainingMessage[] = [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Capital of France?" },
+  ];
   const countBos = (ids: readonly number[]) => ids.filter((id) => id === BOS).length;
 
   let tokenizer: TextTokenizer;
@@ -348,11 +372,7 @@ describe("Llama 3 with the post-processor that adds <|begin_of_text|>", () => {
   });
 
   it("training examples start with one <|begin_of_text|>, chat and prompt/completion alike", () => {
-    const chat = tokenizeRecord(
-      { format: "chat", line: 1, messages: [...messages, { role: "assistant", content: "Paris." }] },
-      tokenizer,
-      { maxLength: 512 },
-    );
+    const chat = tokenizeRecord({ format: "chat", line: 1, messages: [...messages, { role: "assistant", content: "Paris." }] }, tokenizer, { maxLength: 512 });
     if (!chat.ok) throw new Error(chat.reason);
     expect(chat.example.inputIds[0]).toBe(BOS);
     expect(countBos(chat.example.inputIds)).toBe(1);

@@ -8,7 +8,14 @@ export function tinyByteLevelBpeJson(): Record<string, unknown> {
   const vocab: Record<string, number> = {};
   byteToUnicodeTable().forEach((character, byte) => (vocab[character] = byte));
   const merges = [
-    ["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["l", "l"], ["ll", "o"], ["Ġ", "w"], ["o", "r"], ["Ġw", "or"],
+    ["Ġ", "t"],
+    ["h", "e"],
+    ["Ġt", "he"],
+    ["l", "l"],
+    ["ll", "o"],
+    ["Ġ", "w"],
+    ["o", "r"],
+    ["Ġw", "or"],
   ];
   for (const [left, right] of merges) vocab[left + right] = Object.keys(vocab).length;
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
@@ -31,11 +38,19 @@ export function tinyMetaspaceBpeJson(): Record<string, unknown> {
   }
   for (const character of "▁abcdefghijklmnopqrstuvwxyzHW,.!?") vocab[character] = Object.keys(vocab).length;
   const merges = [
-    ["▁", "t"], ["h", "e"], ["▁t", "he"], ["l", "l"], ["ll", "o"], ["▁", "w"], ["o", "r"], ["▁w", "or"], ["H", "e"], ["He", "llo"],
+    ["▁", "t"],
+    ["h", "e"],
+    ["▁t", "he"],
+    ["l", "l"],
+    ["ll", "o"],
+    ["▁", "w"],
+    ["o", "r"],
+    ["▁w", "or"],
+    ["H", "e"],
+    ["He", "llo"],
   ];
   for (const [left, right] of merges) vocab[left + right] = Object.keys(vocab).length;
-  const special = (id: number, content: string) =>
-    ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
   return {
     version: "1.0",
     added_tokens: [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],

@@ -45,7 +45,10 @@ describe("TextTokenizer", () => {
 
   it("passes bos_token to the template and renders a Llama 3 style conversation", () => {
     const rendered = llama3StyleTokenizer().applyChatTemplate(
-      [{ role: "user", content: " Hi " }, { role: "assistant", content: "Hello" }],
+      [
+        { role: "user", content: " Hi " },
+        { role: "assistant", content: "Hello" },
+      ],
       { addGenerationPrompt: true },
     );
     expect(rendered).toBe(
@@ -56,8 +59,9 @@ describe("TextTokenizer", () => {
   });
 
   it("turns raise_exception in a template into an error carrying its message", () => {
-    expect(() => llama3StyleTokenizer().applyChatTemplate([{ role: "tool", content: "x" }], { addGenerationPrompt: false }))
-      .toThrow(/chat template failed: unknown role tool/);
+    expect(() => llama3StyleTokenizer().applyChatTemplate([{ role: "tool", content: "x" }], { addGenerationPrompt: false })).toThrow(
+      /chat template failed: unknown role tool/,
+    );
   });
 
   it("refuses to apply a chat template it does not have", () => {
@@ -65,8 +69,7 @@ describe("TextTokenizer", () => {
     expect(tokenizer.chatTemplate).toBeNull();
     expect(tokenizer.eosTokenIds).toEqual([]);
     expect(tokenizer.bosTokenId).toBeNull();
-    expect(() => tokenizer.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true }))
-      .toThrow(/no chat template/);
+    expect(() => tokenizer.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true })).toThrow(/no chat template/);
   });
 
   it("applies merges and word-boundary markers of real BPE vocabularies", () => {
@@ -77,9 +80,7 @@ describe("TextTokenizer", () => {
 
     const metaspace = TextTokenizer.fromJson(tinyMetaspaceBpeJson());
     const metaspaceIds = metaspace.encode("Hello the world 😀");
-    expect(metaspaceIds.map((id) => metaspace.idToToken(id))).toEqual(
-      ["▁", "Hello", "▁the", "▁wor", "l", "d", "▁", "<0xF0>", "<0x9F>", "<0x98>", "<0x80>"],
-    );
+    expect(metaspaceIds.map((id) => metaspace.idToToken(id))).toEqual(["▁", "Hello", "▁the", "▁wor", "l", "d", "▁", "<0xF0>", "<0x9F>", "<0x98>", "<0x80>"]);
     expect(metaspace.decode(metaspaceIds)).toBe("Hello the world 😀");
   });
 

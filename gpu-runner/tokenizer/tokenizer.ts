@@ -69,12 +69,7 @@ export class TextTokenizer {
   readonly #cleanUpTokenizationSpaces: boolean;
   #compiledTemplate: Template | null = null;
 
-  private constructor(
-    tokenizerJson: JsonObject,
-    tokenizerConfig: JsonObject,
-    chatTemplate: string | null,
-    generationEosTokenIds: readonly number[],
-  ) {
+  private constructor(tokenizerJson: JsonObject, tokenizerConfig: JsonObject, chatTemplate: string | null, generationEosTokenIds: readonly number[]) {
     this.#specialTokens = {};
     for (const key of SPECIAL_TOKEN_KEYS) {
       const content = tokenContent(tokenizerConfig[key]);
@@ -125,7 +120,7 @@ export class TextTokenizer {
     generationEosTokenIds: readonly number[] = [],
   ): TextTokenizer {
     if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) {
-      throw new Error("tokenizer.json must be an object with a \"model\" entry");
+      throw new Error('tokenizer.json must be an object with a "model" entry');
     }
     if (tokenizerConfig !== null && !isObject(tokenizerConfig)) {
       throw new Error("tokenizer_config.json must be a JSON object");
@@ -168,8 +163,7 @@ export class TextTokenizer {
   /** Renders a conversation with the chat template and the variables transformers passes (messages, add_generation_prompt, special tokens). */
   applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt: boolean }): string {
     if (this.chatTemplate === null) {
-      throw new Error("this tokenizer has no chat template (no chat_template in tokenizer_config.json " +
-        "and no chat_template.jinja)");
+      throw new Error("this tokenizer has no chat template (no chat_template in tokenizer_config.json " + "and no chat_template.jinja)");
     }
     this.#compiledTemplate ??= new Template(this.chatTemplate);
     // raise_exception and strftime_now are globals of @huggingface/jinja (which refuses to have
@@ -197,7 +191,10 @@ export class TextTokenizer {
     let rendered: string;
     try {
       rendered = this.applyChatTemplate(
-        [{ role: "user", content: "hi" }, { role: "assistant", content: marker }],
+        [
+          { role: "user", content: "hi" },
+          { role: "assistant", content: marker },
+        ],
         { addGenerationPrompt: false },
       );
     } catch {

@@ -59,15 +59,15 @@ describe("makeBatches", () => {
   });
 
   it("groups similar lengths: far less padding than batching in a random order", () => {
-    const padding = (batches: Batch[]) => batches.reduce((sum, batch) =>
-      sum + batch.rows * batch.bucket - batch.lengths.reduce((a, b) => a + b, 0), 0);
+    const padding = (batches: Batch[]) => batches.reduce((sum, batch) => sum + batch.rows * batch.bucket - batch.lengths.reduce((a, b) => a + b, 0), 0);
     const grouped = padding(makeBatches(examples, options));
     // Reference: one bucket of 32, as if lengths were not grouped at all.
     const naive = padding(makeBatches(examples, { ...options, lengthBuckets: [32] }));
     expect(grouped).toBeLessThan(naive / 2);
     // Only the carried remainder of a bucket is padded past its own bucket.
     const overPadded = makeBatches(examples, options).flatMap((batch) =>
-      batch.lengths.filter((length) => batch.bucket > buckets.find((bucket) => bucket >= length)!));
+      batch.lengths.filter((length) => batch.bucket > buckets.find((bucket) => bucket >= length)!),
+    );
     expect(overPadded.length).toBeLessThan(4 * (buckets.length - 1));
   });
 

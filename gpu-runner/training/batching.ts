@@ -66,8 +66,10 @@ export function makeBatches(examples: readonly TokenizedExample[], options: Batc
     checkExample(example, index);
     const bucket = buckets.findIndex((length) => length >= example.inputIds.length);
     if (bucket < 0) {
-      throw new Error(`example ${index} has ${example.inputIds.length} input tokens, ` +
-        `more than the largest length bucket ${buckets.at(-1)}; tokenize with maxLength ≤ ${buckets.at(-1)}`);
+      throw new Error(
+        `example ${index} has ${example.inputIds.length} input tokens, ` +
+          `more than the largest length bucket ${buckets.at(-1)}; tokenize with maxLength ≤ ${buckets.at(-1)}`,
+      );
     }
     pools[bucket]!.push(index);
   });
@@ -82,8 +84,7 @@ export function makeBatches(examples: readonly TokenizedExample[], options: Batc
   }
   if (carried.length > 0) groups.push(carried);
 
-  return shuffle(groups, rng).map((group) =>
-    padBatch(examples, group, buckets, options.padId ?? 0, options.fillRows === true ? batchSize : group.length));
+  return shuffle(groups, rng).map((group) => padBatch(examples, group, buckets, options.padId ?? 0, options.fillRows === true ? batchSize : group.length));
 }
 
 /**
@@ -105,9 +106,15 @@ export function splitBatch(batch: Batch, maxTokens: number): Batch[] {
     const lossTokenCount = lossWeights.reduce((sum, weight) => sum + weight, 0);
     if (lossTokenCount === 0) continue;
     slices.push({
-      inputIds: batch.inputIds.slice(from, to), labels: batch.labels.slice(from, to), lossWeights, lossTokenCount,
-      lengths: batch.lengths.slice(first, end), exampleIndices: batch.exampleIndices.slice(first, end),
-      rows: end - first, bucket: batch.bucket, length: batch.length,
+      inputIds: batch.inputIds.slice(from, to),
+      labels: batch.labels.slice(from, to),
+      lossWeights,
+      lossTokenCount,
+      lengths: batch.lengths.slice(first, end),
+      exampleIndices: batch.exampleIndices.slice(first, end),
+      rows: end - first,
+      bucket: batch.bucket,
+      length: batch.length,
     });
   }
   return slices;
@@ -131,7 +138,10 @@ export function splitTrainValidation<T>(examples: readonly T[], options: SplitOp
   let held = Math.floor(fraction * count);
   if (fraction > 0 && count >= 10) held = Math.max(1, held);
   held = Math.min(held, Math.max(0, count - 1));
-  const order = shuffle(examples.map((_, index) => index), new Rng(options.seed));
+  const order = shuffle(
+    examples.map((_, index) => index),
+    new Rng(options.seed),
+  );
   const validationIndices = new Set(order.slice(0, held));
   const train: T[] = [];
   const validation: T[] = [];
@@ -139,8 +149,7 @@ export function splitTrainValidation<T>(examples: readonly T[], options: SplitOp
   return { train, validation };
 }
 
-function padBatch(examples: readonly TokenizedExample[], group: readonly number[], buckets: readonly number[],
-  padId: number, rows: number): Batch {
+function padBatch(examples: readonly TokenizedExample[], group: readonly number[], buckets: readonly number[], padId: number, rows: number): Batch {
   const lengths = group.map((index) => examples[index]!.inputIds.length);
   const longest = Math.max(...lengths);
   const bucket = buckets.find((length) => length >= longest)!;
@@ -160,7 +169,13 @@ function padBatch(examples: readonly TokenizedExample[], group: readonly number[
   });
   const fillers = rows - group.length;
   return {
-    inputIds, labels, lossWeights, rows, bucket, length: bucket, lossTokenCount,
+    inputIds,
+    labels,
+    lossWeights,
+    rows,
+    bucket,
+    length: bucket,
+    lossTokenCount,
     lengths: [...lengths, ...new Array<number>(fillers).fill(0)],
     exampleIndices: [...group, ...new Array<number>(fillers).fill(-1)],
   };
@@ -169,8 +184,10 @@ function padBatch(examples: readonly TokenizedExample[], group: readonly number[
 function checkExample(example: TokenizedExample, index: number): void {
   const length = example.inputIds.length;
   if (length === 0 || example.labels.length !== length || example.lossWeights.length !== length) {
-    throw new Error(`example ${index} is malformed: inputIds, labels and lossWeights have lengths ` +
-      `${length}, ${example.labels.length}, ${example.lossWeights.length} (must be equal and non-zero)`);
+    throw new Error(
+      `example ${index} is malformed: inputIds, labels and lossWeights have lengths ` +
+        `${length}, ${example.labels.length}, ${example.lossWeights.length} (must be equal and non-zero)`,
+    );
   }
 }
 

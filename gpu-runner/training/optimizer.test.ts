@@ -1,11 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { Rng } from "../random.ts";
-import {
-  AdamW, BASE_LEARNING_RATE, HyperparameterError, clipGradientNorm, learningRateAt, resolveHyperparameters, type TensorMap,
-} from "./optimizer.ts";
+import { AdamW, BASE_LEARNING_RATE, HyperparameterError, clipGradientNorm, learningRateAt, resolveHyperparameters, type TensorMap } from "./optimizer.ts";
 
-const tensors = (entries: Record<string, number[]>): TensorMap =>
-  new Map(Object.entries(entries).map(([name, values]) => [name, Float32Array.from(values)]));
+const tensors = (entries: Record<string, number[]>): TensorMap => new Map(Object.entries(entries).map(([name, values]) => [name, Float32Array.from(values)]));
 
 describe("AdamW", () => {
   // Two parameters, two steps, learning rates 0.1 then 0.05, default betas and eps.
@@ -84,9 +81,7 @@ describe("clipGradientNorm", () => {
   it("scales all tensors together to the max norm and returns the norm before clipping", () => {
     const gradients = tensors({ a: [3, 0], b: [4] });
     expect(clipGradientNorm(gradients, 1)).toBeCloseTo(5, 12);
-    expect([...gradients.get("a")!, ...gradients.get("b")!]).toEqual([
-      expect.closeTo(0.6, 6), 0, expect.closeTo(0.8, 6),
-    ]);
+    expect([...gradients.get("a")!, ...gradients.get("b")!]).toEqual([expect.closeTo(0.6, 6), 0, expect.closeTo(0.8, 6)]);
   });
 
   it("leaves gradients within the norm, or with a non-finite norm, untouched", () => {
@@ -122,7 +117,7 @@ describe("learningRateAt", () => {
   });
 
   it("starts the decay at once without warmup, and rejects bad settings", () => {
-    expect(learningRateAt(0, { ...schedule, warmupSteps: 0 })).toBeCloseTo(1e-3 * (1 + Math.cos(Math.PI / 100)) / 2, 15);
+    expect(learningRateAt(0, { ...schedule, warmupSteps: 0 })).toBeCloseTo((1e-3 * (1 + Math.cos(Math.PI / 100))) / 2, 15);
     expect(() => learningRateAt(0, { ...schedule, warmupSteps: 101 })).toThrow(/warmupSteps/);
     expect(() => learningRateAt(0, { ...schedule, peak: 0 })).toThrow(/peak/);
     expect(() => learningRateAt(-1, schedule)).toThrow(/step/);
@@ -152,7 +147,12 @@ describe("resolveHyperparameters", () => {
 
   it("keeps explicit values and derives steps and 10% warmup", () => {
     expect(resolveHyperparameters({ n_epochs: 2, batch_size: 4, learning_rate_multiplier: 0.5 }, pica(10))).toEqual({
-      nEpochs: 2, batchSize: 4, learningRateMultiplier: 0.5, learningRate: 5e-4, totalSteps: 6, warmupSteps: 1,
+      nEpochs: 2,
+      batchSize: 4,
+      learningRateMultiplier: 0.5,
+      learningRate: 5e-4,
+      totalSteps: 6,
+      warmupSteps: 1,
     });
     expect(resolveHyperparameters({}, pica(10))).toMatchObject({ totalSteps: 100, warmupSteps: 10 });
   });

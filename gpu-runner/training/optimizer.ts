@@ -51,7 +51,10 @@ export class AdamW {
     this.beta2 = options.beta2 ?? 0.999;
     this.eps = options.eps ?? 1e-8;
     this.weightDecay = options.weightDecay ?? 0;
-    for (const [name, value] of [["beta1", this.beta1], ["beta2", this.beta2]] as const) {
+    for (const [name, value] of [
+      ["beta1", this.beta1],
+      ["beta2", this.beta2],
+    ] as const) {
       if (!(value >= 0 && value < 1)) throw new Error(`AdamW ${name} must be in [0, 1), got ${value}`);
     }
     if (!(this.eps > 0)) throw new Error(`AdamW eps must be positive, got ${this.eps}`);

@@ -10,8 +10,7 @@ const END_OF_TEXT = 256;
 const IM_END = 258;
 
 const chatRecord = (messages: TrainingMessage[]): TrainingRecord => ({ format: "chat", messages, line: 7 });
-const completionRecord = (prompt: string, completion: string): TrainingRecord =>
-  ({ format: "prompt_completion", prompt, completion, line: 3 });
+const completionRecord = (prompt: string, completion: string): TrainingRecord => ({ format: "prompt_completion", prompt, completion, line: 3 });
 
 function expectExample(outcome: TokenizeOutcome): TokenizedExample {
   if (!outcome.ok) throw new Error(`expected an example, got: ${outcome.reason}`);
@@ -84,8 +83,8 @@ describe("tokenizeRecord, chat", () => {
 
   it("refuses a conversation the template cannot render", () => {
     const strict = makeByteLevelTokenizerFiles({
-      chatTemplate: "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system here') }}{% endif %}" +
-        "{{ m['content'] }}{% endfor %}",
+      chatTemplate:
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system here') }}{% endif %}" + "{{ m['content'] }}{% endfor %}",
       specialTokens: ["<|endoftext|>"],
     });
     const strictTokenizer = TextTokenizer.fromJson(strict.tokenizerJson, strict.tokenizerConfig);
@@ -96,7 +95,8 @@ describe("tokenizeRecord, chat", () => {
   it("refuses a template that rewrites earlier turns, since replies cannot be located", () => {
     // Drops every assistant turn but the last one, as some reasoning-model templates do.
     const forgetful = makeByteLevelTokenizerFiles({
-      chatTemplate: "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}" +
+      chatTemplate:
+        "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}" +
         "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}" +
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
     });
@@ -147,7 +147,16 @@ describe("tokenizeRecord, prompt/completion", () => {
     const example = expectExample(tokenizeRecord(completionRecord("2+2=", " 4"), listed, { maxLength: 100 }));
     expect(example.labels.at(-1)).toBe(END_OF_TEXT);
     // Chat replies still end with the template's end-of-turn token.
-    const chat = expectExample(tokenizeRecord(chatRecord([{ role: "user", content: "hi" }, { role: "assistant", content: "yo" }]), listed, { maxLength: 100 }));
+    const chat = expectExample(
+      tokenizeRecord(
+        chatRecord([
+          { role: "user", content: "hi" },
+          { role: "assistant", content: "yo" },
+        ]),
+        listed,
+        { maxLength: 100 },
+      ),
+    );
     expect(trainedRuns(chat)).toEqual(["yo<|im_end|>"]);
   });
 

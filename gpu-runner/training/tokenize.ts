@@ -25,9 +25,7 @@ export interface TokenizeOptions {
 }
 
 /** An example tokenized (and how many tokens truncation removed), or why it cannot be trained on. */
-export type TokenizeOutcome =
-  | { ok: true; example: TokenizedExample; truncatedTokens: number }
-  | { ok: false; reason: string };
+export type TokenizeOutcome = { ok: true; example: TokenizedExample; truncatedTokens: number } | { ok: false; reason: string };
 
 // A stretch of the rendered text that is tokenized on its own; `trained` marks reply text.
 interface Piece {
@@ -73,8 +71,10 @@ export function tokenizeRecord(record: TrainingRecord, tokenizer: TextTokenizer,
     if (tokens.ids.length > limit) {
       const cut = tokens.replyEnds.filter((end) => end <= limit).at(-1);
       if (cut === undefined) {
-        return { ok: false, reason: `too long: the first trainable assistant reply ends at token ${tokens.replyEnds[0]}, ` +
-          `but at most maxLength + 1 = ${limit} tokens fit` };
+        return {
+          ok: false,
+          reason: `too long: the first trainable assistant reply ends at token ${tokens.replyEnds[0]}, ` + `but at most maxLength + 1 = ${limit} tokens fit`,
+        };
       }
       truncatedTokens = tokens.ids.length - cut;
       tokens = { ids: tokens.ids.slice(0, cut), trained: tokens.trained.slice(0, cut), replyEnds: [] };
@@ -123,8 +123,11 @@ export function tokenizeRecords(records: readonly TrainingRecord[], tokenizer: T
 // the tokenizer config's eos_token, as TRL appends it: eosTokenIds starts with
 // generation_config.json's list, whose first id can be another stop token (Llama 3.1 Instruct lists
 // <|end_of_text|> first while its tokenizer's eos is <|eot_id|>).
-function promptCompletionTokens(record: PromptCompletionTrainingRecord, tokenizer: TextTokenizer, limit: number):
-  { tokens: Tokens; truncatedTokens: number } | { reason: string } {
+function promptCompletionTokens(
+  record: PromptCompletionTrainingRecord,
+  tokenizer: TextTokenizer,
+  limit: number,
+): { tokens: Tokens; truncatedTokens: number } | { reason: string } {
   const eos = tokenizer.eosTokenId ?? tokenizer.eosTokenIds[0];
   if (eos === undefined) throw new Error("the tokenizer has no eos token, so a completion cannot be taught to end");
   let prompt = tokenizer.encode(record.prompt, { addSpecialTokens: true });
@@ -132,8 +135,9 @@ function promptCompletionTokens(record: PromptCompletionTrainingRecord, tokenize
   let truncatedTokens = 0;
   if (prompt.length + completion.length > limit) {
     if (completion.length >= limit) {
-      return { reason: `too long: the completion and eos are ${completion.length} tokens, ` +
-        `leaving no room for the prompt within maxLength + 1 = ${limit} tokens` };
+      return {
+        reason: `too long: the completion and eos are ${completion.length} tokens, ` + `leaving no room for the prompt within maxLength + 1 = ${limit} tokens`,
+      };
     }
     const keepBos = tokenizer.bosTokenId !== null && prompt[0] === tokenizer.bosTokenId ? 1 : 0;
     truncatedTokens = prompt.length + completion.length - limit;
@@ -159,8 +163,7 @@ function promptCompletionTokens(record: PromptCompletionTrainingRecord, tokenize
 // same whatever the weights, so a weight changes which tokens train, never the tokens themselves.
 function chatPieces(record: ChatTrainingRecord, tokenizer: TextTokenizer): Piece[] | { reason: string } {
   const messages = record.messages.map(({ role, content }) => ({ role, content }));
-  const render = (count: number, addGenerationPrompt: boolean): string =>
-    tokenizer.applyChatTemplate(messages.slice(0, count), { addGenerationPrompt });
+  const render = (count: number, addGenerationPrompt: boolean): string => tokenizer.applyChatTemplate(messages.slice(0, count), { addGenerationPrompt });
   // Special tokens that end a turn; the trained part of a reply stops after the last of them, so the
   // separator a template writes between turns (ChatML's "\n") is context, not something to learn.
   const turnEnds = tokenizer.eosTokenIds.map((id) => tokenizer.idToToken(id)).filter((token): token is string => !!token);
@@ -175,8 +178,11 @@ function chatPieces(record: ChatTrainingRecord, tokenizer: TextTokenizer): Piece
       const before = render(index, true);
       const through = render(index + 1, false);
       if (before.length < cursor || !through.startsWith(before) || !full.startsWith(through)) {
-        return { reason: `the chat template does not render messages[${index}] (assistant) as a continuation ` +
-          "of the conversation before it, so its tokens cannot be located" };
+        return {
+          reason:
+            `the chat template does not render messages[${index}] (assistant) as a continuation ` +
+            "of the conversation before it, so its tokens cannot be located",
+        };
       }
       const reply = through.slice(before.length);
       if (!reply.includes(message.content.trim())) {

@@ -15,7 +15,12 @@ const WORDS = ["red", "blue", "green", "gold", "grey", "pink", "teal", "navy", "
 function dataset(count: number, offset = 0): string {
   return Array.from({ length: count }, (_, i) => {
     const word = WORDS[(i + offset) % WORDS.length];
-    return JSON.stringify({ messages: [{ role: "user", content: `shout ${word}` }, { role: "assistant", content: word.toUpperCase() }] });
+    return JSON.stringify({
+      messages: [
+        { role: "user", content: `shout ${word}` },
+        { role: "assistant", content: word.toUpperCase() },
+      ],
+    });
   }).join("\n");
 }
 
@@ -26,7 +31,12 @@ describe("fineTune", () => {
     model = { config, weights, tokenizer, basis: await computeBasis(config, weights, { rMax: 8 }) };
   });
 
-  const base = { training: dataset(24), validation: dataset(12, 5), seed: 3, hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 5, rank: 4 } };
+  const base = {
+    training: dataset(24),
+    validation: dataset(12, 5),
+    seed: 3,
+    hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 5, rank: 4 },
+  };
 
   it("lowers the validation loss, reports every step and epoch, and yields a servable adapter", async () => {
     const events: TrainerEvent[] = [];
@@ -53,7 +63,12 @@ describe("fineTune", () => {
   it("the same seed gives the same loss curve; another seed a different one", async () => {
     const curve = async (seed: number) => {
       const losses: number[] = [];
-      await fineTune(model, { ...base, seed, hyperparameters: { ...base.hyperparameters, n_epochs: 1 }, onEvent: (e) => void (e.type === "step" && losses.push(e.loss)) });
+      await fineTune(model, {
+        ...base,
+        seed,
+        hyperparameters: { ...base.hyperparameters, n_epochs: 1 },
+        onEvent: (e) => void (e.type === "step" && losses.push(e.loss)),
+      });
       return losses;
     };
     const a = await curve(3);
@@ -88,7 +103,14 @@ describe("fineTune", () => {
     const short = { ...base, hyperparameters: { ...base.hyperparameters, n_epochs: 1 } };
     const whole = await fineTune(model, short);
     let yields = 0;
-    const sliced = await fineTune(model, { ...short, microBatchTokens: 32, compute: (work) => (yields++, work()) });
+    const sliced = await fineTune(model, {
+      ...short,
+      microBatchTokens: 32,
+      compute: (work) => {
+        yields++;
+        return work();
+      },
+    });
     // 6 steps of 4 rows at one row per slice, then one validation pass of 12 examples.
     expect(yields).toBeGreaterThanOrEqual(6 * 4 + 12);
     expect(sliced.steps).toBe(whole.steps);

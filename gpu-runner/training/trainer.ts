@@ -65,7 +65,18 @@ export type TrainerEvent =
       skipped: LineError[];
       resumedFromStep: number;
     }
-  | { type: "step"; step: number; totalSteps: number; epoch: number; loss: number; learningRate: number; gradientNorm: number; batchTokens: number; tokensPerSecond: number; etaSeconds: number }
+  | {
+      type: "step";
+      step: number;
+      totalSteps: number;
+      epoch: number;
+      loss: number;
+      learningRate: number;
+      gradientNorm: number;
+      batchTokens: number;
+      tokensPerSecond: number;
+      etaSeconds: number;
+    }
   | { type: "epoch"; epoch: number; trainLoss: number; validationLoss: number | null; validationTokenAccuracy: number | null }
   | { type: "checkpoint"; step: number; checkpoint: TrainerCheckpoint };
 
@@ -86,7 +97,10 @@ export class TrainingDataError extends Error {
     readonly errors: LineError[],
     readonly errorCount: number,
   ) {
-    const shown = errors.slice(0, 5).map((e) => `line ${e.line}: ${e.reason}`).join("; ");
+    const shown = errors
+      .slice(0, 5)
+      .map((e) => `line ${e.line}: ${e.reason}`)
+      .join("; ");
     super(`${file} file: ${errorCount} invalid line${errorCount === 1 ? "" : "s"} (${shown}${errorCount > 5 ? "; …" : ""})`);
     this.name = "TrainingDataError";
   }
@@ -115,9 +129,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
 
   const resolved = resolveHyperparameters(options.hyperparameters ?? {}, { trainExamples: trainExamples.length, method });
   const graphMethod: TrainingMethod =
-    method === "pica"
-      ? { kind: "pica", basis, rank, sharing }
-      : { kind: "lora", rank, alpha: rank, targetModules: [...LINEAR_MODULES], seed };
+    method === "pica" ? { kind: "pica", basis, rank, sharing } : { kind: "lora", rank, alpha: rank, targetModules: [...LINEAR_MODULES], seed };
   // A weight file's tensors are read where the file lies: no private repacked copy per session.
   const session = await TrainingSession.create(config, model.weights, graphMethod, {
     ...model.session,
@@ -127,7 +139,15 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
   try {
     const values = new Map(session.parameters.map((p) => [p.name, Float32Array.from(p.initial)]));
     const optimizer = new AdamW(values, { weightDecay: 0 });
-    const identity = { method, rank, sharing: method === "pica" ? sharing : null, seed, hyperparameters: resolved, basisId: basis.id, trainExamples: trainExamples.length };
+    const identity = {
+      method,
+      rank,
+      sharing: method === "pica" ? sharing : null,
+      seed,
+      hyperparameters: resolved,
+      basisId: basis.id,
+      trainExamples: trainExamples.length,
+    };
     let startStep = 0;
     if (options.resume !== undefined) {
       checkpointMatches(options.resume, identity);
@@ -158,7 +178,16 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
       let epochLoss = 0;
       let epochBatches = 0;
       for (let index = step - epoch * stepsPerEpoch; index < batches.length; index++) {
-        if (options.signal?.aborted) return { status: "cancelled", adapter: null, parameters: values, steps: step, validationLoss: validation.loss, validationTokenAccuracy: validation.accuracy, checkpoint: snapshot(step) };
+        if (options.signal?.aborted)
+          return {
+            status: "cancelled",
+            adapter: null,
+            parameters: values,
+            steps: step,
+            validationLoss: validation.loss,
+            validationTokenAccuracy: validation.accuracy,
+            checkpoint: snapshot(step),
+          };
         const batch = batches[index];
         const { loss, gradients } = await accumulatedStep(session, batch, values, options);
         const gradientNorm = clipGradientNorm(gradients, MAX_GRADIENT_NORM);
@@ -188,10 +217,24 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
         }
       }
       validation = await evaluate(session, validationExamples, values, buckets, resolved.batchSize, options);
-      await options.onEvent?.({ type: "epoch", epoch, trainLoss: epochLoss / Math.max(epochBatches, 1), validationLoss: validation.loss, validationTokenAccuracy: validation.accuracy });
+      await options.onEvent?.({
+        type: "epoch",
+        epoch,
+        trainLoss: epochLoss / Math.max(epochBatches, 1),
+        validationLoss: validation.loss,
+        validationTokenAccuracy: validation.accuracy,
+      });
     }
     const adapter = method === "pica" ? toAdapter(config, basis, rank, sharing, values, options.provenance ?? {}) : null;
-    return { status: "succeeded", adapter, parameters: values, steps: step, validationLoss: validation.loss, validationTokenAccuracy: validation.accuracy, checkpoint: snapshot(step) };
+    return {
+      status: "succeeded",
+      adapter,
+      parameters: values,
+      steps: step,
+      validationLoss: validation.loss,
+      validationTokenAccuracy: validation.accuracy,
+      checkpoint: snapshot(step),
+    };
   } finally {
     await session.dispose();
   }

@@ -134,7 +134,10 @@ describe("PiCa training graph", () => {
 });
 
 describe.each([
-  ["PiCa per layer", (basis: Basis): TrainingMethod => ({ kind: "pica", basis, rank: 3, sharing: "per_layer", targetModules: ["q_proj", "v_proj", "down_proj"] })],
+  [
+    "PiCa per layer",
+    (basis: Basis): TrainingMethod => ({ kind: "pica", basis, rank: 3, sharing: "per_layer", targetModules: ["q_proj", "v_proj", "down_proj"] }),
+  ],
   ["LoRA", (): TrainingMethod => ({ kind: "lora", rank: 2, alpha: 4, targetModules: ["k_proj", "o_proj", "up_proj"], seed: 1 })],
   ["full", (): TrainingMethod => ({ kind: "full" })],
 ] as const)("%s gradients", (_label, makeMethod) => {

@@ -50,7 +50,11 @@ export class TrainingSession {
     if (weightFile !== undefined && dtype !== "float32") throw new Error("a weight file holds float32 weights; float64 training graphs keep theirs inline");
     const source = weightFile === undefined ? undefined : weightFileSource(weightFile);
     const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype, source });
-    const gradients = appendGradients(graph, loss, parameters.map((p) => p.value));
+    const gradients = appendGradients(
+      graph,
+      loss,
+      parameters.map((p) => p.value),
+    );
     for (const parameter of parameters) graph.output(gradients.get(parameter.name)!, gradientName(parameter.name));
     // Float64 graphs are for gradient checks; some fused kernels exist only in float32.
     const optimizationLevel = options.optimizationLevel ?? (dtype === "float64" ? "basic" : "all");
@@ -119,7 +123,11 @@ export function gradientName(parameter: string): string {
 export function batchFeeds(batch: TrainingBatch, dtype: "float32" | "float64", window: number | null = null): Record<string, HostTensor> {
   const { rows, length } = batch;
   const size = rows * length;
-  for (const [name, data] of [["inputIds", batch.inputIds], ["labels", batch.labels], ["lossWeights", batch.lossWeights]] as const) {
+  for (const [name, data] of [
+    ["inputIds", batch.inputIds],
+    ["labels", batch.labels],
+    ["lossWeights", batch.lossWeights],
+  ] as const) {
     if (data.length !== size) throw new Error(`batch ${name} has ${data.length} entries, expected ${rows} × ${length}`);
   }
   const inputIds = new BigInt64Array(size);

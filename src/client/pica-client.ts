@@ -55,7 +55,13 @@ export interface CreateJobParams {
   validation_file?: string;
   suffix?: string;
   seed?: number;
-  hyperparameters?: { n_epochs?: number | "auto"; batch_size?: number | "auto"; learning_rate_multiplier?: number | "auto"; rank?: number; weight_sharing?: boolean };
+  hyperparameters?: {
+    n_epochs?: number | "auto";
+    batch_size?: number | "auto";
+    learning_rate_multiplier?: number | "auto";
+    rank?: number;
+    weight_sharing?: boolean;
+  };
 }
 
 export class PicaClient {
@@ -81,7 +87,9 @@ export class PicaClient {
 
   createJob(params: CreateJobParams): Promise<FineTuningJob> {
     const { hyperparameters, ...rest } = params;
-    return this.json("POST", "/v1/fine_tuning/jobs", { json: { ...rest, ...(hyperparameters ? { method: { type: "supervised", supervised: { hyperparameters } } } : {}) } });
+    return this.json("POST", "/v1/fine_tuning/jobs", {
+      json: { ...rest, ...(hyperparameters ? { method: { type: "supervised", supervised: { hyperparameters } } } : {}) },
+    });
   }
 
   listJobs(limit = 20): Promise<ListPage<FineTuningJob>> {
@@ -146,11 +154,14 @@ export class PicaClient {
     let pending = "";
     for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
       pending += decoder.decode(bytes, { stream: true });
-      let boundary: number;
-      while ((boundary = pending.indexOf("\n\n")) >= 0) {
+      for (let boundary = pending.indexOf("\n\n"); boundary >= 0; boundary = pending.indexOf("\n\n")) {
         const event = pending.slice(0, boundary);
         pending = pending.slice(boundary + 2);
-        const data = event.split("\n").filter((line) => line.startsWith("data:")).map((line) => line.slice(5).trim()).join("\n");
+        const data = event
+          .split("\n")
+          .filter((line) => line.startsWith("data:"))
+          .map((line) => line.slice(5).trim())
+          .join("\n");
         if (data === "" || data === "[DONE]") continue;
         const chunk = JSON.parse(data) as StreamChunk;
         if (chunk.error) throw new PicaApiError(500, chunk.error);

@@ -55,7 +55,14 @@ describe("parseChatCompletionRequest", () => {
         messages: [
           { role: "developer", content: "Be brief." },
           { role: "system", content: "You are kind." },
-          { role: "user", content: [{ type: "text", text: "Hi" }, { type: "text", text: "there" }], name: "ann" },
+          {
+            role: "user",
+            content: [
+              { type: "text", text: "Hi" },
+              { type: "text", text: "there" },
+            ],
+            name: "ann",
+          },
           { role: "assistant", content: [] },
         ],
         max_tokens: 5,
@@ -148,7 +155,16 @@ describe("parseChatCompletionRequest", () => {
     ["messages missing", { messages: undefined }, "messages"],
     ["messages not an array", { messages: "hi" }, "messages"],
     ["unknown role", { messages: [{ role: "robot", content: "x" }] }, "messages[0].role"],
-    ["role on the second message", { messages: [{ role: "user", content: "x" }, { role: "tool", content: "y" }] }, "messages[1].role"],
+    [
+      "role on the second message",
+      {
+        messages: [
+          { role: "user", content: "x" },
+          { role: "tool", content: "y" },
+        ],
+      },
+      "messages[1].role",
+    ],
     ["content missing", { messages: [{ role: "user" }] }, "messages[0].content"],
     ["content as a number", { messages: [{ role: "user", content: 5 }] }, "messages[0].content"],
     ["image part", { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] }, "messages[0].content[0].type"],
@@ -168,9 +184,7 @@ describe("parseChatCompletionRequest", () => {
     expect(rejection(() => parseChatCompletionRequest(chat({ max_tokens: 1.5 }))).message).toBe(
       "Invalid type for 'max_tokens': expected an integer, but got a decimal instead.",
     );
-    expect(rejection(() => parseChatCompletionRequest(chat({ messages: undefined }))).message).toBe(
-      "Missing required parameter: 'messages'.",
-    );
+    expect(rejection(() => parseChatCompletionRequest(chat({ messages: undefined }))).message).toBe("Missing required parameter: 'messages'.");
     expect(rejection(() => parseChatCompletionRequest(chat({ messages: [{ role: "user" }] }))).message).toBe(
       "Missing required parameter: 'messages[0].content'.",
     );

@@ -15,10 +15,7 @@ export const MAX_STOP_SEQUENCES = 4;
 /** Most choices one request may ask for. */
 export const MAX_CHOICES = 16;
 
-const stopSchema = z.union([
-  z.string().min(1),
-  z.array(z.string().min(1)).min(1).max(MAX_STOP_SEQUENCES),
-]);
+const stopSchema = z.union([z.string().min(1), z.array(z.string().min(1)).min(1).max(MAX_STOP_SEQUENCES)]);
 
 const streamOptionsSchema = z.object({ include_usage: optional(z.boolean()) });
 

@@ -23,10 +23,7 @@ export const hyperparametersSchema = z
 export type Hyperparameters = z.infer<typeof hyperparametersSchema>;
 
 /** Where a job's JSONL comes from: a URL the runner downloads, or the text itself. */
-export const dataSourceSchema = z.union([
-  z.object({ url: z.url({ protocol: /^https?$/ }) }).strict(),
-  z.object({ content: z.string().min(1) }).strict(),
-]);
+export const dataSourceSchema = z.union([z.object({ url: z.url({ protocol: /^https?$/ }) }).strict(), z.object({ content: z.string().min(1) }).strict()]);
 export type DataSource = z.infer<typeof dataSourceSchema>;
 
 /** `POST /internal/jobs`. */
@@ -37,7 +34,11 @@ export const trainingJobRequestSchema = z
     validation_file: dataSourceSchema.optional(),
     method: z.enum(["pica"]).default("pica"),
     hyperparameters: hyperparametersSchema.default({}),
-    seed: z.int().min(0).max(2 ** 31 - 1).default(0),
+    seed: z
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .default(0),
     /** Where the finished adapter is served on this runner; absent: only reported back. */
     adapter_id: z.string().regex(ADAPTER_ID_PATTERN, "must be 1-200 characters of A-Z a-z 0-9 : . _ / -").optional(),
     /** Base URL of the job's callbacks (see CALLBACK_PATHS); absent: the job is only polled. */
@@ -47,7 +48,10 @@ export const trainingJobRequestSchema = z
     /** Who the control plane gave the job to; sent back on every callback (PLACEMENT_HEADER). */
     placement: z.string().min(1).max(200).optional(),
     /** Trainer state to resume from (a checkpoint of the job made on another runner). */
-    resume_state: z.object({ url: z.url({ protocol: /^https?$/ }), trained_tokens: z.int().min(0).default(0) }).strict().optional(),
+    resume_state: z
+      .object({ url: z.url({ protocol: /^https?$/ }), trained_tokens: z.int().min(0).default(0) })
+      .strict()
+      .optional(),
   })
   .strict();
 export type TrainingJobRequest = z.output<typeof trainingJobRequestSchema>;

@@ -48,7 +48,11 @@ function fakeConverters(overrides: Partial<Record<"a" | "b", RunnerHandler>> = {
 
 const peftForm = (fields: Record<string, string | Blob> = {}) => {
   const form = new FormData();
-  form.append("adapter_config", new Blob(['{"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]}'], { type: "application/json" }), "adapter_config.json");
+  form.append(
+    "adapter_config",
+    new Blob(['{"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]}'], { type: "application/json" }),
+    "adapter_config.json",
+  );
   form.append("adapter_model", new Blob([new Uint8Array([7, 7, 7])]), "adapter_model.safetensors");
   form.append("name", "support-bot");
   for (const [name, value] of Object.entries(fields)) form.set(name, value);
@@ -62,7 +66,16 @@ describe("PEFT import", () => {
     const response = await call("POST", "/v1/adapters/import", { key, body: peftForm({ sharing: "shared", rank: "8" }) });
     expect(response.status).toBe(201);
     const adapter = (await response.json()) as { id: string; sha256: string; bytes: number; import_report: PeftImportReport };
-    expect(adapter).toMatchObject({ object: "adapter", source: "peft_import", status: "ready", rank: 8, sharing: "shared", basis_id: "basis-1", base_model: env.BASE_MODEL, bytes: PICA_BYTES.length });
+    expect(adapter).toMatchObject({
+      object: "adapter",
+      source: "peft_import",
+      status: "ready",
+      rank: 8,
+      sharing: "shared",
+      basis_id: "basis-1",
+      base_model: env.BASE_MODEL,
+      bytes: PICA_BYTES.length,
+    });
     expect(adapter.id).toMatch(new RegExp(`^peft:${env.BASE_MODEL}:${tenantId}:support-bot:imp[A-Za-z0-9]{24}$`));
     expect(adapter.import_report).toEqual(REPORT);
 
@@ -74,7 +87,9 @@ describe("PEFT import", () => {
     expect([...new Uint8Array(await (form.get("adapter_model") as File).arrayBuffer())]).toEqual([7, 7, 7]);
     expect(form.get("rank")).toBe("8");
 
-    const row = await env.DB.prepare("SELECT * FROM adapters WHERE id = ?").bind(adapter.id).first<{ tenant_id: string; blob_key: string; sha256: string; source: string; import_report: string }>();
+    const row = await env.DB.prepare("SELECT * FROM adapters WHERE id = ?")
+      .bind(adapter.id)
+      .first<{ tenant_id: string; blob_key: string; sha256: string; source: string; import_report: string }>();
     expect(row).toMatchObject({ tenant_id: tenantId, source: "peft_import", sha256: await sha256Hex(PICA_BYTES) });
     expect(JSON.parse(row!.import_report)).toEqual(REPORT);
     expect(row!.blob_key.startsWith(`tenants/${tenantId}/`)).toBe(true);
@@ -102,16 +117,30 @@ describe("PEFT import", () => {
     expect(seen).toEqual([]); // nothing reached a runner
 
     restore();
-    fakeConverters({ b: () => Response.json({ error: { message: "adapter_config.json: use_dora: is true", type: "invalid_request_error", param: null, code: "peft_not_importable" } }, { status: 400 }) });
+    fakeConverters({
+      b: () =>
+        Response.json(
+          { error: { message: "adapter_config.json: use_dora: is true", type: "invalid_request_error", param: null, code: "peft_not_importable" } },
+          { status: 400 },
+        ),
+    });
     const refused = await call("POST", "/v1/adapters/import", { key, body: peftForm() });
     expect(refused.status).toBe(400);
     expect(await errorOf(refused)).toMatchObject({ code: "peft_not_importable", message: expect.stringContaining("use_dora") });
 
     restore();
-    fakeConverters({ b: () => { throw new TypeError("connection refused"); } });
+    fakeConverters({
+      b: () => {
+        throw new TypeError("connection refused");
+      },
+    });
     const unavailable = await call("POST", "/v1/adapters/import", { key, body: peftForm() });
     expect(unavailable.status).toBe(503);
-    expect(await env.DB.prepare("SELECT count(*) AS n FROM adapters WHERE source = 'peft_import' AND tenant_id = (SELECT tenant_id FROM api_keys WHERE prefix = ?)").bind(`${key.slice(0, 20)}…`).first("n")).toBe(0);
+    expect(
+      await env.DB.prepare("SELECT count(*) AS n FROM adapters WHERE source = 'peft_import' AND tenant_id = (SELECT tenant_id FROM api_keys WHERE prefix = ?)")
+        .bind(`${key.slice(0, 20)}…`)
+        .first("n"),
+    ).toBe(0);
   });
 });
 

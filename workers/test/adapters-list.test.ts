@@ -9,12 +9,21 @@ describe("GET /v1/adapters", () => {
     const { tenantId, key } = await tenantWithKey();
     const other = await tenantWithKey();
     const row = (id: string, tenant: string, createdAt: number) => ({
-      id, tenantId: tenant, baseModel: "pica-base-4m", blobKey: `k/${id}`, sha256: "0".repeat(64), bytes: 1, source: "fine_tune", createdAt,
+      id,
+      tenantId: tenant,
+      baseModel: "pica-base-4m",
+      blobKey: `k/${id}`,
+      sha256: "0".repeat(64),
+      bytes: 1,
+      source: "fine_tune",
+      createdAt,
     });
-    await database(env.DB).insert(adapters).values([
-      ...[1, 2, 3, 4, 5].map((i) => row(`ft:pica-base-4m:${tenantId}::job${i}`, tenantId, 1000 + i)),
-      row(`ft:pica-base-4m:${other.tenantId}::other`, other.tenantId, 2000),
-    ]);
+    await database(env.DB)
+      .insert(adapters)
+      .values([
+        ...[1, 2, 3, 4, 5].map((i) => row(`ft:pica-base-4m:${tenantId}::job${i}`, tenantId, 1000 + i)),
+        row(`ft:pica-base-4m:${other.tenantId}::other`, other.tenantId, 2000),
+      ]);
     const seen: string[] = [];
     let after: string | null = null;
     for (let page = 0; page < 5; page++) {

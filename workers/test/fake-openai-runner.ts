@@ -37,14 +37,27 @@ export class FakeOpenAiRunner {
     if (path === PEFT_PATHS.import || path === PEFT_PATHS.export) {
       // Converts nothing: refuses every adapter the way a runner refuses one it cannot read.
       await request.body?.cancel();
-      return Response.json({ error: { message: "adapter_model: not a PEFT adapter this runner can read", type: "invalid_request_error", param: "adapter_model", code: "invalid_peft_adapter" } }, { status: 400 });
+      return Response.json(
+        {
+          error: {
+            message: "adapter_model: not a PEFT adapter this runner can read",
+            type: "invalid_request_error",
+            param: "adapter_model",
+            code: "invalid_peft_adapter",
+          },
+        },
+        { status: 400 },
+      );
     }
     const body = (await request.json()) as Record<string, unknown>;
     this.received.push({ path, body });
     const behaviour = this.behaviour;
     if (behaviour.kind === "network_error") throw new TypeError(`connection refused by ${this.origin}`);
     if (behaviour.kind === "status") {
-      return Response.json(behaviour.body ?? { error: { message: "boom", type: "server_error", param: null, code: null } }, { status: behaviour.status, headers: behaviour.headers });
+      return Response.json(behaviour.body ?? { error: { message: "boom", type: "server_error", param: null, code: null } }, {
+        status: behaviour.status,
+        headers: behaviour.headers,
+      });
     }
     const chat = path === "/v1/chat/completions";
     const id = `${chat ? "chatcmpl" : "cmpl"}-${this.origin}`;
@@ -55,7 +68,9 @@ export class FakeOpenAiRunner {
       return Response.json({ ...header, object: chat ? "chat.completion" : "text_completion", choices: [choice], usage: FAKE_USAGE });
     }
     const piece = (text: string | null, reason: string | null) =>
-      chat ? { ...header, choices: [{ index: 0, delta: text === null ? {} : { content: text }, finish_reason: reason }] } : { ...header, choices: [{ index: 0, text: text ?? "", finish_reason: reason }] };
+      chat
+        ? { ...header, choices: [{ index: 0, delta: text === null ? {} : { content: text }, finish_reason: reason }] }
+        : { ...header, choices: [{ index: 0, text: text ?? "", finish_reason: reason }] };
     const events: unknown[] = FAKE_PIECES.map((text) => piece(text, null));
     events.push(piece(null, "stop"));
     if ((body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true) events.push({ ...header, choices: [], usage: FAKE_USAGE });

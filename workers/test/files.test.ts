@@ -10,7 +10,14 @@ describe("files", () => {
     const created = await upload(key, content, { filename: "qa.jsonl" });
     expect(created.status).toBe(200);
     const file = (await created.json()) as Record<string, unknown>;
-    expect(file).toMatchObject({ object: "file", purpose: "fine-tune", filename: "qa.jsonl", bytes: new TextEncoder().encode(content).length, status: "processed", status_details: null });
+    expect(file).toMatchObject({
+      object: "file",
+      purpose: "fine-tune",
+      filename: "qa.jsonl",
+      bytes: new TextEncoder().encode(content).length,
+      status: "processed",
+      status_details: null,
+    });
     expect(file.id).toMatch(/^file-/);
 
     const row = await env.DB.prepare("SELECT * FROM files WHERE id = ?").bind(file.id).first<Record<string, any>>();
@@ -42,7 +49,12 @@ describe("files", () => {
     const lines = trainingJsonl(12).trim().split("\n");
     lines[2] = "{not json";
     lines[5] = JSON.stringify({ messages: [{ role: "user", content: "only a question" }] });
-    lines[8] = JSON.stringify({ messages: [{ role: "robot", content: "x" }, { role: "assistant", content: "y" }] });
+    lines[8] = JSON.stringify({
+      messages: [
+        { role: "robot", content: "x" },
+        { role: "assistant", content: "y" },
+      ],
+    });
     const response = await upload(key, lines.join("\n"));
     expect(response.status).toBe(400);
     const error = await errorOf(response);
@@ -81,7 +93,16 @@ describe("files", () => {
 
     const completions = Array.from({ length: 10 }, (_, i) => JSON.stringify({ prompt: `${i}+1=`, completion: ` ${i + 1}` })).join("\n");
     expect((await upload(key, completions)).status).toBe(200);
-    const weighted = Array.from({ length: 10 }, () => JSON.stringify({ messages: [{ role: "user", content: "a" }, { role: "assistant", content: "b", weight: 0 }, { role: "user", content: "c" }, { role: "assistant", content: "d", weight: 1 }] })).join("\n");
+    const weighted = Array.from({ length: 10 }, () =>
+      JSON.stringify({
+        messages: [
+          { role: "user", content: "a" },
+          { role: "assistant", content: "b", weight: 0 },
+          { role: "user", content: "c" },
+          { role: "assistant", content: "d", weight: 1 },
+        ],
+      }),
+    ).join("\n");
     expect((await upload(key, weighted)).status).toBe(200);
   });
 

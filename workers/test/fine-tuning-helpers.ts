@@ -5,12 +5,17 @@ export const RUNNER_AUTH = { authorization: "Bearer test-runner-secret" };
 
 /** A chat example line. */
 export function chatLine(question: string, answer: string): string {
-  return JSON.stringify({ messages: [{ role: "user", content: question }, { role: "assistant", content: answer }] });
+  return JSON.stringify({
+    messages: [
+      { role: "user", content: question },
+      { role: "assistant", content: answer },
+    ],
+  });
 }
 
 /** A valid training file of `count` chat examples. */
 export function trainingJsonl(count = 12): string {
-  return Array.from({ length: count }, (_, i) => chatLine(`What is ${i} + 1?`, `${i + 1}`)).join("\n") + "\n";
+  return `${Array.from({ length: count }, (_, i) => chatLine(`What is ${i} + 1?`, `${i + 1}`)).join("\n")}\n`;
 }
 
 /** Uploads `content` as a fine-tune file; the raw response. */

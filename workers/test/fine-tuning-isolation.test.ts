@@ -11,9 +11,14 @@ describe("tenant isolation of files, jobs and adapters", () => {
     const validation = await uploadedFile(a.key);
     // Finish A's job so it has an adapter and a checkpoint.
     const checkpoint = new Uint8Array([4, 5, 6]);
-    await call("PUT", `/internal/jobs/${job.id}/checkpoints/3`, { headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(checkpoint) }, body: checkpoint });
+    await call("PUT", `/internal/jobs/${job.id}/checkpoints/3`, {
+      headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(checkpoint) },
+      body: checkpoint,
+    });
     const adapter = new Uint8Array([1, 2, 3]);
-    expect((await call("PUT", `/internal/jobs/${job.id}/adapter`, { headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(adapter) }, body: adapter })).status).toBe(200);
+    expect(
+      (await call("PUT", `/internal/jobs/${job.id}/adapter`, { headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(adapter) }, body: adapter })).status,
+    ).toBe(200);
     const model = `ft:pica-base-4m:${a.tenantId}:mine:${job.id}`;
     const checkpointModel = `${model}:ckpt-step-3`;
     const bFile = await uploadedFile(b.key);

@@ -25,7 +25,10 @@ describe("creating fine-tuning jobs", () => {
       error: null,
       finished_at: null,
       hyperparameters: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto" },
-      method: { type: "supervised", supervised: { hyperparameters: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto", rank: 8, weight_sharing: true } } },
+      method: {
+        type: "supervised",
+        supervised: { hyperparameters: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto", rank: 8, weight_sharing: true } },
+      },
     });
     expect(["validating_files", "queued"]).toContain(job.status);
     expect(job.id).toMatch(/^ftjob-/);
@@ -44,14 +47,27 @@ describe("creating fine-tuning jobs", () => {
     const { key } = await tenantWithKey();
     const file = await uploadedFile(key, 20);
     const validation = await uploadedFile(key, 10);
-    const job = (await (await create(key, { model: "pica-base-4m", training_file: file, validation_file: validation, hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 0.5 } })).json()) as Record<string, any>;
+    const job = (await (
+      await create(key, {
+        model: "pica-base-4m",
+        training_file: file,
+        validation_file: validation,
+        hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 0.5 },
+      })
+    ).json()) as Record<string, any>;
     expect(job.validation_file).toBe(validation);
     expect(job.hyperparameters).toEqual({ n_epochs: 3, batch_size: 4, learning_rate_multiplier: 0.5 });
     expect(job.user_provided_suffix).toBeNull();
     expect(typeof job.seed).toBe("number");
     const fileRow = await env.DB.prepare("SELECT estimated_tokens FROM files WHERE id = ?").bind(file).first<{ estimated_tokens: number }>();
     expect(job.estimated_tokens).toBe(fileRow!.estimated_tokens * 3);
-    const sharing = (await (await create(key, { model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { weight_sharing: false, rank: 16 } } } })).json()) as Record<string, any>;
+    const sharing = (await (
+      await create(key, {
+        model: "pica-base-4m",
+        training_file: file,
+        method: { type: "supervised", supervised: { hyperparameters: { weight_sharing: false, rank: 16 } } },
+      })
+    ).json()) as Record<string, any>;
     expect(sharing.method.supervised.hyperparameters).toMatchObject({ rank: 16, weight_sharing: false });
   });
 
@@ -66,11 +82,36 @@ describe("creating fine-tuning jobs", () => {
       [{ model: "pica-base-4m", training_file: file, suffix: "x".repeat(41) }, "suffix", null],
       [{ model: "pica-base-4m", training_file: file, seed: -1 }, "seed", "invalid_value"],
       [{ model: "pica-base-4m", training_file: file, method: { type: "dpo" } }, "method.type", "invalid_value"],
-      [{ model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 0 } } } }, "method.supervised.hyperparameters.n_epochs", "invalid_value"],
-      [{ model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { rank: 65 } } } }, "method.supervised.hyperparameters.rank", "invalid_value"],
-      [{ model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { batch_size: 13 } } } }, "method.supervised.hyperparameters.batch_size", "invalid_value"],
-      [{ model: "pica-base-4m", training_file: file, hyperparameters: { learning_rate_multiplier: "fast" } }, "hyperparameters.learning_rate_multiplier", "invalid_value"],
-      [{ model: "pica-base-4m", training_file: file, hyperparameters: { n_epochs: 2 }, method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 2 } } } }, "hyperparameters", "invalid_value"],
+      [
+        { model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 0 } } } },
+        "method.supervised.hyperparameters.n_epochs",
+        "invalid_value",
+      ],
+      [
+        { model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { rank: 65 } } } },
+        "method.supervised.hyperparameters.rank",
+        "invalid_value",
+      ],
+      [
+        { model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { batch_size: 13 } } } },
+        "method.supervised.hyperparameters.batch_size",
+        "invalid_value",
+      ],
+      [
+        { model: "pica-base-4m", training_file: file, hyperparameters: { learning_rate_multiplier: "fast" } },
+        "hyperparameters.learning_rate_multiplier",
+        "invalid_value",
+      ],
+      [
+        {
+          model: "pica-base-4m",
+          training_file: file,
+          hyperparameters: { n_epochs: 2 },
+          method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 2 } } },
+        },
+        "hyperparameters",
+        "invalid_value",
+      ],
       [{ model: "pica-base-4m", training_file: file, temperature: 1 }, null, "invalid_value"],
       [[1, 2], null, "invalid_type"],
     ];
@@ -117,8 +158,18 @@ describe("listing and reading jobs", () => {
   it("pages through events with after", async () => {
     const { key } = await tenantWithKey();
     const job = await createdJob(key);
-    const events = Array.from({ length: 5 }, (_, i) => ({ id: `${job.id}:message:${i}`, job_id: job.id, created_at: 1_800_000_000 + i, level: "info", type: "message", message: `m${i}`, data: null }));
-    expect((await call("POST", `/internal/jobs/${job.id}/events`, { headers: { authorization: "Bearer test-runner-secret" }, json: { events } })).status).toBe(200);
+    const events = Array.from({ length: 5 }, (_, i) => ({
+      id: `${job.id}:message:${i}`,
+      job_id: job.id,
+      created_at: 1_800_000_000 + i,
+      level: "info",
+      type: "message",
+      message: `m${i}`,
+      data: null,
+    }));
+    expect((await call("POST", `/internal/jobs/${job.id}/events`, { headers: { authorization: "Bearer test-runner-secret" }, json: { events } })).status).toBe(
+      200,
+    );
     const page = (await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events?limit=3`, { key })).json()) as Record<string, any>;
     expect(page.data.map((event: { message: string }) => event.message)).toEqual(["m4", "m3", "m2"]);
     expect(page.has_more).toBe(true);

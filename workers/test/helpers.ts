@@ -45,7 +45,10 @@ export async function consumeOnce(task: TaskMessage, attempts = 1): Promise<{ ac
 /** A new tenant with one key of the given scopes. */
 export async function tenantWithKey(scopes: string[] = ["inference", "fine_tuning"]): Promise<{ tenantId: string; key: string; keyId: string }> {
   const tenant = (await (await call("POST", "/admin/tenants", { headers: ADMIN, json: { name: "acme" } })).json()) as { id: string };
-  const issued = (await (await call("POST", `/admin/tenants/${tenant.id}/keys`, { headers: ADMIN, json: { name: "k", scopes } })).json()) as { id: string; key: string };
+  const issued = (await (await call("POST", `/admin/tenants/${tenant.id}/keys`, { headers: ADMIN, json: { name: "k", scopes } })).json()) as {
+    id: string;
+    key: string;
+  };
   return { tenantId: tenant.id, key: issued.key, keyId: issued.id };
 }
 

@@ -18,11 +18,11 @@ describe("hostile input to the edge", () => {
   let restore: () => void;
   beforeAll(async () => {
     ({ key } = await tenantWithKey(["admin"]));
+    ({ restore } = fakeRunners());
   });
   beforeEach(async () => {
     await forgetRunners();
   });
-  beforeAll(() => ({ restore } = fakeRunners()));
   afterAll(() => restore());
 
   it("any hostile request is a success or an OpenAI-shaped 4xx", async () => {

@@ -5,7 +5,12 @@ import { ADMIN, call, errorOf, tenantWithKey } from "./helpers.ts";
 
 describe("request ids", () => {
   it("puts an x-request-id on every response, keeping a sane one the caller sent", async () => {
-    const responses = [await call("GET", "/nowhere"), await call("GET", "/v1/webhooks"), await call("GET", "/openapi.json"), await call("POST", "/admin/tenants", { json: {} })];
+    const responses = [
+      await call("GET", "/nowhere"),
+      await call("GET", "/v1/webhooks"),
+      await call("GET", "/openapi.json"),
+      await call("POST", "/admin/tenants", { json: {} }),
+    ];
     for (const response of responses) expect(response.headers.get("x-request-id"), String(response.status)).toMatch(/^[0-9a-f-]{36}$/);
     expect(new Set(responses.map((r) => r.headers.get("x-request-id"))).size).toBe(responses.length);
     const echoed = await call("GET", "/v1/webhooks", { headers: { "x-request-id": "client-trace-42" } });
@@ -70,7 +75,11 @@ describe("request body limits", () => {
         else controller.close();
       },
     });
-    const streamed = await SELF.fetch("http://edge.test/v1/webhooks", { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: stream });
+    const streamed = await SELF.fetch("http://edge.test/v1/webhooks", {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: stream,
+    });
     expect(streamed.status).toBe(413);
 
     // The same size is fine for a file upload (it fails later, for its own reasons, not as a 413).

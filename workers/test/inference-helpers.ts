@@ -12,7 +12,17 @@ export const RUNNER_B = "http://runner-b.test";
 /** Adds a ready adapter (or one in another status) for a tenant, as a finished job would. */
 export async function seedAdapter(tenantId: string, id: string, options: { status?: string; baseModel?: string; basisId?: string } = {}): Promise<void> {
   await env.DB.prepare("INSERT INTO adapters (id, tenant_id, base_model, basis_id, status, blob_key, sha256, bytes, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    .bind(id, tenantId, options.baseModel ?? env.BASE_MODEL, options.basisId ?? null, options.status ?? "ready", `adapters/${id}`, "0".repeat(64), 1024, "fine_tune")
+    .bind(
+      id,
+      tenantId,
+      options.baseModel ?? env.BASE_MODEL,
+      options.basisId ?? null,
+      options.status ?? "ready",
+      `adapters/${id}`,
+      "0".repeat(64),
+      1024,
+      "fine_tune",
+    )
     .run();
 }
 

@@ -16,7 +16,11 @@ const chat = (model: string, extra: Record<string, unknown> = {}) => ({ model, m
 const totalHits = () => Object.values(runners).reduce((sum, runner) => sum + runner.hits, 0);
 
 async function usageRows(tenantId: string) {
-  return (await env.DB.prepare("SELECT model, request_id, prompt_tokens, completion_tokens FROM usage WHERE tenant_id = ?").bind(tenantId).all<Record<string, unknown>>()).results;
+  return (
+    await env.DB.prepare("SELECT model, request_id, prompt_tokens, completion_tokens FROM usage WHERE tenant_id = ?")
+      .bind(tenantId)
+      .all<Record<string, unknown>>()
+  ).results;
 }
 
 describe("streamed inference", () => {
@@ -36,12 +40,17 @@ describe("streamed inference", () => {
     expect(sent).toHaveLength(1);
     expect(sent[0].body.stream_options).toEqual({ include_usage: true });
     await eventually(async () => (await usageRows(tenantId)).length === 1);
-    expect(await usageRows(tenantId)).toEqual([{ model: env.BASE_MODEL, request_id: requestId, prompt_tokens: FAKE_USAGE.prompt_tokens, completion_tokens: FAKE_USAGE.completion_tokens }]);
+    expect(await usageRows(tenantId)).toEqual([
+      { model: env.BASE_MODEL, request_id: requestId, prompt_tokens: FAKE_USAGE.prompt_tokens, completion_tokens: FAKE_USAGE.completion_tokens },
+    ]);
   });
 
   it("passes the usage chunk on when the client asks for it (text completions too)", async () => {
     const { key } = await tenantWithKey();
-    const response = await call("POST", "/v1/completions", { key, json: { model: env.BASE_MODEL, prompt: "Once", stream: true, stream_options: { include_usage: true } } });
+    const response = await call("POST", "/v1/completions", {
+      key,
+      json: { model: env.BASE_MODEL, prompt: "Once", stream: true, stream_options: { include_usage: true } },
+    });
     expect(response.status).toBe(200);
     const events = sseData(await response.text());
     expect(events.at(-1)).toBe("[DONE]");
@@ -53,7 +62,8 @@ describe("streamed inference", () => {
   it("passes bytes on as they come: the first chunk arrives while the runner still holds the second", async () => {
     const { key } = await tenantWithKey();
     const releases: (() => void)[] = [];
-    for (const runner of Object.values(runners)) runner.behaviour = { kind: "hold_second_chunk", release: new Promise<void>((resolve) => releases.push(resolve)) };
+    for (const runner of Object.values(runners))
+      runner.behaviour = { kind: "hold_second_chunk", release: new Promise<void>((resolve) => releases.push(resolve)) };
     const response = await call("POST", "/v1/chat/completions", { key, json: chat(env.BASE_MODEL, { stream: true }) });
     const reader = response.body!.getReader();
     const first = await readWithin(reader, 10_000);
@@ -95,7 +105,10 @@ describe("streamed inference", () => {
   it("answers non-streamed requests as JSON and records their usage", async () => {
     const { tenantId, key } = await tenantWithKey();
     await seedAdapter(tenantId, `ft:${env.BASE_MODEL}:${tenantId}:json:job1`);
-    const response = await call("POST", "/v1/completions", { key, json: { model: env.BASE_MODEL, adapter_id: `ft:${env.BASE_MODEL}:${tenantId}:json:job1`, prompt: "Once" } });
+    const response = await call("POST", "/v1/completions", {
+      key,
+      json: { model: env.BASE_MODEL, adapter_id: `ft:${env.BASE_MODEL}:${tenantId}:json:job1`, prompt: "Once" },
+    });
     expect(response.status).toBe(200);
     const body = (await response.json()) as { object: string; choices: { text: string }[]; usage: unknown };
     expect(body.object).toBe("text_completion");

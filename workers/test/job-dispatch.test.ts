@@ -29,7 +29,15 @@ function trainingRunner() {
 const jobRow = (id: string) => env.DB.prepare("SELECT * FROM fine_tuning_jobs WHERE id = ?").bind(id).first<Record<string, any>>();
 
 function statusEvent(jobId: string, status: string, extra: Record<string, unknown> = {}) {
-  return { id: `${jobId}:status:${status}`, job_id: jobId, created_at: 1_800_000_000, level: "info", type: "status", message: `Job ${status}`, data: { status, ...extra } };
+  return {
+    id: `${jobId}:status:${status}`,
+    job_id: jobId,
+    created_at: 1_800_000_000,
+    level: "info",
+    type: "status",
+    message: `Job ${status}`,
+    data: { status, ...extra },
+  };
 }
 
 beforeEach(forgetRunners);
@@ -74,7 +82,18 @@ describe("dispatching a job and the runner's callbacks", () => {
     expect(await data.text()).toBe(trainingJsonl(12));
 
     const callback = `/internal/jobs/${job.id}`;
-    const running = [statusEvent(job.id, "running"), { id: `${job.id}:step:10`, job_id: job.id, created_at: 1_800_000_001, level: "info", type: "metrics", message: "Step 10", data: { step: 10, train_loss: 1.25, learning_rate: 0.001, trained_tokens: 640 } }];
+    const running = [
+      statusEvent(job.id, "running"),
+      {
+        id: `${job.id}:step:10`,
+        job_id: job.id,
+        created_at: 1_800_000_001,
+        level: "info",
+        type: "metrics",
+        message: "Step 10",
+        data: { step: 10, train_loss: 1.25, learning_rate: 0.001, trained_tokens: 640 },
+      },
+    ];
     expect((await call("POST", `${callback}/events`, { headers: RUNNER_AUTH, json: { events: running } })).status).toBe(200);
     expect((await call("POST", `${callback}/events`, { headers: RUNNER_AUTH, json: { events: running } })).status).toBe(200); // a retry
     expect(await jobRow(job.id)).toMatchObject({ status: "running", started_at: 1_800_000_000, trained_tokens: 640 });
@@ -119,7 +138,17 @@ describe("dispatching a job and the runner's callbacks", () => {
     expect(finished).toMatchObject({ status: "succeeded", fine_tuned_model: fineTuned, trained_tokens: 640, error: null });
     expect(finished.finished_at).toBeGreaterThan(0);
     const row = await env.DB.prepare("SELECT * FROM adapters WHERE id = ?").bind(fineTuned).first<Record<string, any>>();
-    expect(row).toMatchObject({ tenant_id: tenantId, base_model: "pica-base-4m", sha256: adapterSha, bytes: 300, source: "fine_tune", source_job_id: job.id, status: "ready", rank: 4, sharing: "shared" });
+    expect(row).toMatchObject({
+      tenant_id: tenantId,
+      base_model: "pica-base-4m",
+      sha256: adapterSha,
+      bytes: 300,
+      source: "fine_tune",
+      source_job_id: job.id,
+      status: "ready",
+      rank: 4,
+      sharing: "shared",
+    });
     const stored = await env.BLOBS.get(row!.blob_key);
     expect(await sha256(new Uint8Array(await stored!.arrayBuffer()))).toBe(adapterSha);
 
@@ -135,7 +164,10 @@ describe("dispatching a job and the runner's callbacks", () => {
     expect(listed.data.map((a: { id: string }) => a.id).sort()).toEqual([fineTuned, `${fineTuned}:ckpt-step-10`].sort());
 
     // The runner's own success event and a repeated adapter delivery change nothing.
-    expect((await call("POST", `${callback}/events`, { headers: RUNNER_AUTH, json: { events: [statusEvent(job.id, "succeeded", { trained_tokens: 700 })] } })).status).toBe(200);
+    expect(
+      (await call("POST", `${callback}/events`, { headers: RUNNER_AUTH, json: { events: [statusEvent(job.id, "succeeded", { trained_tokens: 700 })] } }))
+        .status,
+    ).toBe(200);
     expect((await put("/adapter", adapter, adapterSha)).status).toBe(200);
     expect(await jobRow(job.id)).toMatchObject({ status: "succeeded", trained_tokens: 700 });
     // A finished job is not cancellable.

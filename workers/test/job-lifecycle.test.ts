@@ -5,10 +5,17 @@ import { call, consumeOnce, errorOf, tenantWithKey } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256 } from "./fine-tuning-helpers.ts";
 import { forgetRunners } from "./inference-helpers.ts";
 
-
 const job = async (key: string, id: string) => (await (await call("GET", `/v1/fine_tuning/jobs/${id}`, { key })).json()) as Record<string, any>;
 const postEvents = (id: string, events: unknown[]) => call("POST", `/internal/jobs/${id}/events`, { headers: RUNNER_AUTH, json: { events } });
-const statusEvent = (id: string, status: string, data: Record<string, unknown> = {}) => ({ id: `${id}:status:${status}`, job_id: id, created_at: 1_800_000_100, level: "info", type: "status", message: `Job ${status}`, data: { status, ...data } });
+const statusEvent = (id: string, status: string, data: Record<string, unknown> = {}) => ({
+  id: `${id}:status:${status}`,
+  job_id: id,
+  created_at: 1_800_000_100,
+  level: "info",
+  type: "status",
+  message: `Job ${status}`,
+  data: { status, ...data },
+});
 
 /** Both listed runners answer with `handler`; the paths they were asked for. */
 function runners(handler: RunnerHandler): string[] {
@@ -46,7 +53,10 @@ describe("the job state machine", () => {
     expect(await (await call("POST", `/v1/fine_tuning/jobs/${created.id}/cancel`, { key })).json()).toMatchObject({ status: "cancelled" });
     await postEvents(created.id, [statusEvent(created.id, "running")]);
     const adapter = new Uint8Array([1, 2, 3]);
-    const late = await call("PUT", `/internal/jobs/${created.id}/adapter`, { headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(adapter) }, body: adapter });
+    const late = await call("PUT", `/internal/jobs/${created.id}/adapter`, {
+      headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(adapter) },
+      body: adapter,
+    });
     expect(late.status).toBe(409);
     const after = await job(key, created.id);
     expect(after).toMatchObject({ status: "cancelled", fine_tuned_model: null });
@@ -74,7 +84,10 @@ describe("the job state machine", () => {
     runners(accepting);
     const created = await createdJob(key);
     await consumeOnce({ kind: "dispatch_job", jobId: created.id });
-    await postEvents(created.id, [statusEvent(created.id, "running"), statusEvent(created.id, "failed", { error: { code: "invalid_training_file", message: "line 3: bad" } })]);
+    await postEvents(created.id, [
+      statusEvent(created.id, "running"),
+      statusEvent(created.id, "failed", { error: { code: "invalid_training_file", message: "line 3: bad" } }),
+    ]);
     await postEvents(created.id, [statusEvent(created.id, "running")]);
     expect(await job(key, created.id)).toMatchObject({ status: "failed", error: { code: "invalid_training_file", message: "line 3: bad", param: null } });
     expect((await call("POST", `/v1/fine_tuning/jobs/${created.id}/cancel`, { key })).status).toBe(400);
@@ -114,7 +127,8 @@ describe("the job state machine", () => {
     const adapter = new Uint8Array([7, 7, 7, 7]);
     const hash = await sha256(adapter);
     runners((request) => {
-      if (request.method === "GET" && new URL(request.url).pathname.endsWith("/adapter")) return new Response(adapter, { headers: { "x-content-sha256": hash } });
+      if (request.method === "GET" && new URL(request.url).pathname.endsWith("/adapter"))
+        return new Response(adapter, { headers: { "x-content-sha256": hash } });
       return accepting(request);
     });
     const created = await createdJob(key, { suffix: "late" });

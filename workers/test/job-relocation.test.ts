@@ -30,11 +30,25 @@ function trainingRunners() {
 }
 
 const heartbeat = (id: string, url: string) =>
-  call("POST", "/internal/runners/heartbeat", { headers: RUNNER_AUTH, json: { id, url, base_model: env.BASE_MODEL, basis_id: "basis-1", running: 0, waiting: 0, resident_adapters: 0 } });
+  call("POST", "/internal/runners/heartbeat", {
+    headers: RUNNER_AUTH,
+    json: { id, url, base_model: env.BASE_MODEL, basis_id: "basis-1", running: 0, waiting: 0, resident_adapters: 0 },
+  });
 const jobRow = (id: string) => env.DB.prepare("SELECT * FROM fine_tuning_jobs WHERE id = ?").bind(id).first<Record<string, any>>();
 const callback = (jobId: string, placement: string | null, events: unknown[]) =>
-  call("POST", `/internal/jobs/${jobId}/events`, { headers: { ...RUNNER_AUTH, ...(placement === null ? {} : { "x-pica-placement": placement }) }, json: { events } });
-const stepEvent = (jobId: string, step: number) => ({ id: `${jobId}:step:${step}`, job_id: jobId, created_at: 1_800_000_000 + step, level: "info", type: "metrics", message: `Step ${step}`, data: { step } });
+  call("POST", `/internal/jobs/${jobId}/events`, {
+    headers: { ...RUNNER_AUTH, ...(placement === null ? {} : { "x-pica-placement": placement }) },
+    json: { events },
+  });
+const stepEvent = (jobId: string, step: number) => ({
+  id: `${jobId}:step:${step}`,
+  job_id: jobId,
+  created_at: 1_800_000_000 + step,
+  level: "info",
+  type: "metrics",
+  message: `Step ${step}`,
+  data: { step },
+});
 
 /** A job running on runner A (both runners heartbeat; ties go to "runner-a"), with a trainer state uploaded. */
 async function runningOnA(withState = true) {
@@ -45,16 +59,34 @@ async function runningOnA(withState = true) {
   const job = await createdJob(key);
   expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
   expect(runners.submitted[RUNNER_A].map((s) => s.placement)).toEqual(["runner-a"]);
-  const running = { id: `${job.id}:status:running`, job_id: job.id, created_at: 1_800_000_000, level: "info", type: "status", message: "Job started", data: { status: "running", trained_tokens: 640 } };
+  const running = {
+    id: `${job.id}:status:running`,
+    job_id: job.id,
+    created_at: 1_800_000_000,
+    level: "info",
+    type: "status",
+    message: "Job started",
+    data: { status: "running", trained_tokens: 640 },
+  };
   expect((await callback(job.id, "runner-a", [running, stepEvent(job.id, 1)])).status).toBe(200);
   const state = new Uint8Array([5, 4, 3, 2, 1]);
-  if (withState) expect((await call("PUT", `/internal/jobs/${job.id}/state`, { headers: { ...RUNNER_AUTH, "x-pica-placement": "runner-a", "x-content-sha256": await sha256(state) }, body: state })).status).toBe(200);
+  if (withState)
+    expect(
+      (
+        await call("PUT", `/internal/jobs/${job.id}/state`, {
+          headers: { ...RUNNER_AUTH, "x-pica-placement": "runner-a", "x-content-sha256": await sha256(state) },
+          body: state,
+        })
+      ).status,
+    ).toBe(200);
   return { key, job: job as { id: string }, runners, state };
 }
 
 /** Ages runner A's heartbeat past the stale limit; runner B heartbeats now. */
 async function loseRunnerA(now: number) {
-  await env.DB.prepare("UPDATE runners SET last_heartbeat = ? WHERE id = 'runner-a'").bind(now - HEARTBEAT_STALE_SECONDS - 5).run();
+  await env.DB.prepare("UPDATE runners SET last_heartbeat = ? WHERE id = 'runner-a'")
+    .bind(now - HEARTBEAT_STALE_SECONDS - 5)
+    .run();
   expect((await heartbeat("runner-b", RUNNER_B)).status).toBe(200);
 }
 
@@ -74,7 +106,11 @@ describe("moving jobs off a lost runner", () => {
     expect(await relocateOrphanedJobs(env, now)).toEqual([job.id]);
 
     expect(runners.submitted[RUNNER_B]).toEqual([
-      expect.objectContaining({ id: job.id, placement: "runner-b", resume_state: { url: `http://edge.test/internal/jobs/${job.id}/state`, trained_tokens: 640 } }),
+      expect.objectContaining({
+        id: job.id,
+        placement: "runner-b",
+        resume_state: { url: `http://edge.test/internal/jobs/${job.id}/state`, trained_tokens: 640 },
+      }),
     ]);
     expect(await jobRow(job.id)).toMatchObject({ status: "running", runner_id: "runner-b" });
     const events = (await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events`, { key })).json()) as { data: { level: string; message: string }[] };
@@ -104,7 +140,9 @@ describe("moving jobs off a lost runner", () => {
   it("keeps the job where it is when no other runner is up, or the other one refuses it, and tries again later", async () => {
     const { job, runners } = await runningOnA();
     const now = Math.floor(Date.now() / 1000);
-    await env.DB.prepare("UPDATE runners SET last_heartbeat = ?").bind(now - HEARTBEAT_STALE_SECONDS - 5).run();
+    await env.DB.prepare("UPDATE runners SET last_heartbeat = ?")
+      .bind(now - HEARTBEAT_STALE_SECONDS - 5)
+      .run();
     expect(await relocateOrphanedJobs(env, now)).toEqual([]); // both silent: nowhere to go
     expect(await jobRow(job.id)).toMatchObject({ runner_id: "runner-a" });
     await loseRunnerA(now);
@@ -122,7 +160,15 @@ describe("moving jobs off a lost runner", () => {
     const job = await createdJob(key);
     expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
     const placement = [...runners.submitted[RUNNER_A], ...runners.submitted[RUNNER_B]][0].placement as string;
-    const running = { id: `${job.id}:status:running`, job_id: job.id, created_at: 1_800_000_000, level: "info", type: "status", message: "Job started", data: { status: "running" } };
+    const running = {
+      id: `${job.id}:status:running`,
+      job_id: job.id,
+      created_at: 1_800_000_000,
+      level: "info",
+      type: "status",
+      message: "Job started",
+      data: { status: "running" },
+    };
     expect((await callback(job.id, placement, [running])).status).toBe(200);
     expect((await heartbeat("runner-b", RUNNER_B)).status).toBe(200); // a live runner it could move to
     expect(await relocateOrphanedJobs(env)).toEqual([]);

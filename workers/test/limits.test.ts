@@ -25,7 +25,8 @@ async function limitedTenant(limits: { requests_per_minute?: number; concurrent_
 /** Makes every runner hold its second chunk until the returned function is called. */
 function holdStreams(): () => void {
   const releases: (() => void)[] = [];
-  for (const runner of Object.values(runners)) runner.behaviour = { kind: "hold_second_chunk", release: new Promise<void>((resolve) => releases.push(resolve)) };
+  for (const runner of Object.values(runners))
+    runner.behaviour = { kind: "hold_second_chunk", release: new Promise<void>((resolve) => releases.push(resolve)) };
   return () => releases.forEach((release) => release());
 }
 
@@ -68,7 +69,11 @@ describe("per-tenant rate limits", () => {
     // back to the worker's body stream; here the cancel reaches it as a disconnect would.
     const context = createExecutionContext();
     const open = await worker.fetch(
-      new Request("http://edge.test/v1/chat/completions", { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(chat({ stream: true })) }),
+      new Request("http://edge.test/v1/chat/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify(chat({ stream: true })),
+      }),
       env,
       context,
     );
@@ -78,7 +83,11 @@ describe("per-tenant rate limits", () => {
     expect((await call("POST", "/v1/chat/completions", { key, json: chat() })).status).toBe(429);
     await reader.cancel();
     await waitOnExecutionContext(context); // the relay ends at once, not at the runner's next token
-    expect(Object.values(runners).map((runner) => runner.cancelledStreams).sort()).toEqual([0, 1]);
+    expect(
+      Object.values(runners)
+        .map((runner) => runner.cancelledStreams)
+        .sort(),
+    ).toEqual([0, 1]);
     for (const runner of Object.values(runners)) runner.behaviour = { kind: "ok" };
     await eventually(async () => (await call("POST", "/v1/chat/completions", { key, json: chat() })).status === 200);
   });

@@ -24,7 +24,11 @@ function requestValidator(document: Document, path: string, method: string): Val
 }
 
 // `/v1/files/:id` and `/v1/files/{file_id}` both read `/v1/files/{}`.
-const normalise = (path: string) => path.replace(/:\w+(\{[^}]*\})?/g, "{}").replace(/\{\w+\}/g, "{}").replace(/\/$/, "");
+const normalise = (path: string) =>
+  path
+    .replace(/:\w+(\{[^}]*\})?/g, "{}")
+    .replace(/\{\w+\}/g, "{}")
+    .replace(/\/$/, "");
 
 describe("the OpenAPI document", () => {
   it("describes every mounted public route, with bearer security and the error schema", async () => {
@@ -34,8 +38,12 @@ describe("the OpenAPI document", () => {
     expect(document.components.securitySchemes.bearerAuth.scheme).toBe("bearer");
     expect(document.components.schemas.Error).toMatchObject({ properties: { error: { required: ["message", "type", "param", "code"] } } });
 
-    const documented = new Set(Object.entries(document.paths).flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method.toUpperCase()} ${normalise(path)}`)));
-    const mounted = new Set(app.routes.filter((route) => route.method !== "ALL" && route.path.startsWith("/v1/")).map((route) => `${route.method} ${normalise(route.path)}`));
+    const documented = new Set(
+      Object.entries(document.paths).flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method.toUpperCase()} ${normalise(path)}`)),
+    );
+    const mounted = new Set(
+      app.routes.filter((route) => route.method !== "ALL" && route.path.startsWith("/v1/")).map((route) => `${route.method} ${normalise(route.path)}`),
+    );
     expect(mounted.size).toBeGreaterThan(10);
     expect([...mounted].filter((route) => !documented.has(route))).toEqual([]);
     for (const [path, methods] of Object.entries(document.paths)) {

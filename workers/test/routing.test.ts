@@ -123,7 +123,12 @@ describe("failover", () => {
   it("passes a runner's 4xx through without trying another runner", async () => {
     const { key, ids } = await tenantWithAdapters(1);
     const preferred = preferredRunner(ids[0]);
-    runners[preferred].behaviour = { kind: "status", status: 429, headers: { "retry-after": "3" }, body: { error: { message: "queue full", type: "rate_limit_error", param: null, code: "queue_full" } } };
+    runners[preferred].behaviour = {
+      kind: "status",
+      status: 429,
+      headers: { "retry-after": "3" },
+      body: { error: { message: "queue full", type: "rate_limit_error", param: null, code: "queue_full" } },
+    };
     const response = await call("POST", "/v1/chat/completions", { key, json: chat(ids[0], { stream: true }) });
     expect(response.status).toBe(429);
     expect(response.headers.get("retry-after")).toBe("3");
@@ -154,10 +159,22 @@ describe("runner heartbeats", () => {
   });
 
   it("bring a new runner into the rotation and record what it reports", async () => {
-    expect((await call("POST", "/internal/runners/heartbeat", { headers: SECRET, json: heartbeat({ running: 2, waiting: 1, resident_adapters: 5 }) })).status).toBe(200);
+    expect(
+      (await call("POST", "/internal/runners/heartbeat", { headers: SECRET, json: heartbeat({ running: 2, waiting: 1, resident_adapters: 5 }) })).status,
+    ).toBe(200);
     const listed = (await (await call("GET", "/internal/runners", { headers: SECRET })).json()) as { data: Record<string, unknown>[] };
     expect(listed.data).toEqual([
-      expect.objectContaining({ id: "runner-c", url: RUNNER_C, base_model: env.BASE_MODEL, basis_id: "basis-1", running: 2, waiting: 1, resident_adapters: 5, failures: 0, in_rotation: true }),
+      expect.objectContaining({
+        id: "runner-c",
+        url: RUNNER_C,
+        base_model: env.BASE_MODEL,
+        basis_id: "basis-1",
+        running: 2,
+        waiting: 1,
+        resident_adapters: 5,
+        failures: 0,
+        in_rotation: true,
+      }),
     ]);
     // Some adapter now prefers runner C, and goes there.
     const { key, ids } = await tenantWithAdapters(12);
@@ -175,8 +192,14 @@ describe("runner heartbeats", () => {
     // The listed runners' base model is unknown (no heartbeat), so they may try; runner C says it serves another base.
     expect(noRunner.status).toBe(200);
     expect(runners[RUNNER_C].hits).toBe(0);
-    await call("POST", "/internal/runners/heartbeat", { headers: SECRET, json: heartbeat({ id: "a", url: RUNNER_A, base_model: "some-other-base", basis_id: "basis-2" }) });
-    await call("POST", "/internal/runners/heartbeat", { headers: SECRET, json: heartbeat({ id: "b", url: RUNNER_B, base_model: "some-other-base", basis_id: "basis-9" }) });
+    await call("POST", "/internal/runners/heartbeat", {
+      headers: SECRET,
+      json: heartbeat({ id: "a", url: RUNNER_A, base_model: "some-other-base", basis_id: "basis-2" }),
+    });
+    await call("POST", "/internal/runners/heartbeat", {
+      headers: SECRET,
+      json: heartbeat({ id: "b", url: RUNNER_B, base_model: "some-other-base", basis_id: "basis-9" }),
+    });
     const before = runners[RUNNER_B].hits;
     for (let i = 0; i < 3; i++) expect((await call("POST", "/v1/chat/completions", { key: tenant.key, json: chat("other-base") })).status).toBe(200);
     expect(runners[RUNNER_B].hits).toBe(before + 3);

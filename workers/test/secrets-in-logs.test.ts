@@ -18,7 +18,13 @@ describe("secrets in logs", () => {
     await forgetRunners();
     const lines: string[] = [];
     const methods = ["log", "info", "warn", "error", "debug"] as const;
-    const spies = methods.map((method) => vi.spyOn(console, method).mockImplementation((...args: unknown[]) => void lines.push(args.map((arg) => (arg instanceof Error ? `${arg.message} ${arg.stack}` : String(arg))).join(" "))));
+    const spies = methods.map((method) =>
+      vi
+        .spyOn(console, method)
+        .mockImplementation(
+          (...args: unknown[]) => void lines.push(args.map((arg) => (arg instanceof Error ? `${arg.message} ${arg.stack}` : String(arg))).join(" ")),
+        ),
+    );
     let key = "";
     try {
       const issued = await tenantWithKey(["admin"]);

@@ -65,7 +65,10 @@ async function blobKeys(prefix = ""): Promise<string[]> {
   return (await env.BLOBS.list({ prefix })).objects.map((object) => object.key);
 }
 
-const count = async (sql: string, ...values: unknown[]) => (await env.DB.prepare(sql).bind(...values).first<{ n: number }>())!.n;
+const count = async (sql: string, ...values: unknown[]) =>
+  (await env.DB.prepare(sql)
+    .bind(...values)
+    .first<{ n: number }>())!.n;
 
 let restore: (() => void) | null = null;
 beforeEach(forgetRunners);
@@ -98,7 +101,13 @@ describe("a failed write to R2 or D1", () => {
     expect(await count("SELECT count(*) AS n FROM fine_tuning_jobs WHERE tenant_id = ?", tenantId)).toBe(0);
     await storageBack();
 
-    const queueDown = { ...env, TASKS: { send: () => Promise.reject(new Error("queue unavailable")), sendBatch: () => Promise.reject(new Error("queue unavailable")) } as unknown as Queue };
+    const queueDown = {
+      ...env,
+      TASKS: {
+        send: () => Promise.reject(new Error("queue unavailable")),
+        sendBatch: () => Promise.reject(new Error("queue unavailable")),
+      } as unknown as Queue,
+    };
     const created = await callWith(queueDown, "POST", "/v1/fine_tuning/jobs", { key, json: { model: env.BASE_MODEL, training_file: file } });
     expect(created.status).toBe(200);
     const job = (await created.json()) as { id: string; status: string; created_at: number };
@@ -115,7 +124,15 @@ describe("a failed write to R2 or D1", () => {
       });
       const job = await createdJob(key);
       expect(await consumeOnce({ kind: "dispatch_job", jobId: job.id })).toEqual({ acked: true, retried: false });
-      const started = { id: `${job.id}:status:running`, job_id: job.id, created_at: 1_800_000_100, level: "info", type: "status", message: "Job running", data: { status: "running" } };
+      const started = {
+        id: `${job.id}:status:running`,
+        job_id: job.id,
+        created_at: 1_800_000_100,
+        level: "info",
+        type: "status",
+        message: "Job running",
+        data: { status: "running" },
+      };
       expect((await call("POST", `/internal/jobs/${job.id}/events`, { headers: RUNNER_AUTH, json: { events: [started] } })).status).toBe(200);
       return { key, job: job as { id: string } };
     }
@@ -144,7 +161,10 @@ describe("a failed write to R2 or D1", () => {
       const { key, job } = await runningJob();
       const bytes = new Uint8Array([1, 2, 3]);
       const withHash = async (environment: Env) =>
-        callWith(environment, "PUT", `/internal/jobs/${job.id}/checkpoints/10`, { headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(bytes) }, body: bytes });
+        callWith(environment, "PUT", `/internal/jobs/${job.id}/checkpoints/10`, {
+          headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(bytes) },
+          body: bytes,
+        });
       await failInserts("checkpoints");
       await expectRetriable(await withHash(env));
       expect(await count("SELECT count(*) AS n FROM adapters WHERE source_job_id = ?", job.id)).toBe(0);
@@ -157,11 +177,22 @@ describe("a failed write to R2 or D1", () => {
 
     it("events: D1 refuses → 503 and none of the batch is stored; the retry stores each once", async () => {
       const { key, job } = await runningJob();
-      const events = [1, 2, 3].map((step) => ({ id: `${job.id}:step:${step}`, job_id: job.id, created_at: 1_800_000_200 + step, level: "info", type: "metrics", message: `Step ${step}`, data: { step } }));
+      const events = [1, 2, 3].map((step) => ({
+        id: `${job.id}:step:${step}`,
+        job_id: job.id,
+        created_at: 1_800_000_200 + step,
+        level: "info",
+        type: "metrics",
+        message: `Step ${step}`,
+        data: { step },
+      }));
       await failInserts("job_events");
       await expectRetriable(await callWith(env, "POST", `/internal/jobs/${job.id}/events`, { headers: RUNNER_AUTH, json: { events } }));
       await storageBack();
-      const stepEvents = async () => ((await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events`, { key })).json()) as { data: { id: string }[] }).data.filter((e) => e.id.includes(":step:"));
+      const stepEvents = async () =>
+        ((await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events`, { key })).json()) as { data: { id: string }[] }).data.filter((e) =>
+          e.id.includes(":step:"),
+        );
       expect(await stepEvents()).toEqual([]);
       expect((await callWith(env, "POST", `/internal/jobs/${job.id}/events`, { headers: RUNNER_AUTH, json: { events } })).status).toBe(200);
       expect((await callWith(env, "POST", `/internal/jobs/${job.id}/events`, { headers: RUNNER_AUTH, json: { events } })).status).toBe(200); // delivered twice

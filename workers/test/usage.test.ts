@@ -43,7 +43,11 @@ describe("GET /v1/usage", () => {
     await seedAdapter(tenantId, adapter);
     const chat = (model: string, stream: boolean) => ({ model, messages: [{ role: "user", content: "hi" }], stream });
     // Usage is known once a response has been read to its end.
-    for (const [model, stream] of [[env.BASE_MODEL, true], [env.BASE_MODEL, false], [adapter, true]] as const) {
+    for (const [model, stream] of [
+      [env.BASE_MODEL, true],
+      [env.BASE_MODEL, false],
+      [adapter, true],
+    ] as const) {
       const response = await call("POST", "/v1/chat/completions", { key, json: chat(model, stream) });
       expect(response.status).toBe(200);
       await response.text();
@@ -51,7 +55,9 @@ describe("GET /v1/usage", () => {
     // Three days ago, written directly: it must land in its own day bucket.
     const now = Math.floor(Date.now() / 1000);
     const old = now - 3 * DAY;
-    await env.DB.prepare("INSERT INTO usage (tenant_id, model, request_id, prompt_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)").bind(tenantId, adapter, "req_old", 100, 50, old).run();
+    await env.DB.prepare("INSERT INTO usage (tenant_id, model, request_id, prompt_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+      .bind(tenantId, adapter, "req_old", 100, 50, old)
+      .run();
     await eventually(async () => (await report(key)).totals.num_model_requests === 4);
 
     const all = await report(key);
@@ -59,10 +65,12 @@ describe("GET /v1/usage", () => {
     const q = FAKE_USAGE.completion_tokens;
     expect(all.object).toBe("usage");
     expect(all.totals).toEqual({ num_model_requests: 4, input_tokens: 3 * p + 100, output_tokens: 3 * q + 50, total_tokens: 3 * (p + q) + 150 });
-    expect(all.models).toEqual([
-      { model: env.BASE_MODEL, num_model_requests: 2, input_tokens: 2 * p, output_tokens: 2 * q, total_tokens: 2 * (p + q) },
-      { model: adapter, num_model_requests: 2, input_tokens: p + 100, output_tokens: q + 50, total_tokens: p + q + 150 },
-    ].sort((a, b) => (a.model < b.model ? -1 : 1)));
+    expect(all.models).toEqual(
+      [
+        { model: env.BASE_MODEL, num_model_requests: 2, input_tokens: 2 * p, output_tokens: 2 * q, total_tokens: 2 * (p + q) },
+        { model: adapter, num_model_requests: 2, input_tokens: p + 100, output_tokens: q + 50, total_tokens: p + q + 150 },
+      ].sort((a, b) => (a.model < b.model ? -1 : 1)),
+    );
     const today = Math.floor(now / DAY) * DAY;
     expect(all.data.map((bucket) => [bucket.start_time, bucket.end_time, bucket.results.length])).toEqual([
       [Math.floor(old / DAY) * DAY, Math.floor(old / DAY) * DAY + DAY, 1],

@@ -28,8 +28,10 @@ async function emit(tenantId: string, type: WebhookEventType, jobId: string): Pr
   return sent;
 }
 
-
-const delivery = (id: string) => env.DB.prepare("SELECT * FROM webhook_deliveries WHERE id = ?").bind(id).first<{ status: string; attempts: number; last_status: number | null; last_error: string | null }>();
+const delivery = (id: string) =>
+  env.DB.prepare("SELECT * FROM webhook_deliveries WHERE id = ?")
+    .bind(id)
+    .first<{ status: string; attempts: number; last_status: number | null; last_error: string | null }>();
 
 describe("webhook endpoints", () => {
   it("registers an endpoint with a secret shown once; lists, retrieves and deletes it", async () => {
@@ -42,7 +44,11 @@ describe("webhook endpoints", () => {
     expect(listed).not.toContain(created.secret);
     const retrieved = await call("GET", `/v1/webhooks/${created.id}`, { key });
     expect(await retrieved.json()).toMatchObject({ id: created.id, object: "webhook_endpoint", url: "https://example.com/hooks" });
-    expect(await (await call("DELETE", `/v1/webhooks/${created.id}`, { key })).json()).toEqual({ id: created.id, object: "webhook_endpoint.deleted", deleted: true });
+    expect(await (await call("DELETE", `/v1/webhooks/${created.id}`, { key })).json()).toEqual({
+      id: created.id,
+      object: "webhook_endpoint.deleted",
+      deleted: true,
+    });
     expect((await call("GET", `/v1/webhooks/${created.id}`, { key })).status).toBe(404);
     expect((await call("DELETE", `/v1/webhooks/${created.id}`, { key })).status).toBe(404);
   });
@@ -51,7 +57,11 @@ describe("webhook endpoints", () => {
     const a = await tenantWithKey(["admin"]);
     const b = await tenantWithKey(["admin"]);
     const created = await register(a.key, "https://a.example.com/hooks");
-    for (const [method, path] of [["GET", `/v1/webhooks/${created.id}`], ["GET", `/v1/webhooks/${created.id}/deliveries`], ["DELETE", `/v1/webhooks/${created.id}`]]) {
+    for (const [method, path] of [
+      ["GET", `/v1/webhooks/${created.id}`],
+      ["GET", `/v1/webhooks/${created.id}/deliveries`],
+      ["DELETE", `/v1/webhooks/${created.id}`],
+    ]) {
       const response = await call(method, path, { key: b.key });
       expect(response.status, `${method} ${path}`).toBe(404);
       expect((await errorOf(response)).code).toBe("webhook_not_found");
@@ -148,7 +158,12 @@ describe("webhook deliveries", () => {
     expect(await delivery(deliveryId)).toMatchObject({ status: "pending", attempts: 1, last_status: 500 });
     const second = await consumeTask(task, 2);
     expect(second.retryMessages).toHaveLength(1);
-    expect(await delivery(deliveryId)).toMatchObject({ status: "pending", attempts: 2, last_status: null, last_error: expect.stringContaining("connection reset") });
+    expect(await delivery(deliveryId)).toMatchObject({
+      status: "pending",
+      attempts: 2,
+      last_status: null,
+      last_error: expect.stringContaining("connection reset"),
+    });
     const third = await consumeTask(task, 3);
     expect(third.explicitAcks).toHaveLength(1);
     expect(await delivery(deliveryId)).toMatchObject({ status: "delivered", attempts: 3, last_status: 200 });
@@ -157,7 +172,9 @@ describe("webhook deliveries", () => {
 
     const [doomed] = await emit(tenantId, "fine_tuning.job.cancelled", "ftjob-8");
     const doomedId = (doomed as { deliveryId: string }).deliveryId;
-    await env.DB.prepare("UPDATE webhook_deliveries SET attempts = ? WHERE id = ?").bind(MAX_DELIVERY_ATTEMPTS - 1, doomedId).run();
+    await env.DB.prepare("UPDATE webhook_deliveries SET attempts = ? WHERE id = ?")
+      .bind(MAX_DELIVERY_ATTEMPTS - 1, doomedId)
+      .run();
     const last = await consumeTask(doomed, MAX_DELIVERY_ATTEMPTS);
     expect(last.explicitAcks).toHaveLength(1); // given up: no more retries
     expect(last.retryMessages).toHaveLength(0);

@@ -20,7 +20,9 @@ export const apiKeys = sqliteTable(
   "api_keys",
   {
     id: text("id").primaryKey(), // "key_…"
-    tenantId: text("tenant_id").notNull().references(() => tenants.id),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
     name: text("name").notNull(),
     prefix: text("prefix").notNull(), // shown to people: "sk-pica-AbCd…"
     hash: text("hash").notNull(), // SHA-256 of the whole key, hex; the key itself is never stored
@@ -36,7 +38,9 @@ export const files = sqliteTable(
   "files",
   {
     id: text("id").primaryKey(), // "file-…"
-    tenantId: text("tenant_id").notNull().references(() => tenants.id),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
     purpose: text("purpose").notNull(),
     filename: text("filename").notNull(),
     bytes: integer("bytes").notNull(),
@@ -53,7 +57,9 @@ export const adapters = sqliteTable(
   "adapters",
   {
     id: text("id").primaryKey(), // the model id: "ft:{base}:{tenant}:{suffix}:{job}" or an import's
-    tenantId: text("tenant_id").notNull().references(() => tenants.id),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
     baseModel: text("base_model").notNull(),
     basisId: text("basis_id"),
     rank: integer("rank"),
@@ -74,7 +80,9 @@ export const fineTuningJobs = sqliteTable(
   "fine_tuning_jobs",
   {
     id: text("id").primaryKey(), // "ftjob-…"
-    tenantId: text("tenant_id").notNull().references(() => tenants.id),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
     model: text("model").notNull(),
     trainingFile: text("training_file").notNull(),
     validationFile: text("validation_file"),
@@ -101,7 +109,9 @@ export const jobEvents = sqliteTable(
   {
     sequence: integer("sequence").primaryKey({ autoIncrement: true }), // cursor order
     id: text("id").notNull(), // the runner's stable event id, or one of ours
-    jobId: text("job_id").notNull().references(() => fineTuningJobs.id),
+    jobId: text("job_id")
+      .notNull()
+      .references(() => fineTuningJobs.id),
     tenantId: text("tenant_id").notNull(),
     level: text("level").notNull(),
     type: text("type").notNull(),
@@ -116,7 +126,9 @@ export const checkpoints = sqliteTable(
   "checkpoints",
   {
     id: text("id").primaryKey(), // "ftckpt-…"
-    jobId: text("job_id").notNull().references(() => fineTuningJobs.id),
+    jobId: text("job_id")
+      .notNull()
+      .references(() => fineTuningJobs.id),
     tenantId: text("tenant_id").notNull(),
     step: integer("step").notNull(),
     metrics: text("metrics", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
@@ -157,7 +169,9 @@ export const webhooks = sqliteTable(
   "webhooks",
   {
     id: text("id").primaryKey(), // "wh_…"
-    tenantId: text("tenant_id").notNull().references(() => tenants.id),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
     url: text("url").notNull(),
     secret: text("secret").notNull(), // "whsec_…" (Standard Webhooks); shown once at creation
     events: text("events", { mode: "json" }).$type<string[]>().notNull(),
@@ -172,7 +186,9 @@ export const webhookDeliveries = sqliteTable(
   {
     id: text("id").primaryKey(), // "msg_…", sent as `webhook-id`: the same on every retry
     tenantId: text("tenant_id").notNull(),
-    webhookId: text("webhook_id").notNull().references(() => webhooks.id, { onDelete: "cascade" }),
+    webhookId: text("webhook_id")
+      .notNull()
+      .references(() => webhooks.id, { onDelete: "cascade" }),
     eventType: text("event_type").notNull(),
     payload: text("payload").notNull(), // the exact JSON body, so every retry signs the same bytes
     status: text("status").notNull().default("pending"), // pending → delivered | failed

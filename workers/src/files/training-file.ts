@@ -23,12 +23,22 @@ export interface ValidTrainingFile {
 /** Validates an upload's bytes; throws an ApiError (400 on `file`, or 413) naming lines and reasons. */
 export function validateTrainingUpload(bytes: Uint8Array): ValidTrainingFile {
   if (bytes.byteLength > MAX_TRAINING_FILE_BYTES) {
-    throw new ApiError(413, "invalid_request_error", `The file is ${bytes.byteLength} bytes; training files may be at most ${MAX_TRAINING_FILE_BYTES} bytes.`, "file", "file_too_large");
+    throw new ApiError(
+      413,
+      "invalid_request_error",
+      `The file is ${bytes.byteLength} bytes; training files may be at most ${MAX_TRAINING_FILE_BYTES} bytes.`,
+      "file",
+      "file_too_large",
+    );
   }
   const parsed = parseTrainingJsonl(decodeUtf8(bytes), { maxErrors: REPORTED_LINE_ERRORS });
   if (parsed.errorCount > 0) throw invalidFile(parsed.errors, parsed.errorCount);
   if (parsed.examples.length < MIN_TRAINING_EXAMPLES) {
-    throw badRequest(`Invalid training file: it has ${parsed.examples.length} example${parsed.examples.length === 1 ? "" : "s"}; at least ${MIN_TRAINING_EXAMPLES} are required.`, "file", "invalid_training_file");
+    throw badRequest(
+      `Invalid training file: it has ${parsed.examples.length} example${parsed.examples.length === 1 ? "" : "s"}; at least ${MIN_TRAINING_EXAMPLES} are required.`,
+      "file",
+      "invalid_training_file",
+    );
   }
   return { examples: parsed.examples.length, estimatedTokens: estimateTrainingTokens(parsed.examples) };
 }

@@ -37,7 +37,13 @@ export function limitBodies(): MiddlewareHandler<AppEnv> {
     const limit = bodyLimit({
       maxSize,
       onError: (c) => {
-        const error = new ApiError(413, "invalid_request_error", `The request body is larger than this route accepts (${maxSize} bytes).`, null, "request_too_large");
+        const error = new ApiError(
+          413,
+          "invalid_request_error",
+          `The request body is larger than this route accepts (${maxSize} bytes).`,
+          null,
+          "request_too_large",
+        );
         return c.json(error.toBody(), 413);
       },
     });

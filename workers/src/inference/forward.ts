@@ -44,7 +44,9 @@ export interface ForwardHooks {
 export async function forwardToRunners(runners: readonly RunnerInfo[], request: ForwardRequest, hooks: ForwardHooks): Promise<ForwardResult> {
   const reasons: string[] = [];
   for (const runner of runners) {
-    const result = await tryRunner(runner, request).catch((error: unknown): RunnerFailure => ({ reason: `${runner.url}: ${(error as Error).message}`, down: true }));
+    const result = await tryRunner(runner, request).catch(
+      (error: unknown): RunnerFailure => ({ reason: `${runner.url}: ${(error as Error).message}`, down: true }),
+    );
     if ("reason" in result) {
       reasons.push(result.reason);
       hooks.failed(runner, result);

@@ -33,7 +33,11 @@ const encoder = new TextEncoder();
  * Streams `first` and then the rest of `upstream` to the returned body. `finished` settles once
  * the stream is over, however it ended (never rejects), with the usage the runner reported.
  */
-export function relaySse(first: Uint8Array, upstream: ReadableStreamDefaultReader<Uint8Array>, options: RelayOptions): { body: ReadableStream<Uint8Array>; finished: Promise<RelayOutcome> } {
+export function relaySse(
+  first: Uint8Array,
+  upstream: ReadableStreamDefaultReader<Uint8Array>,
+  options: RelayOptions,
+): { body: ReadableStream<Uint8Array>; finished: Promise<RelayOutcome> } {
   const watcher = new UsageWatcher(options.forwardUsage);
   // Room for a few events on the way out, so reading the runner never waits on the client's round trip.
   const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(watcher, undefined, { highWaterMark: 64 });
@@ -52,7 +56,13 @@ export function relaySse(first: Uint8Array, upstream: ReadableStreamDefaultReade
   const delivered = async (write: Promise<void>): Promise<boolean> => {
     let timer: ReturnType<typeof setTimeout> | null = null;
     const stalled = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLIENT_STALL_MS)));
-    const ok = await Promise.race([write.then(() => true, () => false), stalled]);
+    const ok = await Promise.race([
+      write.then(
+        () => true,
+        () => false,
+      ),
+      stalled,
+    ]);
     if (timer !== null) clearTimeout(timer);
     if (!ok) {
       leave();
@@ -101,7 +111,11 @@ export function runnerFailedEvent(): Uint8Array {
   return encoder.encode(`data: ${JSON.stringify(error.toBody())}\n\n`);
 }
 
-async function failRunner(writer: WritableStreamDefaultWriter<Uint8Array>, watcher: UsageWatcher, delivered: (write: Promise<void>) => Promise<boolean>): Promise<RelayOutcome> {
+async function failRunner(
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  watcher: UsageWatcher,
+  delivered: (write: Promise<void>) => Promise<boolean>,
+): Promise<RelayOutcome> {
   watcher.discardPending(); // half an event is not JSON a client could read
   const told = (await delivered(writer.write(runnerFailedEvent()))) && (await delivered(writer.close()));
   return { end: told ? "runner_failed" : "client_gone", usage: watcher.usage };
@@ -119,8 +133,7 @@ class UsageWatcher implements Transformer<Uint8Array, Uint8Array> {
 
   transform(chunk: Uint8Array, controller: TransformStreamDefaultController<Uint8Array>): void {
     this.pending += this.decoder.decode(chunk, { stream: true });
-    let boundary: RegExpExecArray | null;
-    while ((boundary = EVENT_BOUNDARY.exec(this.pending)) !== null) {
+    for (let boundary = EVENT_BOUNDARY.exec(this.pending); boundary !== null; boundary = EVENT_BOUNDARY.exec(this.pending)) {
       const event = this.pending.slice(0, boundary.index + boundary[0].length);
       this.pending = this.pending.slice(event.length);
       if (this.read(event) || this.forwardUsage) controller.enqueue(encoder.encode(event));

@@ -88,6 +88,7 @@ export function leastLoaded(runners: RunnerInfo[]): RunnerInfo | undefined {
 async function missingFile(env: Env, job: JobRow): Promise<{ param: string; id: string } | null> {
   const db = database(env.DB);
   if ((await findTenantFile(db, job.tenantId, job.trainingFile)) === null) return { param: "training_file", id: job.trainingFile };
-  if (job.validationFile !== null && (await findTenantFile(db, job.tenantId, job.validationFile)) === null) return { param: "validation_file", id: job.validationFile };
+  if (job.validationFile !== null && (await findTenantFile(db, job.tenantId, job.validationFile)) === null)
+    return { param: "validation_file", id: job.validationFile };
   return null;
 }

@@ -25,11 +25,12 @@ export interface JobEstimate {
 
 /** Estimates a job on a file; a hyper-parameter that cannot apply to it is a 400 under `paramPrefix`. */
 export function estimateJob(file: { examples: number; estimatedTokens: number }, hyperparameters: Hyperparameters, paramPrefix: string): JobEstimate {
-  let resolved;
+  let resolved: ReturnType<typeof resolveHyperparameters>;
   try {
     resolved = resolveHyperparameters(hyperparameters, { trainExamples: file.examples, method: "pica" });
   } catch (error) {
-    if (error instanceof HyperparameterError) throw badRequest(`Invalid value for '${paramPrefix}.${error.param}': ${error.message}.`, `${paramPrefix}.${error.param}`, "invalid_value");
+    if (error instanceof HyperparameterError)
+      throw badRequest(`Invalid value for '${paramPrefix}.${error.param}': ${error.message}.`, `${paramPrefix}.${error.param}`, "invalid_value");
     throw error;
   }
   const estimatedTokens = file.estimatedTokens * resolved.nEpochs;

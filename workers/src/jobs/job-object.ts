@@ -18,13 +18,18 @@ export function publicJob(row: JobRow) {
     status: row.status,
     validation_file: row.validationFile,
     training_file: row.trainingFile,
-    hyperparameters: { n_epochs: hyperparameters.n_epochs, batch_size: hyperparameters.batch_size, learning_rate_multiplier: hyperparameters.learning_rate_multiplier },
+    hyperparameters: {
+      n_epochs: hyperparameters.n_epochs,
+      batch_size: hyperparameters.batch_size,
+      learning_rate_multiplier: hyperparameters.learning_rate_multiplier,
+    },
     method: { type: "supervised" as const, supervised: { hyperparameters } },
     trained_tokens: row.trainedTokens,
     error: row.error,
     seed: row.seed,
     user_provided_suffix: row.suffix,
-    estimated_finish: row.startedAt !== null && row.finishedAt === null && row.estimatedSeconds !== null ? Math.round(row.startedAt + row.estimatedSeconds) : null,
+    estimated_finish:
+      row.startedAt !== null && row.finishedAt === null && row.estimatedSeconds !== null ? Math.round(row.startedAt + row.estimatedSeconds) : null,
     estimated_tokens: row.estimatedTokens,
     estimated_seconds: row.estimatedSeconds,
     integrations: [] as unknown[],
@@ -34,7 +39,15 @@ export function publicJob(row: JobRow) {
 
 /** An event as `GET /v1/fine_tuning/jobs/{id}/events` returns it. */
 export function publicEvent(row: EventRow) {
-  return { object: "fine_tuning.job.event" as const, id: row.id, created_at: row.createdAt, level: row.level, type: row.type, message: row.message, data: row.data };
+  return {
+    object: "fine_tuning.job.event" as const,
+    id: row.id,
+    created_at: row.createdAt,
+    level: row.level,
+    type: row.type,
+    message: row.message,
+    data: row.data,
+  };
 }
 
 /** A checkpoint as `GET /v1/fine_tuning/jobs/{id}/checkpoints` returns it. */

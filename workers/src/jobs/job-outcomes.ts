@@ -19,7 +19,13 @@ import { fetchAdapterFromRunner, runnerUrl } from "./runner-client.ts";
 type OutcomeEnv = Pick<Env, "DB" | "BLOBS" | "TASKS" | "RUNNER_SECRET">;
 
 /** Moves a job to a final status (if it is not final yet) and notifies webhooks; the job afterwards. */
-export async function finishJob(env: OutcomeEnv, jobId: string, status: TerminalJobStatus, event: EdgeEvent, error: JobError | null = null): Promise<JobRow | null> {
+export async function finishJob(
+  env: OutcomeEnv,
+  jobId: string,
+  status: TerminalJobStatus,
+  event: EdgeEvent,
+  error: JobError | null = null,
+): Promise<JobRow | null> {
   const db = database(env.DB);
   const moved = await moveJob(db, jobId, status, event, { error });
   if (moved !== null) await notify(env, db, moved);
@@ -40,7 +46,11 @@ export async function applyRunnerEvents(env: OutcomeEnv, job: JobRow, events: Jo
       await moveJob(db, job.id, "running", { ...edgeEvent, message: "Fine-tuning job started" }, { startedAt: event.created_at });
     } else if (status === "failed") {
       const reported = event.data?.error as { code?: unknown; message?: unknown } | null | undefined;
-      const error = { code: typeof reported?.code === "string" ? reported.code : "training_failed", message: typeof reported?.message === "string" ? reported.message : event.message, param: null };
+      const error = {
+        code: typeof reported?.code === "string" ? reported.code : "training_failed",
+        message: typeof reported?.message === "string" ? reported.message : event.message,
+        param: null,
+      };
       await finishJob(env, job.id, "failed", { ...edgeEvent, level: "error" }, error);
     } else if (status === "cancelled") {
       await finishJob(env, job.id, "cancelled", edgeEvent);

@@ -29,17 +29,31 @@ export async function relocateOrphanedJobs(env: Env, now = Math.floor(Date.now()
     if (moved.length === MAX_PER_SWEEP) break;
     const lost = job.runnerId === null ? undefined : byId.get(job.runnerId);
     if (lost === undefined || lost.lastHeartbeat === 0 || fresh(lost.lastHeartbeat)) continue;
-    const target = leastLoaded(live.filter((runner) => runner.id !== lost.id && runner.url !== lost.url && (runner.baseModel === null || runner.baseModel === job.model)));
+    const target = leastLoaded(
+      live.filter((runner) => runner.id !== lost.id && runner.url !== lost.url && (runner.baseModel === null || runner.baseModel === job.model)),
+    );
     if (target === undefined) continue;
     const from = job.stateKey !== null ? "from its last checkpoint" : "from the start (no checkpoint was made)";
-    const event = { id: `${job.id}:edge:moved:${now}`, level: "warn" as const, message: `Its runner stopped answering; the job continues on another runner ${from}` };
+    const event = {
+      id: `${job.id}:edge:moved:${now}`,
+      level: "warn" as const,
+      message: `Its runner stopped answering; the job continues on another runner ${from}`,
+    };
     if (!(await moveRunningJob(db, job.id, lost.id, target.id, event))) continue;
     try {
-      await submitToRunner(target.url, env.RUNNER_SECRET, runnerRequest(env, job, target.id, job.stateKey !== null ? { trainedTokens: job.trainedTokens ?? 0 } : undefined));
+      await submitToRunner(
+        target.url,
+        env.RUNNER_SECRET,
+        runnerRequest(env, job, target.id, job.stateKey !== null ? { trainedTokens: job.trainedTokens ?? 0 } : undefined),
+      );
       moved.push(job.id);
     } catch (error) {
       // Back to the lost runner's name, so that the next sweep tries again.
-      await moveRunningJob(db, job.id, target.id, lost.id, { id: `${event.id}:undone`, level: "warn", message: "The other runner could not take the job; trying again shortly" });
+      await moveRunningJob(db, job.id, target.id, lost.id, {
+        id: `${event.id}:undone`,
+        level: "warn",
+        message: "The other runner could not take the job; trying again shortly",
+      });
       console.error(`moving ${job.id} to ${target.url} failed: ${(error as Error).message}`);
     }
   }

@@ -39,7 +39,11 @@ export async function runnerUrl(db: Database, runnerId: string): Promise<string 
 
 /** `POST {runner}/internal/jobs`: idempotent on the runner for the same id and request. */
 export async function submitToRunner(baseUrl: string, secret: string, request: RunnerJobRequest): Promise<void> {
-  const response = await call(`${baseUrl}/internal/jobs`, secret, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(request) });
+  const response = await call(`${baseUrl}/internal/jobs`, secret, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(request),
+  });
   await response.body?.cancel();
 }
 
@@ -63,7 +67,11 @@ export async function fetchAdapterFromRunner(baseUrl: string, secret: string, jo
 async function call(url: string, secret: string, init: RequestInit): Promise<Response> {
   let response: Response;
   try {
-    response = await fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${secret}` }, signal: AbortSignal.timeout(TIMEOUT_MS) });
+    response = await fetch(url, {
+      ...init,
+      headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${secret}` },
+      signal: AbortSignal.timeout(TIMEOUT_MS),
+    });
   } catch (error) {
     throw new RunnerCallError(null, `${init.method} ${url} failed: ${(error as Error).message}`);
   }

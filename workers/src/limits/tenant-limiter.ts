@@ -10,9 +10,7 @@ export interface TenantLimits {
   concurrentStreams: number;
 }
 
-export type Admission =
-  | { ok: true; lease: string }
-  | { ok: false; limit: "requests_per_minute" | "concurrent_streams"; retryAfterSeconds: number };
+export type Admission = { ok: true; lease: string } | { ok: false; limit: "requests_per_minute" | "concurrent_streams"; retryAfterSeconds: number };
 
 const WINDOW_MS = 60_000;
 const LEASE_MS = 15 * 60_000;

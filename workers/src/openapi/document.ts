@@ -30,14 +30,16 @@ export function openApiDocument(serverUrl: string): JsonSchema {
 
   const paths: Record<string, Record<string, unknown>> = {};
   for (const operation of OPERATIONS) {
-    (paths[operation.path] ??= {})[operation.method] = describe(operation, named, components);
+    paths[operation.path] ??= {};
+    paths[operation.path][operation.method] = describe(operation, named, components);
   }
   return {
     openapi: "3.1.0",
     info: {
       title: "PiCa platform API",
       version: "1",
-      description: "OpenAI-shaped inference, files, fine-tuning and adapters over one base model with per-tenant PiCa adapters. Errors are `{error: {message, type, param, code}}`.",
+      description:
+        "OpenAI-shaped inference, files, fine-tuning and adapters over one base model with per-tenant PiCa adapters. Errors are `{error: {message, type, param, code}}`.",
     },
     servers: [{ url: serverUrl }],
     security: [{ bearerAuth: [] }],
@@ -47,7 +49,10 @@ export function openApiDocument(serverUrl: string): JsonSchema {
       schemas: components,
       securitySchemes: { bearerAuth: { type: "http", scheme: "bearer", description: "A tenant API key, `sk-pica-…`" } },
       responses: Object.fromEntries(
-        ERROR_RESPONSES.map(([status, description]) => [String(status), { description, content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } }]),
+        ERROR_RESPONSES.map(([status, description]) => [
+          String(status),
+          { description, content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } },
+        ]),
       ),
     },
   };
@@ -63,7 +68,11 @@ const ERROR_RESPONSES: [number, string][] = [
   [503, "No runner available; retry shortly"],
 ];
 
-function describe(operation: Operation, named: (name: string, schema: z.ZodType, io: "input" | "output") => JsonSchema, components: Record<string, JsonSchema>) {
+function describe(
+  operation: Operation,
+  named: (name: string, schema: z.ZodType, io: "input" | "output") => JsonSchema,
+  components: Record<string, JsonSchema>,
+) {
   const parameters = [...operation.path.matchAll(/\{(\w+)\}/g)].map(([, name]) => ({ name, in: "path", required: true, schema: { type: "string" } }));
   if (operation.query) {
     const query = toJsonSchema(operation.query, "input", components) as { properties?: Record<string, JsonSchema>; required?: string[] };
@@ -72,7 +81,12 @@ function describe(operation: Operation, named: (name: string, schema: z.ZodType,
     }
   }
   const { response } = operation;
-  const responseSchema = response.schema === undefined ? undefined : response.name ? named(response.name, response.schema, "output") : toJsonSchema(response.schema, "output", components);
+  const responseSchema =
+    response.schema === undefined
+      ? undefined
+      : response.name
+        ? named(response.name, response.schema, "output")
+        : toJsonSchema(response.schema, "output", components);
   const responses: Record<string, unknown> = {
     [String(response.status ?? 200)]: {
       description: response.description,
@@ -86,7 +100,14 @@ function describe(operation: Operation, named: (name: string, schema: z.ZodType,
     summary: operation.summary,
     description: `Needs an API key with the \`${operation.scope}\` scope (or \`admin\`).`,
     ...(parameters.length > 0 ? { parameters } : {}),
-    ...(operation.request ? { requestBody: { required: true, content: { [operation.request.contentType]: { schema: named(operation.request.name, operation.request.schema, "input") } } } } : {}),
+    ...(operation.request
+      ? {
+          requestBody: {
+            required: true,
+            content: { [operation.request.contentType]: { schema: named(operation.request.name, operation.request.schema, "input") } },
+          },
+        }
+      : {}),
     responses,
   };
 }

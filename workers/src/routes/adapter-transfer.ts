@@ -31,7 +31,10 @@ export const adapterImportRequestSchema = z
   .object({
     adapter_config: z.union([z.file(), z.string()]).describe("PEFT's adapter_config.json"),
     adapter_model: z.file().describe("PEFT's adapter_model.safetensors"),
-    name: z.string().regex(/^[A-Za-z0-9_-]{1,40}$/, "must be 1-40 characters of A-Z a-z 0-9 _ -").describe("becomes part of the adapter id"),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,40}$/, "must be 1-40 characters of A-Z a-z 0-9 _ -")
+      .describe("becomes part of the adapter id"),
   })
   .extend(peftImportOptionsSchema.shape)
   .strict();
@@ -65,26 +68,31 @@ adapterTransferRoutes.post("/import", requireKey("fine_tuning"), async (c) => {
   const tenantId = c.get("caller").tenantId;
   const db = database(c.env.DB);
   // zod types z.file() with its own File declaration; at run time these are the request's Blobs.
-  const config = typeof body.adapter_config === "string" ? new Blob([body.adapter_config], { type: "application/json" }) : (body.adapter_config as unknown as Blob);
+  const config =
+    typeof body.adapter_config === "string" ? new Blob([body.adapter_config], { type: "application/json" }) : (body.adapter_config as unknown as Blob);
   const model = body.adapter_model as unknown as Blob;
   const converted = await importPeftOnRunner(c.env, db, { adapterConfig: config, adapterModel: model, rank: body.rank, sharing: body.sharing });
 
   const importId = randomId("imp");
   // Keyed by our own id under the tenant (blob keys never carry a tenant-chosen name).
   const blobKey = importedAdapterBlobKey(tenantId, importId);
-  const row = await blobThenRows(c.env, c.executionCtx, { key: blobKey, bytes: converted.bytes, options: { sha256: converted.sha256, httpMetadata: { contentType: "application/octet-stream" } } }, () =>
-    insertImportedAdapter(db, {
-      id: `peft:${c.env.BASE_MODEL}:${tenantId}:${body.name}:${importId}`,
-      tenantId,
-      baseModel: c.env.BASE_MODEL,
-      basisId: converted.report.basis_id,
-      rank: converted.report.rank,
-      sharing: converted.report.sharing,
-      blobKey,
-      sha256: converted.sha256,
-      bytes: converted.bytes.length,
-      importReport: converted.report,
-    }),
+  const row = await blobThenRows(
+    c.env,
+    c.executionCtx,
+    { key: blobKey, bytes: converted.bytes, options: { sha256: converted.sha256, httpMetadata: { contentType: "application/octet-stream" } } },
+    () =>
+      insertImportedAdapter(db, {
+        id: `peft:${c.env.BASE_MODEL}:${tenantId}:${body.name}:${importId}`,
+        tenantId,
+        baseModel: c.env.BASE_MODEL,
+        basisId: converted.report.basis_id,
+        rank: converted.report.rank,
+        sharing: converted.report.sharing,
+        blobKey,
+        sha256: converted.sha256,
+        bytes: converted.bytes.length,
+        importReport: converted.report,
+      }),
   );
   const answer: z.input<typeof importedAdapterSchema> = {
     id: row.id,

@@ -60,4 +60,3 @@ export function publicAdapter(row: AdapterRow) {
     import_report: row.importReport,
   };
 }
-

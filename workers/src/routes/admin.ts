@@ -20,7 +20,10 @@ const limitsSchema = z.object({
   requests_per_minute: z.int().min(1).max(1_000_000).optional(),
   concurrent_streams: z.int().min(1).max(10_000).optional(),
 });
-const tenantRequestSchema = z.object({ name: z.string().min(1).max(200) }).extend(limitsSchema.shape).strict();
+const tenantRequestSchema = z
+  .object({ name: z.string().min(1).max(200) })
+  .extend(limitsSchema.shape)
+  .strict();
 
 export const adminRoutes = new Hono<AppEnv>();
 adminRoutes.use(requireAdmin());
@@ -43,7 +46,10 @@ adminRoutes.patch("/tenants/:tenant", async (c) => {
   if (body.requests_per_minute === undefined && body.concurrent_streams === undefined) {
     throw badRequest("Give requests_per_minute, concurrent_streams or both.", null, "nothing_to_change");
   }
-  const tenant = await updateTenantLimits(database(c.env.DB), c.req.param("tenant"), { requestsPerMinute: body.requests_per_minute, concurrentStreams: body.concurrent_streams });
+  const tenant = await updateTenantLimits(database(c.env.DB), c.req.param("tenant"), {
+    requestsPerMinute: body.requests_per_minute,
+    concurrentStreams: body.concurrent_streams,
+  });
   if (tenant === null) throw tenantNotFound(c.req.param("tenant"));
   forgetTenantLimits(tenant.id);
   return c.json(publicTenant(tenant));
@@ -78,7 +84,14 @@ function tenantNotFound(id: string) {
 }
 
 function publicTenant(row: { id: string; name: string; requestsPerMinute: number; concurrentStreams: number; createdAt: number }) {
-  return { id: row.id, object: "tenant", name: row.name, requests_per_minute: row.requestsPerMinute, concurrent_streams: row.concurrentStreams, created_at: row.createdAt };
+  return {
+    id: row.id,
+    object: "tenant",
+    name: row.name,
+    requests_per_minute: row.requestsPerMinute,
+    concurrent_streams: row.concurrentStreams,
+    created_at: row.createdAt,
+  };
 }
 
 export { KEY_SCOPES };

@@ -16,7 +16,10 @@ const documents = new Map<string, Record<string, unknown>>();
 function documentFor(url: string): Record<string, unknown> {
   const origin = new URL(url).origin;
   let document = documents.get(origin);
-  if (document === undefined) documents.set(origin, (document = openApiDocument(origin)));
+  if (document === undefined) {
+    document = openApiDocument(origin);
+    documents.set(origin, document);
+  }
   return document;
 }
 
@@ -68,11 +71,14 @@ ${operations.map(
   ([method, path, operation]) => html`<details id="${method}-${path}">
 <summary><span class="method">${method}</span> <code>${path}</code> — ${operation.summary}</summary>
 <p>${operation.description}</p>
-${operation.parameters?.length ? html`<p>Parameters: ${raw(operation.parameters.map((p) => `<code>${escape(p.name)}</code> (${escape(p.in)}${p.required ? ", required" : ""})`).join(", "))}</p>` : ""}
+${operation.parameters?.length ? html`<p>Parameters: ${raw(operation.parameters.map((p) => `<code>${escapeHtml(p.name)}</code> (${escapeHtml(p.in)}${p.required ? ", required" : ""})`).join(", "))}</p>` : ""}
 ${Object.entries(operation.requestBody?.content ?? {}).map(([type, body]) => html`<h4>Request body (${type})</h4>${schemaBlock(body.schema)}`)}
 ${Object.entries(operation.responses)
   .filter(([, response]) => response.$ref === undefined)
-  .map(([status, response]) => html`<h4>${status}: ${response.description ?? ""}</h4>${Object.entries(response.content ?? {}).map(([type, body]) => html`<p><code>${type}</code></p>${body.schema === undefined ? "" : schemaBlock(body.schema)}`)}`)}
+  .map(
+    ([status, response]) =>
+      html`<h4>${status}: ${response.description ?? ""}</h4>${Object.entries(response.content ?? {}).map(([type, body]) => html`<p><code>${type}</code></p>${body.schema === undefined ? "" : schemaBlock(body.schema)}`)}`,
+  )}
 </details>`,
 )}`,
 )}
@@ -89,6 +95,6 @@ function resolve(schema: unknown, document: OpenApi): unknown {
   return document.components.schemas[ref.slice("#/components/schemas/".length)] ?? schema;
 }
 
-function escape(text: string): string {
+function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
 }

@@ -37,7 +37,12 @@ export const createJobSchema = z
     training_file: z.string().min(1).max(200),
     validation_file: z.string().min(1).max(200).nullable().optional(),
     suffix: z.string().nullable().optional(),
-    seed: z.int().min(0).max(2 ** 31 - 1).nullable().optional(),
+    seed: z
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .nullable()
+      .optional(),
     hyperparameters: hyperparametersSchema.optional(), // OpenAI's legacy place for them
     method: z
       .object({
@@ -60,7 +65,11 @@ fineTuningJobRoutes.post("/", async (c) => {
     throw badRequest(`Model ${JSON.stringify(body.model)} is not available for fine-tuning; use '${baseModel}'.`, "model", "model_not_available");
   }
   if (body.hyperparameters !== undefined && body.method?.supervised?.hyperparameters !== undefined) {
-    throw badRequest("Give hyper-parameters in 'method.supervised.hyperparameters' or in the legacy 'hyperparameters', not both.", "hyperparameters", "invalid_value");
+    throw badRequest(
+      "Give hyper-parameters in 'method.supervised.hyperparameters' or in the legacy 'hyperparameters', not both.",
+      "hyperparameters",
+      "invalid_value",
+    );
   }
   const suffix = validateSuffix(body.suffix ?? "");
   const training = await fileOr404(c.env.DB, tenantId, body.training_file, "training_file");
@@ -128,7 +137,8 @@ fineTuningJobRoutes.post("/:id/cancel", async (c) => {
     const url = await runnerUrl(db, job.runnerId);
     // The job is cancelled here whatever the runner says; a runner that missed this stops at
     // the latest when its callbacks are refused.
-    if (url !== null) await cancelOnRunner(url, c.env.RUNNER_SECRET, job.id).catch((error: Error) => console.error(`cancel of ${job.id} on ${url}: ${error.message}`));
+    if (url !== null)
+      await cancelOnRunner(url, c.env.RUNNER_SECRET, job.id).catch((error: Error) => console.error(`cancel of ${job.id} on ${url}: ${error.message}`));
   }
   return c.json(publicJob(cancelled));
 });
@@ -167,4 +177,3 @@ async function jobOr404(d1: D1Database, tenantId: string, id: string, param = "f
   if (row === null) throw notFound(`No fine-tuning job ${id}.`, param, "fine_tuning_job_not_found");
   return row;
 }
-

@@ -17,7 +17,7 @@ import { recordUsage, type UsageRecord } from "../db/queries/usage.ts";
 import type { AppEnv } from "../env.ts";
 import type { TaskMessage } from "../queue/messages.ts";
 import { cachedRunnerRows, cachedTenantLimits, cacheRunnerRows, cacheTenantLimits, forgetRunnerRows } from "../inference/lookup-cache.ts";
-import { forwardToRunners, runnerUnavailable, type ForwardRequest, type RunnerFailure } from "../inference/forward.ts";
+import { forwardToRunners, runnerUnavailable, type ForwardRequest, type ForwardResult, type RunnerFailure } from "../inference/forward.ts";
 import { relaySse } from "../inference/sse-relay.ts";
 import type { TenantLimits } from "../limits/tenant-limiter.ts";
 import { healthyFromRows, type RunnerInfo } from "../runners/registry.ts";
@@ -42,7 +42,11 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
   const isBase = model === c.env.BASE_MODEL;
   const { limits, adapter, runners } = await lookUp(db, c.env, tenantId, isBase ? null : model);
   if (!isBase && (adapter === null || adapter.status !== "ready")) {
-    throw notFound(`The model '${model}' does not exist or you do not have access to it.`, request.adapter_id !== undefined ? "adapter_id" : "model", "model_not_found");
+    throw notFound(
+      `The model '${model}' does not exist or you do not have access to it.`,
+      request.adapter_id !== undefined ? "adapter_id" : "model",
+      "model_not_found",
+    );
   }
   const candidates = servingRunners(runners, adapter?.baseModel ?? c.env.BASE_MODEL, adapter?.basisId ?? null);
   if (candidates.length === 0) throw runnerUnavailable(`No runner serves the base model '${adapter?.baseModel ?? c.env.BASE_MODEL}' right now.`);
@@ -55,7 +59,7 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
   if (!admission.ok) throw rateLimitError(admission.limit, limits, admission.retryAfterSeconds);
   const release = () => limiter.release(admission.lease).catch((error: unknown) => console.error(`lease release failed: ${(error as Error).message}`));
 
-  let result;
+  let result: ForwardResult;
   try {
     result = await forwardToRunners(ranked, { path, body: runnerBody(body, request), stream: request.stream, requestId }, runnerHealth(c, db));
   } catch (error) {
@@ -133,7 +137,9 @@ function runnerHealth(c: Context<AppEnv>, db: Database) {
 
 /** Records a failed forward; the runner rows this isolate keeps are stale once it has landed. */
 async function countFailure(db: Database, url: string, down: boolean): Promise<void> {
-  await recordRunnerFailure(db, url, down).then(forgetRunnerRows, (error: unknown) => console.error(`failure of ${url} not recorded: ${(error as Error).message}`));
+  await recordRunnerFailure(db, url, down).then(forgetRunnerRows, (error: unknown) =>
+    console.error(`failure of ${url} not recorded: ${(error as Error).message}`),
+  );
 }
 
 function usageOf(text: string): Usage | null {
@@ -151,12 +157,21 @@ function usageOf(text: string): Usage | null {
  * did land but was never acknowledged would count twice: at-least-once, as queues are).
  */
 async function record(env: Env, db: Database, entry: { tenantId: string; model: string; requestId: string; usage: Usage }) {
-  const usage: UsageRecord = { tenantId: entry.tenantId, model: entry.model, requestId: entry.requestId, promptTokens: entry.usage.prompt_tokens, completionTokens: entry.usage.completion_tokens, createdAt: Math.floor(Date.now() / 1000) };
+  const usage: UsageRecord = {
+    tenantId: entry.tenantId,
+    model: entry.model,
+    requestId: entry.requestId,
+    promptTokens: entry.usage.prompt_tokens,
+    completionTokens: entry.usage.completion_tokens,
+    createdAt: Math.floor(Date.now() / 1000),
+  };
   try {
     await recordUsage(db, usage);
   } catch (error) {
     console.error(`usage of ${entry.requestId} not recorded (${(error as Error).message}); queued for a retry`);
-    await env.TASKS.send({ kind: "record_usage", usage } satisfies TaskMessage).catch((queued: unknown) => console.error(`usage of ${entry.requestId} lost: ${(queued as Error).message}`));
+    await env.TASKS.send({ kind: "record_usage", usage } satisfies TaskMessage).catch((queued: unknown) =>
+      console.error(`usage of ${entry.requestId} lost: ${(queued as Error).message}`),
+    );
   }
 }
 

@@ -101,7 +101,13 @@ async function verifiedBlob(c: Context<AppEnv>): Promise<{ bytes: Uint8Array; sh
   if (bytes.byteLength === 0) throw badRequest("The blob is empty.", null, "empty_blob");
   const actual = await sha256Hex(bytes);
   if (actual !== stated) {
-    throw new ApiError(422, "invalid_request_error", `The blob's SHA-256 is ${actual}, but x-content-sha256 says ${stated}.`, "x-content-sha256", "sha256_mismatch");
+    throw new ApiError(
+      422,
+      "invalid_request_error",
+      `The blob's SHA-256 is ${actual}, but x-content-sha256 says ${stated}.`,
+      "x-content-sha256",
+      "sha256_mismatch",
+    );
   }
   return { bytes, sha256: actual };
 }

@@ -17,7 +17,10 @@ import { parse } from "./parse.ts";
 export const keyRequestSchema = z
   .object({
     name: z.string().min(1).max(200).default("default"),
-    scopes: z.array(z.enum(KEY_SCOPES as [string, ...string[]])).min(1).default(["inference", "fine_tuning"]),
+    scopes: z
+      .array(z.enum(KEY_SCOPES as [string, ...string[]]))
+      .min(1)
+      .default(["inference", "fine_tuning"]),
   })
   .strict();
 

@@ -26,7 +26,8 @@ modelRoutes.get("/:model{.+}", async (c) => {
   const id = c.req.param("model");
   if (id === c.env.BASE_MODEL) return c.json(baseModel(id));
   const adapter = await findTenantAdapter(database(c.env.DB), c.get("caller").tenantId, id);
-  if (adapter === null || adapter.status !== "ready") throw notFound(`The model '${id}' does not exist or you do not have access to it.`, "model", "model_not_found");
+  if (adapter === null || adapter.status !== "ready")
+    throw notFound(`The model '${id}' does not exist or you do not have access to it.`, "model", "model_not_found");
   return c.json(adapterModel(adapter));
 });
 

@@ -15,7 +15,11 @@ import { parse } from "./parse.ts";
 const DEFAULT_WINDOW_SECONDS = 30 * 86_400;
 const SECONDS_PER_DAY = 86_400;
 
-const unixSeconds = z.coerce.number().int().min(0).max(2 ** 40);
+const unixSeconds = z.coerce
+  .number()
+  .int()
+  .min(0)
+  .max(2 ** 40);
 const querySchema = z.object({ start_time: unixSeconds.optional(), end_time: unixSeconds.optional() });
 
 export const usageRoutes = new Hono<AppEnv>();

@@ -25,7 +25,10 @@ export const webhookRequestSchema = z
       .url({ protocol: /^https?$/ })
       .max(2048)
       .refine(secureOrLocal, "must use https (http only for localhost)"),
-    events: z.array(z.enum(WEBHOOK_EVENT_TYPES)).min(1).default([...WEBHOOK_EVENT_TYPES]),
+    events: z
+      .array(z.enum(WEBHOOK_EVENT_TYPES))
+      .min(1)
+      .default([...WEBHOOK_EVENT_TYPES]),
   })
   .strict();
 

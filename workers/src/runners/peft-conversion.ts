@@ -62,7 +62,12 @@ export async function exportPeftOnRunner(env: Env, db: Database, adapter: { byte
  * Runs `attempt` on each runner until one succeeds. `attempt` answers a result, a reason the
  * runner failed (a string), or a runner response that is not OK (a 400 ends the search).
  */
-async function onFirstRunner<Result>(db: Database, runners: RunnerInfo[], what: string, attempt: (runner: RunnerInfo) => Promise<Result | Response | string>): Promise<Result> {
+async function onFirstRunner<Result>(
+  db: Database,
+  runners: RunnerInfo[],
+  what: string,
+  attempt: (runner: RunnerInfo) => Promise<Result | Response | string>,
+): Promise<Result> {
   const reasons: string[] = [];
   for (const runner of runners) {
     const outcome = await attempt(runner).catch((error: unknown) => `${runner.url}: ${(error as Error).message}`);

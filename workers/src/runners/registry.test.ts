@@ -5,9 +5,22 @@ import { healthyFromRows, HEARTBEAT_STALE_SECONDS, MAX_CONSECUTIVE_FAILURES, PRO
 type Row = typeof runners.$inferSelect;
 const now = () => Math.floor(Date.now() / 1000);
 const row = (url: string, change: Partial<Row> = {}): Row => ({
-  id: url, url, baseModel: "m", basisId: "b", running: 0, waiting: 0, residentAdapters: 0, failures: 0, lastFailureAt: null, lastHeartbeat: now(), ...change,
+  id: url,
+  url,
+  baseModel: "m",
+  basisId: "b",
+  running: 0,
+  waiting: 0,
+  residentAdapters: 0,
+  failures: 0,
+  lastFailureAt: null,
+  lastHeartbeat: now(),
+  ...change,
 });
-const urls = (rows: Row[], listed = "") => healthyFromRows(rows, { RUNNER_URLS: listed }).map((r) => r.url).sort();
+const urls = (rows: Row[], listed = "") =>
+  healthyFromRows(rows, { RUNNER_URLS: listed })
+    .map((r) => r.url)
+    .sort();
 
 describe("healthyFromRows", () => {
   it("keeps fresh heartbeats and listed runners, drops stale unlisted ones", () => {

@@ -34,7 +34,10 @@ export async function healthyRunners(db: Database, env: Pick<Env, "RUNNER_URLS">
 export function healthyFromRows(known: (typeof runners.$inferSelect)[], env: Pick<Env, "RUNNER_URLS">): RunnerInfo[] {
   const now = Math.floor(Date.now() / 1000);
   const byUrl = new Map<string, RunnerInfo>();
-  for (const url of (env.RUNNER_URLS ?? "").split(",").map((u) => u.trim().replace(/\/+$/, "")).filter(Boolean)) {
+  for (const url of (env.RUNNER_URLS ?? "")
+    .split(",")
+    .map((u) => u.trim().replace(/\/+$/, ""))
+    .filter(Boolean)) {
     byUrl.set(url, { id: url, url, baseModel: null, basisId: null, failures: 0, running: 0, waiting: 0 });
   }
   for (const row of known) {

@@ -19,7 +19,10 @@ const guarded = new WeakMap<Env, Env>();
 /** The environment with its R2 bucket's failures marked as StorageError. */
 export function guardedStorage(env: Env): Env {
   let wrapped = guarded.get(env);
-  if (wrapped === undefined) guarded.set(env, (wrapped = { ...env, BLOBS: guardedBucket(env.BLOBS) }));
+  if (wrapped === undefined) {
+    wrapped = { ...env, BLOBS: guardedBucket(env.BLOBS) };
+    guarded.set(env, wrapped);
+  }
   return wrapped;
 }
 
@@ -66,7 +69,9 @@ export async function blobThenRows<Result>(
   try {
     return await rows();
   } catch (error) {
-    context.waitUntil(env.BLOBS.delete(blob.key).catch((cleanup: unknown) => console.error(`orphan blob ${blob.key} not deleted: ${(cleanup as Error).message}`)));
+    context.waitUntil(
+      env.BLOBS.delete(blob.key).catch((cleanup: unknown) => console.error(`orphan blob ${blob.key} not deleted: ${(cleanup as Error).message}`)),
+    );
     throw error;
   }
 }

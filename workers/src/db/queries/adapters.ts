@@ -36,11 +36,20 @@ export async function listTenantAdapters(db: Database, tenantId: string, page: {
 
 /** An adapter by id alone: only for the runner's blob download (runner secret). */
 export async function findAdapterForRunner(db: Database, id: string): Promise<AdapterRow | null> {
-  return (await db.select().from(adapters).where(and(eq(adapters.id, id), ne(adapters.status, "deleted"))).get()) ?? null;
+  return (
+    (await db
+      .select()
+      .from(adapters)
+      .where(and(eq(adapters.id, id), ne(adapters.status, "deleted")))
+      .get()) ?? null
+  );
 }
 
 /** Deletes the tenant's adapter row; returns it (for its blob key), or null when there is none. */
 export async function deleteTenantAdapter(db: Database, tenantId: string, id: string): Promise<AdapterRow | null> {
-  const [row] = await db.delete(adapters).where(and(eq(adapters.id, id), eq(adapters.tenantId, tenantId))).returning();
+  const [row] = await db
+    .delete(adapters)
+    .where(and(eq(adapters.id, id), eq(adapters.tenantId, tenantId)))
+    .returning();
   return row ?? null;
 }

@@ -14,7 +14,13 @@ export async function createFile(db: Database, file: NewFile): Promise<FileRow> 
 
 /** The tenant's file with this id, or null (also for another tenant's file). */
 export async function findTenantFile(db: Database, tenantId: string, id: string): Promise<FileRow | null> {
-  return (await db.select().from(files).where(and(eq(files.id, id), eq(files.tenantId, tenantId))).get()) ?? null;
+  return (
+    (await db
+      .select()
+      .from(files)
+      .where(and(eq(files.id, id), eq(files.tenantId, tenantId)))
+      .get()) ?? null
+  );
 }
 
 /** A file by id alone: only for the runner's download of a job's data (runner secret). */
@@ -23,11 +29,7 @@ export async function findFileForRunner(db: Database, id: string): Promise<FileR
 }
 
 /** One page of the tenant's files, newest first, after the file `after` (a cursor row). */
-export async function listTenantFiles(
-  db: Database,
-  tenantId: string,
-  page: { limit: number; after: FileRow | null; purpose?: string },
-): Promise<FileRow[]> {
+export async function listTenantFiles(db: Database, tenantId: string, page: { limit: number; after: FileRow | null; purpose?: string }): Promise<FileRow[]> {
   const conditions = [eq(files.tenantId, tenantId)];
   if (page.purpose !== undefined) conditions.push(eq(files.purpose, page.purpose));
   if (page.after !== null) {
@@ -45,6 +47,9 @@ export async function listTenantFiles(
 
 /** Deletes the tenant's file row; null when the tenant has no such file. */
 export async function deleteTenantFile(db: Database, tenantId: string, id: string): Promise<FileRow | null> {
-  const [row] = await db.delete(files).where(and(eq(files.id, id), eq(files.tenantId, tenantId))).returning();
+  const [row] = await db
+    .delete(files)
+    .where(and(eq(files.id, id), eq(files.tenantId, tenantId)))
+    .returning();
   return row ?? null;
 }

@@ -29,7 +29,13 @@ export async function createJob(db: Database, job: NewJob, event: EdgeEvent): Pr
 
 /** The tenant's job with this id, or null (also for another tenant's job). */
 export async function findTenantJob(db: Database, tenantId: string, id: string): Promise<JobRow | null> {
-  return (await db.select().from(fineTuningJobs).where(and(eq(fineTuningJobs.id, id), eq(fineTuningJobs.tenantId, tenantId))).get()) ?? null;
+  return (
+    (await db
+      .select()
+      .from(fineTuningJobs)
+      .where(and(eq(fineTuningJobs.id, id), eq(fineTuningJobs.tenantId, tenantId)))
+      .get()) ?? null
+  );
 }
 
 /** A job by id alone: for the dispatcher and the runner's callbacks only. */

@@ -21,7 +21,16 @@ export async function upsertRunnerEvents(db: Database, job: Pick<JobRow, "id" | 
   const writes = events.map((event) =>
     db
       .insert(jobEvents)
-      .values({ id: event.id, jobId: job.id, tenantId: job.tenantId, level: event.level, type: event.type, message: event.message, data: event.data, createdAt: event.created_at })
+      .values({
+        id: event.id,
+        jobId: job.id,
+        tenantId: job.tenantId,
+        level: event.level,
+        type: event.type,
+        message: event.message,
+        data: event.data,
+        createdAt: event.created_at,
+      })
       .onConflictDoUpdate({
         target: jobEvents.id,
         set: { level: event.level, type: event.type, message: event.message, data: event.data },
@@ -33,34 +42,55 @@ export async function upsertRunnerEvents(db: Database, job: Pick<JobRow, "id" | 
 
 /** The event with this id of this job, or null. */
 export async function findJobEvent(db: Database, jobId: string, id: string): Promise<EventRow | null> {
-  return (await db.select().from(jobEvents).where(and(eq(jobEvents.jobId, jobId), eq(jobEvents.id, id))).get()) ?? null;
+  return (
+    (await db
+      .select()
+      .from(jobEvents)
+      .where(and(eq(jobEvents.jobId, jobId), eq(jobEvents.id, id)))
+      .get()) ?? null
+  );
 }
 
 /** One page of a job's events, newest first, before the event `after` (its sequence number). */
 export async function listJobEvents(db: Database, jobId: string, page: { limit: number; afterSequence: number | null }): Promise<EventRow[]> {
   const conditions = [eq(jobEvents.jobId, jobId)];
   if (page.afterSequence !== null) conditions.push(lt(jobEvents.sequence, page.afterSequence));
-  return db.select().from(jobEvents).where(and(...conditions)).orderBy(desc(jobEvents.sequence)).limit(page.limit).all();
+  return db
+    .select()
+    .from(jobEvents)
+    .where(and(...conditions))
+    .orderBy(desc(jobEvents.sequence))
+    .limit(page.limit)
+    .all();
 }
 
 /** Records a checkpoint and its adapter (blob already stored); a repeated step changes nothing. */
 export async function recordCheckpoint(db: Database, checkpoint: typeof checkpoints.$inferInsert, adapter: NewAdapter): Promise<void> {
-  await db.batch([
-    db.insert(adapters).values(adapter).onConflictDoNothing(),
-    db.insert(checkpoints).values(checkpoint).onConflictDoNothing(),
-  ]);
+  await db.batch([db.insert(adapters).values(adapter).onConflictDoNothing(), db.insert(checkpoints).values(checkpoint).onConflictDoNothing()]);
 }
 
 /** One page of a job's checkpoints, newest step first, below the step of `after`. */
 export async function listJobCheckpoints(db: Database, jobId: string, page: { limit: number; afterStep: number | null }): Promise<CheckpointRow[]> {
   const conditions = [eq(checkpoints.jobId, jobId)];
   if (page.afterStep !== null) conditions.push(lt(checkpoints.step, page.afterStep));
-  return db.select().from(checkpoints).where(and(...conditions)).orderBy(desc(checkpoints.step)).limit(page.limit).all();
+  return db
+    .select()
+    .from(checkpoints)
+    .where(and(...conditions))
+    .orderBy(desc(checkpoints.step))
+    .limit(page.limit)
+    .all();
 }
 
 /** The checkpoint with this id of this job, or null. */
 export async function findJobCheckpoint(db: Database, jobId: string, id: string): Promise<CheckpointRow | null> {
-  return (await db.select().from(checkpoints).where(and(eq(checkpoints.jobId, jobId), eq(checkpoints.id, id))).get()) ?? null;
+  return (
+    (await db
+      .select()
+      .from(checkpoints)
+      .where(and(eq(checkpoints.jobId, jobId), eq(checkpoints.id, id)))
+      .get()) ?? null
+  );
 }
 
 /**
@@ -79,7 +109,18 @@ export async function completeJobWithAdapter(db: Database, jobId: string, adapte
       sql: `INSERT INTO adapters (id, tenant_id, base_model, basis_id, rank, sharing, status, blob_key, sha256, bytes, source_job_id, source)
         SELECT ?, tenant_id, ?, ?, ?, ?, 'ready', ?, ?, ?, id, ? FROM fine_tuning_jobs WHERE id = ? AND status = 'succeeded'
         ON CONFLICT (id) DO NOTHING`,
-      params: [adapter.id, adapter.baseModel, adapter.basisId ?? null, adapter.rank ?? null, adapter.sharing ?? null, adapter.blobKey, adapter.sha256, adapter.bytes, adapter.source, jobId],
+      params: [
+        adapter.id,
+        adapter.baseModel,
+        adapter.basisId ?? null,
+        adapter.rank ?? null,
+        adapter.sharing ?? null,
+        adapter.blobKey,
+        adapter.sha256,
+        adapter.bytes,
+        adapter.source,
+        jobId,
+      ],
     },
     edgeEventIf(jobId, "succeeded", { id: eventId, level: "info", message: `The fine-tuned model ${adapter.id} is ready` }),
   ]);

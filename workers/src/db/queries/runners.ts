@@ -47,13 +47,24 @@ export async function recordRunnerFailure(db: Database, url: string, down = fals
   // stays in rotation only as a listed runner, until its failures take it out.
   await db
     .insert(runners)
-    .values({ id: url, url, baseModel: "", basisId: "", failures: down ? MAX_CONSECUTIVE_FAILURES : 1, lastFailureAt: Math.floor(Date.now() / 1000), lastHeartbeat: 0 })
+    .values({
+      id: url,
+      url,
+      baseModel: "",
+      basisId: "",
+      failures: down ? MAX_CONSECUTIVE_FAILURES : 1,
+      lastFailureAt: Math.floor(Date.now() / 1000),
+      lastHeartbeat: 0,
+    })
     .onConflictDoUpdate({ target: runners.id, set: { failures, lastFailureAt: Math.floor(Date.now() / 1000) } });
 }
 
 /** Clears the failures of the runner at `url` after a good forward (failures count in a row). */
 export async function clearRunnerFailures(db: Database, url: string) {
-  await db.update(runners).set({ failures: 0 }).where(and(eq(runners.url, url), gt(runners.failures, 0)));
+  await db
+    .update(runners)
+    .set({ failures: 0 })
+    .where(and(eq(runners.url, url), gt(runners.failures, 0)));
 }
 
 /** Every runner row, for the operator's view. */

@@ -65,7 +65,10 @@ export async function revokeApiKey(db: Database, tenantId: string, keyId: string
 }
 
 export async function touchApiKey(db: Database, keyId: string) {
-  await db.update(apiKeys).set({ lastUsedAt: Math.floor(Date.now() / 1000) }).where(eq(apiKeys.id, keyId));
+  await db
+    .update(apiKeys)
+    .set({ lastUsedAt: Math.floor(Date.now() / 1000) })
+    .where(eq(apiKeys.id, keyId));
 }
 
 /** A key as the API shows it: never the hash, never the secret. */

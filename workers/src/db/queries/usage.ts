@@ -52,8 +52,18 @@ export async function usageReport(db: Database, tenantId: string, window: UsageW
   const day = sql<number>`(${usage.createdAt} / ${daySeconds}) * ${daySeconds}`.mapWith(Number);
   const [totals, byModel, byDay] = await db.batch([
     db.select(sums).from(usage).where(where),
-    db.select({ model: usage.model, ...sums }).from(usage).where(where).groupBy(usage.model).orderBy(usage.model),
-    db.select({ day, model: usage.model, ...sums }).from(usage).where(where).groupBy(day, usage.model).orderBy(day, usage.model),
+    db
+      .select({ model: usage.model, ...sums })
+      .from(usage)
+      .where(where)
+      .groupBy(usage.model)
+      .orderBy(usage.model),
+    db
+      .select({ day, model: usage.model, ...sums })
+      .from(usage)
+      .where(where)
+      .groupBy(day, usage.model)
+      .orderBy(day, usage.model),
   ]);
   return { totals: totals[0] ?? { requests: 0, promptTokens: 0, completionTokens: 0 }, byModel, byDay };
 }

@@ -19,12 +19,21 @@ export async function createWebhook(db: Database, webhook: NewWebhook) {
 
 /** A tenant's live endpoints, oldest first. */
 export async function listWebhooks(db: Database, tenantId: string) {
-  return db.select().from(webhooks).where(and(eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt))).orderBy(webhooks.createdAt, webhooks.id).all();
+  return db
+    .select()
+    .from(webhooks)
+    .where(and(eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt)))
+    .orderBy(webhooks.createdAt, webhooks.id)
+    .all();
 }
 
 /** One of a tenant's live endpoints; null when it has none by that id. */
 export async function getWebhook(db: Database, tenantId: string, id: string) {
-  const row = await db.select().from(webhooks).where(and(eq(webhooks.id, id), eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt))).get();
+  const row = await db
+    .select()
+    .from(webhooks)
+    .where(and(eq(webhooks.id, id), eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt)))
+    .get();
   return row ?? null;
 }
 
