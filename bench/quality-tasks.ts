@@ -15,6 +15,7 @@
  *
  * Every example is short (at most 64 tokens with the ChatML template of the byte-level base).
  */
+import { ANIMALS, NAMES } from "../gpu-runner/pretrain/corpus.ts";
 import { Rng } from "../gpu-runner/random.ts";
 
 /** One chat example: the user's prompt and the exact answer expected from the assistant. */
@@ -37,29 +38,6 @@ export interface TaskSizes {
   eval: number;
 }
 
-const NAMES = [
-  "Ada",
-  "Ben",
-  "Cleo",
-  "Dan",
-  "Eva",
-  "Finn",
-  "Gia",
-  "Hugo",
-  "Ivy",
-  "Jon",
-  "Kai",
-  "Lena",
-  "Milo",
-  "Nora",
-  "Omar",
-  "Pia",
-  "Quinn",
-  "Rosa",
-  "Sam",
-  "Tara",
-];
-const ANIMALS = ["cat", "dog", "fox", "owl", "bear", "wolf", "hare", "crow", "frog", "goat", "mouse", "horse", "duck", "seal", "deer"];
 const MOOD_PLACES = ["park", "river", "hill", "farm", "lake", "shop", "zoo", "beach", "fair", "mill"];
 const COLOURS = ["teal", "amber", "violet", "coral", "olive", "ivory", "navy", "plum"];
 const RECALL_CODES = 80;
@@ -90,14 +68,6 @@ const MOOD_TEMPLATES: ((name: string, feeling: string, place: string) => string)
   (name, feeling, place) => `Mood? ${name} left the ${place} ${feeling}.`,
 ];
 
-function pick<T>(rng: Rng, list: readonly T[]): T {
-  return list[Math.floor(rng.uniform() * list.length)]!;
-}
-
-function integer(rng: Rng, min: number, max: number): number {
-  return min + Math.floor(rng.uniform() * (max - min + 1));
-}
-
 /**
  * Draws distinct examples (by prompt) until `sizes.train + sizes.eval` exist, then splits them:
  * the first ones train, the rest evaluate, so no evaluation prompt is ever trained on.
@@ -122,9 +92,9 @@ export function formatTask(sizes: TaskSizes, seed = 101): QualityTask {
     name: "format",
     description: "sentence → name|age|pet record (new formatting rule, two word orders)",
     ...distinctSplit(sizes, seed, (rng) => {
-      const name = pick(rng, NAMES);
-      const age = integer(rng, 5, 90);
-      const animal = pick(rng, ANIMALS);
+      const name = rng.pick(NAMES);
+      const age = rng.integer(5, 90);
+      const animal = rng.pick(ANIMALS);
       const pet = `${/^[aeiou]/.test(animal) ? "an" : "a"} ${animal}`;
       const prompt = rng.uniform() < 0.5 ? `${name} is ${age} and has ${pet}.` : `${name} has ${pet} and is ${age}.`;
       return { prompt, answer: `${name}|${age}|${animal}` };
@@ -142,8 +112,8 @@ export function recallTask(sizes: TaskSizes, seed = 202): QualityTask {
   const codes: string[] = [];
   const seen = new Set<string>();
   while (codes.length < RECALL_CODES) {
-    const letters = String.fromCharCode(65 + integer(rng, 0, 25), 65 + integer(rng, 0, 25));
-    const code = `${letters}-${integer(rng, 10, 99)}`;
+    const letters = String.fromCharCode(65 + rng.integer(0, 25), 65 + rng.integer(0, 25));
+    const code = `${letters}-${rng.integer(10, 99)}`;
     if (seen.has(code)) continue;
     seen.add(code);
     codes.push(code);
@@ -181,8 +151,8 @@ export function classifyTask(sizes: TaskSizes, seed = 303): QualityTask {
     name: "classify",
     description: "sentence → sunny|stormy|misty by its feeling word (12 feelings, new labels)",
     ...distinctSplit(sizes, seed, (rng) => {
-      const feeling = pick(rng, FEELINGS);
-      return { prompt: pick(rng, MOOD_TEMPLATES)(pick(rng, NAMES), feeling, pick(rng, MOOD_PLACES)), answer: MOODS[feeling]! };
+      const feeling = rng.pick(FEELINGS);
+      return { prompt: rng.pick(MOOD_TEMPLATES)(rng.pick(NAMES), feeling, rng.pick(MOOD_PLACES)), answer: MOODS[feeling]! };
     }),
   };
 }

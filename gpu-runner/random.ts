@@ -45,6 +45,16 @@ export class Rng {
     return this.nextUint32() / 4294967296;
   }
 
+  /** A uniform integer in [min, max]. */
+  integer(min: number, max: number): number {
+    return min + Math.floor(this.uniform() * (max - min + 1));
+  }
+
+  /** A uniformly chosen element of a non-empty list. */
+  pick<T>(list: readonly T[]): T {
+    return list[Math.floor(this.uniform() * list.length)];
+  }
+
   /** A standard normal (Box–Muller, both values used). */
   normal(): number {
     if (this.spare !== null) {

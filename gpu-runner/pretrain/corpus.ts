@@ -7,7 +7,8 @@
  */
 import { Rng } from "../random.ts";
 
-const NAMES = [
+/** First names of the corpus's people, shared by generated fine-tuning tasks that should read as familiar text. */
+export const NAMES = [
   "Ada",
   "Ben",
   "Cleo",
@@ -29,7 +30,7 @@ const NAMES = [
   "Sam",
   "Tara",
 ];
-const ANIMALS = ["cat", "dog", "fox", "owl", "bear", "wolf", "hare", "crow", "frog", "goat", "mouse", "horse", "duck", "seal", "deer"];
+export const ANIMALS = ["cat", "dog", "fox", "owl", "bear", "wolf", "hare", "crow", "frog", "goat", "mouse", "horse", "duck", "seal", "deer"];
 const THINGS = ["book", "lamp", "cup", "key", "ball", "coat", "map", "box", "rope", "bell", "kite", "drum", "boat", "ring", "hat"];
 const PLACES = ["the park", "the river", "the market", "the hill", "the garden", "the station", "the library", "the forest", "the harbor", "the kitchen"];
 const ADJECTIVES = ["red", "small", "quiet", "bright", "old", "happy", "tall", "cold", "warm", "green", "heavy", "quick", "soft", "blue", "brave"];
@@ -38,39 +39,31 @@ const MOTIONS = ["walked to", "ran to", "looked at", "sat near", "waited by", "j
 const TIMES = ["In the morning", "At noon", "In the evening", "Later", "Then", "After lunch", "Before dinner", "At night"];
 const FEELINGS = ["glad", "tired", "curious", "calm", "surprised", "proud", "sleepy", "hungry"];
 
-function pick<T>(rng: Rng, list: readonly T[]): T {
-  return list[Math.floor(rng.uniform() * list.length)];
-}
-
-function int(rng: Rng, min: number, max: number): number {
-  return min + Math.floor(rng.uniform() * (max - min + 1));
-}
-
 function capitalise(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /** A short story of a few sentences about a person, an animal and a thing. */
 function story(rng: Rng): string {
-  const name = pick(rng, NAMES);
-  const animal = pick(rng, ANIMALS);
-  const thing = pick(rng, THINGS);
+  const name = rng.pick(NAMES);
+  const animal = rng.pick(ANIMALS);
+  const thing = rng.pick(THINGS);
   const sentences = [
-    `${name} had a ${pick(rng, ADJECTIVES)} ${animal}.`,
-    `${pick(rng, TIMES)}, ${name} ${pick(rng, MOTIONS)} ${pick(rng, PLACES)}.`,
-    `The ${animal} ${pick(rng, VERBS_PAST)} a ${pick(rng, ADJECTIVES)} ${thing}.`,
-    `${name} was ${pick(rng, FEELINGS)}.`,
+    `${name} had a ${rng.pick(ADJECTIVES)} ${animal}.`,
+    `${rng.pick(TIMES)}, ${name} ${rng.pick(MOTIONS)} ${rng.pick(PLACES)}.`,
+    `The ${animal} ${rng.pick(VERBS_PAST)} a ${rng.pick(ADJECTIVES)} ${thing}.`,
+    `${name} was ${rng.pick(FEELINGS)}.`,
   ];
-  if (rng.uniform() < 0.5) sentences.push(`${pick(rng, TIMES)}, they ${pick(rng, MOTIONS)} ${pick(rng, PLACES)} together.`);
-  if (rng.uniform() < 0.4) sentences.push(`"What a ${pick(rng, ADJECTIVES)} day," said ${name}.`);
+  if (rng.uniform() < 0.5) sentences.push(`${rng.pick(TIMES)}, they ${rng.pick(MOTIONS)} ${rng.pick(PLACES)} together.`);
+  if (rng.uniform() < 0.4) sentences.push(`"What a ${rng.pick(ADJECTIVES)} day," said ${name}.`);
   return sentences.join(" ");
 }
 
 /** A true statement about numbers. */
 function numberFact(rng: Rng): string {
-  const a = int(rng, 0, 99);
-  const b = int(rng, 0, 99);
-  switch (int(rng, 0, 3)) {
+  const a = rng.integer(0, 99);
+  const b = rng.integer(0, 99);
+  switch (rng.integer(0, 3)) {
     case 0:
       return `${a} plus ${b} is ${a + b}.`;
     case 1:
@@ -84,8 +77,8 @@ function numberFact(rng: Rng): string {
 
 /** A true statement about a word. */
 function wordFact(rng: Rng): string {
-  const word = pick(rng, [...ANIMALS, ...THINGS, ...ADJECTIVES]);
-  switch (int(rng, 0, 3)) {
+  const word = rng.pick([...ANIMALS, ...THINGS, ...ADJECTIVES]);
+  switch (rng.integer(0, 3)) {
     case 0:
       return `The word ${word} has ${word.length} letters.`;
     case 1:
@@ -99,16 +92,16 @@ function wordFact(rng: Rng): string {
 
 /** A small key-value record, as in a form or a log. */
 function record(rng: Rng): string {
-  const name = pick(rng, NAMES);
-  return `name: ${name}\npet: ${pick(rng, ANIMALS)}\ncolor: ${pick(rng, ADJECTIVES)}\nage: ${int(rng, 5, 90)}\nplace: ${pick(rng, PLACES).replace("the ", "")}`;
+  const name = rng.pick(NAMES);
+  return `name: ${name}\npet: ${rng.pick(ANIMALS)}\ncolor: ${rng.pick(ADJECTIVES)}\nage: ${rng.integer(5, 90)}\nplace: ${rng.pick(PLACES).replace("the ", "")}`;
 }
 
 /** A request and its correct answer, for the ChatML conversations. */
 function request(rng: Rng): [string, string] {
-  const word = pick(rng, [...ANIMALS, ...THINGS]);
-  const a = int(rng, 0, 50);
-  const b = int(rng, 0, 50);
-  switch (int(rng, 0, 6)) {
+  const word = rng.pick([...ANIMALS, ...THINGS]);
+  const a = rng.integer(0, 50);
+  const b = rng.integer(0, 50);
+  switch (rng.integer(0, 6)) {
     case 0:
       return [`What is ${a} plus ${b}?`, `${a} plus ${b} is ${a + b}.`];
     case 1:
@@ -118,7 +111,7 @@ function request(rng: Rng): [string, string] {
     case 3:
       return [`How many letters are in ${word}?`, `${word} has ${word.length} letters.`];
     case 4: {
-      const items = [pick(rng, ANIMALS), pick(rng, ANIMALS), pick(rng, ANIMALS)];
+      const items = [rng.pick(ANIMALS), rng.pick(ANIMALS), rng.pick(ANIMALS)];
       return [`Sort these words: ${items.join(", ")}.`, [...items].sort().join(", ")];
     }
     case 5:
@@ -132,7 +125,7 @@ function request(rng: Rng): [string, string] {
 function conversation(rng: Rng): string {
   const turns: string[] = [];
   if (rng.uniform() < 0.3) turns.push("<|im_start|>system\nYou are a helpful assistant.<|im_end|>");
-  for (let i = int(rng, 1, 3); i > 0; i--) {
+  for (let i = rng.integer(1, 3); i > 0; i--) {
     const [question, answer] = request(rng);
     turns.push(`<|im_start|>user\n${question}<|im_end|>`, `<|im_start|>assistant\n${answer}<|im_end|>`);
   }
@@ -143,8 +136,8 @@ function conversation(rng: Rng): string {
 export function corpusDocument(rng: Rng): string {
   const kind = rng.uniform();
   if (kind < 0.35) return story(rng);
-  if (kind < 0.5) return Array.from({ length: int(rng, 2, 5) }, () => numberFact(rng)).join(" ");
-  if (kind < 0.65) return Array.from({ length: int(rng, 2, 5) }, () => wordFact(rng)).join(" ");
+  if (kind < 0.5) return Array.from({ length: rng.integer(2, 5) }, () => numberFact(rng)).join(" ");
+  if (kind < 0.65) return Array.from({ length: rng.integer(2, 5) }, () => wordFact(rng)).join(" ");
   if (kind < 0.72) return record(rng);
   return conversation(rng);
 }
