@@ -1,6 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdir, mkdtemp, open, readdir, rm, truncate, unlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { describe, expect, it } from "vitest";
+import { mkdir, open, readdir, truncate, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -13,21 +12,15 @@ import {
   writeSafetensorsFile,
   type StoredTensor,
 } from "./safetensors.ts";
+import { scratchDirectories } from "../testing/scratch-directories.ts";
 
-let root: string;
-let counter = 0;
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), "lazy-tensors-test-"));
-});
-afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
-});
+const scratch = scratchDirectories("lazy-tensors-test");
 
 const bitsOf = (values: Float32Array) => Array.from(new Uint32Array(values.buffer, values.byteOffset, values.length));
 
 /** A checkpoint directory holding one model.safetensors with the given tensors. */
 async function checkpoint(tensors: Record<string, StoredTensor | { shape: number[]; data: Float32Array }>): Promise<string> {
-  const dir = join(root, `ckpt-${counter++}`);
+  const dir = scratch("ckpt");
   await mkdir(dir);
   await writeSafetensorsFile(join(dir, "model.safetensors"), tensors);
   return dir;
@@ -181,7 +174,7 @@ describe("encodeSafetensorsHeader", () => {
     );
     expect(prefix.length % 8).toBe(0);
     const data = new Uint8Array([0x80, 0x3f, 0x00, 0xc0, 0x00, 0x00, ...new Uint8Array(new Float32Array([5, 6]).buffer)]);
-    const dir = join(root, `header-${counter++}`);
+    const dir = scratch("header");
     await mkdir(dir);
     await writeFile(join(dir, "model.safetensors"), new Uint8Array([...prefix, ...data]));
     const file = await readSafetensorsFile(join(dir, "model.safetensors"));

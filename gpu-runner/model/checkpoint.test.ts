@@ -1,7 +1,6 @@
-import { mkdtemp, open, rm, truncate, unlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { open, truncate, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { f16ArrayToF32, f32ArrayToF16 } from "../checkpoint/half-precision.ts";
 import { readSafetensorsHeader, writeSafetensorsFile } from "../checkpoint/safetensors.ts";
 import { LlamaEngine } from "../engine/llama-engine.ts";
@@ -11,20 +10,9 @@ import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { randomWeights } from "./random-weights.ts";
 import { referenceForward } from "./reference.ts";
 import type { WeightMap } from "./weights.ts";
+import { scratchDirectories } from "../testing/scratch-directories.ts";
 
-let root: string;
-let counter = 0;
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), "checkpoint-test-"));
-});
-afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
-});
-
-/** A fresh directory under the test's temporary root. */
-function directory(label: string): string {
-  return join(root, `${label}-${counter++}`);
-}
+const directory = scratchDirectories("checkpoint-test");
 
 function expectSameWeights(actual: WeightMap, expected: WeightMap): void {
   expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());

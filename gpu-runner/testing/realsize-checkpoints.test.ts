@@ -1,7 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
+import { describe, expect, it } from "vitest";
+import { readFile, readdir, stat } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readCheckpointTensorsLazily } from "../checkpoint/lazy-tensors.ts";
 import { readSafetensorsHeader } from "../checkpoint/safetensors.ts";
@@ -17,15 +16,9 @@ import {
   writeRealSizeCheckpoint,
   type RealSizeModelName,
 } from "./realsize-checkpoints.ts";
+import { scratchDirectories } from "./scratch-directories.ts";
 
-let root: string;
-let counter = 0;
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), "realsize-test-"));
-});
-afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
-});
+const scratch = scratchDirectories("realsize-test");
 
 // Miniatures: the real vocabulary (so the real tokenizer fits) and the real structure (GQA,
 // biases, tying, rope), with narrow, shallow layers so a test writes megabytes, not gigabytes.
@@ -36,7 +29,7 @@ const MINIATURES: Record<RealSizeModelName, Record<string, unknown>> = {
 const MAX_SHARD_BYTES = 16 * 1024;
 
 async function writeMiniature(model: RealSizeModelName, seed = 5) {
-  const directory = join(root, `${model}-${counter++}`);
+  const directory = scratch(model);
   const written = await writeRealSizeCheckpoint(directory, model, { seed, configOverrides: MINIATURES[model], maxShardBytes: MAX_SHARD_BYTES });
   return written;
 }
@@ -216,7 +209,7 @@ describe("writeRealSizeCheckpoint determinism", () => {
   });
 
   it("writes a single model.safetensors without an index when one file holds every weight", async () => {
-    const directory = join(root, `single-${counter++}`);
+    const directory = scratch("single");
     const written = await writeRealSizeCheckpoint(directory, "llama-3.2-1b-instruct", { configOverrides: MINIATURES["llama-3.2-1b-instruct"] });
     expect(written.weightFiles).toEqual(["model.safetensors"]);
     expect(await readdir(directory)).not.toContain("model.safetensors.index.json");
