@@ -7,9 +7,14 @@ import { randomUUID } from "node:crypto";
 import { open, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
+/** A path beside `path` that no other writer uses, for a file filled there and then renamed into place. */
+export function temporaryPathBeside(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
+}
+
 /** Writes `data` to `path` atomically; the directory must exist. */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const temporaryPath = join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
+  const temporaryPath = temporaryPathBeside(path);
   try {
     const handle = await open(temporaryPath, "wx");
     try {

@@ -11,7 +11,7 @@ import type { GraphBuilder } from "../graph/builder.ts";
 import { groupLayouts, projectionInputName, stackedProjection } from "../model/adapter-layout.ts";
 import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildLlamaGraph, LLAMA_IO, type CachePlacement } from "../model/llama-graph.ts";
-import { weightFileSource, writeGraphBeside, writeWeightFile, type WeightFile } from "../model/weight-file.ts";
+import { frozenWeightBytes, openGraphBeside, weightFileSource, writeWeightFile, type WeightFile } from "../model/weight-file.ts";
 import { linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
 import { DEFAULT_TARGET_MODULES, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { OnnxSession, type DeviceTensor, type Feed, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
@@ -96,18 +96,15 @@ export class LlamaEngine {
       await engine.useProjections(options.adapters?.basis ?? null);
       return engine;
     };
-    if (options.weightFile !== undefined) {
-      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, source: weightFileSource(options.weightFile) });
-      const path = await writeGraphBeside(options.weightFile, graph, "serving");
-      try {
-        return await open(path, graph);
-      } finally {
-        await rm(path, { force: true });
-      }
+    const { weightFile } = options;
+    if (weightFile !== undefined) {
+      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, source: weightFileSource(weightFile) });
+      return openGraphBeside(weightFile, graph, "serving", (path) => open(path, graph));
     }
-    const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement });
-    const threshold = options.externalDataThresholdBytes ?? 2 ** 30;
-    if (graph.initializerBytes() < threshold) return open(graph.serialize(), graph);
+    if (frozenWeightBytes(config, weights) < (options.externalDataThresholdBytes ?? 2 ** 30)) {
+      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement });
+      return open(graph.serialize(), graph);
+    }
     const directory = await mkdtemp(join(tmpdir(), "pica-model-"));
     try {
       const weightFile = await writeWeightFile(directory, config, weights);

@@ -8,8 +8,6 @@
  * Node names follow onnxruntime-genai's builder: `/model/layers.0/attn/q_proj/MatMul`, outputs
  * `${node}/output_0`, shared constants `/model/constants/INT64/...`.
  */
-import { closeSync, openSync, writeFileSync, writeSync } from "node:fs";
-import { basename } from "node:path";
 import onnxProto from "onnx-proto";
 import type { onnx as OnnxTypes } from "onnx-proto";
 import { sizeOf } from "../tensor.ts";
@@ -174,25 +172,18 @@ export class GraphBuilder {
     return outputs;
   }
 
-  /** Bytes of the initializers held in memory, e.g. to decide between inline and external weights. */
+  /** Bytes of the initializers held in memory (external ones count nothing). */
   initializerBytes(): number {
     let total = 0;
     for (const { data } of this.initializers.values()) total += data?.byteLength ?? 0;
     return total;
   }
 
-  /** Whether any initializer lives in an external file (such a graph loads from a path, not from bytes). */
-  hasExternalInitializers(): boolean {
-    for (const initializer of this.initializers.values()) if (initializer.external !== undefined) return true;
-    return false;
-  }
-
   /**
-   * The graph as an ONNX ModelProto. Initializers are inline unless `external` places them: it
-   * receives each initializer's bytes and returns where it wrote them (protobuf caps a model at
-   * 2 GiB, so real checkpoints keep their weights in a separate file).
+   * The graph as an ONNX ModelProto: initializers inline, except those placed in an external file
+   * (`externalInitializer`; protobuf caps a model at 2 GiB, so real models keep their weights there).
    */
-  toModelProto(external?: (name: string, bytes: Uint8Array) => { location: string; offset: number; length: number } | null): OnnxTypes.ModelProto {
+  toModelProto(): OnnxTypes.ModelProto {
     const usesContrib = this.nodes.some((n) => n.domain === MICROSOFT_DOMAIN);
     return onnx.ModelProto.create({
       irVersion: 8,
@@ -202,12 +193,9 @@ export class GraphBuilder {
         name: this.graphName,
         input: this.inputs.map(valueInfo),
         output: this.outputs.map(valueInfo),
-        initializer: [...this.initializers.values()].map(({ value, data, external: fixed }) => {
+        initializer: [...this.initializers.values()].map(({ value, data, external: placed }) => {
           const base = { name: value.name, dataType: DTYPE_TO_ONNX[value.dtype], dims: value.shape as number[] };
-          let placed: ExternalLocation | null = fixed ?? null;
-          const bytes = data === undefined ? null : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-          if (placed === null && bytes !== null) placed = external?.(value.name, bytes) ?? null;
-          if (placed === null) return { ...base, rawData: bytes! };
+          if (placed === undefined) return { ...base, rawData: new Uint8Array(data!.buffer, data!.byteOffset, data!.byteLength) };
           return {
             ...base,
             dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
@@ -233,29 +221,6 @@ export class GraphBuilder {
   /** Serialises the model to protobuf bytes with every weight inline. */
   serialize(): Uint8Array {
     return onnx.ModelProto.encode(this.toModelProto()).finish();
-  }
-
-  /**
-   * Writes `path` (the graph) and `path + ".data"` (initializers of 1 KiB or more, 64-byte
-   * aligned), the layout onnxruntime loads models over protobuf's 2 GiB limit from.
-   */
-  writeWithExternalData(path: string): void {
-    const dataName = `${basename(path)}.data`;
-    const fd = openSync(`${path}.data`, "w");
-    let offset = 0;
-    try {
-      const model = this.toModelProto((_, bytes) => {
-        if (bytes.byteLength < 1024) return null;
-        const start = Math.ceil(offset / 64) * 64;
-        if (start > offset) writeSync(fd, new Uint8Array(start - offset));
-        writeSync(fd, bytes);
-        offset = start + bytes.byteLength;
-        return { location: dataName, offset: start, length: bytes.byteLength };
-      });
-      writeFileSync(path, onnx.ModelProto.encode(model).finish());
-    } finally {
-      closeSync(fd);
-    }
   }
 
   private define(value: Value): Value {

@@ -15,18 +15,19 @@
  * files, and the last rename leaves the same bytes as the first.
  */
 import { closeSync, openSync, writeSync } from "node:fs";
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { temporaryPathBeside, writeFileAtomic } from "../checkpoint/atomic-write.ts";
 import type { GraphBuilder, Value } from "../graph/builder.ts";
-import { modelFingerprintHash } from "../pica/fingerprint.ts";
+import { modelFingerprintYielding } from "../pica/fingerprint.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildLlamaGraph } from "./llama-graph.ts";
 import type { WeightSource } from "./linear-graph.ts";
 import type { WeightMap } from "./weights.ts";
 
 /** Bump when the layout of the tensors changes: older files are then rewritten. */
-export const WEIGHT_FILE_LAYOUT = 1;
+const WEIGHT_FILE_LAYOUT = 1;
 const DATA_FILE = "weights.data";
 const MANIFEST_FILE = "weights.json";
 const ALIGNMENT = 4096;
@@ -40,7 +41,6 @@ interface TensorEntry {
 /** An opened weight file: where it is, what it holds, and whose weights they are. */
 export interface WeightFile {
   directory: string; // graphs that reference the file are written here (external data paths are relative)
-  dataFile: string; // the data file's name inside `directory`
   tensors: ReadonlyMap<string, TensorEntry>;
   bytes: number; // size of the data file
   fingerprint: string; // modelFingerprint(config, weights) of the weights written
@@ -60,45 +60,37 @@ interface Manifest {
  */
 export async function writeWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<WeightFile> {
   await mkdir(directory, { recursive: true });
-  const fingerprint = await fingerprintYielding(config, weights);
-  const partial = join(directory, privateName(DATA_FILE));
-  const tensors = new Map<string, TensorEntry>();
-  // The serving graph reads every frozen tensor any graph of this model reads, in the same
-  // layout, so building it with a recording source lists the whole file: names, shapes, offsets.
-  const pending: { entry: TensorEntry; data: () => Float32Array }[] = [];
-  let end = 0;
-  const recording: WeightSource = {
-    tensor(g, name, shape, data) {
-      if (!tensors.has(name)) {
-        const length = shape.reduce((p, d) => p * d, 1) * 4;
-        const entry = { offset: Math.ceil(end / ALIGNMENT) * ALIGNMENT, length, shape: [...shape] };
-        tensors.set(name, entry);
-        pending.push({ entry, data });
-        end = entry.offset + length;
-      }
-      return reference(g, name, shape, tensors.get(name)!);
-    },
-  };
-  buildLlamaGraph(config, weights, { source: recording });
-  const fd = openSync(partial, "w");
+  const fingerprint = await modelFingerprintYielding(config, weights);
+  const { tensors, pending, bytes } = layOut(config, weights);
+  const dataPath = join(directory, DATA_FILE);
+  const partial = temporaryPathBeside(dataPath);
   try {
-    for (const { entry, data } of pending) {
-      const values = data();
-      if (values.byteLength !== entry.length) throw new Error(`weight file: a tensor of ${values.byteLength} bytes where ${entry.length} were laid out`);
-      writeSync(fd, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 0, values.byteLength, entry.offset);
-      // Yield between tensors: lazily read weights are then collectable, so memory holds about
-      // one group's tensors at a time rather than the whole model.
-      await new Promise((resolve) => setImmediate(resolve));
+    const fd = openSync(partial, "w");
+    try {
+      for (const { entry, data } of pending) {
+        const values = data();
+        if (values.byteLength !== entry.length) throw new Error(`weight file: a tensor of ${values.byteLength} bytes where ${entry.length} were laid out`);
+        writeSync(fd, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 0, values.byteLength, entry.offset);
+        // Yield between tensors: lazily read weights are then collectable, so memory holds about
+        // one group's tensors at a time rather than the whole model.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      closeSync(fd);
     }
-  } finally {
-    closeSync(fd);
+    await rename(partial, dataPath);
+  } catch (error) {
+    await unlink(partial).catch(() => undefined);
+    throw error;
   }
-  await rename(partial, join(directory, DATA_FILE));
-  const manifest: Manifest = { layout: WEIGHT_FILE_LAYOUT, fingerprint, bytes: end, tensors: Object.fromEntries(tensors) };
-  const manifestPartial = join(directory, privateName(MANIFEST_FILE));
-  await writeFile(manifestPartial, JSON.stringify(manifest));
-  await rename(manifestPartial, join(directory, MANIFEST_FILE));
-  return { directory, dataFile: DATA_FILE, tensors, bytes: end, fingerprint };
+  const manifest: Manifest = { layout: WEIGHT_FILE_LAYOUT, fingerprint, bytes, tensors: Object.fromEntries(tensors) };
+  await writeFileAtomic(join(directory, MANIFEST_FILE), JSON.stringify(manifest));
+  return { directory, tensors, bytes, fingerprint };
+}
+
+/** Bytes of the frozen tensors a weight file of the model holds: what its graphs would otherwise carry inline. */
+export function frozenWeightBytes(config: ModelConfig, weights: WeightMap): number {
+  return layOut(config, weights).pending.reduce((sum, { entry }) => sum + entry.length, 0);
 }
 
 /** Opens the weight file in `directory`, or returns null when there is none (or an outdated or incomplete one). */
@@ -115,7 +107,7 @@ export async function openWeightFile(directory: string): Promise<WeightFile | nu
     () => -1,
   );
   if (size !== manifest.bytes) return null;
-  return { directory, dataFile: DATA_FILE, tensors: new Map(Object.entries(manifest.tensors)), bytes: manifest.bytes, fingerprint: manifest.fingerprint };
+  return { directory, tensors: new Map(Object.entries(manifest.tensors)), bytes: manifest.bytes, fingerprint: manifest.fingerprint };
 }
 
 /**
@@ -160,34 +152,43 @@ export function weightFileSource(file: WeightFile): WeightSource {
 }
 
 /**
- * Writes a graph whose frozen tensors reference the file into the file's directory, under a name
- * no other writer uses (sessions of this process and of other runners sharing the cache load and
- * remove their graphs independently), and returns its path.
+ * Opens a session on a graph whose frozen tensors reference the file: the graph is written into
+ * the file's directory (external data paths are relative to it) under a name no other writer
+ * uses, handed to `open` as a path, and removed once `open` is done with it.
  */
-export async function writeGraphBeside(file: WeightFile, graph: GraphBuilder, prefix: string): Promise<string> {
-  const path = join(file.directory, `${prefix}-${writerTag()}.onnx`);
+export async function openGraphBeside<T>(file: WeightFile, graph: GraphBuilder, prefix: string, open: (path: string) => Promise<T>): Promise<T> {
+  const path = join(file.directory, `${prefix}-${randomUUID()}.onnx`);
   await writeFile(path, graph.serialize());
-  return path;
-}
-
-/** modelFingerprint, yielding between tensors so lazily read weights do not all stay in memory. */
-async function fingerprintYielding(config: ModelConfig, weights: WeightMap): Promise<string> {
-  const hash = modelFingerprintHash(config);
-  for (const name of [...weights.keys()].sort()) {
-    hash.add(name, weights.get(name)!);
-    await new Promise((resolve) => setImmediate(resolve));
+  try {
+    return await open(path);
+  } finally {
+    await rm(path, { force: true });
   }
-  return hash.digest();
 }
 
-/** A tag no other writer of the cache directory uses: this process and a random part. */
-function writerTag(): string {
-  return `${process.pid}-${randomBytes(6).toString("hex")}`;
-}
-
-/** Where one writer fills `name` before renaming it into place. */
-function privateName(name: string): string {
-  return `${name}.${writerTag()}.partial`;
+/**
+ * Where each frozen tensor goes in the file, and how to read it. The serving graph reads every
+ * frozen tensor any graph of this model reads, in the same layout, so building it with a
+ * recording source lists the whole file (names, shapes, offsets) without reading a weight.
+ */
+function layOut(config: ModelConfig, weights: WeightMap) {
+  const tensors = new Map<string, TensorEntry>();
+  const pending: { entry: TensorEntry; data: () => Float32Array }[] = [];
+  let bytes = 0;
+  const recording: WeightSource = {
+    tensor(g, name, shape, data) {
+      if (!tensors.has(name)) {
+        const length = shape.reduce((p, d) => p * d, 1) * 4;
+        const entry = { offset: Math.ceil(bytes / ALIGNMENT) * ALIGNMENT, length, shape: [...shape] };
+        tensors.set(name, entry);
+        pending.push({ entry, data });
+        bytes = entry.offset + length;
+      }
+      return reference(g, name, shape, tensors.get(name)!);
+    },
+  };
+  buildLlamaGraph(config, weights, { source: recording });
+  return { tensors, pending, bytes };
 }
 
 function reference(g: GraphBuilder, name: string, shape: number[], entry: TensorEntry): Value {

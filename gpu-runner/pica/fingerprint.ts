@@ -15,10 +15,20 @@ export function modelFingerprint(config: ModelConfig, weights: WeightMap): strin
 }
 
 /**
- * The fingerprint computed a tensor at a time (tensors must be added in name order), so a caller
- * can yield between large tensors; `modelFingerprint` is this in one go.
+ * `modelFingerprint`, yielding to the event loop between tensors, so lazily read weights are
+ * collectable as it goes and never all in memory at once.
  */
-export function modelFingerprintHash(config: ModelConfig): { add(name: string, tensor: FloatTensor): void; digest(): string } {
+export async function modelFingerprintYielding(config: ModelConfig, weights: WeightMap): Promise<string> {
+  const hash = modelFingerprintHash(config);
+  for (const name of [...weights.keys()].sort()) {
+    hash.add(name, weights.get(name)!);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return hash.digest();
+}
+
+/** The fingerprint computed a tensor at a time (tensors must be added in name order). */
+function modelFingerprintHash(config: ModelConfig): { add(name: string, tensor: FloatTensor): void; digest(): string } {
   const hash = createHash("sha256");
   hash.update(JSON.stringify(fingerprintedConfig(config)));
   return {

@@ -3,12 +3,11 @@
  * and the current parameter values, and returns the loss and every parameter's gradient. The
  * session has symbolic batch and length, so one serves every (batch, length) bucket.
  */
-import { rm } from "node:fs/promises";
 import { appendGradients } from "../graph/autodiff.ts";
 import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildTrainingGraph, MASK_VALUE, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
 import type { WeightMap } from "../model/weights.ts";
-import { weightFileSource, writeGraphBeside, type WeightFile } from "../model/weight-file.ts";
+import { openGraphBeside, weightFileSource, type WeightFile } from "../model/weight-file.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 
 /** A padded batch of next-token examples: rows × length, row-major. */
@@ -58,18 +57,11 @@ export class TrainingSession {
     for (const parameter of parameters) graph.output(gradients.get(parameter.name)!, gradientName(parameter.name));
     // Float64 graphs are for gradient checks; some fused kernels exist only in float32.
     const optimizationLevel = options.optimizationLevel ?? (dtype === "float64" ? "basic" : "all");
-    const signature = { inputs: graph.inputs, outputs: graph.outputs };
-    if (weightFile === undefined) {
-      const session = await OnnxSession.create(graph.serialize(), signature, { ...options, optimizationLevel });
+    const open = async (model: Uint8Array | string) => {
+      const session = await OnnxSession.create(model, { inputs: graph.inputs, outputs: graph.outputs }, { ...options, optimizationLevel });
       return new TrainingSession(session, parameters, dtype, slidingWindow(config));
-    }
-    const path = await writeGraphBeside(weightFile, graph, "training");
-    try {
-      const session = await OnnxSession.create(path, signature, { ...options, optimizationLevel });
-      return new TrainingSession(session, parameters, dtype, slidingWindow(config));
-    } finally {
-      await rm(path, { force: true });
-    }
+    };
+    return weightFile === undefined ? open(graph.serialize()) : openGraphBeside(weightFile, graph, "training", open);
   }
 
   /** Forward and backward on one batch with the given parameter values. */
