@@ -9,6 +9,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_MODEL_ID } from "../src/constants.ts";
+import { readSseData, SSE_DONE } from "../src/protocol/sse.ts";
 import { createTenantWithKey } from "../stack/admin.ts";
 import { startRunner, type RunnerProcess } from "../stack/runner-process.ts";
 import { median, percentile, progress, round } from "./stats.ts";
@@ -121,15 +122,17 @@ async function streamedCompletion(url: string, body: string, headers: Record<str
   const start = performance.now();
   const response = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
   if (response.status !== 200 || response.body === null) throw new Error(`${url}: ${response.status} ${await response.text()}`);
-  const decoder = new TextDecoder();
   let firstTokenMs: number | null = null;
-  let text = "";
-  for await (const chunk of response.body) {
-    text += decoder.decode(chunk, { stream: true });
-    if (firstTokenMs === null && text.includes('"text":')) firstTokenMs = performance.now() - start;
+  let tokens = 0;
+  let last = "";
+  for await (const data of readSseData(response.body)) {
+    last = data;
+    if (data === SSE_DONE) continue;
+    tokens++;
+    // A string test, not a parse: the timing should not include this client's work.
+    if (firstTokenMs === null && data.includes('"text":')) firstTokenMs = performance.now() - start;
   }
   const lastByteMs = performance.now() - start;
-  if (!text.includes("data: [DONE]")) throw new Error(`${url}: the stream ended without [DONE]:\n${text.slice(-500)}`);
-  const tokens = text.split("\n\n").filter((event) => event.startsWith("data: {")).length;
+  if (last !== SSE_DONE) throw new Error(`${url}: the stream ended without [DONE]; its last event: ${last.slice(0, 500)}`);
   return { firstTokenMs: firstTokenMs ?? lastByteMs, lastByteMs, tokens };
 }

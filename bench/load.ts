@@ -6,6 +6,7 @@
  */
 import { corpusDocument } from "../gpu-runner/pretrain/corpus.ts";
 import type { Rng } from "../gpu-runner/random.ts";
+import { readSseData, SSE_DONE } from "../src/protocol/sse.ts";
 
 /** One request of a workload: which model, which prompt, how many tokens at most. */
 export interface LoadRequest {
@@ -41,8 +42,7 @@ export function timePerOutputToken(completion: StreamedCompletion): number | nul
 
 /**
  * Sends one streamed text completion (temperature 0, usage included) and records when each chunk
- * arrives. Reads the SSE stream itself because the timings must be taken per chunk as it arrives;
- * the format is a few lines of `data: <json>` blocks ending with `data: [DONE]`.
+ * arrives: the events are read one by one as they come, since the timings are taken per chunk.
  */
 export async function streamCompletion(
   baseUrl: string,
@@ -79,35 +79,22 @@ export async function streamCompletion(
       result.error = `HTTP ${response.status} for ${request.model}: ${(await response.text()).slice(0, 300)}`;
       return result;
     }
-    const decoder = new TextDecoder();
-    let buffered = "";
-    for await (const bytes of response.body) {
+    for await (const data of readSseData(response.body)) {
       const now = performance.now();
-      buffered += decoder.decode(bytes, { stream: true });
-      for (let end = buffered.indexOf("\n\n"); end >= 0; end = buffered.indexOf("\n\n")) {
-        const event = buffered.slice(0, end);
-        buffered = buffered.slice(end + 2);
-        const data = event
-          .split("\n")
-          .filter((line) => line.startsWith("data:"))
-          .map((line) => line.slice(5).trimStart())
-          .join("\n");
-        if (data.length === 0) continue;
-        if (data === "[DONE]") {
-          result.completionTokens = Math.max(result.completionTokens, result.chunkTimes.length);
-          return result;
-        }
-        const chunk = JSON.parse(data) as { choices?: { text?: string }[]; usage?: { completion_tokens: number } | null; error?: { message: string } };
-        if (chunk.error !== undefined) {
-          result.error = `stream error for ${request.model}: ${chunk.error.message}`;
-          return result;
-        }
-        if (chunk.usage !== undefined && chunk.usage !== null) {
-          result.completionTokens = chunk.usage.completion_tokens;
-          result.usageSeen = true;
-        }
-        if ((chunk.choices?.[0]?.text ?? "").length > 0) result.chunkTimes.push(now);
+      if (data === SSE_DONE) {
+        result.completionTokens = Math.max(result.completionTokens, result.chunkTimes.length);
+        return result;
       }
+      const chunk = JSON.parse(data) as { choices?: { text?: string }[]; usage?: { completion_tokens: number } | null; error?: { message: string } };
+      if (chunk.error !== undefined) {
+        result.error = `stream error for ${request.model}: ${chunk.error.message}`;
+        return result;
+      }
+      if (chunk.usage !== undefined && chunk.usage !== null) {
+        result.completionTokens = chunk.usage.completion_tokens;
+        result.usageSeen = true;
+      }
+      if ((chunk.choices?.[0]?.text ?? "").length > 0) result.chunkTimes.push(now);
     }
     result.error = `the stream for ${request.model} ended without [DONE]`;
   } catch (error) {

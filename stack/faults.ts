@@ -16,6 +16,7 @@ import { corpusPrompt } from "../bench/load.ts";
 import { Rng } from "../gpu-runner/random.ts";
 import { BASE_MODEL_ID } from "../src/constants.ts";
 import { PicaClient, type FineTuningJob, type JobEvent } from "../src/client/pica-client.ts";
+import { readSseData, SSE_DONE } from "../src/protocol/sse.ts";
 import type { Cluster, ClusterRunner } from "./cluster.ts";
 
 export interface FaultContext {
@@ -269,21 +270,14 @@ async function streamCompletion(
     read.error = ((await response.json().catch(() => null)) as { error?: StreamRead["error"] } | null)?.error ?? null;
     return read;
   }
-  const decoder = new TextDecoder();
-  let buffered = "";
-  for await (const bytes of response.body) {
-    buffered += decoder.decode(bytes, { stream: true });
-    for (let end = buffered.indexOf("\n\n"); end >= 0; end = buffered.indexOf("\n\n")) {
-      const data = buffered.slice(0, end).replace(/^data: ?/, "");
-      buffered = buffered.slice(end + 2);
-      if (data === "[DONE]") read.done = true;
-      else {
-        const event = JSON.parse(data) as { choices?: { text?: string }[]; error?: StreamRead["error"] };
-        if (event.error !== undefined) read.error = event.error;
-        else if ((event.choices?.[0]?.text ?? "") !== "") {
-          read.textEvents++;
-          await onText?.(read.textEvents);
-        }
+  for await (const data of readSseData(response.body)) {
+    if (data === SSE_DONE) read.done = true;
+    else {
+      const event = JSON.parse(data) as { choices?: { text?: string }[]; error?: StreamRead["error"] };
+      if (event.error !== undefined) read.error = event.error;
+      else if ((event.choices?.[0]?.text ?? "") !== "") {
+        read.textEvents++;
+        await onText?.(read.textEvents);
       }
     }
   }

@@ -6,6 +6,7 @@ import { randomAdapter } from "../testing/random-adapters.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { parseSseData } from "../../src/protocol/sse.ts";
 import { createRunnerApp } from "./app.ts";
 import { Scheduler } from "./scheduler.ts";
 
@@ -17,14 +18,6 @@ function post(app: ReturnType<typeof createRunnerApp>, path: string, body: unkno
   return Promise.resolve(
     app.request(path, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) }),
   );
-}
-
-/** The data payloads of an SSE body. */
-function sseData(text: string): string[] {
-  return text
-    .split("\n")
-    .filter((line) => line.startsWith("data: "))
-    .map((line) => line.slice(6));
 }
 
 describe("runner API", () => {
@@ -88,7 +81,7 @@ describe("runner API", () => {
       stream_options: { include_usage: true },
     });
     expect(response.headers.get("content-type")).toMatch(/text\/event-stream/);
-    const data = sseData(await response.text());
+    const data = parseSseData(await response.text());
     expect(data.at(-1)).toBe("[DONE]");
     const chunks = data
       .slice(0, -1)

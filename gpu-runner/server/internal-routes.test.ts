@@ -15,6 +15,7 @@ import { randomAdapter } from "../testing/random-adapters.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { parseSseData, SSE_DONE } from "../../src/protocol/sse.ts";
 import { createRunnerApp } from "./app.ts";
 import { ComputeGate } from "./compute-gate.ts";
 import { RunnerMetrics } from "./metrics.ts";
@@ -152,11 +153,9 @@ describe("the runner's internal API and metrics", () => {
         headers: { "content-type": "application/json" },
         body: json({ model: "tiny", prompt: "hello", max_tokens: 12, temperature: 0, stream: true }),
       });
-      const body = await response.text();
-      const chunks = body
-        .split("\n")
-        .filter((l) => l.startsWith("data: {"))
-        .map((l) => JSON.parse(l.slice(6)) as { choices: { text: string }[] });
+      const chunks = parseSseData(await response.text())
+        .filter((data) => data !== SSE_DONE)
+        .map((data) => JSON.parse(data) as { choices: { text: string }[] });
       expect(chunks.map((c) => c.choices[0].text).join("")).toBe(expected);
     }
     expect(roundsWhileTraining).toBeGreaterThan(3);

@@ -2,6 +2,7 @@
 // Node, browsers and Workers. The CLI is built on it; the OpenAI-shaped routes work with the
 // `openai` package too, this client adds the PiCa-specific ones and one error type.
 import type { OpenAIErrorBody } from "../errors.ts";
+import { readSseJson } from "../protocol/sse.ts";
 
 export interface PicaClientOptions {
   baseUrl: string; // e.g. "http://127.0.0.1:8787"
@@ -150,24 +151,11 @@ export class PicaClient {
   private async *stream(path: string, body: unknown, text: (chunk: StreamChunk) => string): AsyncIterable<string> {
     const response = await this.send("POST", path, { json: body });
     if (response.body === null) return;
-    const decoder = new TextDecoder();
-    let pending = "";
-    for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
-      pending += decoder.decode(bytes, { stream: true });
-      for (let boundary = pending.indexOf("\n\n"); boundary >= 0; boundary = pending.indexOf("\n\n")) {
-        const event = pending.slice(0, boundary);
-        pending = pending.slice(boundary + 2);
-        const data = event
-          .split("\n")
-          .filter((line) => line.startsWith("data:"))
-          .map((line) => line.slice(5).trim())
-          .join("\n");
-        if (data === "" || data === "[DONE]") continue;
-        const chunk = JSON.parse(data) as StreamChunk;
-        if (chunk.error) throw new PicaApiError(500, chunk.error);
-        const piece = text(chunk);
-        if (piece) yield piece;
-      }
+    for await (const event of readSseJson(response.body)) {
+      const chunk = event as StreamChunk;
+      if (chunk.error) throw new PicaApiError(500, chunk.error);
+      const piece = text(chunk);
+      if (piece) yield piece;
     }
   }
 

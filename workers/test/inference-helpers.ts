@@ -1,4 +1,4 @@
-/** Helpers for the inference tests: adapters seeded in D1, fake runners, SSE reading. */
+/** Helpers for the inference tests: adapters seeded in D1, fake runners, reading a stream chunk by chunk. */
 import { env } from "cloudflare:test";
 import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { rankByRendezvous } from "../src/runners/rendezvous.ts";
@@ -42,14 +42,6 @@ export function preferredRunner(model: string, urls: string[] = [RUNNER_A, RUNNE
 /** The other of the two listed runners. */
 export function otherRunner(url: string): string {
   return url === RUNNER_A ? RUNNER_B : RUNNER_A;
-}
-
-/** The `data:` payloads of an SSE body, in order. */
-export function sseData(text: string): string[] {
-  return text
-    .split(/\n\n/)
-    .filter((event) => event.trim() !== "")
-    .map((event) => event.replace(/^data: ?/, ""));
 }
 
 /** Reads one chunk, failing (instead of hanging) when nothing arrives within `ms`. */

@@ -1,7 +1,8 @@
 import { env } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FAKE_PIECES, FAKE_USAGE, type FakeOpenAiRunner } from "./fake-openai-runner.ts";
-import { fakeRunners, preferredRunner, readWithin, seedAdapter, sseData, eventually, forgetRunners } from "./inference-helpers.ts";
+import { parseSseData } from "../../src/protocol/sse.ts";
+import { fakeRunners, preferredRunner, readWithin, seedAdapter, eventually, forgetRunners } from "./inference-helpers.ts";
 import { ADMIN, call, errorOf, tenantWithKey } from "./helpers.ts";
 
 let runners: Record<string, FakeOpenAiRunner>;
@@ -31,7 +32,7 @@ describe("streamed inference", () => {
     expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
     const requestId = response.headers.get("x-request-id");
     expect(requestId).toBeTruthy();
-    const events = sseData(await response.text());
+    const events = parseSseData(await response.text());
     expect(events.at(-1)).toBe("[DONE]");
     const chunks = events.slice(0, -1).map((data) => JSON.parse(data) as { choices: { delta: { content?: string } }[]; usage?: unknown });
     expect(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join("")).toBe(FAKE_PIECES.join(""));
@@ -52,7 +53,7 @@ describe("streamed inference", () => {
       json: { model: env.BASE_MODEL, prompt: "Once", stream: true, stream_options: { include_usage: true } },
     });
     expect(response.status).toBe(200);
-    const events = sseData(await response.text());
+    const events = parseSseData(await response.text());
     expect(events.at(-1)).toBe("[DONE]");
     const usageChunk = JSON.parse(events.at(-2)!) as { choices: unknown[]; usage: unknown };
     expect(usageChunk.choices).toEqual([]);
@@ -82,7 +83,7 @@ describe("streamed inference", () => {
     for (const runner of Object.values(runners)) runner.behaviour = { kind: "die_after_first_chunk" };
     const response = await call("POST", "/v1/chat/completions", { key, json: chat(env.BASE_MODEL, { stream: true }) });
     expect(response.status).toBe(200);
-    const events = sseData(await response.text());
+    const events = parseSseData(await response.text());
     expect(events).toHaveLength(2);
     expect(JSON.parse(events[0]).choices[0].delta.content).toBe(FAKE_PIECES[0]);
     const error = JSON.parse(events[1]) as { error: { type: string; code: string; message: string } };
@@ -97,7 +98,7 @@ describe("streamed inference", () => {
   it("treats a stream that ends without [DONE] as a failed runner", async () => {
     const { key } = await tenantWithKey();
     for (const runner of Object.values(runners)) runner.behaviour = { kind: "close_after", events: 2 };
-    const events = sseData(await (await call("POST", "/v1/completions", { key, json: { model: env.BASE_MODEL, prompt: "x", stream: true } })).text());
+    const events = parseSseData(await (await call("POST", "/v1/completions", { key, json: { model: env.BASE_MODEL, prompt: "x", stream: true } })).text());
     expect(events).toHaveLength(3);
     expect(JSON.parse(events[2]).error.code).toBe("runner_failed");
   });

@@ -3,7 +3,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
 import { MAX_CONSECUTIVE_FAILURES } from "../src/runners/registry.ts";
-import { eventually, fakeRunners, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter, forgetRunners, sseData } from "./inference-helpers.ts";
+import { parseSseData } from "../../src/protocol/sse.ts";
+import { eventually, fakeRunners, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter, forgetRunners } from "./inference-helpers.ts";
 
 const RUNNER_C = "http://runner-c.test";
 const SECRET = { authorization: "Bearer test-runner-secret" };
@@ -105,7 +106,7 @@ describe("failover", () => {
     const preferred = preferredRunner(ids[0]);
     const fallback = otherRunner(preferred);
     runners[preferred].behaviour = { kind: "die_after_first_chunk" };
-    const events = sseData(await (await call("POST", "/v1/chat/completions", { key, json: chat(ids[0], { stream: true }) })).text());
+    const events = parseSseData(await (await call("POST", "/v1/chat/completions", { key, json: chat(ids[0], { stream: true }) })).text());
     expect(events).toHaveLength(2);
     expect(JSON.parse(events[1]).error.code).toBe("runner_failed");
     await eventually(async () => (await failures(preferred)) === MAX_CONSECUTIVE_FAILURES);
@@ -115,7 +116,7 @@ describe("failover", () => {
     const fallbackHits = runners[fallback].hits;
     const next = await call("POST", "/v1/chat/completions", { key, json: chat(ids[0], { stream: true }) });
     expect(next.status).toBe(200);
-    expect(sseData(await next.text()).at(-1)).toBe("[DONE]");
+    expect(parseSseData(await next.text()).at(-1)).toBe("[DONE]");
     expect(runners[preferred].hits).toBe(preferredHits); // not even tried
     expect(runners[fallback].hits).toBe(fallbackHits + 1);
   });

@@ -1,11 +1,14 @@
 /**
- * Relays a runner's SSE stream to the client as it arrives. A TransformStream cuts the bytes into
- * events only to watch for the usage chunk (which the edge always asks for, to bill) and to drop
- * it when the client did not ask; nothing waits for more than the rest of the current event.
- * A runner that dies mid-stream ends the client's stream with an OpenAI-shaped error event.
+ * Relays a runner's SSE stream to the client as it arrives. A TransformStream reads the events
+ * (eventsource-parser does the framing) only to watch for the usage chunk (which the edge always
+ * asks for, to bill) and to drop it when the client did not ask, and writes each event on as soon
+ * as its blank line arrives; nothing waits for more than the rest of the current event. A runner
+ * that dies mid-stream ends the client's stream with an OpenAI-shaped error event.
  */
+import { createParser, type EventSourceMessage, type EventSourceParser } from "eventsource-parser";
 import { serverError } from "../../../src/errors.ts";
 import { usageSchema, type Usage } from "../../../src/protocol/openai.ts";
+import { SSE_DONE } from "../../../src/protocol/sse.ts";
 
 /** How a relayed stream ended. */
 export type RelayEnd = "completed" | "runner_failed" | "client_gone";
@@ -20,7 +23,6 @@ export interface RelayOptions {
   clientGone?: AbortSignal; // the request's signal: fires when the client disconnects
 }
 
-const EVENT_BOUNDARY = /\r?\n\r?\n/;
 /**
  * A client that has not taken a single event for this long is treated as gone. Behind some
  * proxies a disconnect neither cancels the body nor fires the request's signal, and the relay
@@ -127,39 +129,37 @@ class UsageWatcher implements Transformer<Uint8Array, Uint8Array> {
   sawDone = false;
   sawError = false;
   private readonly decoder = new TextDecoder();
-  private pending = ""; // the start of an event whose end has not arrived
+  private readonly parser: EventSourceParser;
+  private out = ""; // the events of the chunk being read that go on to the client
 
-  constructor(private readonly forwardUsage: boolean) {}
+  constructor(private readonly forwardUsage: boolean) {
+    this.parser = createParser({
+      onEvent: (event) => {
+        if (this.read(event.data) || this.forwardUsage) this.out += serializeEvent(event);
+      },
+      // Comments (keep-alives) go on, so that proxies between the edge and the client still see traffic.
+      onComment: (comment) => {
+        this.out += `: ${comment}\n\n`;
+      },
+    });
+  }
 
   transform(chunk: Uint8Array, controller: TransformStreamDefaultController<Uint8Array>): void {
-    this.pending += this.decoder.decode(chunk, { stream: true });
-    for (let boundary = EVENT_BOUNDARY.exec(this.pending); boundary !== null; boundary = EVENT_BOUNDARY.exec(this.pending)) {
-      const event = this.pending.slice(0, boundary.index + boundary[0].length);
-      this.pending = this.pending.slice(event.length);
-      if (this.read(event) || this.forwardUsage) controller.enqueue(encoder.encode(event));
-    }
+    this.parser.feed(this.decoder.decode(chunk, { stream: true }));
+    if (this.out === "") return;
+    controller.enqueue(encoder.encode(this.out));
+    this.out = "";
   }
 
-  flush(controller: TransformStreamDefaultController<Uint8Array>): void {
-    const rest = this.pending + this.decoder.decode();
-    this.pending = "";
-    if (rest.length > 0) controller.enqueue(encoder.encode(rest));
-  }
-
-  /** Forgets the unfinished event. */
+  /** Forgets the unfinished event: half an event is not one a client could read. */
   discardPending(): void {
-    this.pending = "";
+    this.parser.reset();
     this.decoder.decode(); // resets a half-decoded character too
   }
 
   /** Notes what the event says; false for the usage chunk (forwarded only when asked for). */
-  private read(event: string): boolean {
-    const data = event
-      .split(/\r?\n/)
-      .filter((line) => line.startsWith("data:"))
-      .map((line) => line.slice(5).trimStart())
-      .join("\n");
-    if (data === "[DONE]") {
+  private read(data: string): boolean {
+    if (data === SSE_DONE) {
       this.sawDone = true;
       return true;
     }
@@ -176,4 +176,12 @@ class UsageWatcher implements Transformer<Uint8Array, Uint8Array> {
       return true;
     }
   }
+}
+
+/** An event as SSE text again: one `data:` line per line of its data. */
+function serializeEvent(event: EventSourceMessage): string {
+  let text = "";
+  if (event.event !== undefined) text += `event: ${event.event}\n`;
+  if (event.id !== undefined) text += `id: ${event.id}\n`;
+  return `${text}data: ${event.data.replaceAll("\n", "\ndata: ")}\n\n`;
 }
