@@ -6,7 +6,7 @@ import type { PicaAdapter } from "../pica/types.ts";
 import { FIXTURE_BASIS_ID, gaussianAdapter, smallConfig } from "../testing/pica-fixtures.ts";
 import { randomAdapter } from "../testing/random-adapters.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
-import { AdapterCache, type AdapterHost } from "./adapter-cache.ts";
+import { AdapterCache, AdapterCacheFullError, AdapterRejectedError, type AdapterHost } from "./adapter-cache.ts";
 import { AdapterNotFoundError, type AdapterStore } from "./adapter-store.ts";
 
 /** In-memory store that counts reads; `gate` holds reads back, `failures` fails that many first. */
@@ -144,6 +144,27 @@ describe("AdapterCache", () => {
     await expect(cache.acquire("missing")).rejects.toBeInstanceOf(AdapterNotFoundError);
     await expect(cache.acquire("missing")).rejects.toBeInstanceOf(AdapterNotFoundError);
     expect(store.reads).toBe(4);
+  });
+
+  it("fails with a class per cause, naming the adapter, for the API to map without reading messages", async () => {
+    const failure = (promise: Promise<unknown>) =>
+      promise.then(
+        () => null,
+        (error: unknown) => error,
+      );
+    const { store, cache } = setup({ maxAdapters: 4, maxBytes: 200 }, { a: 4 });
+    const full = await failure(cache.acquire("a"));
+    expect(full).toBeInstanceOf(AdapterCacheFullError);
+    expect(full).toMatchObject({ id: "a", bytes: 256 });
+    store.blobs.set("garbage", new Uint8Array([1, 2, 3]));
+    const unreadable = await failure(cache.acquire("garbage"));
+    expect(unreadable).toBeInstanceOf(AdapterRejectedError);
+    expect(unreadable).toMatchObject({ id: "garbage", stage: "load" });
+    store.blobs.set("other", blob(2, 5, "basis-b"));
+    const refused = await failure(cache.acquire("other"));
+    expect(refused).toBeInstanceOf(AdapterRejectedError);
+    expect(refused).toMatchObject({ id: "other", stage: "register" });
+    expect((refused as Error).cause).toBeInstanceOf(Error);
   });
 });
 

@@ -38,6 +38,33 @@ export class AdapterInUseError extends Error {
   }
 }
 
+/** A stored adapter that cannot be served: its file does not read or parse, or the engine refuses it (wrong basis, rank, modules). */
+export class AdapterRejectedError extends Error {
+  override readonly name = "AdapterRejectedError";
+  constructor(
+    readonly id: string,
+    readonly stage: "load" | "register", // reading and parsing the file, or registering it with the engine
+    cause: unknown,
+  ) {
+    super(`adapter ${id} ${stage === "load" ? "could not be loaded" : "was refused by the engine"}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Even evicting every unpinned adapter would not make room for this one: a retry once requests finish may succeed. */
+export class AdapterCacheFullError extends Error {
+  override readonly name = "AdapterCacheFullError";
+  constructor(
+    readonly id: string,
+    readonly bytes: number,
+    state: { pinned: number; resident: number; residentBytes: number; maxAdapters: number; maxBytes: number },
+  ) {
+    super(
+      `adapter cache is full: cannot load adapter ${id} (${bytes} bytes) with ${state.pinned} of ${state.resident} resident adapters pinned ` +
+        `(${state.residentBytes} bytes resident; limits ${state.maxAdapters} adapters, ${state.maxBytes} bytes)`,
+    );
+  }
+}
+
 /** Drops one pin taken by `acquire`; calling it again does nothing. */
 export type ReleaseAdapter = () => void;
 
@@ -161,7 +188,7 @@ export class AdapterCache {
       adapter = parseAdapter(given ?? (await this.store.read(id)), `${id}.safetensors`);
     } catch (error) {
       if (error instanceof AdapterNotFoundError) throw error;
-      throw new Error(`adapter ${id} could not be loaded: ${(error as Error).message}`, { cause: error });
+      throw new AdapterRejectedError(id, "load", error);
     }
     // Refuse before registering when even evicting every unpinned adapter would not make room.
     if (this.victimsFor(id, estimateBytes(adapter)) === null) throw this.fullError(id, estimateBytes(adapter));
@@ -170,7 +197,7 @@ export class AdapterCache {
       registered = this.engine.registerAdapter(id, adapter);
     } catch (error) {
       if (error instanceof BasisNotReadyError) throw error; // not the adapter's fault: retry later
-      throw new Error(`adapter ${id} was refused by the engine: ${(error as Error).message}`, { cause: error });
+      throw new AdapterRejectedError(id, "register", error);
     }
     // The engine's byte count is the authority; recheck with it before evicting anything.
     const victims = this.victimsFor(id, registered.bytes);
@@ -207,12 +234,10 @@ export class AdapterCache {
     this.counters.evictions++;
   }
 
-  private fullError(id: string, bytes: number): Error {
+  private fullError(id: string, bytes: number): AdapterCacheFullError {
     const pinned = [...this.entries.values()].filter((entry) => entry.pins > 0).length;
-    return new Error(
-      `adapter cache is full: cannot load adapter ${id} (${bytes} bytes) with ${pinned} of ${this.entries.size} resident adapters pinned ` +
-        `(${this.residentBytes} bytes resident; limits ${this.limits.maxAdapters} adapters, ${this.limits.maxBytes} bytes)`,
-    );
+    const { maxAdapters, maxBytes } = this.limits;
+    return new AdapterCacheFullError(id, bytes, { pinned, resident: this.entries.size, residentBytes: this.residentBytes, maxAdapters, maxBytes });
   }
 }
 

@@ -23,6 +23,14 @@ export class BasisNotReadyError extends Error {
   }
 }
 
+/** A row asked for an adapter that is not registered (never loaded, or evicted since). */
+export class AdapterNotLoadedError extends Error {
+  override readonly name = "AdapterNotLoadedError";
+  constructor(readonly id: string) {
+    super(`adapter ${id} is not loaded`);
+  }
+}
+
 export class AdapterRegistry {
   private readonly resident = new Map<string, ResidentAdapter>();
   #basis: Basis | null = null;
@@ -77,7 +85,7 @@ export class AdapterRegistry {
   /** The resident adapter for `id`, or an error naming it. */
   get(id: string): ResidentAdapter {
     const entry = this.resident.get(id);
-    if (entry === undefined) throw new Error(`adapter ${id} is not loaded`);
+    if (entry === undefined) throw new AdapterNotLoadedError(id);
     return entry;
   }
 

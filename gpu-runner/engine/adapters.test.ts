@@ -12,6 +12,7 @@ import { generateText } from "../generate/generate.ts";
 import { argmax } from "../generate/sampler.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { AdapterNotLoadedError } from "./adapter-registry.ts";
 import { LlamaEngine } from "./llama-engine.ts";
 
 const TOLERANCE = 1e-5;
@@ -142,5 +143,6 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
     const tooWide = randomAdapter(config, basis, { rank: 12, seed: 6 });
     expect(() => engine.registerAdapter("wide", tooWide)).toThrow(/rank 12, above this engine's serving rank 8/);
     expect(() => engine.createBatch(1).addRow("never-registered")).toThrow(/adapter never-registered is not loaded/);
+    expect(() => engine.createBatch(1).addRow("never-registered")).toThrow(AdapterNotLoadedError);
   });
 });

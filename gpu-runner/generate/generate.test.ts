@@ -6,7 +6,7 @@ import { referenceForward } from "../model/reference.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { generate, generateText, GenerationError, type GenerationEvent, type TokenStepper } from "./generate.ts";
+import { generate, generateText, GenerationError, PromptTooLongError, type GenerationEvent, type TokenStepper } from "./generate.ts";
 import { argmax } from "./sampler.ts";
 
 const files = makeByteLevelTokenizerFiles();
@@ -59,6 +59,14 @@ describe("generation on a tiny model", () => {
     await expect(collect(generate(engine, tokenizer, long, { maxNewTokens: 1 }))).rejects.toThrow(GenerationError);
     await expect(collect(generate(engine, tokenizer, long, { maxNewTokens: 1 }))).rejects.toThrow(/512 tokens/);
     await expect(collect(generate(engine, tokenizer, [65], { maxNewTokens: 0 }))).rejects.toThrow(/maxNewTokens/);
+    const context = config.maxPositionEmbeddings;
+    const tooLong = await collect(generate(engine, tokenizer, long, { maxNewTokens: 1 })).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(tooLong).toBeInstanceOf(PromptTooLongError);
+    expect(tooLong).toMatchObject({ promptTokens: context, limit: context, modelContext: context });
+    await expect(collect(generate(engine, tokenizer, [65], { maxNewTokens: 0 }))).rejects.not.toBeInstanceOf(PromptTooLongError);
   });
 });
 

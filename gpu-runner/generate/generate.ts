@@ -32,6 +32,22 @@ export class GenerationError extends Error {
   }
 }
 
+/** The prompt leaves no room for a completion within the tokens a sequence may hold. */
+export class PromptTooLongError extends GenerationError {
+  constructor(
+    readonly promptTokens: number,
+    readonly limit: number, // the tokens one sequence may hold here, prompt plus completion
+    readonly modelContext: number, // the model's own context; above `limit` when the runner's KV budget is tighter
+  ) {
+    const held =
+      limit < modelContext
+        ? `this runner holds ${limit} tokens per sequence (its KV cache memory budget; the model's own context is ${modelContext})`
+        : `the model's context is ${modelContext} tokens`;
+    super(`prompt has ${promptTokens} tokens; ${held}, prompt plus completion`);
+    this.name = "PromptTooLongError";
+  }
+}
+
 /** What generation needs of an engine (tests drive it with a scripted one). */
 export type TokenStepper = Pick<LlamaEngine, "config" | "createBatch" | "step">;
 
@@ -44,13 +60,7 @@ export function validateGeneration(
 ): void {
   const context = engine.config.maxPositionEmbeddings;
   if (promptIds.length === 0) throw new GenerationError("prompt is empty");
-  if (promptIds.length >= Math.min(context, contextLimit)) {
-    const limit =
-      contextLimit < context
-        ? `this runner holds ${contextLimit} tokens per sequence (its KV cache memory budget; the model's own context is ${context})`
-        : `the model's context is ${context} tokens`;
-    throw new GenerationError(`prompt has ${promptIds.length} tokens; ${limit}, prompt plus completion`);
-  }
+  if (promptIds.length >= Math.min(context, contextLimit)) throw new PromptTooLongError(promptIds.length, Math.min(context, contextLimit), context);
   if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) {
     throw new GenerationError(`maxNewTokens must be an integer ≥ 1, got ${options.maxNewTokens}`);
   }

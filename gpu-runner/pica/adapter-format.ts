@@ -215,13 +215,21 @@ export function parseAdapter(bytes: Uint8Array, fileName: string): PicaAdapter {
   return adapter;
 }
 
+/** A well-formed adapter made for another base model, basis or rank than the runner's. */
+export class AdapterMismatchError extends Error {
+  override readonly name = "AdapterMismatchError";
+  constructor(detail: string) {
+    super(`adapter does not fit this runner: ${detail}`);
+  }
+}
+
 /** Checks that an adapter fits a runner's base model and basis; names both values on a mismatch. */
 export function validateAdapterFor(
   adapter: PicaAdapter,
   context: { config: ModelConfig; basis: Pick<Basis, "id" | "baseFingerprint" | "rMax" | "targetModules" | "numLayers"> },
 ): void {
   const { config, basis } = context;
-  const fail = (detail: string) => new Error(`adapter does not fit this runner: ${detail}`);
+  const fail = (detail: string) => new AdapterMismatchError(detail);
   assertWellFormedAdapter(adapter);
   if (adapter.basisId !== basis.id) {
     throw fail(`adapter basis id ${adapter.basisId} differs from the runner's basis id ${basis.id}`);

@@ -11,7 +11,7 @@ import { BASE_MODEL_ID } from "../../src/constants.ts";
 import { badRequest, notFound, serverError } from "../../src/errors.ts";
 import { parseChatCompletionRequest, parseCompletionRequest, type SamplingParameters, type Usage } from "../../src/protocol/openai.ts";
 import type { LlamaEngine } from "../engine/llama-engine.ts";
-import { GenerationError, type GenerationEvent, type GenerationOptions } from "../generate/generate.ts";
+import type { GenerationEvent, GenerationOptions } from "../generate/generate.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { toApiError } from "./api-errors.ts";
 import { internalRoutes, type InternalApiOptions } from "./internal-routes.ts";
@@ -183,12 +183,7 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
   }
 
   function submit(choice: Choice, generation: GenerationOptions, adapterId: string | null, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    try {
-      return scheduler.submit({ promptIds: choice.promptIds, adapterId, options: generation, signal });
-    } catch (error) {
-      if (error instanceof GenerationError && /prompt/.test(error.message)) throw badRequest(error.message, "messages", "context_length_exceeded");
-      throw error;
-    }
+    return scheduler.submit({ promptIds: choice.promptIds, adapterId, options: generation, signal });
   }
 
   return app;

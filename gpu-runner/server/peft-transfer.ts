@@ -10,7 +10,7 @@ import { badRequest, fromZodError } from "../../src/errors.ts";
 import { PEFT_IMPORT_REPORT_HEADER, PEFT_PARTS, peftImportOptionsSchema, type PeftImportReport } from "../../src/protocol/runner.ts";
 import { parseSafetensors, serializeSafetensors, SafetensorsError } from "../checkpoint/safetensors.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { AdapterFormatError, parseAdapter, serializeAdapter } from "../pica/adapter-format.ts";
+import { AdapterFormatError, AdapterMismatchError, parseAdapter, serializeAdapter } from "../pica/adapter-format.ts";
 import { exportPeft, importPeft, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftImportError } from "../pica/peft.ts";
 import type { Basis } from "../pica/types.ts";
 import type { FloatTensor } from "../tensor.ts";
@@ -76,7 +76,7 @@ export async function exportPeftRoute(c: Context, options: PeftTransferOptions):
     peft = exportPeft(parseAdapter(bytes, "body"), options.basis, options.config, { baseModelName: options.baseModelName });
   } catch (error) {
     if (error instanceof AdapterFormatError || error instanceof SafetensorsError) throw badRequest(error.message, "body", "adapter_invalid");
-    if (error instanceof Error && /adapter does not fit this runner/.test(error.message)) throw badRequest(error.message, "body", "adapter_basis_mismatch");
+    if (error instanceof AdapterMismatchError) throw badRequest(error.message, "body", "adapter_basis_mismatch");
     throw error;
   }
   const form = new FormData();
