@@ -90,6 +90,11 @@ export function fromZodError(error: z.ZodError, root?: string): ApiError {
   const first = error.issues[0];
   if (first === undefined) return badRequest("Invalid request body.");
   const { issue, path } = mostSpecificIssue(first, first.path);
+  if (issue.code === "unrecognized_keys") {
+    // OpenAI's wording for a field it does not know, naming the first such field.
+    const unknown = formatParamPath([...path, issue.keys[0]], root);
+    return badRequest(`Unrecognized request argument supplied: ${unknown}`, unknown, "unknown_parameter");
+  }
   const param = formatParamPath(path, root);
   const name = param === null ? "the request body" : `'${param}'`;
 
@@ -102,7 +107,9 @@ export function fromZodError(error: z.ZodError, root?: string): ApiError {
     if (param === null) return badRequest("The request body must be a JSON object.", null, "invalid_type");
     return badRequest(`Invalid type for ${name}: expected ${expected}, but got ${received} instead.`, param, "invalid_type");
   }
-  return badRequest(`Invalid value for ${name}: ${issue.message}`, param, "invalid_value");
+  // A custom issue may carry its own code (e.g. `unsupported_parameter`).
+  const code = issue.code === "custom" && typeof issue.params?.code === "string" ? issue.params.code : "invalid_value";
+  return badRequest(`Invalid value for ${name}: ${issue.message}`, param, code);
 }
 
 type Issue = z.core.$ZodIssue;

@@ -5,7 +5,9 @@
  */
 import { StreamDecoder } from "../tokenizer/stream-decoder.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import type { FinishReason, GenerationEvent, GenerationOptions } from "./generate.ts";
+import type { FinishReason, GenerationEvent, GenerationOptions, TokenConstraint } from "./generate.ts";
+import { LogitAdjustments } from "./logit-adjustments.ts";
+import { tokenLogprob } from "./logprobs.ts";
 import { Sampler } from "./sampler.ts";
 import { StopSequenceFilter } from "./stop-sequences.ts";
 
@@ -15,6 +17,10 @@ export class Completion {
   private readonly decoder: StreamDecoder;
   private readonly stops: StopSequenceFilter;
   private readonly limit: number; // new tokens allowed: the request's maximum, within the context
+  private readonly adjustments: LogitAdjustments;
+  private readonly constraint: TokenConstraint | null;
+  private readonly topLogprobs: number | null;
+  private raw: Float32Array | null = null; // the logits before they are reshaped, when log-probabilities need them
   private text = "";
   private completionTokens = 0;
 
@@ -29,6 +35,9 @@ export class Completion {
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true });
     this.stops = new StopSequenceFilter(options.stop ?? []);
     this.limit = Math.min(options.maxNewTokens, contextLength - promptTokens);
+    this.adjustments = new LogitAdjustments(options);
+    this.constraint = options.constraint ?? null;
+    this.topLogprobs = options.topLogprobs ?? null;
   }
 
   /**
@@ -38,15 +47,30 @@ export class Completion {
   advance(logits: Float32Array): { events: GenerationEvent[]; next: number | null } {
     // Embedding rows past the tokenizer's vocabulary (padding some checkpoints add) are never sampled.
     const usable = Math.min(this.tokenizer.vocabSize, logits.length);
-    const id = this.sampler.sample(usable < logits.length ? logits.subarray(0, usable) : logits);
+    const view = usable < logits.length ? logits.subarray(0, usable) : logits;
+    // Log-probabilities are the model's own: keep the logits as they were before reshaping them.
+    const reshaped = this.adjustments.active || this.constraint !== null;
+    const raw = this.topLogprobs !== null && reshaped ? this.keepRaw(view) : view;
+    this.adjustments.apply(view);
+    this.constraint?.mask(view);
+    const id = this.sampler.sample(view);
     this.completionTokens++;
     if (this.eos.has(id)) return { events: [this.finish("stop")], next: null };
+    this.constraint?.accept(id);
+    this.adjustments.record(id);
     const released = this.stops.push(this.decoder.push(id));
     this.text += released;
     const token: GenerationEvent = { type: "token", id, text: released };
+    if (this.topLogprobs !== null) token.logprob = tokenLogprob(raw, id, this.topLogprobs);
     if (this.stops.done) return { events: [token, this.finish("stop")], next: null };
     if (this.completionTokens >= this.limit) return { events: [token, this.finish("length")], next: null };
     return { events: [token], next: id };
+  }
+
+  private keepRaw(logits: Float32Array): Float32Array {
+    if (this.raw === null || this.raw.length !== logits.length) this.raw = new Float32Array(logits.length);
+    this.raw.set(logits);
+    return this.raw;
   }
 
   private finish(reason: FinishReason): GenerationEvent {

@@ -7,6 +7,7 @@
 import type { LlamaEngine } from "../engine/llama-engine.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { Completion } from "./completion.ts";
+import type { TokenLogprob } from "./logprobs.ts";
 import { validateSamplingOptions, type SamplingOptions } from "./sampler.ts";
 
 export interface GenerationOptions extends SamplingOptions {
@@ -14,13 +15,21 @@ export interface GenerationOptions extends SamplingOptions {
   stop?: string[]; // text that ends generation (not included in the output)
   eosTokenIds?: number[]; // ids that end generation; default: the tokenizer's
   adapterId?: string | null; // a registered PiCa adapter; absent or null: the base model
+  topLogprobs?: number | null; // report each token's log-probability and this many alternatives; absent or null: none
+  constraint?: TokenConstraint | null; // a grammar the output must follow (structured output, tool calls)
+}
+
+/** A grammar that decides, token by token, what may come next (one per sequence). */
+export interface TokenConstraint {
+  mask(logits: Float32Array): void; // sets every token not allowed now to -Infinity, in place
+  accept(id: number): void; // advances past a sampled token
 }
 
 /** Why generation ended, in OpenAI's terms: a stop (EOS or stop sequence) or the length limit. */
 export type FinishReason = "stop" | "length";
 
 export type GenerationEvent =
-  | { type: "token"; id: number; text: string } // text: newly releasable text, possibly ""
+  | { type: "token"; id: number; text: string; logprob?: TokenLogprob } // text: newly releasable text, possibly ""
   // tail: text held back until the end (a partial stop sequence that never completed); text: all of it
   | { type: "finish"; reason: FinishReason; tail: string; text: string; promptTokens: number; completionTokens: number };
 

@@ -9,17 +9,30 @@ export interface SamplingOptions {
   topK?: number; // keep the k most likely tokens (0 or absent: all)
   topP?: number; // keep the smallest set whose probability reaches p (1 or absent: all)
   seed?: number; // absent: a random seed
+  presencePenalty?: number; // subtracted once from every token already generated (OpenAI's presence_penalty)
+  frequencyPenalty?: number; // subtracted per occurrence of a token already generated
+  logitBias?: ReadonlyMap<number, number>; // token id → added to its logit
 }
 
 /** Checks sampling options, naming the offending field. */
 export function validateSamplingOptions(options: SamplingOptions): void {
-  const { temperature, topK, topP, seed } = options;
+  const { temperature, topK, topP, seed, presencePenalty, frequencyPenalty, logitBias } = options;
   if (temperature !== undefined && !(Number.isFinite(temperature) && temperature >= 0)) {
     throw new RangeError(`temperature must be a finite number ≥ 0, got ${temperature}`);
   }
   if (topK !== undefined && !(Number.isInteger(topK) && topK >= 0)) throw new RangeError(`topK must be an integer ≥ 0, got ${topK}`);
   if (topP !== undefined && !(Number.isFinite(topP) && topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
   if (seed !== undefined && !Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  for (const [name, value] of [
+    ["presencePenalty", presencePenalty],
+    ["frequencyPenalty", frequencyPenalty],
+  ] as const) {
+    if (value !== undefined && !Number.isFinite(value)) throw new RangeError(`${name} must be a finite number, got ${value}`);
+  }
+  for (const [id, bias] of logitBias ?? []) {
+    if (!Number.isInteger(id) || id < 0) throw new RangeError(`logitBias keys must be token ids, got ${id}`);
+    if (!Number.isFinite(bias)) throw new RangeError(`logitBias of token ${id} must be a finite number, got ${bias}`);
+  }
 }
 
 /** A per-sequence sampler holding its own random state. */
@@ -37,13 +50,14 @@ export class Sampler {
     this.rng = new Rng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
-  /** The next token id for one position's logits. */
+  /** The next token id for one position's logits (tokens at -Infinity are never drawn). */
   sample(logits: Float32Array): number {
     if (this.temperature === 0) return argmax(logits);
+    if (this.topK === 0 && this.topP === 1) return this.sampleFull(logits);
     // Candidates in descending order of logit; ties go to the lower id so results are stable.
-    let candidates = Array.from(logits.keys());
-    if (this.topK > 0 && this.topK < candidates.length) candidates = topKIndices(logits, this.topK);
-    else candidates.sort((a, b) => logits[b] - logits[a] || a - b);
+    let candidates: number[];
+    if (this.topK > 0 && this.topK < logits.length) candidates = topKIndices(logits, this.topK);
+    else candidates = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
     const max = logits[candidates[0]];
     const weights = candidates.map((id) => Math.exp((logits[id] - max) / this.temperature));
     let total = weights.reduce((s, w) => s + w, 0);
@@ -62,6 +76,25 @@ export class Sampler {
     }
     return candidates[candidates.length - 1];
   }
+
+  // Without a top-k or top-p cut the order of candidates does not matter: two passes over the
+  // vocabulary in id order, no sort (a sort of 150k logits per token would dominate decoding).
+  private sampleFull(logits: Float32Array): number {
+    const max = logits[argmax(logits)];
+    const scale = 1 / this.temperature;
+    let total = 0;
+    for (let id = 0; id < logits.length; id++) total += Math.exp((logits[id] - max) * scale);
+    let threshold = this.rng.uniform() * total;
+    let last = 0;
+    for (let id = 0; id < logits.length; id++) {
+      const weight = Math.exp((logits[id] - max) * scale);
+      if (weight === 0) continue;
+      last = id;
+      threshold -= weight;
+      if (threshold < 0) return id;
+    }
+    return last;
+  }
 }
 
 /** Index of the largest logit (the lowest such index on ties). */
@@ -71,7 +104,8 @@ export function argmax(logits: Float32Array): number {
   return best;
 }
 
-function topKIndices(logits: Float32Array, k: number): number[] {
+/** The ids of the k largest logits, largest first (the lower id first on ties). */
+export function topKIndices(logits: Float32Array, k: number): number[] {
   // A sorted buffer of k is enough: k is small next to the vocabulary.
   const top: number[] = [];
   for (let id = 0; id < logits.length; id++) {

@@ -8,7 +8,6 @@ import { AdapterCacheFullError, AdapterInUseError, AdapterRejectedError } from "
 import { AdapterNotFoundError } from "../adapters/adapter-store.ts";
 import { GenerationError, PromptTooLongError } from "../generate/generate.ts";
 import { JobConflictError, JobRequestError } from "../jobs/job-manager.ts";
-import { TooLargeError } from "./internal-routes.ts";
 import { QueueFullError } from "./scheduler.ts";
 
 /** How long a client waits before asking again for an adapter while the basis is computed. */
@@ -24,7 +23,6 @@ export function toApiError(error: unknown): ApiError {
   if (error instanceof JobRequestError) return badRequest(error.message, error.param);
   if (error instanceof JobConflictError) return new ApiError(409, "invalid_request_error", error.message, "id", "job_conflict");
   if (error instanceof AdapterInUseError) return new ApiError(409, "invalid_request_error", error.message, "id", "adapter_in_use");
-  if (error instanceof TooLargeError) return new ApiError(413, "invalid_request_error", error.message, null, "request_too_large");
   if (error instanceof AdapterNotFoundError || error instanceof AdapterNotLoadedError) {
     return notFound(`The model does not exist or you do not have access to it (${error.message}).`, "model", "model_not_found");
   }

@@ -9,14 +9,28 @@ import { HTTPException } from "hono/http-exception";
 import { streamSSE } from "hono/streaming";
 import { BASE_MODEL_ID } from "../../src/constants.ts";
 import { badRequest, notFound, serverError } from "../../src/errors.ts";
-import { parseChatCompletionRequest, parseCompletionRequest, type SamplingParameters, type Usage } from "../../src/protocol/openai.ts";
+import {
+  type ChatCompletionRequest,
+  type FinishReason,
+  parseChatCompletionRequest,
+  parseCompletionRequest,
+  type SamplingParameters,
+  type Usage,
+} from "../../src/protocol/openai.ts";
 import type { LlamaEngine } from "../engine/llama-engine.ts";
 import type { GenerationEvent, GenerationOptions } from "../generate/generate.ts";
+import { TokenBytes } from "../tokenizer/token-bytes.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { toApiError } from "./api-errors.ts";
+import { chatChunk, chatCompletionBody, type FinishedChoice, type GeneratedToken, textChunk, textCompletionBody, usageChunk } from "./completion-bodies.ts";
+import { FREE_TEXT, type OutputShape } from "./output-shape.ts";
 import { internalRoutes, type InternalApiOptions } from "./internal-routes.ts";
 import type { RunnerMetrics } from "./metrics.ts";
-import { jsonBody } from "../../src/request-body.ts";
+import { jsonBody, limitBody } from "../../src/request-body.ts";
+import { RUNNER_PATHS } from "../../src/protocol/runner.ts";
+import { assertValidAdapterId } from "../adapters/adapter-store.ts";
+import { runnerAuth } from "./runner-auth.ts";
+import { assertPromptCanFit, publicBodyLimit } from "./request-size.ts";
 import type { Scheduler } from "./scheduler.ts";
 
 export interface RunnerAppOptions {
@@ -27,13 +41,17 @@ export interface RunnerAppOptions {
   knowsAdapter?: (id: string) => boolean; // default: registered with the engine
   prepareAdapter?: (id: string) => Promise<void>; // loads a cold adapter before the response starts
   metrics?: RunnerMetrics | null; // serves GET /metrics and counts requests
-  internal?: InternalApiOptions | null; // the /internal routes; absent: none
+  internal?: InternalApiOptions | null; // the /internal routes (they need `secret`); absent: none
+  secret?: string | null; // the runner secret every route needs (runner-auth.ts); absent: every route is open
+  bytesPerToken?: number; // most prompt bytes one token stands for (request-size.ts); default: no check before tokenising
+  maxBodyBytes?: number; // largest body of the public API; default: room for the longest prompt that fits (request-size.ts)
   health?: () => Record<string, unknown>; // more fields for GET /health
 }
 
 interface Choice {
   index: number;
   promptIds: number[];
+  echo: string; // a legacy completion's prompt, written before its text when `echo` is asked for
 }
 
 /** Builds the Hono app of the runner's public API. */
@@ -41,6 +59,7 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
   const { engine, tokenizer, scheduler } = options;
   const modelId = options.modelId ?? BASE_MODEL_ID;
   const knowsAdapter = options.knowsAdapter ?? ((id: string) => engine.hasAdapter(id));
+  const tokenBytes = new TokenBytes(tokenizer);
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -50,6 +69,12 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
     return c.json(api.toBody(), api.status as 400);
   });
   app.notFound((c) => c.json(notFound(`Unknown route ${c.req.method} ${c.req.path}`).toBody(), 404));
+  if (options.internal && !options.secret) throw new Error("the internal API needs a runner secret");
+  if (options.secret) app.use(runnerAuth(options.secret)); // before every route, unknown ones too
+  const bytesPerToken = options.bytesPerToken ?? Number.POSITIVE_INFINITY;
+  const limitPublicBody = limitBody(options.maxBodyBytes ?? publicBodyLimit(scheduler.contextLimit, bytesPerToken));
+  // Internal routes bound their own bodies: uploads are far larger than any prompt.
+  app.use((c, next) => (c.req.path.startsWith(`${RUNNER_PATHS.internal}/`) ? next() : limitPublicBody(c, next)));
   const metrics = options.metrics ?? null;
   if (metrics !== null) {
     app.use(async (c, next) => {
@@ -74,105 +99,99 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
 
   app.post("/v1/chat/completions", async (c) => {
     const request = parseChatCompletionRequest(await jsonBody(c));
+    checkLogitBias(request, tokenizer);
     const adapterId = adapterFor(request, modelId, knowsAdapter);
-    if (adapterId !== null) await options.prepareAdapter?.(adapterId);
     if (tokenizer.chatTemplate === null) throw badRequest("this model has no chat template; use /v1/completions", "messages");
-    const prompt = tokenizer.applyChatTemplate(
-      request.messages.map((m) => ({ role: m.role === "developer" ? "system" : m.role, content: m.content })),
-      { addGenerationPrompt: true },
-    );
+    const shape = FREE_TEXT;
+    const prompt = renderChat(tokenizer, request);
+    assertPromptCanFit(prompt, "messages", scheduler.contextLimit, bytesPerToken);
+    if (adapterId !== null) await options.prepareAdapter?.(adapterId);
     const promptIds = tokenizer.encode(prompt, { addSpecialTokens: false });
-    const choices = Array.from({ length: request.n }, (_, index) => ({ index, promptIds }));
-    return respond(c, "chat", request, adapterId, choices);
+    const choices = Array.from({ length: request.n }, (_, index): Choice => ({ index, promptIds, echo: "" }));
+    return respond(c, "chat", request, adapterId, choices, shape);
   });
 
   app.post("/v1/completions", async (c) => {
     const request = parseCompletionRequest(await jsonBody(c));
+    checkLogitBias(request, tokenizer);
     const adapterId = adapterFor(request, modelId, knowsAdapter);
+    for (const prompt of request.prompt) assertPromptCanFit(prompt, "prompt", scheduler.contextLimit, bytesPerToken);
     if (adapterId !== null) await options.prepareAdapter?.(adapterId);
     const choices: Choice[] = [];
     for (const prompt of request.prompt) {
       const promptIds = tokenizer.encode(prompt);
-      for (let i = 0; i < request.n; i++) choices.push({ index: choices.length, promptIds });
+      for (let i = 0; i < request.n; i++) choices.push({ index: choices.length, promptIds, echo: request.echo ? prompt : "" });
     }
-    return respond(c, "text", request, adapterId, choices);
+    return respond(c, "text", request, adapterId, choices, FREE_TEXT);
   });
 
   /** Submits every choice, then answers as one JSON body or as an SSE stream. */
-  function respond(c: Context, kind: "chat" | "text", request: SamplingParameters, adapterId: string | null, choices: Choice[]) {
-    const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
-    const created = Math.floor(Date.now() / 1000);
-    const model = request.model;
+  function respond(c: Context, kind: "chat" | "text", request: SamplingParameters, adapterId: string | null, choices: Choice[], shape: OutputShape) {
+    const header = { id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: request.model };
+    const bytes = request.top_logprobs === null ? null : tokenBytes;
     const controller = new AbortController();
     // A client that goes away (streamed or not) frees its rows at once.
     c.req.raw.signal.addEventListener("abort", () => controller.abort(), { once: true });
     let streams: AsyncIterable<GenerationEvent>[];
     try {
-      streams = choices.map((choice) =>
-        submit(choice, generationOptions(request, choice.index, engine.config.maxPositionEmbeddings - choice.promptIds.length), adapterId, controller.signal),
-      );
+      streams = choices.map((choice) => {
+        const room = engine.config.maxPositionEmbeddings - choice.promptIds.length;
+        return submit(choice, { ...generationOptions(request, choice.index, room), constraint: shape.constraint() }, adapterId, controller.signal);
+      });
     } catch (error) {
       controller.abort(); // choices queued before the refusal are served to nobody: drop them
       throw error;
     }
     if (!request.stream) {
       return (async () => {
-        const finished = await Promise.all(streams.map(last));
+        const finished = await Promise.all(streams.map((events) => collect(events, shape)));
         const usage = usageOf(choices, finished);
-        const body =
-          kind === "chat"
-            ? {
-                id,
-                object: "chat.completion",
-                created,
-                model,
-                choices: finished.map((f, i) => ({ index: i, message: { role: "assistant", content: f.text }, finish_reason: f.reason })),
-                usage,
-              }
-            : { id, object: "text_completion", created, model, choices: finished.map((f, i) => ({ index: i, text: f.text, finish_reason: f.reason })), usage };
-        return c.json(body);
+        const echo = choices.map((choice) => choice.echo);
+        return c.json(kind === "chat" ? chatCompletionBody(header, finished, usage, bytes) : textCompletionBody(header, finished, echo, usage, bytes));
       })();
     }
     return streamSSE(c, async (sse) => {
       sse.onAbort(() => controller.abort()); // the client went away: free the rows now
-      const chunk = (index: number, text: string | null, reason: string | null) =>
-        kind === "chat"
-          ? { id, object: "chat.completion.chunk", created, model, choices: [{ index, delta: text === null ? {} : { content: text }, finish_reason: reason }] }
-          : { id, object: "text_completion", created, model, choices: [{ index, text: text ?? "", finish_reason: reason }] };
-      const finished: Extract<GenerationEvent, { type: "finish" }>[] = [];
+      const send = (body: unknown) => sse.writeSSE({ data: JSON.stringify(body) });
+      const finished: { completionTokens: number }[] = [];
       try {
-        if (kind === "chat")
-          for (const choice of choices)
-            await sse.writeSSE({
-              data: JSON.stringify({
-                ...chunk(choice.index, null, null),
-                choices: [{ index: choice.index, delta: { role: "assistant", content: "" }, finish_reason: null }],
-              }),
-            });
+        if (kind === "chat") for (const choice of choices) await send(chatChunk(header, choice.index, { role: "assistant", content: "" }, null, null, null));
         await Promise.all(
           streams.map(async (events, index) => {
+            const echo = choices[index].echo;
+            let offset = echo.length; // where the next text starts in the choice's text
+            if (echo.length > 0) await send(textChunk(header, index, echo, null, null, null, 0));
+            const held: GeneratedToken[] = []; // tokens whose text waits for the end (tool calls)
+            const write = async (tokens: GeneratedToken[], text: string, reason: FinishReason | null) => {
+              if (kind === "chat") await send(chatChunk(header, index, reason === null ? { content: text } : {}, reason, tokens, bytes));
+              else await send(textChunk(header, index, text, reason, tokens, bytes, offset));
+              offset += text.length;
+            };
             for await (const event of events) {
               if (event.type === "token") {
-                if (event.text.length > 0) await sse.writeSSE({ data: JSON.stringify(chunk(index, event.text, null)) });
-              } else {
-                finished[index] = event;
-                if (event.tail.length > 0) await sse.writeSSE({ data: JSON.stringify(chunk(index, event.tail, null)) });
-                await sse.writeSSE({ data: JSON.stringify(chunk(index, null, event.reason)) });
+                const token = { id: event.id, text: event.text, logprob: event.logprob };
+                if (shape.holdsText) held.push(token);
+                else if (event.text.length > 0 || bytes !== null) await write([token], event.text, null);
+                continue;
               }
+              finished[index] = event;
+              if (shape.holdsText) {
+                const result = shape.finish(event.text);
+                if (result.content !== null && result.content.length > 0) await write(held, result.content, null);
+                else if (bytes !== null && held.length > 0) await write(held, "", null);
+                if (result.toolCalls.length > 0) {
+                  await send(chatChunk(header, index, { tool_calls: result.toolCalls.map((call, at) => ({ index: at, ...call })) }, null, null, null));
+                }
+                await send(chatChunk(header, index, {}, result.toolCalls.length > 0 ? "tool_calls" : event.reason, null, null));
+                continue;
+              }
+              if (event.tail.length > 0) await write([], event.tail, null);
+              if (kind === "chat") await send(chatChunk(header, index, {}, event.reason, null, null));
+              else await send(textChunk(header, index, "", event.reason, null, null, offset));
             }
           }),
         );
-        if (request.include_usage)
-          await sse.writeSSE({
-            data: JSON.stringify({
-              id,
-              object: kind === "chat" ? "chat.completion.chunk" : "text_completion",
-              created,
-              model,
-              choices: [],
-              usage: usageOf(choices, finished),
-            }),
-          });
+        if (request.include_usage) await send(usageChunk(header, kind, usageOf(choices, finished)));
         await sse.writeSSE({ data: "[DONE]" });
       } catch (error) {
         // Headers are gone: end the stream with an error event a client can read, then close.
@@ -193,13 +212,15 @@ function adapterFor(request: SamplingParameters, modelId: string, knowsAdapter: 
   // A top-level adapter_id (what @huggingface/inference sends) wins over `model`.
   const requested = request.adapter_id ?? request.model;
   const adapterId = requested === modelId ? null : requested;
-  if (adapterId !== null && !knowsAdapter(adapterId)) {
-    throw notFound(
-      `The model '${adapterId}' does not exist or you do not have access to it.`,
-      request.adapter_id !== undefined ? "adapter_id" : "model",
-      "model_not_found",
-    );
+  const param = request.adapter_id !== undefined ? "adapter_id" : "model";
+  if (adapterId === null) return null;
+  try {
+    // Checked before anything reads the id: it ends up in paths, URLs and log lines.
+    assertValidAdapterId(adapterId);
+  } catch {
+    throw notFound(`The model ${JSON.stringify(adapterId)} does not exist: ids are 1-200 characters of A-Z a-z 0-9 : . _ / -.`, param, "model_not_found");
   }
+  if (!knowsAdapter(adapterId)) throw notFound(`The model '${adapterId}' does not exist or you do not have access to it.`, param, "model_not_found");
   return adapterId;
 }
 
@@ -211,12 +232,44 @@ function generationOptions(request: SamplingParameters, index: number, room: num
     topK: request.top_k,
     ...(request.seed !== undefined ? { seed: request.seed + index } : {}),
     stop: request.stop,
+    presencePenalty: request.presence_penalty,
+    frequencyPenalty: request.frequency_penalty,
+    logitBias: request.logit_bias,
+    topLogprobs: request.top_logprobs,
   };
 }
 
-async function last(events: AsyncIterable<GenerationEvent>): Promise<Extract<GenerationEvent, { type: "finish" }>> {
-  for await (const event of events) if (event.type === "finish") return event;
+/** `logit_bias` names token ids: each must be one of this tokenizer's. */
+function checkLogitBias(request: SamplingParameters, tokenizer: TextTokenizer): void {
+  for (const id of request.logit_bias.keys()) {
+    if (id >= tokenizer.vocabSize) throw badRequest(`token id ${id} is not in the vocabulary (ids 0 to ${tokenizer.vocabSize - 1})`, "logit_bias");
+  }
+}
+
+/** Reads a choice's events to the end: its tokens, then its text split into content and tool calls. */
+async function collect(events: AsyncIterable<GenerationEvent>, shape: OutputShape): Promise<FinishedChoice & { completionTokens: number }> {
+  const tokens: GeneratedToken[] = [];
+  for await (const event of events) {
+    if (event.type === "token") tokens.push({ id: event.id, text: event.text, logprob: event.logprob });
+    else {
+      const { content, toolCalls } = shape.finish(event.text);
+      return { content, toolCalls, reason: toolCalls.length > 0 ? "tool_calls" : event.reason, tokens, completionTokens: event.completionTokens };
+    }
+  }
   throw serverError("generation ended without finishing");
+}
+
+/** The prompt of a chat request: its messages through the model's chat template. */
+function renderChat(tokenizer: TextTokenizer, request: ChatCompletionRequest): string {
+  try {
+    return tokenizer.applyChatTemplate(
+      request.messages.map((m) => ({ role: m.role === "developer" ? "system" : m.role, content: m.content })),
+      { addGenerationPrompt: true },
+    );
+  } catch (error) {
+    // A template may refuse a conversation (roles out of order, a role it does not know).
+    throw badRequest((error as Error).message, "messages");
+  }
 }
 
 function usageOf(choices: Choice[], finished: { completionTokens: number }[]): Usage {

@@ -4,7 +4,8 @@
  * (and brings it back into rotation after failures). A missed beat is only logged: the edge
  * drops a runner whose beats stop, which is exactly what should happen.
  */
-import { HEARTBEAT_INTERVAL_SECONDS, type RunnerHeartbeatBody } from "../../src/protocol/heartbeat.ts";
+import { HEARTBEAT_INTERVAL_SECONDS, HEARTBEAT_PATH, type RunnerHeartbeatBody } from "../../src/protocol/heartbeat.ts";
+import { runnerAuthorization } from "../../src/protocol/runner.ts";
 
 export interface HeartbeatOptions {
   edgeUrl: string; // the control plane's base URL
@@ -25,7 +26,7 @@ export interface Heartbeat {
 
 /** Starts beating at once and then every interval; the timer never keeps the process alive. */
 export function startHeartbeat(options: HeartbeatOptions): Heartbeat {
-  const endpoint = new URL("internal/runners/heartbeat", options.edgeUrl.endsWith("/") ? options.edgeUrl : `${options.edgeUrl}/`).href;
+  const endpoint = new URL(`.${HEARTBEAT_PATH}`, options.edgeUrl.endsWith("/") ? options.edgeUrl : `${options.edgeUrl}/`).href;
   const log = options.log ?? ((message: string) => console.error(message));
   let healthy: boolean | null = null; // log only changes, not every missed beat while the edge is down
 
@@ -34,7 +35,7 @@ export function startHeartbeat(options: HeartbeatOptions): Heartbeat {
     try {
       const response = await fetch(endpoint, {
         method: "POST",
-        headers: { authorization: `Bearer ${options.secret}`, "content-type": "application/json" },
+        headers: { ...runnerAuthorization(options.secret), "content-type": "application/json" },
         body: JSON.stringify(options.report()),
         signal: AbortSignal.timeout(options.timeoutMs ?? 5000),
       });

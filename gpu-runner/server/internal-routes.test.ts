@@ -71,7 +71,8 @@ describe("the runner's internal API and metrics", () => {
       knowsAdapter: () => true,
       prepareAdapter: async (id) => (await cache.acquire(id))(),
       metrics,
-      internal: { secret: SECRET, jobs, adapters: cache, publishAdapter },
+      secret: SECRET,
+      internal: { jobs, adapters: cache, publishAdapter },
     });
   });
   afterAll(async () => {
@@ -110,7 +111,7 @@ describe("the runner's internal API and metrics", () => {
 
     const chat = await app.request("/v1/completions", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { ...auth, "content-type": "application/json" },
       body: json({ model: "ft:tiny:acme:x:1", prompt: "hi", max_tokens: 6, temperature: 0 }),
     });
     const text = ((await chat.json()) as { choices: { text: string }[] }).choices[0].text;
@@ -150,7 +151,7 @@ describe("the runner's internal API and metrics", () => {
       if (jobs.get("job-1")!.status === "running") roundsWhileTraining++;
       const response = await app.request("/v1/completions", {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { ...auth, "content-type": "application/json" },
         body: json({ model: "tiny", prompt: "hello", max_tokens: 12, temperature: 0, stream: true }),
       });
       const chunks = parseSseData(await response.text())
@@ -163,7 +164,7 @@ describe("the runner's internal API and metrics", () => {
     expect(job).toMatchObject({ status: "succeeded", step: 12, total_steps: 12 });
     const served = await app.request("/v1/completions", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { ...auth, "content-type": "application/json" },
       body: json({ model: "ft:tiny:acme:trained:job-1", prompt: "item 1:", max_tokens: 4, temperature: 0 }),
     });
     expect(served.status).toBe(200);
@@ -192,7 +193,7 @@ describe("the runner's internal API and metrics", () => {
   });
 
   it("exposes Prometheus metrics for requests, tokens, batches, adapters and training", async () => {
-    const text = await (await app.request("/metrics")).text();
+    const text = await (await app.request("/metrics", { headers: auth })).text();
     const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? Number.NaN);
     expect(value(/^runner_requests_total\{route="\/v1\/completions",status="200"\} (\d+)/m)).toBeGreaterThan(1);
     expect(value(/^runner_completion_tokens_total (\d+)/m)).toBeGreaterThan(12);

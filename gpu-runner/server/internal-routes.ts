@@ -1,21 +1,20 @@
 /**
- * The runner's internal API, for the control plane only (bearer runner secret, compared in
- * constant time): register and evict adapters, convert PEFT adapters to and from PiCa, submit
- * training jobs, read and cancel them, and fetch a finished job's adapter. Request bodies are validated by the protocol in src/.
+ * The runner's internal API, for the control plane only: register and evict adapters, convert
+ * PEFT adapters to and from PiCa, submit training jobs, read and cancel them, and fetch a finished
+ * job's adapter. It has no check of its own: createRunnerApp mounts it only behind the runner
+ * secret (runner-auth.ts), which guards every route. Request bodies are validated by the protocol
+ * in src/ and bounded per route (uploads are larger than anything the public API takes).
  */
 import { Hono } from "hono";
-import { bearerAuth } from "hono/bearer-auth";
-import { bodyLimit } from "hono/body-limit";
-import { badRequest, notFound, unauthorized } from "../../src/errors.ts";
-import { parseTrainingJobRequest } from "../../src/protocol/runner.ts";
+import { badRequest, notFound } from "../../src/errors.ts";
+import { CONTENT_SHA256_HEADER, parseTrainingJobRequest, PEFT_PATHS, RUNNER_PATHS } from "../../src/protocol/runner.ts";
+import { jsonBody, limitBody } from "../../src/request-body.ts";
 import type { AdapterCache } from "../adapters/adapter-cache.ts";
 import { assertValidAdapterId } from "../adapters/adapter-store.ts";
 import type { JobManager } from "../jobs/job-manager.ts";
 import { exportPeftRoute, importPeftRoute, type PeftTransferOptions } from "./peft-transfer.ts";
-import { jsonBody } from "../../src/request-body.ts";
 
 export interface InternalApiOptions {
-  secret: string;
   jobs: JobManager | null;
   adapters: AdapterCache | null;
   /** Stores an adapter where this runner reloads it from, and makes it resident. */
@@ -26,32 +25,22 @@ export interface InternalApiOptions {
   peft?: PeftTransferOptions | (() => PeftTransferOptions) | null;
 }
 
-/** The `/internal` sub-app. */
+/** A path of RUNNER_PATHS as the sub-app mounted at RUNNER_PATHS.internal sees it. */
+function under<Path extends string>(path: `${typeof RUNNER_PATHS.internal}${Path}`): Path {
+  return path.slice(RUNNER_PATHS.internal.length) as Path;
+}
+
+/** The `/internal` sub-app; mount it at RUNNER_PATHS.internal behind runnerAuth. */
 export function internalRoutes(options: InternalApiOptions): Hono {
   const app = new Hono();
-  const refusal = (message: string) => () => unauthorized(message, "invalid_runner_secret").toBody();
-  app.use(
-    bearerAuth({
-      token: options.secret,
-      noAuthenticationHeader: { message: refusal("Internal routes need the runner secret as a bearer token.") },
-      invalidAuthenticationHeader: { message: refusal("The Authorization header must be 'Bearer <runner secret>'.") },
-      invalidToken: { message: refusal("The runner secret is wrong.") },
-    }),
-  );
-  const tooLarge = (limit: number, what: string) =>
-    bodyLimit({
-      maxSize: limit,
-      onError: () => {
-        throw new TooLargeError(`${what} is larger than ${limit} bytes`);
-      },
-    });
+  const maxAdapterBytes = options.maxAdapterBytes ?? 64 * 2 ** 20;
 
-  app.get("/adapters", (c) => {
+  app.get(under(RUNNER_PATHS.adapters), (c) => {
     const adapters = requireAdapters();
     return c.json({ object: "list", data: adapters.residentIds().map((id) => ({ id, object: "runner.adapter" })), stats: adapters.stats() });
   });
 
-  app.put("/adapters/:id{.+}", tooLarge(options.maxAdapterBytes ?? 64 * 2 ** 20, "the adapter"), async (c) => {
+  app.put(under(RUNNER_PATHS.adapter(":id{.+}")), limitBody(maxAdapterBytes, "The adapter"), async (c) => {
     const id = adapterIdParam(c.req.param("id"));
     if (options.publishAdapter === null) throw notFound("This runner has no adapter cache.");
     const bytes = new Uint8Array(await c.req.arrayBuffer());
@@ -60,35 +49,35 @@ export function internalRoutes(options: InternalApiOptions): Hono {
     return c.json({ id, object: "runner.adapter", resident: true, bytes: resident.bytes }, 201);
   });
 
-  app.delete("/adapters/:id{.+}", (c) => {
+  app.delete(under(RUNNER_PATHS.adapter(":id{.+}")), (c) => {
     const id = adapterIdParam(c.req.param("id"));
     return c.json({ id, object: "runner.adapter", evicted: requireAdapters().remove(id) });
   });
 
-  app.post("/jobs", tooLarge(options.maxJobBytes ?? 128 * 2 ** 20, "the job"), async (c) => {
+  app.post(under(RUNNER_PATHS.jobs), limitBody(options.maxJobBytes ?? 128 * 2 ** 20, "The job"), async (c) => {
     const job = await requireJobs().submit(parseTrainingJobRequest(await jsonBody(c)));
     return c.json(job, 202);
   });
 
-  app.post("/adapters/import-peft", tooLarge(options.maxAdapterBytes ?? 64 * 2 ** 20, "the PEFT adapter"), (c) => importPeftRoute(c, requirePeft()));
+  app.post(under(PEFT_PATHS.import), limitBody(maxAdapterBytes, "The PEFT adapter"), (c) => importPeftRoute(c, requirePeft()));
 
-  app.post("/adapters/export-peft", tooLarge(options.maxAdapterBytes ?? 64 * 2 ** 20, "the adapter"), (c) => exportPeftRoute(c, requirePeft()));
+  app.post(under(PEFT_PATHS.export), limitBody(maxAdapterBytes, "The adapter"), (c) => exportPeftRoute(c, requirePeft()));
 
-  app.get("/jobs", (c) => c.json({ object: "list", data: requireJobs().list() }));
+  app.get(under(RUNNER_PATHS.jobs), (c) => c.json({ object: "list", data: requireJobs().list() }));
 
-  app.get("/jobs/:id", (c) => c.json(requireJob(c.req.param("id"))));
+  app.get(under(RUNNER_PATHS.job(":id")), (c) => c.json(requireJob(c.req.param("id"))));
 
-  app.post("/jobs/:id/cancel", async (c) => {
+  app.post(under(RUNNER_PATHS.cancelJob(":id")), async (c) => {
     const job = await requireJobs().cancel(c.req.param("id"));
     if (job === null) throw jobNotFound(c.req.param("id"));
     return c.json(job);
   });
 
-  app.get("/jobs/:id/adapter", async (c) => {
+  app.get(under(RUNNER_PATHS.jobAdapter(":id")), async (c) => {
     const job = requireJob(c.req.param("id"));
     const bytes = await requireJobs().adapterBytes(job.id);
     if (bytes === null) throw notFound(`Job ${job.id} has no adapter (status ${job.status}).`, "id", "adapter_not_ready");
-    return c.body(new Uint8Array(bytes), 200, { "content-type": "application/octet-stream", "x-content-sha256": job.adapter_sha256 ?? "" });
+    return c.body(new Uint8Array(bytes), 200, { "content-type": "application/octet-stream", [CONTENT_SHA256_HEADER]: job.adapter_sha256 ?? "" });
   });
 
   function requireJobs(): JobManager {
@@ -113,11 +102,6 @@ export function internalRoutes(options: InternalApiOptions): Hono {
   }
 
   return app;
-}
-
-/** A request body over its limit. */
-export class TooLargeError extends Error {
-  override readonly name = "TooLargeError";
 }
 
 function adapterIdParam(raw: string): string {

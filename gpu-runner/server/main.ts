@@ -19,13 +19,16 @@
  *   --adapter-dir DIR (RUNNER_ADAPTER_DIR) local adapter store
  *   --edge-url URL (RUNNER_EDGE_URL)    read adapters from the control plane instead (and, with --secret, heartbeat to it every 10 s)
  *   --public-url URL (RUNNER_PUBLIC_URL) how the control plane reaches this runner; default: the listening address
- *   --secret S (RUNNER_SECRET)          shared secret of the internal API; unset: no internal API
+ *   --secret S (RUNNER_SECRET)          the runner secret: every route needs it as a bearer token; unset: every route is open
+ *                                       and the internal API is off (for local use only)
+ *   --max-body-mb M (RUNNER_MAX_BODY_MB) largest body of the public API; default: room for the longest prompt that fits
  *   --jobs-dir DIR (RUNNER_JOBS_DIR)    where training jobs and their checkpoints live
  *   --micro-batch-tokens N              padded tokens per training slice (at least one row); default 64
  *   --training-wait-ms MS               longest a training slice waits for idle inference; default 1000
  *   --shutdown-grace-s S                on SIGTERM, how long running requests may finish; default 25
  */
 import { serve } from "@hono/node-server";
+import { readFile } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -43,6 +46,8 @@ import { loadOrComputeBasisInBackground } from "../pica/basis-worker.ts";
 import type { Basis } from "../pica/types.ts";
 import type { ExecutionProvider, OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { createRunnerApp } from "./app.ts";
+import { bytesPerTokenBound } from "./request-size.ts";
+import { assertUsableSecret } from "./runner-auth.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { ComputeGate } from "./compute-gate.ts";
 import { RunnerMetrics } from "./metrics.ts";
@@ -69,6 +74,7 @@ const { values } = parseArgs({
     "edge-url": { type: "string", default: env.RUNNER_EDGE_URL },
     "public-url": { type: "string", default: env.RUNNER_PUBLIC_URL },
     secret: { type: "string", default: env.RUNNER_SECRET },
+    "max-body-mb": { type: "string", default: env.RUNNER_MAX_BODY_MB },
     "jobs-dir": { type: "string", default: env.RUNNER_JOBS_DIR ?? join(process.cwd(), ".cache", "jobs") },
     "micro-batch-tokens": { type: "string", default: env.RUNNER_MICRO_BATCH_TOKENS ?? "64" },
     "training-wait-ms": { type: "string", default: env.RUNNER_TRAINING_WAIT_MS ?? "1000" },
@@ -147,7 +153,8 @@ async function main(): Promise<void> {
     if (basis === null) throw new BasisNotReadyError();
     return basis;
   };
-  const secret = values.secret ?? null;
+  const secret = values.secret || null;
+  if (secret !== null) assertUsableSecret(secret);
   const edgeUrl = values["edge-url"] ?? null;
   if (edgeUrl !== null && secret === null) throw new Error("--edge-url needs --secret (the control plane's runner secret)");
   const store = edgeUrl !== null ? new HttpAdapterStore({ baseUrl: edgeUrl, secret: secret! }) : new DirectoryAdapterStore(values["adapter-dir"]!);
@@ -190,7 +197,8 @@ async function main(): Promise<void> {
     gate,
     observer: metrics.observer,
   });
-  if (secret === null) console.error("no --secret: the internal API (adapters, training jobs) is off");
+  if (secret === null) console.error("no --secret: every route is open; for local use only (the internal API for adapters and training jobs is off)");
+  const bytesPerToken = bytesPerTokenBound(JSON.parse(await readFile(join(directory, "tokenizer.json"), "utf8")));
   await jobs.start();
   const modelId = directory.split(/[\\/]/).filter(Boolean).pop()!;
   const app = createRunnerApp({
@@ -201,10 +209,13 @@ async function main(): Promise<void> {
     knowsAdapter: () => true,
     prepareAdapter: async (id) => (await cache.acquire(id))(),
     metrics,
+    secret,
+    bytesPerToken,
+    ...(values["max-body-mb"] !== undefined ? { maxBodyBytes: integer("max-body-mb", values["max-body-mb"], 1) * 2 ** 20 } : {}),
     internal:
       secret === null
         ? null
-        : { secret, jobs, adapters: cache, publishAdapter, peft: () => ({ basis: readyBasis(), config, baseModelName: modelId, defaultRank: rank }) },
+        : { jobs, adapters: cache, publishAdapter, peft: () => ({ basis: readyBasis(), config, baseModelName: modelId, defaultRank: rank }) },
     health: () => ({
       adapters: { resident: cache.stats().resident },
       jobs: jobs.stats().byStatus,

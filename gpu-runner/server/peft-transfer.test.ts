@@ -11,6 +11,7 @@ import type { FloatTensor } from "../tensor.ts";
 import { gaussianAdapter, orthonormalBasis, smallConfig } from "../testing/pica-fixtures.ts";
 import { toApiError } from "./api-errors.ts";
 import { internalRoutes } from "./internal-routes.ts";
+import { runnerAuth } from "./runner-auth.ts";
 
 const config = smallConfig;
 const basis = orthonormalBasis(config, { rMax: 6, seed: 5 });
@@ -24,9 +25,10 @@ app.onError((error, c) => {
   const api = toApiError(error);
   return c.json(api.toBody(), api.status as 400);
 });
+app.use(runnerAuth(SECRET));
 app.route(
   "/internal",
-  internalRoutes({ secret: SECRET, jobs: null, adapters: null, publishAdapter: null, peft: { basis, config, baseModelName: "tiny-base", defaultRank: 4 } }),
+  internalRoutes({ jobs: null, adapters: null, publishAdapter: null, peft: { basis, config, baseModelName: "tiny-base", defaultRank: 4 } }),
 );
 
 const peftForm = (config: unknown, model: Uint8Array, extra: Record<string, string> = {}) => {

@@ -4,6 +4,9 @@
 import { z } from "zod";
 import { fromZodError } from "../errors.ts";
 
+/** Where a runner posts its heartbeat on the edge. */
+export const HEARTBEAT_PATH = "/internal/runners/heartbeat";
+
 /** Seconds between a runner's heartbeats (the edge drops a runner after several missed ones). */
 export const HEARTBEAT_INTERVAL_SECONDS = 10;
 

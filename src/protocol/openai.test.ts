@@ -33,7 +33,7 @@ describe("parseChatCompletionRequest", () => {
     expect(parseChatCompletionRequest(chat())).toEqual({
       model: BASE_MODEL_ID,
       adapter_id: undefined,
-      messages: [{ role: "user", content: "Hello", name: undefined }],
+      messages: [{ role: "user", content: "Hello", name: undefined, tool_calls: undefined, tool_call_id: undefined }],
       max_tokens: undefined,
       temperature: 1,
       top_p: 1,
@@ -45,7 +45,13 @@ describe("parseChatCompletionRequest", () => {
       include_usage: false,
       presence_penalty: 0,
       frequency_penalty: 0,
+      logit_bias: new Map(),
+      top_logprobs: null,
       user: undefined,
+      response_format: { type: "text" },
+      tools: [],
+      tool_choice: "none",
+      parallel_tool_calls: true,
     });
   });
 
@@ -117,10 +123,109 @@ describe("parseChatCompletionRequest", () => {
     expect(request).toMatchObject({ max_tokens: undefined, temperature: 1, stop: [], stream: false });
   });
 
-  it("ignores unknown top-level fields", () => {
-    const request = parseChatCompletionRequest(chat({ logit_bias: { 1: 2 }, metadata: { a: "b" }, store: false }));
-    expect(request).not.toHaveProperty("logit_bias");
-    expect(request).not.toHaveProperty("store");
+  it("refuses an unknown top-level field, naming it as OpenAI does", () => {
+    const error = rejection(() => parseChatCompletionRequest(chat({ temprature: 0.5 })));
+    expect(error.toBody().error).toEqual({
+      message: "Unrecognized request argument supplied: temprature",
+      type: "invalid_request_error",
+      param: "temprature",
+      code: "unknown_parameter",
+    });
+  });
+
+  it("reads logprobs, logit_bias, response formats and tools", () => {
+    const request = parseChatCompletionRequest(
+      chat({
+        logprobs: true,
+        top_logprobs: 3,
+        logit_bias: { "10": 5, "0": -100 },
+        response_format: { type: "json_schema", json_schema: { name: "answer", schema: { type: "object" }, strict: true } },
+        tools: [{ type: "function", function: { name: "lookup", parameters: { type: "object" } } }],
+        tool_choice: "none",
+        store: false,
+        service_tier: "auto",
+        prompt_cache_key: "k",
+      }),
+    );
+    expect(request.top_logprobs).toBe(3);
+    expect([...request.logit_bias]).toEqual([
+      [0, -100],
+      [10, 5],
+    ]);
+    expect(request.response_format).toEqual({ type: "json_schema", name: "answer", schema: { type: "object" }, strict: true });
+    expect(request.tools).toEqual([{ name: "lookup", description: undefined, parameters: { type: "object" }, strict: false }]);
+    expect(request.tool_choice).toBe("none");
+    expect(parseChatCompletionRequest(chat({ logprobs: true })).top_logprobs).toBe(0);
+    expect(parseChatCompletionRequest(chat({ logprobs: false })).top_logprobs).toBeNull();
+    expect(parseChatCompletionRequest(chat({ tools: [{ type: "function", function: { name: "f" } }] })).tool_choice).toBe("auto");
+  });
+
+  it("accepts tool calls and tool results in the conversation", () => {
+    const request = parseChatCompletionRequest(
+      chat({
+        messages: [
+          { role: "user", content: "Weather?" },
+          { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "weather", arguments: "{}" } }] },
+          { role: "tool", tool_call_id: "call_1", content: "sunny" },
+        ],
+      }),
+    );
+    expect(request.messages[1]).toMatchObject({ role: "assistant", content: "", tool_calls: [{ id: "call_1" }] });
+    expect(request.messages[2]).toMatchObject({ role: "tool", content: "sunny", tool_call_id: "call_1" });
+  });
+
+  it.each([
+    ["top_logprobs without logprobs", { top_logprobs: 2 }, "top_logprobs", "invalid_value"],
+    ["top_logprobs 21", { logprobs: true, top_logprobs: 21 }, "top_logprobs", "invalid_value"],
+    ["a logit_bias key that is no id", { logit_bias: { x: 1 } }, "logit_bias.x", "invalid_value"],
+    ["a logit_bias of 101", { logit_bias: { "5": 101 } }, "logit_bias.5", "invalid_value"],
+    ["tool_choice without tools", { tool_choice: "required" }, "tool_choice", "invalid_value"],
+    [
+      "tool_choice naming no tool",
+      { tools: [{ type: "function", function: { name: "a" } }], tool_choice: { type: "function", function: { name: "b" } } },
+      "tool_choice.function.name",
+      "invalid_value",
+    ],
+    [
+      "a tool offered twice",
+      {
+        tools: [
+          { type: "function", function: { name: "a" } },
+          { type: "function", function: { name: "a" } },
+        ],
+      },
+      "tools[1].function.name",
+      "invalid_value",
+    ],
+    ["a custom tool", { tools: [{ type: "custom", custom: { name: "a" } }] }, "tools[0].type", "invalid_value"],
+    [
+      "a schema without a name",
+      { response_format: { type: "json_schema", json_schema: { schema: {} } } },
+      "response_format.json_schema.name",
+      "missing_required_parameter",
+    ],
+    [
+      "JSON output with tools the model may call",
+      { response_format: { type: "json_object" }, tools: [{ type: "function", function: { name: "a" } }] },
+      "response_format",
+      "unsupported_parameter",
+    ],
+    ["a tool message without its call id", { messages: [{ role: "tool", content: "x" }] }, "messages[0].tool_call_id", "invalid_value"],
+    [
+      "a user message calling tools",
+      { messages: [{ role: "user", content: "x", tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: "{}" } }] }] },
+      "messages[0].tool_calls",
+      "invalid_value",
+    ],
+    ["store true", { store: true }, "store", "unsupported_parameter"],
+    ["audio output", { modalities: ["text", "audio"] }, "modalities", "unsupported_parameter"],
+    ["functions", { functions: [{ name: "f" }] }, "functions", "unsupported_parameter"],
+    ["stream obfuscation", { stream: true, stream_options: { include_obfuscation: true } }, "stream_options.include_obfuscation", "unsupported_parameter"],
+  ])("refuses %s with a 400 naming the field", (_name, extra, param, code) => {
+    const error = rejection(() => parseChatCompletionRequest(chat(extra)));
+    expect(error.status).toBe(400);
+    expect(error.param).toBe(param);
+    expect(error.code).toBe(code);
   });
 
   it.each([
@@ -160,7 +265,7 @@ describe("parseChatCompletionRequest", () => {
       {
         messages: [
           { role: "user", content: "x" },
-          { role: "tool", content: "y" },
+          { role: "robot", content: "y" },
         ],
       },
       "messages[1].role",
@@ -211,9 +316,11 @@ describe("parseCompletionRequest", () => {
   });
 
   it("shares sampling parsing with chat", () => {
-    const request = parseCompletionRequest(completion({ max_tokens: 4, stop: "x", n: 2, echo: false, best_of: 1 }));
-    expect(request).toMatchObject({ max_tokens: 4, stop: ["x"], n: 2, temperature: 1 });
-    expect(request).not.toHaveProperty("echo");
+    const request = parseCompletionRequest(completion({ max_tokens: 4, stop: "x", n: 2, echo: true, best_of: 2, suffix: "" }));
+    expect(request).toMatchObject({ max_tokens: 4, stop: ["x"], n: 2, temperature: 1, echo: true, top_logprobs: null });
+    expect(parseCompletionRequest(completion({ logprobs: 5 })).top_logprobs).toBe(5);
+    expect(parseCompletionRequest(completion({ logprobs: 0 })).top_logprobs).toBe(0);
+    expect(parseCompletionRequest(completion()).top_logprobs).toBeNull();
   });
 
   it.each([
@@ -225,6 +332,11 @@ describe("parseCompletionRequest", () => {
     ["mixed prompt list", { prompt: ["a", 1] }, "prompt[1]"],
     ["temperature 3", { temperature: 3 }, "temperature"],
     ["max_tokens 0", { max_tokens: 0 }, "max_tokens"],
+    ["logprobs 6", { logprobs: 6 }, "logprobs"],
+    ["best_of other than n", { best_of: 3, n: 2 }, "best_of"],
+    ["echo with logprobs", { echo: true, logprobs: 1 }, "echo"],
+    ["a suffix", { suffix: "end" }, "suffix"],
+    ["an unknown field", { max_token: 3 }, "max_token"],
   ])("rejects %s with a 400 naming the field", (_name, extra, param) => {
     const error = rejection(() => parseCompletionRequest(completion(extra)));
     expect(error.status).toBe(400);
@@ -262,7 +374,25 @@ describe("response schemas", () => {
     chatCompletionSchema.parse({
       ...header,
       object: "chat.completion",
-      choices: [{ index: 0, message: { role: "assistant", content: "Hi" }, finish_reason: "stop", logprobs: null }],
+      choices: [{ index: 0, message: { role: "assistant", content: "Hi", refusal: null }, finish_reason: "stop", logprobs: null }],
+      usage,
+    });
+    chatCompletionSchema.parse({
+      ...header,
+      object: "chat.completion",
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: "assistant",
+            content: null,
+            refusal: null,
+            tool_calls: [{ id: "call_1", type: "function", function: { name: "f", arguments: "{}" } }],
+          },
+          finish_reason: "tool_calls",
+          logprobs: { content: [{ token: "{", logprob: -0.1, bytes: [123], top_logprobs: [{ token: "{", logprob: -0.1, bytes: [123] }] }], refusal: null },
+        },
+      ],
       usage,
     });
     chatCompletionChunkSchema.parse({
@@ -275,7 +405,14 @@ describe("response schemas", () => {
     textCompletionSchema.parse({
       ...header,
       object: "text_completion",
-      choices: [{ index: 0, text: " a time", finish_reason: "length", logprobs: null }],
+      choices: [
+        {
+          index: 0,
+          text: " a time",
+          finish_reason: "length",
+          logprobs: { tokens: [" a", " time"], token_logprobs: [-1, -2], top_logprobs: [{ " a": -1 }, { " time": -2 }], text_offset: [0, 2] },
+        },
+      ],
       usage,
     });
     modelListSchema.parse({
@@ -288,7 +425,7 @@ describe("response schemas", () => {
     const body = {
       ...header,
       object: "chat.completion",
-      choices: [{ index: 0, message: { role: "assistant", content: "" }, finish_reason: "tool_calls", logprobs: null }],
+      choices: [{ index: 0, message: { role: "assistant", content: "", refusal: null }, finish_reason: "content_filter", logprobs: null }],
       usage,
     };
     expect(chatCompletionSchema.safeParse(body).success).toBe(false);

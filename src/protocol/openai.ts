@@ -1,23 +1,60 @@
 // The OpenAI-shaped public inference API: request schemas (which also normalise what clients
-// send into one shape the engine can use) and response schemas. Clients send many fields we do
-// not use; unknown keys are dropped, but a known key with a wrong type or value is a 400.
+// send into one shape the engine can use) and response schemas. Every top-level field of
+// OpenAI's chat-completions and completions requests is either honoured or refused with a 400
+// that names it; an unknown field is refused too, so nothing a client asks for is silently dropped.
 import { z } from "zod";
 import { BASE_MODEL_ID } from "../constants.ts";
 import { fromZodError } from "../errors.ts";
+import { chatLogprobsSchema, completionLogprobsSchema, MAX_CHAT_TOP_LOGPROBS, MAX_COMPLETION_LOGPROBS } from "./logprobs.ts";
+import {
+  type FunctionTool,
+  type ResponseFormat,
+  responseFormatSchema,
+  type ToolChoice,
+  toolCallSchema,
+  toolChoiceSchema,
+  toolsSchema,
+} from "./structured-output.ts";
 
 // Many clients send `null` for "not given"; treat it like an absent key.
 function optional<Schema extends z.ZodType>(schema: Schema) {
   return schema.nullish().transform((value) => value ?? undefined);
 }
 
+/**
+ * A field of OpenAI's API this platform does not implement: absent or null is fine, any other
+ * value is a 400 saying why (`code: "unsupported_parameter"`), unless `harmless` accepts it
+ * (a value that asks for what we do anyway, e.g. `store: false`).
+ */
+function unsupported(reason: string, harmless: (value: unknown) => boolean = () => false) {
+  return optional(
+    z.unknown().superRefine((value, ctx) => {
+      if (!harmless(value)) ctx.addIssue({ code: "custom", message: reason, params: { code: "unsupported_parameter" } });
+    }),
+  ).transform(() => undefined);
+}
+
 /** Most stop sequences a request may give (OpenAI's limit). */
 export const MAX_STOP_SEQUENCES = 4;
 /** Most choices one request may ask for. */
 export const MAX_CHOICES = 16;
+/** Most entries of `logit_bias`. */
+export const MAX_LOGIT_BIAS_ENTRIES = 1024;
 
 const stopSchema = z.union([z.string().min(1), z.array(z.string().min(1)).min(1).max(MAX_STOP_SEQUENCES)]);
 
-const streamOptionsSchema = z.object({ include_usage: optional(z.boolean()) });
+const streamOptionsSchema = z.strictObject({
+  include_usage: optional(z.boolean()),
+  // Padding that hides token lengths on the wire; asking for none is what we send anyway.
+  include_obfuscation: unsupported("stream obfuscation is not supported; send false or leave it out", (value) => value === false),
+});
+
+// Token ids (as strings: JSON keys) to a bias added to their logits; the runner checks the ids
+// against its vocabulary.
+const logitBiasSchema = z
+  .record(z.string().regex(/^(0|[1-9][0-9]{0,8})$/, "keys must be token ids"), z.number().min(-100).max(100))
+  .refine((bias) => Object.keys(bias).length <= MAX_LOGIT_BIAS_ENTRIES, `at most ${MAX_LOGIT_BIAS_ENTRIES} entries`)
+  .transform((bias) => new Map(Object.entries(bias).map(([id, value]) => [Number(id), value])));
 
 // Fields that /v1/chat/completions and /v1/completions share.
 const samplingFields = {
@@ -36,6 +73,8 @@ const samplingFields = {
   stream_options: optional(streamOptionsSchema),
   presence_penalty: optional(z.number().min(-2).max(2)),
   frequency_penalty: optional(z.number().min(-2).max(2)),
+  logit_bias: optional(logitBiasSchema),
+  /** An end-user id for abuse monitoring: accepted and never used for generation. */
   user: optional(z.string()),
 };
 
@@ -59,10 +98,18 @@ export interface SamplingParameters {
   include_usage: boolean;
   presence_penalty: number;
   frequency_penalty: number;
+  /** Token id → bias added to its logit; empty when none. */
+  logit_bias: Map<number, number>;
+  /** Alternatives to return per generated token; null: no log-probabilities at all. */
+  top_logprobs: number | null;
   user: string | undefined;
 }
 
-function normaliseSampling(raw: RawSampling, maxCompletionTokens: number | undefined, ctx: z.RefinementCtx): SamplingParameters {
+function normaliseSampling(
+  raw: RawSampling,
+  extra: { maxCompletionTokens: number | undefined; topLogprobs: number | null },
+  ctx: z.RefinementCtx,
+): SamplingParameters {
   if (raw.stream_options !== undefined && raw.stream !== true) {
     ctx.addIssue({
       code: "custom",
@@ -74,7 +121,7 @@ function normaliseSampling(raw: RawSampling, maxCompletionTokens: number | undef
     model: raw.model,
     adapter_id: raw.adapter_id,
     // `max_completion_tokens` replaced `max_tokens` in OpenAI's API; the newer name wins.
-    max_tokens: maxCompletionTokens ?? raw.max_tokens,
+    max_tokens: extra.maxCompletionTokens ?? raw.max_tokens,
     temperature: raw.temperature ?? 1,
     top_p: raw.top_p ?? 1,
     top_k: Math.max(0, raw.top_k ?? 0),
@@ -85,6 +132,8 @@ function normaliseSampling(raw: RawSampling, maxCompletionTokens: number | undef
     include_usage: raw.stream_options?.include_usage ?? false,
     presence_penalty: raw.presence_penalty ?? 0,
     frequency_penalty: raw.frequency_penalty ?? 0,
+    logit_bias: raw.logit_bias ?? new Map(),
+    top_logprobs: extra.topLogprobs,
     user: raw.user,
   };
 }
@@ -92,8 +141,8 @@ function normaliseSampling(raw: RawSampling, maxCompletionTokens: number | undef
 // ---------------------------------------------------------------------------------------------
 // POST /v1/chat/completions
 
-/** Who said a message. `developer` is OpenAI's newer name for `system`. */
-export const chatRoleSchema = z.enum(["system", "developer", "user", "assistant"]);
+/** Who said a message. `developer` is OpenAI's newer name for `system`; `tool` carries a call's result. */
+export const chatRoleSchema = z.enum(["system", "developer", "user", "assistant", "tool"]);
 export type ChatRole = z.infer<typeof chatRoleSchema>;
 
 const textContentPartSchema = z.object({
@@ -107,24 +156,92 @@ const messageContentSchema = z
   .transform((content) => (typeof content === "string" ? content : content.map((part) => part.text).join("\n")));
 
 /** One chat message with its content normalised to a string. */
-export const chatMessageSchema = z.object({
-  role: chatRoleSchema,
-  content: messageContentSchema,
-  name: optional(z.string()),
-});
+export const chatMessageSchema = z
+  .object({
+    role: chatRoleSchema,
+    // An assistant message that only calls tools has no content.
+    content: optional(messageContentSchema),
+    name: optional(z.string()),
+    tool_calls: optional(z.array(toolCallSchema).min(1)),
+    tool_call_id: optional(z.string().min(1)),
+  })
+  .superRefine((message, ctx) => {
+    if (message.content === undefined && !(message.role === "assistant" && message.tool_calls !== undefined)) {
+      // Reported as a missing field: only an assistant message that calls tools may leave it out.
+      ctx.addIssue({ code: "invalid_type", expected: "string", input: undefined, path: ["content"], message: "content is required" });
+    }
+    if (message.tool_calls !== undefined && message.role !== "assistant") {
+      ctx.addIssue({ code: "custom", path: ["tool_calls"], message: "only assistant messages call tools" });
+    }
+    if (message.role === "tool" && message.tool_call_id === undefined) {
+      ctx.addIssue({ code: "custom", path: ["tool_call_id"], message: "a tool message names the call it answers" });
+    }
+  })
+  .transform(({ content, ...message }) => ({ ...message, content: content ?? "" }));
 export type ChatMessage = z.output<typeof chatMessageSchema>;
 
 /** The body of `POST /v1/chat/completions`, normalised. */
 export const chatCompletionRequestSchema = z
-  .object({
+  .strictObject({
     ...samplingFields,
     messages: z.array(chatMessageSchema).min(1),
     max_completion_tokens: optional(z.int().min(1)),
+    logprobs: optional(z.boolean()),
+    top_logprobs: optional(z.int().min(0).max(MAX_CHAT_TOP_LOGPROBS)),
+    response_format: optional(responseFormatSchema),
+    tools: optional(toolsSchema),
+    tool_choice: optional(toolChoiceSchema),
+    parallel_tool_calls: optional(z.boolean()),
+    // Accepted, with no effect on the output: a key that groups prompts for OpenAI's prompt cache
+    // (every prompt here is computed afresh) and an end-user id for abuse monitoring, like `user`.
+    prompt_cache_key: optional(z.string()),
+    safety_identifier: optional(z.string()),
+    prompt_cache_retention: unsupported("prompt caching is not offered"),
+    prompt_cache_options: unsupported("prompt caching is not offered"),
+    moderation: unsupported("moderation is not offered"),
+    metadata: unsupported("metadata is kept only with stored completions, which are not supported"),
+    store: unsupported("stored completions are not supported; send false or leave it out", (value) => value === false),
+    service_tier: unsupported("service tiers are not offered; send 'auto' or 'default'", (value) => value === "auto" || value === "default"),
+    modalities: unsupported("only text output is supported", (value) => Array.isArray(value) && value.length === 1 && value[0] === "text"),
+    audio: unsupported("audio output is not supported"),
+    prediction: unsupported("predicted outputs are not supported"),
+    reasoning_effort: unsupported("reasoning effort applies to reasoning models only"),
+    verbosity: unsupported("verbosity is not supported"),
+    web_search_options: unsupported("web search is not supported"),
+    functions: unsupported("'functions' is deprecated; send 'tools'"),
+    function_call: unsupported("'function_call' is deprecated; send 'tool_choice'"),
   })
-  .transform(({ messages, max_completion_tokens, ...raw }, ctx) => ({
-    ...normaliseSampling(raw, max_completion_tokens, ctx),
-    messages,
-  }));
+  .transform((raw, ctx) => {
+    const { messages, max_completion_tokens, logprobs, top_logprobs, response_format, tools, tool_choice, parallel_tool_calls } = raw;
+    if (top_logprobs !== undefined && logprobs !== true) {
+      ctx.addIssue({ code: "custom", path: ["top_logprobs"], message: "'logprobs' must be true when 'top_logprobs' is given" });
+    }
+    const choice: ToolChoice = tool_choice ?? (tools !== undefined && tools.length > 0 ? "auto" : "none");
+    if (choice !== "none" && (tools === undefined || tools.length === 0)) {
+      ctx.addIssue({ code: "custom", path: ["tool_choice"], message: "'tool_choice' needs 'tools'" });
+    }
+    if (typeof choice === "object" && !tools?.some((tool) => tool.name === choice.name)) {
+      ctx.addIssue({ code: "custom", path: ["tool_choice", "function", "name"], message: `no tool is named '${choice.name}'` });
+    }
+    const format: ResponseFormat = response_format ?? { type: "text" };
+    if (format.type !== "text" && choice !== "none") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["response_format"],
+        message: "a JSON response format with tools the model may call is not supported; send tool_choice 'none' or leave out response_format",
+        params: { code: "unsupported_parameter" },
+      });
+    }
+    const sampling = normaliseSampling(raw, { maxCompletionTokens: max_completion_tokens, topLogprobs: logprobs === true ? (top_logprobs ?? 0) : null }, ctx);
+    return {
+      ...sampling,
+      messages,
+      response_format: format,
+      tools: (tools ?? []) satisfies FunctionTool[],
+      tool_choice: choice,
+      parallel_tool_calls: parallel_tool_calls ?? true,
+    };
+  });
 export type ChatCompletionRequest = z.output<typeof chatCompletionRequestSchema>;
 
 // ---------------------------------------------------------------------------------------------
@@ -150,8 +267,35 @@ const promptSchema = z
 
 /** The body of `POST /v1/completions`, normalised: `prompt` is always a list of prompts. */
 export const completionRequestSchema = z
-  .object({ ...samplingFields, prompt: promptSchema })
-  .transform(({ prompt, ...raw }, ctx) => ({ ...normaliseSampling(raw, undefined, ctx), prompt }));
+  .strictObject({
+    ...samplingFields,
+    prompt: promptSchema,
+    logprobs: optional(z.int().min(0).max(MAX_COMPLETION_LOGPROBS)),
+    echo: optional(z.boolean()),
+    // Generating more candidates than are returned and keeping the likeliest is not offered;
+    // asking for exactly `n` is what every request gets.
+    best_of: optional(z.int().min(1).max(MAX_CHOICES)),
+    suffix: unsupported("insertion (a suffix after the completion) is not supported", (value) => value === ""),
+  })
+  .transform(({ prompt, logprobs, echo, best_of, ...raw }, ctx) => {
+    if (best_of !== undefined && best_of !== (raw.n ?? 1)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["best_of"],
+        message: "only best_of equal to n is supported",
+        params: { code: "unsupported_parameter" },
+      });
+    }
+    if (echo === true && logprobs !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["echo"],
+        message: "echo with logprobs (the prompt's log-probabilities) is not supported",
+        params: { code: "unsupported_parameter" },
+      });
+    }
+    return { ...normaliseSampling(raw, { maxCompletionTokens: undefined, topLogprobs: logprobs ?? null }, ctx), prompt, echo: echo ?? false };
+  });
 export type CompletionRequest = z.output<typeof completionRequestSchema>;
 
 // ---------------------------------------------------------------------------------------------
@@ -180,8 +324,8 @@ export function resolveAdapterId(request: { model: string; adapter_id?: string |
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-/** Why generation ended: a stop sequence or end of sequence, or the token limit. */
-export const finishReasonSchema = z.enum(["stop", "length"]);
+/** Why generation ended: a stop sequence or end of sequence, the token limit, or a call of a tool. */
+export const finishReasonSchema = z.enum(["stop", "length", "tool_calls"]);
 export type FinishReason = z.infer<typeof finishReasonSchema>;
 
 /** Token counts for one request. */
@@ -205,9 +349,14 @@ export const chatCompletionSchema = z.object({
   choices: z.array(
     z.object({
       index: z.int().min(0),
-      message: z.object({ role: z.literal("assistant"), content: z.string() }),
+      message: z.object({
+        role: z.literal("assistant"),
+        content: z.string().nullable(),
+        refusal: z.null(),
+        tool_calls: z.array(toolCallSchema).optional(),
+      }),
       finish_reason: finishReasonSchema,
-      logprobs: z.null(),
+      logprobs: chatLogprobsSchema.nullable(),
     }),
   ),
   usage: usageSchema,
@@ -224,9 +373,13 @@ export const chatCompletionChunkSchema = z.object({
   choices: z.array(
     z.object({
       index: z.int().min(0),
-      delta: z.object({ role: z.literal("assistant").optional(), content: z.string().optional() }),
+      delta: z.object({
+        role: z.literal("assistant").optional(),
+        content: z.string().nullable().optional(),
+        tool_calls: z.array(toolCallSchema.extend({ index: z.int().min(0) })).optional(),
+      }),
       finish_reason: finishReasonSchema.nullable(),
-      logprobs: z.null(),
+      logprobs: chatLogprobsSchema.nullable(),
     }),
   ),
   usage: usageSchema.nullable().optional(),
@@ -242,7 +395,7 @@ export const textCompletionSchema = z.object({
       index: z.int().min(0),
       text: z.string(),
       finish_reason: finishReasonSchema.nullable(),
-      logprobs: z.null(),
+      logprobs: completionLogprobsSchema.nullable(),
     }),
   ),
   usage: usageSchema.nullable().optional(),

@@ -8,6 +8,43 @@ import { fromZodError } from "../errors.ts";
 export const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const ADAPTER_ID_PATTERN = /^[A-Za-z0-9:._/-]{1,200}$/;
 
+/**
+ * Every route of a runner that has a secret (public ones included) needs it in this header as
+ * `Bearer <secret>`; the runner sends it the same way on its callbacks and heartbeats to the edge.
+ */
+export const RUNNER_AUTH_HEADER = "authorization";
+export const RUNNER_AUTH_SCHEME = "Bearer";
+/** The `error.code` of a request refused for a missing or wrong runner secret. */
+export const INVALID_RUNNER_SECRET_CODE = "invalid_runner_secret";
+
+/** The headers that carry the runner secret. */
+export function runnerAuthorization(secret: string): Record<string, string> {
+  return { [RUNNER_AUTH_HEADER]: `${RUNNER_AUTH_SCHEME} ${secret}` };
+}
+
+/** The header of a blob's SHA-256 (64 hex digits), both ways. */
+export const CONTENT_SHA256_HEADER = "x-content-sha256";
+
+/**
+ * A runner's routes. Path builders take an id already encoded for a URL (`encodeURIComponent`);
+ * the runner registers the same builders with Hono's `:id` parameters.
+ */
+export const RUNNER_PATHS = {
+  chatCompletions: "/v1/chat/completions",
+  completions: "/v1/completions",
+  models: "/v1/models",
+  health: "/health",
+  metrics: "/metrics",
+  /** The control plane's routes; everything under it is internal. */
+  internal: "/internal",
+  adapters: "/internal/adapters",
+  adapter: <Id extends string>(id: Id) => `/internal/adapters/${id}` as const,
+  jobs: "/internal/jobs",
+  job: <Id extends string>(id: Id) => `/internal/jobs/${id}` as const,
+  cancelJob: <Id extends string>(id: Id) => `/internal/jobs/${id}/cancel` as const,
+  jobAdapter: <Id extends string>(id: Id) => `/internal/jobs/${id}/adapter` as const,
+} as const;
+
 const auto = <Schema extends z.ZodType>(schema: Schema) => z.union([z.literal("auto"), schema]).optional();
 
 /** Fine-tuning hyper-parameters: a number in range or "auto" (resolved by the trainer's rules). */
