@@ -9,8 +9,10 @@ import { serializeAdapter } from "../gpu-runner/pica/adapter-format.ts";
 import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
 import { randomAdapter } from "../gpu-runner/testing/random-adapters.ts";
 import { writeTinyCheckpoint } from "../gpu-runner/testing/tiny-checkpoints.ts";
+import { runnerAuthorization } from "../src/protocol/runner.ts";
 
 const SECRET = "process-test-secret";
+const auth = runnerAuthorization(SECRET);
 
 /** Starts `npm run runner` with `args` and resolves once it listens. */
 function startRunner(args: string[]): Promise<{ runner: ChildProcess; base: string }> {
@@ -81,12 +83,13 @@ describe("the runner process", () => {
   const chat = (model: string) =>
     fetch(`${base}/v1/chat/completions`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { ...auth, "content-type": "application/json" },
       body: JSON.stringify({ model, messages: [{ role: "user", content: "hello" }], max_tokens: 5, temperature: 0 }),
     });
 
   it("serves the base model and loads a stored adapter on first use", async () => {
-    expect(await (await fetch(`${base}/health`)).json()).toMatchObject({ status: "ok", model: "tiny" });
+    expect((await fetch(`${base}/health`)).status).toBe(401); // the secret guards every route
+    expect(await (await fetch(`${base}/health`, { headers: auth })).json()).toMatchObject({ status: "ok", model: "tiny" });
     expect((await chat("tiny")).status).toBe(200);
     const response = await chat("tenant-x");
     expect(response.status).toBe(200);
@@ -103,7 +106,7 @@ describe("the runner process", () => {
   });
 
   const internal = (path: string, init: RequestInit = {}) =>
-    fetch(`${base}/internal${path}`, { ...init, headers: { authorization: `Bearer ${SECRET}`, "content-type": "application/json", ...init.headers } });
+    fetch(`${base}/internal${path}`, { ...init, headers: { ...auth, "content-type": "application/json", ...init.headers } });
   const job = async (id: string) =>
     (await (await internal(`/jobs/${id}`)).json()) as { status: string; step: number; resumed_from_step: number | null; total_steps: number };
   async function until(what: string, check: () => Promise<boolean>): Promise<void> {
@@ -116,7 +119,7 @@ describe("the runner process", () => {
   const exitOf = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
 
   it("reports requests, tokens and adapters in /metrics", async () => {
-    const text = await (await fetch(`${base}/metrics`)).text();
+    const text = await (await fetch(`${base}/metrics`, { headers: auth })).text();
     expect(Number(/^runner_completion_tokens_total (\d+)/m.exec(text)![1])).toBeGreaterThanOrEqual(10);
     expect(Number(/^runner_adapters_resident (\d+)/m.exec(text)![1])).toBe(1);
     expect(text).toMatch(/^runner_requests_total\{route="\/v1\/chat\/completions",status="404"\} 1$/m);
