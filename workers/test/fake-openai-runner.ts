@@ -2,10 +2,13 @@
  * A scripted OpenAI-compatible runner for edge tests: answers /v1/chat/completions and
  * /v1/completions the way gpu-runner/server/app.ts does (SSE chunks, a usage chunk only when
  * asked, `[DONE]`), records what it was sent, and can be told to fail in the ways that matter to
- * the edge: refuse to connect, answer 5xx or 4xx, die mid-stream, or hold a chunk back.
+ * the edge: refuse to connect, answer 5xx or 4xx, die mid-stream, or hold a chunk back. Like a
+ * runner with a secret, it refuses (401) any request without the edge's runner secret, so every
+ * test that gets an answer through it proves the edge sent the secret.
  */
+import { env } from "cloudflare:test";
 import { PEFT_PATHS } from "../../src/protocol/runner.ts";
-import type { RunnerHandler } from "./fake-runners.ts";
+import { type RunnerHandler, withoutRunnerSecret } from "./fake-runners.ts";
 
 export type Behaviour =
   | { kind: "ok" }
@@ -27,6 +30,8 @@ export const FAKE_USAGE = { prompt_tokens: 7, completion_tokens: FAKE_PIECES.len
 export class FakeOpenAiRunner {
   readonly received: ReceivedRequest[] = [];
   cancelledStreams = 0; // streams the edge stopped reading (the client went away)
+  refusedSecrets = 0; // requests without the right runner secret
+  secret: string = env.RUNNER_SECRET; // the secret this runner was started with
   behaviour: Behaviour = { kind: "ok" };
 
   constructor(readonly origin: string) {}
@@ -34,6 +39,12 @@ export class FakeOpenAiRunner {
   /** The handler to pass to installFakeRunners. */
   readonly handler: RunnerHandler = async (request) => {
     const path = new URL(request.url).pathname;
+    const refused = withoutRunnerSecret(request, this.secret);
+    if (refused !== null) {
+      this.refusedSecrets++;
+      await request.body?.cancel();
+      return refused;
+    }
     if (path === PEFT_PATHS.import || path === PEFT_PATHS.export) {
       // Converts nothing: refuses every adapter the way a runner refuses one it cannot read.
       await request.body?.cancel();

@@ -2,7 +2,9 @@
  * Test doubles for runners: the worker under test runs in the same isolate as the tests, so its
  * outbound `fetch` can be routed to in-process handlers by origin. Anything else fails loudly.
  */
+import { env } from "cloudflare:test";
 import { vi } from "vitest";
+import { INVALID_RUNNER_SECRET_CODE, runnerAuthorization, RUNNER_AUTH_HEADER } from "../../src/protocol/runner.ts";
 
 export type RunnerHandler = (request: Request) => Response | Promise<Response>;
 
@@ -19,4 +21,11 @@ export function installFakeRunners(handlers: Record<string, RunnerHandler>): () 
     return handler(request);
   });
   return () => spy.mockRestore();
+}
+
+/** The runner's 401 (as runner-auth.ts answers it) when `request` lacks the runner secret (the edge's by default); null when it has it. */
+export function withoutRunnerSecret(request: Request, secret: string = env.RUNNER_SECRET): Response | null {
+  if (request.headers.get(RUNNER_AUTH_HEADER) === runnerAuthorization(secret)[RUNNER_AUTH_HEADER]) return null;
+  const error = { message: "The runner secret is wrong.", type: "authentication_error", param: null, code: INVALID_RUNNER_SECRET_CODE };
+  return Response.json({ error }, { status: 401, headers: { "www-authenticate": "Bearer" } });
 }

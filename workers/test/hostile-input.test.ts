@@ -42,6 +42,20 @@ describe("hostile input to the edge", () => {
     expect(await brokenPromise(Response.json({ error: { message: "m", type: "invalid_request_error" } }, { status: 400 }))).toBeNull();
   });
 
+  it("a model id with CR/LF or other characters no id has is a 404 naming the field, never a 5xx", async () => {
+    for (const id of ["a\r\nb", "ft:x\r\nSet-Cookie: y=1", "a\u0000b", "../../etc/passwd"]) {
+      for (const [path, body, param] of [
+        ["/v1/completions", { model: id, prompt: "hi" }, "model"],
+        ["/v1/chat/completions", { model: id, messages: [{ role: "user", content: "hi" }] }, "model"],
+        ["/v1/completions", { model: "x", adapter_id: id, prompt: "hi" }, "adapter_id"],
+      ] as const) {
+        const response = await call("POST", path, { key, json: body });
+        expect(response.status, `${path} ${JSON.stringify(id)}`).toBe(404);
+        expect(((await response.json()) as { error: Record<string, unknown> }).error).toMatchObject({ param, code: "model_not_found" });
+      }
+    }
+  }, 60_000);
+
   it("an empty change to a tenant's limits is a 400, not a failed update", async () => {
     const { tenantId } = await tenantWithKey();
     const response = await call("PATCH", `/admin/tenants/${tenantId}`, { headers: ADMIN, json: {} });

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { installFakeRunners, type RunnerHandler } from "./fake-runners.ts";
+import { installFakeRunners, type RunnerHandler, withoutRunnerSecret } from "./fake-runners.ts";
 import { call, consumeOnce, errorOf, tenantWithKey } from "./helpers.ts";
 import { createdJob, RUNNER_AUTH, sha256 } from "./fine-tuning-helpers.ts";
 import { forgetRunners } from "./inference-helpers.ts";
@@ -24,7 +24,7 @@ function runners(handler: RunnerHandler): string[] {
     const { origin, pathname } = new URL(request.url);
     const submitted = pathname === "/internal/jobs" ? ` ${((await request.clone().json()) as { id: string }).id}` : "";
     calls.push(`${request.method} ${origin}${pathname}${submitted}`);
-    return handler(request);
+    return withoutRunnerSecret(request) ?? handler(request);
   };
   restore = installFakeRunners({ "http://runner-a.test": record, "http://runner-b.test": record });
   return calls;
@@ -102,6 +102,10 @@ describe("the job state machine", () => {
     expect(failed.status).toBe("failed");
     expect(failed.error.code).toBe("runner_rejected");
     expect(failed.error.message).toContain("serving rank 16");
+    // The runner's reason, never its address or its internal routes.
+    expect(failed.error.message).not.toMatch(/runner-[ab]\.test|\/internal\/|http/);
+    const events = (await (await call("GET", `/v1/fine_tuning/jobs/${refused.id}/events`, { key })).json()) as { data: { message: string }[] };
+    for (const event of events.data) expect(event.message).not.toMatch(/runner-[ab]\.test|\/internal\/|http/);
     restore!();
 
     runners(() => new Response("overloaded", { status: 503 }));
@@ -144,7 +148,23 @@ describe("the job state machine", () => {
     const lost = await createdJob(key);
     await consumeOnce({ kind: "dispatch_job", jobId: lost.id });
     await postEvents(lost.id, [statusEvent(lost.id, "succeeded")]);
-    expect(await job(key, lost.id)).toMatchObject({ status: "failed", error: { code: "adapter_unavailable" } });
+    const failed = await job(key, lost.id);
+    expect(failed).toMatchObject({ status: "failed", error: { code: "adapter_unavailable" } });
+    expect(failed.error.message).not.toMatch(/runner-[ab]\.test|\/internal\/|http/);
+  });
+
+  it("shows a runner's failure without the addresses it names", async () => {
+    const { key } = await tenantWithKey();
+    runners(accepting);
+    const created = await createdJob(key);
+    await consumeOnce({ kind: "dispatch_job", jobId: created.id });
+    const download = `training_file: GET http://edge.test/internal/files/${created.training_file}/content answered 503`;
+    const failure = statusEvent(created.id, "failed", { error: { code: "invalid_training_file", message: download } });
+    await postEvents(created.id, [{ ...failure, message: `Job failed: ${download}` }]);
+    const failed = await job(key, created.id);
+    expect(failed.error).toMatchObject({ code: "invalid_training_file", message: "training_file: GET (address withheld) answered 503" });
+    const events = (await (await call("GET", `/v1/fine_tuning/jobs/${created.id}/events`, { key })).json()) as { data: { message: string }[] };
+    for (const event of events.data) expect(event.message).not.toMatch(/http|\/internal\//);
   });
 });
 

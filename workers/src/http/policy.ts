@@ -5,15 +5,14 @@
  * client can read.
  */
 import type { MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { requestId } from "hono/request-id";
-import { ApiError } from "../../../src/errors.ts";
+import { JSON_BODY_LIMIT, limitBody } from "../../../src/request-body.ts";
 import type { AppEnv } from "../env.ts";
 
 const MiB = 1024 * 1024;
 /** JSON APIs: far above any legitimate chat request, far below what would strain an isolate. */
-export const JSON_BODY_LIMIT = 1 * MiB;
+export { JSON_BODY_LIMIT };
 /** Training files, imported adapters and internal blob uploads (adapters, trainer state). */
 export const UPLOAD_BODY_LIMIT = 64 * MiB;
 
@@ -32,23 +31,7 @@ export function maxBodyBytes(method: string, path: string): number {
 
 /** Refuses a body over its route's limit with a 413 (by Content-Length at once, else while read). */
 export function limitBodies(): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
-    const maxSize = maxBodyBytes(c.req.method, c.req.path);
-    const limit = bodyLimit({
-      maxSize,
-      onError: (c) => {
-        const error = new ApiError(
-          413,
-          "invalid_request_error",
-          `The request body is larger than this route accepts (${maxSize} bytes).`,
-          null,
-          "request_too_large",
-        );
-        return c.json(error.toBody(), 413);
-      },
-    });
-    return limit(c, next);
-  };
+  return async (c, next) => limitBody(maxBodyBytes(c.req.method, c.req.path))(c, next);
 }
 
 /** CORS for the public API: any origin may call it with a bearer key (no cookies are involved). */

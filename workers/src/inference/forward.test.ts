@@ -17,7 +17,7 @@ describe("forwardToRunners", () => {
     const failures: string[] = [];
     const result = await forwardToRunners(
       [runner("http://hung.test"), runner("http://ok.test")],
-      { path: "/v1/completions", body: "{}", stream: true, requestId: "r1", headersTimeoutMs: 50 },
+      { path: "/v1/completions", body: "{}", runnerSecret: "s", stream: true, requestId: "r1", headersTimeoutMs: 50 },
       {
         failed: (r, failure) => failures.push(`${r.url}: ${failure.reason} (down: ${failure.down})`),
         succeeded: () => undefined,
@@ -36,7 +36,7 @@ describe("forwardToRunners", () => {
     const failures: string[] = [];
     const result = await forwardToRunners(
       [runner("http://gone.test"), runner("http://broken.test"), runner("http://ok.test")],
-      { path: "/v1/completions", body: "{}", stream: true, requestId: "r2" },
+      { path: "/v1/completions", body: "{}", runnerSecret: "s", stream: true, requestId: "r2" },
       {
         failed: (r, failure) => failures.push(`${r.url} down: ${failure.down}`),
         succeeded: () => undefined,

@@ -3,14 +3,18 @@
  * a 5xx, or a stream that breaks before its first byte counts against that runner and moves on to
  * the next; a 4xx is the runner's verdict on the request and goes back to the client as is.
  * A runner that cannot be reached at all (refused or reset connection) is reported as down, so
- * the edge takes it out at once instead of after several failures.
+ * the edge takes it out at once instead of after several failures. Every request carries the
+ * runner secret; a runner that refuses it is misconfigured, not the client's problem, so its 401
+ * counts against it like a 5xx and never reaches the client.
  */
 import { ApiError } from "../../../src/errors.ts";
+import { type RUNNER_PATHS, runnerAuthorization } from "../../../src/protocol/runner.ts";
 import type { RunnerInfo } from "../runners/registry.ts";
 
 export interface ForwardRequest {
-  path: "/v1/chat/completions" | "/v1/completions";
+  path: typeof RUNNER_PATHS.chatCompletions | typeof RUNNER_PATHS.completions;
   body: string; // JSON
+  runnerSecret: string; // sent as a bearer token: runners with a secret refuse every request without it
   stream: boolean;
   requestId: string;
   headersTimeoutMs?: number; // streams only; default HEADERS_TIMEOUT_MS
@@ -72,7 +76,7 @@ async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<F
   try {
     response = await fetch(`${runner.url}${request.path}`, {
       method: "POST",
-      headers: { "content-type": "application/json", "x-request-id": request.requestId },
+      headers: { ...runnerAuthorization(request.runnerSecret), "content-type": "application/json", "x-request-id": request.requestId },
       body: request.body,
       signal: hung.signal,
     });
@@ -85,6 +89,10 @@ async function tryRunner(runner: RunnerInfo, request: ForwardRequest): Promise<F
   if (response.status >= 500) {
     await response.body?.cancel();
     return { reason: `${runner.url} answered ${response.status}`, down: false };
+  }
+  if (response.status === 401) {
+    await response.body?.cancel();
+    return { reason: `${runner.url} refused the runner secret (401): RUNNER_SECRET differs between the edge and this runner`, down: false };
   }
   if (response.status >= 400) return { kind: "refused", runner, response };
   if (!request.stream || !(response.headers.get("content-type") ?? "").startsWith("text/event-stream")) {

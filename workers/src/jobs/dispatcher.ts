@@ -45,7 +45,8 @@ export async function dispatchJob(env: Env, jobId: string): Promise<void> {
   } catch (error) {
     if (error instanceof RunnerCallError && !error.retryable) {
       // The runner refused the job itself (e.g. a rank above what it serves): retrying cannot help.
-      const message = `A runner refused the job: ${error.message}`;
+      console.error(`job ${job.id}: ${error.message}`);
+      const message = `A runner refused the job: ${error.reason}`;
       await finishJob(env, job.id, "failed", { id: `${job.id}:edge:failed`, level: "error", message }, { code: "runner_rejected", message, param: null });
       return;
     }

@@ -14,7 +14,7 @@ import { adapterBlobKey } from "../storage/blob-keys.ts";
 import { enqueueWebhookEvent } from "../webhooks/events.ts";
 import { publicJob } from "./job-object.ts";
 import { isTerminal, type TerminalJobStatus } from "./job-status.ts";
-import { fetchAdapterFromRunner, runnerUrl } from "./runner-client.ts";
+import { fetchAdapterFromRunner, RunnerCallError, runnerUrl, withoutAddresses } from "./runner-client.ts";
 
 type OutcomeEnv = Pick<Env, "DB" | "BLOBS" | "TASKS" | "RUNNER_SECRET">;
 
@@ -33,8 +33,10 @@ export async function finishJob(
 }
 
 /** Records a runner's events and follows its status events (and trained tokens) on the job. */
-export async function applyRunnerEvents(env: OutcomeEnv, job: JobRow, events: JobEvent[]): Promise<void> {
+export async function applyRunnerEvents(env: OutcomeEnv, job: JobRow, reported: JobEvent[]): Promise<void> {
   const db = database(env.DB);
+  // Tenants read these events: a runner's message may name addresses (a download that failed).
+  const events = reported.map((event) => ({ ...event, message: withoutAddresses(event.message) }));
   await upsertRunnerEvents(db, job, events);
   const tokens = Math.max(-1, ...events.map((event) => (typeof event.data?.trained_tokens === "number" ? event.data.trained_tokens : -1)));
   if (tokens >= 0) await raiseTrainedTokens(db, job.id, Math.floor(tokens));
@@ -45,10 +47,10 @@ export async function applyRunnerEvents(env: OutcomeEnv, job: JobRow, events: Jo
     if (status === "running") {
       await moveJob(db, job.id, "running", { ...edgeEvent, message: "Fine-tuning job started" }, { startedAt: event.created_at });
     } else if (status === "failed") {
-      const reported = event.data?.error as { code?: unknown; message?: unknown } | null | undefined;
+      const failure = event.data?.error as { code?: unknown; message?: unknown } | null | undefined;
       const error = {
-        code: typeof reported?.code === "string" ? reported.code : "training_failed",
-        message: typeof reported?.message === "string" ? reported.message : event.message,
+        code: typeof failure?.code === "string" ? failure.code : "training_failed",
+        message: typeof failure?.message === "string" ? withoutAddresses(failure.message) : event.message,
         param: null,
       };
       await finishJob(env, job.id, "failed", { ...edgeEvent, level: "error" }, error);
@@ -84,13 +86,15 @@ async function recoverAdapter(env: OutcomeEnv, jobId: string): Promise<void> {
   if (job === null || isTerminal(job.status)) return;
   try {
     const url = job.runnerId === null ? null : await runnerUrl(db, job.runnerId);
-    if (url === null) throw new Error(`runner ${job.runnerId} is unknown`);
+    if (url === null) throw new Error("the runner that trained it is no longer known");
     const { bytes, sha256 } = await fetchAdapterFromRunner(url, env.RUNNER_SECRET, job.id);
     const actual = await sha256Hex(bytes);
     if (sha256 !== null && sha256 !== actual) throw new Error(`the adapter's sha256 is ${actual}, the runner states ${sha256}`);
     await storeFinishedAdapter(env, job, bytes, actual);
   } catch (error) {
-    const message = `The job finished on its runner but its adapter could not be retrieved: ${(error as Error).message}`;
+    console.error(`job ${job.id}: the adapter could not be fetched from runner ${job.runnerId}: ${(error as Error).message}`);
+    const reason = error instanceof RunnerCallError ? error.reason : withoutAddresses((error as Error).message);
+    const message = `The job finished on its runner but its adapter could not be retrieved: ${reason}`;
     await finishJob(env, job.id, "failed", { id: `${job.id}:edge:failed`, level: "error", message }, { code: "adapter_unavailable", message, param: null });
   }
 }

@@ -8,6 +8,7 @@
 import { Hono, type Context } from "hono";
 import { notFound, rateLimited } from "../../../src/errors.ts";
 import { parseChatCompletionRequest, parseCompletionRequest, usageSchema, type SamplingParameters, type Usage } from "../../../src/protocol/openai.ts";
+import { RUNNER_PATHS } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database, type Database } from "../db/client.ts";
@@ -25,14 +26,14 @@ import { rankByRendezvous } from "../runners/rendezvous.ts";
 
 // Per-route middleware, not `use()`: this app is mounted at /v1 beside other resources.
 export const inferenceRoutes = new Hono<AppEnv>();
-inferenceRoutes.post("/chat/completions", requireKey("inference"), (c) => complete(c, "/v1/chat/completions"));
-inferenceRoutes.post("/completions", requireKey("inference"), (c) => complete(c, "/v1/completions"));
+inferenceRoutes.post("/chat/completions", requireKey("inference"), (c) => complete(c, RUNNER_PATHS.chatCompletions));
+inferenceRoutes.post("/completions", requireKey("inference"), (c) => complete(c, RUNNER_PATHS.completions));
 
 const DEFAULT_LIMITS: TenantLimits = { requestsPerMinute: 600, concurrentStreams: 16 };
 
 async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promise<Response> {
   const body = (await jsonBody(c)) as Record<string, unknown>;
-  const request: SamplingParameters = path === "/v1/chat/completions" ? parseChatCompletionRequest(body) : parseCompletionRequest(body);
+  const request: SamplingParameters = path === RUNNER_PATHS.chatCompletions ? parseChatCompletionRequest(body) : parseCompletionRequest(body);
   const { tenantId } = c.get("caller");
   const db = database(c.env.DB);
   const requestId = c.get("requestId"); // set for every request in index.ts; also on the response
@@ -61,7 +62,11 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
 
   let result: ForwardResult;
   try {
-    result = await forwardToRunners(ranked, { path, body: runnerBody(body, request), stream: request.stream, requestId }, runnerHealth(c, db));
+    result = await forwardToRunners(
+      ranked,
+      { path, body: runnerBody(body, request), runnerSecret: c.env.RUNNER_SECRET, stream: request.stream, requestId },
+      runnerHealth(c, db),
+    );
   } catch (error) {
     c.executionCtx.waitUntil(release());
     throw error;

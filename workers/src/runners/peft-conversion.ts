@@ -5,7 +5,15 @@
  * and goes back to the tenant as is.
  */
 import { ApiError } from "../../../src/errors.ts";
-import { PEFT_IMPORT_REPORT_HEADER, PEFT_PARTS, PEFT_PATHS, peftImportReportSchema, type PeftImportReport } from "../../../src/protocol/runner.ts";
+import {
+  CONTENT_SHA256_HEADER,
+  PEFT_IMPORT_REPORT_HEADER,
+  PEFT_PARTS,
+  PEFT_PATHS,
+  peftImportReportSchema,
+  runnerAuthorization,
+  type PeftImportReport,
+} from "../../../src/protocol/runner.ts";
 import { sha256Hex } from "../auth/keys.ts";
 import type { Database } from "../db/client.ts";
 import { clearRunnerFailures, recordRunnerFailure } from "../db/queries/runners.ts";
@@ -28,11 +36,11 @@ export async function importPeftOnRunner(env: Env, db: Database, upload: PeftUpl
     form.append(PEFT_PARTS.model, upload.adapterModel, "adapter_model.safetensors");
     if (upload.rank !== undefined) form.append("rank", String(upload.rank));
     form.append("sharing", upload.sharing);
-    const response = await fetch(`${runner.url}${PEFT_PATHS.import}`, { method: "POST", headers: runnerAuth(env), body: form });
+    const response = await fetch(`${runner.url}${PEFT_PATHS.import}`, { method: "POST", headers: runnerAuthorization(env.RUNNER_SECRET), body: form });
     if (!response.ok) return response;
     const bytes = new Uint8Array(await response.arrayBuffer());
     const sha256 = await sha256Hex(bytes);
-    if (sha256 !== response.headers.get("x-content-sha256")) return `${runner.url} sent an adapter whose sha256 does not match its header`;
+    if (sha256 !== response.headers.get(CONTENT_SHA256_HEADER)) return `${runner.url} sent an adapter whose sha256 does not match its header`;
     const report = peftImportReportSchema.safeParse(JSON.parse(response.headers.get(PEFT_IMPORT_REPORT_HEADER) ?? "null"));
     if (!report.success) return `${runner.url} sent no valid ${PEFT_IMPORT_REPORT_HEADER}`;
     return { bytes, sha256, report: report.data };
@@ -45,7 +53,7 @@ export async function exportPeftOnRunner(env: Env, db: Database, adapter: { byte
   const { files } = await onFirstRunner(db, runners, "export", async (runner) => {
     const response = await fetch(`${runner.url}${PEFT_PATHS.export}`, {
       method: "POST",
-      headers: { ...runnerAuth(env), "content-type": "application/octet-stream" },
+      headers: { ...runnerAuthorization(env.RUNNER_SECRET), "content-type": "application/octet-stream" },
       body: adapter.bytes,
     });
     if (!response.ok) {
@@ -95,8 +103,4 @@ async function refusal(response: Response): Promise<ApiError> {
   const body = (await response.json().catch(() => null)) as { error?: { message?: string; param?: string | null; code?: string | null } } | null;
   const error = body?.error;
   return new ApiError(response.status, "invalid_request_error", error?.message ?? "The runner refused the adapter.", error?.param ?? null, error?.code ?? null);
-}
-
-function runnerAuth(env: Env): Record<string, string> {
-  return { authorization: `Bearer ${env.RUNNER_SECRET}` };
 }
