@@ -186,6 +186,7 @@ export interface ClosedLoopOptions {
   warmupMs: number;
   windowMs: number;
   onWindow?: (edge: "open" | "close") => void; // e.g. to read CPU counters over the same window
+  headers?: Record<string, string>; // sent with every request (e.g. a runner's secret)
 }
 
 /**
@@ -204,7 +205,7 @@ export async function closedLoop(baseUrl: string, next: () => LoadRequest, optio
 
   const client = async () => {
     while (!controller.signal.aborted) {
-      const completion = await streamCompletion(baseUrl, next(), controller.signal);
+      const completion = await streamCompletion(baseUrl, next(), controller.signal, options.headers);
       for (const time of completion.chunkTimes) if (time >= windowStart && time < windowEnd) tokens++;
       if (completion.aborted) break;
       if (completion.error !== null) {
@@ -238,7 +239,7 @@ export async function poissonLoad(
   baseUrl: string,
   next: () => LoadRequest,
   rng: Rng,
-  options: { ratePerSecond: number; durationMs: number },
+  options: { ratePerSecond: number; durationMs: number; headers?: Record<string, string> },
 ): Promise<StreamedCompletion[]> {
   const start = performance.now();
   const pending: Promise<StreamedCompletion>[] = [];
@@ -246,7 +247,7 @@ export async function poissonLoad(
     const request = next();
     const wait = start + at - performance.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    pending.push(streamCompletion(baseUrl, request));
+    pending.push(streamCompletion(baseUrl, request, undefined, options.headers));
   }
   return Promise.all(pending);
 }

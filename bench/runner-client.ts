@@ -1,13 +1,15 @@
 /**
  * What a bench asks a running runner besides completions: whether it is idle, how many adapters
- * it holds, and the internal training-job API (bearer secret) used to train during a load.
+ * it holds, and the internal training-job API used to train during a load. A runner started with
+ * a secret needs it on every route: pass `runnerAuthorization(secret)` as `headers`.
  */
+import { RUNNER_PATHS, runnerAuthorization } from "../src/protocol/runner.ts";
 
 /** Resolves once the runner reports no running and no waiting requests (or after `timeoutMs`). */
-export async function waitForIdle(baseUrl: string, timeoutMs = 15_000): Promise<boolean> {
+export async function waitForIdle(baseUrl: string, headers: Record<string, string> = {}, timeoutMs = 15_000): Promise<boolean> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
-    const health = (await (await fetch(`${baseUrl}/health`)).json()) as { running?: number; waiting?: number };
+    const health = (await (await fetch(`${baseUrl}${RUNNER_PATHS.health}`, { headers })).json()) as { running?: number; waiting?: number };
     if (health.running === undefined || health.waiting === undefined) {
       // This runner does not say; give aborted requests a moment to release their rows.
       await sleep(300);
@@ -30,8 +32,8 @@ export interface ResidentAdapters {
  * when it has one, else a count in /health, else the adapters /v1/models lists (those the engine
  * has registered). Throws when none of them says, rather than guessing.
  */
-export async function readResidentAdapters(baseUrl: string): Promise<ResidentAdapters> {
-  const metrics = await fetch(`${baseUrl}/metrics`);
+export async function readResidentAdapters(baseUrl: string, headers: Record<string, string> = {}): Promise<ResidentAdapters> {
+  const metrics = await fetch(`${baseUrl}${RUNNER_PATHS.metrics}`, { headers });
   if (metrics.ok) {
     const text = await metrics.text();
     const match = /^runner_adapters_resident(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$/m.exec(text);
@@ -39,12 +41,12 @@ export async function readResidentAdapters(baseUrl: string): Promise<ResidentAda
   } else {
     await metrics.body?.cancel();
   }
-  const health = (await (await fetch(`${baseUrl}/health`)).json()) as Record<string, unknown>;
+  const health = (await (await fetch(`${baseUrl}${RUNNER_PATHS.health}`, { headers })).json()) as Record<string, unknown>;
   const fromHealth = [health.adapters_resident, health.resident_adapters, (health.adapters as { resident?: unknown } | undefined)?.resident].find(
     (value): value is number => typeof value === "number",
   );
   if (fromHealth !== undefined) return { count: fromHealth, source: "health" };
-  const models = await fetch(`${baseUrl}/v1/models`);
+  const models = await fetch(`${baseUrl}${RUNNER_PATHS.models}`, { headers });
   if (models.ok) {
     const { data } = (await models.json()) as { data?: { owned_by?: string }[] };
     if (Array.isArray(data)) return { count: data.filter((model) => model.owned_by !== "system").length, source: "models" };
@@ -70,17 +72,17 @@ export class InternalApi {
 
   /** Submits a training job: `POST /internal/jobs`. Throws with the status and body on refusal. */
   async submitJob(body: Record<string, unknown>): Promise<TrainingJob> {
-    return this.call("POST", "/internal/jobs", body);
+    return this.call("POST", RUNNER_PATHS.jobs, body);
   }
 
   /** A job's state: `GET /internal/jobs/{id}`. */
   async job(id: string): Promise<TrainingJob> {
-    return this.call("GET", `/internal/jobs/${encodeURIComponent(id)}`);
+    return this.call("GET", RUNNER_PATHS.job(encodeURIComponent(id)));
   }
 
   /** Cancels a job: `POST /internal/jobs/{id}/cancel`. */
   async cancelJob(id: string): Promise<TrainingJob> {
-    return this.call("POST", `/internal/jobs/${encodeURIComponent(id)}/cancel`);
+    return this.call("POST", RUNNER_PATHS.cancelJob(encodeURIComponent(id)));
   }
 
   /** Polls a job until `done` holds for it; throws after `timeoutMs` or if it ends otherwise. */
@@ -100,7 +102,7 @@ export class InternalApi {
   private async call(method: string, path: string, body?: Record<string, unknown>): Promise<TrainingJob> {
     const response = await fetch(`${this.baseUrl}${path}`, {
       method,
-      headers: { authorization: `Bearer ${this.secret}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      headers: { ...runnerAuthorization(this.secret), ...(body !== undefined ? { "content-type": "application/json" } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await response.text();

@@ -19,6 +19,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_MODEL_ID } from "../src/constants.ts";
+import { runnerAuthorization } from "../src/protocol/runner.ts";
 import { DirectoryAdapterStore } from "../gpu-runner/adapters/adapter-store.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
 import { SHIPPED_MODEL_DIRECTORY } from "../gpu-runner/model/shipped-model.ts";
@@ -54,6 +55,9 @@ const CLIENTS = 2 * MAX_BATCH; // closed loop: enough to keep every row busy
 const ALPHA = 1; // adapter popularity ∝ 1/(i+1)^ALPHA
 const RANGES: WorkloadRanges = { promptChars: [24, 56], maxTokens: [16, 56] };
 const PRIME_CONCURRENCY = MAX_BATCH;
+// The runner is started with this secret, and every route needs it (drawn per run: never on disk).
+const RUNNER_SECRET = randomBytes(24).toString("hex");
+const AUTH = runnerAuthorization(RUNNER_SECRET);
 
 const THROUGHPUT_ROUNDS = 12; // many short rounds: the medians shrug off bursts of other work on the machine
 const WARMUP_MS = 500; // lets the batch fill before the window opens
@@ -89,7 +93,6 @@ interface ThroughputRounds {
 export async function runServeBench(): Promise<Record<string, unknown>> {
   const started = performance.now();
   const directory = await mkdtemp(join(tmpdir(), "pica-serve-bench-"));
-  const secret = randomBytes(24).toString("hex");
   let runner: RunnerProcess | null = null;
   try {
     const adapterDirectory = join(directory, "adapters");
@@ -112,7 +115,7 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
         "--max-adapters",
         String(ADAPTERS + 200),
       ],
-      env: { RUNNER_SECRET: secret }, // not a flag, so it stays out of the process list
+      env: { RUNNER_SECRET }, // not a flag, so it stays out of the process list
     });
     const url = runner.url;
     progress(`runner at ${url}; loading all ${ADAPTERS} adapters with one-token requests…`);
@@ -137,7 +140,7 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
       `latency: Poisson arrivals at ${rate.toFixed(2)} req/s (${LOAD_FRACTION} × base capacity ${baseRequestsPerSecond.toFixed(2)} req/s), ${LATENCY_ROUNDS} rounds × ${LATENCY_MS} ms…`,
     );
     const latency = await measureLatency(url, settings, source, rate, errors);
-    const training = await latencyUnderTraining(url, new InternalApi(url, secret), (seed) => source(settings[2], seed), rate, errors);
+    const training = await latencyUnderTraining(url, new InternalApi(url, RUNNER_SECRET), (seed) => source(settings[2], seed), rate, errors);
     const resident = await residentAdapters(url); // after every setting: none was evicted on the way
 
     const figures: Record<string, unknown> = {
@@ -190,8 +193,8 @@ export async function runServeBench(): Promise<Record<string, unknown>> {
 /** Closed-loop rounds at saturation; settings rotate each round on the same warm runner. */
 async function measureThroughput(url: string, settings: Setting[], source: RequestSourceOf, pids: number[], errors: string[]): Promise<ThroughputRounds> {
   progress(`throughput: ${THROUGHPUT_ROUNDS} rounds × ${settings.length} settings, ${CLIENTS} closed-loop clients, ${WINDOW_MS} ms windows…`);
-  await closedLoop(url, source(settings[settings.length - 1], SEED - 1), { clients: CLIENTS, warmupMs: 0, windowMs: 2000 }); // warm-up, not measured
-  await waitForIdle(url);
+  await closedLoop(url, source(settings[settings.length - 1], SEED - 1), { clients: CLIENTS, warmupMs: 0, windowMs: 2000, headers: AUTH }); // warm-up, not measured
+  await waitForIdle(url, AUTH);
   const perSetting = () => new Map(settings.map((s) => [s.name, [] as number[]]));
   const rounds: ThroughputRounds = {
     tokensPerSecond: perSetting(),
@@ -204,7 +207,7 @@ async function measureThroughput(url: string, settings: Setting[], source: Reque
     for (const setting of rotated(settings, r)) {
       const ticks: Record<"open" | "close", CpuTicks | null> = { open: null, close: null };
       const onWindow = (edge: "open" | "close") => (ticks[edge] = readCpuTicks(pids));
-      const result = await closedLoop(url, source(setting, SEED + r), { clients: CLIENTS, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, onWindow });
+      const result = await closedLoop(url, source(setting, SEED + r), { clients: CLIENTS, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, onWindow, headers: AUTH });
       errors.push(...result.errors);
       rounds.tokensPerSecond.get(setting.name)!.push((result.tokens * 1000) / result.windowMs);
       rounds.requestsPerSecond.get(setting.name)!.push((result.requests * 1000) / result.windowMs);
@@ -213,7 +216,7 @@ async function measureThroughput(url: string, settings: Setting[], source: Reque
       if (runnerCpuSeconds !== null && runnerCpuSeconds > 0) rounds.tokensPerRunnerCpuSecond.get(setting.name)!.push(result.tokens / runnerCpuSeconds);
       const others = otherProcessCores(ticks.open, ticks.close);
       if (others !== null) rounds.otherCores.push(others);
-      if (!(await waitForIdle(url))) throw new Error(`the runner did not go idle after the ${setting.name} window of round ${r + 1}`);
+      if (!(await waitForIdle(url, AUTH))) throw new Error(`the runner did not go idle after the ${setting.name} window of round ${r + 1}`);
     }
     const last = (figures: Map<SettingName, number[]>, name: SettingName) => figures.get(name)!.at(-1)?.toFixed(0) ?? "?";
     const busy =
@@ -265,7 +268,7 @@ async function primeAdapters(url: string, ids: string[]): Promise<void> {
   const worker = async () => {
     while (next < ids.length) {
       const id = ids[next++];
-      const completion = await streamCompletion(url, { model: id, prompt: "Ada had a", maxTokens: 1 });
+      const completion = await streamCompletion(url, { model: id, prompt: "Ada had a", maxTokens: 1 }, undefined, AUTH);
       if (completion.error !== null) throw new Error(`loading adapter ${id} failed: ${completion.error}`);
     }
   };
@@ -275,16 +278,16 @@ async function primeAdapters(url: string, ids: string[]): Promise<void> {
 
 /** The runner's resident adapter count; fails loudly if the runner cannot say. */
 async function residentAdapters(url: string): Promise<ResidentAdapters> {
-  const resident = await readResidentAdapters(url);
+  const resident = await readResidentAdapters(url, AUTH);
   progress(`resident adapters: ${resident.count} (from ${resident.source})`);
   return resident;
 }
 
 /** One Poisson latency run of LATENCY_MS, waiting for the runner to drain afterwards. */
 async function poissonRun(url: string, next: () => LoadRequest, seed: number, rate: number, errors: string[]): Promise<StreamedCompletion[]> {
-  const completions = await poissonLoad(url, next, new Rng(seed), { ratePerSecond: rate, durationMs: LATENCY_MS });
+  const completions = await poissonLoad(url, next, new Rng(seed), { ratePerSecond: rate, durationMs: LATENCY_MS, headers: AUTH });
   errors.push(...completions.flatMap((c) => (c.error !== null ? [c.error] : [])));
-  await waitForIdle(url);
+  await waitForIdle(url, AUTH);
   return completions.filter((c) => c.error === null);
 }
 

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HEARTBEAT_INTERVAL_SECONDS } from "../src/protocol/heartbeat.ts";
+import { runnerAuthorization } from "../src/protocol/runner.ts";
 import { startRunner, type RunnerProcess } from "./runner-process.ts";
 import { applyLocalMigrations, freePort, startWrangler, type WranglerProcess } from "./wrangler-process.ts";
 
@@ -126,7 +127,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 async function heartbeatsArrived(edgeUrl: string, secret: string, urls: string[]): Promise<void> {
   const deadline = Date.now() + (HEARTBEAT_INTERVAL_SECONDS + 20) * 1000;
   for (;;) {
-    const listed = await fetch(`${edgeUrl}/internal/runners`, { headers: { authorization: `Bearer ${secret}` } })
+    const listed = await fetch(`${edgeUrl}/internal/runners`, { headers: runnerAuthorization(secret) })
       .then((response) => response.json() as Promise<{ data: { url: string; last_heartbeat: number }[] }>)
       .catch(() => ({ data: [] }));
     const heard = new Set(listed.data.filter((row) => row.last_heartbeat > 0).map((row) => row.url));

@@ -17,6 +17,7 @@ import { Rng } from "../gpu-runner/random.ts";
 import { BASE_MODEL_ID } from "../src/constants.ts";
 import { PicaClient, type FineTuningJob, type JobEvent } from "../src/client/pica-client.ts";
 import { readSseData, SSE_DONE } from "../src/protocol/sse.ts";
+import { RUNNER_PATHS, runnerAuthorization } from "../src/protocol/runner.ts";
 import type { Cluster, ClusterRunner } from "./cluster.ts";
 
 export interface FaultContext {
@@ -287,7 +288,7 @@ async function streamCompletion(
 /** The runner with a request running right now, if any. */
 async function servingRunner(cluster: Cluster): Promise<ClusterRunner | null> {
   for (const runner of cluster.runners) {
-    const health = await fetch(`${runner.url}/health`).then(
+    const health = await fetch(`${runner.url}${RUNNER_PATHS.health}`, { headers: runnerAuthorization(cluster.secrets.RUNNER_SECRET) }).then(
       (r) => r.json() as Promise<{ running?: number }>,
       () => null,
     );
@@ -299,9 +300,7 @@ async function servingRunner(cluster: Cluster): Promise<ClusterRunner | null> {
 /** The runner that holds the job, running. */
 async function jobRunner(cluster: Cluster, jobId: string): Promise<ClusterRunner | null> {
   for (const runner of cluster.runners) {
-    const response = await fetch(`${runner.url}/internal/jobs/${jobId}`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } }).catch(
-      () => null,
-    );
+    const response = await fetch(`${runner.url}${RUNNER_PATHS.job(jobId)}`, { headers: runnerAuthorization(cluster.secrets.RUNNER_SECRET) }).catch(() => null);
     if (response?.status === 200 && ((await response.json()) as { status: string }).status === "running") return runner;
     await response?.body?.cancel();
   }
@@ -310,18 +309,16 @@ async function jobRunner(cluster: Cluster, jobId: string): Promise<ClusterRunner
 
 /** A runner's own record of a job (null: unreachable or unknown there). */
 async function runnerJob(cluster: Cluster, runner: ClusterRunner, jobId: string): Promise<{ status: string; error: { code: string } | null } | null> {
-  const response = await fetch(`${runner.url}/internal/jobs/${jobId}`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } }).catch(
-    () => null,
-  );
+  const response = await fetch(`${runner.url}${RUNNER_PATHS.job(jobId)}`, { headers: runnerAuthorization(cluster.secrets.RUNNER_SECRET) }).catch(() => null);
   if (response?.status !== 200) return null;
   return (await response.json()) as { status: string; error: { code: string } | null };
 }
 
 /** Whether the edge routes to the runner at `url` now (null: it has no row for it). */
 async function inRotation(cluster: Cluster, url: string): Promise<boolean | null> {
-  const listed = (await (
-    await fetch(`${cluster.edgeUrl}/internal/runners`, { headers: { authorization: `Bearer ${cluster.secrets.RUNNER_SECRET}` } })
-  ).json()) as { data: { url: string; in_rotation: boolean }[] };
+  const listed = (await (await fetch(`${cluster.edgeUrl}/internal/runners`, { headers: runnerAuthorization(cluster.secrets.RUNNER_SECRET) })).json()) as {
+    data: { url: string; in_rotation: boolean }[];
+  };
   return listed.data.find((row) => row.url === url)?.in_rotation ?? null;
 }
 

@@ -76,7 +76,7 @@ async function main(): Promise<void> {
     console.log(
       [
         "",
-        `PiCa platform running: ${edgeUrl} (runner ${cluster.runners[0].url}, data in ${directory})`,
+        `PiCa platform running: ${edgeUrl} (runner ${cluster.runners[0].url}, which needs RUNNER_SECRET of ${cluster.secretsFile}; data in ${directory})`,
         `development tenant ${tenant.tenantId}, API key: ${tenant.key}`,
         `API description: ${edgeUrl}/docs`,
         "",
