@@ -12,6 +12,7 @@ declare namespace Cloudflare {
 		RUNNER_URLS: string;
 		PUBLIC_URL: string;
 		BASE_MODEL: string;
+		CHECKPOINTS_KEPT: string;
 		RUNNER_SECRET: string;
 		ADMIN_TOKEN: string;
 		LIMITER: DurableObjectNamespace<import("./src/index").TenantLimiter>;

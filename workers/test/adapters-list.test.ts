@@ -35,8 +35,8 @@ describe("GET /v1/adapters", () => {
     }
     expect(seen).toEqual([5, 4, 3, 2, 1].map((i) => `ft:pica-base-4m:${tenantId}::job${i}`));
     const foreignCursor = await call("GET", `/v1/adapters?after=${encodeURIComponent(`ft:pica-base-4m:${other.tenantId}::other`)}`, { key });
-    expect(foreignCursor.status).toBe(404);
-    expect((await errorOf(foreignCursor)).param).toBe("after");
+    expect(foreignCursor.status).toBe(400);
+    expect(await errorOf(foreignCursor)).toMatchObject({ type: "invalid_request_error", param: "after", code: "invalid_cursor" });
     expect((await errorOf(await call("GET", "/v1/adapters?limit=0", { key }))).param).toBe("limit");
   });
 });

@@ -129,7 +129,9 @@ describe("files", () => {
     expect(broken.status).toBe(400);
     expect((await call("GET", "/v1/files?limit=0", { key })).status).toBe(400);
     expect((await call("GET", "/v1/files?limit=abc", { key })).status).toBe(400);
-    expect((await call("GET", "/v1/files?after=file-nope", { key })).status).toBe(404);
+    const unknownCursor = await call("GET", "/v1/files?after=file-nope", { key });
+    expect(unknownCursor.status).toBe(400);
+    expect((await errorOf(unknownCursor)).param).toBe("after");
     expect((await call("GET", "/v1/files", { key: "nonsense" })).status).toBe(401);
     const inferenceOnly = await tenantWithKey(["inference"]);
     expect((await call("GET", "/v1/files", { key: inferenceOnly.key })).status).toBe(403);

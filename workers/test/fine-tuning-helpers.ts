@@ -46,3 +46,13 @@ export async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/** The runner's checkpoint callback for `step` of a job (bytes default to a few derived from the step); the raw response. */
+export async function putCheckpoint(jobId: string, step: number, bytes = new Uint8Array([step % 251, 1, 2])): Promise<Response> {
+  return call("PUT", `/internal/jobs/${jobId}/checkpoints/${step}`, { headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(bytes) }, body: bytes });
+}
+
+/** The runner's finished-adapter callback of a job (the job succeeds); the raw response. */
+export async function putFinishedAdapter(jobId: string, bytes = new Uint8Array([7, 7, 7])): Promise<Response> {
+  return call("PUT", `/internal/jobs/${jobId}/adapter`, { headers: { ...RUNNER_AUTH, "x-content-sha256": await sha256(bytes) }, body: bytes });
+}

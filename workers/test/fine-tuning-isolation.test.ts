@@ -27,14 +27,12 @@ describe("tenant isolation of files, jobs and adapters", () => {
       ["GET", `/v1/files/${job.training_file}`],
       ["GET", `/v1/files/${job.training_file}/content`],
       ["DELETE", `/v1/files/${job.training_file}`],
-      ["GET", `/v1/files?after=${job.training_file}`],
       ["POST", "/v1/fine_tuning/jobs", { model: "pica-base-4m", training_file: job.training_file }],
       ["POST", "/v1/fine_tuning/jobs", { model: "pica-base-4m", training_file: bFile, validation_file: validation }],
       ["GET", `/v1/fine_tuning/jobs/${job.id}`],
       ["POST", `/v1/fine_tuning/jobs/${job.id}/cancel`],
       ["GET", `/v1/fine_tuning/jobs/${job.id}/events`],
       ["GET", `/v1/fine_tuning/jobs/${job.id}/checkpoints`],
-      ["GET", `/v1/fine_tuning/jobs?after=${job.id}`],
       ["GET", `/v1/adapters/${model}`],
       ["GET", `/v1/adapters/${encodeURIComponent(model)}`],
       ["GET", `/v1/adapters/${checkpointModel}`],
@@ -52,6 +50,18 @@ describe("tenant isolation of files, jobs and adapters", () => {
       const error = await errorOf(response);
       expect(error.type).toBe("not_found_error");
       expect(error.code, `${method} ${path}`).toMatch(/not_found$/); // the same answer as for an id that never existed
+    }
+    // A's ids as B's cursors are as unknown as ids that never existed.
+    for (const [list, foreign, unknown] of [
+      ["/v1/files", job.training_file, "file-nope"],
+      ["/v1/fine_tuning/jobs", job.id, "ftjob-nope"],
+      ["/v1/adapters", model, "ft:nope"],
+      ["/v1/models", model, "ft:nope"],
+    ]) {
+      const refused = await call("GET", `${list}?after=${encodeURIComponent(foreign)}`, { key: b.key });
+      expect(refused.status, list).toBe(400);
+      const never = await errorOf(await call("GET", `${list}?after=${encodeURIComponent(unknown)}`, { key: b.key }));
+      expect(await errorOf(refused)).toEqual({ ...never, message: never.message.replace(JSON.stringify(unknown), JSON.stringify(foreign)) });
     }
     // B's lists hold none of A's things.
     const bFiles = (await (await call("GET", "/v1/files", { key: b.key })).json()) as { data: { id: string }[] };

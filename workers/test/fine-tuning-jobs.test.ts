@@ -130,7 +130,9 @@ describe("creating fine-tuning jobs", () => {
     const missingValidation = await create(key, { model: "pica-base-4m", training_file: file, validation_file: "file-nope" });
     expect((await errorOf(missingValidation)).param).toBe("validation_file");
     expect((await call("GET", "/v1/fine_tuning/jobs?limit=1000", { key })).status).toBe(400);
-    expect((await call("GET", "/v1/fine_tuning/jobs?after=ftjob-nope", { key })).status).toBe(404);
+    const unknownCursor = await call("GET", "/v1/fine_tuning/jobs?after=ftjob-nope", { key });
+    expect(unknownCursor.status).toBe(400);
+    expect((await errorOf(unknownCursor)).param).toBe("after");
     expect((await call("GET", "/v1/fine_tuning/jobs/ftjob-nope/events", { key })).status).toBe(404);
     const inferenceOnly = await tenantWithKey(["inference"]);
     expect((await create(inferenceOnly.key, { model: "pica-base-4m", training_file: file })).status).toBe(403);
@@ -176,6 +178,8 @@ describe("listing and reading jobs", () => {
     const rest = (await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events?limit=10&after=${page.last_id}`, { key })).json()) as Record<string, any>;
     expect(rest.data.map((event: { message: string }) => event.message).slice(0, 2)).toEqual(["m1", "m0"]);
     expect(rest.has_more).toBe(false);
-    expect((await call("GET", `/v1/fine_tuning/jobs/${job.id}/events?after=evt-nope`, { key })).status).toBe(404);
+    const unknownCursor = await call("GET", `/v1/fine_tuning/jobs/${job.id}/events?after=evt-nope`, { key });
+    expect(unknownCursor.status).toBe(400);
+    expect((await errorOf(unknownCursor)).param).toBe("after");
   });
 });

@@ -66,7 +66,13 @@ describe("webhook endpoints", () => {
       expect(response.status, `${method} ${path}`).toBe(404);
       expect((await errorOf(response)).code).toBe("webhook_not_found");
     }
-    expect(await (await call("GET", "/v1/webhooks", { key: b.key })).json()).toEqual({ object: "list", data: [] });
+    expect(await (await call("GET", "/v1/webhooks", { key: b.key })).json()).toEqual({
+      object: "list",
+      data: [],
+      first_id: null,
+      last_id: null,
+      has_more: false,
+    });
     expect(await emit(b.tenantId, "fine_tuning.job.succeeded", "ftjob-b")).toEqual([]); // a's endpoint hears nothing of b
     expect((await call("GET", `/v1/webhooks/${created.id}`, { key: a.key })).status).toBe(200);
   });

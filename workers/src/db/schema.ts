@@ -5,6 +5,7 @@
  */
 import { sql } from "drizzle-orm";
 import { index, integer, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
 
 const createdAt = () => integer("created_at").notNull().default(sql`(unixepoch())`);
 
@@ -64,7 +65,7 @@ export const adapters = sqliteTable(
     basisId: text("basis_id"),
     rank: integer("rank"),
     sharing: text("sharing"),
-    status: text("status").notNull().default("ready"),
+    status: text("status").notNull().default("ready"), // "ready", or "deleted": retired, its blob awaiting the sweep
     blobKey: text("blob_key").notNull(), // R2
     sha256: text("sha256").notNull(),
     bytes: integer("bytes").notNull(),
@@ -73,7 +74,11 @@ export const adapters = sqliteTable(
     importReport: text("import_report", { mode: "json" }).$type<Record<string, unknown>>(),
     createdAt: createdAt(),
   },
-  (t) => [index("adapters_tenant").on(t.tenantId, t.createdAt)],
+  (t) => [
+    index("adapters_tenant").on(t.tenantId, t.createdAt),
+    // Only retired rows: what the cron sweep reads every minute.
+    index("adapters_retired").on(t.createdAt).where(sql`status = 'deleted'`),
+  ],
 );
 
 export const fineTuningJobs = sqliteTable(
@@ -131,7 +136,7 @@ export const checkpoints = sqliteTable(
       .references(() => fineTuningJobs.id),
     tenantId: text("tenant_id").notNull(),
     step: integer("step").notNull(),
-    metrics: text("metrics", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    metrics: text("metrics", { mode: "json" }).$type<FineTuningCheckpoint["metrics"]>().notNull(),
     adapterId: text("adapter_id").notNull(), // "{fine-tuned id}:ckpt-step-{n}"
     createdAt: createdAt(),
   },

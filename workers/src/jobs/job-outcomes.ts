@@ -12,11 +12,12 @@ import { completeJobWithAdapter, upsertRunnerEvents, type NewAdapter } from "../
 import { runners } from "../db/schema.ts";
 import { adapterBlobKey } from "../storage/blob-keys.ts";
 import { enqueueWebhookEvent } from "../webhooks/events.ts";
+import { pruneCheckpoints } from "./checkpoint-retention.ts";
 import { publicJob } from "./job-object.ts";
 import { isTerminal, type TerminalJobStatus } from "./job-status.ts";
 import { fetchAdapterFromRunner, RunnerCallError, runnerUrl, withoutAddresses } from "./runner-client.ts";
 
-type OutcomeEnv = Pick<Env, "DB" | "BLOBS" | "TASKS" | "RUNNER_SECRET">;
+type OutcomeEnv = Pick<Env, "DB" | "BLOBS" | "TASKS" | "RUNNER_SECRET"> & Partial<Pick<Env, "CHECKPOINTS_KEPT">>;
 
 /** Moves a job to a final status (if it is not final yet) and notifies webhooks; the job afterwards. */
 export async function finishJob(
@@ -74,7 +75,11 @@ export async function storeFinishedAdapter(env: OutcomeEnv, job: JobRow, bytes: 
     await jobAdapterRow(db, job, { id: job.fineTunedModel!, blobKey, sha256, bytes: bytes.byteLength, source: "fine_tune" }),
     `${job.id}:edge:succeeded`,
   );
-  if (after !== null && after.status === "succeeded" && !isTerminal(job.status)) await notify(env, db, after);
+  if (after !== null && after.status === "succeeded" && !isTerminal(job.status)) {
+    await notify(env, db, after);
+    // The final model is kept; this catches up on a pruning that failed with the last checkpoint.
+    await pruneCheckpoints(env, job.id);
+  }
   return after;
 }
 

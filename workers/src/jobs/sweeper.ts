@@ -2,11 +2,13 @@
  * The cron sweep: a job that still waits for a runner a minute after it was created (its dispatch
  * message exhausted its retries while no runner was up, or was lost) gets a fresh dispatch task.
  * Dispatch is idempotent, so a job whose first message is merely slow is not sent twice. Running
- * jobs of lost runners move to another runner (relocation.ts).
+ * jobs of lost runners move to another runner (relocation.ts). Blobs of retired checkpoints that
+ * could not be deleted when they were retired are deleted (checkpoint-retention.ts).
  */
 import { database } from "../db/client.ts";
 import { findWaitingJobIds } from "../db/queries/fine-tuning-jobs.ts";
 import type { TaskMessage } from "../queue/messages.ts";
+import { sweepRetiredAdapters } from "./checkpoint-retention.ts";
 import { relocateOrphanedJobs } from "./relocation.ts";
 
 /** Jobs younger than this are left to their own dispatch message. */
@@ -22,6 +24,6 @@ export async function sweepWaitingJobs(env: Env, now = Math.floor(Date.now() / 1
 
 /** Everything the cron does each minute; failures are logged (the next minute tries again). */
 export async function sweep(env: Env): Promise<void> {
-  const results = await Promise.allSettled([sweepWaitingJobs(env), relocateOrphanedJobs(env)]);
+  const results = await Promise.allSettled([sweepWaitingJobs(env), relocateOrphanedJobs(env), sweepRetiredAdapters(env)]);
   for (const result of results) if (result.status === "rejected") console.error(`sweep: ${(result.reason as Error).message}`);
 }

@@ -5,20 +5,34 @@
  * response kind only; workers/test/openapi.test.ts fails when a mounted route is missing here.
  */
 import { z } from "zod";
+import { listPageSchema } from "../../../src/protocol/list-page.ts";
 import {
   chatCompletionChunkSchema,
   chatCompletionRequestSchema,
   chatCompletionSchema,
   completionRequestSchema,
-  modelListSchema,
   modelObjectSchema,
   textCompletionSchema,
 } from "../../../src/protocol/openai.ts";
+import {
+  adapterObjectSchema,
+  adapterPageSchema,
+  apiKeyPageSchema,
+  filePageSchema,
+  fileObjectSchema,
+  fineTuningCheckpointPageSchema,
+  fineTuningJobEventPageSchema,
+  fineTuningJobPageSchema,
+  fineTuningJobSchema,
+  modelPageSchema,
+  usageReportSchema,
+} from "../../../src/protocol/platform-objects.ts";
 import { hyperparametersSchema } from "../../../src/protocol/runner.ts";
 import type { KeyScope } from "../auth/keys.ts";
 import { adapterImportRequestSchema, importedAdapterSchema } from "../routes/adapter-transfer.ts";
 import { keyRequestSchema } from "../routes/keys.ts";
-import { pageQuerySchema } from "../routes/list-page.ts";
+import { listQuerySchema } from "../routes/list-page.ts";
+import { usageQuerySchema } from "../routes/usage.ts";
 import { webhookDeliverySchema, webhookObjectSchema, webhookRequestSchema } from "../routes/webhooks.ts";
 
 export interface Operation {
@@ -32,10 +46,8 @@ export interface Operation {
   response: { description: string; status?: number; name?: string; schema?: z.ZodType; contentType?: string };
 }
 
-const listOf = (item: z.ZodType) => z.object({ object: z.literal("list"), data: z.array(item) });
 const deleted = z.object({ id: z.string(), object: z.string(), deleted: z.literal(true) });
 const anyObject = z.object({ id: z.string(), object: z.string() }).loose();
-const page = pageQuerySchema(20, 100);
 
 // The file upload's form, as routes/files.ts reads it by hand (it has no zod schema to share).
 const fileUploadSchema = z.object({ file: z.file().describe("JSONL, one training example per line"), purpose: z.literal("fine-tune") });
@@ -76,15 +88,16 @@ export const OPERATIONS: Operation[] = [
     method: "get",
     path: "/v1/models",
     tag: "inference",
-    summary: "List the base model and the tenant's ready adapters",
+    summary: "List the base model and the tenant's fine-tuned and imported models (checkpoints are listed under their job)",
     scope: "inference",
-    response: { description: "The models", name: "ModelList", schema: modelListSchema },
+    query: listQuerySchema("models"),
+    response: { description: "A page of models: the base model first, then adapters newest first", name: "ModelList", schema: modelPageSchema },
   },
   {
     method: "get",
     path: "/v1/models/{model}",
     tag: "inference",
-    summary: "Retrieve a model",
+    summary: "Retrieve a model (the base model, a fine-tuned or imported one, or a checkpoint)",
     scope: "inference",
     response: { description: "The model", name: "Model", schema: modelObjectSchema },
   },
@@ -96,7 +109,7 @@ export const OPERATIONS: Operation[] = [
     summary: "Upload a fine-tuning file (validated at upload; errors name lines)",
     scope: "fine_tuning",
     request: { contentType: "multipart/form-data", name: "FileUpload", schema: fileUploadSchema },
-    response: { description: "The file", schema: anyObject },
+    response: { description: "The file", name: "File", schema: fileObjectSchema },
   },
   {
     method: "get",
@@ -104,8 +117,8 @@ export const OPERATIONS: Operation[] = [
     tag: "files",
     summary: "List files",
     scope: "fine_tuning",
-    query: page.extend({ purpose: z.string().optional() }),
-    response: { description: "A page of files", schema: listOf(anyObject) },
+    query: listQuerySchema("files").extend({ purpose: z.string().optional() }),
+    response: { description: "A page of files, newest first", name: "FileList", schema: filePageSchema },
   },
   {
     method: "get",
@@ -113,7 +126,7 @@ export const OPERATIONS: Operation[] = [
     tag: "files",
     summary: "Retrieve a file",
     scope: "fine_tuning",
-    response: { description: "The file", schema: anyObject },
+    response: { description: "The file", name: "File", schema: fileObjectSchema },
   },
   {
     method: "get",
@@ -139,7 +152,7 @@ export const OPERATIONS: Operation[] = [
     summary: "Create a fine-tuning job",
     scope: "fine_tuning",
     request: { contentType: "application/json", name: "FineTuningJobRequest", schema: fineTuningJobRequestSchema },
-    response: { description: "The job", schema: anyObject },
+    response: { description: "The job", name: "FineTuningJob", schema: fineTuningJobSchema },
   },
   {
     method: "get",
@@ -147,8 +160,8 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "List fine-tuning jobs",
     scope: "fine_tuning",
-    query: page,
-    response: { description: "A page of jobs", schema: listOf(anyObject) },
+    query: listQuerySchema("jobs"),
+    response: { description: "A page of jobs, newest first", name: "FineTuningJobList", schema: fineTuningJobPageSchema },
   },
   {
     method: "get",
@@ -156,7 +169,7 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "Retrieve a job",
     scope: "fine_tuning",
-    response: { description: "The job", schema: anyObject },
+    response: { description: "The job", name: "FineTuningJob", schema: fineTuningJobSchema },
   },
   {
     method: "post",
@@ -164,7 +177,7 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "Cancel a job",
     scope: "fine_tuning",
-    response: { description: "The job", schema: anyObject },
+    response: { description: "The job", name: "FineTuningJob", schema: fineTuningJobSchema },
   },
   {
     method: "get",
@@ -172,34 +185,35 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "List a job's events",
     scope: "fine_tuning",
-    query: page,
-    response: { description: "A page of events", schema: listOf(anyObject) },
+    query: listQuerySchema("events"),
+    response: { description: "A page of events, newest first", name: "FineTuningJobEventList", schema: fineTuningJobEventPageSchema },
   },
   {
     method: "get",
     path: "/v1/fine_tuning/jobs/{job_id}/checkpoints",
     tag: "fine-tuning",
-    summary: "List a job's checkpoints",
+    summary: "List a job's checkpoints (the newest few it keeps; each is usable as `model`)",
     scope: "fine_tuning",
-    query: page,
-    response: { description: "A page of checkpoints", schema: listOf(anyObject) },
+    query: listQuerySchema("checkpoints"),
+    response: { description: "A page of checkpoints, newest step first", name: "FineTuningCheckpointList", schema: fineTuningCheckpointPageSchema },
   },
 
   {
     method: "get",
     path: "/v1/adapters",
     tag: "adapters",
-    summary: "List adapters",
+    summary: "List adapters: fine-tuned models, the checkpoints jobs keep, and imports",
     scope: "inference",
-    response: { description: "The adapters", schema: listOf(anyObject) },
+    query: listQuerySchema("adapters"),
+    response: { description: "A page of adapters, newest first", name: "AdapterList", schema: adapterPageSchema },
   },
   {
     method: "get",
     path: "/v1/adapters/{adapter_id}",
     tag: "adapters",
-    summary: "Retrieve an adapter",
+    summary: "Retrieve an adapter (a checkpoint too)",
     scope: "inference",
-    response: { description: "The adapter", schema: anyObject },
+    response: { description: "The adapter", name: "Adapter", schema: adapterObjectSchema },
   },
   {
     method: "delete",
@@ -236,8 +250,8 @@ export const OPERATIONS: Operation[] = [
     tag: "usage",
     summary: "Token usage over a window, per model and per day",
     scope: "inference",
-    query: z.object({ start_time: z.int().optional(), end_time: z.int().optional() }),
-    response: { description: "The usage report", schema: z.object({ object: z.literal("usage") }).loose() },
+    query: usageQuerySchema,
+    response: { description: "The usage report; `data` holds one page of day buckets", name: "UsageReport", schema: usageReportSchema },
   },
 
   {
@@ -255,7 +269,8 @@ export const OPERATIONS: Operation[] = [
     tag: "webhooks",
     summary: "List webhook endpoints",
     scope: "admin",
-    response: { description: "The endpoints", schema: listOf(webhookObjectSchema) },
+    query: listQuerySchema("webhooks"),
+    response: { description: "A page of endpoints, oldest first", schema: listPageSchema(webhookObjectSchema) },
   },
   {
     method: "get",
@@ -269,9 +284,10 @@ export const OPERATIONS: Operation[] = [
     method: "get",
     path: "/v1/webhooks/{webhook_id}/deliveries",
     tag: "webhooks",
-    summary: "Recent deliveries to an endpoint",
+    summary: "Deliveries to an endpoint",
     scope: "admin",
-    response: { description: "The deliveries", schema: listOf(webhookDeliverySchema) },
+    query: listQuerySchema("deliveries"),
+    response: { description: "A page of deliveries, newest first", schema: listPageSchema(webhookDeliverySchema) },
   },
   {
     method: "delete",
@@ -297,7 +313,8 @@ export const OPERATIONS: Operation[] = [
     tag: "api keys",
     summary: "List API keys (prefixes only)",
     scope: "admin",
-    response: { description: "The keys", schema: listOf(anyObject) },
+    query: listQuerySchema("keys"),
+    response: { description: "A page of keys, oldest first", name: "ApiKeyList", schema: apiKeyPageSchema },
   },
   {
     method: "delete",

@@ -1,27 +1,29 @@
 /**
- * `/v1/adapters`: the tenant's adapters (fine-tuned models and checkpoints): list and retrieve
- * (inference key: they are models to use), delete (fine-tuning key). Ids contain ':' (`ft:{base}:{tenant}:{suffix}:{job}`),
+ * `/v1/adapters`: the tenant's adapters (fine-tuned models, imports and the checkpoints a job
+ * keeps): list in cursor pages and retrieve (inference key: they are models to use), delete
+ * (fine-tuning key). Ids contain ':' (`ft:{base}:{tenant}:{suffix}:{job}`),
  * which a path segment carries as is; clients may also percent-encode them.
  */
 import { Hono } from "hono";
 import { notFound } from "../../../src/errors.ts";
+import type { ListPage } from "../../../src/protocol/list-page.ts";
+import type { AdapterObject } from "../../../src/protocol/platform-objects.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
-import { deleteTenantAdapter, findTenantAdapter, listTenantAdapters, type AdapterRow } from "../db/queries/adapters.ts";
+import { deleteTenantAdapter, findListedAdapter, findTenantAdapter, listTenantAdapters, type AdapterRow } from "../db/queries/adapters.ts";
 import type { AppEnv } from "../env.ts";
-import { listPage, pageQuerySchema } from "./list-page.ts";
+import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
 export const adapterRoutes = new Hono<AppEnv>();
 
 adapterRoutes.get("/", requireKey("inference"), async (c) => {
-  const query = parse(pageQuerySchema(20, 100), c.req.query());
+  const query = parse(listQuerySchema("adapters"), c.req.query());
   const db = database(c.env.DB);
   const tenantId = c.get("caller").tenantId;
-  const after = query.after === undefined ? null : await findTenantAdapter(db, tenantId, query.after);
-  if (query.after !== undefined && after === null) throw notFound(`No adapter ${JSON.stringify(query.after)} to list after.`, "after", "model_not_found");
+  const after = await cursorRow(query.after, "adapter", (id) => findListedAdapter(db, tenantId, id, "adapters"));
   const rows = await listTenantAdapters(db, tenantId, { limit: query.limit + 1, after });
-  return c.json(listPage(rows.map(publicAdapter), query.limit));
+  return c.json(listPage(rows.map(publicAdapter), query.limit) satisfies ListPage<AdapterObject>);
 });
 
 adapterRoutes.get("/:id", requireKey("inference"), async (c) => {
@@ -43,7 +45,7 @@ function adapterNotFound(id: string) {
 }
 
 /** An adapter as the API shows it (never its blob key). */
-export function publicAdapter(row: AdapterRow) {
+export function publicAdapter(row: AdapterRow): AdapterObject {
   return {
     id: row.id,
     object: "adapter" as const,
@@ -55,7 +57,7 @@ export function publicAdapter(row: AdapterRow) {
     status: row.status,
     bytes: row.bytes,
     sha256: row.sha256,
-    source: row.source,
+    source: row.source as AdapterObject["source"],
     fine_tuning_job_id: row.sourceJobId,
     import_report: row.importReport,
   };

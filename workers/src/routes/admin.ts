@@ -10,10 +10,11 @@ import { KEY_SCOPES, randomId } from "../auth/keys.ts";
 import { forgetKeys } from "../auth/key-cache.ts";
 import { requireAdmin } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
-import { createTenant, getTenant, listApiKeys, revokeApiKey, updateTenantLimits } from "../db/queries/tenants.ts";
+import { createTenant, findApiKey, getTenant, listApiKeys, revokeApiKey, updateTenantLimits } from "../db/queries/tenants.ts";
 import type { AppEnv } from "../env.ts";
 import { forgetTenantLimits } from "../inference/lookup-cache.ts";
 import { issueKey, keyRequestSchema } from "./keys.ts";
+import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
 const limitsSchema = z.object({
@@ -63,7 +64,10 @@ adminRoutes.post("/tenants/:tenant/keys", async (c) => {
 
 adminRoutes.get("/tenants/:tenant/keys", async (c) => {
   const tenant = await tenantOr404(c.env.DB, c.req.param("tenant"));
-  return c.json({ object: "list", data: await listApiKeys(database(c.env.DB), tenant.id) });
+  const query = parse(listQuerySchema("keys"), c.req.query());
+  const db = database(c.env.DB);
+  const after = await cursorRow(query.after, "API key", (id) => findApiKey(db, tenant.id, id));
+  return c.json(listPage(await listApiKeys(db, tenant.id, { limit: query.limit + 1, after }), query.limit));
 });
 
 adminRoutes.delete("/tenants/:tenant/keys/:key", async (c) => {

@@ -1,10 +1,13 @@
 /**
  * `/v1/files` (fine-tuning key): upload a training file (multipart, purpose `fine-tune`),
- * validated before it is stored; list, retrieve, download and delete. File objects are OpenAI's.
+ * validated before it is stored; list (cursor pages, newest first), retrieve, download and delete.
+ * File objects are OpenAI's.
  */
 import { Hono } from "hono";
 import { z } from "zod";
 import { badRequest, notFound } from "../../../src/errors.ts";
+import type { ListPage } from "../../../src/protocol/list-page.ts";
+import type { FileObject } from "../../../src/protocol/platform-objects.ts";
 import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
@@ -13,13 +16,13 @@ import type { AppEnv } from "../env.ts";
 import { blobThenRows } from "../storage/storage-errors.ts";
 import { validateTrainingUpload } from "../files/training-file.ts";
 import { fileBlobKey } from "../storage/blob-keys.ts";
-import { listPage, pageQuerySchema } from "./list-page.ts";
+import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
 /** The only purpose accepted: files are training data. */
 export const FILE_PURPOSE = "fine-tune";
 
-const listQuerySchema = pageQuerySchema(100, 10_000).extend({ purpose: z.string().optional() });
+const filesQuerySchema = listQuerySchema("files").extend({ purpose: z.string().max(100).optional() });
 
 export const fileRoutes = new Hono<AppEnv>();
 fileRoutes.use(requireKey("fine_tuning"));
@@ -55,12 +58,12 @@ fileRoutes.post("/", async (c) => {
 });
 
 fileRoutes.get("/", async (c) => {
-  const query = parse(listQuerySchema, c.req.query());
+  const query = parse(filesQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const tenantId = c.get("caller").tenantId;
-  const after = query.after === undefined ? null : await fileOr404(c.env.DB, tenantId, query.after, "after");
+  const after = await cursorRow(query.after, "file", (id) => findTenantFile(db, tenantId, id));
   const rows = await listTenantFiles(db, tenantId, { limit: query.limit + 1, after, purpose: query.purpose });
-  return c.json(listPage(rows.map(publicFile), query.limit));
+  return c.json(listPage(rows.map(publicFile), query.limit) satisfies ListPage<FileObject>);
 });
 
 fileRoutes.get("/:id", async (c) => c.json(publicFile(await fileOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id")))));
@@ -92,7 +95,7 @@ function fileNotFound(id: string, param = "file_id") {
 }
 
 /** A file as OpenAI's API shows it. */
-function publicFile(row: FileRow) {
+function publicFile(row: FileRow): FileObject {
   return {
     id: row.id,
     object: "file" as const,

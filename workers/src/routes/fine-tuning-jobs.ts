@@ -8,6 +8,8 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { BASE_MODEL_ID, fineTunedModelId, validateSuffix } from "../../../src/constants.ts";
 import { badRequest, notFound } from "../../../src/errors.ts";
+import type { ListPage } from "../../../src/protocol/list-page.ts";
+import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
 import { hyperparametersSchema, type Hyperparameters } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
@@ -23,7 +25,7 @@ import { isTerminal } from "../jobs/job-status.ts";
 import { cancelOnRunner, runnerUrl } from "../jobs/runner-client.ts";
 import type { TaskMessage } from "../queue/messages.ts";
 import { fileOr404 } from "./files.ts";
-import { listPage, pageQuerySchema } from "./list-page.ts";
+import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
 /** The runner's defaults, stated on the job so its object says what will be trained. */
@@ -117,10 +119,11 @@ fineTuningJobRoutes.post("/", async (c) => {
 });
 
 fineTuningJobRoutes.get("/", async (c) => {
-  const query = parse(pageQuerySchema(20, 100), c.req.query());
+  const query = parse(listQuerySchema("jobs"), c.req.query());
   const tenantId = c.get("caller").tenantId;
-  const after = query.after === undefined ? null : await jobOr404(c.env.DB, tenantId, query.after, "after");
-  const rows = await listTenantJobs(database(c.env.DB), tenantId, { limit: query.limit + 1, after });
+  const db = database(c.env.DB);
+  const after = await cursorRow(query.after, "fine-tuning job", (id) => findTenantJob(db, tenantId, id));
+  const rows = await listTenantJobs(db, tenantId, { limit: query.limit + 1, after });
   return c.json(listPage(rows.map(publicJob), query.limit));
 });
 
@@ -145,35 +148,26 @@ fineTuningJobRoutes.post("/:id/cancel", async (c) => {
 
 fineTuningJobRoutes.get("/:id/events", async (c) => {
   const job = await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
-  const query = parse(pageQuerySchema(20, 100), c.req.query());
+  const query = parse(listQuerySchema("events"), c.req.query());
   const db = database(c.env.DB);
-  let afterSequence: number | null = null;
-  if (query.after !== undefined) {
-    const event = await findJobEvent(db, job.id, query.after);
-    if (event === null) throw notFound(`No event ${query.after} in job ${job.id}.`, "after", "event_not_found");
-    afterSequence = event.sequence;
-  }
-  const rows = await listJobEvents(db, job.id, { limit: query.limit + 1, afterSequence });
+  const after = await cursorRow(query.after, `event of job ${job.id}`, (id) => findJobEvent(db, job.id, id));
+  const rows = await listJobEvents(db, job.id, { limit: query.limit + 1, afterSequence: after?.sequence ?? null });
   return c.json(listPage(rows.map(publicEvent), query.limit));
 });
 
+// The checkpoints the job keeps (see jobs/checkpoint-retention.ts), newest step first.
 fineTuningJobRoutes.get("/:id/checkpoints", async (c) => {
   const job = await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
-  const query = parse(pageQuerySchema(10, 100), c.req.query());
+  const query = parse(listQuerySchema("checkpoints"), c.req.query());
   const db = database(c.env.DB);
-  let afterStep: number | null = null;
-  if (query.after !== undefined) {
-    const checkpoint = await findJobCheckpoint(db, job.id, query.after);
-    if (checkpoint === null) throw notFound(`No checkpoint ${query.after} in job ${job.id}.`, "after", "checkpoint_not_found");
-    afterStep = checkpoint.step;
-  }
-  const rows = await listJobCheckpoints(db, job.id, { limit: query.limit + 1, afterStep });
-  return c.json(listPage(rows.map(publicCheckpoint), query.limit));
+  const after = await cursorRow(query.after, `checkpoint of job ${job.id}`, (id) => findJobCheckpoint(db, job.id, id));
+  const rows = await listJobCheckpoints(db, job.id, { limit: query.limit + 1, afterStep: after?.step ?? null });
+  return c.json(listPage(rows.map(publicCheckpoint), query.limit) satisfies ListPage<FineTuningCheckpoint>);
 });
 
 /** The tenant's job, or a 404 (another tenant's job is as unknown as a missing one). */
-async function jobOr404(d1: D1Database, tenantId: string, id: string, param = "fine_tuning_job_id"): Promise<JobRow> {
+async function jobOr404(d1: D1Database, tenantId: string, id: string): Promise<JobRow> {
   const row = await findTenantJob(database(d1), tenantId, id);
-  if (row === null) throw notFound(`No fine-tuning job ${id}.`, param, "fine_tuning_job_not_found");
+  if (row === null) throw notFound(`No fine-tuning job ${id}.`, "fine_tuning_job_id", "fine_tuning_job_not_found");
   return row;
 }

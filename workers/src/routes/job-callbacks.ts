@@ -2,11 +2,13 @@
  * A job's callbacks, called by the runner that trains it (runner secret), under the
  * `callback_url` the dispatcher gave it (`/internal/jobs/{id}`): events, checkpoints, trainer
  * state and the finished adapter (src/protocol/runner.ts, CALLBACK_PATHS). Runners retry, so each
- * is idempotent; every blob is verified against its `x-content-sha256` before it is kept.
+ * is idempotent; every blob is verified against its `x-content-sha256` before it is kept. A new
+ * checkpoint retires the job's older ones past CHECKPOINTS_KEPT (jobs/checkpoint-retention.ts).
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { ApiError, badRequest, notFound } from "../../../src/errors.ts";
+import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
 import { JOB_MOVED_CODE, jobEventSchema, PLACEMENT_HEADER } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId, sha256Hex } from "../auth/keys.ts";
@@ -15,6 +17,7 @@ import { database } from "../db/client.ts";
 import { findJobForRunner, setJobStateKey, type JobRow } from "../db/queries/fine-tuning-jobs.ts";
 import { findJobEvent, recordCheckpoint } from "../db/queries/job-results.ts";
 import type { AppEnv } from "../env.ts";
+import { pruneCheckpoints } from "../jobs/checkpoint-retention.ts";
 import { applyRunnerEvents, jobAdapterRow, storeFinishedAdapter } from "../jobs/job-outcomes.ts";
 import { checkpointBlobKey, stateBlobKey } from "../storage/blob-keys.ts";
 import { parse } from "./parse.ts";
@@ -46,6 +49,7 @@ jobCallbackRoutes.put("/:id/checkpoints/:step", async (c) => {
     { id: randomId("ftckpt-"), jobId: job.id, tenantId: job.tenantId, step, metrics: checkpointMetrics(step, stepEvent?.data ?? null), adapterId },
     await jobAdapterRow(database(c.env.DB), job, { id: adapterId, blobKey, sha256, bytes: bytes.byteLength, source: "checkpoint" }),
   );
+  await pruneCheckpoints(c.env, job.id);
   return c.json({ step, adapter_id: adapterId });
 });
 
@@ -113,7 +117,7 @@ async function verifiedBlob(c: Context<AppEnv>): Promise<{ bytes: Uint8Array; sh
 }
 
 // OpenAI's checkpoint metrics, from the runner's metrics event of the same step when it is known.
-function checkpointMetrics(step: number, data: Record<string, unknown> | null): Record<string, unknown> {
+function checkpointMetrics(step: number, data: Record<string, unknown> | null): FineTuningCheckpoint["metrics"] {
   const number = (value: unknown) => (typeof value === "number" ? value : null);
   return { step, train_loss: number(data?.train_loss), learning_rate: number(data?.learning_rate) };
 }

@@ -1,17 +1,20 @@
 /**
- * A tenant's own API keys (admin-scoped key): issue, list, revoke. Issuing returns the secret
- * once; listing shows only the display prefix.
+ * A tenant's own API keys (admin-scoped key): issue, list (cursor pages, oldest first), revoke.
+ * Issuing returns the secret once; listing shows only the display prefix.
  */
 import { Hono } from "hono";
 import { z } from "zod";
 import { notFound } from "../../../src/errors.ts";
+import type { ListPage } from "../../../src/protocol/list-page.ts";
+import type { ApiKeyObject } from "../../../src/protocol/platform-objects.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { generateApiKey, KEY_SCOPES, randomId } from "../auth/keys.ts";
 import { forgetKeys } from "../auth/key-cache.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database, type Database } from "../db/client.ts";
-import { createApiKey, listApiKeys, revokeApiKey } from "../db/queries/tenants.ts";
+import { createApiKey, findApiKey, listApiKeys, revokeApiKey } from "../db/queries/tenants.ts";
 import type { AppEnv } from "../env.ts";
+import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
 export const keyRequestSchema = z
@@ -39,7 +42,14 @@ keyRoutes.post("/", async (c) => {
   return c.json(await issueKey(database(c.env.DB), c.get("caller").tenantId, body), 201);
 });
 
-keyRoutes.get("/", async (c) => c.json({ object: "list", data: await listApiKeys(database(c.env.DB), c.get("caller").tenantId) }));
+keyRoutes.get("/", async (c) => {
+  const query = parse(listQuerySchema("keys"), c.req.query());
+  const db = database(c.env.DB);
+  const tenantId = c.get("caller").tenantId;
+  const after = await cursorRow(query.after, "API key", (id) => findApiKey(db, tenantId, id));
+  const rows = await listApiKeys(db, tenantId, { limit: query.limit + 1, after });
+  return c.json(listPage(rows, query.limit) satisfies ListPage<ApiKeyObject>);
+});
 
 keyRoutes.delete("/:key", async (c) => {
   const revoked = await revokeApiKey(database(c.env.DB), c.get("caller").tenantId, c.req.param("key"));

@@ -1,25 +1,33 @@
 /**
- * `GET /v1/models` (and `/v1/models/{id}`), OpenAI-shaped: the base model and the tenant's
- * ready adapters, i.e. exactly the ids the tenant may send as `model`.
+ * `GET /v1/models` (and `/v1/models/{id}`), OpenAI-shaped: the base model first, then the
+ * tenant's ready fine-tuned and imported adapters, newest first, in cursor pages. Checkpoints are
+ * listed under their job (`/v1/fine_tuning/jobs/{id}/checkpoints`), not here, but each is still a
+ * model: retrieving one by id works, and so does sending its id as `model`.
  */
 import { Hono } from "hono";
 import { notFound } from "../../../src/errors.ts";
+import type { ListPage } from "../../../src/protocol/list-page.ts";
 import type { ModelObject } from "../../../src/protocol/openai.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
-import { findTenantAdapter, listTenantAdapters, type AdapterRow } from "../db/queries/adapters.ts";
+import { findListedAdapter, findTenantAdapter, listTenantAdapters, type AdapterRow } from "../db/queries/adapters.ts";
 import type { AppEnv } from "../env.ts";
+import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
+import { parse } from "./parse.ts";
 
 export const modelRoutes = new Hono<AppEnv>();
 modelRoutes.use(requireKey("inference"));
 
-/** OpenAI's model list has no pages; past this many adapters, /v1/adapters pages through them. */
-const MAX_LISTED_MODELS = 10_000;
-
 modelRoutes.get("/", async (c) => {
-  const adapters = await listTenantAdapters(database(c.env.DB), c.get("caller").tenantId, { limit: MAX_LISTED_MODELS, after: null });
-  const data = [baseModel(c.env.BASE_MODEL), ...adapters.filter((row) => row.status === "ready").map(adapterModel)];
-  return c.json({ object: "list", data });
+  const query = parse(listQuerySchema("models"), c.req.query());
+  const db = database(c.env.DB);
+  const tenantId = c.get("caller").tenantId;
+  // The base model sorts before every adapter: it heads the first page, and as a cursor it means "from the first adapter".
+  const fromStart = query.after === undefined || query.after === c.env.BASE_MODEL;
+  const after = fromStart ? null : await cursorRow(query.after, "model", (id) => findListedAdapter(db, tenantId, id, "models"));
+  const head = query.after === undefined ? [baseModel(c.env.BASE_MODEL)] : [];
+  const rows = await listTenantAdapters(db, tenantId, { limit: query.limit + 1 - head.length, after }, "models");
+  return c.json(listPage([...head, ...rows.map(adapterModel)], query.limit) satisfies ListPage<ModelObject>);
 });
 
 modelRoutes.get("/:model{.+}", async (c) => {

@@ -1,6 +1,7 @@
 /**
- * A tenant's webhook endpoints (admin-scoped key): register, list, retrieve, delete, and the
- * recent deliveries of one. The signing secret is in the creation response and nowhere else.
+ * A tenant's webhook endpoints (admin-scoped key): register, list (cursor pages, oldest first),
+ * retrieve, delete, and the deliveries of one (cursor pages, newest first). The signing secret is
+ * in the creation response and nowhere else.
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -9,11 +10,12 @@ import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
-import { createWebhook, deleteWebhook, getWebhook, listDeliveries, listWebhooks } from "../db/queries/webhooks.ts";
+import { createWebhook, deleteWebhook, findDelivery, getWebhook, listDeliveries, listWebhookPage } from "../db/queries/webhooks.ts";
 import type { webhookDeliveries, webhooks } from "../db/schema.ts";
 import type { AppEnv } from "../env.ts";
 import { WEBHOOK_EVENT_TYPES } from "../webhooks/events.ts";
 import { generateWebhookSecret } from "../webhooks/signing.ts";
+import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
 // Plain http only where nothing leaves the machine or the test network; real endpoints get https.
@@ -75,14 +77,24 @@ webhookRoutes.post("/", async (c) => {
   return c.json({ ...publicWebhook(row), secret: row.secret }, 201);
 });
 
-webhookRoutes.get("/", async (c) => c.json({ object: "list", data: (await listWebhooks(database(c.env.DB), c.get("caller").tenantId)).map(publicWebhook) }));
+webhookRoutes.get("/", async (c) => {
+  const query = parse(listQuerySchema("webhooks"), c.req.query());
+  const db = database(c.env.DB);
+  const tenantId = c.get("caller").tenantId;
+  const after = await cursorRow(query.after, "webhook endpoint", (id) => getWebhook(db, tenantId, id));
+  const rows = await listWebhookPage(db, tenantId, { limit: query.limit + 1, after });
+  return c.json(listPage(rows.map(publicWebhook), query.limit));
+});
 
 webhookRoutes.get("/:webhook", async (c) => c.json(publicWebhook(await webhookOr404(c.env.DB, c.get("caller").tenantId, c.req.param("webhook")))));
 
 webhookRoutes.get("/:webhook/deliveries", async (c) => {
   const endpoint = await webhookOr404(c.env.DB, c.get("caller").tenantId, c.req.param("webhook"));
-  const rows = await listDeliveries(database(c.env.DB), endpoint.tenantId, endpoint.id);
-  return c.json({ object: "list", data: rows.map(publicDelivery) });
+  const query = parse(listQuerySchema("deliveries"), c.req.query());
+  const db = database(c.env.DB);
+  const after = await cursorRow(query.after, `delivery to ${endpoint.id}`, (id) => findDelivery(db, endpoint.tenantId, endpoint.id, id));
+  const rows = await listDeliveries(db, endpoint.tenantId, endpoint.id, { limit: query.limit + 1, after });
+  return c.json(listPage(rows.map(publicDelivery), query.limit));
 });
 
 webhookRoutes.delete("/:webhook", async (c) => {

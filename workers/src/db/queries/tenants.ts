@@ -1,5 +1,5 @@
 /** Tenants and their API keys. Key lookups go by hash; a key row is never returned with it. */
-import { and, eq, isNull } from "drizzle-orm";
+import { and, asc, eq, gt, isNull, or } from "drizzle-orm";
 import type { KeyScope } from "../../auth/keys.ts";
 import type { Database } from "../client.ts";
 import { apiKeys, tenants } from "../schema.ts";
@@ -49,8 +49,30 @@ export async function findLiveKeyByHash(db: Database, hash: string) {
   return row ?? null;
 }
 
-export async function listApiKeys(db: Database, tenantId: string) {
-  const rows = await db.select().from(apiKeys).where(eq(apiKeys.tenantId, tenantId)).orderBy(apiKeys.createdAt).all();
+/** The tenant's key with this id (revoked ones too), as the API shows it; null when it has none. */
+export async function findApiKey(db: Database, tenantId: string, keyId: string) {
+  const row = await db
+    .select()
+    .from(apiKeys)
+    .where(and(eq(apiKeys.id, keyId), eq(apiKeys.tenantId, tenantId)))
+    .get();
+  return row ? publicKey(row) : null;
+}
+
+/** One page of the tenant's keys (revoked ones too), oldest first, after the key `after`. */
+export async function listApiKeys(db: Database, tenantId: string, page: { limit: number; after: { id: string; created_at: number } | null }) {
+  const conditions = [eq(apiKeys.tenantId, tenantId)];
+  if (page.after !== null) {
+    const { created_at: createdAt, id } = page.after;
+    conditions.push(or(gt(apiKeys.createdAt, createdAt), and(eq(apiKeys.createdAt, createdAt), gt(apiKeys.id, id)))!);
+  }
+  const rows = await db
+    .select()
+    .from(apiKeys)
+    .where(and(...conditions))
+    .orderBy(asc(apiKeys.createdAt), asc(apiKeys.id))
+    .limit(page.limit)
+    .all();
   return rows.map(publicKey);
 }
 

@@ -2,7 +2,7 @@
  * Token usage per request, always read and written for one tenant: what a request used is
  * recorded after its response ends, and reports sum it by model and by UTC day.
  */
-import { and, eq, gte, lt, sql } from "drizzle-orm";
+import { and, eq, gte, inArray, lt, sql } from "drizzle-orm";
 import type { Database } from "../client.ts";
 import { usage } from "../schema.ts";
 
@@ -37,10 +37,19 @@ export interface UsageReport {
   byDay: (UsageTotals & { day: number; model: string })[]; // day: Unix seconds of 00:00 UTC
 }
 
+/** Which days `byDay` covers: the first `limit + 1` days with usage from `fromDay` on. */
+export interface DayPage {
+  fromDay: number; // Unix seconds of 00:00 UTC
+  limit: number;
+}
+
 const SECONDS_PER_DAY = 86_400;
 
-/** The tenant's usage in a window: totals, per model, and per UTC day and model. */
-export async function usageReport(db: Database, tenantId: string, window: UsageWindow): Promise<UsageReport> {
+/**
+ * The tenant's usage in a window: totals and per model over all of it, and per UTC day and model
+ * over the page's days (one more day than the page holds, so the caller knows whether more follow).
+ */
+export async function usageReport(db: Database, tenantId: string, window: UsageWindow, page: DayPage): Promise<UsageReport> {
   const where = and(eq(usage.tenantId, tenantId), gte(usage.createdAt, window.startTime), lt(usage.createdAt, window.endTime));
   const sums = {
     requests: sql<number>`count(*)`.mapWith(Number),
@@ -50,6 +59,13 @@ export async function usageReport(db: Database, tenantId: string, window: UsageW
   // Inlined, not bound: D1 binds JS numbers as REAL, which would turn this into float division.
   const daySeconds = sql.raw(String(SECONDS_PER_DAY));
   const day = sql<number>`(${usage.createdAt} / ${daySeconds}) * ${daySeconds}`.mapWith(Number);
+  const pageWhere = and(where, gte(usage.createdAt, page.fromDay));
+  const pageDays = db
+    .selectDistinct({ day })
+    .from(usage)
+    .where(pageWhere)
+    .orderBy(day)
+    .limit(page.limit + 1);
   const [totals, byModel, byDay] = await db.batch([
     db.select(sums).from(usage).where(where),
     db
@@ -61,7 +77,7 @@ export async function usageReport(db: Database, tenantId: string, window: UsageW
     db
       .select({ day, model: usage.model, ...sums })
       .from(usage)
-      .where(where)
+      .where(and(pageWhere, inArray(day, pageDays)))
       .groupBy(day, usage.model)
       .orderBy(day, usage.model),
   ]);

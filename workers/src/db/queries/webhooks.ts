@@ -1,5 +1,5 @@
 /** Webhook endpoints and their deliveries, always scoped by tenant; a secret is read only to sign. */
-import { and, desc, eq, isNull } from "drizzle-orm";
+import { and, asc, desc, eq, gt, isNull, lt, or } from "drizzle-orm";
 import type { Database } from "../client.ts";
 import { webhookDeliveries, webhooks } from "../schema.ts";
 
@@ -17,13 +17,32 @@ export async function createWebhook(db: Database, webhook: NewWebhook) {
   return row;
 }
 
-/** A tenant's live endpoints, oldest first. */
+type WebhookRow = typeof webhooks.$inferSelect;
+type DeliveryRow = typeof webhookDeliveries.$inferSelect;
+
+/** A tenant's live endpoints, oldest first: every one an event goes to. */
 export async function listWebhooks(db: Database, tenantId: string) {
   return db
     .select()
     .from(webhooks)
     .where(and(eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt)))
-    .orderBy(webhooks.createdAt, webhooks.id)
+    .orderBy(asc(webhooks.createdAt), asc(webhooks.id))
+    .all();
+}
+
+/** One page of a tenant's live endpoints, oldest first, after the endpoint `after`. */
+export async function listWebhookPage(db: Database, tenantId: string, page: { limit: number; after: WebhookRow | null }) {
+  const conditions = [eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt)];
+  if (page.after !== null) {
+    const { createdAt, id } = page.after;
+    conditions.push(or(gt(webhooks.createdAt, createdAt), and(eq(webhooks.createdAt, createdAt), gt(webhooks.id, id)))!);
+  }
+  return db
+    .select()
+    .from(webhooks)
+    .where(and(...conditions))
+    .orderBy(asc(webhooks.createdAt), asc(webhooks.id))
+    .limit(page.limit)
     .all();
 }
 
@@ -90,13 +109,28 @@ export async function recordAttempt(
     .where(eq(webhookDeliveries.id, deliveryId));
 }
 
-/** A tenant's recent deliveries to one endpoint, newest first. */
-export async function listDeliveries(db: Database, tenantId: string, webhookId: string, limit = 20) {
+/** The tenant's delivery with this id to one endpoint; null when there is none. */
+export async function findDelivery(db: Database, tenantId: string, webhookId: string, id: string): Promise<DeliveryRow | null> {
+  const row = await db
+    .select()
+    .from(webhookDeliveries)
+    .where(and(eq(webhookDeliveries.id, id), eq(webhookDeliveries.tenantId, tenantId), eq(webhookDeliveries.webhookId, webhookId)))
+    .get();
+  return row ?? null;
+}
+
+/** One page of a tenant's deliveries to one endpoint, newest first, after the delivery `after`. */
+export async function listDeliveries(db: Database, tenantId: string, webhookId: string, page: { limit: number; after: DeliveryRow | null }) {
+  const conditions = [eq(webhookDeliveries.tenantId, tenantId), eq(webhookDeliveries.webhookId, webhookId)];
+  if (page.after !== null) {
+    const { createdAt, id } = page.after;
+    conditions.push(or(lt(webhookDeliveries.createdAt, createdAt), and(eq(webhookDeliveries.createdAt, createdAt), lt(webhookDeliveries.id, id)))!);
+  }
   return db
     .select()
     .from(webhookDeliveries)
-    .where(and(eq(webhookDeliveries.tenantId, tenantId), eq(webhookDeliveries.webhookId, webhookId)))
+    .where(and(...conditions))
     .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
-    .limit(limit)
+    .limit(page.limit)
     .all();
 }

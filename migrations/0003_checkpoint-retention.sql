@@ -1,0 +1,1 @@
+CREATE INDEX `adapters_retired` ON `adapters` (`created_at`) WHERE status = 'deleted';
