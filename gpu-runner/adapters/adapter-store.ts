@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { CONTENT_SHA256_HEADER, runnerAuthorization } from "../../src/protocol/runner.ts";
 import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 
 /** A source of adapter files by id. */
@@ -86,7 +87,7 @@ export class HttpAdapterStore implements AdapterStore {
     const url = `${this.baseUrl}/internal/adapters/${encodeURIComponent(id)}/blob`;
     const timeout = AbortSignal.timeout(this.options.timeoutMs ?? 30_000);
     const response = await (this.options.fetch ?? fetch)(url, {
-      headers: { authorization: `Bearer ${this.options.secret}` },
+      headers: runnerAuthorization(this.options.secret),
       signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
     });
     if (response.status === 404) {
@@ -100,7 +101,7 @@ export class HttpAdapterStore implements AdapterStore {
     const bytes = new Uint8Array(await response.arrayBuffer());
     // The file's own tensors_sha256 only covers the tensors; this header covers the whole blob
     // (metadata included) in transit, when the server provides it.
-    const expectedSha256 = response.headers.get("x-content-sha256");
+    const expectedSha256 = response.headers.get(CONTENT_SHA256_HEADER);
     if (expectedSha256 !== null) {
       const actual = createHash("sha256").update(bytes).digest("hex");
       if (actual !== expectedSha256.trim().toLowerCase()) {

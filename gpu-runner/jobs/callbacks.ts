@@ -8,7 +8,7 @@
  * runner: the queue is dropped and the route's `onMoved` tells the job manager to stop the job.
  */
 import { createHash } from "node:crypto";
-import { CALLBACK_PATHS, JOB_MOVED_CODE, PLACEMENT_HEADER, type JobEvent } from "../../src/protocol/runner.ts";
+import { CALLBACK_PATHS, CONTENT_SHA256_HEADER, JOB_MOVED_CODE, PLACEMENT_HEADER, runnerAuthorization, type JobEvent } from "../../src/protocol/runner.ts";
 
 type Delivery = { kind: "events"; events: JobEvent[] } | { kind: "blob"; path: string; bytes: Uint8Array };
 
@@ -133,7 +133,7 @@ export class CallbackClient {
 
   private request(route: CallbackRoute, delivery: Delivery): RequestInit {
     const headers: Record<string, string> = {};
-    if (this.options.secret !== null) headers.authorization = `Bearer ${this.options.secret}`;
+    if (this.options.secret !== null) Object.assign(headers, runnerAuthorization(this.options.secret));
     if (route.placement !== undefined) headers[PLACEMENT_HEADER] = route.placement;
     const signal = AbortSignal.timeout(this.options.timeoutMs ?? 30_000);
     if (delivery.kind === "events") {
@@ -141,7 +141,7 @@ export class CallbackClient {
       return { method: "POST", headers, body: JSON.stringify({ events: delivery.events }), signal };
     }
     headers["content-type"] = "application/octet-stream";
-    headers["x-content-sha256"] = createHash("sha256").update(delivery.bytes).digest("hex");
+    headers[CONTENT_SHA256_HEADER] = createHash("sha256").update(delivery.bytes).digest("hex");
     return { method: "PUT", headers, body: delivery.bytes, signal };
   }
 }

@@ -3,7 +3,7 @@
  * job, so a resumed job never downloads again); also the trainer state a moved job resumes from. The runner secret goes only to trusted origins
  * (the control plane's), never to an arbitrary URL a job names.
  */
-import type { DataSource } from "../../src/protocol/runner.ts";
+import { type DataSource, runnerAuthorization } from "../../src/protocol/runner.ts";
 
 export interface DataFetchOptions {
   secret: string | null; // sent as a bearer token to trusted origins
@@ -37,7 +37,7 @@ export async function readDataSource(source: DataSource, what: string, options: 
 export async function downloadBytes(source: string, what: string, options: DataFetchOptions): Promise<Uint8Array> {
   const url = new URL(source);
   const headers: Record<string, string> = {};
-  if (options.secret !== null && options.trustedOrigins.includes(url.origin)) headers.authorization = `Bearer ${options.secret}`;
+  if (options.secret !== null && options.trustedOrigins.includes(url.origin)) Object.assign(headers, runnerAuthorization(options.secret));
   const timeout = AbortSignal.timeout(options.timeoutMs ?? 60_000);
   let response: Response;
   try {

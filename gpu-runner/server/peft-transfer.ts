@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import type { Context } from "hono";
 import { badRequest, fromZodError } from "../../src/errors.ts";
-import { PEFT_IMPORT_REPORT_HEADER, PEFT_PARTS, peftImportOptionsSchema, type PeftImportReport } from "../../src/protocol/runner.ts";
+import { CONTENT_SHA256_HEADER, PEFT_IMPORT_REPORT_HEADER, PEFT_PARTS, peftImportOptionsSchema, type PeftImportReport } from "../../src/protocol/runner.ts";
 import { parseSafetensors, serializeSafetensors, SafetensorsError } from "../checkpoint/safetensors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { AdapterFormatError, AdapterMismatchError, parseAdapter, serializeAdapter } from "../pica/adapter-format.ts";
@@ -62,7 +62,7 @@ export async function importPeftRoute(c: Context, options: PeftTransferOptions):
   };
   return c.body(new Uint8Array(bytes), 200, {
     "content-type": "application/octet-stream",
-    "x-content-sha256": createHash("sha256").update(bytes).digest("hex"),
+    [CONTENT_SHA256_HEADER]: createHash("sha256").update(bytes).digest("hex"),
     [PEFT_IMPORT_REPORT_HEADER]: JSON.stringify(report),
   });
 }
