@@ -8,10 +8,14 @@
  *   pica files upload FILE.jsonl | files list
  *   pica jobs create --file ID [--validation-file ID] [--suffix S] [--epochs N] [--batch-size N]
  *                    [--rank R] [--seed S] [--model M]
- *   pica jobs list | jobs watch ID | jobs cancel ID
+ *   pica jobs list | jobs checkpoints ID | jobs watch ID | jobs cancel ID
+ *   pica models list
  *   pica chat --model M [--max-tokens N] [--temperature T] PROMPT
  *   pica complete --model M [--max-tokens N] [--temperature T] PROMPT
  *   pica adapters list | adapters export ID --out DIR | adapters import --name NAME DIR
+ *
+ * Every `list` (and `jobs checkpoints`) prints all items, page by page; `--limit N` prints at
+ * most N and `--after ID` starts after an item, and when items remain stderr says how to go on.
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
@@ -19,6 +23,8 @@ import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { BASE_MODEL_ID } from "../src/constants.ts";
 import { PicaApiError, PicaClient, type FineTuningJob } from "../src/client/pica-client.ts";
+import { PAGE_LIMITS, type ListName } from "../src/protocol/list-page.ts";
+import { printList } from "./list-output.ts";
 import { progressLine } from "./progress.ts";
 
 const configPath = () => process.env.PICA_CONFIG || join(homedir(), ".config", "pica", "config.json");
@@ -37,29 +43,42 @@ async function settings(): Promise<{ url: string; key: string }> {
 
 class UsageError extends Error {}
 
+// parseArgs names what it refuses (an unknown option, a value that looks like one); that is the user's to fix.
+function usageOf<Result>(parse: () => Result): Result {
+  try {
+    return parse();
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      url: { type: "string" },
-      key: { type: "string" },
-      file: { type: "string" },
-      "validation-file": { type: "string" },
-      suffix: { type: "string" },
-      epochs: { type: "string" },
-      "batch-size": { type: "string" },
-      rank: { type: "string" },
-      seed: { type: "string" },
-      model: { type: "string" },
-      "max-tokens": { type: "string" },
-      temperature: { type: "string" },
-      out: { type: "string" },
-      name: { type: "string" },
-    },
-  });
+  const { values, positionals } = usageOf(() =>
+    parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        url: { type: "string" },
+        key: { type: "string" },
+        file: { type: "string" },
+        "validation-file": { type: "string" },
+        suffix: { type: "string" },
+        epochs: { type: "string" },
+        "batch-size": { type: "string" },
+        rank: { type: "string" },
+        seed: { type: "string" },
+        model: { type: "string" },
+        "max-tokens": { type: "string" },
+        temperature: { type: "string" },
+        out: { type: "string" },
+        name: { type: "string" },
+        limit: { type: "string" },
+        after: { type: "string" },
+      },
+    }),
+  );
   const [command, sub, ...rest] = positionals;
   const number = (name: string, value: string | undefined) => {
     if (value === undefined) return undefined;
@@ -75,8 +94,13 @@ async function main(argv: string[]): Promise<number> {
     out(`saved to ${configPath()}`);
     return 0;
   }
+  const limit = number("limit", values.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1))
+    throw new UsageError(`--limit must be a whole number of at least 1, got ${values.limit}`);
   const { url, key } = await settings();
   const client = new PicaClient({ baseUrl: url, apiKey: key });
+  const listing = (name: ListName, command: string) => ({ limit, after: values.after, pageSize: PAGE_LIMITS[name].max, command });
+  const note = (line: string) => process.stderr.write(`${line}\n`);
   const sampling = { max_tokens: number("max-tokens", values["max-tokens"]), temperature: number("temperature", values.temperature) };
 
   // chat and complete take the prompt where other commands take a subcommand.
@@ -88,7 +112,14 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "files list":
-      for (const file of (await client.listFiles()).data) out(`${file.id}  ${file.filename}  ${file.bytes} bytes`);
+      await printList(
+        client,
+        (page) => client.listFiles(page),
+        (file) => `${file.id}  ${file.filename}  ${file.bytes} bytes`,
+        listing("files", "pica files list"),
+        out,
+        note,
+      );
       return 0;
     case "jobs create": {
       if (values.file === undefined) throw new UsageError("pica jobs create --file FILE_ID [...]");
@@ -108,7 +139,38 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "jobs list":
-      for (const job of (await client.listJobs()).data) out(`${job.id}  ${job.status.padEnd(16)}  ${job.fine_tuned_model ?? ""}`);
+      await printList(
+        client,
+        (page) => client.listJobs(page),
+        (job) => `${job.id}  ${job.status.padEnd(16)}  ${job.fine_tuned_model ?? ""}`,
+        listing("jobs", "pica jobs list"),
+        out,
+        note,
+      );
+      return 0;
+    case "jobs checkpoints": {
+      const jobId = rest[0];
+      if (jobId === undefined) throw new UsageError("pica jobs checkpoints JOB_ID [--limit N] [--after CHECKPOINT_ID]");
+      await printList(
+        client,
+        (page) => client.listCheckpoints(jobId, page),
+        (checkpoint) =>
+          `${checkpoint.id}  step ${checkpoint.step_number}  loss ${checkpoint.metrics.train_loss?.toFixed(4) ?? "-"}  ${checkpoint.fine_tuned_model_checkpoint}`,
+        listing("checkpoints", `pica jobs checkpoints ${jobId}`),
+        out,
+        note,
+      );
+      return 0;
+    }
+    case "models list":
+      await printList(
+        client,
+        (page) => client.listModels(page),
+        (model) => `${model.id}  ${model.owned_by}`,
+        listing("models", "pica models list"),
+        out,
+        note,
+      );
       return 0;
     case "jobs watch":
       if (sub === undefined || rest[0] === undefined) throw new UsageError("pica jobs watch JOB_ID");
@@ -130,7 +192,14 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "adapters list":
-      for (const adapter of (await client.listAdapters()).data) out(adapter.id);
+      await printList(
+        client,
+        (page) => client.listAdapters(page),
+        (adapter) => `${adapter.id}  ${adapter.source}`,
+        listing("adapters", "pica adapters list"),
+        out,
+        note,
+      );
       return 0;
     case "adapters export": {
       if (rest[0] === undefined || values.out === undefined) throw new UsageError("pica adapters export ADAPTER_ID --out DIR");

@@ -1,8 +1,17 @@
 // A typed client for the platform's public API (the edge), on fetch alone so that it runs in
 // Node, browsers and Workers. The CLI is built on it; the OpenAI-shaped routes work with the
-// `openai` package too, this client adds the PiCa-specific ones and one error type.
+// `openai` package too, this client adds the PiCa-specific ones and one error type. Its types are
+// the protocol's (src/protocol), the contract the edge answers by; lists come in cursor pages,
+// walked with `pages`.
 import type { OpenAIErrorBody } from "../errors.ts";
+import type { ListPage, PageParams } from "../protocol/list-page.ts";
+import type { ModelObject } from "../protocol/openai.ts";
+import type { AdapterObject, FileObject, FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent } from "../protocol/platform-objects.ts";
 import { readSseJson } from "../protocol/sse.ts";
+
+export type { AdapterObject, FileObject, FineTuningCheckpoint, FineTuningJob, ListPage, ModelObject, PageParams };
+/** One event of a fine-tuning job. */
+export type JobEvent = FineTuningJobEvent;
 
 export interface PicaClientOptions {
   baseUrl: string; // e.g. "http://127.0.0.1:8787"
@@ -19,35 +28,6 @@ export class PicaApiError extends Error {
   ) {
     super(body?.message ?? `the API answered ${status}`);
   }
-}
-
-export interface FineTuningJob {
-  id: string;
-  status: string;
-  model: string;
-  fine_tuned_model: string | null;
-  training_file: string;
-  created_at: number;
-  finished_at: number | null;
-  trained_tokens: number | null;
-  estimated_finish?: number | null;
-  error: { code: string; message: string; param: string | null } | null;
-  [field: string]: unknown;
-}
-
-export interface JobEvent {
-  id: string;
-  created_at: number;
-  level: string;
-  message: string;
-  type: string;
-  data: Record<string, unknown> | null;
-}
-
-export interface ListPage<Item> {
-  data: Item[];
-  has_more: boolean;
-  last_id?: string | null;
 }
 
 export interface CreateJobParams {
@@ -82,8 +62,9 @@ export class PicaClient {
     return this.json("POST", "/v1/files", { body: form });
   }
 
-  listFiles(): Promise<ListPage<{ id: string; filename: string; bytes: number; created_at: number }>> {
-    return this.json("GET", "/v1/files");
+  /** A page of the tenant's files, newest first. */
+  listFiles(params: PageParams = {}): Promise<ListPage<FileObject>> {
+    return this.json("GET", `/v1/files${pageQuery(params)}`);
   }
 
   createJob(params: CreateJobParams): Promise<FineTuningJob> {
@@ -93,8 +74,9 @@ export class PicaClient {
     });
   }
 
-  listJobs(limit = 20): Promise<ListPage<FineTuningJob>> {
-    return this.json("GET", `/v1/fine_tuning/jobs?limit=${limit}`);
+  /** A page of the tenant's fine-tuning jobs, newest first. */
+  listJobs(params: PageParams = {}): Promise<ListPage<FineTuningJob>> {
+    return this.json("GET", `/v1/fine_tuning/jobs${pageQuery(params)}`);
   }
 
   retrieveJob(id: string): Promise<FineTuningJob> {
@@ -107,16 +89,43 @@ export class PicaClient {
 
   /** A page of a job's events, newest first (as OpenAI lists them); `after`: the last id of the previous page. */
   jobEvents(id: string, limit = 100, after?: string): Promise<ListPage<JobEvent>> {
-    const query = new URLSearchParams({ limit: String(limit), ...(after !== undefined ? { after } : {}) });
-    return this.json("GET", `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/events?${query}`);
+    return this.json("GET", `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/events${pageQuery({ limit, after })}`);
   }
 
-  listAdapters(): Promise<ListPage<{ id: string; created_at: number; [field: string]: unknown }>> {
-    return this.json("GET", "/v1/adapters");
+  /** A page of the checkpoints a job keeps, newest step first; each `fine_tuned_model_checkpoint` is usable as a model. */
+  listCheckpoints(jobId: string, params: PageParams = {}): Promise<ListPage<FineTuningCheckpoint>> {
+    return this.json("GET", `/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/checkpoints${pageQuery(params)}`);
   }
 
-  retrieveAdapter(id: string): Promise<{ id: string; sha256: string; [field: string]: unknown }> {
+  /** A page of the models the tenant may use: the base model first, then fine-tuned and imported ones (checkpoints are under their job). */
+  listModels(params: PageParams = {}): Promise<ListPage<ModelObject>> {
+    return this.json("GET", `/v1/models${pageQuery(params)}`);
+  }
+
+  /** A page of the tenant's adapters (fine-tuned models, the checkpoints jobs keep, imports), newest first. */
+  listAdapters(params: PageParams = {}): Promise<ListPage<AdapterObject>> {
+    return this.json("GET", `/v1/adapters${pageQuery(params)}`);
+  }
+
+  retrieveAdapter(id: string): Promise<AdapterObject> {
     return this.json("GET", `/v1/adapters/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * Walks a list page by page, from `params.after` on, each request asking for `params.limit`
+   * items (the list's default when unset), following `last_id` while `has_more`:
+   * `for await (const page of client.pages((p) => client.listAdapters(p))) …`.
+   */
+  async *pages<Item>(list: (params: PageParams) => Promise<ListPage<Item>>, params: PageParams = {}): AsyncGenerator<ListPage<Item>, void, undefined> {
+    let after = params.after;
+    for (;;) {
+      const page = await list({ ...params, after });
+      yield page;
+      if (!page.has_more) return;
+      if (page.last_id === null || page.last_id === after)
+        throw new Error(`the list says more items follow ${JSON.stringify(after ?? null)} but names no new last item`);
+      after = page.last_id;
+    }
   }
 
   /** The adapter as PEFT files (multipart: adapter_config, adapter_model). */
@@ -182,6 +191,15 @@ export class PicaClient {
     }
     return response;
   }
+}
+
+/** `?limit=…&after=…` for the parameters given (nothing for none). */
+function pageQuery(params: PageParams): string {
+  const query = new URLSearchParams();
+  if (params.limit !== undefined) query.set("limit", String(params.limit));
+  if (params.after !== undefined) query.set("after", params.after);
+  const text = query.toString();
+  return text === "" ? "" : `?${text}`;
 }
 
 interface StreamChunk {
