@@ -56,6 +56,15 @@ describe("the platform end to end", () => {
     expect(adapter).not.toBe("");
     const jobId = adapter.split(":").at(-1)!;
     expect((await pica(["jobs", "list"])).stdout).toContain(adapter);
+    // Models are the base and fine-tuned ones; a job's checkpoints (the newest few it keeps) are listed under it.
+    const models = (await pica(["models", "list"])).stdout;
+    expect(models).toContain(adapter);
+    expect(models).not.toContain(":ckpt-step-");
+    const checkpoints = await pica(["jobs", "checkpoints", jobId]);
+    expect(checkpoints.code).toBe(0);
+    const checkpointLines = checkpoints.stdout.split("\n").filter((line) => line !== "");
+    expect(checkpointLines.length).toBeLessThanOrEqual(3);
+    for (const line of checkpointLines) expect(line).toContain(`${adapter}:ckpt-step-`);
     const watched = await pica(["jobs", "watch", jobId]);
     expect(watched.code).toBe(0);
     expect(watched.stdout).toMatch(new RegExp(`${jobId} succeeded  \\[#{24}\\]  step (\\d+)/\\1`));
