@@ -7,7 +7,7 @@ import {
   modelListSchema,
   parseChatCompletionRequest,
   parseCompletionRequest,
-  resolveAdapterId,
+  requestedModel,
   textCompletionSchema,
 } from "./openai.ts";
 
@@ -350,19 +350,24 @@ describe("parseCompletionRequest", () => {
   });
 });
 
-describe("resolveAdapterId", () => {
-  it("prefers adapter_id, else model, and maps the base model to null", () => {
-    expect(resolveAdapterId({ model: BASE_MODEL_ID })).toBeNull();
-    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1" })).toBe("ft:pica-base-4m:acme:x:j1");
-    expect(resolveAdapterId({ model: BASE_MODEL_ID, adapter_id: "ft:pica-base-4m:acme:x:j1" })).toBe("ft:pica-base-4m:acme:x:j1");
-    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1", adapter_id: "other" })).toBe("other");
-    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1", adapter_id: BASE_MODEL_ID })).toBeNull();
-    expect(resolveAdapterId({ model: "ft:pica-base-4m:acme:x:j1", adapter_id: null })).toBe("ft:pica-base-4m:acme:x:j1");
+describe("requestedModel", () => {
+  it("reads adapter_id over model, and the base model's id as no adapter", () => {
+    expect(requestedModel({ model: BASE_MODEL_ID })).toEqual({ adapterId: null, name: BASE_MODEL_ID, param: "model" });
+    expect(requestedModel({ model: "ft:pica-base-4m:acme:x:j1" })).toEqual({
+      adapterId: "ft:pica-base-4m:acme:x:j1",
+      name: "ft:pica-base-4m:acme:x:j1",
+      param: "model",
+    });
+    expect(requestedModel({ model: BASE_MODEL_ID, adapter_id: "a1" })).toEqual({ adapterId: "a1", name: "a1", param: "adapter_id" });
+    expect(requestedModel({ model: "a1", adapter_id: BASE_MODEL_ID }).adapterId).toBeNull();
+    expect(requestedModel({ model: "a1", adapter_id: null })).toEqual({ adapterId: "a1", name: "a1", param: "model" });
+    expect(requestedModel({ model: "Qwen2.5-0.5B" }, "Qwen2.5-0.5B").adapterId).toBeNull();
+    expect(requestedModel({ model: BASE_MODEL_ID }, "Qwen2.5-0.5B").adapterId).toBe(BASE_MODEL_ID);
   });
 
-  it("works on parsed requests", () => {
-    expect(resolveAdapterId(parseChatCompletionRequest(chat({ adapter_id: "a1" })))).toBe("a1");
-    expect(resolveAdapterId(parseCompletionRequest(completion()))).toBeNull();
+  it("reads parsed requests", () => {
+    expect(requestedModel(parseChatCompletionRequest(chat({ adapter_id: "a1" }))).adapterId).toBe("a1");
+    expect(requestedModel(parseCompletionRequest(completion())).adapterId).toBeNull();
   });
 });
 

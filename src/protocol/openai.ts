@@ -315,10 +315,30 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
   return result.data;
 }
 
-/** The adapter a request asks for: `adapter_id`, else `model`; null means the base model. */
-export function resolveAdapterId(request: { model: string; adapter_id?: string | undefined | null }): string | null {
-  if (request.adapter_id) return request.adapter_id === BASE_MODEL_ID ? null : request.adapter_id;
-  return request.model === BASE_MODEL_ID ? null : request.model;
+/** The model a request names, and the field that named it. */
+export interface RequestedModel {
+  /** The adapter to serve with, or null for the base model. */
+  adapterId: string | null;
+  /** What the request named, the base model's id included. */
+  name: string;
+  /** The field an error about the model points at. */
+  param: "adapter_id" | "model";
+}
+
+/**
+ * The model a request asks for, as the edge and the runner both read it: a top-level
+ * `adapter_id` (what @huggingface/inference sends) wins over `model`; naming the base model
+ * (`baseModelId`) means no adapter.
+ */
+export function requestedModel(request: { model: string; adapter_id?: string | undefined | null }, baseModelId: string = BASE_MODEL_ID): RequestedModel {
+  const param = request.adapter_id ? "adapter_id" : "model";
+  const name = request.adapter_id || request.model;
+  return { adapterId: name === baseModelId ? null : name, name, param };
+}
+
+/** The message of the 404 for a model that does not exist or is not the caller's (the same text on the edge and the runner). */
+export function unknownModelMessage(name: string): string {
+  return `The model '${name}' does not exist or you do not have access to it.`;
 }
 
 // ---------------------------------------------------------------------------------------------

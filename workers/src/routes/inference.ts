@@ -7,7 +7,15 @@
  */
 import { Hono, type Context } from "hono";
 import { notFound, rateLimited } from "../../../src/errors.ts";
-import { parseChatCompletionRequest, parseCompletionRequest, usageSchema, type SamplingParameters, type Usage } from "../../../src/protocol/openai.ts";
+import {
+  parseChatCompletionRequest,
+  parseCompletionRequest,
+  requestedModel,
+  type SamplingParameters,
+  type Usage,
+  unknownModelMessage,
+  usageSchema,
+} from "../../../src/protocol/openai.ts";
 import { RUNNER_PATHS } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { requireKey } from "../auth/middleware.ts";
@@ -38,17 +46,10 @@ async function complete(c: Context<AppEnv>, path: ForwardRequest["path"]): Promi
   const db = database(c.env.DB);
   const requestId = c.get("requestId"); // set for every request in index.ts; also on the response
 
-  // A top-level adapter_id wins over `model`, as on the runner.
-  const model = request.adapter_id ?? request.model;
-  const isBase = model === c.env.BASE_MODEL;
-  const { limits, adapter, runners } = await lookUp(db, c.env, tenantId, isBase ? null : model);
-  if (!isBase && (adapter === null || adapter.status !== "ready")) {
-    throw notFound(
-      `The model '${model}' does not exist or you do not have access to it.`,
-      request.adapter_id !== undefined ? "adapter_id" : "model",
-      "model_not_found",
-    );
-  }
+  const { adapterId, name: model, param } = requestedModel(request, c.env.BASE_MODEL);
+  const isBase = adapterId === null;
+  const { limits, adapter, runners } = await lookUp(db, c.env, tenantId, adapterId);
+  if (!isBase && (adapter === null || adapter.status !== "ready")) throw notFound(unknownModelMessage(model), param, "model_not_found");
   const candidates = servingRunners(runners, adapter?.baseModel ?? c.env.BASE_MODEL, adapter?.basisId ?? null);
   if (candidates.length === 0) throw runnerUnavailable(`No runner serves the base model '${adapter?.baseModel ?? c.env.BASE_MODEL}' right now.`);
   // Affinity keeps an adapter on the runner whose cache holds it; base-model requests have
