@@ -23,6 +23,7 @@ export const fileObjectSchema = z.object({
 });
 export type FileObject = z.infer<typeof fileObjectSchema>;
 
+/** A job's status; it only moves forward, to one of the last three. */
 export const fineTuningJobStatusSchema = z.enum(["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]);
 
 /** A fine-tuning job (`/v1/fine_tuning/jobs`); PiCa's rank and weight sharing are in the method's hyper-parameters. */
@@ -118,6 +119,7 @@ export const apiKeyObjectSchema = z.object({
 });
 export type ApiKeyObject = z.infer<typeof apiKeyObjectSchema>;
 
+/** The page each list answers (src/protocol/list-page.ts). */
 export const modelPageSchema = listPageSchema(modelObjectSchema);
 export const filePageSchema = listPageSchema(fileObjectSchema);
 export const fineTuningJobPageSchema = listPageSchema(fineTuningJobSchema);

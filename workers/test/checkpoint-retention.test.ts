@@ -145,7 +145,7 @@ describe("a kept checkpoint", () => {
   beforeEach(forgetRunners);
   afterEach(() => restore?.());
 
-  it("serves inference by its id, and is retrievable as an adapter and as a model", async () => {
+  it("serves inference by its id, is retrievable as an adapter and as a model, and leaves its job's list when deleted", async () => {
     const { runners, restore: undo } = fakeRunners();
     restore = undo;
     const { key, tenantId } = await tenantWithKey();
@@ -166,5 +166,10 @@ describe("a kept checkpoint", () => {
       created: expect.any(Number),
       owned_by: tenantId,
     });
+
+    // Deleting the checkpoint's adapter takes it off its job's list too.
+    expect((await call("DELETE", `/v1/adapters/${encodeURIComponent(checkpoint)}`, { key })).status).toBe(200);
+    expect(await listedSteps(key, job.id)).toEqual([]);
+    expect(await checkpointBlobs(tenantId, job.id)).toEqual([]);
   });
 });
