@@ -10,7 +10,14 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { CALLBACK_PATHS, TERMINAL_JOB_STATUSES, type JobEvent, type RunnerJob, type TrainingJobRequest } from "../../src/protocol/runner.ts";
+import {
+  CALLBACK_PATHS,
+  DEFAULT_ADAPTER_RANK,
+  TERMINAL_JOB_STATUSES,
+  type JobEvent,
+  type RunnerJob,
+  type TrainingJobRequest,
+} from "../../src/protocol/runner.ts";
 import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 import { serializeAdapter } from "../pica/adapter-format.ts";
 import { parseCheckpoint, serializeCheckpoint, type TrainerCheckpoint } from "../training/checkpoint.ts";
@@ -120,7 +127,7 @@ export class JobManager {
       }
       return existing.job;
     }
-    const rank = request.hyperparameters.rank ?? 8;
+    const rank = request.hyperparameters.rank ?? DEFAULT_ADAPTER_RANK;
     if (rank > this.options.maxRank) {
       throw new JobRequestError("hyperparameters.rank", `hyperparameters.rank ${rank} is above this runner's serving rank ${this.options.maxRank}`);
     }

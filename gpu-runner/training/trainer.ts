@@ -18,6 +18,7 @@ import { tokenizeRecords } from "./tokenize.ts";
 import { TrainingSession } from "./training-session.ts";
 import type { WeightFile } from "../model/weight-file.ts";
 import type { OnnxSessionOptions } from "../runtime/onnx-session.ts";
+import { DEFAULT_ADAPTER_RANK } from "../../src/protocol/runner.ts";
 
 /** The frozen model a job trains against. */
 export interface TrainerModel {
@@ -113,7 +114,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
   const { config, tokenizer, basis } = model;
   const method = options.method ?? "pica";
   const seed = options.seed ?? 0;
-  const rank = options.hyperparameters?.rank ?? 8;
+  const rank = options.hyperparameters?.rank ?? DEFAULT_ADAPTER_RANK;
   const sharing: SharingMode = options.hyperparameters?.weight_sharing === false ? "per_layer" : "shared";
   const maxLength = options.maxLength ?? Math.min(config.maxPositionEmbeddings - 1, 512);
 

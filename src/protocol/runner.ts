@@ -47,13 +47,18 @@ export const RUNNER_PATHS = {
 
 const auto = <Schema extends z.ZodType>(schema: Schema) => z.union([z.literal("auto"), schema]).optional();
 
+/** The PiCa rank of a fine-tuning job that names none, wherever the job is read (edge, runner, trainer). */
+export const DEFAULT_ADAPTER_RANK = 8;
+/** The largest rank a job may ask for. */
+export const MAX_ADAPTER_RANK = 64;
+
 /** Fine-tuning hyper-parameters: a number in range or "auto" (resolved by the trainer's rules). */
 export const hyperparametersSchema = z
   .object({
     n_epochs: auto(z.int().min(1).max(50)),
     batch_size: auto(z.int().min(1).max(256)),
     learning_rate_multiplier: auto(z.number().gt(0).max(10)),
-    rank: z.int().min(1).max(64).optional(),
+    rank: z.int().min(1).max(MAX_ADAPTER_RANK).optional(),
     weight_sharing: z.boolean().optional(),
   })
   .strict();
@@ -188,7 +193,7 @@ export const PEFT_IMPORT_REPORT_HEADER = "x-pica-import-report";
 
 /** Optional form fields of an import: the PiCa rank (default: the runner's serving rank) and sharing. */
 export const peftImportOptionsSchema = z.object({
-  rank: z.coerce.number().pipe(z.int().min(1).max(64)).optional(),
+  rank: z.coerce.number().pipe(z.int().min(1).max(MAX_ADAPTER_RANK)).optional(),
   sharing: z.enum(["shared", "per_layer"]).default("shared"),
 });
 export type PeftImportOptions = z.output<typeof peftImportOptionsSchema>;

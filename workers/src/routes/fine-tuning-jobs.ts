@@ -10,7 +10,7 @@ import { BASE_MODEL_ID, fineTunedModelId, validateSuffix } from "../../../src/co
 import { badRequest, notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
 import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
-import { hyperparametersSchema, type Hyperparameters } from "../../../src/protocol/runner.ts";
+import { DEFAULT_ADAPTER_RANK, hyperparametersSchema, type Hyperparameters } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
@@ -28,8 +28,6 @@ import { fileOr404 } from "./files.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
-/** The runner's defaults, stated on the job so its object says what will be trained. */
-export const DEFAULT_RANK = 8;
 export const DEFAULT_WEIGHT_SHARING = true;
 
 /** The body of `POST /v1/fine_tuning/jobs` (also described in the OpenAPI document). */
@@ -95,7 +93,7 @@ fineTuningJobRoutes.post("/", async (c) => {
         n_epochs: requested.n_epochs ?? "auto",
         batch_size: requested.batch_size ?? "auto",
         learning_rate_multiplier: requested.learning_rate_multiplier ?? "auto",
-        rank: requested.rank ?? DEFAULT_RANK,
+        rank: requested.rank ?? DEFAULT_ADAPTER_RANK,
         weight_sharing: requested.weight_sharing ?? DEFAULT_WEIGHT_SHARING,
       },
       status: "validating_files",
