@@ -28,6 +28,7 @@ import { fileOr404 } from "./files.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
+/** The runner's default, stated on the job so its object says what will be trained (the rank's is DEFAULT_ADAPTER_RANK). */
 export const DEFAULT_WEIGHT_SHARING = true;
 
 /** The body of `POST /v1/fine_tuning/jobs` (also described in the OpenAPI document). */
