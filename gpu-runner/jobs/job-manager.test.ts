@@ -30,7 +30,7 @@ const jsonl = (count: number) =>
 
 /** What the control plane received on a job's callback. */
 interface Received {
-  placements: string[]; // the placement header of every callback, "" when absent
+  placements: { job: string; placement: string }[]; // the placement header of every callback, "" when absent
   events: JobEvent[];
   blobs: { path: string; sha256: string; bytes: Uint8Array; authorization: string | null }[];
   failNext: number; // answer this many next requests with 503
@@ -57,7 +57,7 @@ describe("JobManager", () => {
     directory = await mkdtemp(join(tmpdir(), "pica-jobs-"));
     const edge = new Hono();
     edge.use(async (c, next) => {
-      if (c.req.path.startsWith("/callbacks/")) received.placements.push(c.req.header(PLACEMENT_HEADER) ?? "");
+      if (c.req.path.startsWith("/callbacks/")) received.placements.push({ job: c.req.path.split("/")[2], placement: c.req.header(PLACEMENT_HEADER) ?? "" });
       // The control plane gave these jobs to another runner.
       if (c.req.path.startsWith("/callbacks/moved-"))
         return c.json({ error: { message: "moved", type: "invalid_request_error", param: null, code: JOB_MOVED_CODE } }, 409);
@@ -219,7 +219,9 @@ describe("JobManager", () => {
     const referenceAdapter = parseAdapter((await reference.adapterBytes("job-ref-moved"))!, "reference");
     expect(movedAdapter.m).toEqual(referenceAdapter.m);
     await waitFor("the final status event", () => received.events.some((e) => e.id === "job-m:status:succeeded"));
-    expect(new Set(received.placements.slice(before))).toEqual(new Set(["runner-2"])); // every callback says where it runs now
+    // Every callback says where it runs now (other tests' jobs may still be reporting their ends).
+    const placements = received.placements.slice(before).filter((callback) => callback.job === "job-m");
+    expect(new Set(placements.map((callback) => callback.placement))).toEqual(new Set(["runner-2"]));
   });
 
   it("fails a moved job whose trainer state cannot be read, saying so", async () => {
@@ -240,7 +242,7 @@ describe("JobManager", () => {
     expect(job.step).toBeLessThan(100); // stopped long before its 300 steps
     // One refused delivery (its first), and nothing after it.
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(received.placements.slice(before)).toEqual(["runner-1"]);
+    expect(received.placements.slice(before).filter((callback) => callback.job === "moved-1")).toEqual([{ job: "moved-1", placement: "runner-1" }]);
     // Given back later (with the control plane's state to resume from), it is accepted afresh;
     // any other different request under its id is still a conflict.
     await expect(jobs.submit(request("moved-1", { placement: "runner-1", seed: 9 }))).rejects.toBeInstanceOf(JobConflictError);
