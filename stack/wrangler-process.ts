@@ -1,6 +1,6 @@
 /**
  * `wrangler dev --local` as a child process for the local stack, tests and benchmarks: the edge
- * worker (on a free port unless one is given) with
+ * worker (or another worker config a bench needs beside it; on a free port unless one is given) with
  * its own persistence directory (local D1 with the real migrations applied first), its output kept
  * for error messages, and a stop that ends the whole process group (wrangler starts workerd
  * beneath it) so a failed bench leaves no orphan.
@@ -17,6 +17,7 @@ const OUTPUT_LINES_KEPT = 60;
 /** A started local edge: its base URL and how to stop it. */
 export interface WranglerProcess {
   url: string;
+  pid: number; // wrangler's, also the process group it shares with workerd
   recentOutput(): string;
   stop(): Promise<void>;
 }
@@ -27,6 +28,8 @@ export interface WranglerOptions {
   envFile: string; // secrets, instead of workers/.dev.vars
   startTimeoutMs?: number; // default 90 s
   port?: number; // default: a free port
+  config?: string; // default: the edge's, workers/wrangler.jsonc
+  ready?: { path: string; status: number }; // what answers once the worker serves; default: the edge's 401 on /v1/models
 }
 
 /** Applies the migrations to the local D1 in `persistTo`; throws with wrangler's output on failure. */
@@ -50,7 +53,7 @@ export async function startWrangler(options: WranglerOptions): Promise<WranglerP
     WRANGLER,
     "dev",
     "-c",
-    CONFIG,
+    options.config ?? CONFIG,
     "--local",
     "--ip",
     "127.0.0.1",
@@ -84,19 +87,20 @@ export async function startWrangler(options: WranglerOptions): Promise<WranglerP
   const recentOutput = () => lines.join("\n");
   const stop = stopper(child);
   const url = `http://127.0.0.1:${port}`;
+  const ready = options.ready ?? { path: "/v1/models", status: 401 };
   try {
     const deadline = Date.now() + (options.startTimeoutMs ?? 90_000);
     for (;;) {
       if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${recentOutput()}`);
       if (Date.now() > deadline) throw new Error(`wrangler dev did not start in time:\n${recentOutput()}`);
-      const ready = await fetch(`${url}/v1/models`).then(
-        (response) => response.status === 401,
+      const serving = await fetch(`${url}${ready.path}`).then(
+        (response) => response.status === ready.status,
         () => false,
       );
-      if (ready) break;
+      if (serving) break;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
-    return { url, recentOutput, stop };
+    return { url, pid: child.pid!, recentOutput, stop };
   } catch (error) {
     await stop();
     throw error;
