@@ -16,14 +16,8 @@ export function listPageSchema<Item extends z.ZodType>(item: Item) {
   });
 }
 
-/** One page of a list. */
-export interface ListPage<Item> {
-  object: "list";
-  data: Item[];
-  first_id: string | null;
-  last_id: string | null;
-  has_more: boolean;
-}
+/** One page of a list: the schema's own type, so a route typed by it answers what the document describes. */
+export type ListPage<Item> = z.output<ReturnType<typeof listPageSchema<z.ZodType<Item>>>>;
 
 /** Where a page starts and how many items it holds at most. */
 export interface PageParams {

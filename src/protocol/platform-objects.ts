@@ -119,6 +119,17 @@ export const apiKeyObjectSchema = z.object({
 });
 export type ApiKeyObject = z.infer<typeof apiKeyObjectSchema>;
 
+/** A key as issued (`POST /v1/api_keys`): the listed fields and the secret, which no other response shows. */
+export const issuedApiKeySchema = apiKeyObjectSchema.extend({ key: z.string().describe("sk-pica-…: shown only in this response") });
+export type IssuedApiKey = z.infer<typeof issuedApiKeySchema>;
+
+/** What a delete answers: the id of the deleted `object` kind. */
+export function deletedObjectSchema<Kind extends string>(object: Kind) {
+  return z.object({ id: z.string(), object: z.literal(object), deleted: z.literal(true) });
+}
+export const fileDeletedSchema = deletedObjectSchema("file");
+export const adapterDeletedSchema = deletedObjectSchema("adapter");
+
 /** The page each list answers (src/protocol/list-page.ts). */
 export const modelPageSchema = listPageSchema(modelObjectSchema);
 export const filePageSchema = listPageSchema(fileObjectSchema);

@@ -45,10 +45,21 @@ describe("the OpenAPI document", () => {
       app.routes.filter((route) => route.method !== "ALL" && route.path.startsWith("/v1/")).map((route) => `${route.method} ${normalise(route.path)}`),
     );
     expect(mounted.size).toBeGreaterThan(10);
-    expect([...mounted].filter((route) => !documented.has(route))).toEqual([]);
+    expect(
+      [...mounted].filter((route) => !documented.has(route)),
+      "mounted, not documented",
+    ).toEqual([]);
+    expect(
+      [...documented].filter((route) => !mounted.has(route)),
+      "documented, not mounted",
+    ).toEqual([]);
     for (const [path, methods] of Object.entries(document.paths)) {
       for (const [method, operation] of Object.entries(methods)) {
         expect(operation.responses["401"], `${method} ${path}`).toEqual({ $ref: "#/components/responses/401" });
+        const success = Object.entries(operation.responses).filter(([status]) => status.startsWith("2"));
+        expect(success, `${method} ${path}`).toHaveLength(1);
+        const content = (success[0][1] as { content: Record<string, { schema?: unknown }> }).content;
+        if (content["application/json"] !== undefined) expect(content["application/json"].schema, `${method} ${path}`).toBeDefined();
       }
     }
   });

@@ -1,10 +1,13 @@
 /** Jobs, their events and checkpoints as OpenAI's fine-tuning API shows them. */
+import type { FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent } from "../../../src/protocol/platform-objects.ts";
 import type { JobRow } from "../db/queries/fine-tuning-jobs.ts";
 import type { CheckpointRow, EventRow } from "../db/queries/job-results.ts";
 
+// The text and JSON columns below hold only what the edge wrote with the protocol's own types
+// (routes/fine-tuning-jobs.ts, job-status.ts, the runner's parsed events); D1 types them loosely.
 /** A job as `GET /v1/fine_tuning/jobs/{id}` returns it. */
-export function publicJob(row: JobRow) {
-  const hyperparameters = row.hyperparameters;
+export function publicJob(row: JobRow): FineTuningJob {
+  const hyperparameters = row.hyperparameters as FineTuningJob["method"]["supervised"]["hyperparameters"];
   return {
     object: "fine_tuning.job" as const,
     id: row.id,
@@ -15,7 +18,7 @@ export function publicJob(row: JobRow) {
     fine_tuned_model: row.status === "succeeded" ? row.fineTunedModel : null,
     organization_id: row.tenantId,
     result_files: [] as string[],
-    status: row.status,
+    status: row.status as FineTuningJob["status"],
     validation_file: row.validationFile,
     training_file: row.trainingFile,
     hyperparameters: {
@@ -38,20 +41,20 @@ export function publicJob(row: JobRow) {
 }
 
 /** An event as `GET /v1/fine_tuning/jobs/{id}/events` returns it. */
-export function publicEvent(row: EventRow) {
+export function publicEvent(row: EventRow): FineTuningJobEvent {
   return {
     object: "fine_tuning.job.event" as const,
     id: row.id,
     created_at: row.createdAt,
-    level: row.level,
-    type: row.type,
+    level: row.level as FineTuningJobEvent["level"],
+    type: row.type as FineTuningJobEvent["type"],
     message: row.message,
     data: row.data,
   };
 }
 
 /** A checkpoint as `GET /v1/fine_tuning/jobs/{id}/checkpoints` returns it. */
-export function publicCheckpoint(row: CheckpointRow) {
+export function publicCheckpoint(row: CheckpointRow): FineTuningCheckpoint {
   return {
     object: "fine_tuning.job.checkpoint" as const,
     id: row.id,

@@ -5,7 +5,7 @@
  * describe what it answers (the output side).
  */
 import { z } from "zod";
-import { OPERATIONS, STREAM_CHUNK, type Operation } from "./operations.ts";
+import { OPERATIONS, type Operation } from "./operations.ts";
 
 type JsonSchema = Record<string, unknown>;
 
@@ -26,7 +26,6 @@ export function openApiDocument(serverUrl: string): JsonSchema {
     return { $ref: `#/components/schemas/${name}` };
   };
   named("Error", errorSchema, "output");
-  named(STREAM_CHUNK.name, STREAM_CHUNK.schema, "output");
 
   const paths: Record<string, Record<string, unknown>> = {};
   for (const operation of OPERATIONS) {
@@ -81,18 +80,16 @@ function describe(
     }
   }
   const { response } = operation;
-  const responseSchema =
-    response.schema === undefined
-      ? undefined
-      : response.name
-        ? named(response.name, response.schema, "output")
-        : toJsonSchema(response.schema, "output", components);
-  const responses: Record<string, unknown> = {
-    [String(response.status ?? 200)]: {
-      description: response.description,
-      content: { [response.contentType ?? "application/json"]: responseSchema === undefined ? {} : { schema: responseSchema } },
-    },
-  };
+  const output = (schema: z.ZodType, name: string | undefined) => (name ? named(name, schema, "output") : toJsonSchema(schema, "output", components));
+  // A streamed answer is described as OpenAI's own document does: the event's data schema under text/event-stream.
+  const content =
+    "schema" in response
+      ? {
+          "application/json": { schema: output(response.schema, response.name) },
+          ...(response.stream ? { "text/event-stream": { schema: output(response.stream.schema, response.stream.name) } } : {}),
+        }
+      : { [response.contentType]: {} };
+  const responses: Record<string, unknown> = { [String(response.status ?? 200)]: { description: response.description, content } };
   for (const [status] of ERROR_RESPONSES) responses[String(status)] = { $ref: `#/components/responses/${status}` };
   return {
     operationId: `${operation.method}${operation.path.replace(/\{(\w+)\}/g, "by_$1").replace(/[^A-Za-z0-9]+(.)?/g, (_, next: string | undefined) => (next ?? "").toUpperCase())}`,

@@ -1,11 +1,11 @@
 /**
- * Every public operation of the API, with the zod schemas its route parses (imported from where
- * the route or the protocol defines them, so the description cannot drift from the validation).
- * A route whose module does not export its schema yet is described by its path, scope and
- * response kind only; workers/test/openapi.test.ts fails when a mounted route is missing here.
+ * Every public operation of the API, with the zod schemas its route parses its body and query
+ * with and types its answer by, imported from the route or from src/protocol, so the document
+ * cannot describe anything the routes do not validate or send. workers/test/openapi.test.ts
+ * fails when a mounted route is missing here or an operation here is not mounted;
+ * workers/test/response-schemas.test.ts sends each operation's real answers through the document.
  */
-import { z } from "zod";
-import { listPageSchema } from "../../../src/protocol/list-page.ts";
+import type { z } from "zod";
 import {
   chatCompletionChunkSchema,
   chatCompletionRequestSchema,
@@ -15,25 +15,56 @@ import {
   textCompletionSchema,
 } from "../../../src/protocol/openai.ts";
 import {
+  adapterDeletedSchema,
   adapterObjectSchema,
   adapterPageSchema,
+  apiKeyObjectSchema,
   apiKeyPageSchema,
+  fileDeletedSchema,
   filePageSchema,
   fileObjectSchema,
   fineTuningCheckpointPageSchema,
   fineTuningJobEventPageSchema,
   fineTuningJobPageSchema,
   fineTuningJobSchema,
+  issuedApiKeySchema,
   modelPageSchema,
   usageReportSchema,
 } from "../../../src/protocol/platform-objects.ts";
-import { hyperparametersSchema } from "../../../src/protocol/runner.ts";
 import type { KeyScope } from "../auth/keys.ts";
 import { adapterImportRequestSchema, importedAdapterSchema } from "../routes/adapter-transfer.ts";
-import { keyRequestSchema } from "../routes/keys.ts";
-import { listQuerySchema } from "../routes/list-page.ts";
+import { adaptersQuerySchema } from "../routes/adapters.ts";
+import { fileUploadSchema, filesQuerySchema } from "../routes/files.ts";
+import { createJobSchema, jobCheckpointsQuerySchema, jobEventsQuerySchema, jobsQuerySchema } from "../routes/fine-tuning-jobs.ts";
+import { keyRequestSchema, keysQuerySchema } from "../routes/keys.ts";
+import { modelsQuerySchema } from "../routes/models.ts";
 import { usageQuerySchema } from "../routes/usage.ts";
-import { webhookDeliverySchema, webhookObjectSchema, webhookRequestSchema } from "../routes/webhooks.ts";
+import {
+  deliveriesQuerySchema,
+  webhookDeletedSchema,
+  webhookDeliveryPageSchema,
+  webhookObjectSchema,
+  webhookPageSchema,
+  webhookRequestSchema,
+  webhooksQuerySchema,
+} from "../routes/webhooks.ts";
+
+/** A JSON answer: the schema the route's response is typed by, named when it is a component. */
+export interface JsonResponse {
+  description: string;
+  status?: number; // 200 unless given
+  name?: string;
+  schema: z.ZodType;
+  /** With `stream: true` the answer is `text/event-stream` instead, each event's data one of these. */
+  stream?: { name: string; schema: z.ZodType };
+}
+
+/** An answer that is not JSON (a file's bytes, a multipart bundle): described by its content type only. */
+export interface RawResponse {
+  description: string;
+  status?: number;
+  contentType: string;
+}
 
 export interface Operation {
   method: "get" | "post" | "delete";
@@ -43,23 +74,8 @@ export interface Operation {
   scope: KeyScope;
   request?: { contentType: "application/json" | "multipart/form-data"; name: string; schema: z.ZodType };
   query?: z.ZodObject;
-  response: { description: string; status?: number; name?: string; schema?: z.ZodType; contentType?: string };
+  response: JsonResponse | RawResponse;
 }
-
-const deleted = z.object({ id: z.string(), object: z.string(), deleted: z.literal(true) });
-const anyObject = z.object({ id: z.string(), object: z.string() }).loose();
-
-// The file upload's form, as routes/files.ts reads it by hand (it has no zod schema to share).
-const fileUploadSchema = z.object({ file: z.file().describe("JSONL, one training example per line"), purpose: z.literal("fine-tune") });
-// The job request: protocol hyper-parameters plus OpenAI's fields (routes/fine-tuning owns the parse).
-const fineTuningJobRequestSchema = z.object({
-  model: z.string(),
-  training_file: z.string(),
-  validation_file: z.string().optional(),
-  suffix: z.string().max(64).optional(),
-  seed: z.int().optional(),
-  method: z.object({ type: z.literal("supervised"), supervised: z.object({ hyperparameters: hyperparametersSchema }) }).optional(),
-});
 
 export const OPERATIONS: Operation[] = [
   {
@@ -70,9 +86,10 @@ export const OPERATIONS: Operation[] = [
     scope: "inference",
     request: { contentType: "application/json", name: "ChatCompletionRequest", schema: chatCompletionRequestSchema },
     response: {
-      description: "The completion, or `text/event-stream` of ChatCompletionChunk objects ending with [DONE]",
+      description: "The completion, or with `stream: true` `text/event-stream` of ChatCompletionChunk objects ending with [DONE]",
       name: "ChatCompletion",
       schema: chatCompletionSchema,
+      stream: { name: "ChatCompletionChunk", schema: chatCompletionChunkSchema },
     },
   },
   {
@@ -82,7 +99,12 @@ export const OPERATIONS: Operation[] = [
     summary: "Create a text completion (JSON, or SSE with stream: true)",
     scope: "inference",
     request: { contentType: "application/json", name: "CompletionRequest", schema: completionRequestSchema },
-    response: { description: "The completion, or `text/event-stream`", name: "TextCompletion", schema: textCompletionSchema },
+    response: {
+      description: "The completion, or with `stream: true` `text/event-stream` of TextCompletion chunks ending with [DONE]",
+      name: "TextCompletion",
+      schema: textCompletionSchema,
+      stream: { name: "TextCompletion", schema: textCompletionSchema },
+    },
   },
   {
     method: "get",
@@ -90,7 +112,7 @@ export const OPERATIONS: Operation[] = [
     tag: "inference",
     summary: "List the base model and the tenant's fine-tuned and imported models (checkpoints are listed under their job)",
     scope: "inference",
-    query: listQuerySchema("models"),
+    query: modelsQuerySchema,
     response: { description: "A page of models: the base model first, then adapters newest first", name: "ModelList", schema: modelPageSchema },
   },
   {
@@ -117,7 +139,7 @@ export const OPERATIONS: Operation[] = [
     tag: "files",
     summary: "List files",
     scope: "fine_tuning",
-    query: listQuerySchema("files").extend({ purpose: z.string().optional() }),
+    query: filesQuerySchema,
     response: { description: "A page of files, newest first", name: "FileList", schema: filePageSchema },
   },
   {
@@ -142,7 +164,7 @@ export const OPERATIONS: Operation[] = [
     tag: "files",
     summary: "Delete a file",
     scope: "fine_tuning",
-    response: { description: "Deleted", schema: deleted },
+    response: { description: "Deleted", name: "FileDeleted", schema: fileDeletedSchema },
   },
 
   {
@@ -151,7 +173,7 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "Create a fine-tuning job",
     scope: "fine_tuning",
-    request: { contentType: "application/json", name: "FineTuningJobRequest", schema: fineTuningJobRequestSchema },
+    request: { contentType: "application/json", name: "FineTuningJobRequest", schema: createJobSchema },
     response: { description: "The job", name: "FineTuningJob", schema: fineTuningJobSchema },
   },
   {
@@ -160,7 +182,7 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "List fine-tuning jobs",
     scope: "fine_tuning",
-    query: listQuerySchema("jobs"),
+    query: jobsQuerySchema,
     response: { description: "A page of jobs, newest first", name: "FineTuningJobList", schema: fineTuningJobPageSchema },
   },
   {
@@ -185,7 +207,7 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "List a job's events",
     scope: "fine_tuning",
-    query: listQuerySchema("events"),
+    query: jobEventsQuerySchema,
     response: { description: "A page of events, newest first", name: "FineTuningJobEventList", schema: fineTuningJobEventPageSchema },
   },
   {
@@ -194,7 +216,7 @@ export const OPERATIONS: Operation[] = [
     tag: "fine-tuning",
     summary: "List a job's checkpoints (the newest few it keeps; each is usable as `model`)",
     scope: "fine_tuning",
-    query: listQuerySchema("checkpoints"),
+    query: jobCheckpointsQuerySchema,
     response: { description: "A page of checkpoints, newest step first", name: "FineTuningCheckpointList", schema: fineTuningCheckpointPageSchema },
   },
 
@@ -204,7 +226,7 @@ export const OPERATIONS: Operation[] = [
     tag: "adapters",
     summary: "List adapters: fine-tuned models, the checkpoints jobs keep, and imports",
     scope: "inference",
-    query: listQuerySchema("adapters"),
+    query: adaptersQuerySchema,
     response: { description: "A page of adapters, newest first", name: "AdapterList", schema: adapterPageSchema },
   },
   {
@@ -221,7 +243,7 @@ export const OPERATIONS: Operation[] = [
     tag: "adapters",
     summary: "Delete an adapter",
     scope: "fine_tuning",
-    response: { description: "Deleted", schema: deleted },
+    response: { description: "Deleted", name: "AdapterDeleted", schema: adapterDeletedSchema },
   },
   {
     method: "post",
@@ -269,8 +291,8 @@ export const OPERATIONS: Operation[] = [
     tag: "webhooks",
     summary: "List webhook endpoints",
     scope: "admin",
-    query: listQuerySchema("webhooks"),
-    response: { description: "A page of endpoints, oldest first", schema: listPageSchema(webhookObjectSchema) },
+    query: webhooksQuerySchema,
+    response: { description: "A page of endpoints, oldest first", name: "WebhookEndpointList", schema: webhookPageSchema },
   },
   {
     method: "get",
@@ -286,8 +308,8 @@ export const OPERATIONS: Operation[] = [
     tag: "webhooks",
     summary: "Deliveries to an endpoint",
     scope: "admin",
-    query: listQuerySchema("deliveries"),
-    response: { description: "A page of deliveries, newest first", schema: listPageSchema(webhookDeliverySchema) },
+    query: deliveriesQuerySchema,
+    response: { description: "A page of deliveries, newest first", name: "WebhookDeliveryList", schema: webhookDeliveryPageSchema },
   },
   {
     method: "delete",
@@ -295,7 +317,7 @@ export const OPERATIONS: Operation[] = [
     tag: "webhooks",
     summary: "Delete a webhook endpoint",
     scope: "admin",
-    response: { description: "Deleted", schema: deleted },
+    response: { description: "Deleted", name: "WebhookEndpointDeleted", schema: webhookDeletedSchema },
   },
 
   {
@@ -305,7 +327,7 @@ export const OPERATIONS: Operation[] = [
     summary: "Issue an API key (the key is returned once)",
     scope: "admin",
     request: { contentType: "application/json", name: "ApiKeyRequest", schema: keyRequestSchema },
-    response: { description: "The key with its secret", status: 201, schema: anyObject },
+    response: { description: "The key with its secret", status: 201, name: "IssuedApiKey", schema: issuedApiKeySchema },
   },
   {
     method: "get",
@@ -313,7 +335,7 @@ export const OPERATIONS: Operation[] = [
     tag: "api keys",
     summary: "List API keys (prefixes only)",
     scope: "admin",
-    query: listQuerySchema("keys"),
+    query: keysQuerySchema,
     response: { description: "A page of keys, oldest first", name: "ApiKeyList", schema: apiKeyPageSchema },
   },
   {
@@ -322,9 +344,6 @@ export const OPERATIONS: Operation[] = [
     tag: "api keys",
     summary: "Revoke an API key",
     scope: "admin",
-    response: { description: "The revoked key", schema: anyObject },
+    response: { description: "The revoked key", name: "ApiKey", schema: apiKeyObjectSchema },
   },
 ];
-
-/** The stream chunk schema, listed as a component for SSE readers. */
-export const STREAM_CHUNK = { name: "ChatCompletionChunk", schema: chatCompletionChunkSchema };

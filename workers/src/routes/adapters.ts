@@ -5,9 +5,10 @@
  * which a path segment carries as is; clients may also percent-encode them.
  */
 import { Hono } from "hono";
+import type { z } from "zod";
 import { notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
-import type { AdapterObject } from "../../../src/protocol/platform-objects.ts";
+import type { AdapterObject, adapterDeletedSchema } from "../../../src/protocol/platform-objects.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
 import { deleteTenantAdapter, findListedAdapter, findTenantAdapter, listTenantAdapters, type AdapterRow } from "../db/queries/adapters.ts";
@@ -15,10 +16,13 @@ import type { AppEnv } from "../env.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
+/** The query of `GET /v1/adapters`. */
+export const adaptersQuerySchema = listQuerySchema("adapters");
+
 export const adapterRoutes = new Hono<AppEnv>();
 
 adapterRoutes.get("/", requireKey("inference"), async (c) => {
-  const query = parse(listQuerySchema("adapters"), c.req.query());
+  const query = parse(adaptersQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const tenantId = c.get("caller").tenantId;
   const after = await cursorRow(query.after, "adapter", (id) => findListedAdapter(db, tenantId, id, "adapters"));
@@ -37,7 +41,7 @@ adapterRoutes.delete("/:id", requireKey("fine_tuning"), async (c) => {
   if (row === null) throw adapterNotFound(c.req.param("id"));
   // Row first: from then on no request can resolve the adapter, so a failed blob delete hides nothing.
   await c.env.BLOBS.delete(row.blobKey);
-  return c.json({ id: row.id, object: "adapter", deleted: true });
+  return c.json({ id: row.id, object: "adapter", deleted: true } satisfies z.infer<typeof adapterDeletedSchema>);
 });
 
 function adapterNotFound(id: string) {

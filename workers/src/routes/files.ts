@@ -7,7 +7,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { badRequest, notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
-import type { FileObject } from "../../../src/protocol/platform-objects.ts";
+import type { FileObject, fileDeletedSchema } from "../../../src/protocol/platform-objects.ts";
 import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
@@ -22,19 +22,22 @@ import { parse } from "./parse.ts";
 /** The only purpose accepted: files are training data. */
 export const FILE_PURPOSE = "fine-tune";
 
-const filesQuerySchema = listQuerySchema("files").extend({ purpose: z.string().max(100).optional() });
+/** The query of `GET /v1/files`: a page, and optionally only one purpose. */
+export const filesQuerySchema = listQuerySchema("files").extend({ purpose: z.string().max(100).optional() });
+
+/** The form of `POST /v1/files`; `purpose` comes first so a form missing both names it first. */
+export const fileUploadSchema = z.object({
+  purpose: z.string().pipe(z.literal(FILE_PURPOSE, { error: `only '${FILE_PURPOSE}' is supported` })),
+  file: z.file().describe("JSONL, one training example per line"),
+});
 
 export const fileRoutes = new Hono<AppEnv>();
 fileRoutes.use(requireKey("fine_tuning"));
 
 fileRoutes.post("/", async (c) => {
-  const form = await multipartForm(c.req.raw);
-  const purpose = form.get("purpose");
-  if (purpose === null) throw badRequest("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter");
-  if (purpose !== FILE_PURPOSE) throw badRequest(`Invalid value for 'purpose': only '${FILE_PURPOSE}' is supported.`, "purpose", "invalid_value");
-  const file = form.get("file");
-  if (file === null) throw badRequest("Missing required parameter: 'file'.", "file", "missing_required_parameter");
-  if (typeof file === "string") throw badRequest("Invalid type for 'file': expected a file upload, but got a text field instead.", "file", "invalid_type");
+  const form = parse(fileUploadSchema, Object.fromEntries((await multipartForm(c.req.raw)).entries()));
+  const { purpose } = form;
+  const file = form.file as unknown as File; // zod types z.file() with its own File declaration; this is the request's
   const bytes = new Uint8Array(await file.arrayBuffer());
   const valid = validateTrainingUpload(bytes);
 
@@ -80,7 +83,7 @@ fileRoutes.delete("/:id", async (c) => {
   if (row === null) throw fileNotFound(c.req.param("id"));
   // Row first: once it is gone nobody can reach the blob, so a failed blob delete hides nothing.
   await c.env.BLOBS.delete(row.blobKey);
-  return c.json({ id: row.id, object: "file", deleted: true });
+  return c.json({ id: row.id, object: "file", deleted: true } satisfies z.infer<typeof fileDeletedSchema>);
 });
 
 /** The tenant's file, or a 404 naming it (another tenant's file is as unknown as a missing one). */

@@ -9,7 +9,7 @@ import { z } from "zod";
 import { BASE_MODEL_ID, fineTunedModelId, validateSuffix } from "../../../src/constants.ts";
 import { badRequest, notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
-import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
+import type { FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent } from "../../../src/protocol/platform-objects.ts";
 import { DEFAULT_ADAPTER_RANK, hyperparametersSchema, type Hyperparameters } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
@@ -31,7 +31,7 @@ import { parse } from "./parse.ts";
 /** The runner's default, stated on the job so its object says what will be trained (the rank's is DEFAULT_ADAPTER_RANK). */
 export const DEFAULT_WEIGHT_SHARING = true;
 
-/** The body of `POST /v1/fine_tuning/jobs` (also described in the OpenAPI document). */
+/** The body of `POST /v1/fine_tuning/jobs`. */
 export const createJobSchema = z
   .object({
     model: z.string().min(1).max(200),
@@ -54,6 +54,11 @@ export const createJobSchema = z
       .optional(),
   })
   .strict();
+
+/** The queries of the job lists: pages of jobs, of one job's events, of its checkpoints. */
+export const jobsQuerySchema = listQuerySchema("jobs");
+export const jobEventsQuerySchema = listQuerySchema("events");
+export const jobCheckpointsQuerySchema = listQuerySchema("checkpoints");
 
 export const fineTuningJobRoutes = new Hono<AppEnv>();
 fineTuningJobRoutes.use(requireKey("fine_tuning"));
@@ -118,12 +123,12 @@ fineTuningJobRoutes.post("/", async (c) => {
 });
 
 fineTuningJobRoutes.get("/", async (c) => {
-  const query = parse(listQuerySchema("jobs"), c.req.query());
+  const query = parse(jobsQuerySchema, c.req.query());
   const tenantId = c.get("caller").tenantId;
   const db = database(c.env.DB);
   const after = await cursorRow(query.after, "fine-tuning job", (id) => findTenantJob(db, tenantId, id));
   const rows = await listTenantJobs(db, tenantId, { limit: query.limit + 1, after });
-  return c.json(listPage(rows.map(publicJob), query.limit));
+  return c.json(listPage(rows.map(publicJob), query.limit) satisfies ListPage<FineTuningJob>);
 });
 
 fineTuningJobRoutes.get("/:id", async (c) => c.json(publicJob(await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id")))));
@@ -147,17 +152,17 @@ fineTuningJobRoutes.post("/:id/cancel", async (c) => {
 
 fineTuningJobRoutes.get("/:id/events", async (c) => {
   const job = await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
-  const query = parse(listQuerySchema("events"), c.req.query());
+  const query = parse(jobEventsQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const after = await cursorRow(query.after, `event of job ${job.id}`, (id) => findJobEvent(db, job.id, id));
   const rows = await listJobEvents(db, job.id, { limit: query.limit + 1, afterSequence: after?.sequence ?? null });
-  return c.json(listPage(rows.map(publicEvent), query.limit));
+  return c.json(listPage(rows.map(publicEvent), query.limit) satisfies ListPage<FineTuningJobEvent>);
 });
 
 // The checkpoints the job keeps (see jobs/checkpoint-retention.ts), newest step first.
 fineTuningJobRoutes.get("/:id/checkpoints", async (c) => {
   const job = await jobOr404(c.env.DB, c.get("caller").tenantId, c.req.param("id"));
-  const query = parse(listQuerySchema("checkpoints"), c.req.query());
+  const query = parse(jobCheckpointsQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const after = await cursorRow(query.after, `checkpoint of job ${job.id}`, (id) => findJobCheckpoint(db, job.id, id));
   const rows = await listJobCheckpoints(db, job.id, { limit: query.limit + 1, afterStep: after?.step ?? null });

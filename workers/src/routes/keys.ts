@@ -6,7 +6,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
-import type { ApiKeyObject } from "../../../src/protocol/platform-objects.ts";
+import type { ApiKeyObject, IssuedApiKey } from "../../../src/protocol/platform-objects.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { generateApiKey, KEY_SCOPES, randomId } from "../auth/keys.ts";
 import { forgetKeys } from "../auth/key-cache.ts";
@@ -17,6 +17,7 @@ import type { AppEnv } from "../env.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
+/** The body of `POST /v1/api_keys` (and of the admin route that issues a new tenant's keys). */
 export const keyRequestSchema = z
   .object({
     name: z.string().min(1).max(200).default("default"),
@@ -28,11 +29,14 @@ export const keyRequestSchema = z
   .strict();
 
 /** Creates a key for a tenant; the response is the only place its secret ever appears. */
-export async function issueKey(db: Database, tenantId: string, request: z.output<typeof keyRequestSchema>) {
+export async function issueKey(db: Database, tenantId: string, request: z.output<typeof keyRequestSchema>): Promise<IssuedApiKey> {
   const { key, hash, prefix } = await generateApiKey();
   const row = await createApiKey(db, { id: randomId("key_"), tenantId, name: request.name, prefix, hash, scopes: [...new Set(request.scopes)] as never });
   return { ...row, key };
 }
+
+/** The query of `GET /v1/api_keys`. */
+export const keysQuerySchema = listQuerySchema("keys");
 
 export const keyRoutes = new Hono<AppEnv>();
 keyRoutes.use(requireKey("admin"));
@@ -43,7 +47,7 @@ keyRoutes.post("/", async (c) => {
 });
 
 keyRoutes.get("/", async (c) => {
-  const query = parse(listQuerySchema("keys"), c.req.query());
+  const query = parse(keysQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const tenantId = c.get("caller").tenantId;
   const after = await cursorRow(query.after, "API key", (id) => findApiKey(db, tenantId, id));
@@ -55,5 +59,5 @@ keyRoutes.delete("/:key", async (c) => {
   const revoked = await revokeApiKey(database(c.env.DB), c.get("caller").tenantId, c.req.param("key"));
   forgetKeys(); // a revoked key stops working in this isolate at once
   if (revoked === null) throw notFound(`No API key ${c.req.param("key")}.`, "key", "api_key_not_found");
-  return c.json(revoked);
+  return c.json(revoked satisfies ApiKeyObject);
 });

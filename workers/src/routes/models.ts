@@ -15,11 +15,14 @@ import type { AppEnv } from "../env.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
+/** The query of `GET /v1/models`. */
+export const modelsQuerySchema = listQuerySchema("models");
+
 export const modelRoutes = new Hono<AppEnv>();
 modelRoutes.use(requireKey("inference"));
 
 modelRoutes.get("/", async (c) => {
-  const query = parse(listQuerySchema("models"), c.req.query());
+  const query = parse(modelsQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const tenantId = c.get("caller").tenantId;
   // The base model sorts before every adapter: it heads the first page, and as a cursor it means "from the first adapter".

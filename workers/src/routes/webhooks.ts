@@ -6,6 +6,8 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { notFound } from "../../../src/errors.ts";
+import { type ListPage, listPageSchema } from "../../../src/protocol/list-page.ts";
+import { deletedObjectSchema } from "../../../src/protocol/platform-objects.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
@@ -21,6 +23,7 @@ import { parse } from "./parse.ts";
 // Plain http only where nothing leaves the machine or the test network; real endpoints get https.
 const PLAIN_HTTP_HOSTS = /^(localhost|127\.0\.0\.1|\[::1\]|.+\.localhost|.+\.test)$/;
 
+/** The body of `POST /v1/webhooks`. */
 export const webhookRequestSchema = z
   .object({
     url: z
@@ -41,6 +44,7 @@ function secureOrLocal(value: string): boolean {
   return url.protocol === "https:" || PLAIN_HTTP_HOSTS.test(url.hostname);
 }
 
+/** An endpoint as the API shows it; its secret only in the creation response. */
 export const webhookObjectSchema = z.object({
   id: z.string(),
   object: z.literal("webhook_endpoint"),
@@ -50,6 +54,7 @@ export const webhookObjectSchema = z.object({
   secret: z.string().optional().describe("whsec_…: only in the creation response"),
 });
 
+/** One delivery of an event to an endpoint, with its latest attempt. */
 export const webhookDeliverySchema = z.object({
   id: z.string().describe("msg_…, the webhook-id header"),
   object: z.literal("webhook_delivery"),
@@ -61,6 +66,16 @@ export const webhookDeliverySchema = z.object({
   created_at: z.int(),
   delivered_at: z.int().nullable(),
 });
+
+export type WebhookObject = z.infer<typeof webhookObjectSchema>;
+export type WebhookDelivery = z.infer<typeof webhookDeliverySchema>;
+export const webhookPageSchema = listPageSchema(webhookObjectSchema);
+export const webhookDeliveryPageSchema = listPageSchema(webhookDeliverySchema);
+export const webhookDeletedSchema = deletedObjectSchema("webhook_endpoint.deleted");
+
+/** The queries of the endpoint list and of an endpoint's deliveries. */
+export const webhooksQuerySchema = listQuerySchema("webhooks");
+export const deliveriesQuerySchema = listQuerySchema("deliveries");
 
 export const webhookRoutes = new Hono<AppEnv>();
 webhookRoutes.use(requireKey("admin"));
@@ -74,33 +89,33 @@ webhookRoutes.post("/", async (c) => {
     secret: generateWebhookSecret(),
     events: [...new Set(body.events)],
   });
-  return c.json({ ...publicWebhook(row), secret: row.secret }, 201);
+  return c.json({ ...publicWebhook(row), secret: row.secret } satisfies WebhookObject, 201);
 });
 
 webhookRoutes.get("/", async (c) => {
-  const query = parse(listQuerySchema("webhooks"), c.req.query());
+  const query = parse(webhooksQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const tenantId = c.get("caller").tenantId;
   const after = await cursorRow(query.after, "webhook endpoint", (id) => getWebhook(db, tenantId, id));
   const rows = await listWebhookPage(db, tenantId, { limit: query.limit + 1, after });
-  return c.json(listPage(rows.map(publicWebhook), query.limit));
+  return c.json(listPage(rows.map(publicWebhook), query.limit) satisfies ListPage<WebhookObject>);
 });
 
 webhookRoutes.get("/:webhook", async (c) => c.json(publicWebhook(await webhookOr404(c.env.DB, c.get("caller").tenantId, c.req.param("webhook")))));
 
 webhookRoutes.get("/:webhook/deliveries", async (c) => {
   const endpoint = await webhookOr404(c.env.DB, c.get("caller").tenantId, c.req.param("webhook"));
-  const query = parse(listQuerySchema("deliveries"), c.req.query());
+  const query = parse(deliveriesQuerySchema, c.req.query());
   const db = database(c.env.DB);
   const after = await cursorRow(query.after, `delivery to ${endpoint.id}`, (id) => findDelivery(db, endpoint.tenantId, endpoint.id, id));
   const rows = await listDeliveries(db, endpoint.tenantId, endpoint.id, { limit: query.limit + 1, after });
-  return c.json(listPage(rows.map(publicDelivery), query.limit));
+  return c.json(listPage(rows.map(publicDelivery), query.limit) satisfies ListPage<WebhookDelivery>);
 });
 
 webhookRoutes.delete("/:webhook", async (c) => {
   const row = await deleteWebhook(database(c.env.DB), c.get("caller").tenantId, c.req.param("webhook"));
   if (row === null) throw webhookNotFound(c.req.param("webhook"));
-  return c.json({ id: row.id, object: "webhook_endpoint.deleted", deleted: true });
+  return c.json({ id: row.id, object: "webhook_endpoint.deleted", deleted: true } satisfies z.infer<typeof webhookDeletedSchema>);
 });
 
 async function webhookOr404(d1: D1Database, tenantId: string, id: string) {
@@ -113,17 +128,19 @@ function webhookNotFound(id: string) {
   return notFound(`No webhook endpoint ${JSON.stringify(id)}.`, "webhook_id", "webhook_not_found");
 }
 
+// The event and status columns hold only values the edge wrote from WEBHOOK_EVENT_TYPES and the delivery states.
+
 /** An endpoint as listed: never its secret. */
-function publicWebhook(row: typeof webhooks.$inferSelect) {
-  return { id: row.id, object: "webhook_endpoint" as const, url: row.url, events: row.events, created_at: row.createdAt };
+function publicWebhook(row: typeof webhooks.$inferSelect): WebhookObject {
+  return { id: row.id, object: "webhook_endpoint" as const, url: row.url, events: row.events as WebhookObject["events"], created_at: row.createdAt };
 }
 
-function publicDelivery(row: typeof webhookDeliveries.$inferSelect) {
+function publicDelivery(row: typeof webhookDeliveries.$inferSelect): WebhookDelivery {
   return {
     id: row.id,
     object: "webhook_delivery" as const,
-    event_type: row.eventType,
-    status: row.status,
+    event_type: row.eventType as WebhookDelivery["event_type"],
+    status: row.status as WebhookDelivery["status"],
     attempts: row.attempts,
     last_status: row.lastStatus,
     last_error: row.lastError,
