@@ -142,7 +142,8 @@ export async function killRunnerMidTraining(context: FaultContext, options: { re
   if (checkpointed === 0) throw new Error(`${created.id} made no checkpoint within 180 s`);
   const owner = await jobRunner(context.cluster, created.id);
   if (owner === null) throw new Error(`no runner says it runs ${created.id}`);
-  const killedAtStep = latestStep(await allEvents(client, created.id));
+  // The runner's own step: the edge's events may trail it by a checkpoint or more.
+  const killedAtStep = (await runnerJob(context.cluster, owner, created.id))?.step ?? latestStep(await allEvents(client, created.id));
   context.log?.(`killing ${owner.url} at step ${killedAtStep}${options.restart ? "" : " for good"}`);
   await owner.kill();
   let moved = false;
@@ -308,10 +309,14 @@ async function jobRunner(cluster: Cluster, jobId: string): Promise<ClusterRunner
 }
 
 /** A runner's own record of a job (null: unreachable or unknown there). */
-async function runnerJob(cluster: Cluster, runner: ClusterRunner, jobId: string): Promise<{ status: string; error: { code: string } | null } | null> {
+async function runnerJob(
+  cluster: Cluster,
+  runner: ClusterRunner,
+  jobId: string,
+): Promise<{ status: string; step: number; error: { code: string } | null } | null> {
   const response = await fetch(`${runner.url}${RUNNER_PATHS.job(jobId)}`, { headers: runnerAuthorization(cluster.secrets.RUNNER_SECRET) }).catch(() => null);
   if (response?.status !== 200) return null;
-  return (await response.json()) as { status: string; error: { code: string } | null };
+  return (await response.json()) as { status: string; step: number; error: { code: string } | null };
 }
 
 /** Whether the edge routes to the runner at `url` now (null: it has no row for it). */
