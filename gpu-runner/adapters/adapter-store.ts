@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { CONTENT_SHA256_HEADER, runnerAuthorization } from "../../src/protocol/runner.ts";
+import { CONTENT_SHA256_HEADER, EDGE_PATHS, runnerAuthorization } from "../../src/protocol/runner.ts";
 import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 
 /** A source of adapter files by id. */
@@ -74,7 +74,7 @@ export interface HttpAdapterStoreOptions {
   fetch?: typeof fetch; // injectable for tests; default the global fetch
 }
 
-/** Adapters served by the control plane at `GET {baseUrl}/internal/adapters/{id}/blob`. */
+/** Adapters served by the control plane at `GET {baseUrl}{EDGE_PATHS.adapterBlob(id)}`. */
 export class HttpAdapterStore implements AdapterStore {
   private readonly baseUrl: string;
 
@@ -84,7 +84,7 @@ export class HttpAdapterStore implements AdapterStore {
 
   async read(id: string, signal?: AbortSignal): Promise<Uint8Array> {
     assertValidAdapterId(id);
-    const url = `${this.baseUrl}/internal/adapters/${encodeURIComponent(id)}/blob`;
+    const url = `${this.baseUrl}${EDGE_PATHS.adapterBlob(encodeURIComponent(id))}`;
     const timeout = AbortSignal.timeout(this.options.timeoutMs ?? 30_000);
     const response = await (this.options.fetch ?? fetch)(url, {
       headers: runnerAuthorization(this.options.secret),

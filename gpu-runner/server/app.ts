@@ -81,23 +81,23 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
       await next();
       metrics.request(c.req.routePath, c.res.status);
     });
-    app.get("/metrics", async (c) => {
+    app.get(RUNNER_PATHS.metrics, async (c) => {
       const { contentType, body } = await metrics.render();
       return c.body(body, 200, { "content-type": contentType });
     });
   }
-  if (options.internal) app.route("/internal", internalRoutes(options.internal));
+  if (options.internal) app.route(RUNNER_PATHS.internal, internalRoutes(options.internal));
 
-  app.get("/health", (c) => c.json({ status: "ok", model: modelId, ...scheduler.stats, ...options.health?.() }));
+  app.get(RUNNER_PATHS.health, (c) => c.json({ status: "ok", model: modelId, ...scheduler.stats, ...options.health?.() }));
 
-  app.get("/v1/models", (c) =>
+  app.get(RUNNER_PATHS.models, (c) =>
     c.json({
       object: "list",
       data: [modelId, ...engine.adapterIds()].map((id) => ({ id, object: "model", created: 0, owned_by: id === modelId ? "system" : "tenant" })),
     }),
   );
 
-  app.post("/v1/chat/completions", async (c) => {
+  app.post(RUNNER_PATHS.chatCompletions, async (c) => {
     const request = parseChatCompletionRequest(await jsonBody(c));
     checkLogitBias(request, tokenizer);
     const adapterId = adapterFor(request, modelId, knowsAdapter);
@@ -111,7 +111,7 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
     return respond(c, "chat", request, adapterId, choices, shape);
   });
 
-  app.post("/v1/completions", async (c) => {
+  app.post(RUNNER_PATHS.completions, async (c) => {
     const request = parseCompletionRequest(await jsonBody(c));
     checkLogitBias(request, tokenizer);
     const adapterId = adapterFor(request, modelId, knowsAdapter);

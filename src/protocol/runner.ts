@@ -165,10 +165,31 @@ export const JOB_MOVED_CODE = "job_moved";
 
 export const CALLBACK_PATHS = {
   events: "/events",
-  checkpoint: (step: number) => `/checkpoints/${step}`,
+  checkpoint: <Step extends number | string>(step: Step) => `/checkpoints/${step}` as const,
   state: "/state",
   adapter: "/adapter",
 } as const;
+
+/**
+ * The edge's routes that runners call, with the runner secret: a job's data files, adapter blobs
+ * (their sha256 in CONTENT_SHA256_HEADER), each job's callbacks (its `callback_url`, with
+ * CALLBACK_PATHS beneath) and the runner registry (HEARTBEAT_PATH in heartbeat.ts). Path builders
+ * take an id already encoded for a URL; the edge registers the same builders with `:id`.
+ */
+export const EDGE_PATHS = {
+  files: "/internal/files",
+  fileContent: <Id extends string>(id: Id) => `/internal/files/${id}/content` as const,
+  adapters: "/internal/adapters",
+  adapterBlob: <Id extends string>(id: Id) => `/internal/adapters/${id}/blob` as const,
+  jobs: "/internal/jobs",
+  jobCallbacks: <Id extends string>(id: Id) => `/internal/jobs/${id}` as const,
+  runners: "/internal/runners",
+} as const;
+
+/** `path` as a sub-app mounted at `base` sees it, so both ends register the protocol's own paths. */
+export function pathUnder<Base extends string, Path extends string>(base: Base, path: `${Base}${Path}`): Path {
+  return path.slice(base.length) as Path;
+}
 
 /**
  * PEFT interop, done by a runner because the projection needs the basis.

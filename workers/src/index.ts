@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, notFound, serverError } from "../../src/errors.ts";
+import { EDGE_PATHS } from "../../src/protocol/runner.ts";
 import type { AppEnv } from "./env.ts";
 import { limitBodies, publicCors, requestIds } from "./http/policy.ts";
 import { sweep } from "./jobs/sweeper.ts";
@@ -49,15 +50,15 @@ app.route("/v1/api_keys", keyRoutes);
 app.route("/v1", inferenceRoutes);
 app.route("/v1/models", modelRoutes);
 app.route("/v1/usage", usageRoutes);
-app.route("/internal/runners", runnerRoutes);
+app.route(EDGE_PATHS.runners, runnerRoutes);
 app.route("/v1/webhooks", webhookRoutes);
 app.route("/v1/adapters", adapterTransferRoutes);
 app.route("/v1/adapters", adapterRoutes);
 app.route("/v1/files", fileRoutes);
 app.route("/v1/fine_tuning/jobs", fineTuningJobRoutes);
-app.route("/internal/files", internalFileRoutes);
-app.route("/internal/adapters", internalAdapterRoutes);
-app.route("/internal/jobs", jobCallbackRoutes);
+app.route(EDGE_PATHS.files, internalFileRoutes);
+app.route(EDGE_PATHS.adapters, internalAdapterRoutes);
+app.route(EDGE_PATHS.jobs, jobCallbackRoutes);
 
 export { TenantLimiter } from "./limits/tenant-limiter.ts";
 

@@ -5,6 +5,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import { forbidden, unauthorized } from "../../../src/errors.ts";
+import { INVALID_RUNNER_SECRET_CODE, RUNNER_AUTH_HEADER } from "../../../src/protocol/runner.ts";
 import { database } from "../db/client.ts";
 import { findLiveKeyByHash, touchApiKey } from "../db/queries/tenants.ts";
 import type { AppEnv } from "../env.ts";
@@ -46,13 +47,13 @@ export function requireAdmin(): MiddlewareHandler<AppEnv> {
 
 /** The shared runner secret (runners calling back, and the edge calling runners). */
 export function requireRunner(): MiddlewareHandler<AppEnv> {
-  return requireSecret((env) => env.RUNNER_SECRET, "Internal routes need the runner secret as a bearer token.", "invalid_runner_secret");
+  return requireSecret((env) => env.RUNNER_SECRET, "Internal routes need the runner secret as a bearer token.", INVALID_RUNNER_SECRET_CODE, RUNNER_AUTH_HEADER);
 }
 
 /** A bearer token equal to a configured secret; an unset secret refuses everyone. */
-function requireSecret(secretOf: (env: Env) => string | undefined, message: string, code: string): MiddlewareHandler<AppEnv> {
+function requireSecret(secretOf: (env: Env) => string | undefined, message: string, code: string, header = "authorization"): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const presented = bearer(c.req.header("authorization"));
+    const presented = bearer(c.req.header(header));
     const secret = secretOf(c.env);
     if (presented === null || !secret || !(await secretsEqual(presented, secret))) throw unauthorized(message, code);
     await next();

@@ -5,6 +5,7 @@
  * runner accepts the same id and request twice as one job), and a job that is already running or
  * finished is left alone. A failure worth retrying throws, and the queue retries with backoff.
  */
+import { CALLBACK_PATHS, EDGE_PATHS } from "../../../src/protocol/runner.ts";
 import { database } from "../db/client.ts";
 import { findTenantFile } from "../db/queries/files.ts";
 import { assignRunner, findJobForRunner, moveJob, type JobRow } from "../db/queries/fine-tuning-jobs.ts";
@@ -68,15 +69,17 @@ export function runnerRequest(env: Pick<Env, "PUBLIC_URL">, job: JobRow, placeme
   const base = env.PUBLIC_URL.replace(/\/+$/, "");
   return {
     id: job.id,
-    training_file: { url: `${base}/internal/files/${job.trainingFile}/content` },
-    ...(job.validationFile !== null ? { validation_file: { url: `${base}/internal/files/${job.validationFile}/content` } } : {}),
+    training_file: { url: `${base}${EDGE_PATHS.fileContent(job.trainingFile)}` },
+    ...(job.validationFile !== null ? { validation_file: { url: `${base}${EDGE_PATHS.fileContent(job.validationFile)}` } } : {}),
     hyperparameters: job.hyperparameters as RunnerJobRequest["hyperparameters"],
     seed: job.seed,
     adapter_id: job.fineTunedModel ?? undefined,
-    callback_url: `${base}/internal/jobs/${job.id}`,
+    callback_url: `${base}${EDGE_PATHS.jobCallbacks(job.id)}`,
     checkpoint_every: CHECKPOINT_EVERY_STEPS,
     placement,
-    ...(resume !== undefined ? { resume_state: { url: `${base}/internal/jobs/${job.id}/state`, trained_tokens: resume.trainedTokens } } : {}),
+    ...(resume !== undefined
+      ? { resume_state: { url: `${base}${EDGE_PATHS.jobCallbacks(job.id)}${CALLBACK_PATHS.state}`, trained_tokens: resume.trainedTokens } }
+      : {}),
   };
 }
 

@@ -5,32 +5,33 @@
  */
 import { Hono } from "hono";
 import { notFound } from "../../../src/errors.ts";
+import { CONTENT_SHA256_HEADER, EDGE_PATHS, pathUnder } from "../../../src/protocol/runner.ts";
 import { requireRunner } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
 import { findAdapterForRunner } from "../db/queries/adapters.ts";
 import { findFileForRunner } from "../db/queries/files.ts";
 import type { AppEnv } from "../env.ts";
 
-/** Mounted at /internal/files. */
+/** Mounted at EDGE_PATHS.files. */
 export const internalFileRoutes = new Hono<AppEnv>();
 internalFileRoutes.use(requireRunner());
 
-internalFileRoutes.get("/:id/content", async (c) => {
+internalFileRoutes.get(pathUnder(EDGE_PATHS.files, EDGE_PATHS.fileContent(":id")), async (c) => {
   const row = await findFileForRunner(database(c.env.DB), c.req.param("id"));
   const blob = row === null ? null : await c.env.BLOBS.get(row.blobKey);
   if (blob === null) throw notFound(`No such file: ${c.req.param("id")}`, "file_id", "file_not_found");
   return new Response(blob.body, { headers: { "content-type": "application/jsonl; charset=utf-8", "content-length": String(blob.size) } });
 });
 
-/** Mounted at /internal/adapters. */
+/** Mounted at EDGE_PATHS.adapters. */
 export const internalAdapterRoutes = new Hono<AppEnv>();
 internalAdapterRoutes.use(requireRunner());
 
-internalAdapterRoutes.get("/:id/blob", async (c) => {
+internalAdapterRoutes.get(pathUnder(EDGE_PATHS.adapters, EDGE_PATHS.adapterBlob(":id")), async (c) => {
   const row = await findAdapterForRunner(database(c.env.DB), c.req.param("id"));
   const blob = row === null ? null : await c.env.BLOBS.get(row.blobKey);
   if (row === null || blob === null) throw notFound(`The adapter ${JSON.stringify(c.req.param("id"))} does not exist.`, "adapter_id", "adapter_not_found");
   return new Response(blob.body, {
-    headers: { "content-type": "application/octet-stream", "content-length": String(blob.size), "x-content-sha256": row.sha256 },
+    headers: { "content-type": "application/octet-stream", "content-length": String(blob.size), [CONTENT_SHA256_HEADER]: row.sha256 },
   });
 });

@@ -9,7 +9,15 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { ApiError, badRequest, notFound } from "../../../src/errors.ts";
 import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
-import { JOB_MOVED_CODE, jobEventSchema, PLACEMENT_HEADER } from "../../../src/protocol/runner.ts";
+import {
+  CALLBACK_PATHS,
+  CONTENT_SHA256_HEADER,
+  EDGE_PATHS,
+  JOB_MOVED_CODE,
+  jobEventSchema,
+  PLACEMENT_HEADER,
+  pathUnder,
+} from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId, sha256Hex } from "../auth/keys.ts";
 import { requireRunner } from "../auth/middleware.ts";
@@ -24,17 +32,20 @@ import { parse } from "./parse.ts";
 
 const eventsBodySchema = z.object({ events: z.array(jobEventSchema).max(1000) }).strict();
 
+/** A callback of a job as this sub-app, mounted at EDGE_PATHS.jobs, registers it. */
+const callback = <Path extends string>(path: Path) => `${pathUnder(EDGE_PATHS.jobs, EDGE_PATHS.jobCallbacks(":id"))}${path}` as const;
+
 export const jobCallbackRoutes = new Hono<AppEnv>();
 jobCallbackRoutes.use(requireRunner());
 
-jobCallbackRoutes.post("/:id/events", async (c) => {
+jobCallbackRoutes.post(callback(CALLBACK_PATHS.events), async (c) => {
   const job = await jobOr404(c);
   const body = parse(eventsBodySchema, await jsonBody(c));
   await applyRunnerEvents(c.env, job, body.events);
   return c.json({ received: body.events.length });
 });
 
-jobCallbackRoutes.put("/:id/checkpoints/:step", async (c) => {
+jobCallbackRoutes.put(callback(CALLBACK_PATHS.checkpoint(":step")), async (c) => {
   const job = await jobOr404(c);
   const step = Number(c.req.param("step"));
   if (!Number.isSafeInteger(step) || step < 0) throw badRequest(`Invalid checkpoint step ${JSON.stringify(c.req.param("step"))}.`, "step", "invalid_value");
@@ -53,7 +64,7 @@ jobCallbackRoutes.put("/:id/checkpoints/:step", async (c) => {
   return c.json({ step, adapter_id: adapterId });
 });
 
-jobCallbackRoutes.put("/:id/state", async (c) => {
+jobCallbackRoutes.put(callback(CALLBACK_PATHS.state), async (c) => {
   const job = await jobOr404(c);
   const { bytes, sha256 } = await verifiedBlob(c);
   const key = stateBlobKey(job.tenantId, job.id);
@@ -63,14 +74,14 @@ jobCallbackRoutes.put("/:id/state", async (c) => {
 });
 
 // The trainer state, for the runner a job moved to (see jobs/relocation.ts).
-jobCallbackRoutes.get("/:id/state", async (c) => {
+jobCallbackRoutes.get(callback(CALLBACK_PATHS.state), async (c) => {
   const job = await jobOr404(c);
   const blob = job.stateKey === null ? null : await c.env.BLOBS.get(job.stateKey);
   if (blob === null) throw notFound(`Job ${job.id} has no trainer state.`, "id", "state_not_found");
   return new Response(blob.body, { headers: { "content-type": "application/octet-stream", "content-length": String(blob.size) } });
 });
 
-jobCallbackRoutes.put("/:id/adapter", async (c) => {
+jobCallbackRoutes.put(callback(CALLBACK_PATHS.adapter), async (c) => {
   const job = await jobOr404(c);
   if (job.status === "failed" || job.status === "cancelled") {
     throw new ApiError(409, "invalid_request_error", `Job ${job.id} has ${job.status}; its adapter is not kept.`, null, "job_finished");
@@ -97,9 +108,9 @@ async function jobOr404(c: Context<AppEnv>): Promise<JobRow> {
 
 // The runner states the sha256 of every blob; a blob that does not match is refused whole.
 async function verifiedBlob(c: Context<AppEnv>): Promise<{ bytes: Uint8Array; sha256: string }> {
-  const stated = c.req.header("x-content-sha256")?.toLowerCase();
+  const stated = c.req.header(CONTENT_SHA256_HEADER)?.toLowerCase();
   if (stated === undefined || !/^[0-9a-f]{64}$/.test(stated)) {
-    throw badRequest("Blob uploads need their SHA-256 as 64 hex digits in x-content-sha256.", "x-content-sha256", "missing_sha256");
+    throw badRequest(`Blob uploads need their SHA-256 as 64 hex digits in ${CONTENT_SHA256_HEADER}.`, CONTENT_SHA256_HEADER, "missing_sha256");
   }
   const bytes = new Uint8Array(await c.req.arrayBuffer());
   if (bytes.byteLength === 0) throw badRequest("The blob is empty.", null, "empty_blob");
@@ -108,8 +119,8 @@ async function verifiedBlob(c: Context<AppEnv>): Promise<{ bytes: Uint8Array; sh
     throw new ApiError(
       422,
       "invalid_request_error",
-      `The blob's SHA-256 is ${actual}, but x-content-sha256 says ${stated}.`,
-      "x-content-sha256",
+      `The blob's SHA-256 is ${actual}, but ${CONTENT_SHA256_HEADER} says ${stated}.`,
+      CONTENT_SHA256_HEADER,
       "sha256_mismatch",
     );
   }

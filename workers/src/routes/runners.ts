@@ -3,7 +3,8 @@
  * keeps a runner in the rotation (and clears its failures); `GET /internal/runners` lists them.
  */
 import { Hono } from "hono";
-import { parseRunnerHeartbeat } from "../../../src/protocol/heartbeat.ts";
+import { HEARTBEAT_PATH, parseRunnerHeartbeat } from "../../../src/protocol/heartbeat.ts";
+import { EDGE_PATHS, pathUnder } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { requireRunner } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
@@ -15,7 +16,7 @@ import { healthyFromRows } from "../runners/registry.ts";
 export const runnerRoutes = new Hono<AppEnv>();
 runnerRoutes.use(requireRunner());
 
-runnerRoutes.post("/heartbeat", async (c) => {
+runnerRoutes.post(pathUnder(EDGE_PATHS.runners, HEARTBEAT_PATH), async (c) => {
   const beat = parseRunnerHeartbeat(await jsonBody(c));
   await upsertRunnerHeartbeat(database(c.env.DB), {
     id: beat.id,
