@@ -31,6 +31,7 @@ interface Document {
 /** What the exchanges need: one tenant with a few of everything, some to delete. */
 interface Seeded {
   key: string;
+  inferenceKey: string; // another tenant's, without the admin scope
   tenantId: string;
   fileId: string;
   spareFileId: string;
@@ -201,6 +202,10 @@ const EXCHANGES: Exchange[] = [
   { operation: "delete /v1/webhooks/{webhook_id}", status: 200, path: (s) => `/v1/webhooks/${s.spareWebhookId}` },
   { operation: "delete /v1/webhooks/{webhook_id}", status: 404, path: () => `/v1/webhooks/${unknownId}` },
 
+  // refused keys
+  { operation: "get /v1/files", status: 401, note: "no key", path: () => "/v1/files", options: () => ({ key: undefined }) },
+  { operation: "post /v1/api_keys", status: 403, note: "an inference key", path: () => "/v1/api_keys", options: (s) => ({ key: s.inferenceKey, json: {} }) },
+
   // API keys
   { operation: "post /v1/api_keys", status: 201, path: () => "/v1/api_keys", options: () => ({ json: { name: "ci", scopes: ["inference"] } }) },
   { operation: "post /v1/api_keys", status: 400, path: () => "/v1/api_keys", options: () => ({ json: { scopes: ["root"] } }) },
@@ -284,8 +289,10 @@ beforeAll(async () => {
   )
     .bind(`msg_${crypto.randomUUID()}`, tenantId, webhookIds[0], Math.floor(Date.now() / 1000))
     .run();
+  const inferenceKey = (await tenantWithKey(["inference"])).key;
   seeded = {
     key,
+    inferenceKey,
     tenantId,
     fileId,
     spareFileId,

@@ -5,6 +5,7 @@
  * describe what it answers (the output side).
  */
 import { z } from "zod";
+import type { OpenAIErrorBody } from "../../../src/errors.ts";
 import { OPERATIONS, type Operation } from "./operations.ts";
 
 type JsonSchema = Record<string, unknown>;
@@ -17,6 +18,10 @@ const errorSchema = z.object({
     code: z.string().nullable(),
   }),
 });
+// The schema describes exactly the bodies ApiError writes: this fails to compile when either changes alone.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const errorSchemaIsErrorBody: Same<z.output<typeof errorSchema>, OpenAIErrorBody> = true;
+void errorSchemaIsErrorBody;
 
 /** Builds the document; `serverUrl` is where the API is served. */
 export function openApiDocument(serverUrl: string): JsonSchema {
