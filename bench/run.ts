@@ -14,6 +14,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   chaos: async () => (await import("./chaos.ts")).runChaosBench(),
   gpu: async () => (await import("./gpu.ts")).runGpuBench(),
   realsize: async () => (await import("./realsize.ts")).runRealSizeBench(),
+  structured: async () => (await import("./structured.ts")).runStructuredBench(),
 };
 
 const name = process.argv[2];

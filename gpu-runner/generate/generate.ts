@@ -23,6 +23,7 @@ export interface GenerationOptions extends SamplingOptions {
 export interface TokenConstraint {
   mask(logits: Float32Array): void; // sets every token not allowed now to -Infinity, in place
   accept(id: number): void; // advances past a sampled token
+  dispose(): void; // frees it once its sequence has ended
 }
 
 /** Why generation ended, in OpenAI's terms: a stop (EOS or stop sequence) or the length limit. */

@@ -10,11 +10,12 @@ import { streamSSE } from "hono/streaming";
 import { BASE_MODEL_ID } from "../../src/constants.ts";
 import { badRequest, notFound, serverError } from "../../src/errors.ts";
 import {
-  type ChatCompletionRequest,
   type FinishReason,
   parseChatCompletionRequest,
   parseCompletionRequest,
+  requestedModel,
   type SamplingParameters,
+  unknownModelMessage,
   type Usage,
 } from "../../src/protocol/openai.ts";
 import type { LlamaEngine } from "../engine/llama-engine.ts";
@@ -23,7 +24,8 @@ import { TokenBytes } from "../tokenizer/token-bytes.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { toApiError } from "./api-errors.ts";
 import { chatChunk, chatCompletionBody, type FinishedChoice, type GeneratedToken, textChunk, textCompletionBody, usageChunk } from "./completion-bodies.ts";
-import { FREE_TEXT, type OutputShape } from "./output-shape.ts";
+import { renderChatPrompt } from "./chat-prompt.ts";
+import { FREE_TEXT, type OutputShape, OutputShapes } from "./output-shape.ts";
 import { internalRoutes, type InternalApiOptions } from "./internal-routes.ts";
 import type { RunnerMetrics } from "./metrics.ts";
 import { jsonBody, limitBody } from "../../src/request-body.ts";
@@ -60,6 +62,7 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
   const modelId = options.modelId ?? BASE_MODEL_ID;
   const knowsAdapter = options.knowsAdapter ?? ((id: string) => engine.hasAdapter(id));
   const tokenBytes = new TokenBytes(tokenizer);
+  const outputShapes = new OutputShapes(tokenizer);
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -102,9 +105,9 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
     checkLogitBias(request, tokenizer);
     const adapterId = adapterFor(request, modelId, knowsAdapter);
     if (tokenizer.chatTemplate === null) throw badRequest("this model has no chat template; use /v1/completions", "messages");
-    const shape = FREE_TEXT;
-    const prompt = renderChat(tokenizer, request);
+    const prompt = renderChatPrompt(tokenizer, request, outputShapes.toolFormat);
     assertPromptCanFit(prompt, "messages", scheduler.contextLimit, bytesPerToken);
+    const shape = await outputShapes.forChat(request);
     if (adapterId !== null) await options.prepareAdapter?.(adapterId);
     const promptIds = tokenizer.encode(prompt, { addSpecialTokens: false });
     const choices = Array.from({ length: request.n }, (_, index): Choice => ({ index, promptIds, echo: "" }));
@@ -136,7 +139,13 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
     try {
       streams = choices.map((choice) => {
         const room = engine.config.maxPositionEmbeddings - choice.promptIds.length;
-        return submit(choice, { ...generationOptions(request, choice.index, room), constraint: shape.constraint() }, adapterId, controller.signal);
+        const constraint = shape.constraint();
+        try {
+          return submit(choice, { ...generationOptions(request, choice.index, room), constraint }, adapterId, controller.signal);
+        } catch (error) {
+          constraint?.dispose(); // the scheduler frees the constraints of the requests it took
+          throw error;
+        }
       });
     } catch (error) {
       controller.abort(); // choices queued before the refusal are served to nobody: drop them
@@ -209,10 +218,7 @@ export function createRunnerApp(options: RunnerAppOptions): Hono {
 }
 
 function adapterFor(request: SamplingParameters, modelId: string, knowsAdapter: (id: string) => boolean): string | null {
-  // A top-level adapter_id (what @huggingface/inference sends) wins over `model`.
-  const requested = request.adapter_id ?? request.model;
-  const adapterId = requested === modelId ? null : requested;
-  const param = request.adapter_id !== undefined ? "adapter_id" : "model";
+  const { adapterId, param } = requestedModel(request, modelId);
   if (adapterId === null) return null;
   try {
     // Checked before anything reads the id: it ends up in paths, URLs and log lines.
@@ -220,7 +226,7 @@ function adapterFor(request: SamplingParameters, modelId: string, knowsAdapter: 
   } catch {
     throw notFound(`The model ${JSON.stringify(adapterId)} does not exist: ids are 1-200 characters of A-Z a-z 0-9 : . _ / -.`, param, "model_not_found");
   }
-  if (!knowsAdapter(adapterId)) throw notFound(`The model '${adapterId}' does not exist or you do not have access to it.`, param, "model_not_found");
+  if (!knowsAdapter(adapterId)) throw notFound(unknownModelMessage(adapterId), param, "model_not_found");
   return adapterId;
 }
 
@@ -257,19 +263,6 @@ async function collect(events: AsyncIterable<GenerationEvent>, shape: OutputShap
     }
   }
   throw serverError("generation ended without finishing");
-}
-
-/** The prompt of a chat request: its messages through the model's chat template. */
-function renderChat(tokenizer: TextTokenizer, request: ChatCompletionRequest): string {
-  try {
-    return tokenizer.applyChatTemplate(
-      request.messages.map((m) => ({ role: m.role === "developer" ? "system" : m.role, content: m.content })),
-      { addGenerationPrompt: true },
-    );
-  } catch (error) {
-    // A template may refuse a conversation (roles out of order, a role it does not know).
-    throw badRequest((error as Error).message, "messages");
-  }
 }
 
 function usageOf(choices: Choice[], finished: { completionTokens: number }[]): Usage {

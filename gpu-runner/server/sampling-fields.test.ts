@@ -13,6 +13,7 @@ import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { makeByteLevelTokenizerFiles } from "../tokenizer/byte-level.ts";
 import { TokenBytes } from "../tokenizer/token-bytes.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { chatCompletionChunkSchema, chatCompletionSchema, modelListSchema, textCompletionSchema } from "../../src/protocol/openai.ts";
 import { parseSseData } from "../../src/protocol/sse.ts";
 import { createRunnerApp } from "./app.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -239,6 +240,29 @@ describe("generation fields on the runner", () => {
       .map((data) => JSON.parse(data).choices[0]?.text ?? "")
       .join("");
     expect(text).toBe(json.choices[0].text);
+  });
+
+  it("every real response, whole and streamed, passes the protocol's response schemas", async () => {
+    const events = (text: string) =>
+      parseSseData(text)
+        .filter((data) => data !== "[DONE]")
+        .map((data) => JSON.parse(data));
+    const chat = { model: "tenant-a", messages: [{ role: "user", content: "hi" }], max_tokens: 4, n: 2 };
+    for (const extra of [{}, { logprobs: true, top_logprobs: 2 }]) {
+      chatCompletionSchema.parse((await post("/v1/chat/completions", { ...chat, ...extra })).json);
+      const chunks = events((await post("/v1/chat/completions", { ...chat, ...extra, stream: true, stream_options: { include_usage: true } })).text);
+      for (const chunk of chunks) chatCompletionChunkSchema.parse(chunk);
+      expect(chunks.at(-1).usage.completion_tokens).toBeGreaterThan(0);
+    }
+    const text = { model: "tiny", prompt: ["a", "b"], max_tokens: 4 };
+    for (const extra of [{}, { logprobs: 3 }, { echo: true }]) {
+      textCompletionSchema.parse((await post("/v1/completions", { ...text, ...extra })).json);
+      for (const chunk of events((await post("/v1/completions", { ...text, ...extra, stream: true, stream_options: { include_usage: true } })).text)) {
+        textCompletionSchema.parse(chunk);
+      }
+    }
+    const models = await app.request("/v1/models");
+    expect(modelListSchema.parse(await models.json()).data.map((model) => model.id)).toEqual(["tiny", "tenant-a"]);
   });
 
   it.each([

@@ -302,7 +302,7 @@ export class Scheduler {
       this.waitingCount--;
       this.lastAdmitted = next;
       if (entry.stream.cancelled || entry.request.signal?.aborted) {
-        entry.stream.end();
+        this.end(entry, null);
         continue;
       }
       try {
@@ -310,7 +310,7 @@ export class Scheduler {
         this.batch.addRow(entry.request.adapterId); // the new row's index is this.running.length
       } catch (error) {
         entry.release();
-        entry.stream.end(error as Error);
+        this.end(entry, error as Error);
         continue;
       }
       this.running.push(entry);
@@ -320,7 +320,7 @@ export class Scheduler {
   /** Ends every running and waiting request with `error`. */
   private endEverything(error: Error): void {
     for (let row = this.running.length - 1; row >= 0; row--) this.release(row, error);
-    for (const queue of this.waiting.values()) for (const entry of queue) entry.stream.end(error);
+    for (const queue of this.waiting.values()) for (const entry of queue) this.end(entry, error);
     this.waiting.clear();
     this.waitingCount = 0;
   }
@@ -329,7 +329,7 @@ export class Scheduler {
   private dropAbandonedWaiting(): void {
     for (const [key, queue] of this.waiting) {
       const kept = queue.filter((entry) => !(entry.stream.cancelled || entry.request.signal?.aborted));
-      for (const entry of queue) if (!kept.includes(entry)) entry.stream.end();
+      for (const entry of queue) if (!kept.includes(entry)) this.end(entry, null);
       this.waitingCount -= queue.length - kept.length;
       if (kept.length === 0) this.waiting.delete(key);
       else this.waiting.set(key, kept);
@@ -356,10 +356,16 @@ export class Scheduler {
     else entry.pending = [next];
   }
 
+  /** Ends a request's stream (with `error` if it failed) and frees its grammar. */
+  private end(entry: Entry, error: Error | null): void {
+    entry.stream.end(error);
+    entry.request.options.constraint?.dispose();
+  }
+
   /** Ends a row's stream (with `error` if it failed) and frees its row and adapter. */
   private release(row: number, error: Error | null): void {
     const entry = this.running[row];
-    entry.stream.end(error);
+    this.end(entry, error);
     entry.release();
     const moved = this.batch.removeRow(row);
     const last = this.running.pop()!;

@@ -13,6 +13,18 @@ import { readGenerationEosTokenIds } from "./generation-config.ts";
 export interface ChatMessage {
   role: string;
   content: string;
+  /** An assistant turn's calls, as transformers passes them: arguments parsed into objects. */
+  tool_calls?: { type: "function"; function: { name: string; arguments: unknown } }[];
+  /** The call a `tool` turn answers. */
+  tool_call_id?: string;
+  name?: string;
+}
+
+/** Options of {@link TextTokenizer.applyChatTemplate}. */
+export interface ChatTemplateOptions {
+  addGenerationPrompt: boolean;
+  /** Functions the model may call, as transformers passes `tools` (JSON schemas under `function`). */
+  tools?: readonly { type: "function"; function: { name: string; description?: string; parameters: unknown } }[];
 }
 
 /** Options of {@link TextTokenizer.encode}. */
@@ -79,6 +91,10 @@ export class TextTokenizer {
   readonly padTokenId: number | null;
   /** The Jinja chat template, or null when the tokenizer has none. */
   readonly chatTemplate: string | null;
+  /** Whether the chat template renders `tools` (transformers' convention for function calling). */
+  get templateTakesTools(): boolean {
+    return this.chatTemplate !== null && /\btools\b/.test(this.chatTemplate);
+  }
   /**
    * How vocabulary entries spell bytes: GPT-2's byte-to-unicode characters (`byte-level`), or
    * sentencepiece's `▁` and `<0xNN>` pieces (`byte-fallback`); `text` when entries are plain text.
@@ -182,8 +198,8 @@ export class TextTokenizer {
     return this.#tokenizer.id_to_token(id) ?? null;
   }
 
-  /** Renders a conversation with the chat template and the variables transformers passes (messages, add_generation_prompt, special tokens). */
-  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt: boolean }): string {
+  /** Renders a conversation with the chat template and the variables transformers passes (messages, add_generation_prompt, tools, special tokens). */
+  applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions): string {
     if (this.chatTemplate === null) {
       throw new Error("this tokenizer has no chat template (no chat_template in tokenizer_config.json " + "and no chat_template.jinja)");
     }
@@ -195,6 +211,7 @@ export class TextTokenizer {
         ...this.#specialTokens,
         messages: messages.map((message) => ({ ...message })),
         add_generation_prompt: options.addGenerationPrompt,
+        ...(options.tools !== undefined && options.tools.length > 0 ? { tools: options.tools } : {}),
       });
     } catch (error) {
       throw new Error(`chat template failed: ${(error as Error).message}`, { cause: error });

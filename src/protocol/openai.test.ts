@@ -337,10 +337,18 @@ describe("parseCompletionRequest", () => {
     ["echo with logprobs", { echo: true, logprobs: 1 }, "echo"],
     ["a suffix", { suffix: "end" }, "suffix"],
     ["an unknown field", { max_token: 3 }, "max_token"],
+    ["a repetition_penalty", { repetition_penalty: 1.2 }, "repetition_penalty"],
+    ["a watermark", { watermark: true }, "watermark"],
   ])("rejects %s with a 400 naming the field", (_name, extra, param) => {
     const error = rejection(() => parseCompletionRequest(completion(extra)));
     expect(error.status).toBe(400);
     expect(error.param).toBe(param);
+  });
+
+  it("reads the Text Generation Inference parameters @huggingface/inference sends", () => {
+    const request = parseCompletionRequest(completion({ do_sample: false, temperature: 0.7, return_full_text: true, repetition_penalty: 1, watermark: false }));
+    expect(request).toMatchObject({ temperature: 0, echo: true });
+    expect(parseCompletionRequest(completion({ do_sample: true, temperature: 0.7 }))).toMatchObject({ temperature: 0.7, echo: false });
   });
 
   it("says what to send instead of token ids", () => {

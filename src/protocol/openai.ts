@@ -276,8 +276,16 @@ export const completionRequestSchema = z
     // asking for exactly `n` is what every request gets.
     best_of: optional(z.int().min(1).max(MAX_CHOICES)),
     suffix: unsupported("insertion (a suffix after the completion) is not supported", (value) => value === ""),
+    // Text Generation Inference's parameters, which @huggingface/inference's textGeneration
+    // flattens into the body: do_sample false is greedy, return_full_text is echo.
+    do_sample: optional(z.boolean()),
+    return_full_text: optional(z.boolean()),
+    repetition_penalty: unsupported("repetition_penalty is not supported; send frequency_penalty or presence_penalty", (value) => value === 1),
+    watermark: unsupported("watermarking is not supported", (value) => value === false),
   })
-  .transform(({ prompt, logprobs, echo, best_of, ...raw }, ctx) => {
+  .transform(({ prompt, logprobs, echo: openaiEcho, best_of, do_sample, return_full_text, ...raw }, ctx) => {
+    const echo = openaiEcho ?? return_full_text;
+    if (do_sample === false) raw.temperature = 0;
     if (best_of !== undefined && best_of !== (raw.n ?? 1)) {
       ctx.addIssue({
         code: "custom",
