@@ -349,6 +349,7 @@ describe("Llama 3 with the post-processor that adds <|begin_of_text|>", () => {
     const submitted: number[][] = [];
     const scheduler = {
       stats: {},
+      contextLimit: 8192,
       submit(request: { promptIds: number[] }): AsyncIterable<GenerationEvent> {
         submitted.push(request.promptIds);
         return (async function* () {
