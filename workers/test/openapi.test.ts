@@ -1,6 +1,7 @@
 import { Validator } from "@cfworker/json-schema";
 import { describe, expect, it } from "vitest";
 import { app } from "../src/index.ts";
+import { OPERATIONS } from "../src/openapi/operations.ts";
 import { call, tenantWithKey } from "./helpers.ts";
 
 type Document = {
@@ -63,6 +64,22 @@ describe("the OpenAPI document", () => {
       }
     }
   });
+
+  it("asks each operation for the scope it documents, and refuses a key with another", async () => {
+    const scopes = ["inference", "fine_tuning", "admin"] as const;
+    const keys = Object.fromEntries(await Promise.all(scopes.map(async (scope) => [scope, (await tenantWithKey([scope])).key] as const)));
+    const other = { inference: "fine_tuning", fine_tuning: "inference", admin: "inference" } as const;
+    for (const operation of OPERATIONS) {
+      const name = `${operation.method} ${operation.path}`;
+      // Unknown ids and empty bodies: the scope is checked first, and nothing is changed.
+      const path = operation.path.replace(/\{\w+\}/g, "nothing-by-this-id");
+      const body = operation.request?.contentType === "application/json" ? { json: {} } : {};
+      const refused = await call(operation.method.toUpperCase(), path, { key: keys[other[operation.scope]], ...body });
+      expect(refused.status, `${name} with a ${other[operation.scope]} key`).toBe(403);
+      const allowed = await call(operation.method.toUpperCase(), path, { key: keys[operation.scope], ...body });
+      expect([401, 403], `${name} with a ${operation.scope} key: ${allowed.status}`).not.toContain(allowed.status);
+    }
+  }, 120_000);
 
   it("has request schemas that reject what the routes reject, and accept what they accept", async () => {
     const document = await fetchDocument();
