@@ -3,9 +3,10 @@
  * read through the owning tenant; the runner's blob route reads by id alone (runner secret).
  * A row with status `deleted` is retired: nothing reads it but the sweep that removes its blob.
  */
-import { and, desc, eq, lt, ne, or, type SQL } from "drizzle-orm";
+import { and, eq, ne, type SQL } from "drizzle-orm";
 import type { Database } from "../client.ts";
 import { adapters, checkpoints } from "../schema.ts";
+import { keysetPage } from "./keyset-page.ts";
 
 export type AdapterRow = typeof adapters.$inferSelect;
 
@@ -48,16 +49,12 @@ export async function listTenantAdapters(
   page: { limit: number; after: AdapterRow | null },
   list: AdapterList = "adapters",
 ): Promise<AdapterRow[]> {
-  const conditions = listConditions(tenantId, list);
-  if (page.after !== null) {
-    const { createdAt, id } = page.after;
-    conditions.push(or(lt(adapters.createdAt, createdAt), and(eq(adapters.createdAt, createdAt), lt(adapters.id, id)))!);
-  }
+  const keyset = keysetPage(adapters, "newest first", page.after);
   return db
     .select()
     .from(adapters)
-    .where(and(...conditions))
-    .orderBy(desc(adapters.createdAt), desc(adapters.id))
+    .where(and(...listConditions(tenantId, list), keyset.condition))
+    .orderBy(...keyset.orderBy)
     .limit(page.limit)
     .all();
 }

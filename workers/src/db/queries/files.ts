@@ -1,7 +1,8 @@
 /** Uploaded files (training data). Every read is by tenant, except the runner's download by id. */
-import { and, desc, eq, lt, or } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import type { Database } from "../client.ts";
 import { files } from "../schema.ts";
+import { keysetPage } from "./keyset-page.ts";
 
 export type FileRow = typeof files.$inferSelect;
 export type NewFile = typeof files.$inferInsert;
@@ -32,15 +33,12 @@ export async function findFileForRunner(db: Database, id: string): Promise<FileR
 export async function listTenantFiles(db: Database, tenantId: string, page: { limit: number; after: FileRow | null; purpose?: string }): Promise<FileRow[]> {
   const conditions = [eq(files.tenantId, tenantId)];
   if (page.purpose !== undefined) conditions.push(eq(files.purpose, page.purpose));
-  if (page.after !== null) {
-    const { createdAt, id } = page.after;
-    conditions.push(or(lt(files.createdAt, createdAt), and(eq(files.createdAt, createdAt), lt(files.id, id)))!);
-  }
+  const keyset = keysetPage(files, "newest first", page.after);
   return db
     .select()
     .from(files)
-    .where(and(...conditions))
-    .orderBy(desc(files.createdAt), desc(files.id))
+    .where(and(...conditions, keyset.condition))
+    .orderBy(...keyset.orderBy)
     .limit(page.limit)
     .all();
 }

@@ -4,11 +4,12 @@
  * is a conditional update (see jobs/job-status.ts), written in one batch with the event that
  * records it, so a retried callback or a redelivered message changes nothing twice.
  */
-import { and, desc, eq, inArray, lt, or, sql } from "drizzle-orm";
+import { and, eq, inArray, lt, or, sql } from "drizzle-orm";
 import { predecessorsOf, type JobStatus } from "../../jobs/job-status.ts";
 import type { Database } from "../client.ts";
 import { conditionalBatch } from "../conditional-batch.ts";
 import { fineTuningJobs, jobEvents } from "../schema.ts";
+import { keysetPage } from "./keyset-page.ts";
 
 export type JobRow = typeof fineTuningJobs.$inferSelect;
 export type NewJob = typeof fineTuningJobs.$inferInsert;
@@ -57,16 +58,12 @@ export async function findWaitingJobIds(db: Database, before: number, limit: num
 
 /** One page of the tenant's jobs, newest first, after the job `after` (a cursor row). */
 export async function listTenantJobs(db: Database, tenantId: string, page: { limit: number; after: JobRow | null }): Promise<JobRow[]> {
-  const conditions = [eq(fineTuningJobs.tenantId, tenantId)];
-  if (page.after !== null) {
-    const { createdAt, id } = page.after;
-    conditions.push(or(lt(fineTuningJobs.createdAt, createdAt), and(eq(fineTuningJobs.createdAt, createdAt), lt(fineTuningJobs.id, id)))!);
-  }
+  const keyset = keysetPage(fineTuningJobs, "newest first", page.after);
   return db
     .select()
     .from(fineTuningJobs)
-    .where(and(...conditions))
-    .orderBy(desc(fineTuningJobs.createdAt), desc(fineTuningJobs.id))
+    .where(and(eq(fineTuningJobs.tenantId, tenantId), keyset.condition))
+    .orderBy(...keyset.orderBy)
     .limit(page.limit)
     .all();
 }

@@ -1,8 +1,9 @@
 /** Tenants and their API keys. Key lookups go by hash; a key row is never returned with it. */
-import { and, asc, eq, gt, isNull, or } from "drizzle-orm";
+import { and, eq, isNull } from "drizzle-orm";
 import type { KeyScope } from "../../auth/keys.ts";
 import type { Database } from "../client.ts";
 import { apiKeys, tenants } from "../schema.ts";
+import { keysetPage } from "./keyset-page.ts";
 
 export interface NewTenant {
   id: string;
@@ -61,16 +62,13 @@ export async function findApiKey(db: Database, tenantId: string, keyId: string) 
 
 /** One page of the tenant's keys (revoked ones too), oldest first, after the key `after`. */
 export async function listApiKeys(db: Database, tenantId: string, page: { limit: number; after: { id: string; created_at: number } | null }) {
-  const conditions = [eq(apiKeys.tenantId, tenantId)];
-  if (page.after !== null) {
-    const { created_at: createdAt, id } = page.after;
-    conditions.push(or(gt(apiKeys.createdAt, createdAt), and(eq(apiKeys.createdAt, createdAt), gt(apiKeys.id, id)))!);
-  }
+  const after = page.after === null ? null : { createdAt: page.after.created_at, id: page.after.id };
+  const keyset = keysetPage(apiKeys, "oldest first", after);
   const rows = await db
     .select()
     .from(apiKeys)
-    .where(and(...conditions))
-    .orderBy(asc(apiKeys.createdAt), asc(apiKeys.id))
+    .where(and(eq(apiKeys.tenantId, tenantId), keyset.condition))
+    .orderBy(...keyset.orderBy)
     .limit(page.limit)
     .all();
   return rows.map(publicKey);

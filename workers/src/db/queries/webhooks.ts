@@ -1,7 +1,8 @@
 /** Webhook endpoints and their deliveries, always scoped by tenant; a secret is read only to sign. */
-import { and, asc, desc, eq, gt, isNull, lt, or } from "drizzle-orm";
+import { and, asc, eq, isNull } from "drizzle-orm";
 import type { Database } from "../client.ts";
 import { webhookDeliveries, webhooks } from "../schema.ts";
+import { keysetPage } from "./keyset-page.ts";
 
 export interface NewWebhook {
   id: string;
@@ -32,16 +33,12 @@ export async function listWebhooks(db: Database, tenantId: string) {
 
 /** One page of a tenant's live endpoints, oldest first, after the endpoint `after`. */
 export async function listWebhookPage(db: Database, tenantId: string, page: { limit: number; after: WebhookRow | null }) {
-  const conditions = [eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt)];
-  if (page.after !== null) {
-    const { createdAt, id } = page.after;
-    conditions.push(or(gt(webhooks.createdAt, createdAt), and(eq(webhooks.createdAt, createdAt), gt(webhooks.id, id)))!);
-  }
+  const keyset = keysetPage(webhooks, "oldest first", page.after);
   return db
     .select()
     .from(webhooks)
-    .where(and(...conditions))
-    .orderBy(asc(webhooks.createdAt), asc(webhooks.id))
+    .where(and(eq(webhooks.tenantId, tenantId), isNull(webhooks.disabledAt), keyset.condition))
+    .orderBy(...keyset.orderBy)
     .limit(page.limit)
     .all();
 }
@@ -121,16 +118,12 @@ export async function findDelivery(db: Database, tenantId: string, webhookId: st
 
 /** One page of a tenant's deliveries to one endpoint, newest first, after the delivery `after`. */
 export async function listDeliveries(db: Database, tenantId: string, webhookId: string, page: { limit: number; after: DeliveryRow | null }) {
-  const conditions = [eq(webhookDeliveries.tenantId, tenantId), eq(webhookDeliveries.webhookId, webhookId)];
-  if (page.after !== null) {
-    const { createdAt, id } = page.after;
-    conditions.push(or(lt(webhookDeliveries.createdAt, createdAt), and(eq(webhookDeliveries.createdAt, createdAt), lt(webhookDeliveries.id, id)))!);
-  }
+  const keyset = keysetPage(webhookDeliveries, "newest first", page.after);
   return db
     .select()
     .from(webhookDeliveries)
-    .where(and(...conditions))
-    .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
+    .where(and(eq(webhookDeliveries.tenantId, tenantId), eq(webhookDeliveries.webhookId, webhookId), keyset.condition))
+    .orderBy(...keyset.orderBy)
     .limit(page.limit)
     .all();
 }
