@@ -82,8 +82,8 @@ export function literal(text: string): string {
   return `"${body}"`;
 }
 
-// One class over ASCII code points, every member as \xHH so none can read as `^` or `-` syntax.
-function asciiClass(ranges: CodePointRanges): string {
+/** One class over ASCII code points, every member as \xHH so none can read as `^` or `-` syntax. */
+export function asciiClass(ranges: CodePointRanges): string {
   return `[${ranges.map(([low, high]) => (low === high ? `\\x${hex2(low)}` : `\\x${hex2(low)}-\\x${hex2(high)}`)).join("")}]`;
 }
 
@@ -91,86 +91,8 @@ function hex2(value: number): string {
   return value.toString(16).padStart(2, "0");
 }
 
-// Four hex digits (either case) spelling the numbers low..high.
-function hexRange(low: number, high: number): string {
-  const digits = (value: number) => value.toString(16).padStart(4, "0");
-  return sameWidthRange(digits(low), digits(high));
-}
-
-function sameWidthRange(low: string, high: string): string {
-  if (low.length === 0) return '""';
-  const first = Number.parseInt(low[0], 16);
-  const last = Number.parseInt(high[0], 16);
-  const rest = low.length - 1;
-  if (first === last) return sequence([hexDigit(first, first), sameWidthRange(low.slice(1), high.slice(1))])!;
-  const anyRest = repeat(hexDigit(0, 15), rest, rest);
-  const lowRest = /^0*$/.test(low.slice(1)) ? anyRest : sameWidthRange(low.slice(1), "f".repeat(rest));
-  const highRest = /^f*$/.test(high.slice(1)) ? anyRest : sameWidthRange("0".repeat(rest), high.slice(1));
-  return choice([
-    sequence([hexDigit(first, first), lowRest]),
-    first + 1 <= last - 1 ? sequence([hexDigit(first + 1, last - 1), anyRest]) : null,
-    sequence([hexDigit(last, last), highRest]),
-  ])!;
-}
-
-// The hex digits for values from..to, in both cases.
-function hexDigit(from: number, to: number): string {
-  const ranges: [number, number][] = [];
-  if (from <= 9) ranges.push([0x30 + from, 0x30 + Math.min(to, 9)]);
-  if (to >= 10) {
-    const low = Math.max(from, 10) - 10;
-    ranges.push([0x41 + low, 0x41 + to - 10], [0x61 + low, 0x61 + to - 10]);
-  }
-  return asciiClass(ranges);
-}
-
-const SHORT_ESCAPES = new Map<number, string>([
-  [0x08, "\\b"],
-  [0x09, "\\t"],
-  [0x0a, "\\n"],
-  [0x0c, "\\f"],
-  [0x0d, "\\r"],
-  [0x22, '\\"'],
-  [0x5c, "\\\\"],
-]);
-
-/** Printable ASCII that a JSON string holds as is. */
-const PLAIN_ASCII: CodePointRanges = [
-  [0x20, 0x21],
-  [0x23, 0x5b],
-  [0x5d, 0x7e],
-];
-/** Non-ASCII sets up to this size are also offered as the characters themselves. */
-const LITERAL_SET_LIMIT = 16;
-
-/**
- * An EBNF expression for the JSON text of one character of a string value drawn from `ranges`:
- * printable ASCII as is, `"`, `\` and controls as JSON escapes, any other character as a \u
- * escape (a surrogate pair beyond U+FFFF), and small non-ASCII sets also as the characters
- * themselves. Null for an empty set.
- */
-export function jsonStringCharacter(ranges: CodePointRanges): string | null {
-  const alternatives: string[] = [];
-  const plain = intersectRanges(ranges, PLAIN_ASCII);
-  if (plain.length > 0) alternatives.push(asciiClass(plain));
-  for (const [low, high] of intersectRanges(ranges, [[0, 0x7f]])) {
-    for (let code = low; code <= high; code++) {
-      const short = SHORT_ESCAPES.get(code);
-      if (short !== undefined) alternatives.push(literal(short));
-    }
-  }
-  const nonAscii = intersectRanges(ranges, [[0x80, MAX_CODE_POINT]]);
-  if (nonAscii.reduce((total, [low, high]) => total + high - low + 1, 0) <= LITERAL_SET_LIMIT) {
-    for (const [low, high] of nonAscii) for (let code = low; code <= high; code++) alternatives.push(literal(String.fromCodePoint(code)));
-  }
-  for (const [low, high] of intersectRanges(ranges, [[0, 0xffff]])) alternatives.push(`"\\\\u" ${hexRange(low, high)}`);
-  for (const [low, high] of intersectRanges(ranges, [[0x10000, MAX_CODE_POINT]])) alternatives.push(...surrogatePairs(low, high));
-  if (alternatives.length === 0) return null;
-  return alternatives.length === 1 ? alternatives[0] : `(${alternatives.join(" | ")})`;
-}
-
 /** What may follow a string in the grammar's layout: ":" after a key, "," "}" "]" after a value. */
-const AFTER_STRING = "(= [,:\\]}])";
+export const AFTER_STRING = "(= [,:\\]}])";
 
 /**
  * A rule for any JSON string: non-ASCII as the UTF-8 bytes themselves, or any escape. Written as
@@ -193,11 +115,6 @@ function anyJsonStringRest(builder: GrammarBuilder): string {
   return builder.shared("json_string_rest", () => "");
 }
 
-/** A rule for a JSON string whose content (between the quotes) is `content`. */
-export function jsonStringWith(builder: GrammarBuilder, content: string): string {
-  return builder.memo(content, "string", () => `"\\"" ${content} "\\"" ${AFTER_STRING}`);
-}
-
 /**
  * Most characters a length-bounded string may count: every counted position is a rule of its
  * own, and xgrammar computes each rule's token masks over the whole vocabulary when it compiles
@@ -213,11 +130,11 @@ export const MAX_COUNTED_CHARACTERS = 32;
  */
 export function countedJsonString(builder: GrammarBuilder, min: number, max: number | null): string {
   return builder.memo(`${min}-${max}`, "counted_string", (self) => {
+    // Left-factored so that no two options start alike (see string-automaton.ts for why).
     const escapeRule = builder.shared("counted_escape", () => {
       const hex = "[0-9A-Fa-f]";
-      const single = `"u" ([0-9A-Ca-c] ${hex} | [Dd] [0-7] | [E-Fe-f] ${hex}) ${hex} ${hex}`;
-      const pair = `"u" [Dd] [89ABab] ${hex} ${hex} "\\\\u" [Dd] [C-Fc-f] ${hex} ${hex}`;
-      return `["\\\\/bfnrt] | ${single} | ${pair}`;
+      const surrogatePair = `[89ABab] ${hex} ${hex} "\\\\u" [Dd] [C-Fc-f] ${hex} ${hex}`;
+      return `["\\\\/bfnrt] | "u" ([0-9A-Ca-c] ${hex} ${hex} ${hex} | [Dd] ([0-7] ${hex} ${hex} | ${surrogatePair}) | [E-Fe-f] ${hex} ${hex} ${hex})`;
     });
     // states[c]: the rest of the string once c characters are written.
     const last = max ?? min;
@@ -233,23 +150,6 @@ export function countedJsonString(builder: GrammarBuilder, min: number, max: num
     }
     return `"\\"" ${states[0]}`;
   });
-}
-
-// \u escape pairs for the code points low..high (above U+FFFF): a partial block of 1024 at
-// each end, whole blocks between.
-function surrogatePairs(low: number, high: number): string[] {
-  const highOf = (code: number) => 0xd800 + ((code - 0x10000) >> 10);
-  const lowOf = (code: number) => 0xdc00 + ((code - 0x10000) & 0x3ff);
-  const pair = (firstHigh: number, lastHigh: number, firstLow: number, lastLow: number) =>
-    `"\\\\u" ${hexRange(firstHigh, lastHigh)} "\\\\u" ${hexRange(firstLow, lastLow)}`;
-  if (highOf(low) === highOf(high)) return [pair(highOf(low), highOf(low), lowOf(low), lowOf(high))];
-  const pairs: string[] = [];
-  let firstWhole = highOf(low);
-  let lastWhole = highOf(high);
-  if (lowOf(low) !== 0xdc00) pairs.push(pair(firstWhole, firstWhole++, lowOf(low), 0xdfff));
-  if (lowOf(high) !== 0xdfff) pairs.push(pair(lastWhole, lastWhole--, 0xdc00, lowOf(high)));
-  if (firstWhole <= lastWhole) pairs.push(pair(firstWhole, lastWhole, 0xdc00, 0xdfff));
-  return pairs;
 }
 
 /** `expression` repeated min..max times (max null: unbounded), in xgrammar's EBNF. */

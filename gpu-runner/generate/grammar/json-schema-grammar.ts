@@ -14,9 +14,10 @@
  * properties beyond the declared ones when there are any, and no number longer than the texts
  * of number-grammar.ts.
  */
-import { anyJsonString, choice, countedJsonString, GrammarBuilder, jsonStringWith, literal, MAX_COUNTED_CHARACTERS, repeat, sequence } from "./ebnf.ts";
+import { anyJsonString, choice, countedJsonString, GrammarBuilder, literal, MAX_COUNTED_CHARACTERS, repeat, sequence } from "./ebnf.ts";
 import { ANY_INTEGER, ANY_NUMBER, integerRange, type NumberBound, numberRange } from "./number-grammar.ts";
-import { parseRegex, regexToJsonStringContent, UnsupportedPatternError } from "./regex.ts";
+import { parseRegex, UnsupportedPatternError } from "./regex.ts";
+import { jsonStringOf, literalChoice, patternAutomaton } from "./string-automaton.ts";
 import { FORMAT_PATTERNS, UNSUPPORTED_FORMATS } from "./string-formats.ts";
 import { UnsupportedSchemaError } from "./unsupported-schema-error.ts";
 
@@ -281,7 +282,7 @@ class SchemaConverter {
     const allowed = "type" in schema ? new Set(this.#types(schema, path)) : null;
     const kept = values.filter((value) => allowed === null || matchesTypes(value, allowed));
     if (kept.length === 0) throw new UnsupportedSchemaError(path, keyword, `no value of ${keyword} has the schema's type`);
-    return choice(kept.map((value) => literal(jsonText(value))))!;
+    return literalChoice(kept.map((value) => jsonText(value)));
   }
 
   // The declared types, or those implied by the keywords present; "any" when nothing says.
@@ -409,7 +410,6 @@ class SchemaConverter {
     const minimum = count(schema.minLength, path, "minLength");
     const maximum = count(schema.maxLength, path, "maxLength");
     const lengths = minimum !== null || maximum !== null;
-    let content: string | null = null;
     if ("format" in schema && typeof schema.format === "string") {
       const pattern = FORMAT_PATTERNS[schema.format];
       if (pattern === undefined && UNSUPPORTED_FORMATS.has(schema.format)) {
@@ -422,21 +422,15 @@ class SchemaConverter {
       if (pattern !== undefined) {
         if (lengths || "pattern" in schema)
           throw new UnsupportedSchemaError(path, "format", "format together with pattern, minLength or maxLength is not supported");
-        content = regexToJsonStringContent(parseRegex(pattern));
+        return this.#patternString(pattern, `format ${schema.format}`, path, "format");
       }
     }
-    if (content === null && "pattern" in schema) {
+    if ("pattern" in schema) {
       if (typeof schema.pattern !== "string") throw new UnsupportedSchemaError(path, "pattern", "pattern must be a string");
       if (lengths) throw new UnsupportedSchemaError(path, "pattern", "pattern together with minLength or maxLength is not supported");
-      try {
-        content = regexToJsonStringContent(parseRegex(schema.pattern));
-      } catch (error) {
-        if (error instanceof UnsupportedPatternError)
-          throw new UnsupportedSchemaError(path, "pattern", `pattern ${JSON.stringify(schema.pattern)}: ${error.message}`);
-        throw error;
-      }
+      return this.#patternString(schema.pattern, `pattern ${schema.pattern}`, path, "pattern");
     }
-    if (content === null && lengths) {
+    if (lengths) {
       const low = minimum ?? 0;
       if (maximum !== null && low > maximum) throw new UnsupportedSchemaError(path, "minLength", "minLength is above maxLength");
       for (const [keyword, value] of [
@@ -447,7 +441,19 @@ class SchemaConverter {
       }
       return countedJsonString(this.builder, low, maximum);
     }
-    return content === null ? anyString(this.builder) : jsonStringWith(this.builder, content);
+    return anyString(this.builder);
+  }
+
+  #patternString(pattern: string, key: string, path: string, keyword: string): string {
+    let string: string | null;
+    try {
+      string = jsonStringOf(this.builder, patternAutomaton(parseRegex(pattern)), key);
+    } catch (error) {
+      if (error instanceof UnsupportedPatternError) throw new UnsupportedSchemaError(path, keyword, `pattern ${JSON.stringify(pattern)}: ${error.message}`);
+      throw error;
+    }
+    if (string === null) throw new UnsupportedSchemaError(path, keyword, `pattern ${JSON.stringify(pattern)} matches no string`);
+    return string;
   }
 
   #integer(schema: Schema, path: string): string {
@@ -457,7 +463,7 @@ class SchemaConverter {
     const floor = (value: number) => BigInt(Math.floor(value));
     const low = bounds.min === null ? null : bounds.min.inclusive ? ceil(bounds.min.value) : floor(bounds.min.value) + 1n;
     const high = bounds.max === null ? null : bounds.max.inclusive ? floor(bounds.max.value) : ceil(bounds.max.value) - 1n;
-    const range = integerRange(low, high);
+    const range = integerRange(this.builder, low, high);
     if (range === null) throw new UnsupportedSchemaError(path, "minimum", "no integer (of at most 15 digits) lies within the bounds");
     return range;
   }
@@ -465,7 +471,7 @@ class SchemaConverter {
   #number(schema: Schema, path: string): string {
     const bounds = this.#bounds(schema, path);
     if (bounds === null) return builderShared(this.builder, "json_number", ANY_NUMBER);
-    const range = numberRange(bounds.min, bounds.max);
+    const range = numberRange(this.builder, bounds.min, bounds.max);
     if (range === null) throw new UnsupportedSchemaError(path, "minimum", "no number within ±999999999.999999 with at most 6 decimals lies within the bounds");
     return range;
   }

@@ -20,7 +20,11 @@ const ORDER: Record<string, unknown> = {
     customer: { type: "object", properties: { name: { type: "string" }, email: { type: "string", format: "email" } }, required: ["name", "email"] },
     items: {
       type: "array",
-      items: { type: "object", properties: { sku: { type: "string", pattern: "^[A-Z]{3}-\\d{4}$" }, quantity: { type: "integer", minimum: 1, maximum: 99 } }, required: ["sku", "quantity"] },
+      items: {
+        type: "object",
+        properties: { sku: { type: "string", pattern: "^[A-Z]{3}-\\d{4}$" }, quantity: { type: "integer", minimum: 1, maximum: 99 } },
+        required: ["sku", "quantity"],
+      },
       minItems: 1,
       maxItems: 4,
     },

@@ -10,8 +10,14 @@
  *   Such a decimal has at most 15 significant digits, so no two of them parse to the same double,
  *   and a text that is above a bound's shortest decimal as a real parses above the bound.
  * Unbounded numbers keep JSON's exponent, with at most 2 exponent digits so values stay finite.
+ *
+ * Every choice is deterministic (its options start with different characters): xgrammar 0.1.27
+ * merges overlapping options of a rule into a wrong automaton, so that for instance
+ * `[5-8] [0-9] [0-9] | "9" [0-9] [0-9] | "9" [0-9] [0-9] [0-9]` admits any number of digits.
+ * The integer digits are therefore read as an automaton whose state compares the digits so far
+ * with each bound's.
  */
-import { choice, literal, repeat, sequence } from "./ebnf.ts";
+import { choice, type GrammarBuilder, literal, repeat, sequence } from "./ebnf.ts";
 
 export const INTEGER_DIGITS = 15;
 export const BOUNDED_INTEGER_PART_DIGITS = 9;
@@ -39,21 +45,22 @@ export interface NumberBound {
 }
 
 /** Integers in [min, max] (null: unbounded on that side, within 15 digits); null when none. */
-export function integerRange(min: bigint | null, max: bigint | null): string | null {
+export function integerRange(builder: GrammarBuilder, min: bigint | null, max: bigint | null): string | null {
   const low = min === null || min < -INTEGER_LIMIT ? -INTEGER_LIMIT : min;
   const high = max === null || max > INTEGER_LIMIT ? INTEGER_LIMIT : max;
   if (low > high) return null;
   const parts: (string | null)[] = [];
+  const end = () => '""';
   if (low < 0n) {
-    const negative = naturalRange(high < 0n ? -high : 1n, -low);
+    const negative = digitsBetween(builder, high < 0n ? -high : 1n, -low, "integer", end);
     if (negative !== null) parts.push(sequence(['"-"', negative]));
   }
-  if (high >= 0n) parts.push(naturalRange(low > 0n ? low : 0n, high));
+  if (high >= 0n) parts.push(digitsBetween(builder, low > 0n ? low : 0n, high, "integer", end));
   return choice(parts);
 }
 
 /** Numbers within the bounds (null: unbounded on that side, within ±999999999.999999); null when none. */
-export function numberRange(min: NumberBound | null, max: NumberBound | null): string | null {
+export function numberRange(builder: GrammarBuilder, min: NumberBound | null, max: NumberBound | null): string | null {
   const cap: Decimal = { negative: false, integer: 10n ** BigInt(BOUNDED_INTEGER_PART_DIGITS) - 1n, fraction: "9".repeat(FRACTION_DIGITS) };
   let lower = { decimal: { ...cap, negative: true }, inclusive: true };
   let upper = { decimal: cap, inclusive: true };
@@ -65,12 +72,12 @@ export function numberRange(min: NumberBound | null, max: NumberBound | null): s
   const zero: Decimal = { negative: false, integer: 0n, fraction: "" };
   if (!isNegative(upper.decimal) && !(isZero(upper.decimal) && !upper.inclusive)) {
     const low = isNegative(lower.decimal) ? { decimal: zero, inclusive: true } : lower;
-    parts.push(magnitudeRange(low.decimal, low.inclusive, upper.decimal, upper.inclusive));
+    parts.push(magnitudeRange(builder, low.decimal, low.inclusive, upper.decimal, upper.inclusive));
   }
   if (isNegative(lower.decimal)) {
     // A negative value is "-" and a magnitude above zero, so "-0" is never written.
     const low = isNegative(upper.decimal) ? { decimal: negate(upper.decimal), inclusive: upper.inclusive } : { decimal: zero, inclusive: false };
-    const magnitude = magnitudeRange(low.decimal, low.inclusive, negate(lower.decimal), lower.inclusive);
+    const magnitude = magnitudeRange(builder, low.decimal, low.inclusive, negate(lower.decimal), lower.inclusive);
     if (magnitude !== null) parts.push(sequence(['"-"', magnitude]));
   }
   return choice(parts);
@@ -117,19 +124,13 @@ function compareMagnitudes(a: Decimal, b: Decimal): number {
   return fractionA < fractionB ? -1 : fractionA > fractionB ? 1 : 0;
 }
 
-// Non-negative decimals between two magnitudes, as integer part and optional fraction.
-function magnitudeRange(low: Decimal, lowInclusive: boolean, high: Decimal, highInclusive: boolean): string | null {
-  if (low.integer === high.integer) {
-    return sequence([
-      literal(String(low.integer)),
-      fraction({ digits: low.fraction, inclusive: lowInclusive }, { digits: high.fraction, inclusive: highInclusive }),
-    ]);
-  }
-  return choice([
-    sequence([literal(String(low.integer)), fraction({ digits: low.fraction, inclusive: lowInclusive }, null)]),
-    low.integer + 1n <= high.integer - 1n ? sequence([naturalRange(low.integer + 1n, high.integer - 1n), fraction(null, null)]) : null,
-    sequence([literal(String(high.integer)), fraction(null, { digits: high.fraction, inclusive: highInclusive })]),
-  ]);
+// Non-negative decimals between two magnitudes: the integer digits, then a fraction that
+// depends on whether the integer part equals a bound's.
+function magnitudeRange(builder: GrammarBuilder, low: Decimal, lowInclusive: boolean, high: Decimal, highInclusive: boolean): string | null {
+  const lowFraction = { digits: low.fraction, inclusive: lowInclusive };
+  const highFraction = { digits: high.fraction, inclusive: highInclusive };
+  const key = `number ${low.integer}.${low.fraction}/${lowInclusive} ${high.integer}.${high.fraction}/${highInclusive}`;
+  return digitsBetween(builder, low.integer, high.integer, key, (atLow, atHigh) => fraction(atLow ? lowFraction : null, atHigh ? highFraction : null));
 }
 
 interface FractionBound {
@@ -175,53 +176,64 @@ function fraction(low: FractionBound | null, high: FractionBound | null): string
   return choice([canStop(0, lowTight, highTight) ? '""' : null, afterPoint === null ? null : sequence(['"."', afterPoint])]);
 }
 
-// Integers in [low, high] (both ≥ 0) written without leading zeros.
-function naturalRange(low: bigint, high: bigint): string | null {
+type Relation = -1 | 0 | 1;
+
+/**
+ * Digit strings without leading zeros for the integers in [low, high] (both ≥ 0), each followed
+ * by `tail(equalsLow, equalsHigh)` (null: that ending is not allowed). A state is the number of
+ * digits written and how they compare with the same leading digits of each bound; from each
+ * state the next digits are split into classes with different successor states, so the choice
+ * is deterministic. States become rules of `builder`, shared through `key`.
+ */
+function digitsBetween(
+  builder: GrammarBuilder,
+  low: bigint,
+  high: bigint,
+  key: string,
+  tail: (equalsLow: boolean, equalsHigh: boolean) => string | null,
+): string | null {
   if (low > high) return null;
-  const parts: string[] = [];
-  for (let length = String(low).length; length <= String(high).length; length++) {
-    const smallest = length === 1 ? 0n : 10n ** BigInt(length - 1);
-    const largest = 10n ** BigInt(length) - 1n;
-    const from = low > smallest ? low : smallest;
-    const to = high < largest ? high : largest;
-    if (from <= to) parts.push(sameLength(String(from), String(to)));
-  }
-  return choice(parts);
-}
-
-// Digit strings of one length between lo and hi.
-function sameLength(lo: string, hi: string): string {
-  if (lo === hi) return literal(lo);
-  if (lo[0] === hi[0]) return sequence([literal(lo[0]), sameLength(lo.slice(1), hi.slice(1))])!;
-  const low = Number(lo[0]);
-  const high = Number(hi[0]);
-  return choice([
-    sequence([literal(lo[0]), atLeast(lo.slice(1))]),
-    low + 1 <= high - 1 ? sequence([digitClass(low + 1, high - 1), anyDigits(lo.length - 1)]) : null,
-    sequence([literal(hi[0]), atMost(hi.slice(1))]),
-  ])!;
-}
-
-function atLeast(digits: string): string {
-  if (/^0*$/.test(digits)) return anyDigits(digits.length);
-  const first = Number(digits[0]);
-  return choice([
-    sequence([literal(digits[0]), atLeast(digits.slice(1))]),
-    first < 9 ? sequence([digitClass(first + 1, 9), anyDigits(digits.length - 1)]) : null,
-  ])!;
-}
-
-function atMost(digits: string): string {
-  if (/^9*$/.test(digits)) return anyDigits(digits.length);
-  const first = Number(digits[0]);
-  return choice([
-    sequence([literal(digits[0]), atMost(digits.slice(1))]),
-    first > 0 ? sequence([digitClass(0, first - 1), anyDigits(digits.length - 1)]) : null,
-  ])!;
-}
-
-function anyDigits(count: number): string {
-  return repeat("[0-9]", count, count);
+  const lo = String(low);
+  const hi = String(high);
+  const compare = (digit: number, bound: string, position: number): Relation => Math.sign(digit - Number(bound[position])) as Relation;
+  const states = new Map<string, string | null>();
+  const ending = (written: number, versusLow: Relation, versusHigh: Relation): string | null => {
+    const belowLow = written < lo.length || (written === lo.length && versusLow < 0);
+    const aboveHigh = written > hi.length || (written === hi.length && versusHigh > 0);
+    if (belowLow || aboveHigh) return null;
+    return tail(written === lo.length && versusLow === 0, written === hi.length && versusHigh === 0);
+  };
+  // What may follow once `written` digits are down.
+  const state = (written: number, versusLow: Relation, versusHigh: Relation): string | null => {
+    const id = `${written} ${versusLow} ${versusHigh}`;
+    if (states.has(id)) return states.get(id)!;
+    const options: (string | null)[] = [ending(written, versusLow, versusHigh), ...continuations(written, versusLow, versusHigh, 0)];
+    const body = choice(options);
+    const result = body === null ? null : builder.memo(`${key} ${lo} ${hi} ${id}`, "digits", () => body);
+    states.set(id, result);
+    return result;
+  };
+  const continuations = (written: number, versusLow: Relation, versusHigh: Relation, first: number): (string | null)[] => {
+    if (written >= hi.length) return [];
+    const next = (digit: number): [Relation, Relation] => [
+      written < lo.length && versusLow === 0 ? compare(digit, lo, written) : written < lo.length ? versusLow : 1,
+      versusHigh === 0 ? compare(digit, hi, written) : versusHigh,
+    ];
+    const options: (string | null)[] = [];
+    let groupStart = first;
+    for (let digit = first; digit <= 9; digit++) {
+      const [relationLow, relationHigh] = next(digit);
+      const following = digit < 9 ? next(digit + 1) : null;
+      if (following !== null && following[0] === relationLow && following[1] === relationHigh) continue;
+      const successor = state(written + 1, relationLow, relationHigh);
+      if (successor !== null) options.push(sequence([digitClass(groupStart, digit), successor]));
+      groupStart = digit + 1;
+    }
+    return options;
+  };
+  // A leading zero only as the number 0 itself.
+  const zero = low === 0n ? sequence(['"0"', tail(true, high === 0n)]) : null;
+  return choice([zero, ...continuations(0, 0, 0, 1)]);
 }
 
 function digitClass(from: number, to: number): string {

@@ -1,16 +1,17 @@
 /**
- * JSON Schema `pattern`s (ECMAScript regular expressions, read as with the `u` flag) turned into
- * grammar for the JSON text of a matching string.
+ * JSON Schema `pattern`s (ECMAScript regular expressions, read as with the `u` flag), parsed into
+ * sets of characters, sequences, choices and repetitions; string-automaton.ts turns them into
+ * grammar.
  *
- * Written here rather than handed to xgrammar's regex converter because that converter emits the
+ * Parsed here rather than handed to xgrammar's regex converter because that converter emits the
  * raw characters a pattern matches: `.` or `[^a]` then admit `"`, `\` and control characters
- * unescaped, which ends or breaks the JSON string. Here every character set goes through
- * jsonStringCharacter, which escapes what JSON requires. The grammar matches the whole string
- * (a pattern in JSON Schema may match anywhere), so what it admits is a subset of what the
- * pattern accepts; anchors are therefore only allowed where they change nothing: `^` at the start
- * and `$` at the end of a top-level alternative.
+ * unescaped, which ends or breaks the JSON string. The grammar matches the whole string (a
+ * pattern in JSON Schema may match anywhere), so what it admits is a subset of what the pattern
+ * accepts; anchors are therefore only allowed where they change nothing: `^` at the start and `$`
+ * at the end of a top-level alternative. Anything else the grammar cannot express exactly
+ * (lookaround, backreferences, word boundaries, property escapes) is refused by name.
  */
-import { type CodePointRanges, complementRanges, jsonStringCharacter, MAX_COUNTED_CHARACTERS, normalizeRanges, repeat } from "./ebnf.ts";
+import { type CodePointRanges, complementRanges, MAX_COUNTED_CHARACTERS, normalizeRanges } from "./ebnf.ts";
 
 /** A parsed pattern: sets of characters, sequences, choices and repetitions. */
 export type RegexNode =
@@ -63,43 +64,6 @@ const SYNTAX_CHARACTERS = new Set("^$\\.*+?()[]{}|/");
 /** Parses a pattern; throws UnsupportedPatternError naming the feature and its position. */
 export function parseRegex(pattern: string): RegexNode {
   return new RegexParser(pattern).parse();
-}
-
-/**
- * Grammar for the JSON text (inside the quotes) of strings the pattern matches whole. Character
- * sets are written inline: a rule boundary inside a string leaves xgrammar unsure of every token
- * that crosses it, which it then checks one by one at each step.
- */
-export function regexToJsonStringContent(node: RegexNode): string {
-  const expression = emit(node);
-  if (expression === null) throw new UnsupportedPatternError("the pattern matches no string");
-  return expression;
-}
-
-function emit(node: RegexNode): string | null {
-  switch (node.kind) {
-    case "characters":
-      return jsonStringCharacter(node.ranges);
-    case "sequence": {
-      const items: string[] = [];
-      for (const item of node.items) {
-        const expression = emit(item);
-        if (expression === null) return null;
-        if (expression !== '""') items.push(expression);
-      }
-      return items.length === 0 ? '""' : items.length === 1 ? items[0] : `(${items.join(" ")})`;
-    }
-    case "choice": {
-      const options = node.options.map(emit).filter((option): option is string => option !== null);
-      if (options.length === 0) return null;
-      return options.length === 1 ? options[0] : `(${options.join(" | ")})`;
-    }
-    case "repeat": {
-      const item = emit(node.item);
-      if (item === null || item === '""') return node.min === 0 || item === '""' ? '""' : null;
-      return repeat(item, node.min, node.max);
-    }
-  }
 }
 
 class RegexParser {
