@@ -12,8 +12,12 @@ import { type FunctionTool, type ToolCallFormat, type ToolCallOptions, type Tool
 import { grammarVocabulary } from "./vocabulary.ts";
 import { loadXGrammar, type XGrammarRuntime } from "./xgrammar-runtime.ts";
 
-/** How many compiled grammars a compiler keeps. */
+/** How many compiled grammars a compiler keeps (least recently used first out). */
 export const COMPILED_GRAMMAR_CACHE_SIZE = 64;
+
+// The compiled grammar is freed once no CompiledGrammar refers to it (constraints made from it
+// keep their own reference inside xgrammar), so evicting it from the cache never breaks a holder.
+const unreachableGrammars = new FinalizationRegistry<XGrammarModule.CompiledGrammar>((compiled) => compiled.dispose());
 
 /** A grammar compiled for one vocabulary; it hands out one constraint per sequence. */
 export class CompiledGrammar {
@@ -28,16 +32,12 @@ export class CompiledGrammar {
     this.#compiled = compiled;
     this.#vocabulary = vocabulary;
     this.source = source;
+    unreachableGrammars.register(this, compiled);
   }
 
   /** A constraint at the start of the grammar, for one sequence; dispose it when the sequence ends. */
   createConstraint(): TokenConstraint {
     return new MatcherConstraint(this.#runtime, this.#runtime.createMatcher(this.#compiled), this.#vocabulary);
-  }
-
-  /** Frees the compiled grammar; constraints already made keep working. */
-  dispose(): void {
-    this.#compiled.dispose();
   }
 }
 
@@ -112,14 +112,7 @@ export class GrammarCompiler {
     const compiled = (async () => this.#compile(source()))();
     this.#cache.set(key, compiled);
     compiled.catch(() => this.#cache.delete(key));
-    while (this.#cache.size > COMPILED_GRAMMAR_CACHE_SIZE) {
-      const [oldestKey, oldest] = this.#cache.entries().next().value!;
-      this.#cache.delete(oldestKey);
-      oldest.then(
-        (grammar) => grammar.dispose(),
-        () => {},
-      );
-    }
+    while (this.#cache.size > COMPILED_GRAMMAR_CACHE_SIZE) this.#cache.delete(this.#cache.keys().next().value!);
     return compiled;
   }
 

@@ -30,6 +30,9 @@ export interface ConstraintVocabulary {
   describeToken(tokenId: number): string;
 }
 
+// A constraint dropped without dispose() still frees its matcher when it is collected.
+const unreachableMatchers = new FinalizationRegistry<NativeMatcher>((matcher) => matcher.delete());
+
 /** A TokenConstraint over an xgrammar matcher. */
 export class MatcherConstraint implements TokenConstraint {
   readonly #runtime: XGrammarRuntime;
@@ -43,6 +46,7 @@ export class MatcherConstraint implements TokenConstraint {
     this.#matcher = matcher;
     this.#vocabulary = vocabulary;
     this.#bitmask = new Int32Array(vocabulary.stopBitmask.length);
+    unreachableMatchers.register(this, matcher, this);
   }
 
   mask(logits: Float32Array): void {
@@ -91,7 +95,9 @@ export class MatcherConstraint implements TokenConstraint {
   }
 
   dispose(): void {
-    this.#matcher?.delete();
+    if (this.#matcher === null) return;
+    unreachableMatchers.unregister(this);
+    this.#matcher.delete();
     this.#matcher = null;
   }
 
