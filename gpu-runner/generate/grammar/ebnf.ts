@@ -1,5 +1,5 @@
 /**
- * Writing xgrammar EBNF: named rules, string literals, repetition, and JSON-string characters.
+ * Writing xgrammar EBNF: named rules, literals, repetition, sets of code points, and JSON strings.
  *
  * Why every character class here has ASCII endpoints: in @mlc-ai/web-xgrammar 0.1.27 a class keeps
  * only the low byte of each endpoint (xgrammar issues #138/#491, #848), and whether it is then
@@ -13,7 +13,7 @@
 /** Inclusive code point ranges, sorted and non-overlapping. */
 export type CodePointRanges = readonly (readonly [number, number])[];
 
-export const MAX_CODE_POINT = 0x10ffff;
+const MAX_CODE_POINT = 0x10ffff;
 const SURROGATES: readonly [number, number] = [0xd800, 0xdfff];
 
 /** Every Unicode scalar value (all code points but the surrogates). */
@@ -34,11 +34,6 @@ export function normalizeRanges(ranges: Iterable<readonly [number, number]>): Co
   return intersectRanges(merged, ANY_CHARACTER);
 }
 
-/** Code points in `ranges` but not in `removed`. */
-export function subtractRanges(ranges: CodePointRanges, removed: CodePointRanges): CodePointRanges {
-  return intersectRanges(ranges, complementRanges(removed));
-}
-
 /** Code points outside `ranges` (within the scalar values). */
 export function complementRanges(ranges: CodePointRanges): CodePointRanges {
   const result: [number, number][] = [];
@@ -48,15 +43,11 @@ export function complementRanges(ranges: CodePointRanges): CodePointRanges {
     next = Math.max(next, high + 1);
   }
   if (next <= MAX_CODE_POINT) result.push([next, MAX_CODE_POINT]);
-  return intersectRangesRaw(result, ANY_CHARACTER);
+  return intersectRanges(result, ANY_CHARACTER);
 }
 
 /** Code points in both. */
 export function intersectRanges(a: CodePointRanges, b: CodePointRanges): CodePointRanges {
-  return intersectRangesRaw(a, b);
-}
-
-function intersectRangesRaw(a: CodePointRanges, b: CodePointRanges): CodePointRanges {
   const result: [number, number][] = [];
   let i = 0;
   let j = 0;

@@ -2,8 +2,11 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { LLAMA3_DIRECTORY } from "../../tokenizer/real-tokenizer-fixtures.ts";
 import { loadTokenizer, type TextTokenizer } from "../../tokenizer/tokenizer.ts";
 import { GrammarCompiler } from "./compiler.ts";
+import { jsonObjectGrammar } from "./json-schema-grammar.ts";
 import { byteLevelTokenizer } from "./random-walk.ts";
 import { UnsupportedSchemaError } from "./unsupported-schema-error.ts";
+import { grammarVocabulary } from "./vocabulary.ts";
+import { loadXGrammar } from "./xgrammar-runtime.ts";
 
 const SCHEMA = { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] };
 
@@ -113,5 +116,29 @@ describe("a constraint over a real BPE vocabulary (Llama 3, 128k tokens)", () =>
     constraint.mask(logits);
     expect(allowedIds(logits).sort()).toEqual([...tokenizer.eosTokenIds].sort());
     constraint.dispose();
+  });
+});
+
+describe("the bitmask read straight from WebAssembly memory", () => {
+  it("equals the one the package's own async method returns, at every step", async () => {
+    const runtime = await loadXGrammar();
+    expect(runtime.readsMemoryDirectly).toBe(true);
+    const tokenizer = byteLevelTokenizer();
+    const { encodedVocabulary, stopTokenIds } = grammarVocabulary(tokenizer);
+    const info = await runtime.xgrammar.TokenizerInfo.createTokenizerInfo(encodedVocabulary, "byte_level", false, tokenizer.vocabSize, stopTokenIds);
+    const compiler = await runtime.xgrammar.GrammarCompiler.createGrammarCompiler(info, false);
+    const grammar = await compiler.compileGrammar(jsonObjectGrammar());
+    const matcher = await runtime.xgrammar.GrammarMatcher.createGrammarMatcher(grammar);
+    const native = (matcher as unknown as { handle: Parameters<typeof runtime.readBitmask>[0] }).handle;
+    const direct = new Int32Array(Math.ceil(tokenizer.vocabSize / 32));
+    for (const id of tokenizer.encode('{"a": [1, "x\\n", {"b": null}], "é": true}', { addSpecialTokens: false })) {
+      runtime.readBitmask(native, tokenizer.vocabSize, direct);
+      expect([...direct]).toEqual([...(await matcher.getNextTokenBitmask())]);
+      expect(matcher.acceptToken(id)).toBe(true);
+    }
+    matcher.dispose();
+    grammar.dispose();
+    compiler.dispose();
+    info.dispose();
   });
 });

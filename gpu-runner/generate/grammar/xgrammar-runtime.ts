@@ -15,6 +15,9 @@
  * once here on a vector of known contents: embind's handle keeps the object's address in
  * `$$.ptr`, and libc++'s std::vector starts with its begin and end pointers. If the check fails
  * the slow element-by-element copy is used instead, so results never depend on the shortcut.
+ * Matchers are made through the binding's constructor (reached from a first matcher's handle)
+ * with the arguments the package's async factory passes, so that a sequence's constraint can be
+ * made where the sampler runs, without awaiting.
  */
 import { createRequire } from "node:module";
 import type * as XGrammarModule from "@mlc-ai/web-xgrammar";
