@@ -43,22 +43,6 @@ export interface DecodeOptions {
 
 type JsonObject = Record<string, unknown>;
 
-/** How a vocabulary spells bytes; see {@link TextTokenizer.tokenSpelling}. */
-export type TokenSpelling = "byte-level" | "byte-fallback" | "text";
-
-// Read off tokenizer.json's decoder, the part that turns entries back into bytes.
-function tokenSpellingOf(decoder: unknown): TokenSpelling {
-  if (!isObject(decoder)) return "text";
-  if (decoder.type === "ByteLevel") return "byte-level";
-  if (decoder.type === "ByteFallback") return "byte-fallback";
-  if (decoder.type === "Sequence") {
-    const kinds = asArray(decoder.decoders).map(tokenSpellingOf);
-    if (kinds.includes("byte-level")) return "byte-level";
-    if (kinds.includes("byte-fallback")) return "byte-fallback";
-  }
-  return "text";
-}
-
 // The part of @huggingface/tokenizers' Tokenizer used here. Its published .d.ts files import each
 // other without file extensions, which NodeNext resolution rejects, so the class arrives as `any`;
 // this interface restores type checking at the one place the library is called.
@@ -95,11 +79,6 @@ export class TextTokenizer {
   get templateTakesTools(): boolean {
     return this.chatTemplate !== null && /\btools\b/.test(this.chatTemplate);
   }
-  /**
-   * How vocabulary entries spell bytes: GPT-2's byte-to-unicode characters (`byte-level`), or
-   * sentencepiece's `▁` and `<0xNN>` pieces (`byte-fallback`); `text` when entries are plain text.
-   */
-  readonly tokenSpelling: TokenSpelling;
 
   readonly #tokenizer: LibraryTokenizer;
   readonly #specialTokens: Record<string, string>;
@@ -132,7 +111,6 @@ export class TextTokenizer {
     for (const id of this.#tokenizer.get_vocab(true).values()) largestId = Math.max(largestId, id);
     this.vocabSize = largestId + 1;
     this.chatTemplate = chatTemplate ?? pickChatTemplate(tokenizerConfig.chat_template);
-    this.tokenSpelling = tokenSpellingOf(tokenizerJson.decoder);
     this.bosTokenId = this.#idOf(this.#specialTokens.bos_token);
     this.padTokenId = this.#idOf(this.#specialTokens.pad_token);
     this.eosTokenId = this.#idOf(this.#specialTokens.eos_token);

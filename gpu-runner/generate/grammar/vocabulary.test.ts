@@ -4,7 +4,8 @@ import { QWEN3_DIRECTORY } from "../../tokenizer/real-tokenizer-fixtures.ts";
 import { tinyMetaspaceBpeJson } from "../../tokenizer/tiny-bpe-fixtures.ts";
 import { loadTokenizer, TextTokenizer } from "../../tokenizer/tokenizer.ts";
 import { byteLevelTokenizer } from "./random-walk.ts";
-import { grammarVocabulary, tokenBytes, vocabularySpelling } from "./vocabulary.ts";
+import { tokenBytes, vocabularySpelling } from "../../tokenizer/token-bytes.ts";
+import { grammarVocabulary } from "./vocabulary.ts";
 
 const BYTE_OF_CHARACTER = new Map(byteToUnicodeTable().map((character, byte) => [character, byte]));
 
