@@ -131,7 +131,7 @@ export async function runStructuredBench(): Promise<Record<string, unknown>> {
       constrained: { response_format: { type: "json_schema", json_schema: { name: "numbers", schema: UNFINISHABLE } } },
       logprobs: { logprobs: true, top_logprobs: 5 },
     };
-    const round1 = async (extra: Json): Promise<number> => {
+    const measureRound = async (extra: Json): Promise<number> => {
       const started = performance.now();
       const answers = await Promise.all(
         Array.from({ length: ROWS }, (_, row) =>
@@ -150,8 +150,8 @@ export async function runStructuredBench(): Promise<Record<string, unknown>> {
       if (tokens !== ROWS * THROUGHPUT_TOKENS) throw new Error(`expected ${ROWS * THROUGHPUT_TOKENS} tokens, got ${tokens}`);
       return tokens / ((performance.now() - started) / 1000);
     };
-    await round1(settings.free); // warm-up: sessions, the grammar compiler, the compiled schema
-    await round1(settings.constrained);
+    await measureRound(settings.free); // warm-up: sessions, the grammar compiler, the compiled schema
+    await measureRound(settings.constrained);
     const rates: Record<string, number[]> = { free: [], constrained: [], logprobs: [] };
     const rng = new Rng(SEED);
     for (let r = 0; r < ROUNDS; r++) {
@@ -160,7 +160,7 @@ export async function runStructuredBench(): Promise<Record<string, unknown>> {
         const j = rng.integer(0, i);
         [order[i], order[j]] = [order[j], order[i]];
       }
-      for (const name of order) rates[name].push(await round1(settings[name]));
+      for (const name of order) rates[name].push(await measureRound(settings[name]));
       progress(`round ${r + 1}/${ROUNDS}: ${order.map((name) => `${name} ${rates[name].at(-1)!.toFixed(0)} tok/s`).join(", ")}`);
     }
     const ratio = (a: number[], b: number[]) => median(a.map((value, i) => value / b[i]));

@@ -41,6 +41,7 @@ export class Sampler {
   private readonly temperature: number;
   private readonly topK: number;
   private readonly topP: number;
+  private weights = new Float64Array(0); // sampleFull's scratch, kept between tokens
 
   constructor(options: SamplingOptions = {}) {
     validateSamplingOptions(options);
@@ -77,20 +78,24 @@ export class Sampler {
     return candidates[candidates.length - 1];
   }
 
-  // Without a top-k or top-p cut the order of candidates does not matter: two passes over the
+  // Without a top-k or top-p cut the order of candidates does not matter: one pass over the
   // vocabulary in id order, no sort (a sort of 150k logits per token would dominate decoding).
   private sampleFull(logits: Float32Array): number {
     const max = logits[argmax(logits)];
     const scale = 1 / this.temperature;
+    if (this.weights.length < logits.length) this.weights = new Float64Array(logits.length);
+    const weights = this.weights;
     let total = 0;
-    for (let id = 0; id < logits.length; id++) total += Math.exp((logits[id] - max) * scale);
+    for (let id = 0; id < logits.length; id++) {
+      weights[id] = Math.exp((logits[id] - max) * scale);
+      total += weights[id];
+    }
     let threshold = this.rng.uniform() * total;
     let last = 0;
     for (let id = 0; id < logits.length; id++) {
-      const weight = Math.exp((logits[id] - max) * scale);
-      if (weight === 0) continue;
+      if (weights[id] === 0) continue;
       last = id;
-      threshold -= weight;
+      threshold -= weights[id];
       if (threshold < 0) return id;
     }
     return last;

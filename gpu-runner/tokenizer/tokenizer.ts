@@ -76,9 +76,7 @@ export class TextTokenizer {
   /** The Jinja chat template, or null when the tokenizer has none. */
   readonly chatTemplate: string | null;
   /** Whether the chat template renders `tools` (transformers' convention for function calling). */
-  get templateTakesTools(): boolean {
-    return this.chatTemplate !== null && /\btools\b/.test(this.chatTemplate);
-  }
+  readonly templateTakesTools: boolean;
 
   readonly #tokenizer: LibraryTokenizer;
   readonly #specialTokens: Record<string, string>;
@@ -111,6 +109,7 @@ export class TextTokenizer {
     for (const id of this.#tokenizer.get_vocab(true).values()) largestId = Math.max(largestId, id);
     this.vocabSize = largestId + 1;
     this.chatTemplate = chatTemplate ?? pickChatTemplate(tokenizerConfig.chat_template);
+    this.templateTakesTools = this.chatTemplate !== null && /\btools\b/.test(this.chatTemplate);
     this.bosTokenId = this.#idOf(this.#specialTokens.bos_token);
     this.padTokenId = this.#idOf(this.#specialTokens.pad_token);
     this.eosTokenId = this.#idOf(this.#specialTokens.eos_token);

@@ -3,6 +3,7 @@
 // OpenAI's chat-completions and completions requests is either honoured or refused with a 400
 // that names it; an unknown field is refused too, so nothing a client asks for is silently dropped.
 import { z } from "zod";
+import { optional } from "./optional.ts";
 import { BASE_MODEL_ID } from "../constants.ts";
 import { fromZodError } from "../errors.ts";
 import { chatLogprobsSchema, completionLogprobsSchema, MAX_CHAT_TOP_LOGPROBS, MAX_COMPLETION_LOGPROBS } from "./logprobs.ts";
@@ -15,11 +16,6 @@ import {
   toolChoiceSchema,
   toolsSchema,
 } from "./structured-output.ts";
-
-// Many clients send `null` for "not given"; treat it like an absent key.
-function optional<Schema extends z.ZodType>(schema: Schema) {
-  return schema.nullish().transform((value) => value ?? undefined);
-}
 
 /**
  * A field of OpenAI's API this platform does not implement: absent or null is fine, any other

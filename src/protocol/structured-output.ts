@@ -3,11 +3,7 @@
 // whose arguments validate against each function's schema). The runner turns both into grammars
 // that constrain decoding; here they are only validated and normalised.
 import { z } from "zod";
-
-// Many clients send `null` for "not given"; treat it like an absent key.
-function optional<Schema extends z.ZodType>(schema: Schema) {
-  return schema.nullish().transform((value) => value ?? undefined);
-}
+import { optional } from "./optional.ts";
 
 /** Most functions one request may offer (OpenAI's limit). */
 export const MAX_TOOLS = 128;
