@@ -89,17 +89,7 @@ export function tinyConfigJson(variant: TinyVariant): Record<string, unknown> {
     case "mistral-sliding": // every layer attends to the last 5 positions only
       return { ...BASE, architectures: ["MistralForCausalLM"], model_type: "mistral", num_key_value_heads: 2, rope_theta: 10000, sliding_window: 5 };
     case "qwen2-window-layers": // use_sliding_window with max_window_layers 1: layer 0 sees everything, layer 1 the last 4 positions
-      return {
-        ...BASE,
-        architectures: ["Qwen2ForCausalLM"],
-        model_type: "qwen2",
-        num_key_value_heads: 2,
-        rope_theta: 1000000,
-        tie_word_embeddings: false,
-        use_sliding_window: true,
-        sliding_window: 4,
-        max_window_layers: 1,
-      };
+      return { ...tinyConfigJson("qwen2-bias"), use_sliding_window: true, sliding_window: 4, max_window_layers: 1 };
   }
 }
 
