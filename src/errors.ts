@@ -1,6 +1,7 @@
 // OpenAI's error shape and the one exception type the edge and the runner throw for it.
 // Handlers catch ApiError and answer `status` with `toBody()`; anything else is a 500.
 import type { z } from "zod";
+import type { LineError } from "./training-data.ts";
 
 /** The `error.type` values OpenAI clients understand. */
 export type OpenAIErrorType = "invalid_request_error" | "authentication_error" | "permission_error" | "not_found_error" | "rate_limit_error" | "server_error";
@@ -12,6 +13,8 @@ export interface OpenAIErrorBody {
     type: OpenAIErrorType;
     param: string | null;
     code: string | null;
+    /** A refused file's bad lines (1-based), the first ones of them, where the error is about lines. */
+    lines?: LineError[];
   };
 }
 
@@ -31,9 +34,14 @@ export class ApiError extends Error {
     super(message);
   }
 
+  /** The bad lines of a refused file, when that is what this error is about. */
+  lines: LineError[] | null = null;
+
   /** The response body for this error. */
   toBody(): OpenAIErrorBody {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+    const body: OpenAIErrorBody = { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+    if (this.lines !== null) body.error.lines = this.lines;
+    return body;
   }
 }
 

@@ -15,6 +15,7 @@ declare namespace Cloudflare {
 		CHECKPOINTS_KEPT: string;
 		RUNNER_SECRET: string;
 		ADMIN_TOKEN: string;
+		SESSION_SECRET: string;
 		LIMITER: DurableObjectNamespace<import("./src/index").TenantLimiter>;
 	}
 }

@@ -6,16 +6,26 @@
 import type { OpenAIErrorBody } from "../errors.ts";
 import type { ListPage, PageParams } from "../protocol/list-page.ts";
 import type { ModelObject } from "../protocol/openai.ts";
-import type { AdapterObject, FileObject, FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent } from "../protocol/platform-objects.ts";
+import type { PeftImportReport } from "../protocol/runner.ts";
+import type {
+  AdapterObject,
+  FileObject,
+  FineTuningCheckpoint,
+  FineTuningJob,
+  FineTuningJobEvent,
+  JobEstimate,
+  UsageReport,
+} from "../protocol/platform-objects.ts";
 import { readSseJson } from "../protocol/sse.ts";
 
-export type { AdapterObject, FileObject, FineTuningCheckpoint, FineTuningJob, ListPage, ModelObject, PageParams };
+export type { AdapterObject, FileObject, FineTuningCheckpoint, FineTuningJob, JobEstimate, ListPage, ModelObject, PageParams, UsageReport };
 /** One event of a fine-tuning job. */
 export type JobEvent = FineTuningJobEvent;
 
 export interface PicaClientOptions {
-  baseUrl: string; // e.g. "http://127.0.0.1:8787"
-  apiKey: string;
+  baseUrl: string; // e.g. "http://127.0.0.1:8787"; "" for the page's own origin
+  apiKey: string | null; // null: the browser's console session (its cookie) authenticates instead
+  headers?: Record<string, string>; // sent on every request (the console's CSRF token)
   fetch?: typeof fetch;
 }
 
@@ -55,11 +65,16 @@ export class PicaClient {
   }
 
   /** Uploads a JSONL training file (validated by the server, which names bad lines). */
-  uploadFile(name: string, content: string | Uint8Array): Promise<{ id: string; bytes: number; filename: string }> {
+  uploadFile(name: string, content: string | Uint8Array | Blob): Promise<FileObject> {
     const form = new FormData();
     form.set("purpose", "fine-tune");
-    form.set("file", new Blob([content as Uint8Array<ArrayBuffer>], { type: "application/jsonl" }), name);
+    const blob = content instanceof Blob ? content : new Blob([content as Uint8Array<ArrayBuffer>], { type: "application/jsonl" });
+    form.set("file", blob, name);
     return this.json("POST", "/v1/files", { body: form });
+  }
+
+  deleteFile(id: string): Promise<{ id: string; deleted: true }> {
+    return this.json("DELETE", `/v1/files/${encodeURIComponent(id)}`);
   }
 
   /** A page of the tenant's files, newest first. */
@@ -68,10 +83,12 @@ export class PicaClient {
   }
 
   createJob(params: CreateJobParams): Promise<FineTuningJob> {
-    const { hyperparameters, ...rest } = params;
-    return this.json("POST", "/v1/fine_tuning/jobs", {
-      json: { ...rest, ...(hyperparameters ? { method: { type: "supervised", supervised: { hyperparameters } } } : {}) },
-    });
+    return this.json("POST", "/v1/fine_tuning/jobs", { json: jobBody(params) });
+  }
+
+  /** What a job would train and take (epochs, tokens, seconds), validated as `createJob` would, without creating it. */
+  estimateJob(params: CreateJobParams): Promise<JobEstimate> {
+    return this.json("POST", "/v1/fine_tuning/jobs/estimate", { json: jobBody(params) });
   }
 
   /** A page of the tenant's fine-tuning jobs, newest first. */
@@ -111,6 +128,16 @@ export class PicaClient {
     return this.json("GET", `/v1/adapters/${encodeURIComponent(id)}`);
   }
 
+  deleteAdapter(id: string): Promise<{ id: string; deleted: true }> {
+    return this.json("DELETE", `/v1/adapters/${encodeURIComponent(id)}`);
+  }
+
+  /** Tokens and requests per day and model over the last `days` days (one page of up to 31 days). */
+  usage(days = 30): Promise<UsageReport> {
+    const now = Math.floor(Date.now() / 1000);
+    return this.json("GET", `/v1/usage?start_time=${now - days * 86_400}&limit=31`);
+  }
+
   /**
    * Walks a list page by page, from `params.after` on, each request asking for `params.limit`
    * items (the list's default when unset), following `last_id` while `has_more`:
@@ -139,7 +166,11 @@ export class PicaClient {
   }
 
   /** Imports a PEFT LoRA adapter (projected onto the basis by a runner). */
-  importAdapter(name: string, adapterConfig: string, adapterModel: Uint8Array): Promise<{ id: string; [field: string]: unknown }> {
+  importAdapter(
+    name: string,
+    adapterConfig: string,
+    adapterModel: Uint8Array,
+  ): Promise<{ id: string; import_report: PeftImportReport; [field: string]: unknown }> {
     const form = new FormData();
     form.set("name", name);
     form.set("adapter_config", new Blob([adapterConfig], { type: "application/json" }), "adapter_config.json");
@@ -148,8 +179,13 @@ export class PicaClient {
   }
 
   /** Streams a chat completion's text. */
-  chat(model: string, messages: { role: string; content: string }[], options: { max_tokens?: number; temperature?: number } = {}): AsyncIterable<string> {
-    return this.stream("/v1/chat/completions", { model, messages, ...options, stream: true }, (chunk) => chunk.choices?.[0]?.delta?.content ?? "");
+  chat(
+    model: string,
+    messages: { role: string; content: string }[],
+    options: { max_tokens?: number; temperature?: number } = {},
+    signal?: AbortSignal,
+  ): AsyncIterable<string> {
+    return this.stream("/v1/chat/completions", { model, messages, ...options, stream: true }, (chunk) => chunk.choices?.[0]?.delta?.content ?? "", signal);
   }
 
   /** Streams a text completion. */
@@ -157,8 +193,8 @@ export class PicaClient {
     return this.stream("/v1/completions", { model, prompt, ...options, stream: true }, (chunk) => chunk.choices?.[0]?.text ?? "");
   }
 
-  private async *stream(path: string, body: unknown, text: (chunk: StreamChunk) => string): AsyncIterable<string> {
-    const response = await this.send("POST", path, { json: body });
+  private async *stream(path: string, body: unknown, text: (chunk: StreamChunk) => string, signal?: AbortSignal): AsyncIterable<string> {
+    const response = await this.send("POST", path, { json: body, signal });
     if (response.body === null) return;
     for await (const event of readSseJson(response.body)) {
       const chunk = event as StreamChunk;
@@ -172,8 +208,9 @@ export class PicaClient {
     return (await (await this.send(method, path, body)).json()) as T;
   }
 
-  private async send(method: string, path: string, body: { json?: unknown; body?: FormData } = {}): Promise<Response> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.options.apiKey}` };
+  private async send(method: string, path: string, body: { json?: unknown; body?: FormData; signal?: AbortSignal } = {}): Promise<Response> {
+    const headers: Record<string, string> = { ...this.options.headers };
+    if (this.options.apiKey !== null) headers.authorization = `Bearer ${this.options.apiKey}`;
     let payload: string | FormData | undefined = body.body;
     if (body.json !== undefined) {
       headers["content-type"] = "application/json";
@@ -181,7 +218,7 @@ export class PicaClient {
     }
     let response: Response;
     try {
-      response = await this.fetch(`${this.baseUrl}${path}`, { method, headers, body: payload });
+      response = await this.fetch(`${this.baseUrl}${path}`, { method, headers, body: payload, signal: body.signal });
     } catch (error) {
       throw new Error(`cannot reach ${this.baseUrl}: ${(error as Error).message}`, { cause: error });
     }
@@ -191,6 +228,12 @@ export class PicaClient {
     }
     return response;
   }
+}
+
+/** A job request's body: hyper-parameters go under the supervised method. */
+function jobBody(params: CreateJobParams): Record<string, unknown> {
+  const { hyperparameters, ...rest } = params;
+  return { ...rest, ...(hyperparameters ? { method: { type: "supervised", supervised: { hyperparameters } } } : {}) };
 }
 
 /** `?limit=…&after=…` for the parameters given (nothing for none). */

@@ -64,6 +64,21 @@ export const fineTuningJobSchema = z.object({
 });
 export type FineTuningJob = z.infer<typeof fineTuningJobSchema>;
 
+/** `POST /v1/fine_tuning/jobs/estimate`: what a job request would train and take, resolved as creating it would. */
+export const jobEstimateSchema = z.object({
+  object: z.literal("fine_tuning.job.estimate"),
+  model: z.string(),
+  training_examples: z.int(),
+  n_epochs: z.int(),
+  batch_size: z.int(),
+  learning_rate_multiplier: z.number(),
+  rank: z.int(),
+  weight_sharing: z.boolean(),
+  estimated_tokens: z.int(),
+  estimated_seconds: z.number(),
+});
+export type JobEstimate = z.infer<typeof jobEstimateSchema>;
+
 /** One event of a job (`/v1/fine_tuning/jobs/{id}/events`). */
 export const fineTuningJobEventSchema = z.object({
   object: z.literal("fine_tuning.job.event"),

@@ -16,7 +16,9 @@ export const SSE_DONE = "[DONE]";
  * finished from one that was cut. Stopping early cancels the body (the connection is freed).
  */
 export async function* readSseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string, void, undefined> {
-  const reader = body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream()).getReader();
+  // DOM's lib types TextDecoderStream's input as BufferSource, Node's as Uint8Array: the same bytes.
+  const decoder = new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>;
+  const reader = body.pipeThrough(decoder).pipeThrough(new EventSourceParserStream()).getReader();
   let finished = false;
   try {
     for (let next = await reader.read(); !next.done; next = await reader.read()) yield next.value.data;

@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, notFound, serverError } from "../../src/errors.ts";
+import { CONSOLE_PATHS } from "../../src/protocol/console.ts";
 import { EDGE_PATHS } from "../../src/protocol/runner.ts";
 import type { AppEnv } from "./env.ts";
 import { limitBodies, publicCors, requestIds } from "./http/policy.ts";
@@ -16,6 +17,7 @@ import type { TaskMessage } from "./queue/messages.ts";
 import { adapterTransferRoutes } from "./routes/adapter-transfer.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
 import { adminRoutes } from "./routes/admin.ts";
+import { consoleRoutes } from "./routes/console.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { fileRoutes } from "./routes/files.ts";
 import { fineTuningJobRoutes } from "./routes/fine-tuning-jobs.ts";
@@ -45,6 +47,7 @@ app.use("/v1/*", publicCors());
 app.use("/openapi.json", publicCors());
 
 app.route("/", docsRoutes);
+app.route(CONSOLE_PATHS.root, consoleRoutes);
 app.route("/admin", adminRoutes);
 app.route("/v1/api_keys", keyRoutes);
 app.route("/v1", inferenceRoutes);

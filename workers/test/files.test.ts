@@ -63,6 +63,12 @@ describe("files", () => {
     expect(error.message).toContain("line 3: invalid JSON");
     expect(error.message).toContain("line 6: messages has no assistant message");
     expect(error.message).toContain('line 9: messages[0].role must be one of "system", "user", "assistant", got "robot"');
+    // The same lines as data, for a client that shows each reason beside its line.
+    expect((error as { lines?: unknown }).lines).toEqual([
+      { line: 3, reason: expect.stringContaining("invalid JSON") },
+      { line: 6, reason: "messages has no assistant message; an example needs at least one to train on" },
+      { line: 9, reason: 'messages[0].role must be one of "system", "user", "assistant", got "robot"' },
+    ]);
     const listed = await env.BLOBS.list({ prefix: `tenants/${tenantId}/` });
     expect(listed.objects).toHaveLength(0);
   });
@@ -75,6 +81,7 @@ describe("files", () => {
     expect(error.message).toContain("line 10: a line must be a JSON object");
     expect(error.message).not.toContain("line 11:");
     expect(error.message).toContain("and 15 more bad lines");
+    expect((error as { lines?: { line: number }[] }).lines?.map((l) => l.line)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   });
 
   it("refuses too few examples, invalid UTF-8 (by line), prompt/completion mixed with chat, and accepts prompt/completion files", async () => {

@@ -71,6 +71,37 @@ describe("creating fine-tuning jobs", () => {
     expect(sharing.method.supervised.hyperparameters).toMatchObject({ rank: 16, weight_sharing: false });
   });
 
+  it("estimates a job exactly as creating it would, without creating it; a bad field is the same 400", async () => {
+    const { key } = await tenantWithKey();
+    const file = await uploadedFile(key, 30);
+    const request = { model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 3, rank: 4 } } } };
+    const estimate = (await (await call("POST", "/v1/fine_tuning/jobs/estimate", { key, json: request })).json()) as Record<string, any>;
+    expect((await (await call("GET", "/v1/fine_tuning/jobs", { key })).json()) as { data: unknown[] }).toMatchObject({ data: [] });
+    const job = (await (await create(key, request)).json()) as Record<string, any>;
+    expect(estimate).toEqual({
+      object: "fine_tuning.job.estimate",
+      model: "pica-base-4m",
+      training_examples: 30,
+      n_epochs: 3,
+      batch_size: job.hyperparameters.batch_size === "auto" ? estimate.batch_size : job.hyperparameters.batch_size,
+      learning_rate_multiplier: estimate.learning_rate_multiplier,
+      rank: 4,
+      weight_sharing: true,
+      estimated_tokens: job.estimated_tokens,
+      estimated_seconds: job.estimated_seconds,
+    });
+    expect(estimate.estimated_tokens).toBeGreaterThan(0);
+    const bad = { ...request, method: { type: "supervised", supervised: { hyperparameters: { batch_size: 1000 } } } };
+    for (const path of ["/v1/fine_tuning/jobs/estimate", "/v1/fine_tuning/jobs"]) {
+      const refused = await call("POST", path, { key, json: bad });
+      expect(refused.status).toBe(400);
+      expect((await errorOf(refused)).param).toBe("method.supervised.hyperparameters.batch_size");
+    }
+    const missing = await call("POST", "/v1/fine_tuning/jobs/estimate", { key, json: { model: "pica-base-4m", training_file: "file-nope" } });
+    expect(missing.status).toBe(404);
+    expect((await errorOf(missing)).param).toBe("training_file");
+  });
+
   it("refuses bad requests with OpenAI-shaped 400s naming the parameter", async () => {
     const { key } = await tenantWithKey();
     const file = await uploadedFile(key, 12);

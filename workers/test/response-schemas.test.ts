@@ -161,6 +161,22 @@ const EXCHANGES: Exchange[] = [
       json: { model: env.BASE_MODEL, training_file: s.fileId, method: { type: "supervised", supervised: { hyperparameters: { rank: 0 } } } },
     }),
   },
+  {
+    operation: "post /v1/fine_tuning/jobs/estimate",
+    status: 200,
+    path: () => "/v1/fine_tuning/jobs/estimate",
+    options: (s) => ({
+      json: { model: env.BASE_MODEL, training_file: s.fileId, method: { type: "supervised", supervised: { hyperparameters: { rank: 4 } } } },
+    }),
+  },
+  {
+    operation: "post /v1/fine_tuning/jobs/estimate",
+    status: 400,
+    path: () => "/v1/fine_tuning/jobs/estimate",
+    options: (s) => ({
+      json: { model: env.BASE_MODEL, training_file: s.fileId, method: { type: "supervised", supervised: { hyperparameters: { rank: 0 } } } },
+    }),
+  },
   { operation: "get /v1/fine_tuning/jobs", status: 200, path: () => "/v1/fine_tuning/jobs" },
   { operation: "get /v1/fine_tuning/jobs", status: 400, path: () => "/v1/fine_tuning/jobs?limit=1000" },
   { operation: "get /v1/fine_tuning/jobs/{job_id}", status: 200, path: (s) => `/v1/fine_tuning/jobs/${s.jobId}` },

@@ -1,16 +1,19 @@
 /**
- * Who may call what: tenant API keys (with scopes) on the public API, the admin token on /admin,
+ * Who may call what: tenant API keys (with scopes, or a console session opened with one) on the public API, the admin token on /admin,
  * the runner secret on /internal. Every secret is compared in constant time, and none is ever
  * echoed back or logged.
  */
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { forbidden, unauthorized } from "../../../src/errors.ts";
+import { CSRF_HEADER } from "../../../src/protocol/console.ts";
 import { INVALID_RUNNER_SECRET_CODE, RUNNER_AUTH_HEADER } from "../../../src/protocol/runner.ts";
 import { database } from "../db/client.ts";
 import { findLiveKeyByHash, touchApiKey } from "../db/queries/tenants.ts";
 import type { AppEnv } from "../env.ts";
-import { cachedKey, cacheKey, dueForTouch } from "./key-cache.ts";
+import { cachedKey, cacheKey, dueForTouch, type LiveKey } from "./key-cache.ts";
 import { looksLikeApiKey, secretsEqual, sha256Hex, type KeyScope } from "./keys.ts";
+import { csrfTokenValid } from "./session.ts";
+import { currentSession, hasSessionCookie } from "./session-cookie.ts";
 
 /** The bearer token of a request, or null. */
 function bearer(header: string | undefined): string | null {
@@ -18,19 +21,14 @@ function bearer(header: string | undefined): string | null {
   return match ? match[1] : null;
 }
 
-/** A tenant API key with `scope` (or the tenant admin scope, which covers every scope). */
+/**
+ * A tenant API key with `scope` (or the tenant admin scope, which covers every scope): as a
+ * bearer token, or through a console session cookie with its CSRF token in CSRF_HEADER.
+ */
 export function requireKey(scope: KeyScope): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const presented = bearer(c.req.header("authorization"));
-    if (presented === null) {
-      throw unauthorized("You didn't provide an API key. Provide it in the Authorization header as 'Bearer YOUR_KEY'.", "missing_api_key");
-    }
-    const hash = looksLikeApiKey(presented) ? await sha256Hex(presented) : null;
-    const key = hash === null ? null : (cachedKey(hash) ?? (await findLiveKeyByHash(database(c.env.DB), hash)));
-    if (key === null || !(await secretsEqual(key.hash, hash!))) {
-      throw unauthorized("Incorrect or revoked API key provided.");
-    }
-    cacheKey(key);
+    const usesSession = c.req.header("authorization") === undefined && hasSessionCookie(c);
+    const key = usesSession ? await sessionKey(c) : await bearerKey(c);
     if (!key.scopes.includes(scope) && !key.scopes.includes("admin")) {
       throw forbidden(`This API key lacks the '${scope}' scope.`, null, "insufficient_scope");
     }
@@ -38,6 +36,29 @@ export function requireKey(scope: KeyScope): MiddlewareHandler<AppEnv> {
     if (dueForTouch(key.id)) c.executionCtx.waitUntil(touchApiKey(database(c.env.DB), key.id).catch(() => undefined));
     await next();
   };
+}
+
+async function bearerKey(c: Context<AppEnv>): Promise<LiveKey> {
+  const presented = bearer(c.req.header("authorization"));
+  if (presented === null) {
+    throw unauthorized("You didn't provide an API key. Provide it in the Authorization header as 'Bearer YOUR_KEY'.", "missing_api_key");
+  }
+  const hash = looksLikeApiKey(presented) ? await sha256Hex(presented) : null;
+  const key = hash === null ? null : (cachedKey(hash) ?? (await findLiveKeyByHash(database(c.env.DB), hash)));
+  if (key === null || !(await secretsEqual(key.hash, hash!))) {
+    throw unauthorized("Incorrect or revoked API key provided.");
+  }
+  cacheKey(key);
+  return key;
+}
+
+async function sessionKey(c: Context<AppEnv>): Promise<LiveKey> {
+  const signedIn = await currentSession(c);
+  if (signedIn === null) throw unauthorized("The console session has ended (expired, signed out or its key revoked); sign in again.", "session_expired");
+  if (!(await csrfTokenValid(c.env.SESSION_SECRET, signedIn.session, c.req.header(CSRF_HEADER)))) {
+    throw forbidden(`A request made with a console session must carry the session's CSRF token in '${CSRF_HEADER}'.`, null, "invalid_csrf_token");
+  }
+  return signedIn.key;
 }
 
 /** The platform operator's admin token. */

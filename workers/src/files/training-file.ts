@@ -2,7 +2,8 @@
  * What an uploaded training file must be, checked before anything is stored: UTF-8 JSONL where
  * every line is a chat or prompt/completion example (src/training-data.ts, the same rules the
  * trainer applies), at most MAX_TRAINING_FILE_BYTES, at least MIN_TRAINING_EXAMPLES examples.
- * A refusal is a 400 on `file` whose message lists the first bad lines with their reasons.
+ * A refusal is a 400 on `file` whose message lists the first bad lines with their reasons (also
+ * given as `error.lines`, for a client that shows them beside the lines).
  */
 import { ApiError, badRequest } from "../../../src/errors.ts";
 import { estimateTrainingTokens, parseTrainingJsonl, type LineError } from "../../../src/training-data.ts";
@@ -71,5 +72,7 @@ function decodeUtf8(bytes: Uint8Array): string {
 function invalidFile(errors: LineError[], count: number): ApiError {
   const listed = errors.map((error) => `line ${error.line}: ${error.reason}`).join("; ");
   const more = count > errors.length ? `; and ${count - errors.length} more bad line${count - errors.length === 1 ? "" : "s"}` : "";
-  return badRequest(`Invalid training file: ${count} bad line${count === 1 ? "" : "s"}. ${listed}${more}.`, "file", "invalid_training_file");
+  const error = badRequest(`Invalid training file: ${count} bad line${count === 1 ? "" : "s"}. ${listed}${more}.`, "file", "invalid_training_file");
+  error.lines = errors;
+  return error;
 }

@@ -16,6 +16,7 @@ const errorSchema = z.object({
     type: z.enum(["invalid_request_error", "authentication_error", "permission_error", "not_found_error", "rate_limit_error", "server_error"]),
     param: z.string().nullable(),
     code: z.string().nullable(),
+    lines: z.array(z.object({ line: z.int(), reason: z.string() })).optional(),
   }),
 });
 // The schema describes exactly the bodies ApiError writes: this fails to compile when either changes alone.

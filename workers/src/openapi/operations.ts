@@ -27,6 +27,7 @@ import {
   fineTuningJobEventPageSchema,
   fineTuningJobPageSchema,
   fineTuningJobSchema,
+  jobEstimateSchema,
   issuedApiKeySchema,
   modelPageSchema,
   usageReportSchema,
@@ -175,6 +176,15 @@ export const OPERATIONS: Operation[] = [
     scope: "fine_tuning",
     request: { contentType: "application/json", name: "FineTuningJobRequest", schema: createJobSchema },
     response: { description: "The job", name: "FineTuningJob", schema: fineTuningJobSchema },
+  },
+  {
+    method: "post",
+    path: "/v1/fine_tuning/jobs/estimate",
+    tag: "fine-tuning",
+    summary: "Estimate a fine-tuning job without creating it",
+    scope: "fine_tuning",
+    request: { contentType: "application/json", name: "FineTuningJobRequest", schema: createJobSchema },
+    response: { description: "The epochs, batch size, tokens and seconds the job would get", name: "FineTuningJobEstimate", schema: jobEstimateSchema },
   },
   {
     method: "get",

@@ -1,15 +1,15 @@
 /**
  * `/v1/fine_tuning/jobs` (fine-tuning key): create a job on one of the tenant's files (estimated
  * up front, dispatched through the TASKS queue), list, retrieve, cancel, and read its events and
- * checkpoints. Shapes are OpenAI's; PiCa's `rank` and `weight_sharing` ride along in the
+ * checkpoints; estimate one before creating it. Shapes are OpenAI's; PiCa's `rank` and `weight_sharing` ride along in the
  * hyper-parameters.
  */
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { BASE_MODEL_ID, fineTunedModelId, validateSuffix } from "../../../src/constants.ts";
 import { badRequest, notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
-import type { FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent } from "../../../src/protocol/platform-objects.ts";
+import type { FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent, JobEstimate } from "../../../src/protocol/platform-objects.ts";
 import { DEFAULT_ADAPTER_RANK, hyperparametersSchema, type Hyperparameters } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
@@ -63,7 +63,8 @@ export const jobCheckpointsQuerySchema = listQuerySchema("checkpoints");
 export const fineTuningJobRoutes = new Hono<AppEnv>();
 fineTuningJobRoutes.use(requireKey("fine_tuning"));
 
-fineTuningJobRoutes.post("/", async (c) => {
+/** A job request checked against the tenant's files and estimated: what creating it would store. */
+async function planJob(c: Context<AppEnv>) {
   const body = parse(createJobSchema, await jsonBody(c));
   const tenantId = c.get("caller").tenantId;
   const baseModel = c.env.BASE_MODEL || BASE_MODEL_ID;
@@ -82,7 +83,28 @@ fineTuningJobRoutes.post("/", async (c) => {
   const validation = body.validation_file == null ? null : await fileOr404(c.env.DB, tenantId, body.validation_file, "validation_file");
   const requested: Hyperparameters = body.method?.supervised?.hyperparameters ?? body.hyperparameters ?? {};
   const estimate = estimateJob(training, requested, body.hyperparameters !== undefined ? "hyperparameters" : "method.supervised.hyperparameters");
+  return { body, tenantId, baseModel, suffix, training, validation, requested, estimate };
+}
 
+// The estimate a job would get, without creating it (the console shows it before launching).
+fineTuningJobRoutes.post("/estimate", async (c) => {
+  const { baseModel, training, requested, estimate } = await planJob(c);
+  return c.json({
+    object: "fine_tuning.job.estimate",
+    model: baseModel,
+    training_examples: training.examples,
+    n_epochs: estimate.nEpochs,
+    batch_size: estimate.batchSize,
+    learning_rate_multiplier: estimate.learningRateMultiplier,
+    rank: requested.rank ?? DEFAULT_ADAPTER_RANK,
+    weight_sharing: requested.weight_sharing ?? DEFAULT_WEIGHT_SHARING,
+    estimated_tokens: estimate.estimatedTokens,
+    estimated_seconds: estimate.estimatedSeconds,
+  } satisfies JobEstimate);
+});
+
+fineTuningJobRoutes.post("/", async (c) => {
+  const { body, tenantId, baseModel, suffix, training, validation, requested, estimate } = await planJob(c);
   const id = randomId("ftjob-");
   const db = database(c.env.DB);
   const job = await createJob(

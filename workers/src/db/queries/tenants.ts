@@ -50,6 +50,16 @@ export async function findLiveKeyByHash(db: Database, hash: string) {
   return row ?? null;
 }
 
+/** The live key with this id (what a console session names); null when unknown or revoked. */
+export async function findLiveKeyById(db: Database, id: string) {
+  const row = await db
+    .select({ id: apiKeys.id, tenantId: apiKeys.tenantId, hash: apiKeys.hash, scopes: apiKeys.scopes, name: apiKeys.name })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt)))
+    .get();
+  return row ?? null;
+}
+
 /** The tenant's key with this id (revoked ones too), as the API shows it; null when it has none. */
 export async function findApiKey(db: Database, tenantId: string, keyId: string) {
   const row = await db

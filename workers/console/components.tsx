@@ -1,0 +1,99 @@
+/** Small pieces every console page uses: loading data, showing errors, times, sizes, copying. */
+import { useCallback, useEffect, useState } from "hono/jsx/dom";
+import { errorMessage } from "./session.ts";
+
+/** Data loaded by `load` (again when `deps` change or on `reload`), with its error. */
+export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T | null; error: string | null; reload: () => void } {
+  const [state, setState] = useState<{ data: T | null; error: string | null }>({ data: null, error: null });
+  const [generation, setGeneration] = useState(0);
+  useEffect(() => {
+    let live = true;
+    load().then(
+      (data) => live && setState({ data, error: null }),
+      (error) => live && setState((previous) => ({ data: previous.data, error: errorMessage(error) })),
+    );
+    return () => {
+      live = false;
+    };
+  }, [...deps, generation]);
+  return { ...state, reload: useCallback(() => setGeneration((g) => g + 1), []) };
+}
+
+/** An error line, announced to screen readers. */
+export function ErrorNote(props: { error: string | null }) {
+  return props.error === null ? null : (
+    <p class="error" role="alert">
+      {props.error}
+    </p>
+  );
+}
+
+/** A unix time as a local date and time. */
+export function Time(props: { seconds: number | null }) {
+  if (props.seconds === null) return <span>–</span>;
+  const date = new Date(props.seconds * 1000);
+  return <time datetime={date.toISOString()}>{date.toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" })}</time>;
+}
+
+/** Bytes as B, KiB or MiB. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** A count with thousands separators. */
+export function formatCount(value: number | null): string {
+  return value === null ? "–" : value.toLocaleString("en");
+}
+
+/** A button that copies `text`, saying so for a moment. */
+export function CopyButton(props: { text: string; label: string }) {
+  const [copied, setCopied] = useState(false);
+  const copy = async () => {
+    await navigator.clipboard.writeText(props.text).catch(() => undefined);
+    setCopied(true);
+    setTimeout(() => setCopied(false), 1500);
+  };
+  return (
+    <button type="button" class="secondary" aria-label={props.label} onClick={copy}>
+      {copied ? "Copied" : "Copy"}
+    </button>
+  );
+}
+
+/** A delete button that asks once more before it acts. */
+export function DeleteButton(props: { what: string; onDelete: () => Promise<void> }) {
+  const [armed, setArmed] = useState(false);
+  const [busy, setBusy] = useState(false);
+  if (!armed)
+    return (
+      <button type="button" class="secondary" aria-label={`Delete ${props.what}`} onClick={() => setArmed(true)}>
+        Delete
+      </button>
+    );
+  return (
+    <span class="confirm">
+      <button
+        type="button"
+        class="danger"
+        disabled={busy}
+        aria-label={`Really delete ${props.what}`}
+        onClick={async () => {
+          setBusy(true);
+          await props.onDelete().finally(() => setBusy(false));
+        }}
+      >
+        Really delete?
+      </button>
+      <button type="button" class="secondary" onClick={() => setArmed(false)}>
+        Keep
+      </button>
+    </span>
+  );
+}
+
+/** A job status as a coloured badge. */
+export function StatusBadge(props: { status: string }) {
+  return <span class={`badge status-${props.status}`}>{props.status.replace(/_/g, " ")}</span>;
+}

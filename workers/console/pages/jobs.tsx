@@ -1,0 +1,57 @@
+/** Fine-tuning jobs, newest first: status, model, size; each opens its own page. */
+import { ErrorNote, formatCount, StatusBadge, Time, useLoad } from "../components.tsx";
+import { href } from "../router.ts";
+import { api } from "../session.ts";
+
+export function JobsPage() {
+  const jobs = useLoad(() => api.listJobs({ limit: 100 }), []);
+  return (
+    <section aria-labelledby="jobs-title">
+      <div class="title-row">
+        <h1 id="jobs-title">Fine-tuning jobs</h1>
+        <a class="button" href={href("fine-tune")}>
+          New fine-tune
+        </a>
+      </div>
+      <ErrorNote error={jobs.error} />
+      {jobs.data === null ? (
+        <p>Loading…</p>
+      ) : jobs.data.data.length === 0 ? (
+        <p class="empty">
+          No jobs yet. Upload a training file under <a href={href("files")}>Files</a>, then start a <a href={href("fine-tune")}>fine-tune</a>.
+        </p>
+      ) : (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Job</th>
+              <th scope="col">Status</th>
+              <th scope="col">Suffix</th>
+              <th scope="col">Trained tokens</th>
+              <th scope="col">Created</th>
+            </tr>
+          </thead>
+          <tbody>
+            {jobs.data.data.map((job) => (
+              <tr>
+                <td>
+                  <a class="mono" href={href(`jobs/${encodeURIComponent(job.id)}`)}>
+                    {job.id}
+                  </a>
+                </td>
+                <td>
+                  <StatusBadge status={job.status} />
+                </td>
+                <td>{job.user_provided_suffix ?? "–"}</td>
+                <td>{formatCount(job.trained_tokens)}</td>
+                <td>
+                  <Time seconds={job.created_at} />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
