@@ -3,28 +3,13 @@
  * numeric x (loss per step) and a stacked bar chart of categories over days (tokens per model).
  * Colours come from CSS classes (`series-0`…), so the strict style policy holds.
  */
-
-export interface Series {
-  name: string;
-  points: { x: number; y: number }[];
-}
+import { type Series, type StackedBars, ticks } from "./figures.ts";
 
 const WIDTH = 640;
 const HEIGHT = 240;
 const MARGIN = { top: 12, right: 16, bottom: 28, left: 56 };
 const PLOT_WIDTH = WIDTH - MARGIN.left - MARGIN.right;
 const PLOT_HEIGHT = HEIGHT - MARGIN.top - MARGIN.bottom;
-
-/** Round tick values covering [min, max]: about `count` of them, on 1/2/5 × 10ⁿ steps. */
-export function ticks(min: number, max: number, count = 5): number[] {
-  if (!(max > min)) return [min];
-  const rough = (max - min) / count;
-  const magnitude = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= rough) ?? rough;
-  const values: number[] = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) values.push(Number(v.toPrecision(12)));
-  return values;
-}
 
 /** A short label for an axis value. */
 function label(value: number): string {
@@ -80,11 +65,6 @@ export function LineChart(props: { series: Series[]; xLabel: string; label: stri
       </figcaption>
     </figure>
   );
-}
-
-export interface StackedBars {
-  categories: string[]; // x, e.g. days
-  stacks: { name: string; values: number[] }[]; // one per colour, values per category
 }
 
 /** Stacked bars per category; `label` describes the chart to a screen reader. */

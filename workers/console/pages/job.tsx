@@ -5,9 +5,10 @@
  */
 import { useEffect, useState } from "hono/jsx/dom";
 import type { FineTuningCheckpoint, FineTuningJob, JobEvent } from "../../../src/client/pica-client.ts";
-import { LineChart, type Series } from "../chart.tsx";
+import { LineChart } from "../chart.tsx";
 import { CopyButton, ErrorNote, formatCount, StatusBadge, Time } from "../components.tsx";
 import { href } from "../router.ts";
+import { curves } from "../figures.ts";
 import { api, errorMessage } from "../session.ts";
 import { Snippets } from "./snippets.tsx";
 
@@ -31,27 +32,6 @@ async function allEvents(jobId: string, known: JobEvent[]): Promise<JobEvent[]> 
     if (unseen.length < page.data.length) break; // reached what we already have
   }
   return [...known, ...fresh.reverse()];
-}
-
-/** The loss and accuracy curves in a job's metrics events. */
-export function curves(events: JobEvent[]): { loss: Series[]; accuracy: Series[] } {
-  const train: Series = { name: "training loss", points: [] };
-  const validation: Series = { name: "validation loss", points: [] };
-  const accuracy: Series = { name: "validation token accuracy", points: [] };
-  let step = 0;
-  for (const event of events) {
-    if (event.type !== "metrics" || event.data === null) continue;
-    const data = event.data as Record<string, number | null | undefined>;
-    if (typeof data.step === "number") {
-      step = data.step;
-      if (typeof data.train_loss === "number") train.points.push({ x: step, y: data.train_loss });
-    } else if (typeof data.epoch === "number") {
-      // An epoch's validation is plotted at the last step trained before it.
-      if (typeof data.validation_loss === "number") validation.points.push({ x: step, y: data.validation_loss });
-      if (typeof data.validation_token_accuracy === "number") accuracy.points.push({ x: step, y: data.validation_token_accuracy });
-    }
-  }
-  return { loss: validation.points.length > 0 ? [train, validation] : [train], accuracy: [accuracy] };
 }
 
 export function JobPage(props: { id: string }) {

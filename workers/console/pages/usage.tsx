@@ -1,25 +1,10 @@
 /** Usage: tokens per day and model over the last 30 days as stacked bars, and the totals per model. */
-import { BarChart, type StackedBars } from "../chart.tsx";
+import { BarChart } from "../chart.tsx";
 import { ErrorNote, formatCount, useLoad } from "../components.tsx";
-import type { UsageReport } from "../../../src/client/pica-client.ts";
+import { dailyTokens } from "../figures.ts";
 import { api } from "../session.ts";
 
 const DAYS = 30;
-
-/** Every day of the window (empty ones too), with each model's tokens. */
-export function dailyTokens(report: UsageReport): StackedBars {
-  const models = report.models.map((m) => m.model);
-  const byDay = new Map(report.data.map((bucket) => [bucket.start_time, bucket]));
-  const categories: string[] = [];
-  const stacks = models.map((name) => ({ name, values: [] as number[] }));
-  const firstDay = Math.floor(report.start_time / 86_400) * 86_400;
-  for (let day = firstDay; day < report.end_time; day += 86_400) {
-    categories.push(new Date(day * 1000).toISOString().slice(5, 10));
-    const results = byDay.get(day)?.results ?? [];
-    stacks.forEach((stack) => stack.values.push(results.find((r) => r.model === stack.name)?.total_tokens ?? 0));
-  }
-  return { categories, stacks };
-}
 
 export function UsagePage() {
   const usage = useLoad(() => api.usage(DAYS), []);
