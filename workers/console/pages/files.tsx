@@ -80,7 +80,9 @@ export function FilesPage() {
             });
           }}
         />
-        <p class="hint">One example per line: chat `messages` or `prompt`/`completion`; at least 10 examples.</p>
+        <p class="hint">
+          One example per line: chat <code>messages</code> or <code>prompt</code>/<code>completion</code>; at least 10 examples.
+        </p>
         {busy ? <p role="status">Uploading and checking…</p> : null}
       </section>
       {uploaded ? (

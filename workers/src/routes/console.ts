@@ -124,6 +124,7 @@ function page(c: Context<AppEnv>, parts: { head?: Html; body: Html }, status: 20
           <meta charset="utf-8" />
           <meta name="viewport" content="width=device-width, initial-scale=1" />
           <title>PiCa console</title>
+          <link rel="icon" href="data:," />
           <link rel="stylesheet" href="${stylesPath}" />
           ${parts.head ?? ""}
         </head>
