@@ -14,7 +14,8 @@ export interface TenantKey {
   key: string;
 }
 
-type Scope = "inference" | "fine_tuning" | "admin";
+/** What a key may do. */
+export type Scope = "inference" | "fine_tuning" | "admin";
 
 /** Creates a tenant and one key for it; throws with the edge's answer when either is refused. */
 export async function createTenantWithKey(

@@ -3,7 +3,8 @@
  * any number of runner processes on fixed ports, wired with shared secrets kept in the data
  * directory. `npm start` runs it with one runner; the load and chaos benchmarks and the fault
  * tests use it to kill a runner (SIGKILL, as a crash would) and start it again on the same port,
- * jobs directory and identity.
+ * jobs directory and identity. Each process writes what it prints to a log file under
+ * `<data directory>/logs` (`edge.log`, `runner-<port>.log`), appended to across starts.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -12,6 +13,11 @@ import { HEARTBEAT_INTERVAL_SECONDS } from "../src/protocol/heartbeat.ts";
 import { runnerAuthorization } from "../src/protocol/runner.ts";
 import { startRunner, type RunnerProcess } from "./runner-process.ts";
 import { applyLocalMigrations, freePort, startWrangler, type WranglerProcess } from "./wrangler-process.ts";
+
+/** Where `npm start` and the scripts beside it keep the stack's data unless told otherwise. */
+export const DEFAULT_DATA_DIR = join(process.cwd(), ".cache", "stack");
+/** The edge's port under `npm start` unless told otherwise. */
+export const DEFAULT_EDGE_PORT = 8787;
 
 /** The stack's shared secrets, generated on the first start and read back afterwards. */
 export interface StackSecrets {
@@ -27,12 +33,14 @@ export interface ClusterOptions {
   model?: string; // the runner's model directory; default the shipped model
   runnerArgs?: string[]; // more runner flags, for every runner
   log?: (message: string) => void;
+  echoLogs?: boolean; // also print every process's output here, each line after its name; default false
 }
 
 /** One runner of the cluster: its fixed address, and a crash and a restart on demand. */
 export interface ClusterRunner {
   url: string;
   jobsDir: string;
+  logFile: string; // everything it printed, over all its starts
   process(): RunnerProcess | null; // null while it is down
   /** SIGKILL, as a crash or a lost machine would; resolves once the process is gone. */
   kill(): Promise<void>;
@@ -45,6 +53,7 @@ export interface ClusterRunner {
 export interface Cluster {
   edge: WranglerProcess;
   edgeUrl: string;
+  edgeLogFile: string;
   secrets: StackSecrets;
   secretsFile: string;
   runners: ClusterRunner[];
@@ -62,6 +71,11 @@ export async function readStackSecrets(dataDir: string): Promise<StackSecrets | 
       .map((line) => line.split("=", 2) as [string, string]),
   );
   return entries.RUNNER_SECRET && entries.ADMIN_TOKEN ? { RUNNER_SECRET: entries.RUNNER_SECRET, ADMIN_TOKEN: entries.ADMIN_TOKEN } : null;
+}
+
+/** Where the processes of a cluster in `dataDir` write their log files. */
+export function logsDir(dataDir: string): string {
+  return join(dataDir, "logs");
 }
 
 /** Reads the data directory's secrets, or generates them (mode 0600). */
@@ -92,7 +106,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     log(`starting ${count === 1 ? "the runner" : `${count} runners`} (${options.model ?? "shipped model"}, CPU)…`);
     await Promise.all(runners.map((runner) => runner.start()));
     log("starting the edge (wrangler dev)…");
+    const edgeLogFile = join(logsDir(options.dataDir), "edge.log");
     const edge = await startWrangler({
+      output: { name: "edge", logFile: edgeLogFile, echo: options.echoLogs },
       port: edgePort,
       persistTo: join(options.dataDir, "wrangler"),
       envFile: secretsFile,
@@ -106,6 +122,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     return {
       edge,
       edgeUrl,
+      edgeLogFile,
       secrets,
       secretsFile,
       runners,
@@ -142,10 +159,13 @@ function clusterRunner(options: ClusterOptions, where: { port: number; index: nu
   // The first runner keeps the single-runner layout `npm start` has always used.
   const suffix = where.index === 0 ? "" : `-${where.index + 1}`;
   const jobsDir = join(options.dataDir, `jobs${suffix}`);
+  const name = `runner-${where.port}`;
+  const logFile = join(logsDir(options.dataDir), `${name}.log`);
   let current: RunnerProcess | null = null;
   return {
     url,
     jobsDir,
+    logFile,
     process: () => current,
     async start() {
       if (current !== null) throw new Error(`the runner at ${url} is already running`);
@@ -166,6 +186,7 @@ function clusterRunner(options: ClusterOptions, where: { port: number; index: nu
           ...(options.runnerArgs ?? []),
         ],
         env: { RUNNER_SECRET: where.secret },
+        output: { name, logFile, echo: options.echoLogs },
       });
     },
     async kill() {

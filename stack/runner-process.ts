@@ -1,11 +1,13 @@
 /**
  * A runner process for the local stack, tests and benchmarks: `gpu-runner/server/main.ts` started
  * as a child (on a free port unless one is given),
- * its address read from the "listening on" line, its output kept for error messages, and a stop
- * that always ends the child (SIGTERM, then SIGKILL) so a failed bench leaves no orphan.
+ * its address read from the "listening on" line, its output kept for error messages (and written
+ * to a log file or echoed when asked), and a stop that always ends the child (SIGTERM, then
+ * SIGKILL) so a failed bench leaves no orphan.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
+import { collectOutput, type OutputOptions } from "./process-output.ts";
 
 /** A started runner: its base URL and how to stop it. */
 export interface RunnerProcess {
@@ -22,6 +24,7 @@ export interface RunnerProcessOptions {
   port?: number; // default 0: a free port
   env?: Record<string, string>; // added to this process's environment
   startTimeoutMs?: number; // default 120 s (a basis may need computing)
+  output?: OutputOptions; // a log file for everything it prints, and whether to echo it
 }
 
 const OUTPUT_LINES_KEPT = 40;
@@ -34,17 +37,9 @@ export async function startRunner(options: RunnerProcessOptions): Promise<Runner
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  const lines: string[] = [];
-  const keep = (chunk: Buffer) => {
-    lines.push(
-      ...chunk
-        .toString()
-        .split("\n")
-        .filter((line) => line.length > 0),
-    );
-    lines.splice(0, Math.max(0, lines.length - OUTPUT_LINES_KEPT));
-  };
-  const recentOutput = () => lines.join("\n");
+  let onLine: (line: string) => void = () => undefined;
+  const output = collectOutput(child, OUTPUT_LINES_KEPT, options.output, (line) => onLine(line));
+  const recentOutput = () => output.recent();
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   // Whatever way this process ends, the runner ends with it.
   const killOnExit = () => child.kill("SIGKILL");
@@ -65,16 +60,15 @@ export async function startRunner(options: RunnerProcessOptions): Promise<Runner
         () => reject(new Error(`the runner did not start within ${options.startTimeoutMs ?? 120_000} ms:\n${recentOutput()}`)),
         options.startTimeoutMs ?? 120_000,
       );
-      child.stdout!.on("data", (chunk: Buffer) => {
-        keep(chunk);
-        const match = /listening on (http:\/\/[\d.]+:\d+)/.exec(recentOutput());
+      onLine = (line) => {
+        const match = /listening on (http:\/\/[\d.]+:\d+)/.exec(line);
         if (match) {
           clearTimeout(timer);
           resolve(match[1]);
         }
-      });
-      child.stderr!.on("data", keep);
-      child.once("exit", (code, signal) => {
+      };
+      // "close" rather than "exit": by then everything it printed has been read.
+      child.once("close", (code, signal) => {
         clearTimeout(timer);
         reject(new Error(`the runner exited with ${code ?? signal} before listening:\n${recentOutput()}`));
       });

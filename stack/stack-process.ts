@@ -20,11 +20,11 @@ export interface StackProcess {
   stop(): Promise<number | null>; // SIGINT, then the exit code
 }
 
-/** Starts the stack in `dataDir` on free ports (or the ones given) and waits for its summary. */
-export async function startStack(dataDir: string, ports: { edge?: number; runner?: number } = {}): Promise<StackProcess> {
+/** Starts the stack in `dataDir` on free ports (or the ones given), with more flags if given, and waits for its summary. */
+export async function startStack(dataDir: string, ports: { edge?: number; runner?: number } = {}, flags: string[] = []): Promise<StackProcess> {
   const edgePort = ports.edge ?? (await freePort());
   const runnerPort = ports.runner ?? (await freePort());
-  const args = ["--data-dir", dataDir, "--edge-port", String(edgePort), "--runner-port", String(runnerPort)];
+  const args = ["--data-dir", dataDir, "--edge-port", String(edgePort), "--runner-port", String(runnerPort), ...flags];
   const child = spawn(process.execPath, ["--import", "tsx", "stack/start.ts", ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));

@@ -2,12 +2,13 @@
  * `wrangler dev --local` as a child process for the local stack, tests and benchmarks: the edge
  * worker (or another worker config a bench needs beside it; on a free port unless one is given) with
  * its own persistence directory (local D1 with the real migrations applied first), its output kept
- * for error messages, and a stop that ends the whole process group (wrangler starts workerd
- * beneath it) so a failed bench leaves no orphan.
+ * for error messages (and written to a log file or echoed when asked), and a stop that ends the
+ * whole process group (wrangler starts workerd beneath it) so a failed bench leaves no orphan.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { collectOutput, type OutputOptions } from "./process-output.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const WRANGLER = join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
@@ -18,6 +19,7 @@ const OUTPUT_LINES_KEPT = 60;
 export interface WranglerProcess {
   url: string;
   pid: number; // wrangler's, also the process group it shares with workerd
+  child: ChildProcess;
   recentOutput(): string;
   stop(): Promise<void>;
 }
@@ -30,6 +32,7 @@ export interface WranglerOptions {
   port?: number; // default: a free port
   config?: string; // default: the edge's, workers/wrangler.jsonc
   ready?: { path: string; status: number }; // what answers once the worker serves; default: the edge's 401 on /v1/models
+  output?: OutputOptions; // a log file for everything it prints, and whether to echo it
 }
 
 /** Applies the migrations to the local D1 in `persistTo`; throws with wrangler's output on failure. */
@@ -72,19 +75,8 @@ export async function startWrangler(options: WranglerOptions): Promise<WranglerP
   for (const [name, value] of Object.entries(options.vars)) args.push("--var", `${name}:${value}`);
   // Its own process group, so that stopping it also stops workerd.
   const child = spawn(process.execPath, args, { cwd: ROOT, env: quietEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
-  const lines: string[] = [];
-  const keep = (chunk: Buffer) => {
-    lines.push(
-      ...chunk
-        .toString()
-        .split("\n")
-        .filter((line) => line.trim().length > 0),
-    );
-    lines.splice(0, Math.max(0, lines.length - OUTPUT_LINES_KEPT));
-  };
-  child.stdout!.on("data", keep);
-  child.stderr!.on("data", keep);
-  const recentOutput = () => lines.join("\n");
+  const output = collectOutput(child, OUTPUT_LINES_KEPT, options.output);
+  const recentOutput = () => output.recent();
   const stop = stopper(child);
   const url = `http://127.0.0.1:${port}`;
   const ready = options.ready ?? { path: "/v1/models", status: 401 };
@@ -100,7 +92,7 @@ export async function startWrangler(options: WranglerOptions): Promise<WranglerP
       if (serving) break;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
-    return { url, pid: child.pid!, recentOutput, stop };
+    return { url, pid: child.pid!, child, recentOutput, stop };
   } catch (error) {
     await stop();
     throw error;

@@ -1,6 +1,8 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BASE_MODEL_ID } from "../src/constants.ts";
 import { freePort, startStack, type StackProcess } from "../stack/stack-process.ts";
@@ -29,10 +31,18 @@ describe("npm start", () => {
     expect(await reachable(`${stack.runnerUrl}/health`)).toBe(false);
   }
 
-  it("starts the runner and the edge, prints a working key and curl example, stops on Ctrl-C, and reuses its data", async () => {
-    const ports = { edge: await freePort(), runner: await freePort() };
+  const headers = (text: string) => text.match(/^--- .* started .* ---$/gm) ?? [];
+  const ports = { edge: 0, runner: 0 };
+  const logs = { runner: "", edge: "" };
+  let firstKey = "";
+  let secondTenantKey = "";
+
+  it("starts the runner and the edge; prints a working key and curl example, its log files and a tenant command that works as printed; stops on Ctrl-C", async () => {
+    Object.assign(ports, { edge: await freePort(), runner: await freePort() });
+    Object.assign(logs, { runner: join(directory, "logs", `runner-${ports.runner}.log`), edge: join(directory, "logs", "edge.log") });
     running = await startStack(directory, ports);
     const first = running;
+    firstKey = first.key;
     expect(first.output()).toContain(`curl -s ${first.edgeUrl}/v1/chat/completions -H 'authorization: Bearer ${first.key}'`);
     const response = await fetch(`${first.edgeUrl}/v1/chat/completions`, {
       method: "POST",
@@ -43,13 +53,47 @@ describe("npm start", () => {
     const body = (await response.json()) as { usage: { completion_tokens: number }; choices: { message: { content: string } }[] };
     expect(body.usage.completion_tokens).toBe(8);
     expect(body.choices[0].message.content.length).toBeGreaterThan(0);
+
+    expect(first.output()).toContain(`logs: ${logs.runner} and ${logs.edge} (npm start -- --logs also prints them here)`);
+    expect(first.output()).not.toContain(`[runner-${ports.runner}]`); // nothing echoed without --logs
+    const adminLine = /^admin token: ADMIN_TOKEN in (\S+); another tenant and its key: (.+)$/m.exec(first.output());
+    expect(adminLine?.[1]).toBe(join(directory, "secrets.env"));
+    expect(adminLine?.[2]).toBe(`npx tsx stack/create-tenant.ts --name NAME --data-dir ${directory} --url ${first.edgeUrl}`);
+    const [command, ...args] = adminLine![2].replace("NAME", "second").split(" ");
+    const { stdout } = await promisify(execFile)(command, args, { cwd: join(import.meta.dirname, "..") });
+    const created = /^tenant (tenant_\S+) \(second\), scopes inference, fine_tuning, API key: (sk-pica-\S+)$/m.exec(stdout);
+    expect(created?.[1]).toMatch(/^tenant_/);
+    expect(created![1]).not.toBe(/^development tenant (tenant_\S+),/m.exec(first.output())?.[1]);
+    secondTenantKey = created![2];
+    expect((await fetch(`${first.edgeUrl}/v1/models`, { headers: { authorization: `Bearer ${secondTenantKey}` } })).status).toBe(200);
     await stopWithCtrlC(first);
 
-    running = await startStack(directory, ports);
+    const runnerLog = await readFile(logs.runner, "utf8");
+    expect(headers(runnerLog)).toHaveLength(1);
+    expect(runnerLog).toContain(`runner listening on http://127.0.0.1:${ports.runner}`);
+    expect(headers(await readFile(logs.edge, "utf8"))).toEqual([expect.stringMatching(/^--- edge \(pid \d+\) started /)]);
+  });
+
+  it("starts again on the same data, with --logs echoing both processes; when the runner dies, everything stops with its last lines", async () => {
+    running = await startStack(directory, ports, ["--logs"]);
     const second = running;
-    expect(second.key).toBe(first.key); // same tenant, same database
+    expect(second.key).toBe(firstKey); // same tenant, same database
     expect((await fetch(`${second.edgeUrl}/v1/models`, { headers: { authorization: `Bearer ${second.key}` } })).status).toBe(200);
-    await stopWithCtrlC(second);
+    expect((await fetch(`${second.edgeUrl}/v1/models`, { headers: { authorization: `Bearer ${secondTenantKey}` } })).status).toBe(200);
+    expect(second.output()).toContain(`logs: ${logs.runner} and ${logs.edge} (also printed here)`);
+    expect(second.output()).toContain(`[runner-${ports.runner}] runner listening on http://127.0.0.1:${ports.runner}`);
+
+    // A crash: the stack says so, with the runner's last lines and its log, and stops the edge too.
+    const runnerHeaders = headers(await readFile(logs.runner, "utf8"));
+    expect(runnerHeaders).toHaveLength(2); // appended, the first run's lines kept
+    const pid = Number(/\(pid (\d+)\)/.exec(runnerHeaders[1])![1]);
+    const exited = new Promise<number | null>((resolve) => second.child.once("close", resolve)); // "close": its output all read
+    process.kill(pid, "SIGKILL");
+    expect(await exited).toBe(1);
+    expect(second.output()).toContain(`error: the runner exited on its own (SIGKILL); its last lines:\n`);
+    expect(second.output()).toContain(`runner listening on http://127.0.0.1:${ports.runner}`);
+    expect(second.output()).toContain(`full log: ${logs.runner}`);
+    expect(await reachable(`${second.edgeUrl}/openapi.json`)).toBe(false);
     running = null;
   });
 });
