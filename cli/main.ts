@@ -135,7 +135,9 @@ async function main(argv: string[]): Promise<number> {
           rank: number("rank", values.rank),
         },
       });
-      out(`${job.id}  ${job.status}  → ${job.fine_tuned_model}`);
+      // The fine-tuned model's id exists only once the job succeeds; until then the job id is what to follow.
+      out(`${job.id}  ${job.status}`);
+      note(`follow it with: pica jobs watch ${job.id}`);
       return 0;
     }
     case "jobs list":

@@ -1,7 +1,8 @@
 /**
  * The `pica` CLI's lists against a small fake of the edge's cursor pages: every item of a long
  * list is printed once, `--limit` and `--after` print a slice, and stderr says how to go on
- * when items remain. The command runs as users run it, through cli/pica.mjs.
+ * when items remain; and `jobs create`, which prints the new job and how to follow it. The
+ * command runs as users run it, through cli/pica.mjs.
  */
 import { execFile } from "node:child_process";
 import { once } from "node:events";
@@ -35,8 +36,13 @@ const LISTS: Record<string, { id: string }[]> = {
   "/v1/fine_tuning/jobs/ftjob-01/checkpoints": checkpoints,
 };
 
-/** What the fake edge was asked, one `path?query` per request. */
+/** What the fake edge was asked, one `path?query` per request (`POST path` for a creation). */
 const requests: string[] = [];
+/** The body of the last creation the fake edge was sent. */
+let created: unknown = null;
+
+// A job as the edge answers its creation: no fine-tuned model yet.
+const NEW_JOB = { object: "fine_tuning.job", id: "ftjob-new", model: "pica-base-4m", status: "validating_files", fine_tuned_model: null, error: null };
 let server: Server;
 let edgeUrl = "";
 
@@ -60,9 +66,20 @@ function answer(url: URL): { status: number; body: unknown } {
 beforeAll(async () => {
   server = createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://edge.test");
+    const send = ({ status, body }: { status: number; body: unknown }) =>
+      response.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+    if (request.method === "POST" && url.pathname === "/v1/fine_tuning/jobs") {
+      requests.push(`POST ${url.pathname}`);
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      request.on("end", () => {
+        created = JSON.parse(text);
+        send({ status: 201, body: NEW_JOB });
+      });
+      return;
+    }
     requests.push(`${url.pathname}${url.search}`);
-    const { status, body } = answer(url);
-    response.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+    send(answer(url));
   });
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
@@ -139,5 +156,22 @@ describe("pica lists", () => {
     expect(cursor.stderr).toBe("error (400): No item nope. [after]\n");
     expect((await pica("jobs", "checkpoints", "ftjob-nope")).code).toBe(1);
     expect((await pica("jobs", "checkpoints")).code).toBe(2);
+  }, 60_000);
+});
+
+describe("pica jobs create", () => {
+  it("sends the job and prints its id and status, then how to follow it, never a model id it does not have yet", async () => {
+    const run = await pica("jobs", "create", "--file", "file-3", "--suffix", "mood", "--epochs", "8", "--rank", "16");
+    expect(run.code).toBe(0);
+    expect(requests).toEqual(["POST /v1/fine_tuning/jobs"]);
+    expect(created).toEqual({
+      model: "pica-base-4m",
+      training_file: "file-3",
+      suffix: "mood",
+      method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 8, rank: 16 } } },
+    });
+    expect(run.stdout).toBe("ftjob-new  validating_files\n");
+    expect(run.stderr).toBe("follow it with: pica jobs watch ftjob-new\n");
+    expect((await pica("jobs", "create")).code).toBe(2);
   }, 60_000);
 });
