@@ -13,9 +13,10 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
-# The environment variable overrides .npmrc's "skip": onnxruntime-node's install script fetches
-# its CUDA 12 provider libraries here (the CPU build is inside the package either way).
-RUN ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci --omit=dev --no-audit --no-fund
+# .npmrc runs no dependency's install script; onnxruntime-node's is run here on purpose and
+# fetches its CUDA 12 provider libraries (the CPU build is inside the package either way).
+RUN npm ci --omit=dev --no-audit --no-fund \
+  && ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install
 
 COPY tsconfig.json ./
 COPY src ./src
