@@ -35,6 +35,7 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["workers/**/*.test.ts"],
+          globalSetup: ["./test/workerd-log-filter.ts"],
           setupFiles: ["./workers/test/apply-migrations.ts"],
         },
       },

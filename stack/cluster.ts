@@ -23,7 +23,9 @@ export const DEFAULT_EDGE_PORT = 8787;
 export interface StackSecrets {
   RUNNER_SECRET: string;
   ADMIN_TOKEN: string;
+  SESSION_SECRET: string; // signs the console's session cookies
 }
+const SECRET_NAMES: (keyof StackSecrets)[] = ["RUNNER_SECRET", "ADMIN_TOKEN", "SESSION_SECRET"];
 
 export interface ClusterOptions {
   dataDir: string; // secrets, the edge's local state, each runner's jobs
@@ -62,15 +64,15 @@ export interface Cluster {
 
 /** The data directory's secrets, as the first start wrote them; null before that. */
 export async function readStackSecrets(dataDir: string): Promise<StackSecrets | null> {
-  const text = await readFile(join(dataDir, "secrets.env"), "utf8").catch(() => null);
-  if (text === null) return null;
-  const entries = Object.fromEntries(
-    text
-      .split("\n")
-      .filter((line) => line.includes("="))
-      .map((line) => line.split("=", 2) as [string, string]),
-  );
-  return entries.RUNNER_SECRET && entries.ADMIN_TOKEN ? { RUNNER_SECRET: entries.RUNNER_SECRET, ADMIN_TOKEN: entries.ADMIN_TOKEN } : null;
+  const entries = await readSecretEntries(dataDir);
+  return SECRET_NAMES.every((name) => entries[name]) ? (entries as StackSecrets) : null;
+}
+
+async function readSecretEntries(dataDir: string): Promise<Partial<StackSecrets>> {
+  const text = await readFile(join(dataDir, "secrets.env"), "utf8").catch(() => "");
+  const lines = text.split("\n").filter((line) => line.includes("="));
+  const entries = Object.fromEntries(lines.map((line) => line.split("=", 2) as [string, string]));
+  return Object.fromEntries(SECRET_NAMES.filter((name) => entries[name]).map((name) => [name, entries[name]]));
 }
 
 /** Where the processes of a cluster in `dataDir` write their log files. */
@@ -78,14 +80,15 @@ export function logsDir(dataDir: string): string {
   return join(dataDir, "logs");
 }
 
-/** Reads the data directory's secrets, or generates them (mode 0600). */
+/** Reads the data directory's secrets, generating any it lacks (a data directory from before a secret existed keeps the others); mode 0600. */
 export async function stackSecrets(dataDir: string): Promise<{ secrets: StackSecrets; file: string }> {
   const file = join(dataDir, "secrets.env");
-  const existing = await readStackSecrets(dataDir);
-  if (existing !== null) return { secrets: existing, file };
-  const created: StackSecrets = { RUNNER_SECRET: randomBytes(32).toString("hex"), ADMIN_TOKEN: randomBytes(32).toString("hex") };
-  await writeFile(file, `RUNNER_SECRET=${created.RUNNER_SECRET}\nADMIN_TOKEN=${created.ADMIN_TOKEN}\n`, { mode: 0o600 });
-  return { secrets: created, file };
+  const existing = await readSecretEntries(dataDir);
+  const secrets = Object.fromEntries(SECRET_NAMES.map((name) => [name, existing[name] ?? randomBytes(32).toString("hex")])) as unknown as StackSecrets;
+  if (SECRET_NAMES.some((name) => existing[name] === undefined)) {
+    await writeFile(file, SECRET_NAMES.map((name) => `${name}=${secrets[name]}\n`).join(""), { mode: 0o600 });
+  }
+  return { secrets, file };
 }
 
 /** Applies the migrations, starts the runners, then the edge routing to them. */

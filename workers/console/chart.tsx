@@ -25,7 +25,7 @@ export function LineChart(props: { series: Series[]; xLabel: string; label: stri
   const ys = all.map((p) => p.y);
   const [xMin, xMax] = [Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1)];
   const yTicks = ticks(Math.min(0, ...ys), Math.max(...ys, 1e-6));
-  const [yMin, yMax] = [yTicks[0], Math.max(yTicks[yTicks.length - 1], ...ys)];
+  const [yMin, yMax] = [yTicks[0], yTicks[yTicks.length - 1]];
   const x = (v: number) => MARGIN.left + ((v - xMin) / (xMax - xMin)) * PLOT_WIDTH;
   const y = (v: number) => MARGIN.top + PLOT_HEIGHT - ((v - yMin) / (yMax - yMin || 1)) * PLOT_HEIGHT;
   return (
@@ -73,7 +73,7 @@ export function BarChart(props: { data: StackedBars; label: string }) {
   if (categories.length === 0) return <p class="empty">Nothing in this window.</p>;
   const totals = categories.map((_, c) => stacks.reduce((sum, s) => sum + s.values[c], 0));
   const yTicks = ticks(0, Math.max(...totals, 1));
-  const yMax = Math.max(yTicks[yTicks.length - 1], ...totals);
+  const yMax = yTicks[yTicks.length - 1];
   const slot = PLOT_WIDTH / categories.length;
   const barWidth = Math.max(2, slot * 0.7);
   const y = (v: number) => MARGIN.top + PLOT_HEIGHT - (v / yMax) * PLOT_HEIGHT;

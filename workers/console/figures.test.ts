@@ -13,11 +13,12 @@ const event = (id: string, type: JobEvent["type"], data: Record<string, unknown>
 });
 
 describe("the console's figures", () => {
-  it("ticks land on round 1/2/5 steps covering the range", () => {
+  it("ticks land on round 1/2/5 steps and enclose the range", () => {
     expect(ticks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
-    expect(ticks(0, 2.3)).toEqual([0, 0.5, 1, 1.5, 2]);
-    expect(ticks(0, 9_000)).toEqual([0, 2000, 4000, 6000, 8000]);
-    expect(ticks(1.37, 1.52)).toEqual([1.4, 1.45, 1.5]);
+    expect(ticks(0, 2.3)).toEqual([0, 0.5, 1, 1.5, 2, 2.5]);
+    expect(ticks(0, 117)).toEqual([0, 50, 100, 150]);
+    expect(ticks(0, 9_000)).toEqual([0, 2000, 4000, 6000, 8000, 10000]);
+    expect(ticks(1.37, 1.52)).toEqual([1.35, 1.4, 1.45, 1.5, 1.55]);
     expect(ticks(3, 3)).toEqual([3]);
   });
 

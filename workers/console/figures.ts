@@ -14,14 +14,16 @@ export interface StackedBars {
   stacks: { name: string; values: number[] }[]; // one per colour, values per category
 }
 
-/** Round tick values covering [min, max]: about `count` of them, on 1/2/5 × 10ⁿ steps. */
+/** Round tick values from at or below `min` to at or above `max`: about `count` steps of 1/2/5 × 10ⁿ. */
 export function ticks(min: number, max: number, count = 5): number[] {
   if (!(max > min)) return [min];
   const rough = (max - min) / count;
   const magnitude = 10 ** Math.floor(Math.log10(rough));
   const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= rough) ?? rough;
+  const first = Math.floor(min / step + 1e-9);
+  const last = Math.ceil(max / step - 1e-9);
   const values: number[] = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) values.push(Number(v.toPrecision(12)));
+  for (let i = first; i <= last; i++) values.push(Number((i * step).toPrecision(12)));
   return values;
 }
 

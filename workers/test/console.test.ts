@@ -141,7 +141,8 @@ describe("the API through a console session", () => {
     const { key } = await tenantWithKey();
     const { cookie } = await signIn(key);
     const another = await signIn(key);
-    for (const headers of [{ cookie }, { cookie, [CSRF_HEADER]: another.csrf }, { cookie, [CSRF_HEADER]: "" }]) {
+    const attempts: Record<string, string>[] = [{ cookie }, { cookie, [CSRF_HEADER]: another.csrf }, { cookie, [CSRF_HEADER]: "" }];
+    for (const headers of attempts) {
       const response = await call("POST", "/v1/fine_tuning/jobs", { headers, json: { model: "pica-base-4m", training_file: "file-x" } });
       expect(response.status).toBe(403);
       expect((await errorOf(response)).code).toBe("invalid_csrf_token");

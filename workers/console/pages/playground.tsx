@@ -20,7 +20,7 @@ interface Side {
 
 function Transcript(props: { title: string; side: Side; testId: string }) {
   return (
-    <section class="transcript" aria-label={props.title} data-side={props.testId}>
+    <section class="transcript" aria-label={`${props.title}: conversation`} data-side={props.testId}>
       <h2>
         {props.title} <span class="mono model-name">{props.side.model}</span>
       </h2>
