@@ -16,6 +16,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { parseArgs } from "node:util";
 import { BASE_MODEL_ID } from "../src/constants.ts";
+import { CONSOLE_PATHS } from "../src/protocol/console.ts";
 import { createTenantWithKey } from "./admin.ts";
 import { DEFAULT_DATA_DIR, DEFAULT_EDGE_PORT, logsDir, startCluster, type Cluster } from "./cluster.ts";
 
@@ -112,6 +113,7 @@ async function main(): Promise<void> {
         "",
         `PiCa platform running: ${edgeUrl} (runner ${runner.url}, which needs RUNNER_SECRET of ${secretsFile}; data in ${shortPath(directory)})`,
         `development tenant ${tenant.tenantId}, API key: ${tenant.key}`,
+        `console: ${edgeUrl}${CONSOLE_PATHS.root} (sign in with the API key)`,
         `API description: ${edgeUrl}/docs`,
         `logs: ${shortPath(runner.logFile)} and ${shortPath(running.edgeLogFile)}${values.logs ? " (also printed here)" : " (npm start -- --logs also prints them here)"}`,
         `admin token: ADMIN_TOKEN in ${secretsFile}; another tenant and its key: ${createTenantCommand(directory, edgeUrl)}`,

@@ -54,6 +54,16 @@ describe("npm start", () => {
     expect(body.usage.completion_tokens).toBe(8);
     expect(body.choices[0].message.content.length).toBeGreaterThan(0);
 
+    // The console is where the banner says, and signs in with the printed key.
+    expect(first.output()).toContain(`console: ${first.edgeUrl}/console (sign in with the API key)`);
+    const signIn = await fetch(`${first.edgeUrl}/console/sign-in`, {
+      method: "POST",
+      headers: { origin: first.edgeUrl, "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ api_key: first.key }),
+      redirect: "manual",
+    });
+    expect(signIn.status).toBe(303);
+    expect(signIn.headers.get("set-cookie")).toMatch(/^pica_session=v1\./);
     expect(first.output()).toContain(`logs: ${logs.runner} and ${logs.edge} (npm start -- --logs also prints them here)`);
     expect(first.output()).not.toContain(`[runner-${ports.runner}]`); // nothing echoed without --logs
     const adminLine = /^admin token: ADMIN_TOKEN in (\S+); another tenant and its key: (.+)$/m.exec(first.output());
