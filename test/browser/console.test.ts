@@ -302,6 +302,30 @@ describe("the tenant console in Chromium", () => {
     await other.close();
   });
 
+  it("reads long lists a page at a time", async () => {
+    const training = toChatJsonl(task.train.slice(0, 10));
+    for (let i = 0; i < 51; i++) {
+      const form = new FormData();
+      form.set("purpose", "fine-tune");
+      form.set("file", new Blob([training]), `many-${i}.jsonl`);
+      const uploaded = await fetch(url("/v1/files"), { method: "POST", headers: { authorization: `Bearer ${otherKey}` }, body: form });
+      expect(uploaded.status).toBe(200);
+    }
+    const other = await browser.newContext({ viewport: DESKTOP });
+    const theirs = await other.newPage();
+    await signIn(theirs, otherKey);
+    await theirs.goto(url("/console/files"));
+    const rows = theirs.locator("td.file-name");
+    await rows.first().waitFor();
+    expect(await rows.count()).toBe(50);
+    await theirs.getByRole("button", { name: "Show more files" }).click();
+    await theirs.waitForFunction(() => document.querySelectorAll("td.file-name").length > 50);
+    expect(await rows.count()).toBe(51);
+    expect(new Set(await rows.allTextContents()).size).toBe(51);
+    expect(await theirs.getByRole("button", { name: "Show more files" }).count()).toBe(0);
+    await other.close();
+  });
+
   it("signs out: the cookie is gone and the console asks for a key again", async () => {
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.waitForURL(url("/console/sign-in?ended=signed_out"));

@@ -1,5 +1,6 @@
 /** Small pieces every console page uses: loading data, showing errors, times, sizes, copying. */
 import { useCallback, useEffect, useState } from "hono/jsx/dom";
+import type { ListPage, PageParams } from "../../src/client/pica-client.ts";
 import { errorMessage } from "./session.ts";
 
 /** Data loaded by `load` (again when `deps` change or on `reload`), with its error. */
@@ -17,6 +18,49 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
     };
   }, [...deps, generation]);
   return { ...state, reload: useCallback(() => setGeneration((g) => g + 1), []) };
+}
+
+/** A list read page by page (newest first): the items so far, whether more follow, and how to read them. */
+export function usePages<Item>(
+  list: (params: PageParams) => Promise<ListPage<Item>>,
+  pageSize = 50,
+): { items: Item[] | null; error: string | null; hasMore: boolean; loadMore: () => void; reload: () => void } {
+  const [state, setState] = useState<{ items: Item[] | null; after: string | null; hasMore: boolean; error: string | null }>({
+    items: null,
+    after: null,
+    hasMore: false,
+    error: null,
+  });
+  const read = useCallback(async (after: string | null) => {
+    try {
+      const page = await list({ limit: pageSize, ...(after === null ? {} : { after }) });
+      setState((previous) => ({
+        items: after === null ? page.data : [...(previous.items ?? []), ...page.data],
+        after: page.last_id,
+        hasMore: page.has_more,
+        error: null,
+      }));
+    } catch (error) {
+      setState((previous) => ({ ...previous, error: errorMessage(error) }));
+    }
+  }, []);
+  useEffect(() => void read(null), []);
+  return {
+    items: state.items,
+    error: state.error,
+    hasMore: state.hasMore,
+    loadMore: () => void read(state.after),
+    reload: () => void read(null),
+  };
+}
+
+/** The button under a list that reads its next page. */
+export function MoreButton(props: { hasMore: boolean; onMore: () => void; what: string }) {
+  return props.hasMore ? (
+    <button type="button" class="secondary more" onClick={props.onMore}>
+      Show more {props.what}
+    </button>
+  ) : null;
 }
 
 /** An error line, announced to screen readers. */

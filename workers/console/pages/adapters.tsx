@@ -5,7 +5,7 @@
  */
 import { useEffect, useState } from "hono/jsx/dom";
 import type { AdapterObject } from "../../../src/client/pica-client.ts";
-import { CopyButton, DeleteButton, ErrorNote, formatBytes, Time, useLoad } from "../components.tsx";
+import { CopyButton, DeleteButton, ErrorNote, formatBytes, MoreButton, Time, usePages } from "../components.tsx";
 import { href } from "../router.ts";
 import { api, errorMessage } from "../session.ts";
 
@@ -72,7 +72,7 @@ function ImportForm(props: { onImported: () => void }) {
 }
 
 export function AdaptersPage() {
-  const adapters = useLoad(() => api.listAdapters({ limit: 100 }), []);
+  const adapters = usePages((page) => api.listAdapters(page));
   const [exported, setExported] = useState<Export | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(
@@ -111,9 +111,9 @@ export function AdaptersPage() {
           </a>
         </div>
       ) : null}
-      {adapters.data === null ? (
+      {adapters.items === null ? (
         <p>Loading…</p>
-      ) : adapters.data.data.length === 0 ? (
+      ) : adapters.items.length === 0 ? (
         <p class="empty">No adapters yet: a fine-tune that succeeds makes one, or import one below.</p>
       ) : (
         <table>
@@ -131,7 +131,7 @@ export function AdaptersPage() {
             </tr>
           </thead>
           <tbody>
-            {adapters.data.data.map((adapter) => (
+            {adapters.items.map((adapter) => (
               <tr>
                 <td class="mono adapter-id">{adapter.id}</td>
                 <td>{adapter.source.replace(/_/g, " ")}</td>
@@ -162,6 +162,7 @@ export function AdaptersPage() {
           </tbody>
         </table>
       )}
+      <MoreButton hasMore={adapters.hasMore} onMore={adapters.loadMore} what="adapters" />
       <ImportForm onImported={adapters.reload} />
     </section>
   );

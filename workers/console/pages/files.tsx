@@ -5,7 +5,7 @@
 import { useState } from "hono/jsx/dom";
 import type { FileObject } from "../../../src/client/pica-client.ts";
 import type { LineError } from "../../../src/training-data.ts";
-import { DeleteButton, ErrorNote, formatBytes, Time, useLoad } from "../components.tsx";
+import { DeleteButton, ErrorNote, formatBytes, MoreButton, Time, usePages } from "../components.tsx";
 import { api, errorMessage, PicaApiError } from "../session.ts";
 
 interface Refusal {
@@ -18,7 +18,7 @@ interface Refusal {
 const SHOWN_LINE_CHARACTERS = 160;
 
 export function FilesPage() {
-  const files = useLoad(() => api.listFiles({ limit: 100 }), []);
+  const files = usePages((page) => api.listFiles(page));
   const [busy, setBusy] = useState(false);
   const [dragging, setDragging] = useState(false);
   const [uploaded, setUploaded] = useState<FileObject | null>(null);
@@ -122,9 +122,9 @@ export function FilesPage() {
 
       <h2>Your files</h2>
       <ErrorNote error={files.error} />
-      {files.data === null ? (
+      {files.items === null ? (
         <p>Loading…</p>
-      ) : files.data.data.length === 0 ? (
+      ) : files.items.length === 0 ? (
         <p class="empty">No files yet.</p>
       ) : (
         <table>
@@ -140,7 +140,7 @@ export function FilesPage() {
             </tr>
           </thead>
           <tbody>
-            {files.data.data.map((file) => (
+            {files.items.map((file) => (
               <tr>
                 <td class="file-name">{file.filename}</td>
                 <td class="mono">{file.id}</td>
@@ -162,6 +162,7 @@ export function FilesPage() {
           </tbody>
         </table>
       )}
+      <MoreButton hasMore={files.hasMore} onMore={files.loadMore} what="files" />
     </section>
   );
 }

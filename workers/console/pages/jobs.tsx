@@ -1,10 +1,10 @@
 /** Fine-tuning jobs, newest first: status, model, size; each opens its own page. */
-import { ErrorNote, formatCount, StatusBadge, Time, useLoad } from "../components.tsx";
+import { ErrorNote, formatCount, MoreButton, StatusBadge, Time, usePages } from "../components.tsx";
 import { href } from "../router.ts";
 import { api } from "../session.ts";
 
 export function JobsPage() {
-  const jobs = useLoad(() => api.listJobs({ limit: 100 }), []);
+  const jobs = usePages((page) => api.listJobs(page));
   return (
     <section aria-labelledby="jobs-title">
       <div class="title-row">
@@ -14,9 +14,9 @@ export function JobsPage() {
         </a>
       </div>
       <ErrorNote error={jobs.error} />
-      {jobs.data === null ? (
+      {jobs.items === null ? (
         <p>Loading…</p>
-      ) : jobs.data.data.length === 0 ? (
+      ) : jobs.items.length === 0 ? (
         <p class="empty">
           No jobs yet. Upload a training file under <a href={href("files")}>Files</a>, then start a <a href={href("fine-tune")}>fine-tune</a>.
         </p>
@@ -32,7 +32,7 @@ export function JobsPage() {
             </tr>
           </thead>
           <tbody>
-            {jobs.data.data.map((job) => (
+            {jobs.items.map((job) => (
               <tr>
                 <td>
                   <a class="mono" href={href(`jobs/${encodeURIComponent(job.id)}`)}>
@@ -52,6 +52,7 @@ export function JobsPage() {
           </tbody>
         </table>
       )}
+      <MoreButton hasMore={jobs.hasMore} onMore={jobs.loadMore} what="jobs" />
     </section>
   );
 }

@@ -44,7 +44,7 @@ function duration(seconds: number): string {
 
 export function NewJobPage() {
   const choices = useLoad(async () => {
-    const [models, files] = await Promise.all([api.listModels({ limit: 100 }), api.listFiles({ limit: 100 })]);
+    const [models, files] = await Promise.all([api.listModels({ limit: 1000 }), api.listFiles({ limit: 1000 })]);
     return { bases: models.data.filter((m) => !m.id.includes(":")), files: files.data };
   }, []);
   const [form, setForm] = useState<Form>({

@@ -38,7 +38,7 @@ function Transcript(props: { title: string; side: Side; testId: string }) {
 }
 
 export function PlaygroundPage(props: { model: string | null }) {
-  const models = useLoad(() => api.listModels({ limit: 100 }), []);
+  const models = useLoad(() => api.listModels({ limit: 1000 }), []);
   const [chosen, setChosen] = useState<string | null>(props.model);
   const [temperature, setTemperature] = useState("0.7");
   const [maxTokens, setMaxTokens] = useState("64");
