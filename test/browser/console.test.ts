@@ -323,6 +323,15 @@ describe("the tenant console in Chromium", () => {
     expect(await rows.count()).toBe(51);
     expect(new Set(await rows.allTextContents()).size).toBe(51);
     expect(await theirs.getByRole("button", { name: "Show more files" }).count()).toBe(0);
+
+    // Deleting by keyboard: Enter on Delete moves the focus to the question, Enter again deletes.
+    const doomed = (await rows.first().textContent())!;
+    await theirs.getByRole("button", { name: `Delete ${doomed}`, exact: true }).focus();
+    await theirs.keyboard.press("Enter");
+    expect(await theirs.evaluate(() => document.activeElement?.getAttribute("aria-label"))).toBe(`Really delete ${doomed}`);
+    await theirs.keyboard.press("Enter");
+    await theirs.waitForFunction(() => document.querySelectorAll("td.file-name").length === 50);
+    expect(await rows.allTextContents()).not.toContain(doomed);
     await other.close();
   });
 

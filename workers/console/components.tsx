@@ -1,5 +1,5 @@
 /** Small pieces every console page uses: loading data, showing errors, times, sizes, copying. */
-import { useCallback, useEffect, useState } from "hono/jsx/dom";
+import { useCallback, useEffect, useRef, useState } from "hono/jsx/dom";
 import type { ListPage, PageParams } from "../../src/client/pica-client.ts";
 import { errorMessage } from "./session.ts";
 
@@ -106,10 +106,14 @@ export function CopyButton(props: { text: string; label: string }) {
   );
 }
 
-/** A delete button that asks once more before it acts. */
+/** A delete button that asks once more before it acts; the question takes the keyboard's focus. */
 export function DeleteButton(props: { what: string; onDelete: () => Promise<void> }) {
   const [armed, setArmed] = useState(false);
   const [busy, setBusy] = useState(false);
+  const confirm = useRef<HTMLButtonElement | null>(null);
+  useEffect(() => {
+    if (armed) confirm.current?.focus();
+  }, [armed]);
   if (!armed)
     return (
       <button type="button" class="secondary" aria-label={`Delete ${props.what}`} onClick={() => setArmed(true)}>
@@ -121,6 +125,7 @@ export function DeleteButton(props: { what: string; onDelete: () => Promise<void
       <button
         type="button"
         class="danger"
+        ref={confirm}
         disabled={busy}
         aria-label={`Really delete ${props.what}`}
         onClick={async () => {
