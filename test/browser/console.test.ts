@@ -7,7 +7,7 @@
  * Screenshots of each page at 1280×800 go to .cache/console-screenshots, or to docs/console with
  * UPDATE_SCREENSHOTS=1 (the ones the README shows).
  */
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
@@ -246,19 +246,56 @@ describe("the tenant console in Chromium", () => {
     await shot("playground");
   });
 
-  it("exports the adapter as PEFT files", async () => {
+  it("exports the adapter as PEFT files, imports them back with their projection error, and deletes the import", async () => {
     await nav("Adapters");
     await page.locator("td.adapter-id", { hasText: adapter }).first().waitFor();
     await page.getByRole("button", { name: `Export ${adapter} as PEFT`, exact: true }).click();
-    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "adapter_model.safetensors" }).click()]);
-    const path = await download.path();
-    const bytes = await import("node:fs/promises").then((fs) => fs.readFile(path));
-    const headerLength = Number(bytes.readBigUInt64LE(0));
-    const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8")) as Record<string, unknown>;
+    const save = async (name: string) => {
+      const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name }).click()]);
+      expect(download.suggestedFilename()).toBe(name);
+      return readFile(await download.path());
+    };
+    const model = await save("adapter_model.safetensors");
+    const config = await save("adapter_config.json");
+    const header = JSON.parse(model.subarray(8, 8 + Number(model.readBigUInt64LE(0))).toString("utf8")) as Record<string, unknown>;
     expect(Object.keys(header).some((name) => name.endsWith("lora_A.weight"))).toBe(true);
+    expect(JSON.parse(config.toString("utf8"))).toMatchObject({ peft_type: "LORA" });
     expect(await unlabelledControls()).toEqual([]);
     expect(await overflowAtPhoneWidth()).toEqual([]);
     await shot("adapters");
+
+    // What PiCa exported as LoRA lies in the basis already: it comes back with a projection error of about zero.
+    await page.getByLabel("Name", { exact: true }).fill("roundtrip");
+    await page.getByLabel("adapter_config.json", { exact: true }).setInputFiles({ name: "adapter_config.json", mimeType: "application/json", buffer: config });
+    await page
+      .getByLabel("adapter_model.safetensors", { exact: true })
+      .setInputFiles({ name: "adapter_model.safetensors", mimeType: "application/octet-stream", buffer: model });
+    await page.getByRole("button", { name: "Import", exact: true }).click();
+    const imported = page.locator("p.notice", { hasText: "Imported as" });
+    await imported.waitFor();
+    const [, id, error] = /Imported as (peft:\S+); largest relative projection error (\S+)\./.exec((await imported.textContent()) ?? "") ?? [];
+    expect(Number(error)).toBeLessThan(1e-3);
+    const row = page.locator("tr", { has: page.locator("td.adapter-id", { hasText: id }) });
+    await row.waitFor();
+    expect(await row.locator("td").nth(1).textContent()).toBe("peft import");
+    await page.getByRole("button", { name: `Delete ${id}`, exact: true }).click();
+    await page.getByRole("button", { name: `Really delete ${id}`, exact: true }).click();
+    await row.waitFor({ state: "detached" });
+    expect(await page.locator("td.adapter-id", { hasText: adapter }).count()).toBeGreaterThan(0); // the fine-tuned one stays
+  });
+
+  it("cancels a running job from its page", async () => {
+    await nav("New fine-tune");
+    const hostileFile = await page.locator("#job-training-file option", { hasText: HOSTILE_NAME }).getAttribute("value");
+    await page.getByLabel("Training file", { exact: true }).selectOption(hostileFile!);
+    await page.getByLabel("Epochs", { exact: true }).fill("40");
+    await page.locator(".estimate", { hasText: "over 40 epochs" }).waitFor();
+    await page.getByRole("button", { name: "Launch fine-tune" }).click();
+    await page.waitForURL(/\/console\/jobs\/ftjob-/);
+    await page.getByRole("button", { name: "Cancel job" }).click();
+    await page.locator(".badge.status-cancelled").waitFor();
+    expect(await page.getByRole("button", { name: "Cancel job" }).count()).toBe(0);
+    await page.locator("ol.events li", { hasText: "The job was cancelled" }).waitFor();
   });
 
   it("charts usage per day and model", async () => {

@@ -38,6 +38,7 @@ export function JobPage(props: { id: string }) {
   const [progress, setProgress] = useState<Progress | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [cancelling, setCancelling] = useState(false);
+  const [generation, setGeneration] = useState(0); // bumped to read everything again at once
 
   useEffect(() => {
     let live = true;
@@ -62,7 +63,7 @@ export function JobPage(props: { id: string }) {
       live = false;
       clearTimeout(timer);
     };
-  }, [props.id]);
+  }, [props.id, generation]);
 
   if (progress === null) return error ? <ErrorNote error={error} /> : <p>Loading…</p>;
   const { job, events, checkpoints } = progress;
@@ -72,6 +73,7 @@ export function JobPage(props: { id: string }) {
     setCancelling(true);
     try {
       setProgress({ ...progress, job: await api.cancelJob(job.id) });
+      setGeneration((g) => g + 1); // the cancellation's event, and the runner's last ones
     } catch (failure) {
       setError(errorMessage(failure));
     } finally {
