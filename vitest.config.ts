@@ -25,7 +25,7 @@ export default defineConfig({
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
                 ADMIN_TOKEN: "test-admin-token",
                 RUNNER_SECRET: "test-runner-secret",
-                SESSION_SECRET: "test-session-secret",
+                SESSION_SECRET: "test-session-secret-of-at-least-32-characters",
                 RUNNER_URLS: "http://runner-a.test,http://runner-b.test",
                 PUBLIC_URL: "http://edge.test",
               },

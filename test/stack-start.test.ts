@@ -63,7 +63,7 @@ describe("npm start", () => {
       redirect: "manual",
     });
     expect(signIn.status).toBe(303);
-    expect(signIn.headers.get("set-cookie")).toMatch(/^pica_session=v1\./);
+    expect(signIn.headers.get("set-cookie")).toMatch(/^pica_session=v2\./);
     expect(first.output()).toContain(`logs: ${logs.runner} and ${logs.edge} (npm start -- --logs also prints them here)`);
     expect(first.output()).not.toContain(`[runner-${ports.runner}]`); // nothing echoed without --logs
     const adminLine = /^admin token: ADMIN_TOKEN in (\S+); another tenant and its key: (.+)$/m.exec(first.output());

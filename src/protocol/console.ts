@@ -15,6 +15,9 @@ export const CONSOLE_PATHS = {
 /** The header that carries a session's CSRF token on every API call the console makes. */
 export const CSRF_HEADER = "x-csrf-token";
 
+/** The error code of a session call without the session's CSRF token (or with another session's). */
+export const INVALID_CSRF_TOKEN_CODE = "invalid_csrf_token";
+
 /** The form field that carries it on the console's own form posts (sign-out). */
 export const CSRF_FIELD = "csrf_token";
 

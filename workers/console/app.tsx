@@ -59,13 +59,22 @@ function Header(props: { section: string }) {
   );
 }
 
+/** A path segment as text (a malformed escape stays as typed: the API then says no such job). */
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
 function Page(props: { path: string; query: URLSearchParams }) {
   const [section, id] = props.path.split("/");
   switch (section) {
     case "":
       return <JobsPage />;
     case "jobs":
-      return id ? <JobPage id={decodeURIComponent(id)} /> : <JobsPage />;
+      return id ? <JobPage id={decoded(id)} /> : <JobsPage />;
     case "fine-tune":
       return <NewJobPage />;
     case "files":

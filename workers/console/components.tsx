@@ -20,28 +20,41 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
   return { ...state, reload: useCallback(() => setGeneration((g) => g + 1), []) };
 }
 
-/** A list read page by page (newest first): the items so far, whether more follow, and how to read them. */
-export function usePages<Item>(
+/**
+ * A list read page by page (newest first): the items so far, whether more follow, and how to read
+ * more or start again. One read at a time; a read that a newer one (a reload) overtook is dropped.
+ */
+export function usePages<Item extends { id: string }>(
   list: (params: PageParams) => Promise<ListPage<Item>>,
   pageSize = 50,
-): { items: Item[] | null; error: string | null; hasMore: boolean; loadMore: () => void; reload: () => void } {
-  const [state, setState] = useState<{ items: Item[] | null; after: string | null; hasMore: boolean; error: string | null }>({
+): { items: Item[] | null; error: string | null; hasMore: boolean; loading: boolean; loadMore: () => void; reload: () => void } {
+  const [state, setState] = useState<{ items: Item[] | null; after: string | null; hasMore: boolean; error: string | null; loading: boolean }>({
     items: null,
     after: null,
     hasMore: false,
     error: null,
+    loading: true,
   });
+  const generation = useRef(0);
   const read = useCallback(async (after: string | null) => {
+    const mine = ++generation.current;
+    setState((previous) => ({ ...previous, loading: true }));
     try {
       const page = await list({ limit: pageSize, ...(after === null ? {} : { after }) });
-      setState((previous) => ({
-        items: after === null ? page.data : [...(previous.items ?? []), ...page.data],
-        after: page.last_id,
-        hasMore: page.has_more,
-        error: null,
-      }));
+      if (mine !== generation.current) return;
+      setState((previous) => {
+        const kept = after === null ? [] : (previous.items ?? []);
+        const seen = new Set(kept.map((item) => item.id));
+        return {
+          items: [...kept, ...page.data.filter((item) => !seen.has(item.id))],
+          after: page.last_id,
+          hasMore: page.has_more,
+          error: null,
+          loading: false,
+        };
+      });
     } catch (error) {
-      setState((previous) => ({ ...previous, error: errorMessage(error) }));
+      if (mine === generation.current) setState((previous) => ({ ...previous, error: errorMessage(error), loading: false }));
     }
   }, []);
   useEffect(() => void read(null), []);
@@ -49,15 +62,18 @@ export function usePages<Item>(
     items: state.items,
     error: state.error,
     hasMore: state.hasMore,
-    loadMore: () => void read(state.after),
+    loading: state.loading,
+    loadMore: () => {
+      if (!state.loading) void read(state.after);
+    },
     reload: () => void read(null),
   };
 }
 
 /** The button under a list that reads its next page. */
-export function MoreButton(props: { hasMore: boolean; onMore: () => void; what: string }) {
+export function MoreButton(props: { hasMore: boolean; loading: boolean; onMore: () => void; what: string }) {
   return props.hasMore ? (
-    <button type="button" class="secondary more" onClick={props.onMore}>
+    <button type="button" class="secondary more" disabled={props.loading} onClick={props.onMore}>
       Show more {props.what}
     </button>
   ) : null;
@@ -114,6 +130,7 @@ export function DeleteButton(props: { what: string; onDelete: () => Promise<void
   useEffect(() => {
     if (armed) confirm.current?.focus();
   }, [armed]);
+  useEffect(() => setArmed(false), [props.what]); // a button reused for another item asks afresh
   if (!armed)
     return (
       <button type="button" class="secondary" aria-label={`Delete ${props.what}`} onClick={() => setArmed(true)}>

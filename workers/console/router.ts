@@ -45,6 +45,7 @@ export function interceptLinks(root: HTMLElement): void {
     if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
     const anchor = (event.target as Element).closest("a");
     if (anchor === null || anchor.target !== "" || anchor.origin !== window.location.origin) return;
+    if (anchor.getAttribute("href")?.startsWith("#")) return; // in-page, such as "Skip to content"
     if (!anchor.pathname.startsWith(CONSOLE_PATHS.root) || anchor.pathname.startsWith(CONSOLE_PATHS.assets)) return;
     event.preventDefault();
     navigate(anchor.pathname + anchor.search);

@@ -4,7 +4,7 @@
  * takes the browser back to the sign-in page.
  */
 import { PicaApiError, PicaClient } from "../../src/client/pica-client.ts";
-import { CONSOLE_META, CONSOLE_PATHS, CSRF_HEADER, type SessionEnd } from "../../src/protocol/console.ts";
+import { CONSOLE_META, CONSOLE_PATHS, CSRF_HEADER, INVALID_CSRF_TOKEN_CODE, type SessionEnd } from "../../src/protocol/console.ts";
 
 function meta(name: string): string {
   return document.querySelector<HTMLMetaElement>(`meta[name="${name}"]`)?.content ?? "";
@@ -23,9 +23,19 @@ export const api = new PicaClient({
   fetch: async (input, init) => {
     const response = await fetch(input, { ...init, credentials: "same-origin" });
     if (response.status === 401) window.location.assign(`${CONSOLE_PATHS.signIn}?ended=${"expired" satisfies SessionEnd}`);
+    // Signed in again in another tab: this page's token is another session's; a reload brings the current one.
+    if (response.status === 403 && (await errorCode(response)) === INVALID_CSRF_TOKEN_CODE) window.location.reload();
     return response;
   },
 });
+
+async function errorCode(response: Response): Promise<string | null> {
+  const body = (await response
+    .clone()
+    .json()
+    .catch(() => null)) as { error?: { code?: string } } | null;
+  return body?.error?.code ?? null;
+}
 
 /** A readable message for a failed call. */
 export function errorMessage(error: unknown): string {

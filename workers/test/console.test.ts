@@ -36,6 +36,7 @@ describe("console sign-in", () => {
     expect(setCookie).toMatch(/Path=\//);
     expect(setCookie).not.toContain(key);
     expect(cookie.split("=")[1].split(".")[2]).toBe(keyId);
+    expect(setCookie).not.toMatch(/Secure/i); // plain http here (npm start); over https the cookie is Secure and __Host-
     expect(page).not.toContain(key);
     expect(page).toContain(`<meta name="${CONSOLE_META.tenant}" content="${tenantId}"`);
   });
@@ -49,6 +50,29 @@ describe("console sign-in", () => {
       expect(response.headers.get("set-cookie")).toBeNull();
       expect(await response.text()).toContain("not valid, or it was revoked");
     }
+  });
+
+  it("over https the cookie is Secure and __Host- prefixed, and works under that name", async () => {
+    const { key } = await tenantWithKey();
+    const signedIn = await SELF.fetch(
+      new Request("https://edge.test/console/sign-in", {
+        method: "POST",
+        headers: { origin: "https://edge.test", "sec-fetch-site": "same-origin", "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ api_key: key }),
+        redirect: "manual",
+      }),
+    );
+    const setCookie = signedIn.headers.get("set-cookie")!;
+    expect(setCookie).toMatch(/^__Host-pica_session=v2\./);
+    expect(setCookie).toMatch(/; Secure/i);
+    const cookie = setCookie.split(";")[0];
+    const page = await (await SELF.fetch(new Request("https://edge.test/console", { headers: { cookie } }))).text();
+    const csrf = new RegExp(`<meta name="${CONSOLE_META.csrfToken}" content="([^"]+)"`).exec(page)![1];
+    const files = await SELF.fetch(new Request("https://edge.test/v1/files", { headers: { cookie, [CSRF_HEADER]: csrf } }));
+    expect(files.status).toBe(200);
+    // The unprefixed name means nothing over https (a sibling domain could have planted it).
+    const planted = await SELF.fetch(new Request("https://edge.test/v1/files", { headers: { cookie: cookie.replace("__Host-", ""), [CSRF_HEADER]: csrf } }));
+    expect(planted.status).toBe(401);
   });
 
   it("refuses a sign-in form posted from another origin", async () => {
@@ -67,8 +91,19 @@ describe("console sign-in", () => {
       expect(response.status).toBe(303);
       expect(response.headers.get("location")).toBe(CONSOLE_PATHS.signIn);
     }
-    const forged = await browser("GET", CONSOLE_PATHS.root, { cookie: "pica_session=v1.a.key_x.9999999999.sig" });
-    expect(forged.status).toBe(303);
+    // A real session's cookie with its expiry pushed out, or its signature changed, is no session.
+    const { cookie } = await signIn((await tenantWithKey()).key);
+    const parts = cookie.slice("pica_session=".length).split(".");
+    const forgeries = [
+      [...parts.slice(0, 4), String(Number(parts[4]) + 3600), parts[5]],
+      [...parts.slice(0, 5), `${parts[5].startsWith("A") ? "B" : "A"}${parts[5].slice(1)}`],
+    ];
+    for (const forged of forgeries) {
+      const response = await browser("GET", CONSOLE_PATHS.root, { cookie: `pica_session=${forged.join(".")}` });
+      expect(response.status).toBe(303);
+      expect(response.headers.get("location")).toBe(CONSOLE_PATHS.signIn);
+    }
+    expect((await browser("GET", CONSOLE_PATHS.root, { cookie })).status).toBe(200);
   });
 });
 
@@ -121,7 +156,7 @@ describe("console pages", () => {
 
 describe("the API through a console session", () => {
   it("answers with the session's CSRF token in its header, as the key's tenant", async () => {
-    const { key, tenantId } = await tenantWithKey();
+    const { key } = await tenantWithKey();
     expect((await upload(key, trainingJsonl(), { filename: "mine.jsonl" })).status).toBe(200);
     const { cookie, csrf } = await signIn(key);
     const response = await call("GET", "/v1/files", { headers: { cookie, [CSRF_HEADER]: csrf } });
@@ -134,7 +169,9 @@ describe("the API through a console session", () => {
       data: unknown[];
     };
     expect(theirs.data).toEqual([]);
-    expect(tenantId).not.toBe(other.tenantId);
+    // A bearer key wins over a cookie: the other tenant's key beside this session reads the other tenant.
+    const both = await call("GET", "/v1/files", { key: other.key, headers: { cookie, [CSRF_HEADER]: csrf } });
+    expect(((await both.json()) as { data: unknown[] }).data).toEqual([]);
   });
 
   it("refuses a session call without the CSRF token, or with another session's", async () => {
@@ -174,10 +211,23 @@ describe("the API through a console session", () => {
 });
 
 describe("console sign-out", () => {
-  it("clears the cookie with the session's token and goes to the sign-in page; without the token it is refused", async () => {
+  it("clears the cookie with the session's token and goes to the sign-in page; a stale or missing token only reloads the console", async () => {
     const { key } = await tenantWithKey();
     const { cookie, csrf } = await signIn(key);
-    expect((await browser("POST", CONSOLE_PATHS.signOut, { cookie, form: {} })).status).toBe(403);
+    const another = await signIn(key);
+    const staleForms: Record<string, string>[] = [{}, { [CSRF_FIELD]: another.csrf }];
+    for (const form of staleForms) {
+      const refused = await browser("POST", CONSOLE_PATHS.signOut, { cookie, form });
+      expect(refused.status).toBe(303);
+      expect(refused.headers.get("location")).toBe(CONSOLE_PATHS.root);
+      expect(refused.headers.get("set-cookie")).toBeNull();
+    }
+    const crossSite = await browser("POST", CONSOLE_PATHS.signOut, {
+      cookie,
+      form: { [CSRF_FIELD]: csrf },
+      headers: { origin: "https://evil.test", "sec-fetch-site": "cross-site" },
+    });
+    expect(crossSite.status).toBe(403);
     const response = await browser("POST", CONSOLE_PATHS.signOut, { cookie, form: { [CSRF_FIELD]: csrf } });
     expect(response.status).toBe(303);
     expect(response.headers.get("location")).toBe(`${CONSOLE_PATHS.signIn}?ended=signed_out`);

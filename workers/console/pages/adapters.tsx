@@ -97,7 +97,8 @@ export function AdaptersPage() {
   return (
     <section aria-labelledby="adapters-title">
       <h1 id="adapters-title">Adapters</h1>
-      <ErrorNote error={adapters.error ?? error} />
+      <ErrorNote error={adapters.error} />
+      <ErrorNote error={error} />
       {exported ? (
         <div class="notice export" role="status">
           <p>
@@ -132,7 +133,7 @@ export function AdaptersPage() {
           </thead>
           <tbody>
             {adapters.items.map((adapter) => (
-              <tr>
+              <tr key={adapter.id}>
                 <td class="mono adapter-id">{adapter.id}</td>
                 <td>{adapter.source.replace(/_/g, " ")}</td>
                 <td class="number">{adapter.rank ?? "–"}</td>
@@ -162,7 +163,7 @@ export function AdaptersPage() {
           </tbody>
         </table>
       )}
-      <MoreButton hasMore={adapters.hasMore} onMore={adapters.loadMore} what="adapters" />
+      <MoreButton hasMore={adapters.hasMore} loading={adapters.loading} onMore={adapters.loadMore} what="adapters" />
       <ImportForm onImported={adapters.reload} />
     </section>
   );

@@ -141,7 +141,7 @@ export function FilesPage() {
           </thead>
           <tbody>
             {files.items.map((file) => (
-              <tr>
+              <tr key={file.id}>
                 <td class="file-name">{file.filename}</td>
                 <td class="mono">{file.id}</td>
                 <td>{formatBytes(file.bytes)}</td>
@@ -162,7 +162,7 @@ export function FilesPage() {
           </tbody>
         </table>
       )}
-      <MoreButton hasMore={files.hasMore} onMore={files.loadMore} what="files" />
+      <MoreButton hasMore={files.hasMore} loading={files.loading} onMore={files.loadMore} what="files" />
     </section>
   );
 }

@@ -9,7 +9,7 @@ import { LineChart } from "../chart.tsx";
 import { CopyButton, ErrorNote, formatCount, StatusBadge, Time } from "../components.tsx";
 import { href } from "../router.ts";
 import { curves } from "../figures.ts";
-import { api, errorMessage } from "../session.ts";
+import { api, errorMessage, PicaApiError } from "../session.ts";
 import { Snippets } from "./snippets.tsx";
 
 /** How often a running job is polled. */
@@ -38,6 +38,7 @@ export function JobPage(props: { id: string }) {
   const [progress, setProgress] = useState<Progress | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [cancelling, setCancelling] = useState(false);
+  const [actionError, setActionError] = useState<string | null>(null); // what cancelling said; polling does not clear it
   const [generation, setGeneration] = useState(0); // bumped to read everything again at once
 
   useEffect(() => {
@@ -55,7 +56,9 @@ export function JobPage(props: { id: string }) {
       } catch (failure) {
         if (!live) return;
         setError(errorMessage(failure));
-        timer = setTimeout(poll, POLL_MILLISECONDS * 4);
+        // A 4xx (no such job, a key without the scope) will not change by asking again; the rest may.
+        const lasting = failure instanceof PicaApiError && failure.status >= 400 && failure.status < 500 && failure.status !== 429;
+        if (!lasting) timer = setTimeout(poll, POLL_MILLISECONDS * 4);
       }
     };
     void poll();
@@ -71,11 +74,12 @@ export function JobPage(props: { id: string }) {
   const statusEvents = events.filter((e, i) => i === 0 || e.type === "status"); // the first one says the job was created
   const cancel = async () => {
     setCancelling(true);
+    setActionError(null);
     try {
       setProgress({ ...progress, job: await api.cancelJob(job.id) });
       setGeneration((g) => g + 1); // the cancellation's event, and the runner's last ones
     } catch (failure) {
-      setError(errorMessage(failure));
+      setActionError(errorMessage(failure));
     } finally {
       setCancelling(false);
     }
@@ -94,6 +98,7 @@ export function JobPage(props: { id: string }) {
           </button>
         )}
       </div>
+      <ErrorNote error={actionError} />
       <ErrorNote error={error} />
       {job.error ? (
         <p class="error" role="alert">
@@ -169,7 +174,7 @@ export function JobPage(props: { id: string }) {
           </thead>
           <tbody>
             {checkpoints.map((checkpoint) => (
-              <tr>
+              <tr key={checkpoint.id}>
                 <td class="number">{checkpoint.step_number}</td>
                 <td class="mono">{checkpoint.fine_tuned_model_checkpoint}</td>
                 <td class="number">{checkpoint.metrics.train_loss?.toFixed(4) ?? "–"}</td>

@@ -33,7 +33,7 @@ export function JobsPage() {
           </thead>
           <tbody>
             {jobs.items.map((job) => (
-              <tr>
+              <tr key={job.id}>
                 <td>
                   <a class="mono" href={href(`jobs/${encodeURIComponent(job.id)}`)}>
                     {job.id}
@@ -52,7 +52,7 @@ export function JobsPage() {
           </tbody>
         </table>
       )}
-      <MoreButton hasMore={jobs.hasMore} onMore={jobs.loadMore} what="jobs" />
+      <MoreButton hasMore={jobs.hasMore} loading={jobs.loading} onMore={jobs.loadMore} what="jobs" />
     </section>
   );
 }

@@ -67,8 +67,10 @@ export function NewJobPage() {
     setForm((f) => ({ ...f, model: f.model || (choices.data!.bases[0]?.id ?? ""), trainingFile: f.trainingFile || (choices.data!.files[0]?.id ?? "") }));
   }, [choices.data]);
 
-  // The estimate follows the form, a moment after it stops changing.
+  // The estimate follows the form, a moment after it stops changing; until then there is none, so
+  // what is launched is always what was estimated.
   useEffect(() => {
+    setEstimate({ value: null, error: null });
     if (form.model === "" || form.trainingFile === "") return;
     let live = true;
     const timer = setTimeout(() => {
@@ -103,7 +105,7 @@ export function NewJobPage() {
     }
   };
 
-  if (choices.data === null) return <ErrorNote error={choices.error} />;
+  if (choices.data === null) return choices.error ? <ErrorNote error={choices.error} /> : <p>Loading…</p>;
   if (choices.data.files.length === 0)
     return (
       <section>

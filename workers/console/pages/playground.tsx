@@ -3,7 +3,7 @@
  * answer streamed as it is generated, with temperature and a token limit. Each side keeps its
  * own replies as its history.
  */
-import { useRef, useState } from "hono/jsx/dom";
+import { useEffect, useRef, useState } from "hono/jsx/dom";
 import { ErrorNote, useLoad } from "../components.tsx";
 import { api, errorMessage } from "../session.ts";
 
@@ -47,12 +47,21 @@ export function PlaygroundPage(props: { model: string | null }) {
   const [errors, setErrors] = useState<{ adapter: string | null; base: string | null }>({ adapter: null, base: null });
   const [streaming, setStreaming] = useState(false);
   const abort = useRef<AbortController | null>(null);
+  const conversation = useRef(0); // bumped when the conversation is cleared: a late piece of an old answer is dropped
+  // Leaving the page stops the answers (and frees the tenant's concurrent streams).
+  useEffect(() => () => abort.current?.abort(), []);
 
   if (models.data === null) return models.error ? <ErrorNote error={models.error} /> : <p>Loading…</p>;
   const base = models.data.data.find((m) => !m.id.includes(":"))?.id ?? "";
   const adapters = models.data.data.filter((m) => m.id !== base).map((m) => m.id);
   if (chosen !== null && !adapters.includes(chosen)) adapters.unshift(chosen); // a checkpoint, listed under its job
   const adapter = chosen ?? adapters[0] ?? "";
+
+  const clear = () => {
+    conversation.current++;
+    setSides({ adapter: [], base: [] });
+    setErrors({ adapter: null, base: null });
+  };
 
   const send = async (event: Event) => {
     event.preventDefault();
@@ -64,12 +73,14 @@ export function PlaygroundPage(props: { model: string | null }) {
     setStreaming(true);
     setErrors({ adapter: null, base: null });
     const options = { temperature: Number(temperature), max_tokens: Number(maxTokens) };
+    const mine = conversation.current;
     const run = async (which: "adapter" | "base", model: string) => {
       const history = [...sides[which], { role: "user" as const, content: text }];
       let reply = "";
       setSides((s) => ({ ...s, [which]: [...history, { role: "assistant", content: "" }] }));
       try {
         for await (const piece of api.chat(model, history, options, controller.signal)) {
+          if (mine !== conversation.current) return;
           reply += piece;
           const content = reply;
           setSides((s) => ({ ...s, [which]: [...history, { role: "assistant", content }] }));
@@ -90,9 +101,10 @@ export function PlaygroundPage(props: { model: string | null }) {
         <select
           id="playground-model"
           value={adapter}
+          disabled={streaming}
           onChange={(event: Event) => {
             setChosen((event.target as HTMLSelectElement).value);
-            setSides({ adapter: [], base: [] });
+            clear();
           }}
         >
           {adapters.map((id) => (
@@ -135,7 +147,7 @@ export function PlaygroundPage(props: { model: string | null }) {
           <button type="button" class="secondary" disabled={!streaming} onClick={() => abort.current?.abort()}>
             Stop
           </button>
-          <button type="button" class="secondary" disabled={streaming} onClick={() => setSides({ adapter: [], base: [] })}>
+          <button type="button" class="secondary" disabled={streaming} onClick={clear}>
             Clear
           </button>
         </div>

@@ -5,7 +5,7 @@
  */
 import type { Context, MiddlewareHandler } from "hono";
 import { forbidden, unauthorized } from "../../../src/errors.ts";
-import { CSRF_HEADER } from "../../../src/protocol/console.ts";
+import { CSRF_HEADER, INVALID_CSRF_TOKEN_CODE } from "../../../src/protocol/console.ts";
 import { INVALID_RUNNER_SECRET_CODE, RUNNER_AUTH_HEADER } from "../../../src/protocol/runner.ts";
 import { database } from "../db/client.ts";
 import { findLiveKeyByHash, touchApiKey } from "../db/queries/tenants.ts";
@@ -13,7 +13,7 @@ import type { AppEnv } from "../env.ts";
 import { cachedKey, cacheKey, dueForTouch, type LiveKey } from "./key-cache.ts";
 import { looksLikeApiKey, secretsEqual, sha256Hex, type KeyScope } from "./keys.ts";
 import { csrfTokenValid } from "./session.ts";
-import { currentSession, hasSessionCookie } from "./session-cookie.ts";
+import { currentSession, hasSessionCookie, renewIfDue } from "./session-cookie.ts";
 
 /** The bearer token of a request, or null. */
 function bearer(header: string | undefined): string | null {
@@ -56,8 +56,9 @@ async function sessionKey(c: Context<AppEnv>): Promise<LiveKey> {
   const signedIn = await currentSession(c);
   if (signedIn === null) throw unauthorized("The console session has ended (expired, signed out or its key revoked); sign in again.", "session_expired");
   if (!(await csrfTokenValid(c.env.SESSION_SECRET, signedIn.session, c.req.header(CSRF_HEADER)))) {
-    throw forbidden(`A request made with a console session must carry the session's CSRF token in '${CSRF_HEADER}'.`, null, "invalid_csrf_token");
+    throw forbidden(`A request made with a console session must carry the session's CSRF token in '${CSRF_HEADER}'.`, null, INVALID_CSRF_TOKEN_CODE);
   }
+  await renewIfDue(c, signedIn.session); // only for its owner's requests: a request without the token keeps nothing alive
   return signedIn.key;
 }
 

@@ -12,8 +12,8 @@ import { secureHeaders } from "hono/secure-headers";
 import { CONSOLE_META, CONSOLE_PATHS, CSRF_FIELD, type SessionEnd } from "../../../src/protocol/console.ts";
 import { CONSOLE_ASSET_VERSION, CONSOLE_SCRIPT, CONSOLE_STYLES } from "../../console/dist/assets.ts";
 import { looksLikeApiKey, sha256Hex } from "../auth/keys.ts";
-import { csrfToken, csrfTokenValid } from "../auth/session.ts";
-import { clearSession, currentSession, openSession } from "../auth/session-cookie.ts";
+import { csrfToken, csrfTokenValid, MIN_SESSION_SECRET_LENGTH, usableSessionSecret } from "../auth/session.ts";
+import { clearSession, currentSession, openSession, renewIfDue } from "../auth/session-cookie.ts";
 import { database } from "../db/client.ts";
 import { findLiveKeyByHash } from "../db/queries/tenants.ts";
 import type { AppEnv } from "../env.ts";
@@ -65,7 +65,10 @@ consoleRoutes.get("/sign-in", async (c) => {
 
 consoleRoutes.post("/sign-in", async (c) => {
   const secret = c.env.SESSION_SECRET;
-  if (!secret) return page(c, { body: signInPage(null, "The console is not configured on this deployment (SESSION_SECRET is unset).") }, 503);
+  if (!usableSessionSecret(secret)) {
+    const problem = `The console is not configured on this deployment (SESSION_SECRET must be set, at least ${MIN_SESSION_SECRET_LENGTH} characters).`;
+    return page(c, { body: signInPage(null, problem) }, 503);
+  }
   const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
   const presented = typeof form.api_key === "string" ? form.api_key.trim() : "";
   const key = looksLikeApiKey(presented) ? await findLiveKeyByHash(database(c.env.DB), await sha256Hex(presented)) : null;
@@ -78,9 +81,8 @@ consoleRoutes.post("/sign-out", async (c) => {
   const signedIn = await currentSession(c);
   const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
   const token = typeof form[CSRF_FIELD] === "string" ? (form[CSRF_FIELD] as string) : undefined;
-  if (signedIn !== null && !(await csrfTokenValid(c.env.SESSION_SECRET, signedIn.session, token))) {
-    return c.text("Sign-out needs the session's CSRF token.", 403);
-  }
+  // A page older than the session (signed in again in another tab) has a stale token: show it the current one.
+  if (signedIn !== null && !(await csrfTokenValid(c.env.SESSION_SECRET, signedIn.session, token))) return c.redirect(CONSOLE_PATHS.root, 303);
   clearSession(c);
   return c.redirect(`${CONSOLE_PATHS.signIn}?ended=${"signed_out" satisfies SessionEnd}`, 303);
 });
@@ -89,6 +91,7 @@ consoleRoutes.post("/sign-out", async (c) => {
 consoleRoutes.get("/*", async (c) => {
   const signedIn = await currentSession(c);
   if (signedIn === null) return c.redirect(CONSOLE_PATHS.signIn, 303);
+  await renewIfDue(c, signedIn.session);
   const token = await csrfToken(c.env.SESSION_SECRET, signedIn.session);
   const head = html`<meta name="${CONSOLE_META.csrfToken}" content="${token}" />
     <meta name="${CONSOLE_META.tenant}" content="${signedIn.key.tenantId}" />
@@ -108,7 +111,10 @@ function signInPage(notice: string | null, error: string | null) {
       ${error ? html`<p class="error" role="alert">${error}</p>` : ""} ${notice ? html`<p class="notice" role="status">${notice}</p>` : ""}
       <button type="submit">Sign in</button>
     </form>
-    <p class="hint">The key is exchanged for a session cookie that lasts an hour; the key itself is not kept in the browser.</p>
+    <p class="hint">
+      The key is exchanged for a session cookie (an hour, renewed while you work, 12 hours at most); the key itself is not kept in the
+      browser.
+    </p>
   </main>`;
 }
 
