@@ -229,5 +229,7 @@ describe("estimateTrainingTokens", () => {
     const completion = parseTrainingJsonl(GOOD_COMPLETION).examples;
     expect(estimateTrainingTokens(completion)).toBe(1 + 1 + 2 * 4); // "2+2=" → 1, " 4" → 1
     expect(estimateTrainingTokens([])).toBe(0);
+    // A byte vocabulary (the shipped model's): one token per UTF-8 byte.
+    expect(estimateTrainingTokens(completion, 1)).toBe(4 + 2 + 2 * 4);
   });
 });

@@ -302,17 +302,19 @@ function utf8ByteLength(text: string): number {
   return bytes;
 }
 
-// Without the tokenizer at hand (the edge has none), ~4 UTF-8 bytes per token is the usual rate
-// for byte-level BPE on English text; each message adds a few tokens of chat template.
-const BYTES_PER_TOKEN = 4;
+// Without the tokenizer at hand (the edge has none), the estimate takes the base model's rate of
+// UTF-8 bytes per token as configured (BASE_MODEL_BYTES_PER_TOKEN): ~4 is the usual rate for
+// byte-level BPE on English text, 1 for a byte vocabulary such as the shipped model's. Each
+// message adds a few tokens of chat template.
+export const DEFAULT_BYTES_PER_TOKEN = 4;
 const TEMPLATE_TOKENS_PER_MESSAGE = 4;
 
 /** A rough count of the tokens one epoch over these examples trains on (for estimates, not billing). */
-export function estimateTrainingTokens(examples: readonly TrainingRecord[]): number {
+export function estimateTrainingTokens(examples: readonly TrainingRecord[], bytesPerToken = DEFAULT_BYTES_PER_TOKEN): number {
   let tokens = 0;
   for (const example of examples) {
     const texts = example.format === "chat" ? example.messages.map((message) => message.content) : [example.prompt, example.completion];
-    for (const text of texts) tokens += Math.ceil(utf8ByteLength(text) / BYTES_PER_TOKEN) + TEMPLATE_TOKENS_PER_MESSAGE;
+    for (const text of texts) tokens += Math.ceil(utf8ByteLength(text) / bytesPerToken) + TEMPLATE_TOKENS_PER_MESSAGE;
   }
   return tokens;
 }

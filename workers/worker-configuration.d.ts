@@ -12,6 +12,7 @@ declare namespace Cloudflare {
 		RUNNER_URLS: string;
 		PUBLIC_URL: string;
 		BASE_MODEL: string;
+		BASE_MODEL_BYTES_PER_TOKEN: string;
 		CHECKPOINTS_KEPT: string;
 		RUNNER_SECRET: string;
 		ADMIN_TOKEN: string;

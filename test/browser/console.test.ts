@@ -216,6 +216,12 @@ describe("the tenant console in Chromium", () => {
     await page.locator(".badge.status-succeeded").waitFor({ timeout: 600_000 });
     adapter = (await page.locator("#fine-tuned-model").textContent()) ?? "";
     expect(adapter).toMatch(new RegExp(`^ft:pica-base-4m:tenant_[^:]+:mood:${jobId}$`));
+    // The estimate was of the right size: the tokens trained are within half of it either way.
+    const [trained, estimated] = ((await page.locator("dt:has-text('Trained tokens') + dd").textContent()) ?? "")
+      .split(" of about ")
+      .map((text) => Number(text.replace(/,/g, "")));
+    expect(trained / estimated).toBeGreaterThan(2 / 3);
+    expect(trained / estimated).toBeLessThan(3 / 2);
     expect(await page.locator("polyline.series-1").count()).toBe(1); // validation loss
     expect(await page.locator("figcaption").first().textContent()).toContain("validation loss");
     expect(await page.locator(".snippet code").textContent()).toContain(`${stack.edgeUrl}/v1/chat/completions`);

@@ -1,5 +1,6 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { estimateTrainingTokens, parseTrainingJsonl } from "../../src/training-data.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
 import { trainingJsonl, upload } from "./fine-tuning-helpers.ts";
 
@@ -22,7 +23,10 @@ describe("files", () => {
 
     const row = await env.DB.prepare("SELECT * FROM files WHERE id = ?").bind(file.id).first<Record<string, any>>();
     expect(row!.examples).toBe(12);
-    expect(row!.estimated_tokens).toBeGreaterThan(12 * 8);
+    // Estimated at the base model's configured rate: the shipped model's byte vocabulary is one token per byte.
+    expect(env.BASE_MODEL_BYTES_PER_TOKEN).toBe("1");
+    expect(row!.estimated_tokens).toBe(estimateTrainingTokens(parseTrainingJsonl(content).examples, 1));
+    expect(row!.estimated_tokens).toBeGreaterThan(estimateTrainingTokens(parseTrainingJsonl(content).examples));
     expect(row!.blob_key).toBe(`tenants/${tenantId}/files/${file.id}.jsonl`);
     expect(await (await env.BLOBS.get(row!.blob_key))!.text()).toBe(content);
 

@@ -6,7 +6,13 @@
  * given as `error.lines`, for a client that shows them beside the lines).
  */
 import { ApiError, badRequest } from "../../../src/errors.ts";
-import { estimateTrainingTokens, parseTrainingJsonl, type LineError } from "../../../src/training-data.ts";
+import { DEFAULT_BYTES_PER_TOKEN, estimateTrainingTokens, parseTrainingJsonl, type LineError } from "../../../src/training-data.ts";
+
+/** The base model's UTF-8 bytes per token as configured (BASE_MODEL_BYTES_PER_TOKEN), else the usual BPE rate. */
+export function baseModelBytesPerToken(env: { BASE_MODEL_BYTES_PER_TOKEN?: string }): number {
+  const configured = Number(env.BASE_MODEL_BYTES_PER_TOKEN);
+  return Number.isFinite(configured) && configured > 0 ? configured : DEFAULT_BYTES_PER_TOKEN;
+}
 
 /** Largest training file accepted, in bytes (the whole validated text is held in memory). */
 export const MAX_TRAINING_FILE_BYTES = 32 * 1024 * 1024;
@@ -21,8 +27,11 @@ export interface ValidTrainingFile {
   estimatedTokens: number;
 }
 
-/** Validates an upload's bytes; throws an ApiError (400 on `file`, or 413) naming lines and reasons. */
-export function validateTrainingUpload(bytes: Uint8Array): ValidTrainingFile {
+/**
+ * Validates an upload's bytes (its tokens estimated at `bytesPerToken`, the base model's rate);
+ * throws an ApiError (400 on `file`, or 413) naming lines and reasons.
+ */
+export function validateTrainingUpload(bytes: Uint8Array, bytesPerToken: number): ValidTrainingFile {
   if (bytes.byteLength > MAX_TRAINING_FILE_BYTES) {
     throw new ApiError(
       413,
@@ -41,7 +50,7 @@ export function validateTrainingUpload(bytes: Uint8Array): ValidTrainingFile {
       "invalid_training_file",
     );
   }
-  return { examples: parsed.examples.length, estimatedTokens: estimateTrainingTokens(parsed.examples) };
+  return { examples: parsed.examples.length, estimatedTokens: estimateTrainingTokens(parsed.examples, bytesPerToken) };
 }
 
 // A fatal decoder says only that the bytes are bad; decoding line by line names the lines.

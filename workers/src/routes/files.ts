@@ -14,7 +14,7 @@ import { database } from "../db/client.ts";
 import { createFile, deleteTenantFile, findTenantFile, listTenantFiles, type FileRow } from "../db/queries/files.ts";
 import type { AppEnv } from "../env.ts";
 import { blobThenRows } from "../storage/storage-errors.ts";
-import { validateTrainingUpload } from "../files/training-file.ts";
+import { baseModelBytesPerToken, validateTrainingUpload } from "../files/training-file.ts";
 import { fileBlobKey } from "../storage/blob-keys.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
@@ -39,7 +39,7 @@ fileRoutes.post("/", async (c) => {
   const { purpose } = form;
   const file = form.file as unknown as File; // zod types z.file() with its own File declaration; this is the request's
   const bytes = new Uint8Array(await file.arrayBuffer());
-  const valid = validateTrainingUpload(bytes);
+  const valid = validateTrainingUpload(bytes, baseModelBytesPerToken(c.env));
 
   const tenantId = c.get("caller").tenantId;
   const id = randomId("file-");
