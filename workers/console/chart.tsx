@@ -1,7 +1,7 @@
 /**
  * Charts as plain SVG (no library, nothing loaded from elsewhere): a line chart of series over a
  * numeric x (loss per step) and a stacked bar chart of categories over days (tokens per model).
- * Colours come from CSS classes (`series-0`…), so the strict style policy holds.
+ * Colours come from CSS classes (`series-0`… set `--series`), so the strict style policy holds.
  */
 import { type Series, type StackedBars, ticks } from "./figures.ts";
 
@@ -15,6 +15,22 @@ const PLOT_HEIGHT = HEIGHT - MARGIN.top - MARGIN.bottom;
 function label(value: number): string {
   if (value !== 0 && (Math.abs(value) >= 10_000 || Math.abs(value) < 0.01)) return value.toExponential(0);
   return Number(value.toPrecision(3)).toLocaleString("en");
+}
+
+/** The y axis: a grid line and a label at each tick. */
+function YAxis(props: { ticks: number[]; y: (value: number) => number }) {
+  return (
+    <>
+      {props.ticks.map((t) => (
+        <g class="tick">
+          <line x1={MARGIN.left} x2={WIDTH - MARGIN.right} y1={props.y(t)} y2={props.y(t)} />
+          <text x={MARGIN.left - 6} y={props.y(t) + 4} text-anchor="end">
+            {label(t)}
+          </text>
+        </g>
+      ))}
+    </>
+  );
 }
 
 /** Series of points as lines, with axes; `label` describes the chart to a screen reader. */
@@ -31,14 +47,7 @@ export function LineChart(props: { series: Series[]; xLabel: string; label: stri
   return (
     <figure class="chart">
       <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-label={props.label}>
-        {yTicks.map((t) => (
-          <g class="tick">
-            <line x1={MARGIN.left} x2={WIDTH - MARGIN.right} y1={y(t)} y2={y(t)} />
-            <text x={MARGIN.left - 6} y={y(t) + 4} text-anchor="end">
-              {label(t)}
-            </text>
-          </g>
-        ))}
+        <YAxis ticks={yTicks} y={y} />
         {ticks(xMin, xMax, 6)
           .filter((t) => Number.isInteger(t))
           .map((t) => (
@@ -81,14 +90,7 @@ export function BarChart(props: { data: StackedBars; label: string }) {
   return (
     <figure class="chart">
       <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-label={props.label}>
-        {yTicks.map((t) => (
-          <g class="tick">
-            <line x1={MARGIN.left} x2={WIDTH - MARGIN.right} y1={y(t)} y2={y(t)} />
-            <text x={MARGIN.left - 6} y={y(t) + 4} text-anchor="end">
-              {label(t)}
-            </text>
-          </g>
-        ))}
+        <YAxis ticks={yTicks} y={y} />
         {categories.map((category, c) => {
           let base = 0;
           const left = MARGIN.left + c * slot + (slot - barWidth) / 2;

@@ -1,5 +1,5 @@
 /** Small pieces every console page uses: loading data, showing errors, times, sizes, copying. */
-import { useCallback, useEffect, useRef, useState } from "hono/jsx/dom";
+import { type Child, useCallback, useEffect, useRef, useState } from "hono/jsx/dom";
 import type { ListPage, PageParams } from "../../src/client/pica-client.ts";
 import { errorMessage } from "./session.ts";
 
@@ -20,14 +20,21 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
   return { ...state, reload: useCallback(() => setGeneration((g) => g + 1), []) };
 }
 
+/** A list as usePages reads it. */
+export interface Pages<Item> {
+  items: Item[] | null; // null until the first page arrives
+  error: string | null;
+  hasMore: boolean;
+  loading: boolean;
+  loadMore: () => void;
+  reload: () => void;
+}
+
 /**
  * A list read page by page (newest first): the items so far, whether more follow, and how to read
  * more or start again. One read at a time; a read that a newer one (a reload) overtook is dropped.
  */
-export function usePages<Item extends { id: string }>(
-  list: (params: PageParams) => Promise<ListPage<Item>>,
-  pageSize = 50,
-): { items: Item[] | null; error: string | null; hasMore: boolean; loading: boolean; loadMore: () => void; reload: () => void } {
+export function usePages<Item extends { id: string }>(list: (params: PageParams) => Promise<ListPage<Item>>, pageSize = 50): Pages<Item> {
   const [state, setState] = useState<{ items: Item[] | null; after: string | null; hasMore: boolean; error: string | null; loading: boolean }>({
     items: null,
     after: null,
@@ -70,13 +77,42 @@ export function usePages<Item extends { id: string }>(
   };
 }
 
-/** The button under a list that reads its next page. */
-export function MoreButton(props: { hasMore: boolean; loading: boolean; onMore: () => void; what: string }) {
-  return props.hasMore ? (
-    <button type="button" class="secondary more" disabled={props.loading} onClick={props.onMore}>
-      Show more {props.what}
-    </button>
-  ) : null;
+/** A table's header row; a column named "" holds the rows' actions (named for screen readers only). */
+export function TableHead(props: { columns: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {props.columns.map((column) => (
+          <th scope="col">{column === "" ? <span class="visually-hidden">Actions</span> : column}</th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
+/** A paged list as a table (or its error, "Loading…", or what an empty one says), with a button that reads the next page. */
+export function PagedTable<Item>(props: { list: Pages<Item>; what: string; empty: Child; columns: string[]; row: (item: Item) => Child }) {
+  const { list } = props;
+  return (
+    <>
+      <ErrorNote error={list.error} />
+      {list.items === null ? (
+        <p>Loading…</p>
+      ) : list.items.length === 0 ? (
+        <p class="empty">{props.empty}</p>
+      ) : (
+        <table>
+          <TableHead columns={props.columns} />
+          <tbody>{list.items.map(props.row)}</tbody>
+        </table>
+      )}
+      {list.hasMore ? (
+        <button type="button" class="secondary more" disabled={list.loading} onClick={list.loadMore}>
+          Show more {props.what}
+        </button>
+      ) : null}
+    </>
+  );
 }
 
 /** An error line, announced to screen readers. */

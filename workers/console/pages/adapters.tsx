@@ -5,7 +5,7 @@
  */
 import { useEffect, useState } from "hono/jsx/dom";
 import type { AdapterObject } from "../../../src/client/pica-client.ts";
-import { CopyButton, DeleteButton, ErrorNote, formatBytes, MoreButton, Time, usePages } from "../components.tsx";
+import { CopyButton, DeleteButton, ErrorNote, formatBytes, PagedTable, Time, usePages } from "../components.tsx";
 import { href } from "../router.ts";
 import { api, errorMessage } from "../session.ts";
 
@@ -97,7 +97,6 @@ export function AdaptersPage() {
   return (
     <section aria-labelledby="adapters-title">
       <h1 id="adapters-title">Adapters</h1>
-      <ErrorNote error={adapters.error} />
       <ErrorNote error={error} />
       {exported ? (
         <div class="notice export" role="status">
@@ -112,58 +111,40 @@ export function AdaptersPage() {
           </a>
         </div>
       ) : null}
-      {adapters.items === null ? (
-        <p>Loading…</p>
-      ) : adapters.items.length === 0 ? (
-        <p class="empty">No adapters yet: a fine-tune that succeeds makes one, or import one below.</p>
-      ) : (
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Adapter</th>
-              <th scope="col">Source</th>
-              <th scope="col">Rank</th>
-              <th scope="col">Size</th>
-              <th scope="col">Projection error</th>
-              <th scope="col">Created</th>
-              <th scope="col">
-                <span class="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {adapters.items.map((adapter) => (
-              <tr key={adapter.id}>
-                <td class="mono adapter-id">{adapter.id}</td>
-                <td>{adapter.source.replace(/_/g, " ")}</td>
-                <td class="number">{adapter.rank ?? "–"}</td>
-                <td>{formatBytes(adapter.bytes)}</td>
-                <td class="number">{projectionError(adapter)}</td>
-                <td>
-                  <Time seconds={adapter.created_at} />
-                </td>
-                <td class="actions">
-                  <CopyButton text={adapter.id} label={`Copy the id of ${adapter.id}`} />
-                  <a class="button secondary" href={href("playground", { model: adapter.id })}>
-                    Try
-                  </a>
-                  <button type="button" class="secondary" aria-label={`Export ${adapter.id} as PEFT`} onClick={() => exportAdapter(adapter)}>
-                    Export
-                  </button>
-                  <DeleteButton
-                    what={adapter.id}
-                    onDelete={async () => {
-                      await api.deleteAdapter(adapter.id).catch((failure) => setError(errorMessage(failure)));
-                      adapters.reload();
-                    }}
-                  />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
-      <MoreButton hasMore={adapters.hasMore} loading={adapters.loading} onMore={adapters.loadMore} what="adapters" />
+      <PagedTable
+        list={adapters}
+        what="adapters"
+        empty="No adapters yet: a fine-tune that succeeds makes one, or import one below."
+        columns={["Adapter", "Source", "Rank", "Size", "Projection error", "Created", ""]}
+        row={(adapter) => (
+          <tr key={adapter.id}>
+            <td class="mono adapter-id">{adapter.id}</td>
+            <td>{adapter.source.replace(/_/g, " ")}</td>
+            <td class="number">{adapter.rank ?? "–"}</td>
+            <td>{formatBytes(adapter.bytes)}</td>
+            <td class="number">{projectionError(adapter)}</td>
+            <td>
+              <Time seconds={adapter.created_at} />
+            </td>
+            <td class="actions">
+              <CopyButton text={adapter.id} label={`Copy the id of ${adapter.id}`} />
+              <a class="button secondary" href={href("playground", { model: adapter.id })}>
+                Try
+              </a>
+              <button type="button" class="secondary" aria-label={`Export ${adapter.id} as PEFT`} onClick={() => exportAdapter(adapter)}>
+                Export
+              </button>
+              <DeleteButton
+                what={adapter.id}
+                onDelete={async () => {
+                  await api.deleteAdapter(adapter.id).catch((failure) => setError(errorMessage(failure)));
+                  adapters.reload();
+                }}
+              />
+            </td>
+          </tr>
+        )}
+      />
       <ImportForm onImported={adapters.reload} />
     </section>
   );

@@ -5,7 +5,7 @@
 import { useState } from "hono/jsx/dom";
 import type { FileObject } from "../../../src/client/pica-client.ts";
 import type { LineError } from "../../../src/training-data.ts";
-import { DeleteButton, ErrorNote, formatBytes, MoreButton, Time, usePages } from "../components.tsx";
+import { DeleteButton, ErrorNote, formatBytes, PagedTable, Time, usePages } from "../components.tsx";
 import { api, errorMessage, PicaApiError } from "../session.ts";
 
 interface Refusal {
@@ -121,48 +121,31 @@ export function FilesPage() {
       ) : null}
 
       <h2>Your files</h2>
-      <ErrorNote error={files.error} />
-      {files.items === null ? (
-        <p>Loading…</p>
-      ) : files.items.length === 0 ? (
-        <p class="empty">No files yet.</p>
-      ) : (
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Id</th>
-              <th scope="col">Size</th>
-              <th scope="col">Uploaded</th>
-              <th scope="col">
-                <span class="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {files.items.map((file) => (
-              <tr key={file.id}>
-                <td class="file-name">{file.filename}</td>
-                <td class="mono">{file.id}</td>
-                <td>{formatBytes(file.bytes)}</td>
-                <td>
-                  <Time seconds={file.created_at} />
-                </td>
-                <td>
-                  <DeleteButton
-                    what={file.filename}
-                    onDelete={async () => {
-                      await api.deleteFile(file.id).catch((failure) => setError(errorMessage(failure)));
-                      files.reload();
-                    }}
-                  />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
-      <MoreButton hasMore={files.hasMore} loading={files.loading} onMore={files.loadMore} what="files" />
+      <PagedTable
+        list={files}
+        what="files"
+        empty="No files yet."
+        columns={["Name", "Id", "Size", "Uploaded", ""]}
+        row={(file) => (
+          <tr key={file.id}>
+            <td class="file-name">{file.filename}</td>
+            <td class="mono">{file.id}</td>
+            <td>{formatBytes(file.bytes)}</td>
+            <td>
+              <Time seconds={file.created_at} />
+            </td>
+            <td>
+              <DeleteButton
+                what={file.filename}
+                onDelete={async () => {
+                  await api.deleteFile(file.id).catch((failure) => setError(errorMessage(failure)));
+                  files.reload();
+                }}
+              />
+            </td>
+          </tr>
+        )}
+      />
     </section>
   );
 }

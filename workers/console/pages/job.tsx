@@ -6,7 +6,7 @@
 import { useEffect, useState } from "hono/jsx/dom";
 import type { FineTuningCheckpoint, FineTuningJob, JobEvent } from "../../../src/client/pica-client.ts";
 import { LineChart } from "../chart.tsx";
-import { CopyButton, ErrorNote, formatCount, StatusBadge, Time } from "../components.tsx";
+import { CopyButton, ErrorNote, formatCount, StatusBadge, TableHead, Time } from "../components.tsx";
 import { href } from "../router.ts";
 import { curves } from "../figures.ts";
 import { api, errorMessage, PicaApiError } from "../session.ts";
@@ -162,16 +162,7 @@ export function JobPage(props: { id: string }) {
         <p class="empty">No checkpoints yet.</p>
       ) : (
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Step</th>
-              <th scope="col">Model</th>
-              <th scope="col">Training loss</th>
-              <th scope="col">
-                <span class="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead columns={["Step", "Model", "Training loss", ""]} />
           <tbody>
             {checkpoints.map((checkpoint) => (
               <tr key={checkpoint.id}>

@@ -1,5 +1,5 @@
 /** Fine-tuning jobs, newest first: status, model, size; each opens its own page. */
-import { ErrorNote, formatCount, MoreButton, StatusBadge, Time, usePages } from "../components.tsx";
+import { formatCount, PagedTable, StatusBadge, Time, usePages } from "../components.tsx";
 import { href } from "../router.ts";
 import { api } from "../session.ts";
 
@@ -13,46 +13,33 @@ export function JobsPage() {
           New fine-tune
         </a>
       </div>
-      <ErrorNote error={jobs.error} />
-      {jobs.items === null ? (
-        <p>Loading…</p>
-      ) : jobs.items.length === 0 ? (
-        <p class="empty">
-          No jobs yet. Upload a training file under <a href={href("files")}>Files</a>, then start a <a href={href("fine-tune")}>fine-tune</a>.
-        </p>
-      ) : (
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Job</th>
-              <th scope="col">Status</th>
-              <th scope="col">Suffix</th>
-              <th scope="col">Trained tokens</th>
-              <th scope="col">Created</th>
-            </tr>
-          </thead>
-          <tbody>
-            {jobs.items.map((job) => (
-              <tr key={job.id}>
-                <td>
-                  <a class="mono" href={href(`jobs/${encodeURIComponent(job.id)}`)}>
-                    {job.id}
-                  </a>
-                </td>
-                <td>
-                  <StatusBadge status={job.status} />
-                </td>
-                <td>{job.user_provided_suffix ?? "–"}</td>
-                <td>{formatCount(job.trained_tokens)}</td>
-                <td>
-                  <Time seconds={job.created_at} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
-      <MoreButton hasMore={jobs.hasMore} loading={jobs.loading} onMore={jobs.loadMore} what="jobs" />
+      <PagedTable
+        list={jobs}
+        what="jobs"
+        empty={
+          <>
+            No jobs yet. Upload a training file under <a href={href("files")}>Files</a>, then start a <a href={href("fine-tune")}>fine-tune</a>.
+          </>
+        }
+        columns={["Job", "Status", "Suffix", "Trained tokens", "Created"]}
+        row={(job) => (
+          <tr key={job.id}>
+            <td>
+              <a class="mono" href={href(`jobs/${encodeURIComponent(job.id)}`)}>
+                {job.id}
+              </a>
+            </td>
+            <td>
+              <StatusBadge status={job.status} />
+            </td>
+            <td>{job.user_provided_suffix ?? "–"}</td>
+            <td>{formatCount(job.trained_tokens)}</td>
+            <td>
+              <Time seconds={job.created_at} />
+            </td>
+          </tr>
+        )}
+      />
     </section>
   );
 }

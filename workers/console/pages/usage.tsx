@@ -1,6 +1,6 @@
 /** Usage: tokens per day and model over the last 30 days as stacked bars, and the totals per model. */
 import { BarChart } from "../chart.tsx";
-import { ErrorNote, formatCount, useLoad } from "../components.tsx";
+import { ErrorNote, formatCount, TableHead, useLoad } from "../components.tsx";
 import { dailyTokens } from "../figures.ts";
 import { api } from "../session.ts";
 
@@ -19,15 +19,7 @@ export function UsagePage() {
           <h2>Tokens per day, last {DAYS} days</h2>
           <BarChart data={dailyTokens(usage.data)} label={`Tokens per day and model over the last ${DAYS} days`} />
           <table>
-            <thead>
-              <tr>
-                <th scope="col">Model</th>
-                <th scope="col">Requests</th>
-                <th scope="col">Input tokens</th>
-                <th scope="col">Output tokens</th>
-                <th scope="col">Total tokens</th>
-              </tr>
-            </thead>
+            <TableHead columns={["Model", "Requests", "Input tokens", "Output tokens", "Total tokens"]} />
             <tbody>
               {usage.data.models.map((model) => (
                 <tr>

@@ -40,19 +40,17 @@ consoleRoutes.use(
   csrf(),
 );
 
+// The names carry the content's hash, so a browser may keep them forever.
+const ASSETS = new Map([
+  [`app.${CONSOLE_ASSET_VERSION}.js`, { body: CONSOLE_SCRIPT, type: "text/javascript; charset=utf-8" }],
+  [`app.${CONSOLE_ASSET_VERSION}.css`, { body: CONSOLE_STYLES, type: "text/css; charset=utf-8" }],
+]);
 const scriptPath = `${CONSOLE_PATHS.assets}/app.${CONSOLE_ASSET_VERSION}.js`;
 const stylesPath = `${CONSOLE_PATHS.assets}/app.${CONSOLE_ASSET_VERSION}.css`;
 
-consoleRoutes.get(`/assets/:name`, (c) => {
-  const name = c.req.param("name");
-  const asset =
-    name === scriptPath.split("/").pop()
-      ? { body: CONSOLE_SCRIPT, type: "text/javascript; charset=utf-8" }
-      : name === stylesPath.split("/").pop()
-        ? { body: CONSOLE_STYLES, type: "text/css; charset=utf-8" }
-        : null;
-  if (asset === null) return c.text("Not found", 404);
-  // The name carries the content's hash, so a browser may keep it forever.
+consoleRoutes.get("/assets/:name", (c) => {
+  const asset = ASSETS.get(c.req.param("name"));
+  if (asset === undefined) return c.text("Not found", 404);
   return c.body(asset.body, 200, { "content-type": asset.type, "cache-control": "public, max-age=31536000, immutable" });
 });
 
