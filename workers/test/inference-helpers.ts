@@ -1,5 +1,6 @@
 /** Helpers for the inference tests: adapters seeded in D1, fake runners, reading a stream chunk by chunk. */
 import { env } from "cloudflare:test";
+import { afterEach, beforeEach } from "vitest";
 import { forgetRunnerRows } from "../src/inference/lookup-cache.ts";
 import { rankByRendezvous } from "../src/runners/rendezvous.ts";
 import { FakeOpenAiRunner } from "./fake-openai-runner.ts";
@@ -32,6 +33,24 @@ export function fakeRunners(extra: string[] = []): { runners: Record<string, Fak
   for (const origin of [RUNNER_A, RUNNER_B, ...extra]) runners[origin] = new FakeOpenAiRunner(origin);
   const restore = installFakeRunners(Object.fromEntries(Object.entries(runners).map(([origin, runner]) => [origin, runner.handler])));
   return { runners, restore };
+}
+
+/**
+ * Fresh fake runners (RUNNER_A, RUNNER_B and any others) for every test of the calling file, the
+ * edge's memory of runners forgotten first: the returned record holds the current test's runners.
+ */
+export function useFakeRunners(extra: string[] = []): Record<string, FakeOpenAiRunner> {
+  const current: Record<string, FakeOpenAiRunner> = {};
+  let restore: () => void = () => {};
+  beforeEach(async () => {
+    await forgetRunners();
+    const installed = fakeRunners(extra);
+    for (const origin of Object.keys(current)) delete current[origin];
+    Object.assign(current, installed.runners);
+    restore = installed.restore;
+  });
+  afterEach(() => restore());
+  return current;
 }
 
 /** The runner an adapter prefers among `urls` (what the edge's rendezvous ranking picks first). */

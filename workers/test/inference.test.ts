@@ -1,17 +1,11 @@
 import { env } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { FAKE_PIECES, FAKE_USAGE, type FakeOpenAiRunner } from "./fake-openai-runner.ts";
+import { describe, expect, it } from "vitest";
+import { FAKE_PIECES, FAKE_USAGE } from "./fake-openai-runner.ts";
 import { parseSseData } from "../../src/protocol/sse.ts";
-import { fakeRunners, preferredRunner, readWithin, seedAdapter, eventually, forgetRunners } from "./inference-helpers.ts";
+import { preferredRunner, readWithin, seedAdapter, eventually, useFakeRunners } from "./inference-helpers.ts";
 import { ADMIN, call, errorOf, tenantWithKey } from "./helpers.ts";
 
-let runners: Record<string, FakeOpenAiRunner>;
-let restore: () => void;
-beforeEach(async () => {
-  await forgetRunners();
-  ({ runners, restore } = fakeRunners());
-});
-afterEach(() => restore());
+const runners = useFakeRunners();
 
 const chat = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: "user", content: "hi" }], ...extra });
 const totalHits = () => Object.values(runners).reduce((sum, runner) => sum + runner.hits, 0);

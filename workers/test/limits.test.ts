@@ -1,17 +1,10 @@
 import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import worker from "../src/index.ts";
-import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { ADMIN, call, errorOf, tenantWithKey } from "./helpers.ts";
-import { eventually, fakeRunners, readWithin, forgetRunners } from "./inference-helpers.ts";
+import { eventually, readWithin, useFakeRunners } from "./inference-helpers.ts";
 
-let runners: Record<string, FakeOpenAiRunner>;
-let restore: () => void;
-beforeEach(async () => {
-  await forgetRunners();
-  ({ runners, restore } = fakeRunners());
-});
-afterEach(() => restore());
+const runners = useFakeRunners();
 
 const chat = (extra: Record<string, unknown> = {}) => ({ model: env.BASE_MODEL, messages: [{ role: "user", content: "hi" }], ...extra });
 

@@ -1,21 +1,14 @@
 import { env } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
+import { describe, expect, it } from "vitest";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
 import { MAX_CONSECUTIVE_FAILURES } from "../src/runners/registry.ts";
 import { parseSseData } from "../../src/protocol/sse.ts";
-import { eventually, fakeRunners, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter, forgetRunners } from "./inference-helpers.ts";
+import { eventually, otherRunner, preferredRunner, RUNNER_A, RUNNER_B, seedAdapter, useFakeRunners } from "./inference-helpers.ts";
 
 const RUNNER_C = "http://runner-c.test";
 const SECRET = { authorization: "Bearer test-runner-secret" };
 
-let runners: Record<string, FakeOpenAiRunner>;
-let restore: () => void;
-beforeEach(async () => {
-  await forgetRunners();
-  ({ runners, restore } = fakeRunners([RUNNER_C]));
-});
-afterEach(() => restore());
+const runners = useFakeRunners([RUNNER_C]);
 
 const chat = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: "user", content: "hi" }], ...extra });
 

@@ -5,19 +5,12 @@
  * runner's 401 as if its own key were wrong.
  */
 import { env } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { INVALID_RUNNER_SECRET_CODE, RUNNER_PATHS } from "../../src/protocol/runner.ts";
-import type { FakeOpenAiRunner } from "./fake-openai-runner.ts";
 import { call, errorOf, tenantWithKey } from "./helpers.ts";
-import { fakeRunners, forgetRunners, RUNNER_A, RUNNER_B } from "./inference-helpers.ts";
+import { forgetRunners, RUNNER_A, RUNNER_B, useFakeRunners } from "./inference-helpers.ts";
 
-let runners: Record<string, FakeOpenAiRunner>;
-let restore: () => void;
-beforeEach(async () => {
-  await forgetRunners();
-  ({ runners, restore } = fakeRunners());
-});
-afterEach(() => restore());
+const runners = useFakeRunners();
 
 const chat = { model: env.BASE_MODEL, messages: [{ role: "user", content: "hi" }] };
 const text = { model: env.BASE_MODEL, prompt: "Once" };
