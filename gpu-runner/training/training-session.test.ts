@@ -83,9 +83,12 @@ describe("PiCa training graph", () => {
 
   it("starts exactly at the base model and its loss equals the reference on merged weights", async () => {
     const batch = sampleBatch();
-    const zeros = new Map(session64.parameters.map((p) => [p.name, new Float64Array(p.initial.length)]));
     expect(session64.parameters.map((p) => p.name)).toContain(picaParameterName("shared", "q_proj", 0));
-    expect(Math.abs((await session64.loss(batch, zeros)) - referenceLoss(weights, batch))).toBeLessThan(1e-9);
+    // The session's own initial M, not zeros of our making: training starts at the base model.
+    for (const p of session64.parameters) expect(p.initial.every((v) => v === 0)).toBe(true);
+    const initial = new Map(session64.parameters.map((p) => [p.name, Float64Array.from(p.initial)]));
+    const baseLoss = referenceLoss(weights, batch);
+    expect(Math.abs((await session64.loss(batch, initial)) - baseLoss)).toBeLessThan(1e-9);
 
     const values = randomValues(session64, 5, 0.3, "float64");
     const adapter: PicaAdapter = {
@@ -108,7 +111,12 @@ describe("PiCa training graph", () => {
       provenance: {},
     };
     const merged = referenceLoss(mergeIntoWeights(config, weights, basis, adapter), batch);
-    expect(Math.abs((await session64.loss(batch, values)) - merged) / merged).toBeLessThan(1e-6);
+    const fed = await session64.loss(batch, values);
+    // The fed M moves the loss far beyond the tolerance below, so a graph that kept a zero M of
+    // its own (or a merge that dropped M) would fail here rather than agree at the base loss.
+    expect(Math.abs(merged - baseLoss) / baseLoss).toBeGreaterThan(1e-3);
+    expect(Math.abs(fed - baseLoss) / baseLoss).toBeGreaterThan(1e-3);
+    expect(Math.abs(fed - merged) / merged).toBeLessThan(1e-6);
   });
 
   it("adapter gradients match float64 finite differences (≤ 1e-5 relative)", async () => {
