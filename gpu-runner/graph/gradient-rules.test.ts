@@ -220,19 +220,55 @@ describe("weighted cross-entropy", () => {
   const labels = [2, 0, 6, 2, 3];
   const weights = [1, 0, 2, 0.5, 0];
 
+  /** Σ w·(logsumexp(row) − row[label]) / Σ w over rows of 7 logits, in plain float64 arithmetic. */
+  function directLoss(logits: Float64Array, rowWeights: number[]): number {
+    let numerator = 0;
+    labels.forEach((label, i) => {
+      const row = Array.from(logits.subarray(i * 7, i * 7 + 7));
+      const max = Math.max(...row);
+      const logSum = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+      numerator += rowWeights[i] * (logSum - row[label]);
+    });
+    return numerator / rowWeights.reduce((s, v) => s + v, 0);
+  }
+
+  /** The op's forward value alone: a graph of just weightedCrossEntropy, run on `logits`. */
+  async function graphLoss(logits: Float64Array, rowWeights: number[]): Promise<number> {
+    const { OnnxSession } = await import("../runtime/onnx-session.ts");
+    const p = new ProblemBuilder(0, { n: 5 });
+    const input = p.graph.input("logits", "float64", ["n", 7]);
+    const w = p.graph.input("w", "float64", ["n"]);
+    const loss = p.graph.output(weightedCrossEntropy(p.graph, "/loss", input, p.int("labels", ["n"], labels), w), "loss");
+    const session = await OnnxSession.create(p.graph.serialize(), { inputs: p.graph.inputs, outputs: p.graph.outputs }, { optimizationLevel: "basic" });
+    try {
+      const feeds = {
+        ...p.feeds,
+        logits: { dtype: "float64" as const, shape: [5, 7], data: logits },
+        w: { dtype: "float64" as const, shape: [5], data: Float64Array.from(rowWeights) },
+      };
+      return (await session.run(feeds))[loss.name].data[0] as number;
+    } finally {
+      await session.dispose();
+    }
+  }
+
   it("matches a direct computation and its gradient matches finite differences, zero weights included", async () => {
-    let logitsValue: Value | undefined;
+    let logits: Float64Array | undefined;
     const report = await check(
       "cross-entropy",
       (p) => {
-        logitsValue = p.float("logits", ["n", 7]);
+        const logitsValue = p.float("logits", ["n", 7]);
+        logits = p.feeds.logits.data as Float64Array;
         const w = p.graph.input("w", "float64", ["n"]);
         p.feeds.w = { dtype: "float64", shape: [5], data: Float64Array.from(weights) };
         return weightedCrossEntropy(p.graph, "/loss", logitsValue, p.int("labels", ["n"], labels), w);
       },
       { sizes: { n: 5 } },
     );
-    expect(logitsValue).toBeDefined();
+    // The forward value on the very logits the gradients were checked at.
+    const expected = directLoss(logits!, weights);
+    expect(expected).toBeGreaterThan(0.5); // random logits over 7 classes: far from a degenerate 0
+    expect(Math.abs((await graphLoss(logits!, weights)) - expected)).toBeLessThan(1e-12);
     // Rows with weight 0 get no gradient at all.
     const grad = report.analytic.logits;
     for (const row of [1, 4]) expect(Array.from(grad.subarray(row * 7, row * 7 + 7)).every((v) => v === 0)).toBe(true);
@@ -244,26 +280,10 @@ describe("weighted cross-entropy", () => {
   });
 
   it("computes Σ w·ce / Σ w, and 0 when every weight is 0", async () => {
-    const { OnnxSession } = await import("../runtime/onnx-session.ts");
-    const p = new ProblemBuilder(3, { n: 5 });
-    const logits = p.float("logits", ["n", 7]);
-    const w = p.float("w", ["n"], { frozen: true });
-    const loss = p.graph.output(weightedCrossEntropy(p.graph, "/loss", logits, p.int("labels", ["n"], labels), w), "loss");
-    const session = await OnnxSession.create(p.graph.serialize(), { inputs: p.graph.inputs, outputs: p.graph.outputs }, { optimizationLevel: "basic" });
-    const x = p.feeds.logits.data as Float64Array;
-    let numerator = 0;
-    labels.forEach((label, i) => {
-      const row = Array.from(x.subarray(i * 7, i * 7 + 7));
-      const max = Math.max(...row);
-      const logSum = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
-      numerator += weights[i] * (logSum - row[label]);
-    });
-    const expected = numerator / weights.reduce((s, v) => s + v, 0);
-    const run = async (data: number[]) =>
-      (await session.run({ ...p.feeds, w: { dtype: "float64", shape: [5], data: Float64Array.from(data) } }))[loss.name].data[0] as number;
-    expect(Math.abs((await run(weights)) - expected)).toBeLessThan(1e-12);
-    expect(await run([0, 0, 0, 0, 0])).toBe(0);
-    await session.dispose();
+    const x = new ProblemBuilder(3, { n: 5 });
+    const logits = x.feeds[x.float("logits", ["n", 7]).name].data as Float64Array;
+    expect(Math.abs((await graphLoss(logits, weights)) - directLoss(logits, weights))).toBeLessThan(1e-12);
+    expect(await graphLoss(logits, [0, 0, 0, 0, 0])).toBe(0);
   });
 });
 
