@@ -89,12 +89,16 @@ describe("JobManager", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
-  function manager(published?: Map<string, Uint8Array>, jobsDirectory = directory): JobManager {
+  function manager(
+    published?: Map<string, Uint8Array>,
+    jobsDirectory = directory,
+    callbacks = new CallbackClient({ secret: "runner-secret", backoffMs: 5 }),
+  ): JobManager {
     const created = new JobManager({
       model,
       directory: jobsDirectory,
       maxRank: 4,
-      callbacks: new CallbackClient({ secret: "runner-secret", backoffMs: 5 }),
+      callbacks,
       data: { secret: "runner-secret", trustedOrigins: [], maxBytes: 2 ** 20 },
       microBatchTokens: 64,
       publishAdapter: async (id, bytes) => void published?.set(id, bytes),
@@ -232,7 +236,17 @@ describe("JobManager", () => {
   });
 
   it("stops a job, quietly, when the control plane answers that it moved the job to another runner", async () => {
-    const jobs = manager();
+    // Every delivery the runner attempts, recorded as fetch is called (before it reaches the edge).
+    const attempts: string[] = [];
+    const callbacks = new CallbackClient({
+      secret: "runner-secret",
+      backoffMs: 5,
+      fetch: (input, init) => {
+        attempts.push(String(input));
+        return fetch(input, init);
+      },
+    });
+    const jobs = manager(undefined, directory, callbacks);
     const before = received.placements.length;
     await jobs.submit(request("moved-1", { placement: "runner-1", hyperparameters: { n_epochs: 50, batch_size: 4, rank: 4 } }));
     await finished(jobs, "moved-1");
@@ -240,8 +254,12 @@ describe("JobManager", () => {
     expect(job.status).toBe("cancelled");
     expect(job.error).toMatchObject({ code: "job_moved" });
     expect(job.step).toBeLessThan(100); // stopped long before its 300 steps
-    // One refused delivery (its first), and nothing after it.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // One refused delivery (its first), and nothing after it. The job's run has returned (its end
+    // written, any last event queued) once the manager runs nothing, and every delivery queued for
+    // it has been attempted once the callback queue is flushed: a later one would be in `attempts`.
+    await waitFor("moved-1's run to return", () => jobs.stats().running === null);
+    await callbacks.flushed("moved-1");
+    expect(attempts.filter((url) => url.includes("/callbacks/moved-1/"))).toEqual([`${callback.url}/callbacks/moved-1/events`]);
     expect(received.placements.slice(before).filter((callback) => callback.job === "moved-1")).toEqual([{ job: "moved-1", placement: "runner-1" }]);
     // Given back later (with the control plane's state to resume from), it is accepted afresh;
     // any other different request under its id is still a conflict.

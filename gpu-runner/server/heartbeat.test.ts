@@ -2,29 +2,36 @@ import { serve, type ServerType } from "@hono/node-server";
 import { Hono } from "hono";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseRunnerHeartbeat, type RunnerHeartbeatBody } from "../../src/protocol/heartbeat.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 
 /** A loopback stand-in for the edge's heartbeat route: checks the secret and the body like the edge does. */
-async function fakeEdge(secret: string): Promise<{ url: string; beats: RunnerHeartbeatBody[]; refuse: { now: boolean }; server: ServerType }> {
+async function fakeEdge(
+  secret: string,
+): Promise<{ url: string; beats: RunnerHeartbeatBody[]; received: (count: number) => Promise<void>; refuse: { now: boolean }; server: ServerType }> {
   const beats: RunnerHeartbeatBody[] = [];
   const refuse = { now: false };
+  // Waiters for a number of accepted beats; resolved by arrivals, not by polling a clock.
+  const waiters: { count: number; resolve: () => void }[] = [];
+  const received = (count: number) => new Promise<void>((resolve) => (beats.length >= count ? resolve() : waiters.push({ count, resolve })));
   const app = new Hono();
   app.post("/edge/internal/runners/heartbeat", async (c) => {
     if (c.req.header("authorization") !== `Bearer ${secret}`) return c.json({ error: "unauthorized" }, 401);
     if (refuse.now) return c.json({ error: "down" }, 503);
     beats.push(parseRunnerHeartbeat(await c.req.json()));
+    for (const waiter of waiters.filter((w) => beats.length >= w.count)) waiter.resolve();
     return c.json({ ok: true });
   });
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(started));
   });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/edge`, beats, refuse, server };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/edge`, beats, received, refuse, server };
 }
 
 const running: { heartbeat?: Heartbeat; server?: ServerType }[] = [];
 afterEach(async () => {
+  vi.useRealTimers();
   for (const { heartbeat, server } of running.splice(0)) {
     heartbeat?.stop();
     if (server === undefined) continue;
@@ -34,9 +41,11 @@ afterEach(async () => {
 });
 
 describe("runner heartbeat", () => {
-  it("beats at once and then every interval, with what the runner reports at that moment", async () => {
+  it("beats at once and then every interval, with what the runner reports at that moment, and not after stop", async () => {
+    // Only the interval is faked: the beats still travel over real HTTP to the fake edge.
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
     const edge = await fakeEdge("s3cret");
-    let beats = 0;
+    let reports = 0; // report() is read synchronously as a beat starts, so this counts beats begun
     const heartbeat = startHeartbeat({
       edgeUrl: edge.url,
       secret: "s3cret",
@@ -46,13 +55,20 @@ describe("runner heartbeat", () => {
         url: "http://127.0.0.1:8400",
         base_model: "pica-base-4m",
         basis_id: "abc",
-        running: beats++,
+        running: reports++,
         waiting: 0,
         resident_adapters: 3,
       }),
     });
     running.push({ heartbeat, server: edge.server });
-    await expect.poll(() => edge.beats.length, { timeout: 2000 }).toBeGreaterThanOrEqual(3);
+    expect(reports).toBe(1); // at once
+    vi.advanceTimersByTime(49);
+    expect(reports).toBe(1);
+    vi.advanceTimersByTime(1);
+    expect(reports).toBe(2);
+    vi.advanceTimersByTime(50);
+    expect(reports).toBe(3);
+    await edge.received(3);
     expect(edge.beats[0]).toEqual({
       id: "r1",
       url: "http://127.0.0.1:8400",
@@ -62,11 +78,14 @@ describe("runner heartbeat", () => {
       waiting: 0,
       resident_adapters: 3,
     });
-    expect(edge.beats.map((beat) => beat.running).slice(0, 3)).toEqual([0, 1, 2]);
+    expect(edge.beats.map((beat) => beat.running).sort((a, b) => a - b)).toEqual([0, 1, 2]); // three requests may land in any order
+
+    // After stop, ten intervals pass (every timer due in them runs inside advanceTimersByTime)
+    // and not one more beat begins.
     heartbeat.stop();
-    const count = edge.beats.length;
-    await new Promise((resolve) => setTimeout(resolve, 150));
-    expect(edge.beats.length).toBeLessThanOrEqual(count + 1); // at most one beat was in flight
+    vi.advanceTimersByTime(500);
+    expect(reports).toBe(3);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it("reports refusals and an unreachable edge once, and recovers", async () => {
