@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DirectoryAdapterStore } from "../gpu-runner/adapters/adapter-store.ts";
+import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
+import { generate } from "../gpu-runner/generate/generate.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
 import { serializeAdapter } from "../gpu-runner/pica/adapter-format.ts";
 import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
@@ -38,6 +40,8 @@ describe("the runner process", () => {
   let base: string;
   let runnerArgs: string[];
   let jobsDirectory: string;
+  // The greedy answers to the chat below, computed in this process: by the base model and by tenant-x.
+  const expected = { base: "", adapter: "" };
 
   beforeAll(async () => {
     directory = await mkdtemp(join(tmpdir(), "pica-runner-"));
@@ -45,10 +49,22 @@ describe("the runner process", () => {
     const adapters = join(directory, "adapters");
     await writeTinyCheckpoint(model, "llama-gqa");
     await mkdir(adapters);
-    const { config, weights } = await loadCheckpoint(model);
+    const { config, weights, tokenizer } = await loadCheckpoint(model);
     const { basis } = await loadOrComputeBasis(model, config, weights, { rMax: 8 });
     const store = new DirectoryAdapterStore(adapters);
-    await store.write("tenant-x", serializeAdapter(randomAdapter(config, basis, { rank: 4, seed: 9 })));
+    const tenantX = randomAdapter(config, basis, { rank: 4, seed: 9 });
+    await store.write("tenant-x", serializeAdapter(tenantX));
+
+    const engine = await LlamaEngine.create(config, weights, { adapters: { basis, rank: 4 } });
+    engine.registerAdapter("tenant-x", tenantX);
+    const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: "hello" }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+    const answer = async (adapterId: string | null) => {
+      for await (const event of generate(engine, tokenizer, promptIds, { maxNewTokens: 5, temperature: 0, adapterId })) if (event.type === "finish") return event.text;
+      throw new Error("generation ended without a finish event");
+    };
+    expected.base = await answer(null);
+    expected.adapter = await answer("tenant-x");
+    await engine.dispose();
     const corrupt = serializeAdapter(randomAdapter(config, basis, { rank: 4, seed: 10 }));
     corrupt[corrupt.length - 3] ^= 0x40;
     await store.write("tenant-corrupt", corrupt);
@@ -87,14 +103,22 @@ describe("the runner process", () => {
       body: JSON.stringify({ model, messages: [{ role: "user", content: "hello" }], max_tokens: 5, temperature: 0 }),
     });
 
-  it("serves the base model and loads a stored adapter on first use", async () => {
+  it("serves the base model and loads a stored adapter on first use, which answers as that adapter, not as the base", async () => {
     expect((await fetch(`${base}/health`)).status).toBe(401); // the secret guards every route
     expect(await (await fetch(`${base}/health`, { headers: auth })).json()).toMatchObject({ status: "ok", model: "tiny" });
-    expect((await chat("tiny")).status).toBe(200);
+    type Body = { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
+    const baseResponse = await chat("tiny");
+    expect(baseResponse.status).toBe(200);
+    const baseBody = (await baseResponse.json()) as Body;
     const response = await chat("tenant-x");
     expect(response.status).toBe(200);
-    const body = (await response.json()) as { usage: { completion_tokens: number } };
+    const body = (await response.json()) as Body;
     expect(body.usage.completion_tokens).toBe(5);
+    // The adapter changes the greedy answer, so serving the base model for it would show here.
+    expect(expected.adapter).not.toBe(expected.base);
+    expect(baseBody.choices[0].message.content).toBe(expected.base);
+    expect(body.choices[0].message.content).toBe(expected.adapter);
+    expect(body.choices[0].message.content).not.toBe(baseBody.choices[0].message.content);
   });
 
   it("answers an unknown adapter with 404 and a corrupted one with a readable 422", async () => {
