@@ -57,9 +57,12 @@ describe("the runner process", () => {
 
     const engine = await LlamaEngine.create(config, weights, { adapters: { basis, rank: 4 } });
     engine.registerAdapter("tenant-x", tenantX);
-    const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: "hello" }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+    const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: "hello" }], { addGenerationPrompt: true }), {
+      addSpecialTokens: false,
+    });
     const answer = async (adapterId: string | null) => {
-      for await (const event of generate(engine, tokenizer, promptIds, { maxNewTokens: 5, temperature: 0, adapterId })) if (event.type === "finish") return event.text;
+      for await (const event of generate(engine, tokenizer, promptIds, { maxNewTokens: 5, temperature: 0, adapterId }))
+        if (event.type === "finish") return event.text;
       throw new Error("generation ended without a finish event");
     };
     expected.base = await answer(null);
