@@ -5,8 +5,10 @@ import { database } from "../src/db/client.ts";
 import type { TaskMessage } from "../src/queue/messages.ts";
 import { MAX_DELIVERY_ATTEMPTS } from "../src/webhooks/deliver.ts";
 import { enqueueWebhookEvent, type WebhookEventType } from "../src/webhooks/events.ts";
-import { installFakeRunners } from "./fake-runners.ts";
-import { call, consumeTask, errorOf, tenantWithKey } from "./helpers.ts";
+import { installFakeRunners, withoutRunnerSecret, type RunnerHandler } from "./fake-runners.ts";
+import { createdJob, putFinishedAdapter, RUNNER_AUTH } from "./fine-tuning-helpers.ts";
+import { call, consumeOnce, consumeTask, errorOf, tenantWithKey } from "./helpers.ts";
+import { eventually, forgetRunners } from "./inference-helpers.ts";
 
 let restore: (() => void) | null = null;
 afterEach(() => {
@@ -103,43 +105,71 @@ describe("webhook endpoints", () => {
 });
 
 describe("webhook deliveries", () => {
-  it("delivers a signed event that the standardwebhooks package verifies, only to subscribed endpoints", async () => {
-    const { tenantId, key } = await tenantWithKey(["admin"]);
+  it("a job finished by its runner's callbacks sends a signed event that the standardwebhooks package verifies, only to subscribed endpoints", async () => {
+    await forgetRunners();
+    const { tenantId, key } = await tenantWithKey(["admin", "fine_tuning"]);
     const subscribed = await register(key, "http://hooks.test/succeeded", ["fine_tuning.job.succeeded"]);
     await register(key, "http://hooks.test/failed", ["fine_tuning.job.failed"]);
     const received: { path: string; body: string; headers: Record<string, string> }[] = [];
+    const accepting: RunnerHandler = (request) => withoutRunnerSecret(request) ?? Response.json({ status: "queued" }, { status: 202 });
     restore = installFakeRunners({
+      "http://runner-a.test": accepting,
+      "http://runner-b.test": accepting,
       "http://hooks.test": async (request) => {
         received.push({ path: new URL(request.url).pathname, body: await request.text(), headers: Object.fromEntries(request.headers) });
         return new Response(null, { status: 204 });
       },
     });
-    const tasks = await emit(tenantId, "fine_tuning.job.succeeded", "ftjob-42");
-    expect(tasks).toHaveLength(1);
-    expect(tasks[0].kind).toBe("deliver_webhook");
-    const result = await consumeTask(tasks[0]);
-    expect(result.explicitAcks).toHaveLength(1);
-    expect(result.retryMessages).toHaveLength(0);
+
+    // The job runs as it does in production: dispatched to a runner, whose callbacks report it
+    // started, deliver the adapter and report it succeeded (the order a runner sends them in).
+    const created = await createdJob(key, { suffix: "hooked" });
+    expect(await consumeOnce({ kind: "dispatch_job", jobId: created.id })).toEqual({ acked: true, retried: false });
+    const status = (value: string) => ({
+      id: `${created.id}:status:${value}`,
+      job_id: created.id,
+      created_at: Math.floor(Date.now() / 1000),
+      level: "info",
+      type: "status",
+      message: `Job ${value}`,
+      data: { status: value },
+    });
+    const report = (value: string) => call("POST", `/internal/jobs/${created.id}/events`, { headers: RUNNER_AUTH, json: { events: [status(value)] } });
+    expect((await report("running")).status).toBe(200);
+    expect((await putFinishedAdapter(created.id)).status).toBe(200);
+    expect((await report("succeeded")).status).toBe(200);
+    const job = (await (await call("GET", `/v1/fine_tuning/jobs/${created.id}`, { key })).json()) as Record<string, unknown>;
+    expect(job).toMatchObject({ id: created.id, status: "succeeded", fine_tuned_model: `ft:pica-base-4m:${tenantId}:hooked:${created.id}` });
+
+    // The completion recorded one delivery, for the endpoint subscribed to successes, however many
+    // callbacks said the job succeeded; the real queue carries it to that endpoint.
+    const rows = await env.DB.prepare("SELECT id, webhook_id, event_type FROM webhook_deliveries WHERE tenant_id = ?").bind(tenantId).all();
+    expect(rows.results).toEqual([{ id: expect.stringMatching(/^msg_/), webhook_id: subscribed.id, event_type: "fine_tuning.job.succeeded" }]);
+    const deliveryId = rows.results[0].id as string;
+    await eventually(async () => (await delivery(deliveryId))?.status === "delivered");
+    expect(await delivery(deliveryId)).toMatchObject({ status: "delivered", attempts: 1, last_status: 204 });
 
     expect(received).toHaveLength(1);
     const [message] = received;
     expect(message.path).toBe("/succeeded");
     expect(message.headers["content-type"]).toBe("application/json");
+    expect(message.headers["webhook-id"]).toBe(deliveryId);
     const event = new Webhook(subscribed.secret).verify(message.body, message.headers) as Record<string, unknown>;
-    expect(event).toMatchObject({ object: "event", type: "fine_tuning.job.succeeded", data: { id: "ftjob-42" } });
+    expect(event).toMatchObject({
+      object: "event",
+      type: "fine_tuning.job.succeeded",
+      data: { id: created.id, object: "fine_tuning.job", status: "succeeded", fine_tuned_model: job.fine_tuned_model },
+    });
     expect(event.id).toMatch(/^evt_/);
     expect(Math.abs((event.created_at as number) - Date.now() / 1000)).toBeLessThan(60);
-    expect(() => new Webhook(subscribed.secret).verify(message.body.replace("42", "43"), message.headers)).toThrow();
+    expect(() => new Webhook(subscribed.secret).verify(message.body.replace(created.id, `${created.id}x`), message.headers)).toThrow();
     const other = await register(key, "https://example.com/other");
     expect(() => new Webhook(other.secret).verify(message.body, message.headers)).toThrow();
 
-    const deliveryId = (tasks[0] as { deliveryId: string }).deliveryId;
-    expect(message.headers["webhook-id"]).toBe(deliveryId);
-    expect(await delivery(deliveryId)).toMatchObject({ status: "delivered", attempts: 1, last_status: 204 });
     const listed = (await (await call("GET", `/v1/webhooks/${subscribed.id}/deliveries`, { key })).json()) as { data: { id: string; status: string }[] };
     expect(listed.data).toEqual([expect.objectContaining({ id: deliveryId, status: "delivered", event_type: "fine_tuning.job.succeeded" })]);
 
-    await consumeTask(tasks[0], 2); // the queue delivers at least once: a repeat sends nothing
+    await consumeTask({ kind: "deliver_webhook", deliveryId }, 2); // the queue delivers at least once: a repeat sends nothing
     expect(received).toHaveLength(1);
   });
 
