@@ -2,11 +2,12 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { classifyTask, toChatJsonl } from "../bench/quality-tasks.ts";
+import { parseSafetensors } from "../gpu-runner/checkpoint/safetensors.ts";
 import { runEndToEnd } from "../stack/end-to-end.ts";
 import { stackAdminToken, startStack, type StackProcess } from "../stack/stack-process.ts";
 
@@ -82,11 +83,73 @@ describe("the platform end to end", () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/error \(400\): .*line 13.*line 14/s);
 
+    // Export: PEFT's LoRA form of the job's rank-16 adapter on the shipped model (6 layers, hidden
+    // 256, 2 KV heads of 64, MLP 704): lora_A = P[:16] [16, in], lora_B = M [out, 16], alpha = r.
     const exported = join(directory, "exported");
     expect((await pica(["adapters", "export", adapter, "--out", exported])).code).toBe(0);
+    const modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    expect(JSON.parse(await readFile(join(exported, "adapter_config.json"), "utf8"))).toMatchObject({
+      peft_type: "LORA",
+      task_type: "CAUSAL_LM",
+      base_model_name_or_path: "pica-base-4m",
+      r: 16,
+      lora_alpha: 16,
+      target_modules: modules,
+      fan_in_fan_out: false,
+      use_rslora: false,
+      use_dora: false,
+    });
+    const outIn: Record<string, [number, number]> = {
+      q_proj: [256, 256],
+      k_proj: [128, 256],
+      v_proj: [128, 256],
+      o_proj: [256, 256],
+      gate_proj: [704, 256],
+      up_proj: [704, 256],
+      down_proj: [256, 704],
+    };
+    const expectedShapes = new Map<string, number[]>();
+    for (let layer = 0; layer < 6; layer++) {
+      for (const module of modules) {
+        // q, k, v and o are the attention's; the rest the MLP's.
+        const prefix = `base_model.model.model.layers.${layer}.${modules.indexOf(module) < 4 ? "self_attn" : "mlp"}.${module}`;
+        expectedShapes.set(`${prefix}.lora_A.weight`, [16, outIn[module][1]]);
+        expectedShapes.set(`${prefix}.lora_B.weight`, [outIn[module][0], 16]);
+      }
+    }
+    const tensorsOf = async (dir: string) => parseSafetensors(new Uint8Array(await readFile(join(dir, "adapter_model.safetensors"))), dir).tensors;
+    const tensors = await tensorsOf(exported);
+    expect(new Map([...tensors].map(([name, tensor]) => [name, tensor.shape]))).toEqual(expectedShapes);
+    expect([...tensors.values()].every((tensor) => tensor.dtype === "F32")).toBe(true);
+    // A trained adapter: no lora_B is still all zero.
+    const untrained = [...tensors].filter(([name, tensor]) => name.endsWith("lora_B.weight") && tensor.data.every((v) => v === 0));
+    expect(untrained.map(([name]) => name)).toEqual([]);
+
+    // Import: the projection onto the basis is exact (lora_A is the basis), so the copy exports to
+    // the same tensors and answers exactly as the original.
     const imported = await pica(["adapters", "import", "--name", "copy", exported]);
     expect(imported.code).toBe(0);
-    expect(imported.stdout).toMatch(/^peft:\S+copy\S* {2}\{/);
+    const line = /^(peft:\S+copy\S*) {2}(\{.*\})$/m.exec(imported.stdout);
+    expect(line, imported.stdout).not.toBeNull();
+    const [, copy, reportText] = line!;
+    const report = JSON.parse(reportText) as { rank: number; sharing: string; lora_r: number; lora_alpha: number; max_projection_error: number };
+    expect(report).toMatchObject({ rank: 16, sharing: "shared", lora_r: 16, lora_alpha: 16, base_model_name_or_path: "pica-base-4m" });
+    expect(report.max_projection_error).toBeLessThan(1e-5);
+    const again = join(directory, "exported-again");
+    expect((await pica(["adapters", "export", copy, "--out", again])).code).toBe(0);
+    const roundTripped = await tensorsOf(again);
+    expect([...roundTripped.keys()].sort()).toEqual([...tensors.keys()].sort());
+    for (const [name, tensor] of tensors) {
+      const other = roundTripped.get(name)!;
+      let largest = 0;
+      let worst = 0;
+      tensor.data.forEach((value, i) => {
+        largest = Math.max(largest, Math.abs(Number(value)));
+        worst = Math.max(worst, Math.abs(Number(value) - Number(other.data[i])));
+      });
+      expect(worst, name).toBeLessThanOrEqual(1e-5 * largest);
+    }
+    expect((await pica(["chat", "--model", copy, "--max-tokens", "8", "--temperature", "0", prompt])).stdout).toBe(`${expected}\n`);
 
     expect((await pica(["configure", "--url", stack.edgeUrl, "--key", stack.key])).code).toBe(0);
     const configured = await pica(["adapters", "list"], { PICA_URL: "", PICA_API_KEY: "" });
