@@ -1,5 +1,5 @@
 /**
- * The fine-tuning tasks of the quality bench: three small chat tasks generated deterministically
+ * The fine-tuning tasks of the quality and sweep benches: four small chat tasks generated deterministically
  * from fixed seeds, each with a training set and a held-out evaluation set that shares no prompt
  * with it. They are chosen so the base model cannot already solve them (its pre-training corpus,
  * gpu-runner/pretrain/corpus.ts, has none of their rules, labels or facts):
@@ -12,8 +12,12 @@
  *   classify — a three-way mood label (sunny, stormy, misty: labels the base never saw) of a
  *              sentence, decided by its feeling word among distracting names, places and phrasings.
  *              Held out: sentences never trained on.
+ *   extract  — a multi-step extraction: from a sentence naming a person, an animal, a place, a
+ *              weekday and a count (in one of four word orders), write `day:place:count`: three
+ *              fields found among distractors and put in an order none of the sentences uses.
+ *              Held out: sentences never trained on.
  *
- * Every example is short (at most 64 tokens with the ChatML template of the byte-level base).
+ * Every example is short (at most 80 tokens with the ChatML template of the byte-level base).
  */
 import { ANIMALS, NAMES } from "../gpu-runner/pretrain/corpus.ts";
 import { Rng } from "../gpu-runner/random.ts";
@@ -157,9 +161,35 @@ export function classifyTask(sizes: TaskSizes, seed = 303): QualityTask {
   };
 }
 
-/** The bench's three tasks at the given sizes (recall has at most 240 training and 80 eval examples). */
+const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const plural = (animal: string) => ({ fox: "foxes", mouse: "mice", deer: "deer" })[animal] ?? `${animal}s`;
+const EXTRACT_TEMPLATES: ((f: { name: string; place: string; day: string; count: number; animal: string }) => string)[] = [
+  (f) => `${f.name} saw ${f.count} ${plural(f.animal)} at the ${f.place} on ${f.day}.`,
+  (f) => `On ${f.day}, ${f.name} saw ${f.count} ${plural(f.animal)} at the ${f.place}.`,
+  (f) => `At the ${f.place} on ${f.day}, ${f.name} fed ${f.count} ${plural(f.animal)}.`,
+  (f) => `${f.count} ${plural(f.animal)} met ${f.name} at the ${f.place} on ${f.day}.`,
+];
+
+/** The extraction task: weekday, place and count out of a sentence with distractors, as `day:place:count`. */
+export function extractTask(sizes: TaskSizes, seed = 404): QualityTask {
+  return {
+    name: "extract",
+    description: "sentence → day:place:count (three fields among distractors, four word orders, a new order)",
+    ...distinctSplit(sizes, seed, (rng) => {
+      const fields = { name: rng.pick(NAMES), place: rng.pick(MOOD_PLACES), day: rng.pick(WEEKDAYS), count: rng.integer(2, 19), animal: rng.pick(ANIMALS) };
+      return { prompt: rng.pick(EXTRACT_TEMPLATES)(fields), answer: `${fields.day}:${fields.place}:${fields.count}` };
+    }),
+  };
+}
+
+/** The quality bench's three tasks at the given sizes (recall has at most 240 training and 80 eval examples). */
 export function qualityTasks(sizes: TaskSizes): QualityTask[] {
   return [formatTask(sizes), recallTask(sizes), classifyTask(sizes)];
+}
+
+/** The sweep's four tasks: the quality bench's three and the extraction task. */
+export function sweepTasks(sizes: TaskSizes): QualityTask[] {
+  return [...qualityTasks(sizes), extractTask(sizes)];
 }
 
 /** A task's examples as OpenAI chat JSONL, the trainer's input. */

@@ -25,21 +25,12 @@
  */
 import { parseArgs } from "node:util";
 import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
-import { generate } from "../gpu-runner/generate/generate.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
 import { SHIPPED_MODEL_DIRECTORY as SHIPPED_MODEL } from "../gpu-runner/model/shipped-model.ts";
-import type { ModelConfig } from "../gpu-runner/model/config.ts";
-import { loraParameterNames } from "../gpu-runner/model/training-graph.ts";
-import { LINEAR_MODULES, linearName, linearShape, type WeightMap } from "../gpu-runner/model/weights.ts";
 import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
-import type { Basis } from "../gpu-runner/pica/types.ts";
-import type { TextTokenizer } from "../gpu-runner/tokenizer/tokenizer.ts";
-import { makeBatches } from "../gpu-runner/training/batching.ts";
-import { parseTrainingJsonl } from "../src/training-data.ts";
-import { tokenizeRecords, type TokenizedExample } from "../gpu-runner/training/tokenize.ts";
 import { fineTune, type FineTuneHyperparameters } from "../gpu-runner/training/trainer.ts";
-import { TrainingSession } from "../gpu-runner/training/training-session.ts";
-import { qualityTasks, toChatJsonl, type QualityExample, type QualityTask } from "./quality-tasks.ts";
+import { evaluationLoss, exactMatch, MAX_LENGTH, mean, scoreAdapter, tokenizeTask, type BenchModel } from "./fine-tune-scoring.ts";
+import { qualityTasks, toChatJsonl, type QualityTask } from "./quality-tasks.ts";
 import { progress, round } from "./stats.ts";
 
 const R_MAX = 32;
@@ -47,10 +38,7 @@ const EPOCHS = 8;
 const BATCH_SIZE = 16;
 const TRAIN_EXAMPLES = 240;
 const EVAL_EXAMPLES = 80;
-const MAX_LENGTH = 64; // tokens per example; every generated example fits (checked below)
 const SEED = 1;
-const EXTRA_NEW_TOKENS = 4; // generation may run this far past the task's longest answer
-const MERGE_TOLERANCE = 1e-3; // relative difference allowed between merged and unmerged LoRA eval loss
 
 interface MethodSpec {
   label: string;
@@ -86,89 +74,6 @@ interface Row {
   parameters: number;
   tasks: Map<string, TaskScore>;
 }
-
-/** Exact-match accuracy of greedy generations over a task's eval set, with a few samples for the log. */
-async function exactMatch(
-  engine: LlamaEngine,
-  tokenizer: TextTokenizer,
-  examples: readonly QualityExample[],
-  adapterId: string | null,
-): Promise<{ accuracy: number; samples: string[] }> {
-  const maxNewTokens = Math.max(...examples.map((e) => tokenizer.encode(e.answer, { addSpecialTokens: false }).length)) + EXTRA_NEW_TOKENS;
-  let correct = 0;
-  const samples: string[] = [];
-  for (const example of examples) {
-    const prompt = tokenizer.applyChatTemplate([{ role: "user", content: example.prompt }], { addGenerationPrompt: true });
-    const ids = tokenizer.encode(prompt, { addSpecialTokens: false });
-    let text = "";
-    for await (const event of generate(engine, tokenizer, ids, { maxNewTokens, temperature: 0, adapterId })) {
-      if (event.type === "finish") text = event.text;
-    }
-    const hit = text.trim() === example.answer;
-    if (hit) correct++;
-    if (samples.length < 3)
-      samples.push(`${JSON.stringify(example.prompt)} → ${JSON.stringify(text.trim())} (${hit ? "ok" : `want ${JSON.stringify(example.answer)}`})`);
-  }
-  return { accuracy: correct / examples.length, samples };
-}
-
-/**
- * Eval loss of a model given by its weights, weighted per trained token exactly as the trainer's
- * evaluation: a PiCa graph of rank 1 whose M stays zero is the model itself.
- */
-async function evaluationLoss(config: ModelConfig, weights: WeightMap, basis: Basis, examples: TokenizedExample[]): Promise<number> {
-  const session = await TrainingSession.create(config, weights, { kind: "pica", basis, rank: 1, sharing: "shared" }, { allowSpinning: false });
-  try {
-    const values = new Map(session.parameters.map((p) => [p.name, Float32Array.from(p.initial)]));
-    let loss = 0;
-    let tokens = 0;
-    for (const batch of makeBatches(examples, { batchSize: BATCH_SIZE, seed: 0, epoch: 0, lengthBuckets: [32, MAX_LENGTH] })) {
-      loss += (await session.evaluate(batch, values)).loss * batch.lossTokenCount;
-      tokens += batch.lossTokenCount;
-    }
-    return loss / tokens;
-  } finally {
-    await session.dispose();
-  }
-}
-
-/** A copy of the weights with a trained LoRA merged in: W [out, in] += scale · (Aᵀ [in, r] · Bᵀ [r, out])ᵀ. */
-function mergeLora(config: ModelConfig, weights: WeightMap, parameters: Map<string, Float32Array>, rank: number, scale: number): WeightMap {
-  const merged: WeightMap = new Map(weights);
-  for (let layer = 0; layer < config.numLayers; layer++) {
-    for (const module of LINEAR_MODULES) {
-      const [out, inputs] = linearShape(config, module);
-      const names = loraParameterNames(layer, module);
-      const aT = parameters.get(names.a)!; // [in, rank]
-      const bT = parameters.get(names.b)!; // [rank, out]
-      const w = weights.get(linearName(layer, module))!;
-      const data = Float32Array.from(w.data);
-      for (let o = 0; o < out; o++) {
-        for (let i = 0; i < inputs; i++) {
-          let delta = 0;
-          for (let j = 0; j < rank; j++) delta += aT[i * rank + j]! * bT[j * out + o]!;
-          data[o * inputs + i] += scale * delta;
-        }
-      }
-      merged.set(linearName(layer, module), { shape: w.shape, data });
-    }
-  }
-  return merged;
-}
-
-/** Tokenizes a task's examples as the trainer does, refusing any example that would be cut or skipped. */
-function tokenizeTask(task: QualityTask, examples: readonly QualityExample[], tokenizer: TextTokenizer): TokenizedExample[] {
-  const parsed = parseTrainingJsonl(toChatJsonl(examples));
-  const tokenized = tokenizeRecords(parsed.examples, tokenizer, { maxLength: MAX_LENGTH });
-  if (parsed.errorCount > 0 || tokenized.skipped.length > 0 || tokenized.truncated.length > 0) {
-    throw new Error(
-      `task ${task.name}: ${parsed.errorCount} bad, ${tokenized.skipped.length} skipped, ${tokenized.truncated.length} truncated examples at maxLength ${MAX_LENGTH}`,
-    );
-  }
-  return tokenized.examples;
-}
-
-const mean = (values: number[]) => values.reduce((s, v) => s + v, 0) / values.length;
 
 /** The markdown tables: one line per method with means over tasks, then the per-task figures. */
 function tables(rows: Row[], tasks: QualityTask[]): string {
@@ -224,6 +129,7 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
 
   // One engine serves the base model (no adapter) and every PiCa adapter, as the runner does.
   const picaEngine = await LlamaEngine.create(config, weights, { adapters: { basis, rank: R_MAX }, allowSpinning: false });
+  const model: BenchModel = { config, weights, tokenizer, basis, picaEngine };
   const rows: Row[] = [];
   try {
     const base: Row = { label: "base model (no training)", key: "base", parameters: 0, tasks: new Map() };
@@ -273,25 +179,14 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
         const evalLoss = result.validationLoss!;
 
         const generationStarted = performance.now();
-        let scored: { accuracy: number; samples: string[] };
-        if (spec.method === "pica") {
-          const id = `${spec.key}-${task.name}`;
-          picaEngine.registerAdapter(id, result.adapter!);
-          scored = await exactMatch(picaEngine, tokenizer, task.eval, id);
-          picaEngine.evictAdapter(id);
-        } else {
-          const merged = mergeLora(config, weights, result.parameters, spec.rank, 1); // alpha = rank
-          const mergedLoss = await evaluationLoss(config, merged, basis, tokenized.get(task.name)!);
-          if (Math.abs(mergedLoss - evalLoss) > MERGE_TOLERANCE * evalLoss) {
-            throw new Error(`${spec.label} on ${task.name}: merged eval loss ${mergedLoss} differs from the trainer's ${evalLoss}`);
-          }
-          const engine = await LlamaEngine.create(config, merged, { allowSpinning: false });
-          try {
-            scored = await exactMatch(engine, tokenizer, task.eval, null);
-          } finally {
-            await engine.dispose();
-          }
-        }
+        const scored = await scoreAdapter(
+          model,
+          spec.method === "pica"
+            ? { id: `${spec.key}-${task.name}`, method: "pica", rank: spec.rank, adapter: result.adapter!, trainerEvalLoss: evalLoss }
+            : { id: `${spec.key}-${task.name}`, method: "lora", rank: spec.rank, parameters: result.parameters, trainerEvalLoss: evalLoss },
+          task.eval,
+          tokenized.get(task.name)!,
+        );
         const evalSeconds = (performance.now() - generationStarted) / 1000;
         row.tasks.set(task.name, { evalLoss, accuracy: scored.accuracy, trainLoss, trainSeconds, evalSeconds });
         progress(

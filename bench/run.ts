@@ -15,6 +15,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   gpu: async () => (await import("./gpu.ts")).runGpuBench(),
   realsize: async () => (await import("./realsize.ts")).runRealSizeBench(),
   structured: async () => (await import("./structured.ts")).runStructuredBench(),
+  sweep: async () => (await import("./sweep.ts")).runSweepBench(),
 };
 
 const name = process.argv[2];
