@@ -22,7 +22,7 @@ const HEIGHT = 440;
 const MARGIN = { left: 64, right: 24, top: 40, bottom: 56 };
 const COLOURS = ["#2f6fdf", "#1c9c6b", "#d9622b", "#8b52c8"];
 
-const escape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+const escapeXml = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 /** Round numbers for a linear axis between `min` and `max`: about five of them. */
 function linearTicks(min: number, max: number): number[] {
@@ -54,7 +54,7 @@ export function lossAgainstParametersSvg(series: PlotSeries[], options: { title:
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${WIDTH} ${HEIGHT}" width="${WIDTH}" height="${HEIGHT}" font-family="system-ui, sans-serif" font-size="12">`,
     `<rect width="${WIDTH}" height="${HEIGHT}" fill="#fff"/>`,
-    `<text x="${WIDTH / 2}" y="22" text-anchor="middle" font-size="14">${escape(options.title)}</text>`,
+    `<text x="${WIDTH / 2}" y="22" text-anchor="middle" font-size="14">${escapeXml(options.title)}</text>`,
   ];
   for (let decade = xMin; decade <= xMax * 1.0001; decade *= 10) {
     for (const m of [1, 2, 5]) {
@@ -80,13 +80,13 @@ export function lossAgainstParametersSvg(series: PlotSeries[], options: { title:
     for (const p of sorted) {
       parts.push(`<line x1="${f(sx(p.x))}" x2="${f(sx(p.x))}" y1="${f(sy(p.low))}" y2="${f(sy(p.high))}" stroke="${colour}"/>`);
       parts.push(`<circle cx="${f(sx(p.x))}" cy="${f(sy(p.y))}" r="4" fill="${colour}"/>`);
-      parts.push(`<text x="${f(sx(p.x) + 6)}" y="${f(sy(p.y) - 6)}" fill="${colour}">${escape(p.tag)}</text>`);
+      parts.push(`<text x="${f(sx(p.x) + 6)}" y="${f(sy(p.y) - 6)}" fill="${colour}">${escapeXml(p.tag)}</text>`);
     }
     const legendY = MARGIN.top + 16 + 18 * i;
     parts.push(
       `<line x1="${WIDTH - MARGIN.right - 150}" x2="${WIDTH - MARGIN.right - 126}" y1="${legendY - 4}" y2="${legendY - 4}" stroke="${colour}" stroke-width="2"/>`,
     );
-    parts.push(`<text x="${WIDTH - MARGIN.right - 120}" y="${legendY}">${escape(s.label)}</text>`);
+    parts.push(`<text x="${WIDTH - MARGIN.right - 120}" y="${legendY}">${escapeXml(s.label)}</text>`);
   });
   parts.push("</svg>");
   return `${parts.join("\n")}\n`;
