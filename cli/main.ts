@@ -7,7 +7,7 @@
  *   pica configure --url URL --key KEY
  *   pica files upload FILE.jsonl | files list
  *   pica jobs create --file ID [--validation-file ID] [--suffix S] [--epochs N] [--batch-size N]
- *                    [--rank R] [--seed S] [--model M]
+ *                    [--rank R] [--target-modules q_proj,v_proj,...] [--seed S] [--model M]
  *   pica jobs list | jobs checkpoints ID | jobs watch ID | jobs cancel ID
  *   pica models list
  *   pica chat --model M [--max-tokens N] [--temperature T] PROMPT
@@ -22,6 +22,7 @@ import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { BASE_MODEL_ID } from "../src/constants.ts";
+import type { LinearModule } from "../src/protocol/adapter-rank.ts";
 import { PicaApiError, PicaClient, type FineTuningJob } from "../src/client/pica-client.ts";
 import { PAGE_LIMITS, type ListName } from "../src/protocol/list-page.ts";
 import { printList } from "./list-output.ts";
@@ -68,6 +69,7 @@ async function main(argv: string[]): Promise<number> {
         epochs: { type: "string" },
         "batch-size": { type: "string" },
         rank: { type: "string" },
+        "target-modules": { type: "string" },
         seed: { type: "string" },
         model: { type: "string" },
         "max-tokens": { type: "string" },
@@ -133,6 +135,8 @@ async function main(argv: string[]): Promise<number> {
           n_epochs: number("epochs", values.epochs),
           batch_size: number("batch-size", values["batch-size"]),
           rank: number("rank", values.rank),
+          // Checked by the edge, which names a module it does not know.
+          target_modules: values["target-modules"]?.split(",").map((module) => module.trim()) as LinearModule[] | undefined,
         },
       });
       // The fine-tuned model's id exists only once the job succeeds; until then the job id is what to follow.

@@ -37,7 +37,7 @@ export class AdapterRegistry {
 
   constructor(
     private readonly config: ModelConfig,
-    readonly rank: number, // the engine's serving rank: adapters of rank ≤ this are served
+    private readonly rankCap: number | null, // the largest adapter rank served; null: the basis's rMax
     readonly targetModules: readonly LinearModule[],
   ) {}
 
@@ -46,11 +46,17 @@ export class AdapterRegistry {
     return this.#basis;
   }
 
-  /** Sets the basis once it is known: it must cover the layers, the serving rank and the modules. */
+  /** The largest adapter rank served: the cap asked for, else the basis's rMax (0 until it is known). */
+  get maxRank(): number {
+    return this.rankCap ?? this.#basis?.rMax ?? 0;
+  }
+
+  /** Sets the basis once it is known: it must cover the layers, the largest rank served and the modules. */
   setBasis(basis: Basis): void {
     if (this.#basis !== null && this.#basis.id !== basis.id)
       throw new Error(`this engine already serves basis ${this.#basis.id}; it cannot change to ${basis.id}`);
-    if (this.rank > basis.rMax) throw new Error(`serving rank must be an integer in [1, ${basis.rMax}], got ${this.rank}`);
+    if (this.rankCap !== null && this.rankCap > basis.rMax)
+      throw new Error(`the largest rank served must be an integer in [1, ${basis.rMax}] (the basis's rMax), got ${this.rankCap}`);
     if (basis.numLayers !== this.config.numLayers) throw new Error(`basis has ${basis.numLayers} layers, the model ${this.config.numLayers}`);
     for (const module of this.targetModules) {
       if (!basis.targetModules.includes(module)) throw new Error(`module ${module} is not in the basis (it covers ${basis.targetModules.join(", ")})`);
@@ -62,8 +68,8 @@ export class AdapterRegistry {
   register(id: string, adapter: PicaAdapter): ResidentAdapter {
     if (this.#basis === null) throw new BasisNotReadyError();
     validateAdapterFor(adapter, { config: this.config, basis: this.#basis });
-    if (adapter.rank > this.rank) {
-      throw new Error(`adapter ${id} has rank ${adapter.rank}, above this engine's serving rank ${this.rank}`);
+    if (adapter.rank > this.maxRank) {
+      throw new Error(`adapter ${id} has rank ${adapter.rank}, above the largest rank this engine serves, ${this.maxRank}`);
     }
     for (const module of adapter.targetModules) {
       if (!this.targetModules.includes(module)) {

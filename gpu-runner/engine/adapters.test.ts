@@ -141,7 +141,7 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
     const other = randomAdapter(config, { ...basis, id: "f".repeat(64) }, { rank: 4, seed: 5 });
     expect(() => engine.registerAdapter("other", other)).toThrow(/basis id f{64} differs from the runner's basis id/);
     const tooWide = randomAdapter(config, basis, { rank: 12, seed: 6 });
-    expect(() => engine.registerAdapter("wide", tooWide)).toThrow(/rank 12, above this engine's serving rank 8/);
+    expect(() => engine.registerAdapter("wide", tooWide)).toThrow(/rank 12, above the largest rank this engine serves, 8/);
     expect(() => engine.createBatch(1).addRow("never-registered")).toThrow(/adapter never-registered is not loaded/);
     expect(() => engine.createBatch(1).addRow("never-registered")).toThrow(AdapterNotLoadedError);
   });

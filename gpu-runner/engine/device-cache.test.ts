@@ -102,5 +102,22 @@ describe.skipIf(unavailable !== null)(`KV cache on the device${unavailable === n
       });
       expect(worst).toBeLessThanOrEqual(TOLERANCE);
     });
+
+    it("runs of base rows only (rank 0) and rows laid out again as larger adapters join and leave equal the host cache", async () => {
+      const worst = await same(async (_e, batch, step) => {
+        batch.addRow(null);
+        await step([syntheticTokens(6, 6)]); // no adapter among the rows: rank 0
+        batch.addRow("b");
+        await step([[5], syntheticTokens(4, 7)]); // rank 2
+        batch.addRow("a"); // rank 4: every row laid out again
+        await step([[6], [7], syntheticTokens(5, 8)]);
+        await step([[8], [9], [10]]);
+        batch.removeRow(2); // back to rank 2
+        await step([[11], [12]]);
+        batch.removeRow(1); // base rows only again
+        await step([[13]]);
+      });
+      expect(worst).toBeLessThanOrEqual(TOLERANCE);
+    });
   });
 });

@@ -14,7 +14,7 @@ import { buildLlamaGraph, LLAMA_IO, type CachePlacement } from "../model/llama-g
 import { frozenWeightBytes, openGraphBeside, weightFileSource, writeWeightFile, type WeightFile } from "../model/weight-file.ts";
 import { linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
 import { DEFAULT_TARGET_MODULES, type Basis, type PicaAdapter } from "../pica/types.ts";
-import { OnnxSession, type DeviceTensor, type Feed, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
+import { DeviceTensor, OnnxSession, type Feed, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { AdapterRegistry, type ResidentAdapter } from "./adapter-registry.ts";
 import { DeviceCacheOps, DeviceKvCache, releaseLayers } from "./device-kv-cache.ts";
 import { DeviceUploader } from "./device-upload.ts";
@@ -46,17 +46,19 @@ export interface EngineOptions extends OnnxSessionOptions {
 
 /**
  * PiCa serving: the basis (null while it is being computed: base-model rows are served, adapters
- * wait for `setBasis`), and the rank every row's adapter is padded to (≤ the basis's rMax).
+ * wait for `setBasis`). Any adapter rank up to the largest served runs: each run uses the rank
+ * bucket of its own rows' largest adapter (adapter-layout.ts), zero-padding smaller ones.
  */
 export interface EngineAdapterOptions {
   basis: Basis | null;
-  rank: number;
+  rank?: number; // the largest adapter rank served (≤ the basis's rMax); default: the basis's rMax
   targetModules?: LinearModule[]; // default: the basis's, or all seven without one
 }
 
 export class LlamaEngine {
   private readonly window: number | null;
-  private projectionFeeds: Record<string, Feed> = {};
+  // The projection inputs per run rank (adapter-layout.ts: rankBucket), made when a rank is first run.
+  private projectionFeeds = new Map<number, Promise<Record<string, Feed>>>();
   private readonly deviceCaches = new Set<DeviceKvCache>(); // released with the engine, before the provider goes
   // On the device: each batch's adapter rows as last copied there, reused until a row joins or leaves.
   private readonly deviceAdapterRows = new Map<SequenceBatch, { version: number; feeds: Record<string, DeviceTensor>; tensors: DeviceTensor[] }>();
@@ -81,7 +83,7 @@ export class LlamaEngine {
    */
   static async create(config: ModelConfig, weights: WeightMap, options: EngineOptions = {}): Promise<LlamaEngine> {
     const registry = options.adapters === undefined ? null : createRegistry(config, options.adapters);
-    const spec = registry === null ? undefined : { rank: registry.rank, targetModules: registry.targetModules };
+    const spec = registry === null ? undefined : { targetModules: registry.targetModules };
     const placement: CachePlacement = options.cache ?? (options.executionProvider === "webgpu" ? "device" : "host");
     if (placement === "device" && options.executionProvider !== "webgpu")
       throw new Error(`a KV cache on the device needs the webgpu provider, not ${options.executionProvider ?? "cpu"}`);
@@ -93,7 +95,8 @@ export class LlamaEngine {
       const session = await OnnxSession.create(model, { inputs: graph.inputs, outputs: graph.outputs }, sessionOptions);
       const device = placement === "device" ? { ops: await DeviceCacheOps.create(config, options), uploader: new DeviceUploader(options) } : null;
       const engine = new LlamaEngine(config, session, registry, options.kvCache ?? {}, placement, device);
-      await engine.useProjections(options.adapters?.basis ?? null);
+      const basis = options.adapters?.basis ?? null;
+      if (basis !== null) await engine.setBasis(basis);
       return engine;
     };
     const { weightFile } = options;
@@ -119,41 +122,71 @@ export class LlamaEngine {
     return this.registry?.basis ?? null;
   }
 
-  /** Makes adapters servable once the basis is known: the projections become the graph's shrink inputs. */
+  /** Makes adapters servable once the basis is known: its projections become the graph's shrink inputs. */
   async setBasis(basis: Basis): Promise<void> {
-    this.requireRegistry().setBasis(basis);
-    await this.useProjections(basis);
+    const registry = this.requireRegistry();
+    const changed = registry.basis?.id !== basis.id;
+    registry.setBasis(basis);
+    if (changed) await this.releaseProjections();
   }
 
-  /** Feeds the projections (zeros without a basis); on the device they are uploaded once and stay there. */
-  private async useProjections(basis: Basis | null): Promise<void> {
-    if (basis !== null) this.registry!.setBasis(basis);
-    const host = this.projections(basis);
-    if (this.device === null || Object.keys(host).length === 0) {
-      this.projectionFeeds = host;
-      return;
+  /** The largest adapter rank served (0 until the basis is known, or without adapter support). */
+  get maxRank(): number {
+    return this.registry?.maxRank ?? 0;
+  }
+
+  /**
+   * The adapter rank of a run over rows [first, first + count): the bucket of their largest
+   * adapter, 0 when none has one. On the device at least 1: onnxruntime's WebGPU provider crashed
+   * on the empty products of rank 0 (1.30), and a rank-1 product with zeros costs next to nothing.
+   */
+  private runRank(batch: SequenceBatch, first: number, count: number): number {
+    const rows = batch.adapterRows;
+    if (rows === null) return 0;
+    return Math.max(this.device === null ? 0 : 1, rows.rankOf(first, count));
+  }
+
+  /**
+   * The projection inputs of a run at `rank`: P[:rank] of every layer and group side by side, made
+   * once per rank; on the device they are uploaded once and stay there. Rank 0 (no adapter among
+   * the run's rows, on the host) feeds empty projections.
+   */
+  private projectionsAt(rank: number): Promise<Record<string, Feed>> {
+    let feeds = this.projectionFeeds.get(rank);
+    if (feeds === undefined) {
+      feeds = this.makeProjections(rank);
+      this.projectionFeeds.set(rank, feeds);
+      feeds.catch(() => this.projectionFeeds.delete(rank));
     }
-    const previous = Object.values(this.projectionFeeds) as DeviceTensor[];
-    const names = Object.keys(host);
-    const uploaded = await this.device.uploader.upload(names.map((name) => host[name]));
-    this.projectionFeeds = Object.fromEntries(names.map((name, i) => [name, uploaded[i]]));
-    for (const tensor of previous) tensor.dispose();
+    return feeds;
   }
 
-  /** The projection inputs of every layer and group: P[:rank] side by side, or zeros without a basis. */
-  private projections(basis: Basis | null): Record<string, HostTensor> {
-    const feeds: Record<string, HostTensor> = {};
-    if (this.registry === null) return feeds;
-    const { rank, targetModules } = this.registry;
-    for (const layout of groupLayouts(this.config, targetModules)) {
+  private async makeProjections(rank: number): Promise<Record<string, Feed>> {
+    const host: Record<string, HostTensor> = {};
+    if (this.registry === null) return host;
+    const basis = this.registry.basis; // null: zeros (no row has an adapter before the basis is known)
+    for (const layout of groupLayouts(this.config, this.registry.targetModules)) {
       if (layout.adapted.length === 0) continue;
       const inputs = linearShape(this.config, layout.group.modules[0])[1];
       for (let layer = 0; layer < this.config.numLayers; layer++) {
-        const data = stackedProjection(this.config, basis, rank, layer, layout);
-        feeds[projectionInputName(layer, layout.group.name)] = { dtype: "float32", shape: [inputs, rank * layout.adapted.length], data };
+        const data = rank === 0 ? new Float32Array(0) : stackedProjection(this.config, basis, rank, layer, layout);
+        host[projectionInputName(layer, layout.group.name)] = { dtype: "float32", shape: [inputs, rank * layout.adapted.length], data };
       }
     }
-    return feeds;
+    if (this.device === null || rank === 0) return host;
+    const names = Object.keys(host);
+    const uploaded = await this.device.uploader.upload(names.map((name) => host[name]));
+    return Object.fromEntries(names.map((name, i) => [name, uploaded[i]]));
+  }
+
+  /** Drops every rank's projections (and their device copies). */
+  private async releaseProjections(): Promise<void> {
+    const kept = [...this.projectionFeeds.values()];
+    this.projectionFeeds.clear();
+    for (const feeds of await Promise.allSettled(kept)) {
+      if (feeds.status !== "fulfilled") continue;
+      for (const feed of Object.values(feeds.value)) if (feed instanceof DeviceTensor) feed.dispose();
+    }
   }
 
   /** A batch for up to `maxRows` concurrent sequences (cache options default to the engine's). */
@@ -243,9 +276,10 @@ export class LlamaEngine {
     const cache = batch.cache;
     const lengths = counts.map((_, i) => cache.lengths[first + i] ?? 0); // device slots past the rows hold nothing
     const run: RunRows = { counts, lengths, newTokens, tokens: Math.max(1, ...counts) };
-    const feeds: Record<string, Feed> = { ...tokenFeeds(run, logits), ...this.projectionFeeds };
+    const rank = this.runRank(batch, first, counts.length);
+    const feeds: Record<string, Feed> = { ...tokenFeeds(run, logits), ...(await this.projectionsAt(rank)) };
     if (cache instanceof KvCache) {
-      Object.assign(feeds, adapterFeeds(this.config, batch.adapterRows, first, counts.length));
+      Object.assign(feeds, adapterFeeds(this.config, batch.adapterRows, first, counts.length, rank));
       Object.assign(feeds, hostCacheFeeds(this.config, cache, first, run, this.window));
       const results = await this.session.run(feeds);
       writeHostCache(this.config, cache, first, run, results);
@@ -253,7 +287,7 @@ export class LlamaEngine {
     }
     await cache.prepare();
     const whole = first === 0 && counts.length === cache.maxRows;
-    const adapters = await this.deviceAdapterFeeds(batch, first, counts.length, whole);
+    const adapters = await this.deviceAdapterFeeds(batch, first, counts.length, rank, whole);
     Object.assign(feeds, adapters.feeds);
     const selected = whole ? null : await cache.selectRows(first, counts.length);
     Object.assign(
@@ -285,13 +319,14 @@ export class LlamaEngine {
     batch: SequenceBatch,
     first: number,
     count: number,
+    rank: number,
     whole: boolean,
   ): Promise<{ feeds: Record<string, DeviceTensor>; tensors: DeviceTensor[] }> {
     const rows = batch.adapterRows;
     if (rows === null) return { feeds: {}, tensors: [] };
     const kept = whole ? this.deviceAdapterRows.get(batch) : undefined;
     if (kept !== undefined && kept.version === rows.version) return kept;
-    const host = adapterFeeds(this.config, rows, first, count);
+    const host = adapterFeeds(this.config, rows, first, count, rank);
     const distinct = new Map<Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array, string[]>();
     const buffers: HostTensor[] = [];
     for (const [name, tensor] of Object.entries(host)) {
@@ -327,7 +362,7 @@ export class LlamaEngine {
       this.deviceCaches.clear();
       for (const { tensors } of this.deviceAdapterRows.values()) for (const tensor of tensors) tensor.dispose();
       this.deviceAdapterRows.clear();
-      for (const tensor of Object.values(this.projectionFeeds) as DeviceTensor[]) tensor.dispose();
+      await this.releaseProjections();
       await this.device.uploader.dispose();
       await this.device.ops.dispose();
     }
@@ -337,9 +372,9 @@ export class LlamaEngine {
 
 function createRegistry(config: ModelConfig, options: EngineAdapterOptions): AdapterRegistry {
   const { basis, rank } = options;
-  if (!Number.isInteger(rank) || rank < 1) throw new Error(`serving rank must be a positive integer, got ${rank}`);
+  if (rank !== undefined && (!Number.isInteger(rank) || rank < 1)) throw new Error(`the largest rank served must be a positive integer, got ${rank}`);
   const targetModules = options.targetModules ?? basis?.targetModules ?? [...DEFAULT_TARGET_MODULES];
-  return new AdapterRegistry(config, rank, targetModules);
+  return new AdapterRegistry(config, rank ?? null, targetModules);
 }
 
 /**

@@ -61,14 +61,19 @@ export function tokenFeeds(run: RunRows, logits: LogitsSelection): Record<string
   };
 }
 
-/** Each row's adapter inputs for rows [first, first + count). */
-export function adapterFeeds(config: ModelConfig, adapterRows: AdapterRows | null, first: number, count: number): Record<string, HostTensor> {
+/** Each row's adapter inputs for rows [first, first + count) at `rank` (adapter-rows.ts: rankOf). */
+export function adapterFeeds(config: ModelConfig, adapterRows: AdapterRows | null, first: number, count: number, rank: number): Record<string, HostTensor> {
   const feeds: Record<string, HostTensor> = {};
   if (adapterRows === null) return feeds;
   adapterRows.modules.forEach((module, m) => {
-    const shape = adapterRows.inputShape(m, count);
+    const shape = adapterRows.inputShape(m, count, rank);
+    // A compact copy (a rank below the rows' layout) is made once and shared by every layer's
+    // feed while no per-layer adapter is among the rows.
+    let shared: Float32Array | null = null;
     for (let layer = 0; layer < config.numLayers; layer++) {
-      feeds[adapterInputName(layer, module)] = { dtype: "float32", shape, data: adapterRows.input(layer, m, first, count) };
+      const data: Float32Array = adapterRows.sharedAcrossLayers && shared !== null ? shared : adapterRows.input(layer, m, first, count, rank);
+      shared = data;
+      feeds[adapterInputName(layer, module)] = { dtype: "float32", shape, data };
     }
   });
   return feeds;

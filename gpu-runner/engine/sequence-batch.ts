@@ -3,6 +3,7 @@
  * its adapter (or the base model). Rows stay compact (slots 0..rows-1): a removed row's slot is
  * taken by the last row, in the cache and the adapter inputs alike.
  */
+import { rankBucket } from "../model/adapter-layout.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { AdapterRegistry } from "./adapter-registry.ts";
 import { AdapterRows } from "./adapter-rows.ts";
@@ -21,7 +22,7 @@ export class SequenceBatch {
     private readonly registry: AdapterRegistry | null,
   ) {
     this.maxRows = cache.maxRows;
-    this.adapterRows = registry === null ? null : new AdapterRows(config, cache.maxRows, registry.rank, registry.targetModules);
+    this.adapterRows = registry === null ? null : new AdapterRows(config, cache.maxRows, (rank) => rankBucket(rank, registry.maxRank), registry.targetModules);
   }
 
   /** Active rows. */

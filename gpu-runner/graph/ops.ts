@@ -145,6 +145,23 @@ export function split(g: GraphBuilder, name: string, x: Value, sizes: number[], 
   return g.addNode("Split", [x, g.constInt64(sizes)], types, { name, attributes: { axis: a } });
 }
 
+/**
+ * Splits along `axis` into parts whose sizes are only known at run time: `sizes` is an int64
+ * vector of one size per part (Split's second input), and each part's size is `partDim`. Unlike
+ * Split's `num_outputs`, this also splits an empty axis (into empty parts).
+ */
+export function splitBySizes(g: GraphBuilder, name: string, x: Value, sizes: Value, axis: number, partDim: Dim): Value[] {
+  const a = normaliseAxis(name, axis, x.shape.length);
+  const [parts] = sizes.shape;
+  if (sizes.dtype !== "int64" || sizes.shape.length !== 1 || typeof parts !== "number") fail(name, `split sizes must be an int64 vector of known length`);
+  const types = Array.from({ length: parts }, () => {
+    const shape = [...x.shape];
+    shape[a] = partDim;
+    return { dtype: x.dtype, shape };
+  });
+  return g.addNode("Split", [x, sizes], types, { name, attributes: { axis: a } });
+}
+
 /** Splits into equal halves along `axis`. */
 export function splitHalves(g: GraphBuilder, name: string, x: Value, axis: number): [Value, Value] {
   const dim = x.shape[normaliseAxis(name, axis, x.shape.length)];

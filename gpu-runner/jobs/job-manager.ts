@@ -10,14 +10,8 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  CALLBACK_PATHS,
-  DEFAULT_ADAPTER_RANK,
-  TERMINAL_JOB_STATUSES,
-  type JobEvent,
-  type RunnerJob,
-  type TrainingJobRequest,
-} from "../../src/protocol/runner.ts";
+import { LINEAR_MODULES, rankCeiling, rankRefusal, type LinearModule, type RankLimits } from "../../src/protocol/adapter-rank.ts";
+import { CALLBACK_PATHS, requestedRank, TERMINAL_JOB_STATUSES, type JobEvent, type RunnerJob, type TrainingJobRequest } from "../../src/protocol/runner.ts";
 import { writeFileAtomic } from "../checkpoint/atomic-write.ts";
 import { serializeAdapter } from "../pica/adapter-format.ts";
 import { parseCheckpoint, serializeCheckpoint, type TrainerCheckpoint } from "../training/checkpoint.ts";
@@ -29,7 +23,12 @@ import { DataSourceError, downloadBytes, readDataSource, type DataFetchOptions }
 export interface JobManagerOptions {
   model: TrainerModel | (() => Promise<TrainerModel>); // a function: the model is ready later (its basis is being computed)
   directory: string; // where jobs live on disk
-  maxRank: number; // the largest adapter rank this runner serves
+  /** What bounds the ranks this runner trains: its model's linear shapes and its basis's rows (adapter-rank.ts). */
+  rankLimits?: RankLimits;
+  /** A further cap on trained ranks (absent: the limits alone). */
+  maxRank?: number;
+  /** The modules the basis covers: a job's target modules must be among them; default all seven. */
+  basisModules?: readonly LinearModule[];
   callbacks: CallbackClient;
   data: Omit<DataFetchOptions, "signal">;
   compute?: <T>(work: () => Promise<T>) => Promise<T>; // shares the device with inference
@@ -43,7 +42,7 @@ export class JobConflictError extends Error {
   override readonly name = "JobConflictError";
 }
 
-/** A request this runner cannot train (e.g. a rank above its serving rank); `param` names the field. */
+/** A request this runner cannot train (e.g. a rank above what its model and basis allow); `param` names the field. */
 export class JobRequestError extends Error {
   override readonly name = "JobRequestError";
   constructor(
@@ -127,10 +126,7 @@ export class JobManager {
       }
       return existing.job;
     }
-    const rank = request.hyperparameters.rank ?? DEFAULT_ADAPTER_RANK;
-    if (rank > this.options.maxRank) {
-      throw new JobRequestError("hyperparameters.rank", `hyperparameters.rank ${rank} is above this runner's serving rank ${this.options.maxRank}`);
-    }
+    this.checkAdapterShape(request);
     await mkdir(this.directoryOf(request.id), { recursive: true });
     const stored: StoredJob = {
       request: { ...request, training_file: await this.saveInline(request, "training"), validation_file: await this.saveInline(request, "validation") },
@@ -163,6 +159,25 @@ export class JobManager {
     this.queue.push(request.id);
     this.kick();
     return stored.job;
+  }
+
+  /** Refuses, before anything is stored, a rank or target modules this runner cannot train (the edge's own rule, adapter-rank.ts). */
+  private checkAdapterShape(request: TrainingJobRequest): void {
+    const basisModules = this.options.basisModules ?? LINEAR_MODULES;
+    const requested = request.hyperparameters.target_modules;
+    const missing = requested?.find((module) => !basisModules.includes(module));
+    if (missing !== undefined) {
+      throw new JobRequestError(
+        "hyperparameters.target_modules",
+        `hyperparameters.target_modules names ${missing}, which this runner's basis does not cover (it covers ${basisModules.join(", ")})`,
+      );
+    }
+    const rank = requestedRank(request.hyperparameters.rank);
+    const refusal = rankRefusal(rank, rankCeiling(this.options.rankLimits ?? null, requested ?? basisModules), "this runner");
+    if (refusal !== null) throw new JobRequestError("hyperparameters.rank", `hyperparameters.${refusal}`);
+    if (this.options.maxRank !== undefined && rank > this.options.maxRank) {
+      throw new JobRequestError("hyperparameters.rank", `hyperparameters.rank ${rank} is above this runner's largest rank ${this.options.maxRank}`);
+    }
   }
 
   get(id: string): RunnerJob | null {
@@ -497,7 +512,10 @@ function requestFingerprint(request: TrainingJobRequest): string {
 /** A checkpoint as a servable adapter (what the control plane offers as `ft:…:ckpt-step-N`). */
 function checkpointAdapter(model: TrainerModel, checkpoint: TrainerCheckpoint, jobId: string): Uint8Array {
   const sharing = checkpoint.sharing ?? "shared";
-  return serializeAdapter(toAdapter(model.config, model.basis, checkpoint.rank, sharing, checkpoint.parameters, { job_id: jobId, step: checkpoint.step }));
+  const provenance = { job_id: jobId, step: checkpoint.step };
+  return serializeAdapter(
+    toAdapter(model.config, model.basis, checkpoint.rank, sharing, checkpoint.parameters, provenance, checkpoint.targetModules ?? model.basis.targetModules),
+  );
 }
 
 function describeFailure(error: unknown): { code: string; message: string } {

@@ -12,16 +12,37 @@
  * side by side, `projection.layers.{l}.{group}` [in, modules · rank], computed once for every row.
  * The projections are an input too, not a weight of the graph: a session is built once per base
  * model and serves base-model requests while the basis is still being computed.
+ *
+ * The rank is a symbolic dimension, chosen per run: the bucket (rankBucket) of the largest
+ * adapter rank among the run's rows, so a run pays for the adapters it carries, not for the
+ * largest rank the runner serves; a run of base-model rows only has rank 0 and skips the work.
  */
 import type { Basis } from "../pica/types.ts";
 import { projectionKey } from "../pica/types.ts";
 import type { ModelConfig } from "./config.ts";
 import { LINEAR_GROUPS, linearShape, type LinearGroup, type LinearModule } from "./weights.ts";
 
-/** What the graph needs to carry adapters: the serving rank and the modules. */
+/** What the graph needs to carry adapters: the modules (the rank is symbolic, set by each run's inputs). */
 export interface AdapterGraphSpec {
-  rank: number;
   targetModules: readonly LinearModule[];
+}
+
+/** The symbolic rank dimension of the serving graph's adapter inputs. */
+export const ADAPTER_RANK_DIM = "adapter_rank";
+
+/** The symbolic width of a group's projection input: its adapted modules times the run's rank. */
+export function projectionColumnsDim(layout: GroupLayout): string {
+  return layout.adapted.length === 1 ? ADAPTER_RANK_DIM : `${layout.group.name}_adapter_columns`;
+}
+
+/**
+ * The rank a run uses for adapters of rank ≤ `rank`: the next power of two, at most `maxRank`
+ * (0 for a run without adapters). Few distinct ranks, so each one's projections are prepared once.
+ */
+export function rankBucket(rank: number, maxRank: number): number {
+  if (rank <= 0) return 0;
+  if (rank > maxRank) throw new Error(`adapter rank ${rank} is above the largest rank served, ${maxRank}`);
+  return Math.min(maxRank, 2 ** Math.ceil(Math.log2(rank)));
 }
 
 /** One group's layout: its modules' output widths and which of them are adapted. */

@@ -5,8 +5,8 @@
  * pluggable, so inference (frozen weights, per-row adapters), PiCa or LoRA training (frozen
  * weights, trainable adapters) and full training (trainable weights) share this code.
  */
-import type { DataType, GraphBuilder, Value } from "../graph/builder.ts";
-import { binary, matMul, split } from "../graph/ops.ts";
+import type { DataType, Dim, GraphBuilder, Value } from "../graph/builder.ts";
+import { binary, matMul, split, splitBySizes } from "../graph/ops.ts";
 import { groupLayouts, type GroupLayout } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { hasBias, linearName, linearShape, weight, type LinearGroup, type LinearModule, type WeightMap } from "./weights.ts";
@@ -23,9 +23,10 @@ export interface AdapterPath {
   /**
    * The projections of a group's adapted modules, transposed and side by side ([in, Σ rank]: PiCa's
    * Pᵀ of every adapted module, so x is shrunk by one product for all of them), with each module's
-   * rank; null when each module shrinks x itself (LoRA).
+   * rank; null when each module shrinks x itself (LoRA). Ranks known only at run time are one
+   * symbolic dim shared by every module, with `sizes`, the int64 vector of the ranks to split by.
    */
-  projection(g: GraphBuilder, name: string, layer: number, layout: GroupLayout): { value: Value; ranks: number[] } | null;
+  projection(g: GraphBuilder, name: string, layer: number, layout: GroupLayout): { value: Value; ranks: Dim[]; sizes?: Value } | null;
   /** ΔW·x for a module from its slice of the shared shrink (or from x itself when it has none). */
   expand(g: GraphBuilder, name: string, layer: number, module: LinearModule, x: Value, shrunk: Value | null): Value;
 }
@@ -95,7 +96,11 @@ export function linearGroup(ctx: LinearContext, layer: number, groupName: Linear
   let slices: (Value | null)[] = adapted.map(() => null);
   if (projection !== null) {
     const shrunk = matMul(g, `${name}/shrink/MatMul`, x, projection.value); // [batch, tokens, Σ rank]
-    slices = projection.ranks.length === 1 ? [shrunk] : split(g, `${name}/shrink/Split`, shrunk, projection.ranks, -1);
+    const { ranks, sizes } = projection;
+    if (ranks.length === 1) slices = [shrunk];
+    else if (sizes !== undefined) slices = splitBySizes(g, `${name}/shrink/Split`, shrunk, sizes, -1, ranks[0]);
+    else if (ranks.every((rank) => typeof rank === "number")) slices = split(g, `${name}/shrink/Split`, shrunk, ranks, -1);
+    else throw new Error(`${name}: symbolic ranks [${ranks.join(", ")}] need their sizes to split by`);
   }
   const deltas = adapted.map((module, i) => ctx.adapters!.expand(g, `${name}/adapter/${module}`, layer, module, x, slices[i])); // [batch, tokens, out]
   if (deferAdd && outputs.length === 1) return [parts[0], deltas[0]];

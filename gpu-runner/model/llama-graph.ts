@@ -20,12 +20,12 @@
  * (see adapter-layout.ts).
  */
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
-import { gather, gemmTransB, matMul, reshape, transpose } from "../graph/ops.ts";
-import { adapterInputName, projectionInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
+import { concat, gather, gemmTransB, matMul, reshape, transpose } from "../graph/ops.ts";
+import { ADAPTER_RANK_DIM, adapterInputName, projectionColumnsDim, projectionInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildDecoder, weightTensor, type AttentionInputs } from "./decoder-graph.ts";
 import { frozenWeights, linearLayouts, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
-import { lmHeadName, linearShape, validateWeights, type WeightMap } from "./weights.ts";
+import { lmHeadName, linearShape, validateWeights, type LinearModule, type WeightMap } from "./weights.ts";
 
 /** Where the KV cache lives: host buffers fed as they lie (CPU), or device buffers (WebGPU). */
 export type CachePlacement = "host" | "device";
@@ -148,20 +148,46 @@ function deviceCache(g: GraphBuilder, config: ModelConfig): AttentionInputs {
 /**
  * Serving adapters: each group's projections are an input ([in, modules · rank], the same for
  * every row), and each layer takes one input per adapted module, [batch, rank, out], holding
- * every row's own Mᵀ (adapter-layout.ts).
+ * every row's own Mᵀ (adapter-layout.ts). The rank is symbolic: each run feeds its own, read once
+ * from the first adapter input's shape to split each group's shrink by.
+ *
+ *   adapter.layers.0.{first module} ─Shape(start 1, end 2)─ [rank] ─Concat(×2, ×3)─ split sizes
  */
 function perRowAdapters(config: ModelConfig, dtype: DataType, spec: AdapterGraphSpec): AdapterPath {
+  const adapterInput = (g: GraphBuilder, layer: number, module: LinearModule): Value => {
+    const name = adapterInputName(layer, module);
+    return g.values.get(name) ?? g.input(name, dtype, ["batch", ADAPTER_RANK_DIM, linearShape(config, module)[0]]);
+  };
+  let rank: Value | null = null; // int64 [1]
+  const splitSizes = new Map<number, Value>();
+  const sizesFor = (g: GraphBuilder, parts: number): Value => {
+    rank ??= g.addNode("Shape", [adapterInput(g, 0, spec.targetModules[0])], [{ dtype: "int64", shape: [1] }], {
+      name: "/model/adapters/rank/Shape",
+      attributes: { start: 1, end: 2 },
+    })[0];
+    let sizes = splitSizes.get(parts);
+    if (sizes === undefined) {
+      sizes = concat(
+        g,
+        `/model/adapters/rank/Concat_${parts}`,
+        Array.from({ length: parts }, () => rank!),
+        0,
+        parts,
+      );
+      splitSizes.set(parts, sizes);
+    }
+    return sizes;
+  };
   return {
     modules: spec.targetModules,
     projection(g, _name, layer, layout) {
       const inputs = linearShape(config, layout.group.modules[0])[1];
-      const value = g.input(projectionInputName(layer, layout.group.name), dtype, [inputs, spec.rank * layout.adapted.length]);
-      return { value, ranks: layout.adapted.map(() => spec.rank) };
+      const value = g.input(projectionInputName(layer, layout.group.name), dtype, [inputs, projectionColumnsDim(layout)]);
+      const ranks = layout.adapted.map(() => ADAPTER_RANK_DIM);
+      return ranks.length === 1 ? { value, ranks } : { value, ranks, sizes: sizesFor(g, ranks.length) };
     },
     expand(g, name, layer, module, _x, shrunk) {
-      const inputName = adapterInputName(layer, module);
-      const input: Value = g.values.get(inputName) ?? g.input(inputName, dtype, ["batch", spec.rank, linearShape(config, module)[0]]);
-      return matMul(g, `${name}/MatMul`, shrunk!, input);
+      return matMul(g, `${name}/MatMul`, shrunk!, adapterInput(g, layer, module));
     },
   };
 }

@@ -4,14 +4,13 @@
  */
 import type { ModelConfig } from "./config.ts";
 import type { FloatTensor } from "../tensor.ts";
+import { ATTENTION_MODULES, LINEAR_MODULES as SHARED_LINEAR_MODULES, type LinearModule, type LinearShapes } from "../../src/protocol/adapter-rank.ts";
 
 export type WeightMap = Map<string, FloatTensor>;
 
-/** The linear modules of a decoder layer, by their Hugging Face names. */
-export const ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"] as const;
-export const MLP_MODULES = ["gate_proj", "up_proj", "down_proj"] as const;
-export type LinearModule = (typeof ATTENTION_MODULES)[number] | (typeof MLP_MODULES)[number];
-export const LINEAR_MODULES: readonly LinearModule[] = [...ATTENTION_MODULES, ...MLP_MODULES];
+/** The linear modules of a decoder layer, by their Hugging Face names (defined once, in the shared protocol). */
+export { ATTENTION_MODULES, MLP_MODULES, type LinearModule } from "../../src/protocol/adapter-rank.ts";
+export const LINEAR_MODULES: readonly LinearModule[] = SHARED_LINEAR_MODULES;
 
 /** Hugging Face tensor name of a layer's linear weight (or bias). */
 export function linearName(layer: number, module: LinearModule, part: "weight" | "bias" = "weight"): string {
@@ -41,6 +40,11 @@ export function linearShape(config: ModelConfig, module: LinearModule): [number,
     case "down_proj":
       return [hiddenSize, intermediateSize];
   }
+}
+
+/** `[out, in]` of every linear module, as the rank rule (src/protocol/adapter-rank.ts) reads them. */
+export function linearShapes(config: ModelConfig): LinearShapes {
+  return Object.fromEntries(LINEAR_MODULES.map((module) => [module, linearShape(config, module)])) as unknown as LinearShapes;
 }
 
 /** Whether a linear module carries a bias in this config. */

@@ -14,7 +14,9 @@
  *   --kv-cache-mb M (RUNNER_KV_CACHE_MB) memory for the KV cache of a full batch; it bounds each request's context; default: a quarter of the memory
  *   --prefill-chunk N                   most prompt tokens read per step beside the decoding rows (fewer where a step's
  *                                       prompt tokens would cost more than a decode step); default 256
- *   --rank R --r-max R                  serving rank of adapters; rows of the stored basis
+ *   --r-max R (RUNNER_R_MAX)            rows of the PiCa basis: the largest adapter rank served and trained; default
+ *                                       the model's ceiling, min(256, min(out, in) of every linear weight)
+ *   --rank R (RUNNER_RANK)              PiCa rank of a PEFT import that names none; default 16 (within --r-max)
  *   --max-adapters N --max-adapter-mb M resident adapter budget (count and megabytes)
  *   --adapter-dir DIR (RUNNER_ADAPTER_DIR) local adapter store
  *   --edge-url URL (RUNNER_EDGE_URL)    read adapters from the control plane instead (and, with --secret, heartbeat to it every 10 s)
@@ -43,7 +45,9 @@ import { BASIS_PENDING } from "../../src/protocol/heartbeat.ts";
 import { BasisNotReadyError } from "../engine/adapter-registry.ts";
 import { openOrWriteWeightFile, weightCacheDirectory } from "../model/weight-file.ts";
 import { loadOrComputeBasisInBackground } from "../pica/basis-worker.ts";
-import type { Basis } from "../pica/types.ts";
+import { DEFAULT_TARGET_MODULES, type Basis } from "../pica/types.ts";
+import { basisRowsFor, rankCeiling, rankLimitsBody } from "../../src/protocol/adapter-rank.ts";
+import { linearShapes } from "../model/weights.ts";
 import type { ExecutionProvider, OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { createRunnerApp } from "./app.ts";
 import { bytesPerTokenBound } from "./request-size.ts";
@@ -67,7 +71,7 @@ const { values } = parseArgs({
     "kv-cache-mb": { type: "string", default: env.RUNNER_KV_CACHE_MB },
     "prefill-chunk": { type: "string", default: env.RUNNER_PREFILL_CHUNK ?? String(DEFAULT_PREFILL_CHUNK_TOKENS) },
     rank: { type: "string", default: env.RUNNER_RANK ?? "16" },
-    "r-max": { type: "string", default: env.RUNNER_R_MAX ?? "32" },
+    "r-max": { type: "string", default: env.RUNNER_R_MAX },
     "max-adapters": { type: "string", default: env.RUNNER_MAX_ADAPTERS ?? "1000" },
     "max-adapter-mb": { type: "string", default: env.RUNNER_MAX_ADAPTER_MB ?? "1024" },
     "adapter-dir": { type: "string", default: env.RUNNER_ADAPTER_DIR ?? join(process.cwd(), ".cache", "adapters") },
@@ -111,13 +115,19 @@ async function main(): Promise<void> {
     console.error(
       `wrote the weights in onnxruntime's layout (${(weightFile.bytes / 2 ** 30).toFixed(2)} GiB) in ${seconds(started)} s to ${weightFile.directory}`,
     );
-  const rank = integer("rank", values.rank, 1);
+  const importRank = integer("rank", values.rank, 1);
+  // Every adapter rank the model allows is served: the basis holds that many rows (adapter-rank.ts).
+  const shapes = linearShapes(config);
+  const ceiling = basisRowsFor(shapes, DEFAULT_TARGET_MODULES);
+  const rMax = values["r-max"] === undefined ? ceiling : integer("r-max", values["r-max"], 1);
+  if (rMax > ceiling) throw new Error(`--r-max must be at most ${ceiling} for this model (min(256, min(out, in) of every linear weight)), got ${rMax}`);
+  const rankLimits = { linearShapes: shapes, basisRows: rMax };
   const maxBatch = integer("max-batch", values["max-batch"], 1);
   const kvCacheMb = values["kv-cache-mb"] === undefined ? Math.floor(totalmem() / 4 / 2 ** 20) : integer("kv-cache-mb", values["kv-cache-mb"], 1);
   const engine = await LlamaEngine.create(config, weights, {
     ...session,
     weightFile,
-    adapters: { basis: null, rank },
+    adapters: { basis: null },
     kvCache: { budgetBytes: kvCacheMb * 2 ** 20 },
   });
   console.error(`loaded the model on ${provider} in ${seconds(started)} s`);
@@ -130,15 +140,11 @@ async function main(): Promise<void> {
     seconds: null as number | null,
     error: null as string | null,
   };
-  const basisReady = loadOrComputeBasisInBackground(
-    directory,
-    { rMax: integer("r-max", values["r-max"], 1), baseFingerprint: weightFile.fingerprint },
-    (done, total) => {
-      basisProgress.status = done < total ? "computing" : basisProgress.status;
-      basisProgress.done = done;
-      basisProgress.total = total;
-    },
-  ).then(async ({ basis, computed, seconds: took }) => {
+  const basisReady = loadOrComputeBasisInBackground(directory, { rMax, baseFingerprint: weightFile.fingerprint }, (done, total) => {
+    basisProgress.status = done < total ? "computing" : basisProgress.status;
+    basisProgress.done = done;
+    basisProgress.total = total;
+  }).then(async ({ basis, computed, seconds: took }) => {
     await engine.setBasis(basis);
     Object.assign(basisProgress, { status: "ready", seconds: took });
     console.error(`${computed ? "computed" : "loaded"} the PiCa basis ${basis.id.slice(0, 12)}… in ${took.toFixed(1)} s; adapters are served`);
@@ -180,7 +186,8 @@ async function main(): Promise<void> {
   const jobs = new JobManager({
     model: async () => ({ config, weights, tokenizer, basis: await basisReady, weightFile, session }),
     directory: values["jobs-dir"]!,
-    maxRank: rank,
+    rankLimits,
+    basisModules: DEFAULT_TARGET_MODULES,
     callbacks: new CallbackClient({ secret, log: (message) => console.error(message) }),
     data: { secret, trustedOrigins: edgeUrl === null ? [] : [new URL(edgeUrl).origin], maxBytes: 128 * 2 ** 20 },
     compute: (work) => gate.training(work),
@@ -215,12 +222,13 @@ async function main(): Promise<void> {
     internal:
       secret === null
         ? null
-        : { jobs, adapters: cache, publishAdapter, peft: () => ({ basis: readyBasis(), config, baseModelName: modelId, defaultRank: rank }) },
+        : { jobs, adapters: cache, publishAdapter, peft: () => ({ basis: readyBasis(), config, baseModelName: modelId, defaultRank: importRank }) },
     health: () => ({
       adapters: { resident: cache.stats().resident },
       jobs: jobs.stats().byStatus,
       basis: { ...basisProgress, id: engine.basis?.id ?? null },
       context_tokens: scheduler.contextLimit,
+      max_rank: rankCeiling(rankLimits, DEFAULT_TARGET_MODULES).rank,
     }),
   });
   let heartbeat: Heartbeat | null = null;
@@ -241,6 +249,7 @@ async function main(): Promise<void> {
       running: scheduler.stats.running,
       waiting: scheduler.stats.waiting,
       resident_adapters: cache.stats().resident,
+      rank_limits: rankLimitsBody(rankLimits),
     });
     if (edgeUrl !== null) heartbeat = startHeartbeat({ edgeUrl, secret: secret!, report });
   });

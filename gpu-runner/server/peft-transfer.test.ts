@@ -112,7 +112,7 @@ describe("the runner's PEFT import and export routes", () => {
       [missing, "adapter_model", /adapter_model/],
       [peftForm("{not json", lora), "adapter_config", /not JSON/],
       [peftForm(good, new Uint8Array([1, 2, 3])), "adapter_model", /.+/],
-      [peftForm(good, lora, { rank: "7" }), "rank", /rMax/],
+      [peftForm(good, lora, { rank: "7" }), "rank", /rank 7 is above 6, .*the rows of the runner's PiCa basis, 6/],
       [peftForm(good, lora, { rank: "zero" }), "rank", /.+/],
       [peftForm(good, lora, { sharing: "none" }), "sharing", /.+/],
       [peftForm({ ...good, use_dora: true }, lora), null, /use_dora/],

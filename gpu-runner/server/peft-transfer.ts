@@ -9,7 +9,9 @@ import type { Context } from "hono";
 import { badRequest, fromZodError } from "../../src/errors.ts";
 import { CONTENT_SHA256_HEADER, PEFT_IMPORT_REPORT_HEADER, PEFT_PARTS, peftImportOptionsSchema, type PeftImportReport } from "../../src/protocol/runner.ts";
 import { parseSafetensors, serializeSafetensors, SafetensorsError } from "../checkpoint/safetensors.ts";
+import { rankCeiling, rankRefusal } from "../../src/protocol/adapter-rank.ts";
 import type { ModelConfig } from "../model/config.ts";
+import { linearShapes } from "../model/weights.ts";
 import { AdapterFormatError, AdapterMismatchError, parseAdapter, serializeAdapter } from "../pica/adapter-format.ts";
 import { exportPeft, importPeft, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftImportError } from "../pica/peft.ts";
 import type { Basis } from "../pica/types.ts";
@@ -20,7 +22,7 @@ export interface PeftTransferOptions {
   config: ModelConfig;
   /** Written into an export's adapter_config.json as base_model_name_or_path. */
   baseModelName: string;
-  /** The PiCa rank of an import that names none: the runner's serving rank. */
+  /** The PiCa rank of an import that names none (the runner's `--rank`), within the ceiling. */
   defaultRank: number;
 }
 
@@ -31,8 +33,12 @@ export async function importPeftRoute(c: Context, options: PeftTransferOptions):
   const modelBytes = await partBytes(form, PEFT_PARTS.model);
   const parsedOptions = peftImportOptionsSchema.safeParse({ rank: form.get("rank") ?? undefined, sharing: form.get("sharing") ?? undefined });
   if (!parsedOptions.success) throw fromZodError(parsedOptions.error);
-  const rank = parsedOptions.data.rank ?? options.defaultRank;
-  if (rank > options.basis.rMax) throw badRequest(`rank ${rank} exceeds this runner's basis rMax ${options.basis.rMax}.`, "rank");
+  // The import adapts every module of the basis: the same rule a fine-tuning job's rank meets.
+  const limits = { linearShapes: linearShapes(options.config), basisRows: options.basis.rMax };
+  const ceiling = rankCeiling(limits, options.basis.targetModules);
+  const rank = parsedOptions.data.rank ?? Math.min(options.defaultRank, ceiling.rank);
+  const refusal = rankRefusal(rank, ceiling, options.baseModelName);
+  if (refusal !== null) throw badRequest(`Invalid value for 'rank': ${refusal}.`, "rank", "invalid_value");
 
   let adapterConfig: unknown;
   try {

@@ -4,6 +4,7 @@
  * where the interrupted one stopped and refuses a checkpoint of another run.
  */
 import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
+import type { LinearModule } from "../model/weights.ts";
 import type { SharingMode } from "../pica/types.ts";
 import type { AdamWState, ResolvedHyperparameters } from "./optimizer.ts";
 
@@ -16,6 +17,8 @@ export interface RunIdentity {
   hyperparameters: ResolvedHyperparameters;
   basisId: string;
   trainExamples: number;
+  /** The modules trained when a subset of the basis's (absent or null: all of them, as before subsets existed). */
+  targetModules?: LinearModule[] | null;
 }
 
 export interface TrainerCheckpoint extends RunIdentity {
@@ -74,5 +77,7 @@ export function parseCheckpoint(bytes: Uint8Array, fileName: string): TrainerChe
 
 function identityOf(run: RunIdentity): RunIdentity {
   const { method, rank, sharing, seed, hyperparameters, basisId, trainExamples } = run;
-  return { method, rank, sharing, seed, hyperparameters, basisId, trainExamples };
+  const identity: RunIdentity = { method, rank, sharing, seed, hyperparameters, basisId, trainExamples };
+  if (run.targetModules != null) identity.targetModules = run.targetModules;
+  return identity;
 }

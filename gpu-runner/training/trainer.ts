@@ -7,18 +7,19 @@
  */
 import type { ModelConfig } from "../model/config.ts";
 import { picaParameterName, type TrainingMethod } from "../model/training-graph.ts";
-import { linearShape, LINEAR_MODULES, type LinearModule, type WeightMap } from "../model/weights.ts";
+import { linearShape, linearShapes, LINEAR_MODULES, type LinearModule, type WeightMap } from "../model/weights.ts";
 import { adapterKey, type Basis, type PicaAdapter, type SharingMode } from "../pica/types.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { makeBatches, splitBatch, splitTrainValidation, type Batch } from "./batching.ts";
 import { parseTrainingJsonl, type LineError } from "../../src/training-data.ts";
-import { AdamW, clipGradientNorm, learningRateAt, resolveHyperparameters, type ResolvedHyperparameters } from "./optimizer.ts";
+import { AdamW, clipGradientNorm, HyperparameterError, learningRateAt, resolveHyperparameters, type ResolvedHyperparameters } from "./optimizer.ts";
 import { checkpointMatches, type TrainerCheckpoint } from "./checkpoint.ts";
 import { tokenizeRecords } from "./tokenize.ts";
 import { TrainingSession } from "./training-session.ts";
 import type { WeightFile } from "../model/weight-file.ts";
 import type { OnnxSessionOptions } from "../runtime/onnx-session.ts";
-import { DEFAULT_ADAPTER_RANK } from "../../src/protocol/runner.ts";
+import { requestedRank } from "../../src/protocol/runner.ts";
+import { canonicalModules, rankCeiling, rankRefusal } from "../../src/protocol/adapter-rank.ts";
 
 /** The frozen model a job trains against. */
 export interface TrainerModel {
@@ -35,8 +36,9 @@ export interface FineTuneHyperparameters {
   n_epochs?: number | "auto";
   batch_size?: number | "auto";
   learning_rate_multiplier?: number | "auto";
-  rank?: number; // default 8
+  rank?: number | "auto"; // default (and "auto"): DEFAULT_ADAPTER_RANK
   weight_sharing?: boolean; // PiCa only; default true
+  target_modules?: LinearModule[]; // default: every module of the basis
 }
 
 export interface FineTuneOptions {
@@ -59,7 +61,7 @@ export interface FineTuneOptions {
 export type TrainerEvent =
   | {
       type: "started";
-      hyperparameters: ResolvedHyperparameters & { rank: number; sharing: SharingMode | null; method: "pica" | "lora" };
+      hyperparameters: ResolvedHyperparameters & { rank: number; sharing: SharingMode | null; method: "pica" | "lora"; targetModules: LinearModule[] };
       trainExamples: number;
       validationExamples: number;
       trainTokens: number;
@@ -114,8 +116,15 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
   const { config, tokenizer, basis } = model;
   const method = options.method ?? "pica";
   const seed = options.seed ?? 0;
-  const rank = options.hyperparameters?.rank ?? DEFAULT_ADAPTER_RANK;
+  const rank = requestedRank(options.hyperparameters?.rank);
   const sharing: SharingMode = options.hyperparameters?.weight_sharing === false ? "per_layer" : "shared";
+  const requestedModules = options.hyperparameters?.target_modules;
+  let targetModules: LinearModule[];
+  if (method === "pica") {
+    targetModules = trainedModules(basis, requestedModules);
+    const refusal = rankRefusal(rank, rankCeiling({ linearShapes: linearShapes(config), basisRows: basis.rMax }, targetModules), "this model");
+    if (refusal !== null) throw new HyperparameterError("rank", refusal);
+  } else targetModules = requestedModules === undefined ? [...LINEAR_MODULES] : canonicalModules(requestedModules);
   const maxLength = options.maxLength ?? Math.min(config.maxPositionEmbeddings - 1, 512);
 
   const train = readExamples(options.training, "training", tokenizer, maxLength);
@@ -130,7 +139,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
 
   const resolved = resolveHyperparameters(options.hyperparameters ?? {}, { trainExamples: trainExamples.length, method });
   const graphMethod: TrainingMethod =
-    method === "pica" ? { kind: "pica", basis, rank, sharing } : { kind: "lora", rank, alpha: rank, targetModules: [...LINEAR_MODULES], seed };
+    method === "pica" ? { kind: "pica", basis, rank, sharing, targetModules } : { kind: "lora", rank, alpha: rank, targetModules, seed };
   // A weight file's tensors are read where the file lies: no private repacked copy per session.
   const session = await TrainingSession.create(config, model.weights, graphMethod, {
     ...model.session,
@@ -148,6 +157,8 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
       hyperparameters: resolved,
       basisId: basis.id,
       trainExamples: trainExamples.length,
+      // Only a subset is recorded, so checkpoints of runs on every module (older ones too) match.
+      targetModules: targetModules.length === basis.targetModules.length ? null : targetModules,
     };
     let startStep = 0;
     if (options.resume !== undefined) {
@@ -161,7 +172,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
     const schedule = { peak: resolved.learningRate, totalSteps: resolved.totalSteps, warmupSteps: resolved.warmupSteps };
     await options.onEvent?.({
       type: "started",
-      hyperparameters: { ...resolved, rank, sharing: identity.sharing, method },
+      hyperparameters: { ...resolved, rank, sharing: identity.sharing, method, targetModules },
       trainExamples: trainExamples.length,
       validationExamples: validationExamples.length,
       trainTokens: trainExamples.reduce((s, e) => s + e.inputIds.length, 0),
@@ -226,7 +237,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
         validationTokenAccuracy: validation.accuracy,
       });
     }
-    const adapter = method === "pica" ? toAdapter(config, basis, rank, sharing, values, options.provenance ?? {}) : null;
+    const adapter = method === "pica" ? toAdapter(config, basis, rank, sharing, values, options.provenance ?? {}, targetModules) : null;
     return {
       status: "succeeded",
       adapter,
@@ -241,7 +252,7 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
   }
 }
 
-/** The trained PiCa parameters (Mᵀ inputs) as an adapter (M = [out, rank]). */
+/** The trained PiCa parameters (Mᵀ inputs) of `targetModules` (default: the basis's) as an adapter (M = [out, rank]). */
 export function toAdapter(
   config: ModelConfig,
   basis: Basis,
@@ -249,10 +260,11 @@ export function toAdapter(
   sharing: SharingMode,
   values: Map<string, Float32Array>,
   provenance: Record<string, unknown>,
+  targetModules: readonly LinearModule[] = basis.targetModules,
 ): PicaAdapter {
   const m = new Map<string, { shape: number[]; data: Float32Array }>();
   const layers = sharing === "shared" ? [0] : Array.from({ length: config.numLayers }, (_, l) => l);
-  const modules: LinearModule[] = [...basis.targetModules];
+  const modules: LinearModule[] = [...targetModules];
   for (const layer of layers) {
     for (const module of modules) {
       const out = linearShape(config, module)[0];
@@ -263,6 +275,20 @@ export function toAdapter(
     }
   }
   return { rank, sharing, targetModules: modules, basisId: basis.id, baseFingerprint: basis.baseFingerprint, m, provenance };
+}
+
+/** The modules a job trains: those it names (each must be in the basis), in canonical order; default the basis's. */
+export function trainedModules(basis: Basis, requested: readonly LinearModule[] | undefined): LinearModule[] {
+  if (requested === undefined) return [...basis.targetModules];
+  if (requested.length === 0) throw new HyperparameterError("target_modules", "target_modules must name at least one module");
+  for (const module of requested) {
+    if (!basis.targetModules.includes(module))
+      throw new HyperparameterError(
+        "target_modules",
+        `target module ${JSON.stringify(module)} is not covered by the basis (${basis.targetModules.join(", ")})`,
+      );
+  }
+  return canonicalModules(requested);
 }
 
 function readExamples(text: string, file: "training" | "validation", tokenizer: TextTokenizer, maxLength: number) {

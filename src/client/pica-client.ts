@@ -7,6 +7,7 @@ import type { OpenAIErrorBody } from "../errors.ts";
 import type { ListPage, PageParams } from "../protocol/list-page.ts";
 import type { ModelObject } from "../protocol/openai.ts";
 import type { PeftImportReport } from "../protocol/runner.ts";
+import type { LinearModule } from "../protocol/adapter-rank.ts";
 import type {
   AdapterObject,
   FileObject,
@@ -50,8 +51,9 @@ export interface CreateJobParams {
     n_epochs?: number | "auto";
     batch_size?: number | "auto";
     learning_rate_multiplier?: number | "auto";
-    rank?: number;
+    rank?: number | "auto";
     weight_sharing?: boolean;
+    target_modules?: LinearModule[]; // default: all seven linear modules
   };
 }
 

@@ -3,6 +3,7 @@
 // runners leave the edge's rotation; a heartbeat brings one back.
 import { z } from "zod";
 import { fromZodError } from "../errors.ts";
+import { rankLimitsSchema } from "./adapter-rank.ts";
 
 /** Where a runner posts its heartbeat on the edge. */
 export const HEARTBEAT_PATH = "/internal/runners/heartbeat";
@@ -26,6 +27,12 @@ export const runnerHeartbeatSchema = z
     running: z.int().min(0),
     waiting: z.int().min(0),
     resident_adapters: z.int().min(0),
+    /**
+     * The base model's linear shapes and the rows of the runner's basis (as configured, also while
+     * it is computed): the edge refuses a job whose rank is above what they allow before it is
+     * dispatched (adapter-rank.ts). Absent from runners that predate it.
+     */
+    rank_limits: rankLimitsSchema.optional(),
   })
   .strict();
 export type RunnerHeartbeatBody = z.infer<typeof runnerHeartbeatSchema>;

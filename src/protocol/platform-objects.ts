@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { modelObjectSchema } from "./openai.ts";
 import { listPageSchema } from "./list-page.ts";
+import { LINEAR_MODULES } from "./adapter-rank.ts";
 
 const auto = <Schema extends z.ZodType>(schema: Schema) => z.union([schema, z.literal("auto")]);
 
@@ -26,7 +27,10 @@ export type FileObject = z.infer<typeof fileObjectSchema>;
 /** A job's status; it only moves forward, to one of the last three. */
 export const fineTuningJobStatusSchema = z.enum(["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]);
 
-/** A fine-tuning job (`/v1/fine_tuning/jobs`); PiCa's rank and weight sharing are in the method's hyper-parameters. */
+/** The modules an adapter adapts, as jobs and estimates show them (canonical order). */
+const targetModulesObjectSchema = z.array(z.enum(LINEAR_MODULES)).describe("the linear modules the adapter adapts");
+
+/** A fine-tuning job (`/v1/fine_tuning/jobs`); PiCa's rank, weight sharing and target modules are in the method's hyper-parameters. */
 export const fineTuningJobSchema = z.object({
   object: z.literal("fine_tuning.job"),
   id: z.string(),
@@ -47,8 +51,9 @@ export const fineTuningJobSchema = z.object({
         n_epochs: auto(z.int()),
         batch_size: auto(z.int()),
         learning_rate_multiplier: auto(z.number()),
-        rank: z.int(),
+        rank: auto(z.int()),
         weight_sharing: z.boolean(),
+        target_modules: targetModulesObjectSchema,
       }),
     }),
   }),
@@ -74,6 +79,7 @@ export const jobEstimateSchema = z.object({
   learning_rate_multiplier: z.number(),
   rank: z.int(),
   weight_sharing: z.boolean(),
+  target_modules: targetModulesObjectSchema,
   estimated_tokens: z.int(),
   estimated_seconds: z.number(),
 });

@@ -3,6 +3,7 @@
 // job's callback. The edge builds requests with these schemas; the runner parses them.
 import { z } from "zod";
 import { fromZodError } from "../errors.ts";
+import { PICA_MAX_RANK, targetModulesSchema } from "./adapter-rank.ts";
 
 /** Job ids and adapter ids as the runner accepts them. */
 export const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -47,10 +48,18 @@ export const RUNNER_PATHS = {
 
 const auto = <Schema extends z.ZodType>(schema: Schema) => z.union([z.literal("auto"), schema]).optional();
 
-/** The PiCa rank of a fine-tuning job that names none, wherever the job is read (edge, runner, trainer). */
+/** The PiCa rank of a fine-tuning job that names none (or "auto"), wherever the job is read (edge, runner, trainer). */
 export const DEFAULT_ADAPTER_RANK = 8;
-/** The largest rank a job may ask for. */
-export const MAX_ADAPTER_RANK = 64;
+/**
+ * The largest rank a job or import may ask for anywhere; a model's own ceiling (adapter-rank.ts:
+ * min(out, in) of the targeted weights, the rows of the runner's basis) may be lower.
+ */
+export const MAX_ADAPTER_RANK = PICA_MAX_RANK;
+
+/** The rank a job trains when it asks for `rank` (a number, "auto" or nothing). */
+export function requestedRank(rank: number | "auto" | undefined): number {
+  return rank === undefined || rank === "auto" ? DEFAULT_ADAPTER_RANK : rank;
+}
 
 /** Fine-tuning hyper-parameters: a number in range or "auto" (resolved by the trainer's rules). */
 export const hyperparametersSchema = z
@@ -58,8 +67,9 @@ export const hyperparametersSchema = z
     n_epochs: auto(z.int().min(1).max(50)),
     batch_size: auto(z.int().min(1).max(256)),
     learning_rate_multiplier: auto(z.number().gt(0).max(10)),
-    rank: z.int().min(1).max(MAX_ADAPTER_RANK).optional(),
+    rank: auto(z.int().min(1).max(MAX_ADAPTER_RANK)),
     weight_sharing: z.boolean().optional(),
+    target_modules: targetModulesSchema.optional(),
   })
   .strict();
 export type Hyperparameters = z.infer<typeof hyperparametersSchema>;
@@ -212,7 +222,7 @@ export const PEFT_PARTS = { config: "adapter_config", model: "adapter_model" } a
 /** The header that carries an import's projection report. */
 export const PEFT_IMPORT_REPORT_HEADER = "x-pica-import-report";
 
-/** Optional form fields of an import: the PiCa rank (default: the runner's serving rank) and sharing. */
+/** Optional form fields of an import: the PiCa rank (default: the runner's `--rank`) and sharing. */
 export const peftImportOptionsSchema = z.object({
   rank: z.coerce.number().pipe(z.int().min(1).max(MAX_ADAPTER_RANK)).optional(),
   sharing: z.enum(["shared", "per_layer"]).default("shared"),

@@ -96,6 +96,7 @@ describe("creating fine-tuning jobs", () => {
       learning_rate_multiplier: estimate.learning_rate_multiplier,
       rank: 4,
       weight_sharing: true,
+      target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
       estimated_tokens: job.estimated_tokens,
       estimated_seconds: job.estimated_seconds,
     });
@@ -147,7 +148,7 @@ describe("creating fine-tuning jobs", () => {
         "invalid_value",
       ],
       [
-        { model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { rank: 65 } } } },
+        { model: "pica-base-4m", training_file: file, method: { type: "supervised", supervised: { hyperparameters: { rank: 257 } } } },
         "method.supervised.hyperparameters.rank",
         "invalid_value",
       ],

@@ -5,6 +5,7 @@
  */
 import { sql } from "drizzle-orm";
 import { index, integer, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { RankLimitsBody } from "../../../src/protocol/adapter-rank.ts";
 import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
 
 const createdAt = () => integer("created_at").notNull().default(sql`(unixepoch())`);
@@ -168,6 +169,9 @@ export const runners = sqliteTable("runners", {
   failures: integer("failures").notNull().default(0), // consecutive failed forwards
   lastFailureAt: integer("last_failure_at"), // when the latest of them happened
   lastHeartbeat: integer("last_heartbeat").notNull(),
+  // What bounds the ranks it trains and serves (its model's linear shapes, its basis's rows), as
+  // its heartbeat reports them; null: not reported (listed, or an older runner).
+  rankLimits: text("rank_limits", { mode: "json" }).$type<RankLimitsBody>(),
 });
 
 export const webhooks = sqliteTable(

@@ -5,11 +5,13 @@
  * runner accepts the same id and request twice as one job), and a job that is already running or
  * finished is left alone. A failure worth retrying throws, and the queue retries with backoff.
  */
-import { CALLBACK_PATHS, EDGE_PATHS } from "../../../src/protocol/runner.ts";
+import { LINEAR_MODULES, type LinearModule } from "../../../src/protocol/adapter-rank.ts";
+import { CALLBACK_PATHS, EDGE_PATHS, requestedRank } from "../../../src/protocol/runner.ts";
 import { database } from "../db/client.ts";
 import { findTenantFile } from "../db/queries/files.ts";
 import { assignRunner, findJobForRunner, moveJob, type JobRow } from "../db/queries/fine-tuning-jobs.ts";
 import { clearRunnerFailures, recordRunnerFailure } from "../db/queries/runners.ts";
+import { allowsRank } from "../runners/rank-limits.ts";
 import { healthyRunners, type RunnerInfo } from "../runners/registry.ts";
 import { finishJob } from "./job-outcomes.ts";
 import { isTerminal } from "./job-status.ts";
@@ -36,9 +38,9 @@ export async function dispatchJob(env: Env, jobId: string): Promise<void> {
     if (job === null || job.status !== "queued") return;
   }
 
-  const candidates = (await healthyRunners(db, env)).filter((runner) => runner.baseModel === null || runner.baseModel === job!.model);
+  const candidates = (await healthyRunners(db, env)).filter((runner) => canTrain(runner, job!));
   const runner = candidates.find((candidate) => candidate.id === job!.runnerId) ?? leastLoaded(candidates);
-  if (runner === undefined) throw new Error(`no healthy runner for ${job.model}`);
+  if (runner === undefined) throw new Error(`no healthy runner for ${job.model} that trains rank ${jobAdapterShape(job).rank}`);
   if ((await assignRunner(db, job.id, runner.id)) === null) return; // cancelled or started meanwhile
 
   try {
@@ -71,7 +73,7 @@ export function runnerRequest(env: Pick<Env, "PUBLIC_URL">, job: JobRow, placeme
     id: job.id,
     training_file: { url: `${base}${EDGE_PATHS.fileContent(job.trainingFile)}` },
     ...(job.validationFile !== null ? { validation_file: { url: `${base}${EDGE_PATHS.fileContent(job.validationFile)}` } } : {}),
-    hyperparameters: job.hyperparameters as RunnerJobRequest["hyperparameters"],
+    hyperparameters: runnerHyperparameters(job.hyperparameters as NonNullable<RunnerJobRequest["hyperparameters"]>),
     seed: job.seed,
     adapter_id: job.fineTunedModel ?? undefined,
     callback_url: `${base}${EDGE_PATHS.jobCallbacks(job.id)}`,
@@ -81,6 +83,24 @@ export function runnerRequest(env: Pick<Env, "PUBLIC_URL">, job: JobRow, placeme
       ? { resume_state: { url: `${base}${EDGE_PATHS.jobCallbacks(job.id)}${CALLBACK_PATHS.state}`, trained_tokens: resume.trainedTokens } }
       : {}),
   };
+}
+
+/** Whether `runner` serves the job's base model and allows its rank on its target modules (as far as it reported them). */
+export function canTrain(runner: RunnerInfo, job: JobRow): boolean {
+  const { rank, targetModules } = jobAdapterShape(job);
+  return (runner.baseModel === null || runner.baseModel === job.model) && allowsRank(runner, rank, targetModules);
+}
+
+/** The rank and target modules a job asks for (every module for jobs stored before they were selectable). */
+function jobAdapterShape(job: JobRow): { rank: number; targetModules: LinearModule[] } {
+  const hyperparameters = job.hyperparameters as { rank?: number | "auto"; target_modules?: LinearModule[] };
+  return { rank: requestedRank(hyperparameters.rank), targetModules: hyperparameters.target_modules ?? [...LINEAR_MODULES] };
+}
+
+/** A job's hyper-parameters as a runner takes them: every module is the runner's default, so a job on all of them names none. */
+function runnerHyperparameters(stored: NonNullable<RunnerJobRequest["hyperparameters"]>): RunnerJobRequest["hyperparameters"] {
+  const { target_modules, ...rest } = stored;
+  return target_modules === undefined || target_modules.length === LINEAR_MODULES.length ? rest : { ...rest, target_modules };
 }
 
 // Fewest requests running and waiting, then fewest recent failures; ties by id, so a retried

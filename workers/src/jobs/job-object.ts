@@ -1,4 +1,5 @@
 /** Jobs, their events and checkpoints as OpenAI's fine-tuning API shows them. */
+import { LINEAR_MODULES } from "../../../src/protocol/adapter-rank.ts";
 import type { FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent } from "../../../src/protocol/platform-objects.ts";
 import type { JobRow } from "../db/queries/fine-tuning-jobs.ts";
 import type { CheckpointRow, EventRow } from "../db/queries/job-results.ts";
@@ -26,7 +27,11 @@ export function publicJob(row: JobRow): FineTuningJob {
       batch_size: hyperparameters.batch_size,
       learning_rate_multiplier: hyperparameters.learning_rate_multiplier,
     },
-    method: { type: "supervised" as const, supervised: { hyperparameters } },
+    // Jobs created before target modules were selectable trained every module.
+    method: {
+      type: "supervised" as const,
+      supervised: { hyperparameters: { ...hyperparameters, target_modules: hyperparameters.target_modules ?? [...LINEAR_MODULES] } },
+    },
     trained_tokens: row.trainedTokens,
     error: row.error,
     seed: row.seed,

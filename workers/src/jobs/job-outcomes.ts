@@ -113,14 +113,14 @@ export async function jobAdapterRow(
   job: JobRow,
   blob: { id: string; blobKey: string; sha256: string; bytes: number; source: "fine_tune" | "checkpoint" },
 ): Promise<NewAdapter> {
-  const hyperparameters = job.hyperparameters as { rank?: number; weight_sharing?: boolean };
+  const hyperparameters = job.hyperparameters as { rank?: number | "auto"; weight_sharing?: boolean };
   const runner = job.runnerId === null ? undefined : await db.select({ basisId: runners.basisId }).from(runners).where(eq(runners.id, job.runnerId)).get();
   return {
     ...blob,
     tenantId: job.tenantId,
     baseModel: job.model,
     basisId: runner?.basisId || null,
-    rank: hyperparameters.rank ?? null,
+    rank: typeof hyperparameters.rank === "number" ? hyperparameters.rank : null, // "auto": the runner's choice, not known here
     sharing: hyperparameters.weight_sharing === false ? "per_layer" : "shared",
     sourceJobId: job.id,
   };

@@ -10,7 +10,7 @@ import { database } from "../db/client.ts";
 import { findRunningJobs, moveRunningJob } from "../db/queries/fine-tuning-jobs.ts";
 import { runners } from "../db/schema.ts";
 import { healthyFromRows, HEARTBEAT_STALE_SECONDS } from "../runners/registry.ts";
-import { leastLoaded, runnerRequest } from "./dispatcher.ts";
+import { canTrain, leastLoaded, runnerRequest } from "./dispatcher.ts";
 import { submitToRunner } from "./runner-client.ts";
 
 const MAX_PER_SWEEP = 20;
@@ -29,9 +29,7 @@ export async function relocateOrphanedJobs(env: Env, now = Math.floor(Date.now()
     if (moved.length === MAX_PER_SWEEP) break;
     const lost = job.runnerId === null ? undefined : byId.get(job.runnerId);
     if (lost === undefined || lost.lastHeartbeat === 0 || fresh(lost.lastHeartbeat)) continue;
-    const target = leastLoaded(
-      live.filter((runner) => runner.id !== lost.id && runner.url !== lost.url && (runner.baseModel === null || runner.baseModel === job.model)),
-    );
+    const target = leastLoaded(live.filter((runner) => runner.id !== lost.id && runner.url !== lost.url && canTrain(runner, job)));
     if (target === undefined) continue;
     const from = job.stateKey !== null ? "from its last checkpoint" : "from the start (no checkpoint was made)";
     const event = {

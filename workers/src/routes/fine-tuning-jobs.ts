@@ -1,8 +1,10 @@
 /**
  * `/v1/fine_tuning/jobs` (fine-tuning key): create a job on one of the tenant's files (estimated
  * up front, dispatched through the TASKS queue), list, retrieve, cancel, and read its events and
- * checkpoints; estimate one before creating it. Shapes are OpenAI's; PiCa's `rank` and `weight_sharing` ride along in the
- * hyper-parameters.
+ * checkpoints; estimate one before creating it. Shapes are OpenAI's; PiCa's `rank`,
+ * `weight_sharing` and `target_modules` ride along in the hyper-parameters. A rank above what the
+ * base model's runners allow for the target modules (runners/rank-limits.ts) is refused here,
+ * before the job exists.
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
@@ -10,7 +12,8 @@ import { BASE_MODEL_ID, fineTunedModelId, validateSuffix } from "../../../src/co
 import { badRequest, notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
 import type { FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent, JobEstimate } from "../../../src/protocol/platform-objects.ts";
-import { DEFAULT_ADAPTER_RANK, hyperparametersSchema, type Hyperparameters } from "../../../src/protocol/runner.ts";
+import { canonicalModules, LINEAR_MODULES, rankRefusal } from "../../../src/protocol/adapter-rank.ts";
+import { DEFAULT_ADAPTER_RANK, hyperparametersSchema, requestedRank, type Hyperparameters } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
@@ -23,6 +26,9 @@ import { publicCheckpoint, publicEvent, publicJob } from "../jobs/job-object.ts"
 import { finishJob } from "../jobs/job-outcomes.ts";
 import { isTerminal } from "../jobs/job-status.ts";
 import { cancelOnRunner, runnerUrl } from "../jobs/runner-client.ts";
+import { runners } from "../db/schema.ts";
+import { modelRankCeiling } from "../runners/rank-limits.ts";
+import { healthyFromRows, reportedFromRows } from "../runners/registry.ts";
 import type { TaskMessage } from "../queue/messages.ts";
 import { fileOr404 } from "./files.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
@@ -82,13 +88,21 @@ async function planJob(c: Context<AppEnv>) {
   const training = await fileOr404(c.env.DB, tenantId, body.training_file, "training_file");
   const validation = body.validation_file == null ? null : await fileOr404(c.env.DB, tenantId, body.validation_file, "validation_file");
   const requested: Hyperparameters = body.method?.supervised?.hyperparameters ?? body.hyperparameters ?? {};
-  const estimate = estimateJob(training, requested, body.hyperparameters !== undefined ? "hyperparameters" : "method.supervised.hyperparameters");
-  return { body, tenantId, baseModel, suffix, training, validation, requested, estimate };
+  const paramPrefix = body.hyperparameters !== undefined ? "hyperparameters" : "method.supervised.hyperparameters";
+  const targetModules = canonicalModules(requested.target_modules ?? LINEAR_MODULES);
+  if (typeof requested.rank === "number") {
+    const rows = await database(c.env.DB).select().from(runners).all();
+    const ceiling = modelRankCeiling(healthyFromRows(rows, c.env), reportedFromRows(rows), baseModel, targetModules);
+    const refusal = rankRefusal(requested.rank, ceiling, baseModel);
+    if (refusal !== null) throw badRequest(`Invalid value for '${paramPrefix}.rank': ${refusal}.`, `${paramPrefix}.rank`, "invalid_value");
+  }
+  const estimate = estimateJob(training, requested, paramPrefix);
+  return { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, estimate };
 }
 
 // The estimate a job would get, without creating it (the console shows it before launching).
 fineTuningJobRoutes.post("/estimate", async (c) => {
-  const { baseModel, training, requested, estimate } = await planJob(c);
+  const { baseModel, training, requested, targetModules, estimate } = await planJob(c);
   return c.json({
     object: "fine_tuning.job.estimate",
     model: baseModel,
@@ -96,15 +110,16 @@ fineTuningJobRoutes.post("/estimate", async (c) => {
     n_epochs: estimate.nEpochs,
     batch_size: estimate.batchSize,
     learning_rate_multiplier: estimate.learningRateMultiplier,
-    rank: requested.rank ?? DEFAULT_ADAPTER_RANK,
+    rank: requestedRank(requested.rank),
     weight_sharing: requested.weight_sharing ?? DEFAULT_WEIGHT_SHARING,
+    target_modules: targetModules,
     estimated_tokens: estimate.estimatedTokens,
     estimated_seconds: estimate.estimatedSeconds,
   } satisfies JobEstimate);
 });
 
 fineTuningJobRoutes.post("/", async (c) => {
-  const { body, tenantId, baseModel, suffix, training, validation, requested, estimate } = await planJob(c);
+  const { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, estimate } = await planJob(c);
   const id = randomId("ftjob-");
   const db = database(c.env.DB);
   const job = await createJob(
@@ -123,6 +138,7 @@ fineTuningJobRoutes.post("/", async (c) => {
         learning_rate_multiplier: requested.learning_rate_multiplier ?? "auto",
         rank: requested.rank ?? DEFAULT_ADAPTER_RANK,
         weight_sharing: requested.weight_sharing ?? DEFAULT_WEIGHT_SHARING,
+        target_modules: targetModules,
       },
       status: "validating_files",
       fineTunedModel: fineTunedModelId({ base: baseModel, tenant: tenantId, suffix, jobId: id }),

@@ -26,6 +26,7 @@ runnerRoutes.post(pathUnder(EDGE_PATHS.runners, HEARTBEAT_PATH), async (c) => {
     running: beat.running,
     waiting: beat.waiting,
     residentAdapters: beat.resident_adapters,
+    rankLimits: beat.rank_limits ?? null,
   });
   forgetRunnerRows();
   return c.json({ ok: true });
@@ -44,6 +45,7 @@ runnerRoutes.get("/", async (c) => {
       running: row.running,
       waiting: row.waiting,
       resident_adapters: row.residentAdapters,
+      rank_limits: row.rankLimits,
       failures: row.failures,
       last_heartbeat: row.lastHeartbeat,
       in_rotation: inRotation.has(row.url.replace(/\/+$/, "")), // what routing and job placement may use now

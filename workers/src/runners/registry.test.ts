@@ -15,6 +15,7 @@ const row = (url: string, change: Partial<Row> = {}): Row => ({
   failures: 0,
   lastFailureAt: null,
   lastHeartbeat: now(),
+  rankLimits: null,
   ...change,
 });
 const urls = (rows: Row[], listed = "") =>

@@ -3,6 +3,7 @@
  * whose heartbeat is stale or that failed too often in a row. Routing (affinity) and job placement
  * both start from this list.
  */
+import { rankLimitsOf, type RankLimits } from "../../../src/protocol/adapter-rank.ts";
 import type { Database } from "../db/client.ts";
 import { runners } from "../db/schema.ts";
 
@@ -14,6 +15,7 @@ export interface RunnerInfo {
   failures: number; // consecutive failed forwards
   running: number;
   waiting: number;
+  rankLimits: RankLimits | null; // null: not reported (listed, or an older runner)
 }
 
 /** A heartbeat older than this takes a runner out of the rotation. */
@@ -38,7 +40,7 @@ export function healthyFromRows(known: (typeof runners.$inferSelect)[], env: Pic
     .split(",")
     .map((u) => u.trim().replace(/\/+$/, ""))
     .filter(Boolean)) {
-    byUrl.set(url, { id: url, url, baseModel: null, basisId: null, failures: 0, running: 0, waiting: 0 });
+    byUrl.set(url, { id: url, url, baseModel: null, basisId: null, failures: 0, running: 0, waiting: 0, rankLimits: null });
   }
   for (const row of known) {
     const url = row.url.replace(/\/+$/, "");
@@ -53,7 +55,25 @@ export function healthyFromRows(known: (typeof runners.$inferSelect)[], env: Pic
       if (listed !== undefined) listed.failures = row.failures;
       continue;
     }
-    byUrl.set(url, { id: row.id, url, baseModel: row.baseModel, basisId: row.basisId, failures: row.failures, running: row.running, waiting: row.waiting });
+    byUrl.set(url, runnerInfo(row));
   }
   return [...byUrl.values()];
+}
+
+/** Every runner that ever heartbeated, healthy or not, as last reported (what a job's rank is checked against when none is up). */
+export function reportedFromRows(known: (typeof runners.$inferSelect)[]): RunnerInfo[] {
+  return known.filter((row) => row.baseModel !== "").map(runnerInfo);
+}
+
+function runnerInfo(row: typeof runners.$inferSelect): RunnerInfo {
+  return {
+    id: row.id,
+    url: row.url.replace(/\/+$/, ""),
+    baseModel: row.baseModel,
+    basisId: row.basisId,
+    failures: row.failures,
+    running: row.running,
+    waiting: row.waiting,
+    rankLimits: row.rankLimits === null ? null : rankLimitsOf(row.rankLimits),
+  };
 }

@@ -4,6 +4,7 @@
  * (runners/registry.ts reads the rows). Runners are the platform's, not a tenant's.
  */
 import { and, eq, gt, ne, sql } from "drizzle-orm";
+import type { RankLimitsBody } from "../../../../src/protocol/adapter-rank.ts";
 import type { Database } from "../client.ts";
 import { MAX_CONSECUTIVE_FAILURES } from "../../runners/registry.ts";
 import { runners } from "../schema.ts";
@@ -16,6 +17,7 @@ export interface RunnerHeartbeat {
   running: number;
   waiting: number;
   residentAdapters: number;
+  rankLimits: RankLimitsBody | null;
 }
 
 /** Records a heartbeat: the row is created or refreshed, and its failure count starts over. */
