@@ -2,7 +2,9 @@ import { describe, expect, it } from "vitest";
 import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
 import { SHIPPED_MODEL_DIRECTORY as SHIPPED } from "../gpu-runner/model/shipped-model.ts";
-import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
+import { linearShapes } from "../gpu-runner/model/weights.ts";
+import { loadOrComputeBasis, truncateBasis } from "../gpu-runner/pica/basis.ts";
+import { basisRowsFor, LINEAR_MODULES } from "../src/protocol/adapter-rank.ts";
 import { generateCorpus } from "../gpu-runner/pretrain/corpus.ts";
 
 describe("the shipped base model", () => {
@@ -39,5 +41,16 @@ describe("the shipped base model", () => {
     expect(computed).toBe(false);
     expect(basis.rMax).toBe(32);
     expect(basis.id).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it("ships the basis a runner serves by default, with every rank the model allows, extending the 32-row one", async () => {
+    const { config, weights, directory } = await loadCheckpoint(SHIPPED);
+    const rows = basisRowsFor(linearShapes(config), LINEAR_MODULES);
+    expect(rows).toBe(128); // k and v are [128, 256]
+    const small = await loadOrComputeBasis(directory, config, weights, { rMax: 32 });
+    const { basis, computed } = await loadOrComputeBasis(directory, config, weights, { rMax: rows });
+    expect(computed).toBe(false);
+    expect(basis.prefixes).toEqual([{ rMax: 32, id: small.basis.id }]); // adapters of the 32-row basis are served by it
+    expect(truncateBasis(basis, 32).id).toBe(small.basis.id);
   });
 });

@@ -15,7 +15,7 @@ import { parseSafetensors, serializeSafetensors, writeSafetensorsFile } from "..
 import type { ModelConfig } from "../model/config.ts";
 import { LINEAR_MODULES, linearShape, type LinearModule } from "../model/weights.ts";
 import type { FloatTensor } from "../tensor.ts";
-import { adapterKey, type Basis, type PicaAdapter, type SharingMode } from "./types.ts";
+import { adapterKey, basisServes, type Basis, type PicaAdapter, type SharingMode } from "./types.ts";
 
 /** The `format` metadata value of an adapter file. */
 export const ADAPTER_FORMAT = "pica-adapter";
@@ -226,13 +226,16 @@ export class AdapterMismatchError extends Error {
 /** Checks that an adapter fits a runner's base model and basis; names both values on a mismatch. */
 export function validateAdapterFor(
   adapter: PicaAdapter,
-  context: { config: ModelConfig; basis: Pick<Basis, "id" | "baseFingerprint" | "rMax" | "targetModules" | "numLayers"> },
+  context: { config: ModelConfig; basis: Pick<Basis, "id" | "baseFingerprint" | "rMax" | "targetModules" | "numLayers" | "prefixes"> },
 ): void {
   const { config, basis } = context;
   const fail = (detail: string) => new AdapterMismatchError(detail);
   assertWellFormedAdapter(adapter);
-  if (adapter.basisId !== basis.id) {
-    throw fail(`adapter basis id ${adapter.basisId} differs from the runner's basis id ${basis.id}`);
+  if (!basisServes(basis, adapter.basisId, adapter.rank)) {
+    const prefix = basis.prefixes?.find((p) => p.id === adapter.basisId);
+    if (prefix !== undefined) throw fail(`adapter rank ${adapter.rank} exceeds the ${prefix.rMax} rows of its basis ${adapter.basisId}`);
+    const extended = basis.prefixes?.length ? ` (nor the id of a basis it extends: ${basis.prefixes.map((p) => p.id).join(", ")})` : "";
+    throw fail(`adapter basis id ${adapter.basisId} differs from the runner's basis id ${basis.id}${extended}`);
   }
   if (adapter.baseFingerprint !== basis.baseFingerprint) {
     throw fail(`adapter base fingerprint ${adapter.baseFingerprint} differs from the runner's ${basis.baseFingerprint}`);

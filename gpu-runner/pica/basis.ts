@@ -6,22 +6,28 @@
  *   pica-basis-r{rMax}.safetensors
  *     pica.basis.layers.{l}.{module}   F32 [rMax, in]
  *     metadata: format "pica-basis", format_version "1", basis_id, base_fingerprint, r_max,
- *               num_layers, target_modules (JSON)
+ *               num_layers, target_modules (JSON), and for an extended basis `extends`
+ *               (JSON [{r_max, basis_id}]: the bases whose rows it begins with)
  *
  * Why stored and hashed rather than recomputed: singular vectors are defined up to sign and
  * rotate freely inside a repeated singular value; a P recomputed by another backend or in
  * another precision can differ, and M is learned in P's coordinates (DESIGN.md §2).
+ *
+ * A runner asked for more rows than its stored basis holds extends that basis rather than
+ * computing a new one: the stored rows are kept bit for bit and the next singular vectors are
+ * computed orthogonal to them, so every adapter trained against the smaller basis is served by
+ * the larger one (its id is recorded in `extends`, and checked against the rows it names).
  */
 import { createHash } from "node:crypto";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseSafetensors, serializeSafetensors, writeSafetensorsFile } from "../checkpoint/safetensors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { LINEAR_MODULES, linearName, linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
 import type { FloatTensor } from "../tensor.ts";
 import { modelFingerprint } from "./fingerprint.ts";
-import { createOnnxWeightProducts, largestMagnitudeIndex, topRightSingularVectors } from "./singular-vectors.ts";
-import { DEFAULT_TARGET_MODULES, projectionKey, type Basis } from "./types.ts";
+import { createOnnxWeightProducts, largestMagnitudeIndex, nextRightSingularVectors, topRightSingularVectors } from "./singular-vectors.ts";
+import { DEFAULT_TARGET_MODULES, projectionKey, type Basis, type BasisPrefix } from "./types.ts";
 
 export { canonicalizeSigns, createOnnxMatrixProduct, topRightSingularVectors, type RightSingularVectors } from "./singular-vectors.ts";
 
@@ -50,6 +56,7 @@ export class BasisFormatError extends Error {
 
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const TENSOR_NAME = /^pica\.basis\.layers\.(0|[1-9]\d*)\.([a-z_]+)$/;
+const FILE_NAME = /^pica-basis-r([1-9]\d*)\.safetensors$/;
 const ROW_NORM_TOLERANCE = 1e-4;
 
 /** The file a basis of rank `rMax` is stored in, inside the model's basis directory. */
@@ -202,6 +209,7 @@ function basisFileContents(basis: Basis): { tensors: Map<string, FloatTensor>; m
     r_max: String(basis.rMax),
     num_layers: String(basis.numLayers),
     target_modules: JSON.stringify(basis.targetModules),
+    ...(basis.prefixes?.length ? { extends: JSON.stringify(basis.prefixes.map((prefix) => ({ r_max: prefix.rMax, basis_id: prefix.id }))) } : {}),
   };
   return { tensors, metadata };
 }
@@ -277,7 +285,81 @@ export function parseBasis(bytes: Uint8Array, fileName: string): Basis {
   const basis = { baseFingerprint, rMax, numLayers, targetModules, projections };
   const computed = basisId(basis);
   if (computed !== id) fail(`basis_id ${id} does not match the contents, which hash to ${computed}: the file is corrupted or was edited`);
-  return { id, ...basis };
+  const prefixes = file.metadata.extends === undefined ? [] : parsePrefixes(file.metadata.extends, { id, ...basis }, fail);
+  return prefixes.length === 0 ? { id, ...basis } : { id, ...basis, prefixes };
+}
+
+/** The `extends` metadata: each entry's rows must be this basis's first rows, hashing to its id. */
+function parsePrefixes(text: string, basis: Basis, fail: (detail: string) => never): BasisPrefix[] {
+  let entries: unknown;
+  try {
+    entries = JSON.parse(text);
+  } catch {
+    fail(`extends ${JSON.stringify(text)} is not JSON`);
+  }
+  if (!Array.isArray(entries)) fail(`extends must be a JSON array of {r_max, basis_id}, got ${text}`);
+  const prefixes: BasisPrefix[] = [];
+  for (const entry of entries as unknown[]) {
+    const { r_max: rows, basis_id: id } = (entry ?? {}) as { r_max?: unknown; basis_id?: unknown };
+    const previous = prefixes.at(-1)?.rMax ?? 0;
+    if (typeof rows !== "number" || !Number.isInteger(rows) || rows <= previous || rows >= basis.rMax)
+      fail(`extends: r_max ${JSON.stringify(rows)} must be an integer above ${previous} and below r_max ${basis.rMax}`);
+    if (typeof id !== "string" || !/^[0-9a-f]{64}$/.test(id)) fail(`extends: basis_id ${JSON.stringify(id)} is not a sha256 hex digest`);
+    const actual = truncateBasis(basis, rows as number).id;
+    if (actual !== id) fail(`extends: the first ${rows} rows hash to ${actual}, not to the recorded basis_id ${id}`);
+    prefixes.push({ rMax: rows as number, id: id as string });
+  }
+  return prefixes;
+}
+
+/** The first `rMax` rows of a basis, as a basis of its own (with its own id). */
+export function truncateBasis(basis: Basis, rMax: number): Basis {
+  if (!Number.isInteger(rMax) || rMax < 1 || rMax > basis.rMax) throw new Error(`truncateBasis: rMax ${rMax} must be an integer in [1, ${basis.rMax}]`);
+  if (rMax === basis.rMax) return basis;
+  const projections = new Map<string, FloatTensor>();
+  for (const [key, p] of basis.projections) projections.set(key, { shape: [rMax, p.shape[1]], data: p.data.subarray(0, rMax * p.shape[1]) });
+  const truncated = { baseFingerprint: basis.baseFingerprint, rMax, numLayers: basis.numLayers, targetModules: basis.targetModules, projections };
+  const prefixes = (basis.prefixes ?? []).filter((prefix) => prefix.rMax < rMax);
+  return { id: basisId(truncated), ...truncated, ...(prefixes.length > 0 ? { prefixes } : {}) };
+}
+
+/**
+ * `stored` grown to `rMax` rows: its rows unchanged, then for every layer and module the next
+ * right singular vectors of the weight, orthogonal to them (nextRightSingularVectors). The result
+ * records `stored` (and what `stored` extends) as its prefixes.
+ */
+export async function extendBasis(
+  config: ModelConfig,
+  weights: WeightMap,
+  stored: Basis,
+  rMax: number,
+  onProgress?: (done: number, total: number) => void,
+): Promise<Basis> {
+  if (!Number.isInteger(rMax) || rMax <= stored.rMax) throw new Error(`extendBasis: rMax ${rMax} must be an integer above the stored ${stored.rMax}`);
+  checkRank(config, rMax, stored.targetModules);
+  const total = config.numLayers * stored.targetModules.length;
+  const projections = new Map<string, FloatTensor>();
+  const products = await createOnnxWeightProducts();
+  try {
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const module of stored.targetModules) {
+        const name = linearName(layer, module);
+        const weight = weights.get(name);
+        if (weight === undefined) throw new Error(`extendBasis: the weights have no ${name}`);
+        const kept = stored.projections.get(projectionKey(layer, module))!;
+        const { rows } = await nextRightSingularVectors(weight, kept.data, stored.rMax, rMax - stored.rMax, products, { label: name });
+        const data = new Float32Array(rMax * kept.shape[1]);
+        data.set(kept.data);
+        data.set(rows, kept.data.length);
+        projections.set(projectionKey(layer, module), { shape: [rMax, kept.shape[1]], data });
+        onProgress?.(projections.size, total);
+      }
+    }
+  } finally {
+    await products.dispose();
+  }
+  const basis = { baseFingerprint: stored.baseFingerprint, rMax, numLayers: stored.numLayers, targetModules: stored.targetModules, projections };
+  return { id: basisId(basis), ...basis, prefixes: [...(stored.prefixes ?? []), { rMax: stored.rMax, id: stored.id }] };
 }
 
 function positiveInteger(text: string, key: string, fail: (detail: string) => never): number {
@@ -335,7 +417,38 @@ export async function readStoredBasis(directory: string, config: ModelConfig, re
   return basis;
 }
 
-/** Computes the basis and writes it atomically to `directory/pica-basis-r{rMax}.safetensors`. */
+/**
+ * The largest basis stored in `directory` with fewer rows than asked for that belongs to this
+ * model and these target modules (one that belongs elsewhere is not extended), or null.
+ */
+export async function readSmallerStoredBasis(directory: string, config: ModelConfig, request: BasisRequest): Promise<Basis | null> {
+  let names: string[];
+  try {
+    names = await readdir(directory);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw error;
+  }
+  const smaller = names
+    .map((name) => Number(FILE_NAME.exec(name)?.[1] ?? Number.NaN))
+    .filter((rows) => rows < request.rMax)
+    .sort((a, b) => b - a);
+  for (const rows of smaller) {
+    try {
+      const stored = await readStoredBasis(directory, config, { ...request, rMax: rows });
+      if (stored !== null) return stored;
+    } catch (error) {
+      if (!(error instanceof BasisFormatError)) throw error;
+    }
+  }
+  return null;
+}
+
+/**
+ * Computes the basis and writes it atomically to `directory/pica-basis-r{rMax}.safetensors`: a
+ * smaller basis of this model stored there is extended (its rows kept, so adapters trained
+ * against it stay servable); otherwise the basis is computed from scratch.
+ */
 export async function computeAndStoreBasis(
   directory: string,
   config: ModelConfig,
@@ -343,7 +456,9 @@ export async function computeAndStoreBasis(
   request: BasisRequest,
   onProgress?: (done: number, total: number) => void,
 ): Promise<Basis> {
-  const basis = await computeBasis(config, weights, request, onProgress);
+  const smaller = await readSmallerStoredBasis(directory, config, request);
+  const basis =
+    smaller === null ? await computeBasis(config, weights, request, onProgress) : await extendBasis(config, weights, smaller, request.rMax, onProgress);
   const { tensors, metadata } = basisFileContents(basis);
   await mkdir(directory, { recursive: true });
   await writeSafetensorsFile(join(directory, basisFileName(request.rMax)), tensors, metadata);

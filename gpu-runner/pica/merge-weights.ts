@@ -5,11 +5,11 @@
  */
 import type { ModelConfig } from "../model/config.ts";
 import { linearName, linearShape, type WeightMap } from "../model/weights.ts";
-import { adapterKey, projectionKey, type Basis, type PicaAdapter } from "./types.ts";
+import { adapterKey, basisServes, projectionKey, type Basis, type PicaAdapter } from "./types.ts";
 
 /** A copy of `weights` with the adapter merged in (untargeted weights are shared, not copied). */
 export function mergeIntoWeights(config: ModelConfig, weights: WeightMap, basis: Basis, adapter: PicaAdapter): WeightMap {
-  if (adapter.basisId !== basis.id) throw new Error(`adapter basis ${adapter.basisId} differs from basis ${basis.id}`);
+  if (!basisServes(basis, adapter.basisId, adapter.rank)) throw new Error(`adapter basis ${adapter.basisId} differs from basis ${basis.id}`);
   const merged: WeightMap = new Map(weights);
   const rank = adapter.rank;
   for (let layer = 0; layer < config.numLayers; layer++) {

@@ -180,6 +180,53 @@ export async function topRightSingularVectors(
   return { rows: singular, singularValues: eigenvalues.map((value) => Math.sqrt(Math.max(value, 0))) };
 }
 
+/**
+ * The next `count` right singular vectors of W after `kept` [keptRows, in] (orthonormal rows, such
+ * as a stored P): the top right singular vectors of W restricted to the complement of the kept
+ * rows, W (I − keptᵀ kept), as float32 rows orthogonal to `kept`, signs canonical. A basis grows
+ * this way without changing a bit of the rows adapters already use.
+ */
+export async function nextRightSingularVectors(
+  weight: FloatTensor,
+  kept: Float32Array,
+  keptRows: number,
+  count: number,
+  products: MatrixProduct | WeightProducts,
+  options: { label?: string } = {},
+): Promise<RightSingularVectors> {
+  const label = options.label ?? "weight";
+  const [out, inputs] = weight.shape;
+  if (kept.length !== keptRows * inputs) throw new Error(`${label}: the kept rows hold ${kept.length} values, expected [${keptRows}, ${inputs}]`);
+  if (!Number.isInteger(count) || count < 1 || keptRows + count > Math.min(out, inputs)) {
+    throw new Error(`${label}: ${keptRows} kept rows and ${count} more exceed min(out, in) = ${Math.min(out, inputs)} of weight [${out}, ${inputs}]`);
+  }
+  const via = typeof products === "function" ? weightProductsOf(products) : products;
+  const p = Float64Array.from(kept); // [kept, in]
+  const pT = transpose(p, keptRows, inputs);
+  // W − (W Pᵀ) P, in float64, rounded once to float32 for the solver.
+  const w = Float64Array.from(weight.data);
+  const projected = await via.product(await via.product(w, out, inputs, pT, keptRows), out, keptRows, p, inputs);
+  const deflated = new Float32Array(out * inputs);
+  for (let i = 0; i < deflated.length; i++) deflated[i] = w[i] - projected[i];
+  const next = await topRightSingularVectors({ shape: [out, inputs], data: deflated }, count, via, { label: `${label} (beyond row ${keptRows})` });
+  // What the rounding left along the kept rows is removed before the rows are made unit again.
+  let rows: Float64Array = Float64Array.from(next.rows);
+  const back = await via.product(await via.product(rows, count, inputs, pT, keptRows), count, keptRows, p, inputs);
+  for (let i = 0; i < rows.length; i++) rows[i] -= back[i];
+  rows = await orthonormalizeRowsWith(via.product, rows, count, inputs);
+  const singular = Float32Array.from(rows);
+  canonicalizeSigns(singular, count, inputs);
+  const all = new Float64Array((keptRows + count) * inputs);
+  all.set(kept);
+  all.set(singular, keptRows * inputs);
+  const error = maxDeviationFromIdentity(
+    await via.product(all, keptRows + count, inputs, transpose(all, keptRows + count, inputs), keptRows + count),
+    keptRows + count,
+  );
+  if (!(error <= ORTHONORMALITY_TOLERANCE)) throw new Error(`${label}: the extended rows are not orthonormal to the kept ones (max |P Pᵀ − I| = ${error})`);
+  return { rows: singular, singularValues: next.singularValues };
+}
+
 function maxDeviationFromIdentity(square: Float64Array, n: number): number {
   let worst = 0;
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) worst = Math.max(worst, Math.abs(square[i * n + j] - (i === j ? 1 : 0)));

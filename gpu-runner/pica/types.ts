@@ -20,6 +20,22 @@ export interface Basis {
   numLayers: number;
   targetModules: LinearModule[];
   projections: Map<string, FloatTensor>; // projectionKey(layer, module) → P [rMax, in], rows orthonormal
+  /**
+   * The smaller bases this one was extended from, by rows added, smallest first: its first `rMax`
+   * rows are exactly theirs, so adapters trained against them are served by this one too.
+   */
+  prefixes?: BasisPrefix[];
+}
+
+/** A basis this one extends: its rows and its id. */
+export interface BasisPrefix {
+  rMax: number;
+  id: string;
+}
+
+/** Whether an adapter of `rank` trained against basis `basisId` uses rows of `basis`: its own, or those of a basis it extends. */
+export function basisServes(basis: Pick<Basis, "id" | "prefixes">, basisId: string, rank: number): boolean {
+  return basisId === basis.id || (basis.prefixes ?? []).some((prefix) => prefix.id === basisId && rank <= prefix.rMax);
 }
 
 /** A tenant's adapter: M for each targeted module (shared) or layer and module (per_layer). */
