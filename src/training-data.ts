@@ -4,6 +4,7 @@
 // the tenant at upload time, so this module never throws on bad data and imports nothing from
 // `node:` (the edge runs it in a Worker; the runner runs it again before training).
 import { z } from "zod";
+import { DEFAULT_TRAINING_FIGURES, type TemplateTokens } from "./protocol/training-figures.ts";
 import { showValue } from "./show-value.ts";
 
 /** A role a training message may have; tool and function messages are not supported. */
@@ -304,17 +305,30 @@ function utf8ByteLength(text: string): number {
 
 // Without the tokenizer at hand (the edge has none), the estimate takes the base model's rate of
 // UTF-8 bytes per token as configured (BASE_MODEL_BYTES_PER_TOKEN): ~4 is the usual rate for
-// byte-level BPE on English text, 1 for a byte vocabulary such as the shipped model's. Each
-// message adds a few tokens of chat template.
+// byte-level BPE on English text, 1 for a byte vocabulary such as the shipped model's. The tokens
+// the chat template adds are the runner's own count (training-figures.ts), measured on its tokenizer.
 export const DEFAULT_BYTES_PER_TOKEN = 4;
-const TEMPLATE_TOKENS_PER_MESSAGE = 4;
 
-/** A rough count of the tokens one epoch over these examples trains on (for estimates, not billing). */
-export function estimateTrainingTokens(examples: readonly TrainingRecord[], bytesPerToken = DEFAULT_BYTES_PER_TOKEN): number {
+/** The count of the tokens one epoch over these examples trains on (for estimates, not billing). */
+export function estimateTrainingTokens(
+  examples: readonly TrainingRecord[],
+  bytesPerToken = DEFAULT_BYTES_PER_TOKEN,
+  template: TemplateTokens = DEFAULT_TRAINING_FIGURES.template_tokens,
+): number {
   let tokens = 0;
   for (const example of examples) {
-    const texts = example.format === "chat" ? example.messages.map((message) => message.content) : [example.prompt, example.completion];
-    for (const text of texts) tokens += Math.ceil(utf8ByteLength(text) / bytesPerToken) + TEMPLATE_TOKENS_PER_MESSAGE;
+    if (example.format === "prompt_completion") {
+      tokens += Math.ceil(utf8ByteLength(example.prompt) / bytesPerToken) + Math.ceil(utf8ByteLength(example.completion) / bytesPerToken) + template.prompt_completion;
+      continue;
+    }
+    let system = 0;
+    let others = 0;
+    for (const message of example.messages) {
+      tokens += Math.ceil(utf8ByteLength(message.content) / bytesPerToken);
+      if (message.role === "system") system++;
+      else others++;
+    }
+    tokens += template.conversation + Math.max(0, Math.ceil(others / 2) - 1) * template.turn + system * template.system;
   }
-  return tokens;
+  return Math.max(0, tokens);
 }

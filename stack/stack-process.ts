@@ -62,4 +62,11 @@ export async function stackAdminToken(dataDir: string): Promise<string> {
   return secrets.ADMIN_TOKEN;
 }
 
+/** The stack's runner secret, which the edge's internal routes (the runner list) take. */
+export async function stackRunnerSecret(dataDir: string): Promise<string> {
+  const secrets = await readStackSecrets(dataDir);
+  if (secrets === null) throw new Error(`no RUNNER_SECRET in ${join(dataDir, "secrets.env")}`);
+  return secrets.RUNNER_SECRET;
+}
+
 export { freePort };

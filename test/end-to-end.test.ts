@@ -6,10 +6,10 @@ import { readFile, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { classifyTask, toChatJsonl } from "../bench/quality-tasks.ts";
+import { classifyTask, formatTask, toChatJsonl } from "../bench/quality-tasks.ts";
 import { parseSafetensors } from "../gpu-runner/checkpoint/safetensors.ts";
 import { runEndToEnd } from "../stack/end-to-end.ts";
-import { stackAdminToken, startStack, type StackProcess } from "../stack/stack-process.ts";
+import { stackAdminToken, stackRunnerSecret, startStack, type StackProcess } from "../stack/stack-process.ts";
 
 describe("the platform end to end", () => {
   let directory: string;
@@ -155,4 +155,54 @@ describe("the platform end to end", () => {
     const configured = await pica(["adapters", "list"], { PICA_URL: "", PICA_API_KEY: "" });
     expect(configured.stdout).toContain(adapter);
   }, 120_000);
+
+  it("estimates a job's trained tokens and seconds within 30% of what the job then does, at the rate the runner measured", async () => {
+    expect(adapter).not.toBe(""); // the first job ran: the runner has measured its rate
+    const edge = (path: string, init: RequestInit = {}, bearer = stack.key) =>
+      fetch(`${stack.edgeUrl}${path}`, { ...init, headers: { authorization: `Bearer ${bearer}`, ...init.headers } });
+    const secret = await stackRunnerSecret(directory);
+    // The runner's next heartbeat carries its tokenizer's template tokens and the rate of its finished job.
+    type Figures = { template_tokens: Record<string, number>; rate: { tokens_per_second: number; jobs: number } | null };
+    let figures: Figures | null = null;
+    for (let tries = 0; figures?.rate == null; tries++) {
+      if (tries > 0) await new Promise((resolve) => setTimeout(resolve, 500));
+      const runners = (await (await edge("/internal/runners", {}, secret)).json()) as { data: { training: Figures | null }[] };
+      figures = runners.data[0]?.training ?? null;
+      if (tries > 60) throw new Error(`no training rate reported: ${JSON.stringify(runners)}`);
+    }
+    expect(figures.template_tokens).toEqual({ conversation: 20, turn: 21, system: 10, prompt_completion: 0 }); // the shipped model's ChatML, byte by byte
+    expect(figures.rate!.jobs).toBeGreaterThanOrEqual(1);
+
+    const form = new FormData();
+    form.set("purpose", "fine-tune");
+    form.set("file", new File([toChatJsonl(formatTask({ train: 160, eval: 0 }).train)], "format.jsonl"));
+    const file = (await (await edge("/v1/files", { method: "POST", body: form })).json()) as { id: string };
+    const created = (await (
+      await edge("/v1/fine_tuning/jobs", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "pica-base-4m", training_file: file.id, hyperparameters: { n_epochs: 4, batch_size: 16 } }),
+      })
+    ).json()) as { id: string; estimated_tokens: number; estimated_seconds: number };
+    let job = { status: "", trained_tokens: null as number | null };
+    while (!["succeeded", "failed", "cancelled"].includes(job.status)) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      job = (await (await edge(`/v1/fine_tuning/jobs/${created.id}`)).json()) as typeof job;
+    }
+    expect(job.status).toBe("succeeded");
+    // How long it ran: from the runner's "started" event to its "succeeded" one (seconds).
+    const events = (await (await edge(`/v1/fine_tuning/jobs/${created.id}/events?limit=100`)).json()) as {
+      data: { created_at: number; data: { status?: string } | null }[];
+    };
+    const at = (status: string) => events.data.find((event) => event.data?.status === status)?.created_at;
+    const ran = at("succeeded")! - at("running")!;
+    expect(ran).toBeGreaterThan(0);
+    const tokens = job.trained_tokens! / created.estimated_tokens;
+    const seconds = ran / created.estimated_seconds;
+    console.log(`estimate: ${created.estimated_tokens} tokens, ${created.estimated_seconds} s; the job: ${job.trained_tokens} tokens, ${ran} s`);
+    expect(tokens).toBeGreaterThanOrEqual(0.7);
+    expect(tokens).toBeLessThanOrEqual(1.3);
+    expect(seconds).toBeGreaterThanOrEqual(0.7);
+    expect(seconds).toBeLessThanOrEqual(1.3);
+  }, 180_000);
 });

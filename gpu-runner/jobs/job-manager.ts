@@ -19,6 +19,8 @@ import { HyperparameterError } from "../training/optimizer.ts";
 import { fineTune, toAdapter, TrainingDataError, type TrainerEvent, type TrainerModel } from "../training/trainer.ts";
 import type { CallbackClient, CallbackRoute } from "./callbacks.ts";
 import { DataSourceError, downloadBytes, readDataSource, type DataFetchOptions } from "./data-source.ts";
+import { TrainingRateMeter } from "./training-rate.ts";
+import type { TrainingRate } from "../../src/protocol/training-figures.ts";
 
 export interface JobManagerOptions {
   model: TrainerModel | (() => Promise<TrainerModel>); // a function: the model is ready later (its basis is being computed)
@@ -83,6 +85,7 @@ export class JobManager {
   private worker: Promise<void> | null = null;
   private stopping = false;
   private trainedTokens = 0;
+  private readonly rate = new TrainingRateMeter();
 
   constructor(private readonly options: JobManagerOptions) {}
 
@@ -216,6 +219,11 @@ export class JobManager {
     await this.worker;
   }
 
+  /** Tokens per second and overhead measured on the jobs finished here, or null before one has. */
+  get trainingRate(): TrainingRate | null {
+    return this.rate.rate;
+  }
+
   /** Jobs by status, the running job's progress, and tokens trained since start. */
   stats(): { byStatus: Record<string, number>; running: RunnerJob | null; trainedTokens: number } {
     const byStatus: Record<string, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
@@ -265,6 +273,8 @@ export class JobManager {
         key,
       );
 
+      const jobStarted = performance.now();
+      let loopStarted = Number.NaN;
       const training = await this.readData(request, "training", controller.signal);
       const validation = request.validation_file ? await this.readData(request, "validation", controller.signal) : undefined;
       const model = await this.model();
@@ -280,8 +290,12 @@ export class JobManager {
         compute: this.options.compute,
         microBatchTokens: this.options.microBatchTokens,
         provenance: { job_id: job.id },
-        onEvent: (event) => this.onTrainerEvent(stored, event),
+        onEvent: (event) => {
+          if (event.type === "started") loopStarted = performance.now();
+          return this.onTrainerEvent(stored, event);
+        },
       });
+      const loopSeconds = (performance.now() - loopStarted) / 1000;
       if (result.status === "cancelled") {
         if (controller.signal.reason === MOVED) {
           await this.finish(stored, "cancelled", MOVED_ERROR, { quiet: true });
@@ -306,6 +320,8 @@ export class JobManager {
       if (request.adapter_id !== undefined) await this.options.publishAdapter?.(request.adapter_id, bytes);
       if (request.callback_url !== undefined) this.options.callbacks.blob(job.id, request.callback_url, CALLBACK_PATHS.adapter, bytes, this.route(stored));
       await rm(statePath, { force: true });
+      // A resumed job trained only part of its tokens here: only whole runs are timed.
+      if (resume === undefined) this.rate.record({ trainedTokens: job.trained_tokens, loopSeconds, totalSeconds: (performance.now() - jobStarted) / 1000 });
       await this.finish(stored, "succeeded", null);
     } catch (error) {
       // Stopped while reading its data: a shutdown leaves it queued; a cancel ends it.

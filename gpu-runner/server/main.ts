@@ -53,6 +53,8 @@ import { createRunnerApp } from "./app.ts";
 import { bytesPerTokenBound } from "./request-size.ts";
 import { assertUsableSecret } from "./runner-auth.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
+import { measureTemplateTokens } from "../training/template-tokens.ts";
+import { DEFAULT_TRAINING_FIGURES } from "../../src/protocol/training-figures.ts";
 import { ComputeGate } from "./compute-gate.ts";
 import { RunnerMetrics } from "./metrics.ts";
 import { DEFAULT_PREFILL_CHUNK_TOKENS, Scheduler } from "./scheduler.ts";
@@ -231,6 +233,13 @@ async function main(): Promise<void> {
       max_rank: rankCeiling(rankLimits, DEFAULT_TARGET_MODULES).rank,
     }),
   });
+  // What the edge's estimates count for this model's chat template (the defaults without one).
+  let templateTokens = DEFAULT_TRAINING_FIGURES.template_tokens;
+  try {
+    templateTokens = measureTemplateTokens(tokenizer);
+  } catch (error) {
+    console.error(`the template's tokens could not be measured (${(error as Error).message}); estimates assume ${JSON.stringify(templateTokens)}`);
+  }
   let heartbeat: Heartbeat | null = null;
   // The edge keeps idle connections to runners pooled for a few seconds (workerd: 5 s, Node's
   // default here too). A server that closes an idle connection at the moment the client reuses
@@ -250,6 +259,7 @@ async function main(): Promise<void> {
       waiting: scheduler.stats.waiting,
       resident_adapters: cache.stats().resident,
       rank_limits: rankLimitsBody(rankLimits),
+      training: { template_tokens: templateTokens, rate: jobs.trainingRate },
     });
     if (edgeUrl !== null) heartbeat = startHeartbeat({ edgeUrl, secret: secret!, report });
   });

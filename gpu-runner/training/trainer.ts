@@ -53,6 +53,7 @@ export interface FineTuneOptions {
   resume?: TrainerCheckpoint;
   signal?: AbortSignal; // cancellation, honoured between steps
   microBatchTokens?: number; // padded tokens per forward/backward; a step accumulates its slices
+  peakLearningRate?: number; // overrides the method's base rate × multiplier (learning-rate sweeps)
   compute?: <T>(work: () => Promise<T>) => Promise<T>; // runs every forward/backward (to share the device)
   onEvent?: (event: TrainerEvent) => void | Promise<void>;
   provenance?: Record<string, unknown>;
@@ -138,6 +139,10 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
   if (trainExamples.length === 0) throw new TrainingDataError("training", train.skipped, train.skipped.length);
 
   const resolved = resolveHyperparameters(options.hyperparameters ?? {}, { trainExamples: trainExamples.length, method });
+  if (options.peakLearningRate !== undefined) {
+    if (!(options.peakLearningRate > 0)) throw new Error(`peakLearningRate must be positive, got ${options.peakLearningRate}`);
+    resolved.learningRate = options.peakLearningRate;
+  }
   const graphMethod: TrainingMethod =
     method === "pica" ? { kind: "pica", basis, rank, sharing, targetModules } : { kind: "lora", rank, alpha: rank, targetModules, seed };
   // A weight file's tensors are read where the file lies: no private repacked copy per session.

@@ -4,6 +4,7 @@
 import { z } from "zod";
 import { fromZodError } from "../errors.ts";
 import { rankLimitsSchema } from "./adapter-rank.ts";
+import { trainingFiguresSchema } from "./training-figures.ts";
 
 /** Where a runner posts its heartbeat on the edge. */
 export const HEARTBEAT_PATH = "/internal/runners/heartbeat";
@@ -33,6 +34,8 @@ export const runnerHeartbeatSchema = z
      * dispatched (adapter-rank.ts). Absent from runners that predate it.
      */
     rank_limits: rankLimitsSchema.optional(),
+    /** Its tokenizer's template tokens and its measured training rate, for the edge's estimates (training-figures.ts). */
+    training: trainingFiguresSchema.optional(),
   })
   .strict();
 export type RunnerHeartbeatBody = z.infer<typeof runnerHeartbeatSchema>;

@@ -25,9 +25,10 @@ describe("files", () => {
     // Estimated at the base model's configured rate: the shipped model's byte vocabulary is one token per byte.
     expect(env.BASE_MODEL_BYTES_PER_TOKEN).toBe("1");
     // Counted by hand: the questions "What is i + 1?" are 10 × 14 + 2 × 15 = 170 bytes, the answers
-    // 9 × 1 + 3 × 2 = 15, and each of the 24 messages adds 4 template tokens: 170 + 15 + 96 = 281
-    // (at BPE's 4 bytes per token it would be 12 × (4 + 4 + 1 + 4) = 156).
-    expect(row!.estimated_tokens).toBe(281);
+    // 9 × 1 + 3 × 2 = 15, and each of the 12 conversations adds the default 10 template tokens (no
+    // runner has reported its template): 170 + 15 + 120 = 305 (at BPE's 4 bytes per token it would
+    // be 12 × (4 + 1 + 10) = 180).
+    expect(row!.estimated_tokens).toBe(305);
     expect(row!.blob_key).toBe(`tenants/${tenantId}/files/${file.id}.jsonl`);
     expect(await (await env.BLOBS.get(row!.blob_key))!.text()).toBe(content);
 

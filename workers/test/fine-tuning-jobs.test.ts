@@ -5,15 +5,15 @@ import { createdJob, upload, uploadedFile } from "./fine-tuning-helpers.ts";
 
 const create = (key: string, json: unknown) => call("POST", "/v1/fine_tuning/jobs", { key, json });
 
-// Tokens in one epoch of trainingJsonl(n) at one token per UTF-8 byte, plus 4 template tokens per
-// message, counted by hand. Example i asks "What is i + 1?" (13 bytes + the digits of i) and is
-// answered "i + 1" (its digits).
-// n = 12: questions 10 × 14 + 2 × 15 = 170; answers 9 × 1 + 3 × 2 = 15; 24 messages × 4 = 96.
-const ONE_EPOCH_OF_12 = 170 + 15 + 96; // 281
-// n = 20: questions 10 × 14 + 10 × 15 = 290; answers 9 × 1 + 11 × 2 = 31; 40 messages × 4 = 160.
-const ONE_EPOCH_OF_20 = 290 + 31 + 160; // 481
-// n = 30: questions 10 × 14 + 20 × 15 = 440; answers 9 × 1 + 21 × 2 = 51; 60 messages × 4 = 240.
-const ONE_EPOCH_OF_30 = 440 + 51 + 240; // 731
+// Tokens in one epoch of trainingJsonl(n) at one token per UTF-8 byte, plus the default 10
+// template tokens per one-turn conversation (no runner has reported its own), counted by hand.
+// Example i asks "What is i + 1?" (13 bytes + the digits of i) and is answered "i + 1" (its digits).
+// n = 12: questions 10 × 14 + 2 × 15 = 170; answers 9 × 1 + 3 × 2 = 15; 12 conversations × 10 = 120.
+const ONE_EPOCH_OF_12 = 170 + 15 + 120; // 305
+// n = 20: questions 10 × 14 + 10 × 15 = 290; answers 9 × 1 + 11 × 2 = 31; 20 × 10 = 200.
+const ONE_EPOCH_OF_20 = 290 + 31 + 200; // 521
+// n = 30: questions 10 × 14 + 20 × 15 = 440; answers 9 × 1 + 21 × 2 = 51; 30 × 10 = 300.
+const ONE_EPOCH_OF_30 = 440 + 51 + 300; // 791
 
 describe("creating fine-tuning jobs", () => {
   it("creates a job in validating_files with an estimate, the resolved defaults and a queued dispatch", async () => {
@@ -42,10 +42,10 @@ describe("creating fine-tuning jobs", () => {
     });
     expect(["validating_files", "queued"]).toContain(job.status);
     expect(job.id).toMatch(/^ftjob-/);
-    // 12 examples: the trainer's "auto" rule picks floor(100 / 12) = 8 epochs, so 8 × 281 = 2,248
-    // tokens: 10 s of overhead and 0.45 s of training at 5,000 tokens/s.
+    // 12 examples: the trainer's "auto" rule picks floor(100 / 12) = 8 epochs, so 8 × 305 = 2,440
+    // tokens: the default 3 s of overhead and 0.98 s of training at 2,500 tokens/s.
     expect(job.estimated_tokens).toBe(8 * ONE_EPOCH_OF_12);
-    expect(job.estimated_seconds).toBe(10);
+    expect(job.estimated_seconds).toBe(4);
     const row = await env.DB.prepare("SELECT fine_tuned_model FROM fine_tuning_jobs WHERE id = ?").bind(job.id).first<{ fine_tuned_model: string }>();
     expect(row!.fine_tuned_model).toBe(`ft:pica-base-4m:${tenantId}:calc:${job.id}`);
     const events = (await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events`, { key })).json()) as Record<string, any>;
@@ -112,13 +112,13 @@ describe("creating fine-tuning jobs", () => {
     expect((await errorOf(missing)).param).toBe("training_file");
   });
 
-  it("estimates a large file's tokens at one per byte and its time at 5,000 tokens a second after 10 s", async () => {
+  it("estimates a large file's tokens at one per byte and its time at the default 2,500 tokens a second after 3 s", async () => {
     const { key } = await tenantWithKey();
-    // Ten examples of a 1,991-byte question and a 1-byte answer: (1,991 + 4) + (1 + 4) = 2,000
-    // tokens each, 20,000 an epoch, 100,000 over 5 epochs: 10 s + 100,000 / 5,000 s = 30 s.
+    // Ten examples of a 1,989-byte question and a 1-byte answer: 1,989 + 1 + 10 template tokens = 2,000 tokens each, 20,000 an epoch, 100,000
+    // over 5 epochs: 3 s + 100,000 / 2,500 s = 43 s.
     const line = JSON.stringify({
       messages: [
-        { role: "user", content: "a".repeat(1_991) },
+        { role: "user", content: "a".repeat(1_989) },
         { role: "assistant", content: "b" },
       ],
     });
@@ -127,8 +127,8 @@ describe("creating fine-tuning jobs", () => {
     const file = ((await uploaded.json()) as { id: string }).id;
     const request = { model: "pica-base-4m", training_file: file, hyperparameters: { n_epochs: 5 } };
     const estimate = (await (await call("POST", "/v1/fine_tuning/jobs/estimate", { key, json: request })).json()) as Record<string, any>;
-    expect(estimate).toMatchObject({ training_examples: 10, n_epochs: 5, estimated_tokens: 100_000, estimated_seconds: 30 });
-    expect(await (await create(key, request)).json()).toMatchObject({ estimated_tokens: 100_000, estimated_seconds: 30 });
+    expect(estimate).toMatchObject({ training_examples: 10, n_epochs: 5, estimated_tokens: 100_000, estimated_seconds: 43 });
+    expect(await (await create(key, request)).json()).toMatchObject({ estimated_tokens: 100_000, estimated_seconds: 43 });
   });
 
   it("refuses bad requests with OpenAI-shaped 400s naming the parameter", async () => {

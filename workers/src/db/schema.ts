@@ -6,6 +6,7 @@
 import { sql } from "drizzle-orm";
 import { index, integer, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 import type { RankLimitsBody } from "../../../src/protocol/adapter-rank.ts";
+import type { TrainingFigures } from "../../../src/protocol/training-figures.ts";
 import type { FineTuningCheckpoint } from "../../../src/protocol/platform-objects.ts";
 
 const createdAt = () => integer("created_at").notNull().default(sql`(unixepoch())`);
@@ -172,6 +173,8 @@ export const runners = sqliteTable("runners", {
   // What bounds the ranks it trains and serves (its model's linear shapes, its basis's rows), as
   // its heartbeat reports them; null: not reported (listed, or an older runner).
   rankLimits: text("rank_limits", { mode: "json" }).$type<RankLimitsBody>(),
+  // Its tokenizer's template tokens and its measured training rate, for estimates; null: not reported.
+  trainingFigures: text("training_figures", { mode: "json" }).$type<TrainingFigures>(),
 });
 
 export const webhooks = sqliteTable(

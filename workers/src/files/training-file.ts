@@ -6,6 +6,7 @@
  * given as `error.lines`, for a client that shows them beside the lines).
  */
 import { ApiError, badRequest } from "../../../src/errors.ts";
+import type { TemplateTokens } from "../../../src/protocol/training-figures.ts";
 import { DEFAULT_BYTES_PER_TOKEN, estimateTrainingTokens, parseTrainingJsonl, type LineError } from "../../../src/training-data.ts";
 
 /** The base model's UTF-8 bytes per token as configured (BASE_MODEL_BYTES_PER_TOKEN), else the usual BPE rate. */
@@ -28,10 +29,10 @@ export interface ValidTrainingFile {
 }
 
 /**
- * Validates an upload's bytes (its tokens estimated at `bytesPerToken`, the base model's rate);
- * throws an ApiError (400 on `file`, or 413) naming lines and reasons.
+ * Validates an upload's bytes (its tokens estimated at `bytesPerToken`, the base model's rate, with
+ * its template's tokens); throws an ApiError (400 on `file`, or 413) naming lines and reasons.
  */
-export function validateTrainingUpload(bytes: Uint8Array, bytesPerToken: number): ValidTrainingFile {
+export function validateTrainingUpload(bytes: Uint8Array, bytesPerToken: number, template?: TemplateTokens): ValidTrainingFile {
   if (bytes.byteLength > MAX_TRAINING_FILE_BYTES) {
     throw new ApiError(
       413,
@@ -50,7 +51,7 @@ export function validateTrainingUpload(bytes: Uint8Array, bytesPerToken: number)
       "invalid_training_file",
     );
   }
-  return { examples: parsed.examples.length, estimatedTokens: estimateTrainingTokens(parsed.examples, bytesPerToken) };
+  return { examples: parsed.examples.length, estimatedTokens: estimateTrainingTokens(parsed.examples, bytesPerToken, template) };
 }
 
 // A fatal decoder says only that the bytes are bad; decoding line by line names the lines.

@@ -1,18 +1,13 @@
 /**
- * A job's cost before it runs: the tokens it will train on (the file's estimate times the epochs
- * the trainer's own "auto" rules choose) and the seconds that takes at a runner's training rate.
+ * A job's cost before it runs: the tokens it will train on (the file's count, made with the base
+ * model's template tokens, times the epochs the trainer's own "auto" rules choose) and the seconds
+ * that takes at the training rate the model's runners measured on their own finished jobs
+ * (runners/training-figures.ts).
  */
 import { badRequest } from "../../../src/errors.ts";
 import { HyperparameterError, resolveHyperparameters } from "../../../src/hyperparameters.ts";
 import type { Hyperparameters } from "../../../src/protocol/runner.ts";
-
-/**
- * Training throughput assumed for estimates. `npm run bench -- train` measures about 7,400
- * tokens/s for PiCa; training yields to inference on a busy runner, so estimates assume less.
- */
-export const TRAINING_TOKENS_PER_SECOND = 5_000;
-/** Loading data, tokenising and writing the adapter, per job. */
-export const JOB_OVERHEAD_SECONDS = 10;
+import type { TrainingRate } from "../../../src/protocol/training-figures.ts";
 
 /** The estimate shown on a new job. */
 export interface JobEstimate {
@@ -24,7 +19,12 @@ export interface JobEstimate {
 }
 
 /** Estimates a job on a file; a hyper-parameter that cannot apply to it is a 400 under `paramPrefix`. */
-export function estimateJob(file: { examples: number; estimatedTokens: number }, hyperparameters: Hyperparameters, paramPrefix: string): JobEstimate {
+export function estimateJob(
+  file: { examples: number; estimatedTokens: number },
+  hyperparameters: Hyperparameters,
+  paramPrefix: string,
+  rate: TrainingRate,
+): JobEstimate {
   let resolved: ReturnType<typeof resolveHyperparameters>;
   try {
     resolved = resolveHyperparameters(hyperparameters, { trainExamples: file.examples, method: "pica" });
@@ -39,6 +39,6 @@ export function estimateJob(file: { examples: number; estimatedTokens: number },
     batchSize: resolved.batchSize,
     learningRateMultiplier: resolved.learningRateMultiplier,
     estimatedTokens,
-    estimatedSeconds: Math.round(JOB_OVERHEAD_SECONDS + estimatedTokens / TRAINING_TOKENS_PER_SECOND),
+    estimatedSeconds: Math.max(1, Math.round(rate.overhead_seconds + estimatedTokens / rate.tokens_per_second)),
   };
 }

@@ -5,6 +5,7 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
+import { BASE_MODEL_ID } from "../../../src/constants.ts";
 import { badRequest, notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
 import type { FileObject, fileDeletedSchema } from "../../../src/protocol/platform-objects.ts";
@@ -12,6 +13,8 @@ import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
 import { database } from "../db/client.ts";
 import { createFile, deleteTenantFile, findTenantFile, listTenantFiles, type FileRow } from "../db/queries/files.ts";
+import { listRunners } from "../db/queries/runners.ts";
+import { modelTrainingFigures } from "../runners/training-figures.ts";
 import type { AppEnv } from "../env.ts";
 import { blobThenRows } from "../storage/storage-errors.ts";
 import { baseModelBytesPerToken, validateTrainingUpload } from "../files/training-file.ts";
@@ -39,7 +42,9 @@ fileRoutes.post("/", async (c) => {
   const { purpose } = form;
   const file = form.file as unknown as File; // zod types z.file() with its own File declaration; this is the request's
   const bytes = new Uint8Array(await file.arrayBuffer());
-  const valid = validateTrainingUpload(bytes, baseModelBytesPerToken(c.env));
+  const runnerRows = await listRunners(database(c.env.DB));
+  const template = modelTrainingFigures(runnerRows, c.env.BASE_MODEL || BASE_MODEL_ID).template_tokens;
+  const valid = validateTrainingUpload(bytes, baseModelBytesPerToken(c.env), template);
 
   const tenantId = c.get("caller").tenantId;
   const id = randomId("file-");

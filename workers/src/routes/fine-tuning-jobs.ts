@@ -28,6 +28,7 @@ import { isTerminal } from "../jobs/job-status.ts";
 import { cancelOnRunner, runnerUrl } from "../jobs/runner-client.ts";
 import { runners } from "../db/schema.ts";
 import { modelRankCeiling } from "../runners/rank-limits.ts";
+import { modelTrainingFigures } from "../runners/training-figures.ts";
 import { healthyFromRows, reportedFromRows } from "../runners/registry.ts";
 import type { TaskMessage } from "../queue/messages.ts";
 import { fileOr404 } from "./files.ts";
@@ -90,13 +91,13 @@ async function planJob(c: Context<AppEnv>) {
   const requested: Hyperparameters = body.method?.supervised?.hyperparameters ?? body.hyperparameters ?? {};
   const paramPrefix = body.hyperparameters !== undefined ? "hyperparameters" : "method.supervised.hyperparameters";
   const targetModules = canonicalModules(requested.target_modules ?? LINEAR_MODULES);
+  const rows = await database(c.env.DB).select().from(runners).all();
   if (typeof requested.rank === "number") {
-    const rows = await database(c.env.DB).select().from(runners).all();
     const ceiling = modelRankCeiling(healthyFromRows(rows, c.env), reportedFromRows(rows), baseModel, targetModules);
     const refusal = rankRefusal(requested.rank, ceiling, baseModel);
     if (refusal !== null) throw badRequest(`Invalid value for '${paramPrefix}.rank': ${refusal}.`, `${paramPrefix}.rank`, "invalid_value");
   }
-  const estimate = estimateJob(training, requested, paramPrefix);
+  const estimate = estimateJob(training, requested, paramPrefix, modelTrainingFigures(rows, baseModel).rate!);
   return { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, estimate };
 }
 

@@ -27,6 +27,7 @@ runnerRoutes.post(pathUnder(EDGE_PATHS.runners, HEARTBEAT_PATH), async (c) => {
     waiting: beat.waiting,
     residentAdapters: beat.resident_adapters,
     rankLimits: beat.rank_limits ?? null,
+    trainingFigures: beat.training ?? null,
   });
   forgetRunnerRows();
   return c.json({ ok: true });
@@ -46,6 +47,7 @@ runnerRoutes.get("/", async (c) => {
       waiting: row.waiting,
       resident_adapters: row.residentAdapters,
       rank_limits: row.rankLimits,
+      training: row.trainingFigures,
       failures: row.failures,
       last_heartbeat: row.lastHeartbeat,
       in_rotation: inRotation.has(row.url.replace(/\/+$/, "")), // what routing and job placement may use now

@@ -16,6 +16,7 @@ const row = (url: string, change: Partial<Row> = {}): Row => ({
   lastFailureAt: null,
   lastHeartbeat: now(),
   rankLimits: null,
+  trainingFigures: null,
   ...change,
 });
 const urls = (rows: Row[], listed = "") =>

@@ -5,6 +5,7 @@
  */
 import { and, eq, gt, ne, sql } from "drizzle-orm";
 import type { RankLimitsBody } from "../../../../src/protocol/adapter-rank.ts";
+import type { TrainingFigures } from "../../../../src/protocol/training-figures.ts";
 import type { Database } from "../client.ts";
 import { MAX_CONSECUTIVE_FAILURES } from "../../runners/registry.ts";
 import { runners } from "../schema.ts";
@@ -18,6 +19,7 @@ export interface RunnerHeartbeat {
   waiting: number;
   residentAdapters: number;
   rankLimits: RankLimitsBody | null;
+  trainingFigures: TrainingFigures | null;
 }
 
 /** Records a heartbeat: the row is created or refreshed, and its failure count starts over. */
