@@ -255,6 +255,7 @@ async function main(): Promise<void> {
       url: publicUrl,
       base_model: modelId,
       basis_id: engine.basis?.id ?? BASIS_PENDING,
+      compatible_basis_ids: engine.basis?.prefixes?.map((prefix) => prefix.id) ?? [],
       running: scheduler.stats.running,
       waiting: scheduler.stats.waiting,
       resident_adapters: cache.stats().resident,

@@ -86,7 +86,7 @@ describe("the runner's PEFT import and export routes", () => {
     }
   });
 
-  it("projects a foreign LoRA onto the basis, at the serving rank by default, and reports the error", async () => {
+  it("projects a foreign LoRA onto the basis, at the runner's default import rank, and reports the error", async () => {
     const response = await post(
       PEFT_PATHS.import,
       peftForm({ peft_type: "LORA", r: 3, lora_alpha: 6, target_modules: ["q_proj", "down_proj"], base_model_name_or_path: "elsewhere" }, randomLora(3, 2), {

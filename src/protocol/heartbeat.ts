@@ -25,6 +25,11 @@ export const runnerHeartbeatSchema = z
     url: z.url({ protocol: /^https?$/ }), // how the edge reaches the runner's API
     base_model: z.string().min(1).max(200),
     basis_id: z.string().min(1).max(200),
+    /**
+     * The ids of the smaller bases the runner's basis extends (its first rows are exactly
+     * theirs): adapters trained against them are served here too. Absent or empty: none.
+     */
+    compatible_basis_ids: z.array(z.string().min(1).max(200)).max(32).optional(),
     running: z.int().min(0),
     waiting: z.int().min(0),
     resident_adapters: z.int().min(0),

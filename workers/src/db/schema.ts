@@ -164,6 +164,8 @@ export const runners = sqliteTable("runners", {
   url: text("url").notNull(),
   baseModel: text("base_model").notNull(),
   basisId: text("basis_id").notNull(),
+  // The smaller bases its basis extends (adapters trained against them are served by it too).
+  compatibleBasisIds: text("compatible_basis_ids", { mode: "json" }).$type<string[]>(),
   running: integer("running").notNull().default(0),
   waiting: integer("waiting").notNull().default(0),
   residentAdapters: integer("resident_adapters").notNull().default(0),

@@ -29,7 +29,7 @@ import { cachedRunnerRows, cachedTenantLimits, cacheRunnerRows, cacheTenantLimit
 import { forwardToRunners, runnerUnavailable, type ForwardRequest, type ForwardResult, type RunnerFailure } from "../inference/forward.ts";
 import { relaySse } from "../inference/sse-relay.ts";
 import type { TenantLimits } from "../limits/tenant-limiter.ts";
-import { healthyFromRows, type RunnerInfo } from "../runners/registry.ts";
+import { healthyFromRows, servesBasis, type RunnerInfo } from "../runners/registry.ts";
 import { rankByRendezvous } from "../runners/rendezvous.ts";
 
 // Per-route middleware, not `use()`: this app is mounted at /v1 beside other resources.
@@ -116,9 +116,7 @@ async function lookUp(db: Database, env: Env, tenantId: string, adapterId: strin
 
 /** Runners that can serve this base model and basis (unknown ones are given the benefit of the doubt). */
 function servingRunners(runners: RunnerInfo[], baseModel: string, basisId: string | null): RunnerInfo[] {
-  return runners.filter(
-    (runner) => (runner.baseModel === null || runner.baseModel === baseModel) && (basisId === null || runner.basisId === null || runner.basisId === basisId),
-  );
+  return runners.filter((runner) => (runner.baseModel === null || runner.baseModel === baseModel) && servesBasis(runner, basisId));
 }
 
 /** The body for the runner: the client's, asking for the usage chunk whenever it streams. */

@@ -18,7 +18,7 @@ import { sha256Hex } from "../auth/keys.ts";
 import type { Database } from "../db/client.ts";
 import { clearRunnerFailures, recordRunnerFailure } from "../db/queries/runners.ts";
 import { runnerUnavailable } from "../inference/forward.ts";
-import { healthyRunners, type RunnerInfo } from "./registry.ts";
+import { healthyRunners, servesBasis, type RunnerInfo } from "./registry.ts";
 
 export interface PeftUpload {
   adapterConfig: Blob;
@@ -49,7 +49,7 @@ export async function importPeftOnRunner(env: Env, db: Database, upload: PeftUpl
 
 /** The runner's multipart PEFT files (adapter_config, adapter_model) for a stored PiCa adapter. */
 export async function exportPeftOnRunner(env: Env, db: Database, adapter: { bytes: Uint8Array; basisId: string | null }): Promise<Response> {
-  const runners = (await healthyRunners(db, env)).filter((runner) => runner.basisId === null || adapter.basisId === null || runner.basisId === adapter.basisId);
+  const runners = (await healthyRunners(db, env)).filter((runner) => servesBasis(runner, adapter.basisId));
   const { files } = await onFirstRunner(db, runners, "export", async (runner) => {
     const response = await fetch(`${runner.url}${PEFT_PATHS.export}`, {
       method: "POST",

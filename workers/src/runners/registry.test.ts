@@ -9,6 +9,7 @@ const row = (url: string, change: Partial<Row> = {}): Row => ({
   url,
   baseModel: "m",
   basisId: "b",
+  compatibleBasisIds: null,
   running: 0,
   waiting: 0,
   residentAdapters: 0,

@@ -12,6 +12,7 @@ export interface RunnerInfo {
   url: string; // origin, no trailing slash
   baseModel: string | null; // null: not known yet (listed, never heartbeated)
   basisId: string | null; // null: not known yet
+  compatibleBasisIds: string[]; // the smaller bases its basis extends
   failures: number; // consecutive failed forwards
   running: number;
   waiting: number;
@@ -40,7 +41,7 @@ export function healthyFromRows(known: (typeof runners.$inferSelect)[], env: Pic
     .split(",")
     .map((u) => u.trim().replace(/\/+$/, ""))
     .filter(Boolean)) {
-    byUrl.set(url, { id: url, url, baseModel: null, basisId: null, failures: 0, running: 0, waiting: 0, rankLimits: null });
+    byUrl.set(url, { id: url, url, baseModel: null, basisId: null, compatibleBasisIds: [], failures: 0, running: 0, waiting: 0, rankLimits: null });
   }
   for (const row of known) {
     const url = row.url.replace(/\/+$/, "");
@@ -60,6 +61,15 @@ export function healthyFromRows(known: (typeof runners.$inferSelect)[], env: Pic
   return [...byUrl.values()];
 }
 
+/**
+ * Whether `runner` serves adapters trained against basis `basisId`: its own basis, one its basis
+ * extends, or one not known yet (a listed runner that has not heartbeated is given the benefit of
+ * the doubt; it refuses an adapter of another basis itself).
+ */
+export function servesBasis(runner: RunnerInfo, basisId: string | null): boolean {
+  return basisId === null || runner.basisId === null || runner.basisId === basisId || runner.compatibleBasisIds.includes(basisId);
+}
+
 /** Every runner that ever heartbeated, healthy or not, as last reported (what a job's rank is checked against when none is up). */
 export function reportedFromRows(known: (typeof runners.$inferSelect)[]): RunnerInfo[] {
   return known.filter((row) => row.baseModel !== "").map(runnerInfo);
@@ -71,6 +81,7 @@ function runnerInfo(row: typeof runners.$inferSelect): RunnerInfo {
     url: row.url.replace(/\/+$/, ""),
     baseModel: row.baseModel,
     basisId: row.basisId,
+    compatibleBasisIds: row.compatibleBasisIds ?? [],
     failures: row.failures,
     running: row.running,
     waiting: row.waiting,

@@ -15,6 +15,7 @@ export interface RunnerHeartbeat {
   url: string;
   baseModel: string;
   basisId: string;
+  compatibleBasisIds: string[] | null;
   running: number;
   waiting: number;
   residentAdapters: number;

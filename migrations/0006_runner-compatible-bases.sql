@@ -1,0 +1,1 @@
+ALTER TABLE `runners` ADD `compatible_basis_ids` text;
