@@ -38,6 +38,20 @@ export class HyperparameterError extends Error {
   }
 }
 
+/** Share of the training examples held out for validation when a job has no validation file. */
+export const VALIDATION_FRACTION = 0.1;
+
+/**
+ * How many of `count` training examples the trainer holds out for validation (without a
+ * validation file): floor(fraction · count), at least one from 10 examples on, never all.
+ */
+export function validationHoldout(count: number, fraction = VALIDATION_FRACTION): number {
+  if (!(fraction >= 0 && fraction < 1)) throw new Error(`fraction must be in [0, 1), got ${fraction}`);
+  let held = Math.floor(fraction * count);
+  if (fraction > 0 && count >= 10) held = Math.max(1, held);
+  return Math.min(held, Math.max(0, count - 1));
+}
+
 /** Base (peak) learning rate per method at multiplier 1: PiCa's paper uses 1e-3; LoRA's usual 2e-4. */
 export const BASE_LEARNING_RATE: Readonly<Record<AdapterMethod, number>> = { pica: 1e-3, lora: 2e-4 };
 

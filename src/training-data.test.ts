@@ -222,14 +222,31 @@ describe("validateTrainingFile", () => {
 });
 
 describe("estimateTrainingTokens", () => {
-  it("counts about one token per four UTF-8 bytes plus a few per message", () => {
+  it("counts about one token per four UTF-8 bytes plus the default template's tokens", () => {
     const { examples } = parseTrainingJsonl(`${GOOD_CHAT}\n`);
-    // "Be brief." 9 bytes → 3, "Hi" → 1, "Hello." → 2; plus 4 per message.
-    expect(estimateTrainingTokens(examples)).toBe(3 + 1 + 2 + 3 * 4);
+    // "Be brief." 9 bytes → 3, "Hi" → 1, "Hello." → 2; a one-turn conversation adds 10, its system message 5.
+    expect(estimateTrainingTokens(examples)).toBe(3 + 1 + 2 + 10 + 5);
     const completion = parseTrainingJsonl(GOOD_COMPLETION).examples;
-    expect(estimateTrainingTokens(completion)).toBe(1 + 1 + 2 * 4); // "2+2=" → 1, " 4" → 1
+    expect(estimateTrainingTokens(completion)).toBe(1 + 1 + 2); // "2+2=" → 1, " 4" → 1, and 2 around them
     expect(estimateTrainingTokens([])).toBe(0);
     // A byte vocabulary (the shipped model's): one token per UTF-8 byte.
-    expect(estimateTrainingTokens(completion, 1)).toBe(4 + 2 + 2 * 4);
+    expect(estimateTrainingTokens(completion, 1)).toBe(4 + 2 + 2);
+  });
+
+  it("counts further turns and a system message with the template's own figures", () => {
+    const jsonl = JSON.stringify({
+      messages: [
+        { role: "system", content: "ab" },
+        { role: "user", content: "c" },
+        { role: "assistant", content: "d" },
+        { role: "user", content: "e" },
+        { role: "assistant", content: "f" },
+        { role: "user", content: "g" },
+        { role: "assistant", content: "h" },
+      ],
+    });
+    const { examples } = parseTrainingJsonl(jsonl);
+    // 8 bytes of text, a conversation (20), two further turns (2 × 21) and a system message (-3: it replaces a longer default).
+    expect(estimateTrainingTokens(examples, 1, { conversation: 20, turn: 21, system: -3, prompt_completion: 0 })).toBe(8 + 20 + 42 - 3);
   });
 });

@@ -318,7 +318,8 @@ export function estimateTrainingTokens(
   let tokens = 0;
   for (const example of examples) {
     if (example.format === "prompt_completion") {
-      tokens += Math.ceil(utf8ByteLength(example.prompt) / bytesPerToken) + Math.ceil(utf8ByteLength(example.completion) / bytesPerToken) + template.prompt_completion;
+      tokens +=
+        Math.ceil(utf8ByteLength(example.prompt) / bytesPerToken) + Math.ceil(utf8ByteLength(example.completion) / bytesPerToken) + template.prompt_completion;
       continue;
     }
     let system = 0;

@@ -175,8 +175,9 @@ export class JobManager {
         `hyperparameters.target_modules names ${missing}, which this runner's basis does not cover (it covers ${basisModules.join(", ")})`,
       );
     }
-    const rank = requestedRank(request.hyperparameters.rank);
-    const refusal = rankRefusal(rank, rankCeiling(this.options.rankLimits ?? null, requested ?? basisModules), "this runner");
+    const ceiling = rankCeiling(this.options.rankLimits ?? null, requested ?? basisModules);
+    const rank = requestedRank(request.hyperparameters.rank, ceiling.rank);
+    const refusal = rankRefusal(rank, ceiling, "this runner");
     if (refusal !== null) throw new JobRequestError("hyperparameters.rank", `hyperparameters.${refusal}`);
     if (this.options.maxRank !== undefined && rank > this.options.maxRank) {
       throw new JobRequestError("hyperparameters.rank", `hyperparameters.rank ${rank} is above this runner's largest rank ${this.options.maxRank}`);

@@ -6,6 +6,7 @@
 // the padding is excluded from the loss by lossWeights = 0. The loss is meant to be normalised by
 // the batch's `lossTokenCount` (a mean over trained tokens, as transformers does with labels of
 // -100), so a long example weighs more than a short one, as in OpenAI's and Hugging Face's trainers.
+import { validationHoldout } from "../../src/hyperparameters.ts";
 import { Rng } from "../random.ts";
 import type { TokenizedExample } from "./tokenize.ts";
 
@@ -132,12 +133,7 @@ export interface SplitOptions {
  * n ≥ 10 and fraction > 0; never all of them); both parts keep the original order.
  */
 export function splitTrainValidation<T>(examples: readonly T[], options: SplitOptions): { train: T[]; validation: T[] } {
-  const { fraction } = options;
-  if (!(fraction >= 0 && fraction < 1)) throw new Error(`fraction must be in [0, 1), got ${fraction}`);
-  const count = examples.length;
-  let held = Math.floor(fraction * count);
-  if (fraction > 0 && count >= 10) held = Math.max(1, held);
-  held = Math.min(held, Math.max(0, count - 1));
+  const held = validationHoldout(examples.length, options.fraction);
   const order = shuffle(
     examples.map((_, index) => index),
     new Rng(options.seed),

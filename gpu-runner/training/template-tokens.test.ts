@@ -17,8 +17,19 @@ describe("measureTemplateTokens", () => {
   it("makes the estimate equal the trainer's count for a byte vocabulary", async () => {
     const { tokenizer } = await loadCheckpoint(SHIPPED_MODEL_DIRECTORY);
     const jsonl = [
-      { messages: [{ role: "user", content: "Colour of AB-12?" }, { role: "assistant", content: "teal" }] },
-      { messages: [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi" }, { role: "assistant", content: "Hello!" }] },
+      {
+        messages: [
+          { role: "user", content: "Colour of AB-12?" },
+          { role: "assistant", content: "teal" },
+        ],
+      },
+      {
+        messages: [
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "Hi" },
+          { role: "assistant", content: "Hello!" },
+        ],
+      },
       {
         messages: [
           { role: "user", content: "One" },

@@ -19,6 +19,7 @@ import { TrainingSession } from "./training-session.ts";
 import type { WeightFile } from "../model/weight-file.ts";
 import type { OnnxSessionOptions } from "../runtime/onnx-session.ts";
 import { requestedRank } from "../../src/protocol/runner.ts";
+import { VALIDATION_FRACTION } from "../../src/hyperparameters.ts";
 import { canonicalModules, rankCeiling, rankRefusal } from "../../src/protocol/adapter-rank.ts";
 
 /** The frozen model a job trains against. */
@@ -48,7 +49,7 @@ export interface FineTuneOptions {
   hyperparameters?: FineTuneHyperparameters;
   seed?: number;
   maxLength?: number; // tokens per example (input side); default min(context, 512)
-  validationFraction?: number; // used without a validation file; default 0.1
+  validationFraction?: number; // used without a validation file; default VALIDATION_FRACTION (0.1)
   checkpointEvery?: number; // steps between checkpoints; 0 or absent: none
   resume?: TrainerCheckpoint;
   signal?: AbortSignal; // cancellation, honoured between steps
@@ -117,22 +118,27 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
   const { config, tokenizer, basis } = model;
   const method = options.method ?? "pica";
   const seed = options.seed ?? 0;
-  const rank = requestedRank(options.hyperparameters?.rank);
   const sharing: SharingMode = options.hyperparameters?.weight_sharing === false ? "per_layer" : "shared";
   const requestedModules = options.hyperparameters?.target_modules;
   let targetModules: LinearModule[];
+  let rank: number;
   if (method === "pica") {
     targetModules = trainedModules(basis, requestedModules);
-    const refusal = rankRefusal(rank, rankCeiling({ linearShapes: linearShapes(config), basisRows: basis.rMax }, targetModules), "this model");
+    const ceiling = rankCeiling({ linearShapes: linearShapes(config), basisRows: basis.rMax }, targetModules);
+    rank = requestedRank(options.hyperparameters?.rank, ceiling.rank);
+    const refusal = rankRefusal(rank, ceiling, "this model");
     if (refusal !== null) throw new HyperparameterError("rank", refusal);
-  } else targetModules = requestedModules === undefined ? [...LINEAR_MODULES] : canonicalModules(requestedModules);
+  } else {
+    targetModules = requestedModules === undefined ? [...LINEAR_MODULES] : canonicalModules(requestedModules);
+    rank = requestedRank(options.hyperparameters?.rank);
+  }
   const maxLength = options.maxLength ?? Math.min(config.maxPositionEmbeddings - 1, 512);
 
   const train = readExamples(options.training, "training", tokenizer, maxLength);
   let trainExamples = train.examples;
   let validationExamples = options.validation === undefined ? [] : readExamples(options.validation, "validation", tokenizer, maxLength).examples;
   if (options.validation === undefined) {
-    const split = splitTrainValidation(trainExamples, { fraction: options.validationFraction ?? 0.1, seed });
+    const split = splitTrainValidation(trainExamples, { fraction: options.validationFraction ?? VALIDATION_FRACTION, seed });
     trainExamples = split.train;
     validationExamples = split.validation;
   }

@@ -56,9 +56,13 @@ export const DEFAULT_ADAPTER_RANK = 8;
  */
 export const MAX_ADAPTER_RANK = PICA_MAX_RANK;
 
-/** The rank a job trains when it asks for `rank` (a number, "auto" or nothing). */
-export function requestedRank(rank: number | "auto" | undefined): number {
-  return rank === undefined || rank === "auto" ? DEFAULT_ADAPTER_RANK : rank;
+/**
+ * The rank a job trains when it asks for `rank` (a number, "auto" or nothing): "auto" is
+ * DEFAULT_ADAPTER_RANK, or the model's ceiling where that is lower (a small model's k and v may
+ * allow less); a number is taken as asked (and refused elsewhere if above the ceiling).
+ */
+export function requestedRank(rank: number | "auto" | undefined, ceiling = Number.POSITIVE_INFINITY): number {
+  return rank === undefined || rank === "auto" ? Math.min(DEFAULT_ADAPTER_RANK, ceiling) : rank;
 }
 
 /** Fine-tuning hyper-parameters: a number in range or "auto" (resolved by the trainer's rules). */

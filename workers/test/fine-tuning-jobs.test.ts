@@ -42,15 +42,17 @@ describe("creating fine-tuning jobs", () => {
     });
     expect(["validating_files", "queued"]).toContain(job.status);
     expect(job.id).toMatch(/^ftjob-/);
-    // 12 examples: the trainer's "auto" rule picks floor(100 / 12) = 8 epochs, so 8 × 305 = 2,440
-    // tokens: the default 3 s of overhead and 0.98 s of training at 2,500 tokens/s.
-    expect(job.estimated_tokens).toBe(8 * ONE_EPOCH_OF_12);
+    // 12 examples, one held out to validate on: the trainer's "auto" rule picks floor(100 / 11) = 9
+    // epochs of 11 examples, so 305 × 11 / 12 × 9 = 2,516 tokens: the default 3 s of overhead and
+    // 1.0 s of training at 2,500 tokens/s.
+    expect(job.estimated_tokens).toBe(Math.round((ONE_EPOCH_OF_12 * 11 * 9) / 12));
+    expect(job.estimated_tokens).toBe(2_516);
     expect(job.estimated_seconds).toBe(4);
     const row = await env.DB.prepare("SELECT fine_tuned_model FROM fine_tuning_jobs WHERE id = ?").bind(job.id).first<{ fine_tuned_model: string }>();
     expect(row!.fine_tuned_model).toBe(`ft:pica-base-4m:${tenantId}:calc:${job.id}`);
     const events = (await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events`, { key })).json()) as Record<string, any>;
     expect(events.data.at(-1)).toMatchObject({ id: `${job.id}:edge:created`, object: "fine_tuning.job.event", level: "info" });
-    expect(events.data.at(-1).message).toContain("8 epochs");
+    expect(events.data.at(-1).message).toContain("9 epochs");
   });
 
   it("accepts explicit and legacy hyper-parameters, and a validation file", async () => {
@@ -100,7 +102,9 @@ describe("creating fine-tuning jobs", () => {
       estimated_tokens: job.estimated_tokens,
       estimated_seconds: job.estimated_seconds,
     });
-    expect(estimate.estimated_tokens).toBe(3 * ONE_EPOCH_OF_30);
+    // Without a validation file the trainer holds out floor(10% of 30) = 3 examples: 791 × 27 / 30 × 3 = 2,135.7.
+    expect(estimate.estimated_tokens).toBe(Math.round((ONE_EPOCH_OF_30 * 27 * 3) / 30));
+    expect(estimate.estimated_tokens).toBe(2_136);
     const bad = { ...request, method: { type: "supervised", supervised: { hyperparameters: { batch_size: 1000 } } } };
     for (const path of ["/v1/fine_tuning/jobs/estimate", "/v1/fine_tuning/jobs"]) {
       const refused = await call("POST", path, { key, json: bad });
@@ -112,10 +116,11 @@ describe("creating fine-tuning jobs", () => {
     expect((await errorOf(missing)).param).toBe("training_file");
   });
 
-  it("estimates a large file's tokens at one per byte and its time at the default 2,500 tokens a second after 3 s", async () => {
+  it("estimates a large file's tokens at one per byte, less the validation holdout, and its time at the default 2,500 tokens a second after 3 s", async () => {
     const { key } = await tenantWithKey();
-    // Ten examples of a 1,989-byte question and a 1-byte answer: 1,989 + 1 + 10 template tokens = 2,000 tokens each, 20,000 an epoch, 100,000
-    // over 5 epochs: 3 s + 100,000 / 2,500 s = 43 s.
+    // Ten examples of a 1,989-byte question and a 1-byte answer: 1,989 + 1 + 10 template tokens =
+    // 2,000 tokens each; one example is held out to validate on (no validation file), so 18,000 an
+    // epoch, 90,000 over 5 epochs: 3 s + 90,000 / 2,500 s = 39 s.
     const line = JSON.stringify({
       messages: [
         { role: "user", content: "a".repeat(1_989) },
@@ -127,8 +132,8 @@ describe("creating fine-tuning jobs", () => {
     const file = ((await uploaded.json()) as { id: string }).id;
     const request = { model: "pica-base-4m", training_file: file, hyperparameters: { n_epochs: 5 } };
     const estimate = (await (await call("POST", "/v1/fine_tuning/jobs/estimate", { key, json: request })).json()) as Record<string, any>;
-    expect(estimate).toMatchObject({ training_examples: 10, n_epochs: 5, estimated_tokens: 100_000, estimated_seconds: 43 });
-    expect(await (await create(key, request)).json()).toMatchObject({ estimated_tokens: 100_000, estimated_seconds: 43 });
+    expect(estimate).toMatchObject({ training_examples: 10, n_epochs: 5, estimated_tokens: 90_000, estimated_seconds: 39 });
+    expect(await (await create(key, request)).json()).toMatchObject({ estimated_tokens: 90_000, estimated_seconds: 39 });
   });
 
   it("refuses bad requests with OpenAI-shaped 400s naming the parameter", async () => {

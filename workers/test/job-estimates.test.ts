@@ -36,8 +36,9 @@ describe("estimates from what runners measured", () => {
     const file = await uploadedFile(key, 12);
     const row = await env.DB.prepare("SELECT estimated_tokens FROM files WHERE id = ?").bind(file).first<{ estimated_tokens: number }>();
     expect(row!.estimated_tokens).toBe(425);
-    // Two epochs: 850 tokens, 5 s + 850 / 1,000 s = 5.85 s.
-    expect(await estimate(key, file, { n_epochs: 2 })).toMatchObject({ estimated_tokens: 850, estimated_seconds: 6 });
+    // One of the 12 is held out to validate on (no validation file): 425 × 11 / 12 = 389.6 an epoch;
+    // two epochs: 779 tokens, 5 s + 779 / 1,000 s = 5.8 s.
+    expect(await estimate(key, file, { n_epochs: 2 })).toMatchObject({ estimated_tokens: 779, estimated_seconds: 6 });
   });
 
   it("counts a system message and further turns with their own template tokens", async () => {
@@ -57,8 +58,9 @@ describe("estimates from what runners measured", () => {
     // Each example: 7 bytes of text + 20 (conversation) + 21 (a second turn) + 10 (system) = 58.
     const row = await env.DB.prepare("SELECT estimated_tokens FROM files WHERE id = ?").bind(file).first<{ estimated_tokens: number }>();
     expect(row!.estimated_tokens).toBe(580);
-    // No rate measured yet: the default rate (2,500 tokens a second after 3 s) applies: 3 + 580 / 2,500.
-    expect(await estimate(key, file, { n_epochs: 1 })).toMatchObject({ estimated_tokens: 580, estimated_seconds: 3 });
+    // One of the 10 is held out to validate on: 522 tokens. No rate measured yet: the default rate
+    // (2,500 tokens a second after 3 s) applies: 3 + 522 / 2,500 s.
+    expect(await estimate(key, file, { n_epochs: 1 })).toMatchObject({ estimated_tokens: 522, estimated_seconds: 3 });
   });
 
   it("takes the freshest runner's figures", async () => {
@@ -67,8 +69,9 @@ describe("estimates from what runners measured", () => {
     await env.DB.prepare("UPDATE runners SET last_heartbeat = last_heartbeat - 60 WHERE id = 'runner-a'").run();
     await heartbeat("runner-b", { template_tokens: SHIPPED_TEMPLATE, rate: { tokens_per_second: 425, overhead_seconds: 1, jobs: 1 } });
     const file = await uploadedFile(key, 12);
-    // 425 tokens an epoch, 4 epochs: 1 s + 1,700 / 425 s = 5 s (the older runner's rate would say 17 s).
-    expect(await estimate(key, file, { n_epochs: 4 })).toMatchObject({ estimated_tokens: 1_700, estimated_seconds: 5 });
+    // 425 × 11 / 12 tokens an epoch (one example held out), 4 epochs: 1,558 tokens, 1 s + 1,558 / 425 s
+    // = 4.7 s (the older runner's rate would say 16 s).
+    expect(await estimate(key, file, { n_epochs: 4 })).toMatchObject({ estimated_tokens: 1_558, estimated_seconds: 5 });
   });
 
   it("refuses a heartbeat with malformed figures, naming the field", async () => {

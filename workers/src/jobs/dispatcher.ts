@@ -91,10 +91,13 @@ export function canTrain(runner: RunnerInfo, job: JobRow): boolean {
   return (runner.baseModel === null || runner.baseModel === job.model) && allowsRank(runner, rank, targetModules);
 }
 
-/** The rank and target modules a job asks for (every module for jobs stored before they were selectable). */
+/**
+ * The rank and target modules a job asks for (every module for jobs stored before they were
+ * selectable); an "auto" rank is the smallest, since every runner lowers it to what it allows.
+ */
 function jobAdapterShape(job: JobRow): { rank: number; targetModules: LinearModule[] } {
   const hyperparameters = job.hyperparameters as { rank?: number | "auto"; target_modules?: LinearModule[] };
-  return { rank: requestedRank(hyperparameters.rank), targetModules: hyperparameters.target_modules ?? [...LINEAR_MODULES] };
+  return { rank: requestedRank(hyperparameters.rank, 1), targetModules: hyperparameters.target_modules ?? [...LINEAR_MODULES] };
 }
 
 /** A job's hyper-parameters as a runner takes them: every module is the runner's default, so a job on all of them names none. */

@@ -5,7 +5,7 @@
  * (runners/training-figures.ts).
  */
 import { badRequest } from "../../../src/errors.ts";
-import { HyperparameterError, resolveHyperparameters } from "../../../src/hyperparameters.ts";
+import { HyperparameterError, resolveHyperparameters, validationHoldout } from "../../../src/hyperparameters.ts";
 import type { Hyperparameters } from "../../../src/protocol/runner.ts";
 import type { TrainingRate } from "../../../src/protocol/training-figures.ts";
 
@@ -18,27 +18,32 @@ export interface JobEstimate {
   estimatedSeconds: number;
 }
 
-/** Estimates a job on a file; a hyper-parameter that cannot apply to it is a 400 under `paramPrefix`. */
+/**
+ * Estimates a job on a file; a hyper-parameter that cannot apply to it is a 400 under `paramPrefix`.
+ * Without a validation file the trainer holds some of the file's examples out to validate on:
+ * "auto" resolves on the examples it trains, and the tokens are the file's share of them.
+ */
 export function estimateJob(
   file: { examples: number; estimatedTokens: number },
   hyperparameters: Hyperparameters,
   paramPrefix: string,
-  rate: TrainingRate,
+  context: { rate: TrainingRate; validationFile: boolean },
 ): JobEstimate {
+  const trainExamples = file.examples - (context.validationFile ? 0 : validationHoldout(file.examples));
   let resolved: ReturnType<typeof resolveHyperparameters>;
   try {
-    resolved = resolveHyperparameters(hyperparameters, { trainExamples: file.examples, method: "pica" });
+    resolved = resolveHyperparameters(hyperparameters, { trainExamples, method: "pica" });
   } catch (error) {
     if (error instanceof HyperparameterError)
       throw badRequest(`Invalid value for '${paramPrefix}.${error.param}': ${error.message}.`, `${paramPrefix}.${error.param}`, "invalid_value");
     throw error;
   }
-  const estimatedTokens = file.estimatedTokens * resolved.nEpochs;
+  const estimatedTokens = Math.round((file.estimatedTokens * trainExamples * resolved.nEpochs) / file.examples);
   return {
     nEpochs: resolved.nEpochs,
     batchSize: resolved.batchSize,
     learningRateMultiplier: resolved.learningRateMultiplier,
     estimatedTokens,
-    estimatedSeconds: Math.max(1, Math.round(rate.overhead_seconds + estimatedTokens / rate.tokens_per_second)),
+    estimatedSeconds: Math.max(1, Math.round(context.rate.overhead_seconds + estimatedTokens / context.rate.tokens_per_second)),
   };
 }

@@ -13,7 +13,7 @@ import { badRequest, notFound } from "../../../src/errors.ts";
 import type { ListPage } from "../../../src/protocol/list-page.ts";
 import type { FineTuningCheckpoint, FineTuningJob, FineTuningJobEvent, JobEstimate } from "../../../src/protocol/platform-objects.ts";
 import { canonicalModules, LINEAR_MODULES, rankRefusal } from "../../../src/protocol/adapter-rank.ts";
-import { DEFAULT_ADAPTER_RANK, hyperparametersSchema, requestedRank, type Hyperparameters } from "../../../src/protocol/runner.ts";
+import { hyperparametersSchema, requestedRank, type Hyperparameters } from "../../../src/protocol/runner.ts";
 import { jsonBody } from "../../../src/request-body.ts";
 import { randomId } from "../auth/keys.ts";
 import { requireKey } from "../auth/middleware.ts";
@@ -35,7 +35,7 @@ import { fileOr404 } from "./files.ts";
 import { cursorRow, listPage, listQuerySchema } from "./list-page.ts";
 import { parse } from "./parse.ts";
 
-/** The runner's default, stated on the job so its object says what will be trained (the rank's is DEFAULT_ADAPTER_RANK). */
+/** The runner's default, stated on the job so its object says what will be trained (the rank: requestedRank). */
 export const DEFAULT_WEIGHT_SHARING = true;
 
 /** The body of `POST /v1/fine_tuning/jobs`. */
@@ -92,18 +92,18 @@ async function planJob(c: Context<AppEnv>) {
   const paramPrefix = body.hyperparameters !== undefined ? "hyperparameters" : "method.supervised.hyperparameters";
   const targetModules = canonicalModules(requested.target_modules ?? LINEAR_MODULES);
   const rows = await database(c.env.DB).select().from(runners).all();
+  const ceiling = modelRankCeiling(healthyFromRows(rows, c.env), reportedFromRows(rows), baseModel, targetModules);
   if (typeof requested.rank === "number") {
-    const ceiling = modelRankCeiling(healthyFromRows(rows, c.env), reportedFromRows(rows), baseModel, targetModules);
     const refusal = rankRefusal(requested.rank, ceiling, baseModel);
     if (refusal !== null) throw badRequest(`Invalid value for '${paramPrefix}.rank': ${refusal}.`, `${paramPrefix}.rank`, "invalid_value");
   }
-  const estimate = estimateJob(training, requested, paramPrefix, modelTrainingFigures(rows, baseModel).rate!);
-  return { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, estimate };
+  const estimate = estimateJob(training, requested, paramPrefix, { rate: modelTrainingFigures(rows, baseModel).rate!, validationFile: validation !== null });
+  return { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, rank: requestedRank(requested.rank, ceiling.rank), estimate };
 }
 
 // The estimate a job would get, without creating it (the console shows it before launching).
 fineTuningJobRoutes.post("/estimate", async (c) => {
-  const { baseModel, training, requested, targetModules, estimate } = await planJob(c);
+  const { baseModel, training, requested, targetModules, rank, estimate } = await planJob(c);
   return c.json({
     object: "fine_tuning.job.estimate",
     model: baseModel,
@@ -111,7 +111,7 @@ fineTuningJobRoutes.post("/estimate", async (c) => {
     n_epochs: estimate.nEpochs,
     batch_size: estimate.batchSize,
     learning_rate_multiplier: estimate.learningRateMultiplier,
-    rank: requestedRank(requested.rank),
+    rank,
     weight_sharing: requested.weight_sharing ?? DEFAULT_WEIGHT_SHARING,
     target_modules: targetModules,
     estimated_tokens: estimate.estimatedTokens,
@@ -120,7 +120,7 @@ fineTuningJobRoutes.post("/estimate", async (c) => {
 });
 
 fineTuningJobRoutes.post("/", async (c) => {
-  const { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, estimate } = await planJob(c);
+  const { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, rank, estimate } = await planJob(c);
   const id = randomId("ftjob-");
   const db = database(c.env.DB);
   const job = await createJob(
@@ -137,7 +137,7 @@ fineTuningJobRoutes.post("/", async (c) => {
         n_epochs: requested.n_epochs ?? "auto",
         batch_size: requested.batch_size ?? "auto",
         learning_rate_multiplier: requested.learning_rate_multiplier ?? "auto",
-        rank: requested.rank ?? DEFAULT_ADAPTER_RANK,
+        rank, // "auto" resolved here, so the job, the runner and the adapter say the same rank
         weight_sharing: requested.weight_sharing ?? DEFAULT_WEIGHT_SHARING,
         target_modules: targetModules,
       },
