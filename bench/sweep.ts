@@ -1,31 +1,34 @@
 /**
  * Fine-tuning sweep: which method, rank and learning rate the shipped base model fine-tunes best
  * with, and which defaults tenants should get. Four generated tasks (bench/quality-tasks.ts:
- * format, recall, classify, extract); each task's training examples are split into a fitting part
- * and a validation part, and its held-out evaluation set is never seen until the end.
+ * format, recall, classify, extract), 160 training examples each, split into 128 to fit and 32
+ * to validate on; each task's 80 held-out examples are never seen until the end.
  *
- *   1. grid      PiCa shared, PiCa per-layer and LoRA at several ranks, each over a learning-rate
- *                grid (4 values spanning 30×), trained on the fitting part (seed 1), scored by
- *                the validation part's loss after the last epoch.
- *   2. final     for every method, rank and task, the rate with the lowest validation loss is
- *                trained again with seeds 1, 2, 3 and scored once on the held-out set: eval loss
- *                and greedy exact match (bench/fine-tune-scoring.ts).
- *   3. schedule  PiCa shared at the chosen rank and rate: epochs × batch size at two dataset sizes
- *                (a quarter of the fitting part, and all of it), scored by validation loss.
+ *   1. grid      PiCa shared (r 2, 8, 32, 64), PiCa per-layer (r 8) and LoRA (r 1, 8; all seven
+ *                modules, alpha = rank), each over its own grid of peak learning rates in steps
+ *                of about 3× (PiCa 3e-3…1e-1, LoRA 1e-3…1e-1), 8 epochs, batch 16, seed 1,
+ *                scored by the validation part's loss after the last epoch.
+ *   2. schedule  PiCa shared at the chosen rank and rate: 4, 8 and 16 epochs at batch 16 and 8
+ *                epochs at batch 4, on a quarter of the fitting part and on all of it, scored by
+ *                validation loss.
+ *   3. final     for every method, rank and task, the rate with the lowest validation loss with
+ *                seeds 1, 2 and 3 (seed 1 is the grid's run), each scored once on the held-out
+ *                set: eval loss and greedy exact match (bench/fine-tune-scoring.ts).
  *
  * Defaults are chosen from validation losses only (never from the held-out set): the rank is the
  * smallest PiCa shared rank whose validation loss, averaged over tasks, is within 5% of the best
  * rank's; the rate is the one with the lowest validation loss relative to each task's best at that
  * rank, averaged over tasks; epochs and batch size likewise per dataset size.
  *
- * Every finished run is kept in a state file (default .cache/bench/sweep-state.json), so an
- * interrupted sweep resumes where it stopped; the bench prints each run and an ETA. It writes the
+ * Two trainings run at once, one onnxruntime thread each. Every finished run is kept in a state
+ * file (default .cache/bench/sweep-state.json, trained parameters beside it), so an interrupted
+ * sweep resumes where it stopped; the bench prints each run and an ETA. It writes the
  * loss-against-parameters plot to docs/quality/sweep.svg and prints the tables.
  *
  *   npm run bench -- sweep [--state FILE] [--quick] [--fresh]
  *
- * `--quick` runs a smoke version (one task, two ranks, two rates, one seed, small sets) into its
- * own state file; the reported figures use the defaults.
+ * `--quick` runs a smoke version (one task, a few ranks, two rates, two seeds, small sets) into
+ * its own state file; the reported figures use the defaults.
  */
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -40,7 +43,8 @@ import { parseSafetensors, serializeSafetensors } from "../gpu-runner/checkpoint
 import type { TrainingMethod } from "../gpu-runner/model/training-graph.ts";
 import { LINEAR_MODULES } from "../gpu-runner/model/weights.ts";
 import { fineTune, toAdapter } from "../gpu-runner/training/trainer.ts";
-import { BASE_LEARNING_RATE } from "../src/hyperparameters.ts";
+import { BASE_LEARNING_RATE, resolveHyperparameters } from "../src/hyperparameters.ts";
+import { requestedRank } from "../src/protocol/runner.ts";
 import { MAX_LENGTH, mean, scoreAdapter, tokenizeTask, trainedLoss, type BenchModel } from "./fine-tune-scoring.ts";
 import { sweepTasks, toChatJsonl, type QualityTask } from "./quality-tasks.ts";
 import { progress, round } from "./stats.ts";
@@ -74,7 +78,7 @@ interface Plan {
 
 const FULL: Plan = {
   ranks: { pica_shared: [2, 8, 32, 64], pica_per_layer: [8], lora: [1, 8] },
-  learningRates: { pica: [3e-3, 1e-2, 3e-2, 1e-1], lora: [1e-3, 3e-3, 1e-2, 3e-2] },
+  learningRates: { pica: [3e-3, 1e-2, 3e-2, 1e-1], lora: [1e-3, 3e-3, 1e-2, 3e-2, 1e-1] },
   seeds: [1, 2, 3],
   sizes: { train: 160, eval: 80 },
   validationFraction: 0.2,
@@ -374,22 +378,6 @@ export async function runSweepBench(): Promise<Record<string, unknown>> {
       return { learningRate: plan.learningRates[c.method][best]!, validationLoss: records[best]!.validationLoss };
     };
 
-    // 2. The best rate of each method, rank and task with every seed, scored once on the held-out set.
-    const finalSpecs = tasks.flatMap((task) =>
-      configs.flatMap((c) =>
-        plan.seeds.map((seed): RunSpec => ({ task, config: c, learningRate: bestRate(task, c).learningRate, seed, examples: fitSize(task), ...base })),
-      ),
-    );
-    const heldOut = await inParallel(finalSpecs, CONCURRENT_RUNS, async (spec) => {
-      await train(spec);
-      return scoreHeldOut(spec);
-    });
-    const finals = new Map<string, HeldOutRecord[]>(); // task|family|rank → one record per seed
-    finalSpecs.forEach((spec, i) => {
-      const id = `${spec.task.name}|${familyOf(spec.config)}|${spec.config.rank}`;
-      finals.set(id, [...(finals.get(id) ?? []), heldOut[i]!]);
-    });
-
     // Defaults from validation losses: the rank, then the rate at that rank.
     const sharedRanks = plan.ranks.pica_shared;
     const rankLoss = sharedRanks.map((rank) => mean(tasks.map((t) => bestRate(t, { method: "pica", sharing: true, rank }).validationLoss)));
@@ -409,7 +397,7 @@ export async function runSweepBench(): Promise<Record<string, unknown>> {
       `default rate ${defaultRate} (validation loss over each task's best: ${rateScore.map((s, i) => `${plan.learningRates.pica[i]} ${s.toFixed(3)}`).join(", ")})`,
     );
 
-    // 3. Epochs × batch size at two dataset sizes, PiCa shared at the default rank and rate.
+    // 2. Epochs × batch size at two dataset sizes, PiCa shared at the default rank and rate.
     const scheduleSpecs = plan.schedule.fractions.flatMap((fraction) =>
       plan.schedule.runs.flatMap((run) =>
         tasks.map(
@@ -442,6 +430,22 @@ export async function runSweepBench(): Promise<Record<string, unknown>> {
     const bestSchedules = plan.schedule.fractions.map((fraction) =>
       schedules.filter((s) => s.fraction === fraction).reduce((b, s) => (s.score < b.score ? s : b)),
     );
+
+    // 3. The best rate of each method, rank and task with every seed, scored once on the held-out set.
+    const finalSpecs = tasks.flatMap((task) =>
+      configs.flatMap((c) =>
+        plan.seeds.map((seed): RunSpec => ({ task, config: c, learningRate: bestRate(task, c).learningRate, seed, examples: fitSize(task), ...base })),
+      ),
+    );
+    const heldOut = await inParallel(finalSpecs, CONCURRENT_RUNS, async (spec) => {
+      await train(spec);
+      return scoreHeldOut(spec);
+    });
+    const finals = new Map<string, HeldOutRecord[]>(); // task|family|rank → one record per seed
+    finalSpecs.forEach((spec, i) => {
+      const id = `${spec.task.name}|${familyOf(spec.config)}|${spec.config.rank}`;
+      finals.set(id, [...(finals.get(id) ?? []), heldOut[i]!]);
+    });
 
     // Figures: per family and rank, means over tasks of the per-task means over seeds.
     const figures: Figure[] = FAMILIES.map((family) => ({
@@ -483,6 +487,19 @@ export async function runSweepBench(): Promise<Record<string, unknown>> {
       progress(`wrote ${PLOT_PATH}`);
     }
 
+    const chosen = {
+      rank: defaultRank,
+      learning_rate_multiplier: round(defaultRate / BASE_LEARNING_RATE.pica),
+      peak_learning_rate: defaultRate,
+      schedules: bestSchedules.map((s) => ({ examples: s.examples, epochs: s.epochs, batch_size: s.batchSize })),
+    };
+    const auto = (examples: number) => resolveHyperparameters({}, { trainExamples: examples, method: "pica" });
+    const shipped = {
+      rank: requestedRank(undefined),
+      learning_rate_multiplier: auto(1).learningRateMultiplier,
+      peak_learning_rate: auto(1).learningRate,
+      schedules: bestSchedules.map((s) => ({ examples: s.examples, epochs: auto(s.examples).nEpochs, batch_size: auto(s.examples).batchSize })),
+    };
     return {
       config: `${SHIPPED_MODEL}; tasks ${tasks.map((t) => t.name).join(", ")}; ${plan.sizes.train} training examples per task (${Math.round(100 * plan.validationFraction)}% of them for validation), ${plan.sizes.eval} held out; grid ${plan.epochs} epochs, batch ${plan.batchSize}, peak rates PiCa ${plan.learningRates.pica.join(", ")}, LoRA ${plan.learningRates.lora.join(", ")}; seeds ${plan.seeds.join(", ")}`,
       ...Object.fromEntries(
@@ -504,12 +521,10 @@ export async function runSweepBench(): Promise<Record<string, unknown>> {
       ),
       pica_shared_params_at_lora_r8_loss: picaAtLora8,
       lora_r8_params_over_that: picaAtLora8 === null || lora8 === null ? null : round(lora8.parameters / picaAtLora8),
-      chosen_defaults: {
-        rank: defaultRank,
-        peak_learning_rate: defaultRate,
-        learning_rate_multiplier: round(defaultRate / BASE_LEARNING_RATE.pica),
-        schedules: bestSchedules.map((s) => ({ examples: s.examples, epochs: s.epochs, batch_size: s.batchSize, steps: s.steps })),
-      },
+      chosen_defaults: chosen,
+      // What a job that leaves everything "auto" gets from the code as shipped, at the same sizes.
+      shipped_defaults: shipped,
+      shipped_defaults_are_chosen: JSON.stringify(shipped) === JSON.stringify(chosen),
       runs: Object.keys(state.state.runs).length,
       total_seconds: round((performance.now() - started) / 1000),
     };

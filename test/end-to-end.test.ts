@@ -8,6 +8,9 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { classifyTask, formatTask, toChatJsonl } from "../bench/quality-tasks.ts";
 import { parseSafetensors } from "../gpu-runner/checkpoint/safetensors.ts";
+import { parseModelConfig } from "../gpu-runner/model/config.ts";
+import { SHIPPED_MODEL_DIRECTORY } from "../gpu-runner/model/shipped-model.ts";
+import { linearShapes } from "../gpu-runner/model/weights.ts";
 import { runEndToEnd } from "../stack/end-to-end.ts";
 import { stackAdminToken, stackRunnerSecret, startStack, type StackProcess } from "../stack/stack-process.ts";
 
@@ -99,15 +102,12 @@ describe("the platform end to end", () => {
       use_rslora: false,
       use_dora: false,
     });
-    const outIn: Record<string, [number, number]> = {
-      q_proj: [256, 256],
-      k_proj: [128, 256],
-      v_proj: [128, 256],
-      o_proj: [256, 256],
-      gate_proj: [704, 256],
-      up_proj: [704, 256],
-      down_proj: [256, 704],
-    };
+    // [out, in] of each module, from the shipped model's config (hidden 256, k and v 128, MLP 704).
+    const outIn = linearShapes(parseModelConfig(JSON.parse(await readFile(join(SHIPPED_MODEL_DIRECTORY, "config.json"), "utf8")))) as Record<
+      string,
+      readonly [number, number]
+    >;
+    expect(outIn.k_proj).toEqual([128, 256]);
     const expectedShapes = new Map<string, number[]>();
     for (let layer = 0; layer < 6; layer++) {
       for (const module of modules) {
