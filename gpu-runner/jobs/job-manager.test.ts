@@ -110,7 +110,7 @@ describe("JobManager", () => {
     trainingJobRequestSchema.parse({
       id,
       training_file: { content: jsonl(24) },
-      hyperparameters: { n_epochs: 2, batch_size: 4, rank: 4, learning_rate_multiplier: 5 },
+      hyperparameters: { n_epochs: 2, batch_size: 4, rank: 4, learning_rate_multiplier: 0.5 },
       seed: 1,
       callback_url: `${callback.url}/callbacks/${id}`,
       checkpoint_every: 3,

@@ -127,22 +127,26 @@ describe("learningRateAt", () => {
 describe("resolveHyperparameters", () => {
   const pica = (trainExamples: number) => ({ trainExamples, method: "pica" as const });
 
-  it("resolves auto epochs like OpenAI: more for tiny sets, fewer for large ones", () => {
-    expect(resolveHyperparameters({}, pica(10)).nEpochs).toBe(10); // floor(100 / 10)
-    expect(resolveHyperparameters({ n_epochs: "auto" }, pica(20)).nEpochs).toBe(5);
-    expect(resolveHyperparameters({}, pica(3)).nEpochs).toBe(25); // capped
-    expect(resolveHyperparameters({}, pica(50)).nEpochs).toBe(3);
+  it("resolves auto epochs to the sweep's 8 up to 32 examples and 16 from 128, at most 25,000 examples seen", () => {
+    expect(resolveHyperparameters({}, pica(3)).nEpochs).toBe(8);
+    expect(resolveHyperparameters({}, pica(32)).nEpochs).toBe(8);
+    expect(resolveHyperparameters({}, pica(64)).nEpochs).toBe(12); // halfway between 32 and 128 in log n
+    expect(resolveHyperparameters({ n_epochs: "auto" }, pica(128)).nEpochs).toBe(16);
+    expect(resolveHyperparameters({}, pica(1_562)).nEpochs).toBe(16); // floor(25000 / 1562) = 16
+    expect(resolveHyperparameters({}, pica(1_563)).nEpochs).toBe(15);
     expect(resolveHyperparameters({}, pica(10_000)).nEpochs).toBe(2); // floor(25000 / 10000)
     expect(resolveHyperparameters({}, pica(100_000)).nEpochs).toBe(1);
   });
 
-  it("resolves auto batch size to ~0.2% of the examples in [1, 32] and the learning rate per method", () => {
-    expect(resolveHyperparameters({}, pica(10)).batchSize).toBe(1);
-    expect(resolveHyperparameters({}, pica(1000)).batchSize).toBe(2);
-    expect(resolveHyperparameters({}, pica(100_000)).batchSize).toBe(32);
+  it("resolves auto batch size to 8 steps an epoch up to 16, and the learning rate per method", () => {
+    expect(resolveHyperparameters({}, pica(3)).batchSize).toBe(1);
+    expect(resolveHyperparameters({}, pica(32)).batchSize).toBe(4);
+    expect(resolveHyperparameters({}, pica(100)).batchSize).toBe(12);
+    expect(resolveHyperparameters({}, pica(128)).batchSize).toBe(16);
+    expect(resolveHyperparameters({}, pica(100_000)).batchSize).toBe(16);
     expect(resolveHyperparameters({}, pica(10)).learningRate).toBe(BASE_LEARNING_RATE.pica);
-    expect(BASE_LEARNING_RATE).toEqual({ pica: 1e-3, lora: 2e-4 });
-    expect(resolveHyperparameters({ learning_rate_multiplier: 2 }, { trainExamples: 10, method: "lora" }).learningRate).toBeCloseTo(4e-4, 15);
+    expect(BASE_LEARNING_RATE).toEqual({ pica: 1e-2, lora: 1e-2 });
+    expect(resolveHyperparameters({ learning_rate_multiplier: 2 }, { trainExamples: 10, method: "lora" }).learningRate).toBeCloseTo(2e-2, 15);
   });
 
   it("keeps explicit values and derives steps and 10% warmup", () => {
@@ -150,11 +154,12 @@ describe("resolveHyperparameters", () => {
       nEpochs: 2,
       batchSize: 4,
       learningRateMultiplier: 0.5,
-      learningRate: 5e-4,
+      learningRate: 5e-3,
       totalSteps: 6,
       warmupSteps: 1,
     });
-    expect(resolveHyperparameters({}, pica(10))).toMatchObject({ totalSteps: 100, warmupSteps: 10 });
+    // 10 examples: batch 1 (floor(10 / 8)), 8 epochs of 10 steps.
+    expect(resolveHyperparameters({}, pica(10))).toMatchObject({ totalSteps: 80, warmupSteps: 8 });
   });
 
   it("rejects out-of-range values with an error naming the field", () => {

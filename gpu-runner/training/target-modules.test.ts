@@ -57,7 +57,7 @@ describe("target modules of a fine-tuning job", () => {
       hyperparameters: {
         n_epochs: 1,
         batch_size: 4,
-        learning_rate_multiplier: 5,
+        learning_rate_multiplier: 0.5,
         rank: 6,
         target_modules: ["down_proj", "v_proj", "q_proj", "k_proj", "up_proj"],
       },

@@ -79,7 +79,7 @@ describe("fineTune", () => {
     training: dataset(24),
     validation: dataset(12, 5),
     seed: 3,
-    hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 5, rank: 4 },
+    hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 0.5, rank: 4 },
   };
 
   it("lowers the validation loss and reports every step and epoch", async () => {
@@ -101,7 +101,7 @@ describe("fineTune", () => {
 
   it("raises the validation token accuracy from none to over a fifth, the share of answer tokens its served adapter predicts", async () => {
     // Ten epochs at twice the rate: long enough for the answers to start coming out right.
-    const hyperparameters = { ...base.hyperparameters, n_epochs: 10, learning_rate_multiplier: 10 };
+    const hyperparameters = { ...base.hyperparameters, n_epochs: 10, learning_rate_multiplier: 1 };
     const trained = await fineTune(model, { ...base, hyperparameters });
     const untrained = await fineTune(model, { ...base, hyperparameters: { ...hyperparameters, learning_rate_multiplier: 1e-9, n_epochs: 1 } });
     const validation = tokenized(base.validation);
@@ -192,7 +192,7 @@ describe("fineTune", () => {
   });
 
   it("trains LoRA through the same trainer for comparison: every B moves from zero and the loss drops", async () => {
-    const lora = { ...base, method: "lora" as const, hyperparameters: { ...base.hyperparameters, learning_rate_multiplier: 10 } };
+    const lora = { ...base, method: "lora" as const, hyperparameters: { ...base.hyperparameters, learning_rate_multiplier: 0.2 } };
     const result = await fineTune(model, lora);
     const unmoved = await fineTune(model, { ...lora, hyperparameters: { ...lora.hyperparameters, learning_rate_multiplier: 1e-9, n_epochs: 1 } });
     const pica = await fineTune(model, { ...base, hyperparameters: { ...base.hyperparameters, learning_rate_multiplier: 1e-9, n_epochs: 1 } });

@@ -37,22 +37,22 @@ describe("creating fine-tuning jobs", () => {
       hyperparameters: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto" },
       method: {
         type: "supervised",
-        supervised: { hyperparameters: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto", rank: 8, weight_sharing: true } },
+        supervised: { hyperparameters: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto", rank: 32, weight_sharing: true } },
       },
     });
     expect(["validating_files", "queued"]).toContain(job.status);
     expect(job.id).toMatch(/^ftjob-/);
-    // 12 examples, one held out to validate on: the trainer's "auto" rule picks floor(100 / 11) = 9
-    // epochs of 11 examples, so 305 × 11 / 12 × 9 = 2,516 tokens: the default 3 s of overhead and
-    // 1.0 s of training at 2,500 tokens/s.
-    expect(job.estimated_tokens).toBe(Math.round((ONE_EPOCH_OF_12 * 11 * 9) / 12));
-    expect(job.estimated_tokens).toBe(2_516);
+    // 12 examples, one held out to validate on: the trainer's "auto" rule picks 8 epochs of the 11
+    // others (8 up to 32 examples), so 305 × 11 / 12 × 8 = 2,237 tokens: the default 3 s of
+    // overhead and 0.9 s of training at 2,500 tokens/s.
+    expect(job.estimated_tokens).toBe(Math.round((ONE_EPOCH_OF_12 * 11 * 8) / 12));
+    expect(job.estimated_tokens).toBe(2_237);
     expect(job.estimated_seconds).toBe(4);
     const row = await env.DB.prepare("SELECT fine_tuned_model FROM fine_tuning_jobs WHERE id = ?").bind(job.id).first<{ fine_tuned_model: string }>();
     expect(row!.fine_tuned_model).toBe(`ft:pica-base-4m:${tenantId}:calc:${job.id}`);
     const events = (await (await call("GET", `/v1/fine_tuning/jobs/${job.id}/events`, { key })).json()) as Record<string, any>;
     expect(events.data.at(-1)).toMatchObject({ id: `${job.id}:edge:created`, object: "fine_tuning.job.event", level: "info" });
-    expect(events.data.at(-1).message).toContain("9 epochs");
+    expect(events.data.at(-1).message).toContain("8 epochs");
   });
 
   it("accepts explicit and legacy hyper-parameters, and a validation file", async () => {

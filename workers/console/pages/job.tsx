@@ -115,7 +115,8 @@ export function JobPage(props: { id: string }) {
         <dd class="mono">{job.validation_file ?? "–"}</dd>
         <dt>Hyper-parameters</dt>
         <dd>
-          epochs {String(job.method.supervised.hyperparameters.n_epochs)}, rank {job.method.supervised.hyperparameters.rank}, weight sharing{" "}
+          epochs {String(job.method.supervised.hyperparameters.n_epochs)}, batch size {String(job.method.supervised.hyperparameters.batch_size)}, rank{" "}
+          {job.method.supervised.hyperparameters.rank}, modules {(job.method.supervised.hyperparameters.target_modules ?? ["all"]).join(", ")}, weight sharing{" "}
           {job.method.supervised.hyperparameters.weight_sharing ? "on" : "off"}, learning-rate multiplier{" "}
           {String(job.method.supervised.hyperparameters.learning_rate_multiplier)}
         </dd>

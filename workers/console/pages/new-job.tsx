@@ -1,10 +1,12 @@
 /**
  * New fine-tune: base model, training and validation files, suffix and the hyper-parameters
- * (epochs, rank, weight sharing, learning-rate multiplier), with the edge's own estimate of the
- * job's tokens and time shown as the form changes, before anything is launched.
+ * (epochs, batch size, rank, target modules, weight sharing, learning-rate multiplier; blank is
+ * the platform's tuned "auto"), with the edge's own estimate of the job's tokens and time shown as
+ * the form changes, before anything is launched.
  */
 import { useEffect, useState } from "hono/jsx/dom";
 import type { CreateJobParams, JobEstimate } from "../../../src/client/pica-client.ts";
+import type { LinearModule } from "../../../src/protocol/adapter-rank.ts";
 import { ErrorNote, formatCount, useLoad } from "../components.tsx";
 import { href, navigate } from "../router.ts";
 import { api, errorMessage } from "../session.ts";
@@ -15,16 +17,29 @@ interface Form {
   validationFile: string;
   suffix: string;
   epochs: string;
+  batchSize: string;
   rank: string;
+  modules: keyof typeof MODULE_CHOICES;
   weightSharing: boolean;
   learningRateMultiplier: string;
 }
+
+/** Target module choices: every linear module (the default), the PiCa paper's, attention or MLP only. */
+const MODULE_CHOICES = {
+  all: { label: "All seven (default)", modules: null },
+  paper: { label: "q, k, v, up, down (the PiCa paper's)", modules: ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"] },
+  attention: { label: "Attention: q, k, v, o", modules: ["q_proj", "k_proj", "v_proj", "o_proj"] },
+  mlp: { label: "MLP: gate, up, down", modules: ["gate_proj", "up_proj", "down_proj"] },
+} satisfies Record<string, { label: string; modules: LinearModule[] | null }>;
 
 /** The request a form describes; blank numbers are the server's "auto" or default. */
 function request(form: Form): CreateJobParams {
   const hyperparameters: NonNullable<CreateJobParams["hyperparameters"]> = { weight_sharing: form.weightSharing };
   if (form.epochs !== "") hyperparameters.n_epochs = Number(form.epochs);
+  if (form.batchSize !== "") hyperparameters.batch_size = Number(form.batchSize);
   if (form.rank !== "") hyperparameters.rank = Number(form.rank);
+  const modules = MODULE_CHOICES[form.modules].modules;
+  if (modules !== null) hyperparameters.target_modules = [...modules];
   if (form.learningRateMultiplier !== "") hyperparameters.learning_rate_multiplier = Number(form.learningRateMultiplier);
   return {
     model: form.model,
@@ -53,7 +68,9 @@ export function NewJobPage() {
     validationFile: "",
     suffix: "",
     epochs: "",
+    batchSize: "",
     rank: "",
+    modules: "all",
     weightSharing: true,
     learningRateMultiplier: "",
   });
@@ -143,8 +160,16 @@ export function NewJobPage() {
         <input id="job-suffix" value={form.suffix} onInput={set("suffix")} maxLength={40} placeholder="e.g. support-bot" />
         <label for="job-epochs">Epochs</label>
         <input id="job-epochs" type="number" min="1" max="50" value={form.epochs} onInput={set("epochs")} placeholder="auto" />
+        <label for="job-batch-size">Batch size</label>
+        <input id="job-batch-size" type="number" min="1" max="256" value={form.batchSize} onInput={set("batchSize")} placeholder="auto" />
         <label for="job-rank">Rank</label>
-        <input id="job-rank" type="number" min="1" max="256" value={form.rank} onInput={set("rank")} placeholder="default" />
+        <input id="job-rank" type="number" min="1" max="256" value={form.rank} onInput={set("rank")} placeholder="auto" />
+        <label for="job-modules">Target modules</label>
+        <select id="job-modules" value={form.modules} onChange={set("modules")}>
+          {Object.entries(MODULE_CHOICES).map(([value, choice]) => (
+            <option value={value}>{choice.label}</option>
+          ))}
+        </select>
         <label for="job-learning-rate">Learning-rate multiplier</label>
         <input
           id="job-learning-rate"
