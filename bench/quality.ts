@@ -1,28 +1,28 @@
 /**
  * Fine-tuning quality bench: the shipped base model fine-tuned on three small generated tasks
  * (bench/quality-tasks.ts: format, recall, classify) by each adapter method, then scored on each
- * task's held-out evaluation set, which training never sees:
+ * task's held-out evaluation set, which training never sees (bench/fine-tune-scoring.ts):
  *   eval loss   — mean cross-entropy per trained token (answer + end of turn) after the last
  *                 epoch, as the trainer computes it (its per-epoch evaluation only reports; nothing
  *                 is chosen from it: no early stopping, no best-epoch pick);
  *   exact match — greedy generation (temperature 0) from the ChatML prompt; the trimmed text must
  *                 equal the expected answer.
- * Rows: the base model (no training), PiCa shared r=8 and r=32, PiCa per-layer r=8, LoRA r=1 and
- * r=8 (all seven modules, alpha = rank). Every row trains with the same data order, epochs and
- * batch size at its method's base learning rate (multiplier 1: PiCa 1e-3, LoRA 2e-4). One control
- * row, LoRA r=8 at multiplier 5 (peak 1e-3, PiCa's rate), is there because LoRA's TRAINING loss
- * stays far above PiCa's in this short run at 2e-4: it tells an under-trained LoRA from a weaker
- * one. The headline figures (`lora_*`) are the multiplier-1 row; the control is reported apart.
+ * Rows: the base model (no training); the tuned rows, which use the platform's defaults as a
+ * tenant gets them ("auto" everything: rank, epochs, batch size and learning rate, all chosen by
+ * `npm run bench -- sweep`), for PiCa and for LoRA r=8 (LoRA's own tuned base rate); and the
+ * untuned rows, at fixed settings customary before the sweep (8 epochs, batch 16, PiCa 1e-3,
+ * LoRA 2e-4): PiCa shared r=8 and r=32, PiCa per-layer r=8, LoRA r=8. Every row sees the same data
+ * in the same order for a given batch size (seed 1).
  *
- * PiCa adapters are served by one engine with adapter support (rank 32; rank-8 adapters are padded),
- * as in production. LoRA has no serving path, so each trained LoRA is merged into a copy of the
- * weights (W += scale · (Aᵀ Bᵀ)ᵀ) for a plain engine; the merged model's eval loss is checked
- * against the trainer's so a wrong merge cannot pass for a weak adapter.
+ * PiCa adapters are served by one engine with adapter support, as in production; each LoRA is
+ * merged into a copy of the weights for a plain engine, its merged loss checked against the
+ * trainer's.
  *
- *   npm run bench -- quality [--model DIR] [--epochs N] [--train N] [--eval N]
+ *   npm run bench -- quality [--model DIR] [--train N] [--eval N]
  *
  * The flags exist for smoke runs on other checkpoints; the reported figures use the defaults.
  */
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
@@ -33,29 +33,33 @@ import { evaluationLoss, exactMatch, MAX_LENGTH, mean, scoreAdapter, tokenizeTas
 import { qualityTasks, toChatJsonl, type QualityTask } from "./quality-tasks.ts";
 import { progress, round } from "./stats.ts";
 
-const R_MAX = 32;
-const EPOCHS = 8;
-const BATCH_SIZE = 16;
+const R_MAX = 64; // the basis rows the bench's engine serves (the shipped model's ceiling)
 const TRAIN_EXAMPLES = 240;
 const EVAL_EXAMPLES = 80;
 const SEED = 1;
+const UNTUNED = { n_epochs: 8, batch_size: 16 } as const;
 
 interface MethodSpec {
   label: string;
   key: string; // for the JSON
   method: "pica" | "lora";
-  rank: number;
-  sharing: boolean;
-  learningRateMultiplier: number;
+  hyperparameters: FineTuneHyperparameters;
+  peakLearningRate?: number; // the untuned rows' fixed rate; tuned rows take the defaults' rate
 }
 
 const METHODS: MethodSpec[] = [
-  { label: "PiCa shared r=8", key: "pica_shared_r8", method: "pica", rank: 8, sharing: true, learningRateMultiplier: 1 },
-  { label: "PiCa shared r=32", key: "pica_shared_r32", method: "pica", rank: 32, sharing: true, learningRateMultiplier: 1 },
-  { label: "PiCa per-layer r=8", key: "pica_per_layer_r8", method: "pica", rank: 8, sharing: false, learningRateMultiplier: 1 },
-  { label: "LoRA r=1", key: "lora_r1", method: "lora", rank: 1, sharing: false, learningRateMultiplier: 1 },
-  { label: "LoRA r=8", key: "lora_r8", method: "lora", rank: 8, sharing: false, learningRateMultiplier: 1 },
-  { label: "LoRA r=8, lr ×5 (control)", key: "lora_r8_lr5x", method: "lora", rank: 8, sharing: false, learningRateMultiplier: 5 },
+  { label: "PiCa shared, defaults (tuned)", key: "pica_defaults", method: "pica", hyperparameters: {} },
+  { label: "LoRA r=8, tuned rate", key: "lora_r8_tuned", method: "lora", hyperparameters: { rank: 8 } },
+  { label: "PiCa shared r=8, lr 1e-3 (untuned)", key: "pica_shared_r8", method: "pica", hyperparameters: { ...UNTUNED, rank: 8 }, peakLearningRate: 1e-3 },
+  { label: "PiCa shared r=32, lr 1e-3 (untuned)", key: "pica_shared_r32", method: "pica", hyperparameters: { ...UNTUNED, rank: 32 }, peakLearningRate: 1e-3 },
+  {
+    label: "PiCa per-layer r=8, lr 1e-3 (untuned)",
+    key: "pica_per_layer_r8",
+    method: "pica",
+    hyperparameters: { ...UNTUNED, rank: 8, weight_sharing: false },
+    peakLearningRate: 1e-3,
+  },
+  { label: "LoRA r=8, lr 2e-4 (untuned)", key: "lora_r8", method: "lora", hyperparameters: { ...UNTUNED, rank: 8 }, peakLearningRate: 2e-4 },
 ];
 
 /** One method's figures on one task. */
@@ -72,6 +76,7 @@ interface Row {
   label: string;
   key: string;
   parameters: number;
+  settings: string; // the resolved rank, epochs, batch size and rate
   tasks: Map<string, TaskScore>;
 }
 
@@ -80,14 +85,14 @@ function tables(rows: Row[], tasks: QualityTask[]): string {
   const number = (value: number, digits: number) => value.toFixed(digits);
   const sum = (row: Row, pick: (s: TaskScore) => number) => [...row.tasks.values()].reduce((s, t) => s + pick(t), 0);
   const lines = [
-    "| method | trainable params | eval loss (mean) | exact match (mean) | final train loss (mean) | train s | score s |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| method | settings | trainable params | eval loss (mean) | exact match (mean) | final train loss (mean) | train s | score s |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const row of rows) {
     const scores = [...row.tasks.values()];
     const trainLoss = scores[0]!.trainLoss === null ? "—" : number(mean(scores.map((s) => s.trainLoss!)), 3);
     lines.push(
-      `| ${row.label} | ${row.parameters.toLocaleString("en-US")} | ${number(mean(scores.map((s) => s.evalLoss)), 3)} | ${number(100 * mean(scores.map((s) => s.accuracy)), 1)}% | ${trainLoss} | ${number(
+      `| ${row.label} | ${row.settings} | ${row.parameters.toLocaleString("en-US")} | ${number(mean(scores.map((s) => s.evalLoss)), 3)} | ${number(100 * mean(scores.map((s) => s.accuracy)), 1)}% | ${trainLoss} | ${number(
         sum(row, (s) => s.trainSeconds),
         0,
       )} | ${number(
@@ -109,16 +114,16 @@ function tables(rows: Row[], tasks: QualityTask[]): string {
 export async function runQualityBench(): Promise<Record<string, unknown>> {
   const { values: flags } = parseArgs({
     args: process.argv.slice(3),
-    options: { model: { type: "string" }, epochs: { type: "string" }, train: { type: "string" }, eval: { type: "string" } },
+    options: { model: { type: "string" }, train: { type: "string" }, eval: { type: "string" } },
   });
   const directory = flags.model ?? SHIPPED_MODEL;
-  const epochs = Number(flags.epochs ?? EPOCHS);
   const sizes = { train: Number(flags.train ?? TRAIN_EXAMPLES), eval: Number(flags.eval ?? EVAL_EXAMPLES) };
   const started = performance.now();
 
   progress(`loading ${directory}…`);
   const { config, weights, tokenizer } = await loadCheckpoint(directory);
-  const { basis, computed, seconds } = await loadOrComputeBasis(directory, config, weights, { rMax: R_MAX });
+  // Kept in the bench's cache, not beside the model (which ships its serving basis only).
+  const { basis, computed, seconds } = await loadOrComputeBasis(join(".cache", "bench"), config, weights, { rMax: R_MAX });
   progress(`basis r${R_MAX} ${computed ? "computed" : "loaded"} in ${seconds.toFixed(1)} s`);
   const tasks = qualityTasks(sizes);
   const tokenized = new Map(tasks.map((task) => [task.name, tokenizeTask(task, task.eval, tokenizer)]));
@@ -132,7 +137,7 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
   const model: BenchModel = { config, weights, tokenizer, basis, picaEngine };
   const rows: Row[] = [];
   try {
-    const base: Row = { label: "base model (no training)", key: "base", parameters: 0, tasks: new Map() };
+    const base: Row = { label: "base model (no training)", key: "base", parameters: 0, settings: "—", tasks: new Map() };
     for (const task of tasks) {
       const evalLoss = await evaluationLoss(config, weights, basis, tokenized.get(task.name)!);
       const generationStarted = performance.now();
@@ -143,15 +148,10 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
     rows.push(base);
 
     for (const spec of METHODS) {
-      const row: Row = { label: spec.label, key: spec.key, parameters: 0, tasks: new Map() };
+      const row: Row = { label: spec.label, key: spec.key, parameters: 0, settings: "", tasks: new Map() };
       for (const task of tasks) {
-        const hyperparameters: FineTuneHyperparameters = {
-          n_epochs: epochs,
-          batch_size: BATCH_SIZE,
-          learning_rate_multiplier: spec.learningRateMultiplier,
-          rank: spec.rank,
-          weight_sharing: spec.sharing,
-        };
+        let resolved = "";
+        let rank = 0;
         let trainLoss = Number.NaN;
         let tokensPerSecond = 0;
         const trainingStarted = performance.now();
@@ -161,15 +161,22 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
             training: toChatJsonl(task.train),
             validation: toChatJsonl(task.eval),
             method: spec.method,
-            hyperparameters,
+            hyperparameters: spec.hyperparameters,
+            ...(spec.peakLearningRate === undefined ? {} : { peakLearningRate: spec.peakLearningRate }),
             seed: SEED,
             maxLength: MAX_LENGTH,
             onEvent: (event) => {
+              if (event.type === "started") {
+                const h = event.hyperparameters;
+                rank = h.rank;
+                resolved = `r${h.rank}, ${h.nEpochs} epochs, batch ${h.batchSize}, peak lr ${h.learningRate}`;
+                row.settings = resolved;
+              }
               if (event.type === "step") tokensPerSecond = event.tokensPerSecond;
               if (event.type !== "epoch") return;
               trainLoss = event.trainLoss;
               progress(
-                `  ${spec.label} ${task.name} epoch ${event.epoch + 1}/${epochs}: train loss ${event.trainLoss.toFixed(3)}, eval loss ${event.validationLoss!.toFixed(3)} (${tokensPerSecond.toFixed(0)} padded tok/s)`,
+                `  ${spec.label} ${task.name} (${resolved}) epoch ${event.epoch + 1}: train loss ${event.trainLoss.toFixed(3)}, eval loss ${event.validationLoss!.toFixed(3)} (${tokensPerSecond.toFixed(0)} padded tok/s)`,
               );
             },
           },
@@ -182,8 +189,8 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
         const scored = await scoreAdapter(
           model,
           spec.method === "pica"
-            ? { id: `${spec.key}-${task.name}`, method: "pica", rank: spec.rank, adapter: result.adapter!, trainerEvalLoss: evalLoss }
-            : { id: `${spec.key}-${task.name}`, method: "lora", rank: spec.rank, parameters: result.parameters, trainerEvalLoss: evalLoss },
+            ? { id: `${spec.key}-${task.name}`, method: "pica", rank, adapter: result.adapter!, trainerEvalLoss: evalLoss }
+            : { id: `${spec.key}-${task.name}`, method: "lora", rank, parameters: result.parameters, trainerEvalLoss: evalLoss },
           task.eval,
           tokenized.get(task.name)!,
         );
@@ -202,20 +209,19 @@ export async function runQualityBench(): Promise<Record<string, unknown>> {
   console.log(tables(rows, tasks));
   const byKey = new Map(rows.map((row) => [row.key, row]));
   const meanOf = (key: string, pick: (s: TaskScore) => number) => mean([...byKey.get(key)!.tasks.values()].map(pick));
-  const pica = byKey.get("pica_shared_r8")!;
-  const lora = byKey.get("lora_r8")!;
-  const picaLoss = meanOf(pica.key, (s) => s.evalLoss);
-  const loraLoss = meanOf(lora.key, (s) => s.evalLoss);
+  const figure = (key: string) => ({
+    eval_loss: round(meanOf(key, (s) => s.evalLoss)),
+    accuracy: round(meanOf(key, (s) => s.accuracy)),
+    trainable_parameters: byKey.get(key)!.parameters,
+    settings: byKey.get(key)!.settings,
+  });
   return {
-    config: `${directory}; tasks ${tasks.map((t) => t.name).join(", ")}; ${sizes.train} train / ${sizes.eval} eval examples per task (recall at most 240 / 80); ${epochs} epochs, batch ${BATCH_SIZE}, lr multiplier 1 (PiCa 1e-3, LoRA 2e-4; control row LoRA r=8 ×5), seed ${SEED}; greedy exact match`,
-    pica_shared_eval_loss: round(picaLoss),
-    lora_eval_loss: round(loraLoss),
-    pica_shared_minus_lora_eval_loss: round(picaLoss - loraLoss),
-    lora_params_over_pica_params: round(lora.parameters / pica.parameters),
-    pica_shared_accuracy: round(meanOf(pica.key, (s) => s.accuracy)),
-    lora_accuracy: round(meanOf(lora.key, (s) => s.accuracy)),
-    lora_lr5x_eval_loss: round(meanOf("lora_r8_lr5x", (s) => s.evalLoss)),
-    lora_lr5x_accuracy: round(meanOf("lora_r8_lr5x", (s) => s.accuracy)),
+    config: `${directory}; tasks ${tasks.map((t) => t.name).join(", ")}; ${sizes.train} train / ${sizes.eval} eval examples per task (recall at most 240 / 80); tuned rows: the platform's defaults; untuned rows: ${UNTUNED.n_epochs} epochs, batch ${UNTUNED.batch_size}, PiCa 1e-3, LoRA 2e-4; seed ${SEED}; greedy exact match`,
+    pica_defaults: figure("pica_defaults"),
+    lora_r8_tuned: figure("lora_r8_tuned"),
+    pica_shared_r8_untuned: figure("pica_shared_r8"),
+    lora_r8_untuned: figure("lora_r8"),
+    pica_defaults_minus_lora_r8_tuned_eval_loss: round(meanOf("pica_defaults", (s) => s.evalLoss) - meanOf("lora_r8_tuned", (s) => s.evalLoss)),
     base_eval_loss: round(meanOf("base", (s) => s.evalLoss)),
     base_accuracy: round(meanOf("base", (s) => s.accuracy)),
     rows: Object.fromEntries(
