@@ -120,7 +120,7 @@ export async function jobAdapterRow(
     tenantId: job.tenantId,
     baseModel: job.model,
     basisId: runner?.basisId || null,
-    rank: typeof hyperparameters.rank === "number" ? hyperparameters.rank : null, // "auto": the runner's choice, not known here
+    rank: typeof hyperparameters.rank === "number" ? hyperparameters.rank : null, // a number since "auto" is resolved at creation; older jobs may say "auto"
     sharing: hyperparameters.weight_sharing === false ? "per_layer" : "shared",
     sourceJobId: job.id,
   };
