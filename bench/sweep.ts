@@ -529,6 +529,10 @@ export async function runSweepBench(): Promise<Record<string, unknown>> {
       shipped_defaults: shipped,
       shipped_defaults_are_chosen: JSON.stringify(shipped) === JSON.stringify(chosen),
       runs: Object.keys(state.state.runs).length,
+      // Seconds of every training and scoring as each was timed, over every session that resumed the state.
+      recorded_seconds: round(
+        Object.values(state.state.runs).reduce((sum, r) => sum + r.seconds, 0) + Object.values(state.state.heldOut).reduce((sum, r) => sum + r.seconds, 0),
+      ),
       total_seconds: round((performance.now() - started) / 1000),
     };
   } finally {
