@@ -18,7 +18,8 @@
  * Defaults are chosen from validation losses only (never from the held-out set): the rank is the
  * smallest PiCa shared rank whose validation loss, averaged over tasks, is within 5% of the best
  * rank's; the rate is the one with the lowest validation loss relative to each task's best at that
- * rank, averaged over tasks; epochs and batch size likewise per dataset size.
+ * rank, averaged over tasks; epochs and batch size per dataset size: the schedule with the fewest
+ * optimizer steps whose validation loss is within 10% of the best schedule's.
  *
  * Every finished run is kept in a state file (default .cache/bench/sweep-state.json, trained
  * parameters beside it), so an interrupted sweep resumes where it stopped; the bench prints each
@@ -114,6 +115,7 @@ const QUICK: Plan = {
   },
 };
 const RANK_TOLERANCE = 1.05; // the default rank: the smallest within 5% of the best rank's validation loss
+const SCHEDULE_TOLERANCE = 1.1; // the default schedule: the fewest steps within 10% of the best one's validation loss
 // One training at a time on every core: onnxruntime-node runs a session on the calling thread, so
 // trainings interleaved on one event loop do not run in parallel.
 const CONCURRENT_RUNS = 1;
@@ -430,9 +432,12 @@ export async function runSweepBench(): Promise<Record<string, unknown>> {
         };
       }),
     );
-    const bestSchedules = plan.schedule.fractions.map((fraction) =>
-      schedules.filter((s) => s.fraction === fraction).reduce((b, s) => (s.score < b.score ? s : b)),
-    );
+    // Per size, the schedule with the fewest optimizer steps among those within 10% of the best.
+    const bestSchedules = plan.schedule.fractions.map((fraction) => {
+      const tried = schedules.filter((s) => s.fraction === fraction);
+      const best = Math.min(...tried.map((s) => s.score));
+      return tried.filter((s) => s.score <= SCHEDULE_TOLERANCE * best).reduce((b, s) => (s.steps < b.steps ? s : b));
+    });
 
     // 3. The best rate of each method, rank and task with every seed, scored once on the held-out set.
     const finalSpecs = tasks.flatMap((task) =>

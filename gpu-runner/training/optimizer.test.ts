@@ -138,11 +138,12 @@ describe("resolveHyperparameters", () => {
     expect(resolveHyperparameters({}, pica(100_000)).nEpochs).toBe(1);
   });
 
-  it("resolves auto batch size to the sweep's 4 (fewer examples: all of them), and the learning rate per method", () => {
-    expect(resolveHyperparameters({}, pica(3)).batchSize).toBe(3);
+  it("resolves auto batch size to 8 steps an epoch up to 16, and the learning rate per method", () => {
+    expect(resolveHyperparameters({}, pica(3)).batchSize).toBe(1);
     expect(resolveHyperparameters({}, pica(32)).batchSize).toBe(4);
-    expect(resolveHyperparameters({}, pica(128)).batchSize).toBe(4);
-    expect(resolveHyperparameters({}, pica(100_000)).batchSize).toBe(4);
+    expect(resolveHyperparameters({}, pica(100)).batchSize).toBe(12);
+    expect(resolveHyperparameters({}, pica(128)).batchSize).toBe(16);
+    expect(resolveHyperparameters({}, pica(100_000)).batchSize).toBe(16);
     expect(resolveHyperparameters({}, pica(10)).learningRate).toBe(BASE_LEARNING_RATE.pica);
     expect(BASE_LEARNING_RATE).toEqual({ pica: 1e-2, lora: 1e-2 });
     expect(resolveHyperparameters({ learning_rate_multiplier: 2 }, { trainExamples: 10, method: "lora" }).learningRate).toBeCloseTo(2e-2, 15);
@@ -157,8 +158,8 @@ describe("resolveHyperparameters", () => {
       totalSteps: 6,
       warmupSteps: 1,
     });
-    // 10 examples: batch 4, 8 epochs of ceil(10 / 4) = 3 steps.
-    expect(resolveHyperparameters({}, pica(10))).toMatchObject({ totalSteps: 24, warmupSteps: 3 });
+    // 10 examples: batch 1 (floor(10 / 8)), 8 epochs of 10 steps.
+    expect(resolveHyperparameters({}, pica(10))).toMatchObject({ totalSteps: 80, warmupSteps: 8 });
   });
 
   it("rejects out-of-range values with an error naming the field", () => {
