@@ -15,6 +15,7 @@ import { computeBasis } from "../pica/basis.ts";
 import { mergeIntoWeights } from "../pica/merge-weights.ts";
 import type { Basis, PicaAdapter } from "../pica/types.ts";
 import { maxAbsDiff, syntheticTokens } from "../testing/numeric.ts";
+import { expectRowsEqualAlone } from "../testing/batch-rows.ts";
 import { randomAdapter } from "../testing/random-adapters.ts";
 import { LlamaEngine } from "./llama-engine.ts";
 
@@ -78,24 +79,7 @@ describe("adapters of any rank up to the ceiling", () => {
       { adapter: "rank17", prompt: syntheticTokens(3, 4), decode: syntheticTokens(3, 14) },
       { adapter: "rank64Layered", prompt: syntheticTokens(7, 5), decode: syntheticTokens(3, 15) },
     ];
-    const batch = engine.createBatch(rows.length);
-    for (const row of rows) batch.addRow(row.adapter);
-    expect(batch.adapterRows!.rank).toBe(64);
-    const prefill = await engine.step(
-      batch,
-      rows.map((r) => r.prompt),
-    );
-    rows.forEach((row, i) => expect(maxAbsDiff(prefill[i].data, expected(row.adapter, row.prompt)), String(row.adapter)).toBeLessThanOrEqual(TOLERANCE));
-    for (let s = 0; s < 3; s++) {
-      const out = await engine.step(
-        batch,
-        rows.map((r) => [r.decode[s]]),
-      );
-      rows.forEach((row, i) => {
-        const ids = [...row.prompt, ...row.decode.slice(0, s + 1)];
-        expect(maxAbsDiff(out[i].data, expected(row.adapter, ids)), String(row.adapter)).toBeLessThanOrEqual(TOLERANCE);
-      });
-    }
+    await expectRowsEqualAlone(engine, rows, expected, TOLERANCE, (batch) => expect(batch.adapterRows!.rank).toBe(64));
   });
 
   it("the rank-64 adapters change the logits beyond what rank 4 can (so the comparison can fail)", () => {

@@ -5,6 +5,7 @@ import { mergeAdapters } from "../pica/merge.ts";
 import { mergeIntoWeights } from "../pica/merge-weights.ts";
 import type { Basis, PicaAdapter } from "../pica/types.ts";
 import { sessionCreationCount } from "../runtime/onnx-session.ts";
+import { expectRowsEqualAlone, type BatchRow } from "../testing/batch-rows.ts";
 import { randomAdapter } from "../testing/random-adapters.ts";
 import { maxAbsDiff, syntheticTokens } from "../testing/numeric.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
@@ -45,7 +46,7 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
   }
 
   it("every row equals its request alone on merged weights (W + M P), through prefill and decode", async () => {
-    const rows: { adapter: string | null; prompt: number[]; decode: number[] }[] = [
+    const rows: BatchRow[] = [
       { adapter: "shared8", prompt: tokens(5, 1), decode: tokens(3, 11) },
       { adapter: "layered4", prompt: tokens(9, 2), decode: tokens(3, 12) },
       { adapter: null, prompt: tokens(3, 3), decode: tokens(3, 13) },
@@ -53,23 +54,7 @@ describe.each(["llama-gqa", "qwen2-bias"] as const)("mixed-adapter batches on %s
       { adapter: "mlpOnly8", prompt: tokens(4, 5), decode: tokens(3, 15) },
       { adapter: "shared8", prompt: tokens(6, 6), decode: tokens(3, 16) },
     ];
-    const batch = engine.createBatch(rows.length);
-    for (const row of rows) batch.addRow(row.adapter);
-    const prefill = await engine.step(
-      batch,
-      rows.map((r) => r.prompt),
-    );
-    rows.forEach((row, i) => expect(maxAbsDiff(prefill[i].data, expected(row.adapter, row.prompt))).toBeLessThanOrEqual(TOLERANCE));
-    for (let s = 0; s < 3; s++) {
-      const out = await engine.step(
-        batch,
-        rows.map((r) => [r.decode[s]]),
-      );
-      rows.forEach((row, i) => {
-        const ids = [...row.prompt, ...row.decode.slice(0, s + 1)];
-        expect(maxAbsDiff(out[i].data, expected(row.adapter, ids))).toBeLessThanOrEqual(TOLERANCE);
-      });
-    }
+    await expectRowsEqualAlone(engine, rows, expected, TOLERANCE);
   });
 
   it("adapters change the logits (so the comparison above can fail)", async () => {
