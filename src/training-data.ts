@@ -4,7 +4,7 @@
 // the tenant at upload time, so this module never throws on bad data and imports nothing from
 // `node:` (the edge runs it in a Worker; the runner runs it again before training).
 import { z } from "zod";
-import { DEFAULT_TRAINING_FIGURES, type TemplateTokens } from "./protocol/training-figures.ts";
+import { DEFAULT_TEMPLATE_TOKENS, type TemplateTokens } from "./protocol/training-figures.ts";
 import { showValue } from "./show-value.ts";
 
 /** A role a training message may have; tool and function messages are not supported. */
@@ -313,7 +313,7 @@ export const DEFAULT_BYTES_PER_TOKEN = 4;
 export function estimateTrainingTokens(
   examples: readonly TrainingRecord[],
   bytesPerToken = DEFAULT_BYTES_PER_TOKEN,
-  template: TemplateTokens = DEFAULT_TRAINING_FIGURES.template_tokens,
+  template: TemplateTokens = DEFAULT_TEMPLATE_TOKENS,
 ): number {
   let tokens = 0;
   for (const example of examples) {

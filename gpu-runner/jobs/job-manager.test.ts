@@ -1,4 +1,5 @@
 import { Hono } from "hono";
+import { linearShapes } from "../model/weights.ts";
 import { createHash } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -97,7 +98,7 @@ describe("JobManager", () => {
     const created = new JobManager({
       model,
       directory: jobsDirectory,
-      maxRank: 4,
+      rankLimits: { linearShapes: linearShapes(model.config), basisRows: 4 },
       callbacks,
       data: { secret: "runner-secret", trustedOrigins: [], maxBytes: 2 ** 20 },
       microBatchTokens: 64,

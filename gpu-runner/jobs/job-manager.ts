@@ -27,8 +27,6 @@ export interface JobManagerOptions {
   directory: string; // where jobs live on disk
   /** What bounds the ranks this runner trains: its model's linear shapes and its basis's rows (adapter-rank.ts). */
   rankLimits?: RankLimits;
-  /** A further cap on trained ranks (absent: the limits alone). */
-  maxRank?: number;
   /** The modules the basis covers: a job's target modules must be among them; default all seven. */
   basisModules?: readonly LinearModule[];
   callbacks: CallbackClient;
@@ -179,9 +177,6 @@ export class JobManager {
     const rank = requestedRank(request.hyperparameters.rank, ceiling.rank);
     const refusal = rankRefusal(rank, ceiling, "this runner");
     if (refusal !== null) throw new JobRequestError("hyperparameters.rank", `hyperparameters.${refusal}`);
-    if (this.options.maxRank !== undefined && rank > this.options.maxRank) {
-      throw new JobRequestError("hyperparameters.rank", `hyperparameters.rank ${rank} is above this runner's largest rank ${this.options.maxRank}`);
-    }
   }
 
   get(id: string): RunnerJob | null {

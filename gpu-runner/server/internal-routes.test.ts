@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from "node:fs/promises";
+import { linearShapes } from "../model/weights.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -56,7 +57,7 @@ describe("the runner's internal API and metrics", () => {
     jobs = new JobManager({
       model: { config, weights, tokenizer, basis },
       directory: join(directory, "jobs"),
-      maxRank: 4,
+      rankLimits: { linearShapes: linearShapes(config), basisRows: 4 },
       callbacks: new CallbackClient({ secret: SECRET }),
       data: { secret: SECRET, trustedOrigins: [], maxBytes: 2 ** 20 },
       compute: (work) => gate.training(work),

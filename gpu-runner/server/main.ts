@@ -54,7 +54,7 @@ import { bytesPerTokenBound } from "./request-size.ts";
 import { assertUsableSecret } from "./runner-auth.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { measureTemplateTokens } from "../training/template-tokens.ts";
-import { DEFAULT_TRAINING_FIGURES } from "../../src/protocol/training-figures.ts";
+import { DEFAULT_TEMPLATE_TOKENS } from "../../src/protocol/training-figures.ts";
 import { ComputeGate } from "./compute-gate.ts";
 import { RunnerMetrics } from "./metrics.ts";
 import { DEFAULT_PREFILL_CHUNK_TOKENS, Scheduler } from "./scheduler.ts";
@@ -124,6 +124,7 @@ async function main(): Promise<void> {
   const rMax = values["r-max"] === undefined ? ceiling : integer("r-max", values["r-max"], 1);
   if (rMax > ceiling) throw new Error(`--r-max must be at most ${ceiling} for this model (min(256, min(out, in) of every linear weight)), got ${rMax}`);
   const rankLimits = { linearShapes: shapes, basisRows: rMax };
+  const maxRank = rankCeiling(rankLimits, DEFAULT_TARGET_MODULES).rank;
   const maxBatch = integer("max-batch", values["max-batch"], 1);
   const kvCacheMb = values["kv-cache-mb"] === undefined ? Math.floor(totalmem() / 4 / 2 ** 20) : integer("kv-cache-mb", values["kv-cache-mb"], 1);
   const engine = await LlamaEngine.create(config, weights, {
@@ -230,11 +231,11 @@ async function main(): Promise<void> {
       jobs: jobs.stats().byStatus,
       basis: { ...basisProgress, id: engine.basis?.id ?? null },
       context_tokens: scheduler.contextLimit,
-      max_rank: rankCeiling(rankLimits, DEFAULT_TARGET_MODULES).rank,
+      max_rank: maxRank,
     }),
   });
   // What the edge's estimates count for this model's chat template (the defaults without one).
-  let templateTokens = DEFAULT_TRAINING_FIGURES.template_tokens;
+  let templateTokens = DEFAULT_TEMPLATE_TOKENS;
   try {
     templateTokens = measureTemplateTokens(tokenizer);
   } catch (error) {

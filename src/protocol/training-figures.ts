@@ -40,12 +40,14 @@ export const trainingFiguresSchema = z
   .strict();
 export type TrainingFigures = z.infer<typeof trainingFiguresSchema>;
 
+/** What an estimate's seconds need of a rate: tokens per second and overhead per job. */
+export type EstimateRate = Pick<TrainingRate, "tokens_per_second" | "overhead_seconds">;
+
+/** The template tokens estimates assume before any runner has reported: ChatML-like templates, a few tokens a message. */
+export const DEFAULT_TEMPLATE_TOKENS: TemplateTokens = { conversation: 10, turn: 10, system: 5, prompt_completion: 2 };
+
 /**
- * What estimates assume before any runner has reported: ChatML-like templates (a few tokens a
- * message) and the rate `npm run bench -- train` measures for the shipped model on 2 CPU cores at
- * the default batch size, less a margin for training yielding to inference.
+ * The rate estimates assume before any runner has finished a job: about what the shipped model
+ * trains at on 2 CPU cores, less a margin for training yielding to inference.
  */
-export const DEFAULT_TRAINING_FIGURES: TrainingFigures = {
-  template_tokens: { conversation: 10, turn: 10, system: 5, prompt_completion: 2 },
-  rate: { tokens_per_second: 2_500, overhead_seconds: 3, jobs: 1 },
-};
+export const DEFAULT_TRAINING_RATE: EstimateRate = { tokens_per_second: 2_500, overhead_seconds: 3 };

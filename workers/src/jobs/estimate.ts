@@ -7,7 +7,7 @@
 import { badRequest } from "../../../src/errors.ts";
 import { HyperparameterError, resolveHyperparameters, validationHoldout } from "../../../src/hyperparameters.ts";
 import type { Hyperparameters } from "../../../src/protocol/runner.ts";
-import type { TrainingRate } from "../../../src/protocol/training-figures.ts";
+import type { EstimateRate } from "../../../src/protocol/training-figures.ts";
 
 /** The estimate shown on a new job. */
 export interface JobEstimate {
@@ -27,7 +27,7 @@ export function estimateJob(
   file: { examples: number; estimatedTokens: number },
   hyperparameters: Hyperparameters,
   paramPrefix: string,
-  context: { rate: TrainingRate; validationFile: boolean },
+  context: { rate: EstimateRate; validationFile: boolean },
 ): JobEstimate {
   const trainExamples = file.examples - (context.validationFile ? 0 : validationHoldout(file.examples));
   let resolved: ReturnType<typeof resolveHyperparameters>;

@@ -26,7 +26,7 @@ import { publicCheckpoint, publicEvent, publicJob } from "../jobs/job-object.ts"
 import { finishJob } from "../jobs/job-outcomes.ts";
 import { isTerminal } from "../jobs/job-status.ts";
 import { cancelOnRunner, runnerUrl } from "../jobs/runner-client.ts";
-import { runners } from "../db/schema.ts";
+import { listRunners } from "../db/queries/runners.ts";
 import { modelRankCeiling } from "../runners/rank-limits.ts";
 import { modelTrainingFigures } from "../runners/training-figures.ts";
 import { healthyFromRows, reportedFromRows } from "../runners/registry.ts";
@@ -91,13 +91,13 @@ async function planJob(c: Context<AppEnv>) {
   const requested: Hyperparameters = body.method?.supervised?.hyperparameters ?? body.hyperparameters ?? {};
   const paramPrefix = body.hyperparameters !== undefined ? "hyperparameters" : "method.supervised.hyperparameters";
   const targetModules = canonicalModules(requested.target_modules ?? LINEAR_MODULES);
-  const rows = await database(c.env.DB).select().from(runners).all();
+  const rows = await listRunners(database(c.env.DB));
   const ceiling = modelRankCeiling(healthyFromRows(rows, c.env), reportedFromRows(rows), baseModel, targetModules);
   if (typeof requested.rank === "number") {
     const refusal = rankRefusal(requested.rank, ceiling, baseModel);
     if (refusal !== null) throw badRequest(`Invalid value for '${paramPrefix}.rank': ${refusal}.`, `${paramPrefix}.rank`, "invalid_value");
   }
-  const estimate = estimateJob(training, requested, paramPrefix, { rate: modelTrainingFigures(rows, baseModel).rate!, validationFile: validation !== null });
+  const estimate = estimateJob(training, requested, paramPrefix, { rate: modelTrainingFigures(rows, baseModel).rate, validationFile: validation !== null });
   return { body, tenantId, baseModel, suffix, training, validation, requested, targetModules, rank: requestedRank(requested.rank, ceiling.rank), estimate };
 }
 
