@@ -32,6 +32,7 @@ import {
   type RowLogits,
   type RunRows,
 } from "./run-inputs.ts";
+import type { Quantization } from "../quantize/block-format.ts";
 import { SequenceBatch } from "./sequence-batch.ts";
 
 export { NO_LOGITS, type LogitsSelection, type RowLogits } from "./run-inputs.ts";
@@ -42,6 +43,7 @@ export interface EngineOptions extends OnnxSessionOptions {
   kvCache?: KvCacheOptions; // defaults for the batches this engine creates
   adapters?: EngineAdapterOptions; // absent: base model only
   cache?: CachePlacement; // where batches keep their KV cache; default: "device" on WebGPU, else "host"
+  quantization?: Quantization | null; // without a weight file: hold the frozen weights quantized (a weight file says itself)
 }
 
 /**
@@ -101,16 +103,20 @@ export class LlamaEngine {
     };
     const { weightFile } = options;
     if (weightFile !== undefined) {
-      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, source: weightFileSource(weightFile) });
+      if (options.quantization !== undefined && JSON.stringify(options.quantization) !== JSON.stringify(weightFile.quantization))
+        throw new Error("the engine's quantization differs from its weight file's");
+      const { quantization } = weightFile;
+      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, source: weightFileSource(weightFile), quantization });
       return openGraphBeside(weightFile, graph, "serving", (path) => open(path, graph));
     }
-    if (frozenWeightBytes(config, weights) < (options.externalDataThresholdBytes ?? 2 ** 30)) {
-      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement });
+    const quantization = options.quantization ?? null;
+    if (frozenWeightBytes(config, weights, quantization) < (options.externalDataThresholdBytes ?? 2 ** 30)) {
+      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, quantization });
       return open(graph.serialize(), graph);
     }
     const directory = await mkdtemp(join(tmpdir(), "pica-model-"));
     try {
-      const weightFile = await writeWeightFile(directory, config, weights);
+      const weightFile = await writeWeightFile(directory, config, weights, quantization);
       return await LlamaEngine.create(config, weights, { ...options, weightFile });
     } finally {
       await rm(directory, { recursive: true, force: true });

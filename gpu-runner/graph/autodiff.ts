@@ -59,9 +59,9 @@ export function appendGradients(g: GraphBuilder, loss: Value, parameters: Value[
   for (let n = forward.length - 1; n >= 0; n--) {
     const node = forward[n];
     if (!node.outputs.some(onPath)) continue;
-    const rule = node.domain === "" && Object.hasOwn(GRADIENT_RULES, node.opType) ? GRADIENT_RULES[node.opType] : undefined;
+    const op = node.domain === "" ? node.opType : `${node.domain}.${node.opType}`;
+    const rule = Object.hasOwn(GRADIENT_RULES, op) ? GRADIENT_RULES[op] : undefined;
     if (rule === undefined) {
-      const op = node.domain === "" ? node.opType : `${node.domain}.${node.opType}`;
       throw new Error(`autodiff: no gradient rule for op ${op} (node ${node.name}), which lies between the parameters and the loss`);
     }
     const outputGradients = node.outputs.map((output, i) => (onPath(output) ? accumulate(g.values.get(output)!, `${prefix}${node.name}/output_${i}`) : null));

@@ -16,7 +16,7 @@ const { onnx } = onnxProto;
 
 export type Dim = number | string;
 export type Shape = Dim[];
-export type DataType = "float32" | "float64" | "int64" | "int32" | "bool";
+export type DataType = "float32" | "float64" | "int64" | "int32" | "bool" | "uint8";
 
 /** A named tensor in the graph with its element type and (possibly symbolic) shape. */
 export interface Value {
@@ -48,14 +48,16 @@ export interface ExternalLocation {
 
 type Initializer = { value: Value; data: TypedData; external?: undefined } | { value: Value; data?: undefined; external: ExternalLocation };
 
-const DTYPE_BYTES: Record<DataType, number> = { float32: 4, float64: 8, int64: 8, int32: 4, bool: 1 };
+const DTYPE_BYTES: Record<DataType, number> = { float32: 4, float64: 8, int64: 8, int32: 4, bool: 1, uint8: 1 };
 
-const DTYPE_TO_ONNX: Record<DataType, number> = {
+/** ONNX TensorProto element type codes. */
+export const DTYPE_TO_ONNX: Readonly<Record<DataType, number>> = {
   float32: 1,
   float64: 11,
   int64: 7,
   int32: 6,
   bool: 9,
+  uint8: 2,
 };
 
 /** The opset our graphs target, and the Microsoft contrib domain for ORT-only ops. */

@@ -5,7 +5,12 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { checkGradients, ProblemBuilder } from "../testing/gradient-check.ts";
-import type { Value } from "./builder.ts";
+import { dequantizeMatrix, quantizeMatrix } from "../quantize/block-format.ts";
+import { quantizedMatMul, quantizedShapes } from "../quantize/quantized-graph.ts";
+import { Rng } from "../random.ts";
+import { maxAbsDiff } from "../testing/numeric.ts";
+import { appendGradients } from "./autodiff.ts";
+import { GraphBuilder, type Value } from "./builder.ts";
 import { GRADIENT_RULES } from "./gradient-rules.ts";
 import { weightedCrossEntropy } from "./loss.ts";
 import {
@@ -284,6 +289,54 @@ describe("weighted cross-entropy", () => {
     const logits = x.feeds[x.float("logits", ["n", 7]).name].data as Float64Array;
     expect(Math.abs((await graphLoss(logits, weights)) - directLoss(logits, weights))).toBeLessThan(1e-12);
     expect(await graphLoss(logits, [0, 0, 0, 0, 0])).toBe(0);
+  });
+});
+
+describe("onnxruntime's MatMulNBits (float32 only, so checked against the exact product)", () => {
+  it.each([4, 8] as const)("%i bits: dA = dY · W with W dequantised from the same codes, through a batch axis", async (bits) => {
+    const { OnnxSession } = await import("../runtime/onnx-session.ts");
+    const [n, k] = [24, 80]; // 80 = 2.5 blocks of 32: the last block is padded
+    const rng = new Rng(bits);
+    const q = quantizeMatrix(
+      Float32Array.from({ length: n * k }, () => rng.normal()),
+      n,
+      k,
+      bits,
+      32,
+    );
+    const w = dequantizeMatrix(q);
+    const probe = Float32Array.from({ length: 2 * 3 * n }, () => rng.normal());
+    const g = new GraphBuilder("matmulnbits-gradient");
+    const a = g.input("a", "float32", [2, 3, k]);
+    const shapes = quantizedShapes(n, k, bits, 32);
+    const weight = {
+      codes: g.initializer("codes", "uint8", shapes.codes, q.data),
+      scales: g.initializer("scales", "float32", shapes.scales, q.scales),
+      bits,
+      blockSize: 32,
+      rows: n,
+      cols: k,
+    };
+    const y = quantizedMatMul(g, "/mm", a, weight);
+    const loss = reduceSum(g, "/loss", binary(g, "Mul", "/probe/Mul", y, g.initializer("probe", "float32", [2, 3, n], probe)), [0, 1, 2], false);
+    g.output(loss, "loss");
+    const dA = appendGradients(g, loss, [a]).get("a")!;
+    for (const node of g.nodes) covered.add(node.domain === "" ? node.opType : `${node.domain}.${node.opType}`);
+    g.output(dA, "dA");
+    const session = await OnnxSession.create(g.serialize(), { inputs: g.inputs, outputs: g.outputs });
+    try {
+      const out = await session.run({ a: { dtype: "float32", shape: [2, 3, k], data: Float32Array.from({ length: 6 * k }, () => rng.normal()) } });
+      const expected = Array.from({ length: 6 * k }, (_, i) => {
+        const [row, col] = [Math.floor(i / k), i % k];
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += probe[row * n + j] * w[j * k + col];
+        return sum;
+      });
+      expect(out.dA.shape).toEqual([2, 3, k]);
+      expect(maxAbsDiff(out.dA.data as Float32Array, expected)).toBeLessThan(1e-5);
+    } finally {
+      await session.dispose();
+    }
   });
 });
 

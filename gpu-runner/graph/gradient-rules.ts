@@ -29,6 +29,7 @@ import {
   unary,
   unsqueeze,
 } from "./ops.ts";
+import { dequantizeRows } from "../quantize/quantized-graph.ts";
 import { SHAPE_RULES } from "./gradient-shape-rules.ts";
 
 /** What a rule sees of one forward node, and how it names and emits its backward ops. */
@@ -215,6 +216,29 @@ const matrixProduct: GradientRule = (ctx) => {
 };
 
 /**
+ * onnxruntime's MatMulNBits: Y = A · Wᵀ with W [N, K] a frozen weight held as blockwise codes and
+ * scales. The input gradient dA = dY · W reads W as stored, rebuilt from its codes by standard ops
+ * (quantized-graph.ts) just for this product: one layer's float weight at a time, never a float
+ * copy of the model. The codes and scales are constants and get no gradient.
+ *
+ *   dY [.., N] ─Reshape─ [R, N] ─Gemm(dequantize(codes, scales) [N, K])─ [R, K] ─Reshape─▶ dA [.., K]
+ */
+const quantizedMatrixProduct: GradientRule = (ctx) => {
+  if (ctx.needsGradient[1] || ctx.needsGradient[2]) throw new Error(`${ctx.node.name}: quantized weights are frozen; they take no gradient`);
+  const [a, codes, flatScales] = [ctx.input(0), ctx.input(1), ctx.input(2)];
+  const [rows, blocks] = codes.shape as number[];
+  const bits = ctx.int("bits", 4);
+  if (bits !== 4 && bits !== 8) throw new Error(`${ctx.node.name}: no gradient for ${bits}-bit weights`);
+  const scales = reshape(ctx.g, ctx.name("scales/Reshape"), flatScales, [rows, blocks]);
+  const weight = dequantizeRows(ctx.g, ctx.name("dequantize"), codes, scales, { bits, blockSize: ctx.int("block_size", 0), cols: ctx.int("K", 0) }, "float32");
+  const dA = want(ctx, 0, () => {
+    const product = gemm(ctx.g, ctx.name("dA/Gemm"), flatten2d(ctx, "dY/Reshape", ctx.gradient()), weight, null);
+    return a.shape.length === 2 ? product : reshapeLike(ctx.g, ctx.name("dA/Reshape"), product, a);
+  });
+  return [dA, null, null];
+};
+
+/**
  * Gemm: Y = α·op(A)·op(B) + β·C. Each operand's gradient is one Gemm whose transpose flags
  * absorb op(), so a frozen B (transB=1, an nn.Linear weight) is read as stored: dA = α·dY·B.
  */
@@ -332,6 +356,7 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   Sum: variadicSum,
   MatMul: matrixProduct,
   Gemm: generalMatrixProduct,
+  "com.microsoft.MatMulNBits": quantizedMatrixProduct,
   ReduceSum: (ctx) => reductionGradient(ctx, false),
   ReduceMean: (ctx) => reductionGradient(ctx, true),
   Softmax: softmaxRule,

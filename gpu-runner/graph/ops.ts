@@ -2,7 +2,7 @@
  * Typed helpers for the ONNX ops our graphs use. Each checks its operands, computes the output
  * shape and emits one node named `name` (a path such as `/model/layers.0/attn/q_proj/MatMul`).
  */
-import type { DataType, Dim, GraphBuilder, Shape, Value } from "./builder.ts";
+import { DTYPE_TO_ONNX, type DataType, type Dim, type GraphBuilder, type Shape, type Value } from "./builder.ts";
 
 /** Formats a shape for error messages. */
 export function formatShape(shape: Shape): string {
@@ -244,8 +244,7 @@ export function unsqueeze(g: GraphBuilder, name: string, x: Value, axes: number[
 
 /** Converts element type. */
 export function cast(g: GraphBuilder, name: string, x: Value, to: DataType): Value {
-  const codes: Record<DataType, number> = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9 };
-  return g.addNode("Cast", [x], [{ dtype: to, shape: x.shape }], { name, attributes: { to: codes[to] } })[0];
+  return g.addNode("Cast", [x], [{ dtype: to, shape: x.shape }], { name, attributes: { to: DTYPE_TO_ONNX[to] } })[0];
 }
 
 /** The runtime shape of `x` as an int64 vector. */

@@ -21,9 +21,10 @@ import {
   unary,
   unsqueeze,
 } from "../graph/ops.ts";
-import { linearGroup, toDtype, type LinearContext } from "./linear-graph.ts";
+import { gatherQuantizedRows, quantizedMatMul, type QuantizedValue } from "../quantize/quantized-graph.ts";
+import { linearGroup, quantizedWeight, toDtype, type LinearContext } from "./linear-graph.ts";
 import { inverseFrequencies } from "./rope.ts";
-import { headNormName, weight } from "./weights.ts";
+import { headNormName, lmHeadName, weight } from "./weights.ts";
 
 /**
  * How a layer's queries meet keys and values. Every kind takes q [batch, tokens, heads, head_dim]
@@ -71,8 +72,10 @@ interface DecoderContext extends LinearContext {
 export function buildDecoder(linear: LinearContext, inputIds: Value, positionIds: Value, attention: AttentionInputs): Value {
   const { g, config } = linear;
   const ctx = buildContext(linear, positionIds, attention);
-  const embedding = weightTensor(ctx, "model.embed_tokens.weight");
-  let hidden = gather(g, "/model/embed_tokens/Gather", embedding, inputIds); // [batch, tokens, hidden]
+  let hidden =
+    linear.quantization === null
+      ? gather(g, "/model/embed_tokens/Gather", weightTensor(ctx, "model.embed_tokens.weight"), inputIds)
+      : gatherQuantizedRows(g, "/model/embed_tokens", quantizedCheckpointWeight(linear, "model.embed_tokens.weight"), inputIds, linear.dtype); // [batch, tokens, hidden]
   for (let layer = 0; layer < config.numLayers; layer++) {
     const prefix = `/model/layers.${layer}`;
     const normed = rmsNorm(ctx, `${prefix}/input_layernorm`, hidden, `model.layers.${layer}.input_layernorm.weight`);
@@ -88,6 +91,21 @@ export function buildDecoder(linear: LinearContext, inputIds: Value, positionIds
 export function weightTensor(linear: LinearContext, name: string): Value {
   const tensor = weight(linear.weights, name);
   return linear.source.tensor(linear.g, name, tensor.shape, () => tensor.data);
+}
+
+/**
+ * A [rows, cols] checkpoint tensor (the embedding, lm_head) held quantized at the embedding's bits:
+ * its rows are gathered for the token embedding, and it is the LM head's MatMulNBits weight.
+ */
+export function quantizedCheckpointWeight(linear: LinearContext, name: string): QuantizedValue {
+  const tensor = weight(linear.weights, name);
+  const [rows, cols] = tensor.shape;
+  return quantizedWeight(linear, name, rows, cols, linear.quantization!.embeddingBits, () => [tensor.data]);
+}
+
+/** The LM head's logits [rows, vocab] from normed hidden states [rows, hidden] with quantized weights. */
+export function quantizedLogits(linear: LinearContext, x: Value): Value {
+  return quantizedMatMul(linear.g, "/lm_head/MatMulNBits", x, quantizedCheckpointWeight(linear, lmHeadName(linear.config)));
 }
 
 /**

@@ -7,14 +7,19 @@
  */
 import type { DataType, Dim, GraphBuilder, Value } from "../graph/builder.ts";
 import { binary, matMul, split, splitBySizes } from "../graph/ops.ts";
+import { quantizeMatrix, type QuantizedMatrix, type Quantization, type WeightBits } from "../quantize/block-format.ts";
+import { quantizedMatMul, quantizedShapes, type QuantizedValue } from "../quantize/quantized-graph.ts";
 import { groupLayouts, type GroupLayout } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
 import { hasBias, linearName, linearShape, weight, type LinearGroup, type LinearModule, type WeightMap } from "./weights.ts";
 
 /** Where weight tensors come from: frozen initializers, or trainable graph inputs. */
 export interface WeightSource {
-  /** The graph value for a weight of the given graph name; `data` is called at most once. */
-  tensor(g: GraphBuilder, name: string, shape: number[], data: () => Float32Array): Value;
+  /**
+   * The graph value for a weight of the given graph name; `data` is called at most once. Float32
+   * unless `dtype` says otherwise (the uint8 codes of quantized weights).
+   */
+  tensor(g: GraphBuilder, name: string, shape: number[], data: () => Float32Array | Uint8Array, dtype?: "float32" | "uint8"): Value;
 }
 
 /** How adapted modules add ΔW·x to their outputs. */
@@ -40,6 +45,7 @@ export interface LinearContext {
   source: WeightSource;
   adapters: AdapterPath | null;
   layouts: GroupLayout[];
+  quantization: Quantization | null; // frozen weights held quantized (block-format.ts), or float
 }
 
 /** Group layouts for the modules an adapter path adapts. */
@@ -50,8 +56,11 @@ export function linearLayouts(config: ModelConfig, adapters: AdapterPath | null)
 /** Frozen weights: every tensor is an initializer. */
 export function frozenWeights(dtype: DataType): WeightSource {
   return {
-    tensor(g, name, shape, data) {
-      return g.values.get(name) ?? g.initializer(name, dtype, shape, toDtype(data(), dtype));
+    tensor(g, name, shape, data, stored = "float32") {
+      const existing = g.values.get(name);
+      if (existing !== undefined) return existing;
+      const values = data();
+      return stored === "uint8" ? g.initializer(name, "uint8", shape, values) : g.initializer(name, dtype, shape, toDtype(values as Float32Array, dtype));
     },
   };
 }
@@ -71,14 +80,15 @@ export function linearGroup(ctx: LinearContext, layer: number, groupName: Linear
   const layout = ctx.layouts.find((l) => l.group.name === groupName)!;
   const { group, outputs, width, adapted } = layout;
   const inputs = linearShape(config, group.modules[0])[1];
-  const w = ctx.source.tensor(g, `${name}/weight_t`, [inputs, width], () =>
-    transposeRows(
-      group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data),
-      width,
-      inputs,
-    ),
-  );
-  let y = matMul(g, `${name}/MatMul`, x, w); // [batch, tokens, N]
+  const rows = () => group.modules.map((m) => weight(ctx.weights, linearName(layer, m)).data);
+  let y: Value; // [batch, tokens, N]
+  if (ctx.quantization === null) {
+    const w = ctx.source.tensor(g, `${name}/weight_t`, [inputs, width], () => transposeRows(rows(), width, inputs));
+    y = matMul(g, `${name}/MatMul`, x, w);
+  } else {
+    const w = quantizedWeight(ctx, name, width, inputs, ctx.quantization.linearBits, rows);
+    y = quantizedMatMul(g, `${name}/MatMulNBits`, x, w);
+  }
   if (group.modules.some((m) => hasBias(config, m))) {
     const bias = ctx.source.tensor(g, `${name}/bias`, [width], () => {
       const data = new Float32Array(width);
@@ -109,6 +119,25 @@ export function linearGroup(ctx: LinearContext, layer: number, groupName: Linear
     parts[at] = binary(g, "Add", `${name}/adapter/${module}/Add`, parts[at], deltas[i]);
   });
   return parts;
+}
+
+/**
+ * A frozen weight held quantized, from its float rows ([out, in], several stacked blocks of rows
+ * in order): the codes under `${name}/codes` and the scales under `${name}/scales`. The rows are
+ * quantized once, when the source first asks for the codes, and dropped once it has the scales.
+ */
+export function quantizedWeight(ctx: LinearContext, name: string, rows: number, cols: number, bits: WeightBits, values: () => Float32Array[]): QuantizedValue {
+  const { blockSize } = ctx.quantization!;
+  const shapes = quantizedShapes(rows, cols, bits, blockSize);
+  let matrix: QuantizedMatrix | null = null;
+  const quantized = () => (matrix ??= quantizeMatrix(values(), rows, cols, bits, blockSize));
+  const codes = ctx.source.tensor(ctx.g, `${name}/codes`, shapes.codes, () => quantized().data, "uint8");
+  const scales = ctx.source.tensor(ctx.g, `${name}/scales`, shapes.scales, () => {
+    const { scales } = quantized();
+    matrix = null;
+    return scales;
+  });
+  return { codes, scales, bits, blockSize, rows, cols };
 }
 
 /** Stacks row-major [rowsᵢ, cols] blocks and transposes the result to [cols, totalRows]. */

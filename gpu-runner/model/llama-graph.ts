@@ -22,8 +22,9 @@
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
 import { concat, gather, gemmTransB, matMul, reshape, transpose } from "../graph/ops.ts";
 import { ADAPTER_RANK_DIM, adapterInputName, projectionColumnsDim, projectionInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
+import type { Quantization } from "../quantize/block-format.ts";
 import type { ModelConfig } from "./config.ts";
-import { buildDecoder, weightTensor, type AttentionInputs } from "./decoder-graph.ts";
+import { buildDecoder, quantizedLogits, weightTensor, type AttentionInputs } from "./decoder-graph.ts";
 import { frozenWeights, linearLayouts, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
 import { lmHeadName, linearShape, validateWeights, type LinearModule, type WeightMap } from "./weights.ts";
 
@@ -56,6 +57,7 @@ export interface LlamaGraphOptions {
   adapters?: AdapterGraphSpec; // absent: a base-only graph without adapter inputs
   cache?: CachePlacement; // default "host"
   source?: WeightSource; // where frozen tensors come from; default: initializers holding `weights`' data
+  quantization?: Quantization | null; // frozen weights held quantized (block-format.ts); default: float32
 }
 
 /** Builds the inference graph from a config and validated weights. */
@@ -77,15 +79,19 @@ export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options
     source: options.source ?? frozenWeights(dtype),
     adapters,
     layouts: linearLayouts(config, adapters),
+    quantization: options.quantization ?? null,
   };
 
   const normed = buildDecoder(linear, inputIds, positionIds, attention); // [batch, tokens, hidden]
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
   // Only the requested rows reach the vocabulary projection: [rows, hidden] → [rows, vocab]
   const selected = gather(g, "/model/logits_rows/Gather", flat, logitsRows);
-  const logits = config.tieWordEmbeddings
-    ? tiedLogits(g, weightTensor(linear, lmHeadName(config)), selected)
-    : gemmTransB(g, "/lm_head/Gemm", selected, weightTensor(linear, lmHeadName(config)));
+  const logits =
+    linear.quantization !== null
+      ? quantizedLogits(linear, selected)
+      : config.tieWordEmbeddings
+        ? tiedLogits(g, weightTensor(linear, lmHeadName(config)), selected)
+        : gemmTransB(g, "/lm_head/Gemm", selected, weightTensor(linear, lmHeadName(config)));
   g.output(logits, LLAMA_IO.logits);
   return g;
 }

@@ -13,8 +13,9 @@ import { weightedCrossEntropy } from "../graph/loss.ts";
 import { adapterKey, type Basis, type SharingMode } from "../pica/types.ts";
 import { Rng } from "../random.ts";
 import { stackedProjection } from "./adapter-layout.ts";
+import type { Quantization } from "../quantize/block-format.ts";
 import type { ModelConfig } from "./config.ts";
-import { buildDecoder, weightTensor } from "./decoder-graph.ts";
+import { buildDecoder, quantizedLogits, weightTensor } from "./decoder-graph.ts";
 import { frozenWeights, linearLayouts, toDtype, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
 import { lmHeadName, linearShape, validateWeights, type LinearModule, type WeightMap } from "./weights.ts";
 
@@ -58,7 +59,7 @@ export function buildTrainingGraph(
   config: ModelConfig,
   weights: WeightMap,
   method: TrainingMethod,
-  options: { dtype?: "float32" | "float64"; source?: WeightSource } = {},
+  options: { dtype?: "float32" | "float64"; source?: WeightSource; quantization?: Quantization | null } = {},
 ): TrainingGraph {
   validateWeights(config, weights);
   const dtype: DataType = options.dtype ?? "float32";
@@ -82,11 +83,13 @@ export function buildTrainingGraph(
   const source: WeightSource =
     method.kind === "full" ? { tensor: (_g, name, shape, data) => declare(name, shape, Float32Array.from(data())) } : (options.source ?? frozenWeights(dtype));
   const adapters = method.kind === "pica" ? picaPath(config, method, dtype, declare) : method.kind === "lora" ? loraPath(config, method, dtype, declare) : null;
-  const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters) };
+  if (method.kind === "full" && options.quantization != null) throw new Error("full training trains every weight in float; it takes no quantized weights");
+  const quantization = options.quantization ?? null;
+  const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters), quantization };
 
   const normed = buildDecoder(linear, inputIds, positionIds, { kind: "sequence", bias: attentionBias, windowBias }); // [batch, tokens, hidden]
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });
-  const logits = gemmTransB(g, "/lm_head/Gemm", flat, weightTensor(linear, lmHeadName(config))); // [batch·tokens, vocab]
+  const logits = quantization === null ? gemmTransB(g, "/lm_head/Gemm", flat, weightTensor(linear, lmHeadName(config))) : quantizedLogits(linear, flat); // [batch·tokens, vocab]
   const loss = g.output(weightedCrossEntropy(g, "/loss", logits, labels, lossWeights), TRAINING_IO.loss);
   g.output(tokenAccuracy(g, logits, labels, lossWeights), TRAINING_IO.tokenAccuracy);
   return { graph: g, loss, parameters };

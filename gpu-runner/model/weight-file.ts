@@ -21,13 +21,14 @@ import { join } from "node:path";
 import { temporaryPathBeside, writeFileAtomic } from "../checkpoint/atomic-write.ts";
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import { modelFingerprintYielding } from "../pica/fingerprint.ts";
+import type { Quantization } from "../quantize/block-format.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildLlamaGraph } from "./llama-graph.ts";
 import type { WeightSource } from "./linear-graph.ts";
 import type { WeightMap } from "./weights.ts";
 
 /** Bump when the layout of the tensors changes: older files are then rewritten. */
-const WEIGHT_FILE_LAYOUT = 1;
+const WEIGHT_FILE_LAYOUT = 2;
 const DATA_FILE = "weights.data";
 const MANIFEST_FILE = "weights.json";
 const ALIGNMENT = 4096;
@@ -36,6 +37,7 @@ interface TensorEntry {
   offset: number;
   length: number; // bytes
   shape: number[];
+  dtype: "float32" | "uint8";
 }
 
 /** An opened weight file: where it is, what it holds, and whose weights they are. */
@@ -43,25 +45,33 @@ export interface WeightFile {
   directory: string; // graphs that reference the file are written here (external data paths are relative)
   tensors: ReadonlyMap<string, TensorEntry>;
   bytes: number; // size of the data file
-  fingerprint: string; // modelFingerprint(config, weights) of the weights written
+  fingerprint: string; // modelFingerprint(config, weights) of the original float weights, whatever their precision here
+  quantization: Quantization | null; // how the file holds the weights (block-format.ts): null for float32
 }
 
 interface Manifest {
   layout: number;
   fingerprint: string;
+  quantization: Quantization | null;
   bytes: number;
   tensors: Record<string, TensorEntry>;
 }
 
 /**
  * Writes every frozen tensor of the model's graphs into `directory`, reading each weight once
- * (lazily loaded weights are read tensor by tensor) and holding one group's tensors at a time.
- * Returns the opened file. An existing file in the directory is replaced.
+ * (lazily loaded weights are read tensor by tensor) and holding one group's tensors at a time;
+ * with a quantization, each group is quantized as it is written. Returns the opened file. An
+ * existing file in the directory is replaced.
  */
-export async function writeWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<WeightFile> {
+export async function writeWeightFile(
+  directory: string,
+  config: ModelConfig,
+  weights: WeightMap,
+  quantization: Quantization | null = null,
+): Promise<WeightFile> {
   await mkdir(directory, { recursive: true });
   const fingerprint = await modelFingerprintYielding(config, weights);
-  const { tensors, pending, bytes } = layOut(config, weights);
+  const { tensors, pending, bytes } = layOut(config, weights, quantization);
   const dataPath = join(directory, DATA_FILE);
   const partial = temporaryPathBeside(dataPath);
   try {
@@ -83,14 +93,14 @@ export async function writeWeightFile(directory: string, config: ModelConfig, we
     await unlink(partial).catch(() => undefined);
     throw error;
   }
-  const manifest: Manifest = { layout: WEIGHT_FILE_LAYOUT, fingerprint, bytes, tensors: Object.fromEntries(tensors) };
+  const manifest: Manifest = { layout: WEIGHT_FILE_LAYOUT, fingerprint, quantization, bytes, tensors: Object.fromEntries(tensors) };
   await writeFileAtomic(join(directory, MANIFEST_FILE), JSON.stringify(manifest));
-  return { directory, tensors, bytes, fingerprint };
+  return { directory, tensors, bytes, fingerprint, quantization };
 }
 
 /** Bytes of the frozen tensors a weight file of the model holds: what its graphs would otherwise carry inline. */
-export function frozenWeightBytes(config: ModelConfig, weights: WeightMap): number {
-  return layOut(config, weights).pending.reduce((sum, { entry }) => sum + entry.length, 0);
+export function frozenWeightBytes(config: ModelConfig, weights: WeightMap, quantization: Quantization | null = null): number {
+  return layOut(config, weights, quantization).pending.reduce((sum, { entry }) => sum + entry.length, 0);
 }
 
 /** Opens the weight file in `directory`, or returns null when there is none (or an outdated or incomplete one). */
@@ -107,7 +117,13 @@ export async function openWeightFile(directory: string): Promise<WeightFile | nu
     () => -1,
   );
   if (size !== manifest.bytes) return null;
-  return { directory, tensors: new Map(Object.entries(manifest.tensors)), bytes: manifest.bytes, fingerprint: manifest.fingerprint };
+  return {
+    directory,
+    tensors: new Map(Object.entries(manifest.tensors)),
+    bytes: manifest.bytes,
+    fingerprint: manifest.fingerprint,
+    quantization: manifest.quantization,
+  };
 }
 
 /**
@@ -115,20 +131,36 @@ export async function openWeightFile(directory: string): Promise<WeightFile | nu
  * this checkpoint (see `weightCacheDirectory`): an existing file is trusted without re-reading the
  * weights, which for a real model would cost as much as writing it.
  */
-export async function openOrWriteWeightFile(directory: string, config: ModelConfig, weights: WeightMap): Promise<{ file: WeightFile; written: boolean }> {
+export async function openOrWriteWeightFile(
+  directory: string,
+  config: ModelConfig,
+  weights: WeightMap,
+  quantization: Quantization | null = null,
+): Promise<{ file: WeightFile; written: boolean }> {
   const existing = await openWeightFile(directory);
-  if (existing !== null) return { file: existing, written: false };
-  return { file: await writeWeightFile(directory, config, weights), written: true };
+  if (existing !== null && sameQuantization(existing.quantization, quantization)) return { file: existing, written: false };
+  return { file: await writeWeightFile(directory, config, weights, quantization), written: true };
+}
+
+function sameQuantization(a: Quantization | null, b: Quantization | null): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 /**
- * The cache directory of a checkpoint's weight file under `root`: keyed by the parsed config and
- * the name, size and modification time of every file of the checkpoint directory, so replacing
- * the weights gives a new directory while a restart finds the old one at no cost.
+ * The cache directory of a checkpoint's weight file under `root`: keyed by the parsed config, the
+ * quantization and the name, size and modification time of every file of the checkpoint
+ * directory, so replacing the weights (or changing their precision) gives a new directory while a
+ * restart finds the old one at no cost: quantizing is done once per checkpoint and precision.
  */
-export async function weightCacheDirectory(root: string, checkpointDirectory: string, config: ModelConfig): Promise<string> {
+export async function weightCacheDirectory(
+  root: string,
+  checkpointDirectory: string,
+  config: ModelConfig,
+  quantization: Quantization | null = null,
+): Promise<string> {
   const hash = createHash("sha256");
   hash.update(`layout ${WEIGHT_FILE_LAYOUT}\n${JSON.stringify(config)}\n`);
+  if (quantization !== null) hash.update(`quantization ${JSON.stringify(quantization)}\n`);
   for (const name of (await readdir(checkpointDirectory)).sort()) {
     if (!name.endsWith(".safetensors") && !name.endsWith(".json")) continue;
     const info = await stat(join(checkpointDirectory, name));
@@ -140,11 +172,11 @@ export async function weightCacheDirectory(root: string, checkpointDirectory: st
 /** A weight source whose tensors are references into the file (a tensor it lacks is an error naming it). */
 export function weightFileSource(file: WeightFile): WeightSource {
   return {
-    tensor(g, name, shape) {
+    tensor(g, name, shape, _data, dtype = "float32") {
       const entry = file.tensors.get(name);
       if (entry === undefined) throw new Error(`the weight file in ${file.directory} has no tensor ${name}`);
-      if (entry.shape.join() !== shape.join()) {
-        throw new Error(`the weight file's ${name} has shape [${entry.shape.join(", ")}], the graph needs [${shape.join(", ")}]`);
+      if (entry.shape.join() !== shape.join() || entry.dtype !== dtype) {
+        throw new Error(`the weight file's ${name} is ${entry.dtype} [${entry.shape.join(", ")}], the graph needs ${dtype} [${shape.join(", ")}]`);
       }
       return reference(g, name, shape, entry);
     },
@@ -171,15 +203,15 @@ export async function openGraphBeside<T>(file: WeightFile, graph: GraphBuilder, 
  * frozen tensor any graph of this model reads, in the same layout, so building it with a
  * recording source lists the whole file (names, shapes, offsets) without reading a weight.
  */
-function layOut(config: ModelConfig, weights: WeightMap) {
+function layOut(config: ModelConfig, weights: WeightMap, quantization: Quantization | null) {
   const tensors = new Map<string, TensorEntry>();
-  const pending: { entry: TensorEntry; data: () => Float32Array }[] = [];
+  const pending: { entry: TensorEntry; data: () => Float32Array | Uint8Array }[] = [];
   let bytes = 0;
   const recording: WeightSource = {
-    tensor(g, name, shape, data) {
+    tensor(g, name, shape, data, dtype = "float32") {
       if (!tensors.has(name)) {
-        const length = shape.reduce((p, d) => p * d, 1) * 4;
-        const entry = { offset: Math.ceil(bytes / ALIGNMENT) * ALIGNMENT, length, shape: [...shape] };
+        const length = shape.reduce((p, d) => p * d, 1) * (dtype === "uint8" ? 1 : 4);
+        const entry = { offset: Math.ceil(bytes / ALIGNMENT) * ALIGNMENT, length, shape: [...shape], dtype };
         tensors.set(name, entry);
         pending.push({ entry, data });
         bytes = entry.offset + length;
@@ -187,10 +219,10 @@ function layOut(config: ModelConfig, weights: WeightMap) {
       return reference(g, name, shape, tensors.get(name)!);
     },
   };
-  buildLlamaGraph(config, weights, { source: recording });
+  buildLlamaGraph(config, weights, { source: recording, quantization });
   return { tensors, pending, bytes };
 }
 
 function reference(g: GraphBuilder, name: string, shape: number[], entry: TensorEntry): Value {
-  return g.values.get(name) ?? g.externalInitializer(name, "float32", shape, { location: DATA_FILE, offset: entry.offset, length: entry.length });
+  return g.values.get(name) ?? g.externalInitializer(name, entry.dtype, shape, { location: DATA_FILE, offset: entry.offset, length: entry.length });
 }

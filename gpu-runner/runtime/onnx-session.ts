@@ -19,6 +19,12 @@ export interface OnnxSessionOptions {
   prepackWeights?: boolean; // CPU: repack constant weights for faster products (a private copy per session); default true
   profileFilePrefix?: string; // write onnxruntime's per-op profile (a JSON trace) with this prefix
   deviceOutputs?: string[]; // outputs left in the provider's memory (WebGPU only), returned as DeviceTensors
+  /**
+   * onnxruntime graph transformers to leave out, by name. "ConstantFolding" keeps computations on
+   * initializers in the graph: a dequantisation of frozen weights would otherwise be folded into
+   * a float32 copy of every weight at load.
+   */
+  disabledOptimizers?: string[];
 }
 
 /** A tensor on the host, typed as the graph declares it. */
@@ -79,6 +85,7 @@ const ORT_TYPE: Record<DataType, ort.Tensor.Type> = {
   int64: "int64",
   int32: "int32",
   bool: "bool",
+  uint8: "uint8",
 };
 
 let sessionsCreated = 0;
@@ -125,6 +132,9 @@ export class OnnxSession {
           intra_op: { allow_spinning: options.allowSpinning === false ? "0" : "1" },
           disable_prepacking: options.prepackWeights === false ? "1" : "0",
         },
+        ...(options.disabledOptimizers !== undefined && options.disabledOptimizers.length > 0
+          ? { optimization: { disable_specified_optimizers: options.disabledOptimizers.join(";") } }
+          : {}),
       },
     };
     let session: ort.InferenceSession;

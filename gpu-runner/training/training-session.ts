@@ -8,6 +8,7 @@ import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildTrainingGraph, MASK_VALUE, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
 import type { WeightMap } from "../model/weights.ts";
 import { openGraphBeside, weightFileSource, type WeightFile } from "../model/weight-file.ts";
+import type { Quantization } from "../quantize/block-format.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 
 /** A padded batch of next-token examples: rows × length, row-major. */
@@ -42,13 +43,14 @@ export class TrainingSession {
     config: ModelConfig,
     weights: WeightMap,
     method: TrainingMethod,
-    options: OnnxSessionOptions & { dtype?: "float32" | "float64"; weightFile?: WeightFile } = {},
+    options: OnnxSessionOptions & { dtype?: "float32" | "float64"; weightFile?: WeightFile; quantization?: Quantization | null } = {},
   ): Promise<TrainingSession> {
     const dtype = options.dtype ?? "float32";
     const { weightFile } = options;
     if (weightFile !== undefined && dtype !== "float32") throw new Error("a weight file holds float32 weights; float64 training graphs keep theirs inline");
     const source = weightFile === undefined ? undefined : weightFileSource(weightFile);
-    const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype, source });
+    const quantization = weightFile?.quantization ?? options.quantization ?? null;
+    const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype, source, quantization });
     const gradients = appendGradients(
       graph,
       loss,
@@ -57,8 +59,11 @@ export class TrainingSession {
     for (const parameter of parameters) graph.output(gradients.get(parameter.name)!, gradientName(parameter.name));
     // Float64 graphs are for gradient checks; some fused kernels exist only in float32.
     const optimizationLevel = options.optimizationLevel ?? (dtype === "float64" ? "basic" : "all");
+    // Quantized weights are dequantised layer by layer for the input gradients (quantized-graph.ts);
+    // folded as constants they would become a float32 copy of every weight.
+    const disabledOptimizers = quantization === null ? options.disabledOptimizers : [...(options.disabledOptimizers ?? []), "ConstantFolding"];
     const open = async (model: Uint8Array | string) => {
-      const session = await OnnxSession.create(model, { inputs: graph.inputs, outputs: graph.outputs }, { ...options, optimizationLevel });
+      const session = await OnnxSession.create(model, { inputs: graph.inputs, outputs: graph.outputs }, { ...options, optimizationLevel, disabledOptimizers });
       return new TrainingSession(session, parameters, dtype, slidingWindow(config));
     };
     return weightFile === undefined ? open(graph.serialize()) : openGraphBeside(weightFile, graph, "training", open);

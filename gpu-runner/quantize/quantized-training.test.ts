@@ -1,0 +1,106 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { referenceForward } from "../model/reference.ts";
+import type { TrainingMethod } from "../model/training-graph.ts";
+import { computeBasis } from "../pica/basis.ts";
+import { Rng } from "../random.ts";
+import { sessionGradientCheck } from "../testing/session-gradient-check.ts";
+import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { TrainingSession, type TrainingBatch } from "../training/training-session.ts";
+import { quantizationOf, type Quantization } from "./block-format.ts";
+import { dequantizedWeights } from "./dequantized-weights.ts";
+
+const { config, weights } = tinyModel("qwen2-bias");
+
+function sampleBatch(): TrainingBatch {
+  const [rows, length, lengths] = [2, 6, [6, 4]];
+  const rng = new Rng(5);
+  const inputIds: number[] = [];
+  const labels: number[] = [];
+  const lossWeights: number[] = [];
+  for (let row = 0; row < rows; row++) {
+    for (let t = 0; t < length; t++) {
+      inputIds.push(t < lengths[row] ? Math.floor(rng.uniform() * 256) : 0);
+      labels.push(Math.floor(rng.uniform() * 256));
+      lossWeights.push(t < lengths[row] && t >= 1 ? 1 : 0);
+    }
+  }
+  return { rows, length, inputIds, labels, lossWeights, lengths };
+}
+
+function randomValues(session: TrainingSession, seed: number, dtype: "float32" | "float64"): Map<string, Float32Array | Float64Array> {
+  const rng = new Rng(seed);
+  return new Map(
+    session.parameters.map((p) => {
+      const data = dtype === "float64" ? new Float64Array(p.initial.length) : new Float32Array(p.initial.length);
+      for (let i = 0; i < data.length; i++) data[i] = p.initial[i] + 0.2 * rng.normal();
+      return [p.name, data];
+    }),
+  );
+}
+
+/** The weighted mean cross-entropy of the reference forward, in float64. */
+function referenceLoss(modelWeights: typeof weights, batch: TrainingBatch): number {
+  let [total, weightSum] = [0, 0];
+  for (let row = 0; row < batch.rows; row++) {
+    const ids = Array.from({ length: batch.lengths[row] }, (_, t) => batch.inputIds[row * batch.length + t]);
+    referenceForward(config, modelWeights, ids).forEach((logits, t) => {
+      const w = batch.lossWeights[row * batch.length + t];
+      if (w === 0) return;
+      const max = Math.max(...logits);
+      total += w * (max + Math.log(logits.reduce((s, v) => s + Math.exp(v - max), 0)) - logits[batch.labels[row * batch.length + t]]);
+      weightSum += w;
+    });
+  }
+  return total / weightSum;
+}
+
+describe.each(["int4", "int8"] as const)("PiCa training through %s frozen weights", (precision) => {
+  const quantization = quantizationOf(precision) as Quantization;
+  const dequantised = dequantizedWeights(config, weights, quantization);
+  let method: TrainingMethod;
+  let quantized32: TrainingSession; // MatMulNBits forward, dequantised-per-layer input gradients
+  let quantized64: TrainingSession; // float64: the codes dequantised in the graph, standard products
+  let reference64: TrainingSession; // float64 on the dequantised weights as plain float tensors
+  beforeAll(async () => {
+    const basis = await computeBasis(config, weights, { rMax: 4 }); // from the original weights
+    method = { kind: "pica", basis, rank: 4, sharing: "shared" };
+    quantized32 = await TrainingSession.create(config, weights, method, { quantization });
+    quantized64 = await TrainingSession.create(config, weights, method, { quantization, dtype: "float64" });
+    reference64 = await TrainingSession.create(config, dequantised, method, { dtype: "float64" });
+  });
+  afterAll(async () => {
+    for (const session of [quantized32, quantized64, reference64]) await session.dispose();
+  });
+
+  it("starts at the reference loss on the dequantised weights, not the float ones", async () => {
+    const batch = sampleBatch();
+    const initial = new Map(quantized64.parameters.map((p) => [p.name, Float64Array.from(p.initial)]));
+    const expected = referenceLoss(dequantised, batch);
+    expect(Math.abs((await quantized64.loss(batch, initial)) - expected)).toBeLessThan(1e-9);
+    const initial32 = new Map(quantized32.parameters.map((p) => [p.name, Float32Array.from(p.initial)]));
+    expect(Math.abs((await quantized32.loss(batch, initial32)) - expected) / expected).toBeLessThan(1e-5);
+    expect(Math.abs(referenceLoss(weights, batch) - expected) / expected).toBeGreaterThan(1e-4);
+  });
+
+  it("float64 gradients through the quantized graph match finite differences (≤ 1e-5 relative)", async () => {
+    const values = randomValues(quantized64, 7, "float64") as Map<string, Float64Array>;
+    expect((await sessionGradientCheck(quantized64, sampleBatch(), values, { samplesPerParameter: 4 })).maxRelativeError).toBeLessThanOrEqual(1e-5);
+  });
+
+  it("float32 gradients through MatMulNBits equal float64 gradients on the dequantised weights (≤ 1e-4 of each gradient's largest)", async () => {
+    const batch = sampleBatch();
+    const values64 = randomValues(reference64, 9, "float64");
+    const values32 = new Map([...values64].map(([name, data]) => [name, Float32Array.from(data)]));
+    const [a, b] = [await reference64.step(batch, values64), await quantized32.step(batch, values32)];
+    let worst = 0;
+    for (const [name, g64] of a.gradients) {
+      const g32 = b.gradients.get(name)!;
+      let norm = 0;
+      for (const v of g64) norm = Math.max(norm, Math.abs(v));
+      expect(norm).toBeGreaterThan(0);
+      for (let i = 0; i < g64.length; i++) worst = Math.max(worst, Math.abs(g64[i] - g32[i]) / norm);
+    }
+    expect(worst).toBeLessThanOrEqual(1e-4);
+    expect(Math.abs(a.loss - b.loss) / a.loss).toBeLessThan(1e-5);
+  });
+});
