@@ -32,7 +32,7 @@ import {
   type RowLogits,
   type RunRows,
 } from "./run-inputs.ts";
-import type { Quantization } from "../quantize/block-format.ts";
+import type { QuantizedProducts, Quantization } from "../quantize/block-format.ts";
 import { SequenceBatch } from "./sequence-batch.ts";
 
 export { NO_LOGITS, type LogitsSelection, type RowLogits } from "./run-inputs.ts";
@@ -44,6 +44,7 @@ export interface EngineOptions extends OnnxSessionOptions {
   adapters?: EngineAdapterOptions; // absent: base model only
   cache?: CachePlacement; // where batches keep their KV cache; default: "device" on WebGPU, else "host"
   quantization?: Quantization | null; // without a weight file: hold the frozen weights quantized (a weight file says itself)
+  quantizedProducts?: QuantizedProducts; // how products with quantized weights multiply (block-format.ts)
 }
 
 /**
@@ -106,12 +107,18 @@ export class LlamaEngine {
       if (options.quantization !== undefined && JSON.stringify(options.quantization) !== JSON.stringify(weightFile.quantization))
         throw new Error("the engine's quantization differs from its weight file's");
       const { quantization } = weightFile;
-      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, source: weightFileSource(weightFile), quantization });
+      const graph = buildLlamaGraph(config, weights, {
+        adapters: spec,
+        cache: placement,
+        source: weightFileSource(weightFile),
+        quantization,
+        products: options.quantizedProducts,
+      });
       return openGraphBeside(weightFile, graph, "serving", (path) => open(path, graph));
     }
     const quantization = options.quantization ?? null;
     if (frozenWeightBytes(config, weights, quantization) < (options.externalDataThresholdBytes ?? 2 ** 30)) {
-      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, quantization });
+      const graph = buildLlamaGraph(config, weights, { adapters: spec, cache: placement, quantization, products: options.quantizedProducts });
       return open(graph.serialize(), graph);
     }
     const directory = await mkdtemp(join(tmpdir(), "pica-model-"));

@@ -317,7 +317,7 @@ describe("onnxruntime's MatMulNBits (float32 only, so checked against the exact 
       rows: n,
       cols: k,
     };
-    const y = quantizedMatMul(g, "/mm", a, weight);
+    const y = quantizedMatMul(g, "/mm", a, weight, "float");
     const loss = reduceSum(g, "/loss", binary(g, "Mul", "/probe/Mul", y, g.initializer("probe", "float32", [2, 3, n], probe)), [0, 1, 2], false);
     g.output(loss, "loss");
     const dA = appendGradients(g, loss, [a]).get("a")!;

@@ -105,7 +105,7 @@ export function quantizedCheckpointWeight(linear: LinearContext, name: string): 
 
 /** The LM head's logits [rows, vocab] from normed hidden states [rows, hidden] with quantized weights. */
 export function quantizedLogits(linear: LinearContext, x: Value): Value {
-  return quantizedMatMul(linear.g, "/lm_head/MatMulNBits", x, quantizedCheckpointWeight(linear, lmHeadName(linear.config)));
+  return quantizedMatMul(linear.g, "/lm_head/MatMulNBits", x, quantizedCheckpointWeight(linear, lmHeadName(linear.config)), linear.products);
 }
 
 /**

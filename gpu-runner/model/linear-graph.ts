@@ -7,7 +7,7 @@
  */
 import type { DataType, Dim, GraphBuilder, Value } from "../graph/builder.ts";
 import { binary, matMul, split, splitBySizes } from "../graph/ops.ts";
-import { quantizeMatrix, type QuantizedMatrix, type Quantization, type WeightBits } from "../quantize/block-format.ts";
+import { quantizeMatrix, type QuantizedMatrix, type QuantizedProducts, type Quantization, type WeightBits } from "../quantize/block-format.ts";
 import { quantizedMatMul, quantizedShapes, type QuantizedValue } from "../quantize/quantized-graph.ts";
 import { groupLayouts, type GroupLayout } from "./adapter-layout.ts";
 import type { ModelConfig } from "./config.ts";
@@ -46,6 +46,7 @@ export interface LinearContext {
   adapters: AdapterPath | null;
   layouts: GroupLayout[];
   quantization: Quantization | null; // frozen weights held quantized (block-format.ts), or float
+  products: QuantizedProducts; // how products with quantized weights multiply
 }
 
 /** Group layouts for the modules an adapter path adapts. */
@@ -87,7 +88,7 @@ export function linearGroup(ctx: LinearContext, layer: number, groupName: Linear
     y = matMul(g, `${name}/MatMul`, x, w);
   } else {
     const w = quantizedWeight(ctx, name, width, inputs, ctx.quantization.linearBits, rows);
-    y = quantizedMatMul(g, `${name}/MatMulNBits`, x, w);
+    y = quantizedMatMul(g, `${name}/MatMulNBits`, x, w, ctx.products);
   }
   if (group.modules.some((m) => hasBias(config, m))) {
     const bias = ctx.source.tensor(g, `${name}/bias`, [width], () => {

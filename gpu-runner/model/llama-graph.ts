@@ -22,7 +22,7 @@
 import { GraphBuilder, type DataType, type Value } from "../graph/builder.ts";
 import { concat, gather, gemmTransB, matMul, reshape, transpose } from "../graph/ops.ts";
 import { ADAPTER_RANK_DIM, adapterInputName, projectionColumnsDim, projectionInputName, type AdapterGraphSpec } from "./adapter-layout.ts";
-import type { Quantization } from "../quantize/block-format.ts";
+import { DEFAULT_QUANTIZED_PRODUCTS, type QuantizedProducts, type Quantization } from "../quantize/block-format.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildDecoder, quantizedLogits, weightTensor, type AttentionInputs } from "./decoder-graph.ts";
 import { frozenWeights, linearLayouts, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
@@ -58,6 +58,7 @@ export interface LlamaGraphOptions {
   cache?: CachePlacement; // default "host"
   source?: WeightSource; // where frozen tensors come from; default: initializers holding `weights`' data
   quantization?: Quantization | null; // frozen weights held quantized (block-format.ts); default: float32
+  products?: QuantizedProducts; // how products with quantized weights multiply; default DEFAULT_QUANTIZED_PRODUCTS
 }
 
 /** Builds the inference graph from a config and validated weights. */
@@ -80,6 +81,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: WeightMap, options
     adapters,
     layouts: linearLayouts(config, adapters),
     quantization: options.quantization ?? null,
+    products: options.products ?? DEFAULT_QUANTIZED_PRODUCTS,
   };
 
   const normed = buildDecoder(linear, inputIds, positionIds, attention); // [batch, tokens, hidden]

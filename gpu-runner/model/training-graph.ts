@@ -13,7 +13,7 @@ import { weightedCrossEntropy } from "../graph/loss.ts";
 import { adapterKey, type Basis, type SharingMode } from "../pica/types.ts";
 import { Rng } from "../random.ts";
 import { stackedProjection } from "./adapter-layout.ts";
-import type { Quantization } from "../quantize/block-format.ts";
+import { DEFAULT_QUANTIZED_PRODUCTS, type QuantizedProducts, type Quantization } from "../quantize/block-format.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildDecoder, quantizedLogits, weightTensor } from "./decoder-graph.ts";
 import { frozenWeights, linearLayouts, toDtype, type AdapterPath, type LinearContext, type WeightSource } from "./linear-graph.ts";
@@ -59,7 +59,7 @@ export function buildTrainingGraph(
   config: ModelConfig,
   weights: WeightMap,
   method: TrainingMethod,
-  options: { dtype?: "float32" | "float64"; source?: WeightSource; quantization?: Quantization | null } = {},
+  options: { dtype?: "float32" | "float64"; source?: WeightSource; quantization?: Quantization | null; products?: QuantizedProducts } = {},
 ): TrainingGraph {
   validateWeights(config, weights);
   const dtype: DataType = options.dtype ?? "float32";
@@ -85,7 +85,8 @@ export function buildTrainingGraph(
   const adapters = method.kind === "pica" ? picaPath(config, method, dtype, declare) : method.kind === "lora" ? loraPath(config, method, dtype, declare) : null;
   if (method.kind === "full" && options.quantization != null) throw new Error("full training trains every weight in float; it takes no quantized weights");
   const quantization = options.quantization ?? null;
-  const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters), quantization };
+  const products = options.products ?? DEFAULT_QUANTIZED_PRODUCTS;
+  const linear: LinearContext = { g, config, weights, dtype, source, adapters, layouts: linearLayouts(config, adapters), quantization, products };
 
   const normed = buildDecoder(linear, inputIds, positionIds, { kind: "sequence", bias: attentionBias, windowBias }); // [batch, tokens, hidden]
   const flat = reshape(g, "/model/norm/Reshape", normed, [-1, config.hiddenSize], { outShape: ["batch_tokens", config.hiddenSize] });

@@ -42,6 +42,16 @@ export function quantizationOf(precision: WeightPrecision, blockSize = DEFAULT_B
   return { precision, linearBits: precision === "int4" ? 4 : 8, embeddingBits: 8, blockSize };
 }
 
+/**
+ * How a product with quantized weights multiplies (MatMulNBits's accuracy level): "float"
+ * dequantises each block to float32, so it equals the product with the dequantised weights (but
+ * onnxruntime's CPU kernel for 8 bits then dequantises the whole weight on every call); "int8"
+ * also quantizes each block of the activations to 8 bits, as llama.cpp's Q4_0/Q8_0 dot products
+ * do, and is the fast path for both widths.
+ */
+export type QuantizedProducts = "float" | "int8";
+export const DEFAULT_QUANTIZED_PRODUCTS: QuantizedProducts = "int8";
+
 /** A quantized [rows, cols] matrix. */
 export interface QuantizedMatrix {
   bits: WeightBits;

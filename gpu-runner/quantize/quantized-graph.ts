@@ -10,7 +10,10 @@
  */
 import { MICROSOFT_DOMAIN, type DataType, type Dim, type GraphBuilder, type Value } from "../graph/builder.ts";
 import { binary, cast, concat, gather, reshape, slice, transpose, unsqueeze, matMul } from "../graph/ops.ts";
-import { blockBytes, blocksPerRow, zeroPoint, type WeightBits } from "./block-format.ts";
+import { blockBytes, blocksPerRow, zeroPoint, type QuantizedProducts, type WeightBits } from "./block-format.ts";
+
+/** MatMulNBits's accuracy levels: 1 computes in float32, 4 in int8. */
+const ACCURACY_LEVEL: Record<QuantizedProducts, number> = { float: 1, int8: 4 };
 
 /** A quantized weight in a graph: its codes and scales, and the shape it stands for. */
 export interface QuantizedValue {
@@ -29,10 +32,11 @@ export function quantizedShapes(rows: number, cols: number, bits: WeightBits, bl
 }
 
 /**
- * x [.., K] · Wᵀ → [.., N]. A float32 x runs through MatMulNBits on the codes as they lie; any
- * other type (the float64 graphs of gradient checks) multiplies by the dequantised weight.
+ * x [.., K] · Wᵀ → [.., N]. A float32 x runs through MatMulNBits on the codes as they lie, with
+ * `products` its accuracy level; any other type (the float64 graphs of gradient checks)
+ * multiplies by the dequantised weight.
  */
-export function quantizedMatMul(g: GraphBuilder, name: string, x: Value, w: QuantizedValue): Value {
+export function quantizedMatMul(g: GraphBuilder, name: string, x: Value, w: QuantizedValue, products: QuantizedProducts): Value {
   const outShape: Dim[] = [...x.shape.slice(0, -1), w.rows];
   if (x.dtype !== "float32") {
     const dense = dequantizeRows(g, `${name}/dequantize`, w.codes, w.scales, w, x.dtype);
@@ -42,7 +46,7 @@ export function quantizedMatMul(g: GraphBuilder, name: string, x: Value, w: Quan
   return g.addNode("MatMulNBits", [x, w.codes, flatScales], [{ dtype: "float32", shape: outShape }], {
     name,
     domain: MICROSOFT_DOMAIN,
-    attributes: { K: w.cols, N: w.rows, bits: w.bits, block_size: w.blockSize },
+    attributes: { K: w.cols, N: w.rows, bits: w.bits, block_size: w.blockSize, accuracy_level: ACCURACY_LEVEL[products] },
   })[0];
 }
 

@@ -125,7 +125,7 @@ describe.each([
 
   it.each(["float32", "float64"] as const)("x · Wᵀ in %s equals the product with the reference's weights", async (dtype) => {
     const x = randomMatrix(3, cols, 9);
-    const g = graphWith((g, w) => g.output(quantizedMatMul(g, "mm", g.input("x", dtype, [3, cols]), w), "y"));
+    const g = graphWith((g, w) => g.output(quantizedMatMul(g, "mm", g.input("x", dtype, [3, cols]), w, "float"), "y"));
     const out = await run(g, { x: { dtype, shape: [3, cols], data: dtype === "float32" ? x : Float64Array.from(x) } });
     const expected = Array.from({ length: 3 * rows }, (_, i) => {
       const [r, n] = [Math.floor(i / rows), i % rows];
@@ -152,7 +152,7 @@ describe.each([
   beforeAll(async () => {
     // The basis comes from the original weights, not the quantized ones.
     basis = await computeBasis(config, weights, { rMax: 8 });
-    engine = await LlamaEngine.create(config, weights, { adapters: { basis, rank: 8 }, quantization });
+    engine = await LlamaEngine.create(config, weights, { adapters: { basis, rank: 8 }, quantization, quantizedProducts: "float" });
     adapters = {
       shared8: randomAdapter(config, basis, { rank: 8, seed: 1 }),
       layered4: randomAdapter(config, basis, { rank: 4, seed: 2, sharing: "per_layer" }),
@@ -202,8 +202,8 @@ describe("a quantized weight file", () => {
     const float = await writeWeightFile(scratch("float"), config, weights);
     expect(written.bytes).toBeLessThan(float.bytes / 2);
 
-    const fromFile = await LlamaEngine.create(config, weights, { weightFile: opened! });
-    const inline = await LlamaEngine.create(config, weights, { quantization });
+    const fromFile = await LlamaEngine.create(config, weights, { weightFile: opened!, quantizedProducts: "float" });
+    const inline = await LlamaEngine.create(config, weights, { quantization, quantizedProducts: "float" });
     try {
       const ids = syntheticTokens(7, 4);
       const [a, b] = [fromFile.createBatch(1), inline.createBatch(1)];
@@ -215,6 +215,28 @@ describe("a quantized weight file", () => {
     } finally {
       await fromFile.dispose();
       await inline.dispose();
+    }
+  });
+});
+
+describe.each(["int4", "int8"] as const)("int8 products on %s weights (the fast path: activations quantized per block, as llama.cpp does)", (precision) => {
+  const { config, weights } = tinyModel("llama-gqa");
+  const quantization = quantizationOf(precision) as Quantization;
+
+  it("stay close to the exact products' logits", async () => {
+    const engine = await LlamaEngine.create(config, weights, { quantization, quantizedProducts: "int8" });
+    try {
+      const ids = syntheticTokens(12, 8);
+      const batch = engine.createBatch(1);
+      batch.addRow(null);
+      const [logits] = await engine.step(batch, [ids]);
+      const exact = referenceForward(config, dequantizedWeights(config, weights, quantization), ids).at(-1)!;
+      const scale = exact.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      const diff = maxAbsDiff(logits.data, exact);
+      expect(diff).toBeGreaterThan(0); // activations really are quantized
+      expect(diff).toBeLessThan(0.02 * scale);
+    } finally {
+      await engine.dispose();
     }
   });
 });

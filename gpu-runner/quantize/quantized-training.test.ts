@@ -64,7 +64,7 @@ describe.each(["int4", "int8"] as const)("PiCa training through %s frozen weight
   beforeAll(async () => {
     const basis = await computeBasis(config, weights, { rMax: 4 }); // from the original weights
     method = { kind: "pica", basis, rank: 4, sharing: "shared" };
-    quantized32 = await TrainingSession.create(config, weights, method, { quantization });
+    quantized32 = await TrainingSession.create(config, weights, method, { quantization, quantizedProducts: "float" });
     quantized64 = await TrainingSession.create(config, weights, method, { quantization, dtype: "float64" });
     reference64 = await TrainingSession.create(config, dequantised, method, { dtype: "float64" });
   });

@@ -8,7 +8,7 @@ import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildTrainingGraph, MASK_VALUE, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
 import type { WeightMap } from "../model/weights.ts";
 import { openGraphBeside, weightFileSource, type WeightFile } from "../model/weight-file.ts";
-import type { Quantization } from "../quantize/block-format.ts";
+import type { QuantizedProducts, Quantization } from "../quantize/block-format.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 
 /** A padded batch of next-token examples: rows × length, row-major. */
@@ -43,14 +43,19 @@ export class TrainingSession {
     config: ModelConfig,
     weights: WeightMap,
     method: TrainingMethod,
-    options: OnnxSessionOptions & { dtype?: "float32" | "float64"; weightFile?: WeightFile; quantization?: Quantization | null } = {},
+    options: OnnxSessionOptions & {
+      dtype?: "float32" | "float64";
+      weightFile?: WeightFile;
+      quantization?: Quantization | null;
+      quantizedProducts?: QuantizedProducts;
+    } = {},
   ): Promise<TrainingSession> {
     const dtype = options.dtype ?? "float32";
     const { weightFile } = options;
     if (weightFile !== undefined && dtype !== "float32") throw new Error("a weight file holds float32 weights; float64 training graphs keep theirs inline");
     const source = weightFile === undefined ? undefined : weightFileSource(weightFile);
     const quantization = weightFile?.quantization ?? options.quantization ?? null;
-    const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype, source, quantization });
+    const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype, source, quantization, products: options.quantizedProducts });
     const gradients = appendGradients(
       graph,
       loss,
