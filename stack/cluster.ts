@@ -33,6 +33,7 @@ export interface ClusterOptions {
   edgePort?: number; // default: a free port
   runnerPorts?: number[]; // default: free ports
   model?: string; // the runner's model directory; default the shipped model
+  weights?: string; // the runners' base weight precision (f32, int8, int4); default f32
   runnerArgs?: string[]; // more runner flags, for every runner
   log?: (message: string) => void;
   echoLogs?: boolean; // also print every process's output here, each line after its name; default false
@@ -106,7 +107,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   await applyLocalMigrations(join(options.dataDir, "wrangler"));
   const runners = ports.map((port, i) => clusterRunner(options, { port, index: i, edgeUrl, secret: secrets.RUNNER_SECRET }));
   try {
-    log(`starting ${count === 1 ? "the runner" : `${count} runners`} (${options.model ?? "shipped model"}, CPU)…`);
+    log(`starting ${count === 1 ? "the runner" : `${count} runners`} (${options.model ?? "shipped model"}, ${options.weights ?? "f32"} weights, CPU)…`);
     await Promise.all(runners.map((runner) => runner.start()));
     log("starting the edge (wrangler dev)…");
     const edgeLogFile = join(logsDir(options.dataDir), "edge.log");
@@ -176,6 +177,7 @@ function clusterRunner(options: ClusterOptions, where: { port: number; index: nu
         port: where.port,
         args: [
           ...(options.model !== undefined ? ["--model", options.model] : []),
+          ...(options.weights !== undefined ? ["--weights", options.weights] : []),
           "--host",
           "127.0.0.1",
           "--edge-url",

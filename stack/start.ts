@@ -8,7 +8,7 @@
  * also prints it here, each line after the process's name. If either process ends on its own,
  * its last lines are printed and everything stops.
  *
- *   npm start -- [--data-dir DIR] [--edge-port P] [--runner-port P] [--model DIR] [--logs]
+ *   npm start -- [--data-dir DIR] [--edge-port P] [--runner-port P] [--model DIR] [--weights f32|int8|int4] [--logs]
  */
 import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -26,6 +26,7 @@ const { values } = parseArgs({
     "edge-port": { type: "string", default: String(DEFAULT_EDGE_PORT) },
     "runner-port": { type: "string", default: "8400" },
     model: { type: "string" },
+    weights: { type: "string" },
     logs: { type: "boolean", default: false },
   },
 });
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
       edgePort: port("edge-port", values["edge-port"]),
       runnerPorts: [port("runner-port", values["runner-port"])],
       model: values.model,
+      weights: values.weights,
       log: (message) => console.error(message),
       echoLogs: values.logs,
     });

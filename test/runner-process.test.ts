@@ -8,6 +8,7 @@ import { LlamaEngine } from "../gpu-runner/engine/llama-engine.ts";
 import { generate } from "../gpu-runner/generate/generate.ts";
 import { loadCheckpoint } from "../gpu-runner/model/checkpoint.ts";
 import { serializeAdapter } from "../gpu-runner/pica/adapter-format.ts";
+import { quantizationOf, type Quantization } from "../gpu-runner/quantize/block-format.ts";
 import { loadOrComputeBasis } from "../gpu-runner/pica/basis.ts";
 import { randomAdapter } from "../gpu-runner/testing/random-adapters.ts";
 import { writeTinyCheckpoint } from "../gpu-runner/testing/tiny-checkpoints.ts";
@@ -184,5 +185,69 @@ describe("the runner process", () => {
     const exited = exitOf(runner);
     runner.kill("SIGTERM");
     expect(await exited).toBe(0);
+  });
+});
+
+describe("a runner on int4 weights", () => {
+  let directory: string;
+  let runner: ChildProcess;
+  let base: string;
+
+  beforeAll(async () => {
+    directory = await mkdtemp(join(tmpdir(), "pica-runner-int4-"));
+    const model = join(directory, "tiny");
+    await writeTinyCheckpoint(model, "llama-gqa");
+    ({ runner, base } = await startRunner([
+      "--model",
+      model,
+      "--port",
+      "0",
+      "--weights",
+      "int4",
+      "--block-size",
+      "16",
+      "--secret",
+      SECRET,
+      "--cache-dir",
+      join(directory, "cache"),
+    ]));
+  });
+  afterAll(async () => {
+    if (runner.exitCode === null) runner.kill("SIGKILL");
+    await rm(directory, { recursive: true, force: true });
+  });
+
+  it("says so in /health and answers as an int4 engine on the same weights does, not as the float one", async () => {
+    const health = (await (await fetch(`${base}/health`, { headers: auth })).json()) as Record<string, unknown>;
+    expect(health.weights).toEqual({ precision: "int4", block_size: 16 });
+    const { config, weights, tokenizer } = await loadCheckpoint(join(directory, "tiny"));
+    const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: "hello" }], { addGenerationPrompt: true }), {
+      addSpecialTokens: false,
+    });
+    const greedy = async (quantization: Quantization | null) => {
+      const engine = await LlamaEngine.create(config, weights, { quantization });
+      try {
+        for await (const event of generate(engine, tokenizer, promptIds, { maxNewTokens: 12, temperature: 0 })) if (event.type === "finish") return event.text;
+        throw new Error("generation ended without a finish event");
+      } finally {
+        await engine.dispose();
+      }
+    };
+    const [quantized, float] = [await greedy(quantizationOf("int4", 16)), await greedy(null)];
+    expect(quantized).not.toBe(float); // the two differ, so the runner's answer tells which it ran
+    const response = await fetch(`${base}/v1/chat/completions`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "hello" }], max_tokens: 12, temperature: 0 }),
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { choices: { message: { content: string } }[] };
+    expect(body.choices[0].message.content).toBe(quantized);
+  });
+
+  it("refuses a precision it does not know, naming the flag", async () => {
+    await expect(startRunner(["--model", join(directory, "tiny"), "--port", "0", "--weights", "int3", "--secret", SECRET])).rejects.toThrow(
+      /--weights must be one of f32, int8, int4, got int3/,
+    );
   });
 });

@@ -44,6 +44,7 @@ import { SHIPPED_MODEL_DIRECTORY } from "../model/shipped-model.ts";
 import { BASIS_PENDING } from "../../src/protocol/heartbeat.ts";
 import { BasisNotReadyError } from "../engine/adapter-registry.ts";
 import { openOrWriteWeightFile, weightCacheDirectory } from "../model/weight-file.ts";
+import { DEFAULT_BLOCK_SIZE, quantizationOf, WEIGHT_PRECISIONS, type WeightPrecision } from "../quantize/block-format.ts";
 import { loadOrComputeBasisInBackground } from "../pica/basis-worker.ts";
 import { DEFAULT_TARGET_MODULES, type Basis } from "../pica/types.ts";
 import { basisRowsFor, rankCeiling, rankLimitsBody } from "../../src/protocol/adapter-rank.ts";
@@ -63,6 +64,8 @@ const env = process.env;
 const { values } = parseArgs({
   options: {
     model: { type: "string", default: env.RUNNER_MODEL ?? SHIPPED_MODEL_DIRECTORY },
+    weights: { type: "string", default: env.RUNNER_WEIGHTS ?? "f32" },
+    "block-size": { type: "string", default: env.RUNNER_BLOCK_SIZE ?? String(DEFAULT_BLOCK_SIZE) },
     host: { type: "string", default: env.RUNNER_HOST ?? "127.0.0.1" },
     port: { type: "string", default: env.RUNNER_PORT ?? "8400" },
     provider: { type: "string", default: env.RUNNER_PROVIDER ?? "cpu" },
@@ -108,14 +111,18 @@ async function main(): Promise<void> {
     executionProvider: provider,
     ...(values.threads !== undefined ? { intraOpThreads: integer("threads", values.threads, 1) } : {}),
   };
-  // Weights are read tensor by tensor into the weight file once, then only referenced.
+  const precision = values.weights as WeightPrecision;
+  if (!WEIGHT_PRECISIONS.includes(precision)) throw new Error(`--weights must be one of ${WEIGHT_PRECISIONS.join(", ")}, got ${values.weights}`);
+  const quantization = quantizationOf(precision, integer("block-size", values["block-size"], 1));
+  // Weights are read tensor by tensor into the weight file once (quantized on the way), then only referenced.
   const checkpoint = await loadCheckpoint(values.model!, { lazy: true });
   const { config, weights, tokenizer, directory } = checkpoint;
   const started = performance.now();
-  const { file: weightFile, written } = await openOrWriteWeightFile(await weightCacheDirectory(values["cache-dir"]!, directory, config), config, weights);
+  const cacheDirectory = await weightCacheDirectory(values["cache-dir"]!, directory, config, quantization);
+  const { file: weightFile, written } = await openOrWriteWeightFile(cacheDirectory, config, weights, quantization);
   if (written)
     console.error(
-      `wrote the weights in onnxruntime's layout (${(weightFile.bytes / 2 ** 30).toFixed(2)} GiB) in ${seconds(started)} s to ${weightFile.directory}`,
+      `wrote the ${precision} weights in onnxruntime's layout (${(weightFile.bytes / 2 ** 30).toFixed(2)} GiB) in ${seconds(started)} s to ${weightFile.directory}`,
     );
   const importRank = integer("rank", values.rank, 1);
   // Every adapter rank the model allows is served: the basis holds that many rows (adapter-rank.ts).
@@ -133,7 +140,7 @@ async function main(): Promise<void> {
     adapters: { basis: null },
     kvCache: { budgetBytes: kvCacheMb * 2 ** 20 },
   });
-  console.error(`loaded the model on ${provider} in ${seconds(started)} s`);
+  console.error(`loaded the model (${precision} weights) on ${provider} in ${seconds(started)} s`);
 
   // The basis: read from beside the model, or computed in a worker while the base model serves.
   const basisProgress = {
@@ -232,6 +239,7 @@ async function main(): Promise<void> {
       basis: { ...basisProgress, id: engine.basis?.id ?? null },
       context_tokens: scheduler.contextLimit,
       max_rank: maxRank,
+      weights: { precision, block_size: quantization?.blockSize ?? null },
     }),
   });
   // What the edge's estimates count for this model's chat template (the defaults without one).
