@@ -29,7 +29,7 @@ import {
   unary,
   unsqueeze,
 } from "./ops.ts";
-import { dequantizeRows } from "../quantize/quantized-graph.ts";
+import { dequantizeRows, scalesByRow } from "../quantize/quantized-graph.ts";
 import { SHAPE_RULES } from "./gradient-shape-rules.ts";
 
 /** What a rule sees of one forward node, and how it names and emits its backward ops. */
@@ -226,10 +226,9 @@ const matrixProduct: GradientRule = (ctx) => {
 const quantizedMatrixProduct: GradientRule = (ctx) => {
   if (ctx.needsGradient[1] || ctx.needsGradient[2]) throw new Error(`${ctx.node.name}: quantized weights are frozen; they take no gradient`);
   const [a, codes, flatScales] = [ctx.input(0), ctx.input(1), ctx.input(2)];
-  const [rows, blocks] = codes.shape as number[];
   const bits = ctx.int("bits", 4);
   if (bits !== 4 && bits !== 8) throw new Error(`${ctx.node.name}: no gradient for ${bits}-bit weights`);
-  const scales = reshape(ctx.g, ctx.name("scales/Reshape"), flatScales, [rows, blocks]);
+  const scales = scalesByRow(ctx.g, ctx.name("scales/Reshape"), codes, flatScales);
   const weight = dequantizeRows(ctx.g, ctx.name("dequantize"), codes, scales, { bits, blockSize: ctx.int("block_size", 0), cols: ctx.int("K", 0) }, "float32");
   const dA = want(ctx, 0, () => {
     const product = gemm(ctx.g, ctx.name("dA/Gemm"), flatten2d(ctx, "dY/Reshape", ctx.gradient()), weight, null);

@@ -17,10 +17,11 @@ import { f16BitsToF32Bits } from "../checkpoint/half-precision.ts";
 import { parseModelConfig, type ModelConfig } from "../model/config.ts";
 import { randomWeights } from "../model/random-weights.ts";
 import { referenceForward } from "../model/reference.ts";
-import { lmHeadName, type WeightMap } from "../model/weights.ts";
+import type { WeightMap } from "../model/weights.ts";
 import { scratchDirectories } from "../testing/scratch-directories.ts";
 import { tinyConfigJson, tinyModel, type TinyVariant } from "../testing/tiny-checkpoints.ts";
-import { dequantizeMatrix, quantizationOf, quantizeMatrix, type WeightPrecision } from "./block-format.ts";
+import { quantizationOf, type WeightPrecision } from "./block-format.ts";
+import { dequantizedWeights } from "./dequantized-weights.ts";
 
 const path = scratchDirectories("gguf-test");
 const TOKENS = [256, 72, 101, 108, 0, 255, 33, 258, 200, 17] as Token[];
@@ -35,21 +36,10 @@ function blockAlignedModel(variant: TinyVariant): { config: ModelConfig; weights
   return { config, weights: randomWeights(config, 11) };
 }
 
-/** The weights our engine runs at a precision: each matrix quantized and dequantised as the runner does. */
+/** The weights our engine runs at a precision: each quantized tensor quantized and dequantised as the runner does. */
 function dequantisedWeights(config: ModelConfig, weights: WeightMap, precision: WeightPrecision): WeightMap {
   const quantization = quantizationOf(precision);
-  if (quantization === null) return weights;
-  const embeddings = new Set(["model.embed_tokens.weight", lmHeadName(config)]);
-  const out: WeightMap = new Map();
-  for (const [name, { shape, data }] of weights) {
-    if (shape.length !== 2) {
-      out.set(name, { shape, data });
-      continue;
-    }
-    const bits = embeddings.has(name) ? quantization.embeddingBits : quantization.linearBits;
-    out.set(name, { shape, data: dequantizeMatrix(quantizeMatrix(data, shape[0], shape[1], bits, 32)) });
-  }
-  return out;
+  return quantization === null ? weights : dequantizedWeights(config, weights, quantization);
 }
 
 /** log_softmax of each row. */
@@ -146,11 +136,11 @@ describe("writeGguf", () => {
         const expected = expectedGgufTensors(config, dequantisedWeights(config, weights, precision));
         const decoded = await decodeGguf(file);
         expect([...decoded.keys()].sort()).toEqual([...expected.keys()].sort());
-        const linearType = precision === "int4" ? "Q4_0" : "Q8_0";
+        const matrixType = precision === "int4" ? "Q4_0" : "Q8_0"; // every weight matrix, the embedding and LM head included
         for (const [name, { type, values }] of decoded) {
           const isMatrix =
             name === "token_embd.weight" || name === "output.weight" || (name.startsWith("blk.") && name.endsWith(".weight") && !name.includes("norm"));
-          expect(type, name).toBe(!isMatrix ? "F32" : name.startsWith("blk.") ? linearType : "Q8_0");
+          expect(type, name).toBe(isMatrix ? matrixType : "F32");
           const want = expected.get(name)!;
           if (want === null) continue;
           expect(values.length, name).toBe(want.length);

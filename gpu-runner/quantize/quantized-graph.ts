@@ -18,17 +18,27 @@ const ACCURACY_LEVEL: Record<QuantizedProducts, number> = { float: 1, int8: 4 };
 /** A quantized weight in a graph: its codes and scales, and the shape it stands for. */
 export interface QuantizedValue {
   codes: Value; // uint8 [rows, blocks, bytes]
-  scales: Value; // float32 [rows, blocks]
+  scales: Value; // float32 [rows · blocks], as MatMulNBits reads them
   bits: WeightBits;
   blockSize: number;
   rows: number; // N (out)
   cols: number; // K (in)
 }
 
-/** Shapes of a quantized weight's codes and scales. */
+/**
+ * Shapes of a quantized weight's codes and scales. The scales are stored flat, as MatMulNBits
+ * reads them: its int8 kernel packs codes and scales once, at load, and only from initializers
+ * it gets as they are (a scale tensor computed in the graph would reach it as zeros).
+ */
 export function quantizedShapes(rows: number, cols: number, bits: WeightBits, blockSize: number): { codes: number[]; scales: number[] } {
   const blocks = blocksPerRow(cols, blockSize);
-  return { codes: [rows, blocks, blockBytes(bits, blockSize)], scales: [rows, blocks] };
+  return { codes: [rows, blocks, blockBytes(bits, blockSize)], scales: [rows * blocks] };
+}
+
+/** A quantized weight's scales as [rows, blocks], one row per row of codes. */
+export function scalesByRow(g: GraphBuilder, name: string, codes: Value, flatScales: Value): Value {
+  const [rows, blocks] = codes.shape as number[];
+  return reshape(g, name, flatScales, [rows, blocks]);
 }
 
 /**
@@ -39,11 +49,10 @@ export function quantizedShapes(rows: number, cols: number, bits: WeightBits, bl
 export function quantizedMatMul(g: GraphBuilder, name: string, x: Value, w: QuantizedValue, products: QuantizedProducts): Value {
   const outShape: Dim[] = [...x.shape.slice(0, -1), w.rows];
   if (x.dtype !== "float32") {
-    const dense = dequantizeRows(g, `${name}/dequantize`, w.codes, w.scales, w, x.dtype);
+    const dense = dequantizeRows(g, `${name}/dequantize`, w.codes, scalesByRow(g, `${name}/scales/Reshape`, w.codes, w.scales), w, x.dtype);
     return matMul(g, `${name}/MatMul`, x, transpose(g, `${name}/Transpose`, dense, [1, 0]));
   }
-  const flatScales = reshape(g, `${name}/scales/Reshape`, w.scales, [-1], { outShape: [w.scales.shape.reduce<number>((p, d) => p * (d as number), 1)] });
-  return g.addNode("MatMulNBits", [x, w.codes, flatScales], [{ dtype: "float32", shape: outShape }], {
+  return g.addNode("MatMulNBits", [x, w.codes, w.scales], [{ dtype: "float32", shape: outShape }], {
     name,
     domain: MICROSOFT_DOMAIN,
     attributes: { K: w.cols, N: w.rows, bits: w.bits, block_size: w.blockSize, accuracy_level: ACCURACY_LEVEL[products] },
@@ -53,7 +62,7 @@ export function quantizedMatMul(g: GraphBuilder, name: string, x: Value, w: Quan
 /** Rows of a quantized table picked by `indices` (an embedding lookup): [..indices, K]. */
 export function gatherQuantizedRows(g: GraphBuilder, name: string, table: QuantizedValue, indices: Value, dtype: DataType): Value {
   const codes = gather(g, `${name}/codes/Gather`, table.codes, indices); // [.., blocks, bytes]
-  const scales = gather(g, `${name}/scales/Gather`, table.scales, indices); // [.., blocks]
+  const scales = gather(g, `${name}/scales/Gather`, scalesByRow(g, `${name}/scales/Reshape`, table.codes, table.scales), indices); // [.., blocks]
   return dequantizeRows(g, name, codes, scales, table, dtype);
 }
 

@@ -16,7 +16,7 @@ import { scratchDirectories } from "../testing/scratch-directories.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
 import { codeAt, dequantizeMatrix, quantizationOf, quantizeMatrix, type Quantization, type WeightBits } from "./block-format.ts";
 import { dequantizedWeights } from "./dequantized-weights.ts";
-import { dequantizeRows, gatherQuantizedRows, quantizedMatMul, quantizedShapes, type QuantizedValue } from "./quantized-graph.ts";
+import { dequantizeRows, gatherQuantizedRows, quantizedMatMul, quantizedShapes, scalesByRow, type QuantizedValue } from "./quantized-graph.ts";
 
 function randomMatrix(rows: number, cols: number, seed: number): Float32Array {
   const rng = new Rng(seed);
@@ -68,7 +68,7 @@ describe("the block format", () => {
   it("rejects block sizes MatMulNBits cannot run", () => {
     expect(() => quantizationOf("int4", 24)).toThrow(/block size must be one of 16, 32, 64, 128, 256/);
     expect(quantizationOf("f32")).toBeNull();
-    expect(quantizationOf("int4")).toEqual({ precision: "int4", linearBits: 4, embeddingBits: 8, blockSize: 32 });
+    expect(quantizationOf("int4")).toEqual({ precision: "int4", linearBits: 4, embeddingBits: 4, blockSize: 32 });
   });
 });
 
@@ -110,7 +110,7 @@ describe.each([
   }
 
   it("dequantised in the graph: every value equals the reference's", async () => {
-    const g = graphWith((g, w) => g.output(dequantizeRows(g, "dq", w.codes, w.scales, w, "float32"), "w"));
+    const g = graphWith((g, w) => g.output(dequantizeRows(g, "dq", w.codes, scalesByRow(g, "scales", w.codes, w.scales), w, "float32"), "w"));
     const out = await run(g, {});
     expect(out.w.shape).toEqual([rows, cols]);
     expect(Array.from(out.w.data as Float32Array)).toEqual(Array.from(dense));

@@ -82,6 +82,28 @@ describe.each(["int4", "int8"] as const)("PiCa training through %s frozen weight
     expect(Math.abs(referenceLoss(weights, batch) - expected) / expected).toBeGreaterThan(1e-4);
   });
 
+  it("with int8 products (the default, the serving path) the loss stays within 2% of the exact one and each gradient within 5%", async () => {
+    const fast = await TrainingSession.create(config, weights, method, { quantization });
+    try {
+      const batch = sampleBatch();
+      const values = randomValues(quantized32, 13, "float32");
+      const [exact, approximate] = [await quantized32.step(batch, values), await fast.step(batch, values)];
+      expect(approximate.loss).not.toBe(exact.loss); // the activations really are quantized
+      expect(Math.abs(approximate.loss - exact.loss) / exact.loss).toBeLessThan(0.02);
+      for (const [name, g] of exact.gradients) {
+        const h = approximate.gradients.get(name)!;
+        let [difference, norm] = [0, 0];
+        for (let i = 0; i < g.length; i++) {
+          difference += (g[i] - h[i]) ** 2;
+          norm += g[i] ** 2;
+        }
+        expect(Math.sqrt(difference / norm), name).toBeLessThan(0.05);
+      }
+    } finally {
+      await fast.dispose();
+    }
+  });
+
   it("float64 gradients through the quantized graph match finite differences (≤ 1e-5 relative)", async () => {
     const values = randomValues(quantized64, 7, "float64") as Map<string, Float64Array>;
     expect((await sessionGradientCheck(quantized64, sampleBatch(), values, { samplesPerParameter: 4 })).maxRelativeError).toBeLessThanOrEqual(1e-5);
