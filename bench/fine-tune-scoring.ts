@@ -20,7 +20,6 @@ import type { TextTokenizer } from "../gpu-runner/tokenizer/tokenizer.ts";
 import { makeBatches } from "../gpu-runner/training/batching.ts";
 import { tokenizeRecords, type TokenizedExample } from "../gpu-runner/training/tokenize.ts";
 import { TrainingSession } from "../gpu-runner/training/training-session.ts";
-import type { OnnxSessionOptions } from "../gpu-runner/runtime/onnx-session.ts";
 import type { PicaAdapter } from "../gpu-runner/pica/types.ts";
 import { parseTrainingJsonl } from "../src/training-data.ts";
 import { toChatJsonl, type QualityExample, type QualityTask } from "./quality-tasks.ts";
@@ -84,7 +83,7 @@ export async function trainedLoss(
   method: TrainingMethod,
   parameters: Map<string, Float32Array> | null,
   examples: TokenizedExample[],
-  session: OnnxSessionOptions = {},
+  session: Parameters<typeof TrainingSession.create>[3] = {},
 ): Promise<number> {
   const training = await TrainingSession.create(config, weights, method, { ...session, allowSpinning: false });
   try {

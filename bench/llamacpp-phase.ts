@@ -15,8 +15,9 @@
  *   rss_mb         resident memory after the decode, MiB (llama.cpp maps the file: its pages count)
  */
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
+import { COMPARISON_PROMPT } from "./comparison-prompt.ts";
 
-const PROMPT = Array.from({ length: 16 }, (_, i) => (100 + 7 * i) as Token); // ids below 256: every vocabulary bench/gguf.ts writes has them
+const PROMPT = COMPARISON_PROMPT as Token[];
 const CONTEXT_SIZE = 512;
 
 function parseArguments(argv: string[]): { path: string; threads: number; decodeTokens: number } {

@@ -16,6 +16,7 @@ const BENCHES: Record<string, () => Promise<Record<string, unknown>>> = {
   realsize: async () => (await import("./realsize.ts")).runRealSizeBench(),
   structured: async () => (await import("./structured.ts")).runStructuredBench(),
   sweep: async () => (await import("./sweep.ts")).runSweepBench(),
+  quantized: async () => (await import("./quantized.ts")).runQuantizedBench(),
 };
 
 const name = process.argv[2];

@@ -201,6 +201,8 @@ describe("JobManager", () => {
     const resumedAdapter = parseAdapter((await second.adapterBytes("job-r"))!, "resumed");
     const referenceAdapter = parseAdapter((await reference.adapterBytes("job-ref"))!, "reference");
     expect(resumedAdapter.m).toEqual(referenceAdapter.m);
+    // The adapter says which base weights it was trained on: this manager's model has no quantized weight file.
+    expect(resumedAdapter.provenance).toEqual({ job_id: "job-r", weights: "f32" });
   });
   it("a job moved from a lost runner resumes here from the trainer state that runner uploaded, and ends exactly as an uninterrupted run", async () => {
     const reference = manager();

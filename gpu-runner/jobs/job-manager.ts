@@ -20,6 +20,7 @@ import { fineTune, toAdapter, TrainingDataError, type TrainerEvent, type Trainer
 import type { CallbackClient, CallbackRoute } from "./callbacks.ts";
 import { DataSourceError, downloadBytes, readDataSource, type DataFetchOptions } from "./data-source.ts";
 import { TrainingRateMeter } from "./training-rate.ts";
+import type { WeightPrecision } from "../quantize/block-format.ts";
 import type { TrainingRate } from "../../src/protocol/training-figures.ts";
 
 export interface JobManagerOptions {
@@ -285,7 +286,7 @@ export class JobManager {
         signal: controller.signal,
         compute: this.options.compute,
         microBatchTokens: this.options.microBatchTokens,
-        provenance: { job_id: job.id },
+        provenance: { job_id: job.id, weights: weightPrecision(model) },
         onEvent: (event) => {
           if (event.type === "started") loopStarted = performance.now();
           return this.onTrainerEvent(stored, event);
@@ -521,10 +522,19 @@ function requestFingerprint(request: TrainingJobRequest): string {
   return createHash("sha256").update(JSON.stringify(request)).digest("hex");
 }
 
+/**
+ * The precision of the base weights a job trains on, recorded in its adapters: the basis and the
+ * fingerprint are the float checkpoint's, so an adapter serves on every precision of its base, and
+ * its provenance says which one it was trained on.
+ */
+function weightPrecision(model: TrainerModel): WeightPrecision {
+  return model.weightFile?.quantization?.precision ?? "f32";
+}
+
 /** A checkpoint as a servable adapter (what the control plane offers as `ft:…:ckpt-step-N`). */
 function checkpointAdapter(model: TrainerModel, checkpoint: TrainerCheckpoint, jobId: string): Uint8Array {
   const sharing = checkpoint.sharing ?? "shared";
-  const provenance = { job_id: jobId, step: checkpoint.step };
+  const provenance = { job_id: jobId, step: checkpoint.step, weights: weightPrecision(model) };
   return serializeAdapter(
     toAdapter(model.config, model.basis, checkpoint.rank, sharing, checkpoint.parameters, provenance, checkpoint.targetModules ?? model.basis.targetModules),
   );
