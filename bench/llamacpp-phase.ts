@@ -5,7 +5,7 @@
  *
  * Loads a GGUF written by bench/gguf.ts through node-llama-cpp's prebuilt CPU binaries (nothing
  * is built or downloaded), evaluates a fixed 16-token prompt, then decodes greedily one token at a
- * time at batch 1. The KV cache is float32, as our engine's is, and flash attention is off (the
+ * time at batch 1 (a few tokens untimed, then the timed ones). The KV cache is float32, as our engine's is, and flash attention is off (the
  * settings gpu-runner/quantize/gguf.test.ts checks llama.cpp's numbers under). Progress goes to
  * stderr; the last stdout line is one JSON object:
  *
@@ -15,7 +15,7 @@
  *   rss_mb         resident memory after the decode, MiB (llama.cpp maps the file: its pages count)
  */
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
-import { COMPARISON_PROMPT } from "./comparison-prompt.ts";
+import { COMPARISON_PROMPT, WARM_UP_TOKENS } from "./comparison-prompt.ts";
 
 const PROMPT = COMPARISON_PROMPT as Token[];
 const CONTEXT_SIZE = 512;
@@ -33,7 +33,7 @@ function parseArguments(argv: string[]): { path: string; threads: number; decode
 
 async function main(): Promise<void> {
   const { path, threads, decodeTokens } = parseArguments(process.argv.slice(2));
-  const contextSize = Math.max(CONTEXT_SIZE, PROMPT.length + decodeTokens + 1);
+  const contextSize = Math.max(CONTEXT_SIZE, PROMPT.length + WARM_UP_TOKENS + decodeTokens + 1);
   const loadStarted = performance.now();
   const llama = await getLlama({ gpu: false, build: "never", skipDownload: true, maxThreads: threads, progressLogs: false, logLevel: LlamaLogLevel.warn });
   const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
@@ -57,6 +57,7 @@ async function main(): Promise<void> {
   const prefillSeconds = (performance.now() - prefillStarted) / 1000;
   if (first.done === true) throw new Error("llama.cpp produced no token after the prompt");
 
+  for (let i = 0; i < WARM_UP_TOKENS; i++) if ((await tokens.next()).done === true) throw new Error("llama.cpp stopped while warming up");
   const decodeStarted = performance.now();
   for (let i = 0; i < decodeTokens; i++) {
     const next = await tokens.next();

@@ -6,7 +6,8 @@
  *
  * Starts as the runner does (the weight file of that precision, written once into the cache root;
  * an engine with adapter support), evaluates the same 16-token prompt as llama.cpp's phase, then
- * decodes greedily one token at a time at batch 1, timing the decode only. Then, in the same
+ * decodes greedily one token at a time at batch 1 (a few tokens untimed, as llama.cpp's phase does),
+ * timing the decode only. Then, in the same
  * process: decode steps at batch 16, base-only rows interleaved with rows of 16 distinct adapters
  * (rank 16, on a random orthonormal basis: a product costs the same whatever P holds). Progress
  * goes to stderr; the last stdout line is one JSON object:
@@ -26,7 +27,7 @@ import { openOrWriteWeightFile, weightCacheDirectory } from "../gpu-runner/model
 import { quantizationOf, WEIGHT_PRECISIONS, type WeightPrecision } from "../gpu-runner/quantize/block-format.ts";
 import { orthonormalBasis } from "../gpu-runner/testing/pica-fixtures.ts";
 import { randomAdapter } from "../gpu-runner/testing/random-adapters.ts";
-import { COMPARISON_PROMPT as PROMPT } from "./comparison-prompt.ts";
+import { COMPARISON_PROMPT as PROMPT, WARM_UP_TOKENS } from "./comparison-prompt.ts";
 import { median } from "./stats.ts";
 
 const RANK = 16;
@@ -53,11 +54,12 @@ async function main(): Promise<void> {
   const loadSeconds = (performance.now() - loadStarted) / 1000;
   process.stderr.write(`ours (${precision}): loaded in ${loadSeconds.toFixed(2)} s\n`);
 
-  const batch = engine.createBatch(1, { initialCapacity: PROMPT.length + decodeTokens + 1 });
+  const batch = engine.createBatch(1, { initialCapacity: PROMPT.length + WARM_UP_TOKENS + decodeTokens + 1 });
   batch.addRow(null);
   const prefillStarted = performance.now();
   let [logits] = await engine.step(batch, [[...PROMPT]]);
   const prefillSeconds = (performance.now() - prefillStarted) / 1000;
+  for (let i = 0; i < WARM_UP_TOKENS; i++) [logits] = await engine.step(batch, [[argmax(logits.data as Float32Array)]]);
   const decodeStarted = performance.now();
   for (let i = 0; i < decodeTokens; i++) [logits] = await engine.step(batch, [[argmax(logits.data as Float32Array)]]);
   const decodeSeconds = (performance.now() - decodeStarted) / 1000;

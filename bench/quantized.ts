@@ -11,9 +11,10 @@
  * Quality, on the shipped model (trained, so a quantization error shows in its loss):
  *   - held-out loss of the base model at int8 and int4 over f32, on a corpus the model never saw
  *     (the pre-training corpus generator with the held-out seed);
- *   - a fine-tuning task (the mood classifier) trained and served on int4 against the same on
- *     f32: held-out loss and greedy exact match; and the int4-trained adapter served on f32 weights
- *     (the difference an adapter sees when served on another precision than it was trained on).
+ *   - a fine-tuning task (the quality bench's format task, the hardest for the shipped model)
+ *     trained and served on int4 against the same on f32: held-out loss and greedy exact match;
+ *     and the int4-trained adapter served on f32 weights (the difference an adapter sees when
+ *     served on another precision than it was trained on).
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -32,10 +33,10 @@ import { fineTune } from "../gpu-runner/training/trainer.ts";
 import { TrainingSession, type TrainingBatch } from "../gpu-runner/training/training-session.ts";
 import { exactMatch, MAX_LENGTH, tokenizeTask, trainedLoss } from "./fine-tune-scoring.ts";
 import { writeGguf } from "./gguf.ts";
-import { classifyTask, toChatJsonl } from "./quality-tasks.ts";
+import { formatTask, toChatJsonl } from "./quality-tasks.ts";
 import { median, progress, round } from "./stats.ts";
 
-const ROUNDS = 3;
+const ROUNDS = 5;
 const DECODE_TOKENS = 64;
 const HELD_OUT_SEED = 20261128; // the shipped model's pre-training seed + 1: its held-out corpus
 const HELD_OUT_WINDOWS = 256; // × 128 tokens
@@ -100,7 +101,7 @@ async function engineComparison(root: string): Promise<Record<string, unknown>> 
     );
   }
   const ratio = (pick: (r: Record<string, Figures>) => number) => round(median(rounds.map(pick)), 3);
-  const value = (name: string, field: string) => round(median(rounds.map((r) => r[name][field])), 1);
+  const value = (name: string, field: string) => round(median(rounds.map((r) => r[name][field])), 3);
   return {
     decode_tok_s_int4_over_f32_05b: ratio((r) => r.ours_int4.decode_tok_s / r.ours_f32.decode_tok_s),
     decode_tok_s_int4_over_f32_05b_b16: ratio((r) => r.ours_int4.decode_tok_s_b16 / r.ours_f32.decode_tok_s_b16),
@@ -112,7 +113,9 @@ async function engineComparison(root: string): Promise<Record<string, unknown>> 
     rss_ours_over_llamacpp_f32: ratio((r) => r.ours_f32.rss_mb / r.llamacpp_f32.rss_mb),
     decode_tok_s_05b: Object.fromEntries(["ours_f32", "ours_int4", "llamacpp_f32", "llamacpp_int4"].map((n) => [n, value(n, "decode_tok_s")])),
     decode_tok_s_b16_05b: { ours_f32: value("ours_f32", "decode_tok_s_b16"), ours_int4: value("ours_int4", "decode_tok_s_b16") },
-    rss_mb_05b: Object.fromEntries(["ours_f32", "ours_int4", "llamacpp_f32", "llamacpp_int4"].map((n) => [n, Math.round(value(n, "rss_mb"))])),
+    rss_mb_05b: Object.fromEntries(
+      ["ours_f32", "ours_int4", "llamacpp_f32", "llamacpp_int4"].map((n) => [n, Math.round(median(rounds.map((r) => r[n].rss_mb)))]),
+    ),
     threads: Number(threads),
   };
 }
@@ -171,7 +174,7 @@ async function shippedQuality(root: string): Promise<Record<string, unknown>> {
     progress(`shipped model, ${precision} weights: held-out loss ${loss.get(precision)!.toFixed(4)} nats/token (${batches.length * 16} windows of ${WINDOW})`);
   }
 
-  const task = classifyTask({ train: 240, eval: 80 });
+  const task = formatTask({ train: 240, eval: 80 });
   const heldOut = tokenizeTask(task, task.eval, tokenizer);
   const method = { kind: "pica" as const, basis, rank: 0, sharing: "shared" as const };
   const tuned = new Map<WeightPrecision, { loss: number; accuracy: number; parameters: Map<string, Float32Array>; rank: number }>();

@@ -5,9 +5,12 @@
  * training graph. Graphs are protobuf files that only point into it, so no graph meets
  * protobuf's 2 GiB limit, and no JavaScript copy of the weights outlives the writing of the file.
  *
- *   <directory>/weights.data   the tensors, each at a 4 KiB-aligned offset (so they can be mapped)
- *   <directory>/weights.json   what is where: name → offset, length, shape; the layout version;
- *                              the model's fingerprint (sha256 of config and weights)
+ *   <directory>/weights.data   the tensors, each at a 4 KiB-aligned offset (so they can be mapped):
+ *                              float32, or for quantized weights their uint8 codes and float32
+ *                              scales (quantize/block-format.ts)
+ *   <directory>/weights.json   what is where: name → offset, length, shape, type; the layout
+ *                              version; the quantization; the model's fingerprint (sha256 of
+ *                              config and the original float weights)
  *
  * The directory is a cache: a model's files are written once and reused by every later start.
  * Runners that start together on one host may find it empty at once and each write it: every
