@@ -160,7 +160,7 @@ function planTensors(config: ModelConfig, weights: WeightMap, precision: WeightP
 }
 
 /** llama.cpp's tensor names of a layer's linear modules. */
-const LLAMA_CPP_LINEAR_NAMES: Record<LinearModule, string> = {
+export const LLAMA_CPP_LINEAR_NAMES: Readonly<Record<LinearModule, string>> = {
   q_proj: "attn_q",
   k_proj: "attn_k",
   v_proj: "attn_v",

@@ -12,7 +12,7 @@
 import { readFile } from "node:fs/promises";
 import { getLlama, LlamaLogLevel, readGgufFileInfo, type Llama, type Token } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeGguf } from "../../bench/gguf.ts";
+import { LLAMA_CPP_LINEAR_NAMES, writeGguf } from "../../bench/gguf.ts";
 import { f16BitsToF32Bits } from "../checkpoint/half-precision.ts";
 import { parseModelConfig, type ModelConfig } from "../model/config.ts";
 import { randomWeights } from "../model/random-weights.ts";
@@ -189,15 +189,7 @@ function expectedGgufTensors(config: ModelConfig, weights: WeightMap): Map<strin
     ["output_norm.weight", "model.norm.weight"],
   ];
   if (!config.tieWordEmbeddings) names.push(["output.weight", "lm_head.weight"]);
-  const modules = {
-    q_proj: "attn_q",
-    k_proj: "attn_k",
-    v_proj: "attn_v",
-    o_proj: "attn_output",
-    gate_proj: "ffn_gate",
-    up_proj: "ffn_up",
-    down_proj: "ffn_down",
-  };
+  const modules = LLAMA_CPP_LINEAR_NAMES;
   for (let layer = 0; layer < config.numLayers; layer++) {
     names.push([`blk.${layer}.attn_norm.weight`, `model.layers.${layer}.input_layernorm.weight`]);
     names.push([`blk.${layer}.ffn_norm.weight`, `model.layers.${layer}.post_attention_layernorm.weight`]);

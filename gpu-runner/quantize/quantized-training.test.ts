@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { referenceForward } from "../model/reference.ts";
 import type { TrainingMethod } from "../model/training-graph.ts";
 import { computeBasis } from "../pica/basis.ts";
 import { Rng } from "../random.ts";
 import { sessionGradientCheck } from "../testing/session-gradient-check.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { randomTrainingBatch, referenceBatchLoss } from "../testing/training-batches.ts";
 import { TrainingSession, type TrainingBatch } from "../training/training-session.ts";
 import { quantizationOf, type Quantization } from "./block-format.ts";
 import { dequantizedWeights } from "./dequantized-weights.ts";
@@ -12,19 +12,7 @@ import { dequantizedWeights } from "./dequantized-weights.ts";
 const { config, weights } = tinyModel("qwen2-bias");
 
 function sampleBatch(): TrainingBatch {
-  const [rows, length, lengths] = [2, 6, [6, 4]];
-  const rng = new Rng(5);
-  const inputIds: number[] = [];
-  const labels: number[] = [];
-  const lossWeights: number[] = [];
-  for (let row = 0; row < rows; row++) {
-    for (let t = 0; t < length; t++) {
-      inputIds.push(t < lengths[row] ? Math.floor(rng.uniform() * 256) : 0);
-      labels.push(Math.floor(rng.uniform() * 256));
-      lossWeights.push(t < lengths[row] && t >= 1 ? 1 : 0);
-    }
-  }
-  return { rows, length, inputIds, labels, lossWeights, lengths };
+  return randomTrainingBatch({ length: 6, lengths: [6, 4], seed: 5, firstTrained: 1 });
 }
 
 function randomValues(session: TrainingSession, seed: number, dtype: "float32" | "float64"): Map<string, Float32Array | Float64Array> {
@@ -38,21 +26,7 @@ function randomValues(session: TrainingSession, seed: number, dtype: "float32" |
   );
 }
 
-/** The weighted mean cross-entropy of the reference forward, in float64. */
-function referenceLoss(modelWeights: typeof weights, batch: TrainingBatch): number {
-  let [total, weightSum] = [0, 0];
-  for (let row = 0; row < batch.rows; row++) {
-    const ids = Array.from({ length: batch.lengths[row] }, (_, t) => batch.inputIds[row * batch.length + t]);
-    referenceForward(config, modelWeights, ids).forEach((logits, t) => {
-      const w = batch.lossWeights[row * batch.length + t];
-      if (w === 0) return;
-      const max = Math.max(...logits);
-      total += w * (max + Math.log(logits.reduce((s, v) => s + Math.exp(v - max), 0)) - logits[batch.labels[row * batch.length + t]]);
-      weightSum += w;
-    });
-  }
-  return total / weightSum;
-}
+const referenceLoss = (modelWeights: typeof weights, batch: TrainingBatch) => referenceBatchLoss(config, modelWeights, batch);
 
 describe.each(["int4", "int8"] as const)("PiCa training through %s frozen weights", (precision) => {
   const quantization = quantizationOf(precision) as Quantization;

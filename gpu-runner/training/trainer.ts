@@ -151,11 +151,14 @@ export async function fineTune(model: TrainerModel, options: FineTuneOptions): P
   }
   const graphMethod: TrainingMethod =
     method === "pica" ? { kind: "pica", basis, rank, sharing, targetModules } : { kind: "lora", rank, alpha: rank, targetModules, seed };
-  // A weight file's tensors are read where the file lies: no private repacked copy per session.
+  // A float weight file's tensors are read where the file lies: no private repacked copy per
+  // session. Quantized weights are packed (a copy of their own size): MatMulNBits's fast kernels
+  // read only packed weights.
+  const file = model.weightFile;
   const session = await TrainingSession.create(config, model.weights, graphMethod, {
     ...model.session,
     allowSpinning: false,
-    ...(model.weightFile === undefined ? {} : { weightFile: model.weightFile, prepackWeights: false }),
+    ...(file === undefined ? {} : { weightFile: file, prepackWeights: file.quantization !== null }),
   });
   try {
     const values = new Map(session.parameters.map((p) => [p.name, Float32Array.from(p.initial)]));

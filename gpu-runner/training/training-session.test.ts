@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { referenceForward } from "../model/reference.ts";
 import { picaParameterName, type TrainingMethod } from "../model/training-graph.ts";
 import { computeBasis } from "../pica/basis.ts";
 import { mergeIntoWeights } from "../pica/merge-weights.ts";
@@ -7,46 +6,18 @@ import { adapterKey, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { Rng } from "../random.ts";
 import { sessionGradientCheck } from "../testing/session-gradient-check.ts";
 import { tinyModel } from "../testing/tiny-checkpoints.ts";
+import { randomTrainingBatch, referenceBatchLoss } from "../testing/training-batches.ts";
 import { TrainingSession, type TrainingBatch } from "./training-session.ts";
 
 const { config, weights } = tinyModel("llama-gqa");
 
 /** Two rows of different lengths; the loss counts only some positions. */
 function sampleBatch(): TrainingBatch {
-  const rows = 2;
-  const length = 7;
-  const lengths = [7, 4];
-  const rng = new Rng(3);
-  const inputIds: number[] = [];
-  const labels: number[] = [];
-  const lossWeights: number[] = [];
-  for (let row = 0; row < rows; row++) {
-    for (let t = 0; t < length; t++) {
-      inputIds.push(t < lengths[row] ? Math.floor(rng.uniform() * 256) : 0);
-      labels.push(Math.floor(rng.uniform() * 256));
-      lossWeights.push(t < lengths[row] && t >= 2 ? 1 : 0);
-    }
-  }
-  return { rows, length, inputIds, labels, lossWeights, lengths };
+  return randomTrainingBatch({ length: 7, lengths: [7, 4], seed: 3, firstTrained: 2 });
 }
 
-/** The weighted mean cross-entropy of the reference forward on the batch, in float64. */
 function referenceLoss(modelWeights: typeof weights, batch: TrainingBatch, modelConfig = config): number {
-  let total = 0;
-  let weightSum = 0;
-  for (let row = 0; row < batch.rows; row++) {
-    const ids = Array.from({ length: batch.lengths[row] }, (_, t) => batch.inputIds[row * batch.length + t]);
-    const logits = referenceForward(modelConfig, modelWeights, ids);
-    logits.forEach((position, t) => {
-      const w = batch.lossWeights[row * batch.length + t];
-      if (w === 0) return;
-      const max = Math.max(...position);
-      const logSum = max + Math.log(position.reduce((s, v) => s + Math.exp(v - max), 0));
-      total += w * (logSum - position[batch.labels[row * batch.length + t]]);
-      weightSum += w;
-    });
-  }
-  return total / weightSum;
+  return referenceBatchLoss(modelConfig, modelWeights, batch);
 }
 
 function randomValues(session: TrainingSession, seed: number, scale: number, dtype: "float32" | "float64"): Map<string, Float32Array | Float64Array> {
