@@ -7,6 +7,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { referenceForward } from "../model/reference.ts";
 import { computeBasis } from "../pica/basis.ts";
+import { mergeIntoWeights } from "../pica/merge-weights.ts";
+import { quantizationOf } from "../quantize/block-format.ts";
+import { dequantizedWeights } from "../quantize/dequantized-weights.ts";
 import { maxAbsDiff, syntheticTokens } from "../testing/numeric.ts";
 import { randomAdapter } from "../testing/random-adapters.ts";
 import { tinyModel, type TinyVariant } from "../testing/tiny-checkpoints.ts";
@@ -46,6 +49,35 @@ describe.skipIf(unavailable !== null)(`KV cache on the device${unavailable === n
       expect(batch.capacity).toBe(12);
       const reference = referenceForward(config, weights, ids);
       steps.forEach((logits, i) => expect(maxAbsDiff(logits, reference[i + 2])).toBeLessThanOrEqual(TOLERANCE));
+    });
+  });
+
+  describe("int4 weights", () => {
+    const { config, weights } = tinyModel("llama-gqa");
+    const quantization = quantizationOf("int4", 16)!;
+
+    it("run MatMulNBits and the embedding's dequantised rows on the device: the reference forward's logits on the dequantised weights, with adapters", async () => {
+      const basis = await computeBasis(config, weights, { rMax: 8 });
+      const adapter = randomAdapter(config, basis, { rank: 4, seed: 3 });
+      const engine = await LlamaEngine.create(config, weights, { executionProvider: "webgpu", quantization, adapters: { basis, rank: 4 } });
+      try {
+        engine.registerAdapter("a", adapter);
+        const dequantised = dequantizedWeights(config, weights, quantization);
+        const ids = syntheticTokens(9, 4);
+        for (const id of [null, "a"]) {
+          const batch = engine.createBatch(1);
+          batch.addRow(id);
+          const [row] = await engine.step(batch, [ids], "all");
+          const reference = referenceForward(config, id === null ? dequantised : mergeIntoWeights(config, dequantised, basis, adapter), ids);
+          for (let t = 0; t < ids.length; t++) {
+            expect(maxAbsDiff(row.data.subarray(t * config.vocabSize, (t + 1) * config.vocabSize), reference[t]), `${id} at ${t}`).toBeLessThanOrEqual(
+              TOLERANCE,
+            );
+          }
+        }
+      } finally {
+        await engine.dispose();
+      }
     });
   });
 
