@@ -16,7 +16,6 @@
  *     each int4-trained adapter served on f32 weights (the difference an adapter sees when served
  *     on another precision than it was trained on).
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,6 +30,7 @@ import { quantizationOf, type WeightPrecision } from "../gpu-runner/quantize/blo
 import { writeRealSizeCheckpoint } from "../gpu-runner/testing/realsize-checkpoints.ts";
 import { fineTune } from "../gpu-runner/training/trainer.ts";
 import { TrainingSession, type TrainingBatch } from "../gpu-runner/training/training-session.ts";
+import { runPhase } from "./child-phase.ts";
 import { exactMatch, MAX_LENGTH, mean, tokenizeTask, trainedLoss } from "./fine-tune-scoring.ts";
 import { writeGguf } from "./gguf.ts";
 import { formatTask, recallTask, toChatJsonl } from "./quality-tasks.ts";
@@ -45,25 +45,6 @@ const R_MAX = 64;
 const FINE_TUNE_SEEDS = [1, 2, 3];
 
 type Figures = Record<string, number>;
-
-/** Runs a phase script in a child process and returns the JSON object it prints last. */
-function phase(script: string, args: string[]): Promise<Figures> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, script), ...args], { stdio: ["ignore", "pipe", "inherit"] });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      const last = output.trim().split("\n").pop() ?? "";
-      if (code !== 0) return reject(new Error(`${script} ${args.join(" ")} exited with ${code}`));
-      try {
-        resolve(JSON.parse(last) as Figures);
-      } catch {
-        reject(new Error(`${script} printed no result: ${last.slice(0, 200)}`));
-      }
-    });
-  });
-}
 
 /** Our engine and llama.cpp on Qwen2.5-0.5B's shapes, f32 and int4, round after round. */
 async function engineComparison(root: string): Promise<Record<string, unknown>> {
@@ -81,8 +62,8 @@ async function engineComparison(root: string): Promise<Record<string, unknown>> 
   }
   const cache = join(root, "cache");
   const threads = String(availableParallelism());
-  const ours = (precision: WeightPrecision) => phase("quantized-phase.ts", [checkpoint, cache, precision, String(DECODE_TOKENS)]);
-  const llamaCpp = (precision: WeightPrecision) => phase("llamacpp-phase.ts", [ggufs.get(precision)!, threads, String(DECODE_TOKENS)]);
+  const ours = (precision: WeightPrecision) => runPhase("quantized-phase.ts", [checkpoint, cache, precision, String(DECODE_TOKENS)]);
+  const llamaCpp = (precision: WeightPrecision) => runPhase("llamacpp-phase.ts", [ggufs.get(precision)!, threads, String(DECODE_TOKENS)]);
   for (const precision of precisions) {
     progress(`our ${precision} weight file (written once, as a runner's first start does)…`);
     await ours(precision);

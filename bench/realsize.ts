@@ -9,35 +9,16 @@
  *   - the PiCa basis of both shapes (rMax 32), as a runner computes it the first time;
  *   - a real fine-tuning step on the 1B shapes beside a serving session, with its memory.
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeRealSizeCheckpoint } from "../gpu-runner/testing/realsize-checkpoints.ts";
+import { runPhase } from "./child-phase.ts";
 import { progress, round } from "./stats.ts";
 
-const R_MAX = 32;
+const phase = (name: string, args: string[]) => runPhase("realsize-phase.ts", [name, ...args]);
 
-/** Runs one phase in a child process and returns the JSON object it prints last. */
-function phase(name: string, args: string[]): Promise<Record<string, number>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "realsize-phase.ts"), name, ...args], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      const last = output.trim().split("\n").pop() ?? "";
-      if (code !== 0) return reject(new Error(`phase ${name} exited with ${code}`));
-      try {
-        resolve(JSON.parse(last) as Record<string, number>);
-      } catch {
-        reject(new Error(`phase ${name} printed no result: ${last.slice(0, 200)}`));
-      }
-    });
-  });
-}
+const R_MAX = 32;
 
 /** Runs the real-size bench and returns its figures. */
 export async function runRealSizeBench(): Promise<Record<string, unknown>> {

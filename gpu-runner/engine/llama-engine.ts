@@ -11,7 +11,7 @@ import type { GraphBuilder } from "../graph/builder.ts";
 import { groupLayouts, projectionInputName, stackedProjection } from "../model/adapter-layout.ts";
 import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildLlamaGraph, LLAMA_IO, type CachePlacement } from "../model/llama-graph.ts";
-import { frozenWeightBytes, openGraphBeside, weightFileSource, writeWeightFile, type WeightFile } from "../model/weight-file.ts";
+import { fileQuantization, frozenWeightBytes, openGraphBeside, weightFileSource, writeWeightFile, type WeightFile } from "../model/weight-file.ts";
 import { linearShape, type LinearModule, type WeightMap } from "../model/weights.ts";
 import { DEFAULT_TARGET_MODULES, type Basis, type PicaAdapter } from "../pica/types.ts";
 import { DeviceTensor, OnnxSession, type Feed, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
@@ -104,9 +104,7 @@ export class LlamaEngine {
     };
     const { weightFile } = options;
     if (weightFile !== undefined) {
-      if (options.quantization !== undefined && JSON.stringify(options.quantization) !== JSON.stringify(weightFile.quantization))
-        throw new Error("the engine's quantization differs from its weight file's");
-      const { quantization } = weightFile;
+      const quantization = fileQuantization(weightFile, options.quantization);
       const graph = buildLlamaGraph(config, weights, {
         adapters: spec,
         cache: placement,

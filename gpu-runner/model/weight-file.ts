@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { temporaryPathBeside, writeFileAtomic } from "../checkpoint/atomic-write.ts";
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import { modelFingerprintYielding } from "../pica/fingerprint.ts";
-import type { Quantization } from "../quantize/block-format.ts";
+import { sameQuantization, type Quantization } from "../quantize/block-format.ts";
 import type { ModelConfig } from "./config.ts";
 import { buildLlamaGraph } from "./llama-graph.ts";
 import type { WeightSource } from "./linear-graph.ts";
@@ -145,8 +145,17 @@ export async function openOrWriteWeightFile(
   return { file: await writeWeightFile(directory, config, weights, quantization), written: true };
 }
 
-function sameQuantization(a: Quantization | null, b: Quantization | null): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+/**
+ * The quantization a graph on `file` is built with: the file's own. One asked for besides
+ * (`undefined`: none) must be the same, or the graph would name tensors the file does not hold.
+ */
+export function fileQuantization(file: WeightFile, requested: Quantization | null | undefined): Quantization | null {
+  if (requested !== undefined && !sameQuantization(requested, file.quantization)) {
+    throw new Error(
+      `weights ${requested?.precision ?? "f32"} were asked for, but the weight file in ${file.directory} holds ${file.quantization?.precision ?? "f32"} weights`,
+    );
+  }
+  return file.quantization;
 }
 
 /**

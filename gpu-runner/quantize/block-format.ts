@@ -60,6 +60,19 @@ export function quantizationOf(precision: WeightPrecision, blockSize = DEFAULT_B
 export type QuantizedProducts = "float" | "int8";
 export const DEFAULT_QUANTIZED_PRODUCTS: QuantizedProducts = "int8";
 
+/** Whether two quantizations (or float32, null) hold weights alike. */
+export function sameQuantization(a: Quantization | null, b: Quantization | null): boolean {
+  return (
+    a === b ||
+    (a !== null &&
+      b !== null &&
+      a.precision === b.precision &&
+      a.linearBits === b.linearBits &&
+      a.embeddingBits === b.embeddingBits &&
+      a.blockSize === b.blockSize)
+  );
+}
+
 /** A quantized [rows, cols] matrix. */
 export interface QuantizedMatrix {
   bits: WeightBits;

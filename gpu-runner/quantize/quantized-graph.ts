@@ -83,7 +83,6 @@ export function dequantizeRows(
   const blocks = codes.shape[codes.shape.length - 2] as number;
   let unpacked = codes; // [.., blocks, blockSize] of uint8 codes
   if (bits === 4) {
-    const bytes = blockBytes(4, blockSize);
     const low = g.addNode("BitwiseAnd", [codes, g.initializer(`${name}/low_mask`, "uint8", [], Uint8Array.of(15))], [{ dtype: "uint8", shape: codes.shape }], {
       name: `${name}/low/BitwiseAnd`,
     })[0];
@@ -93,7 +92,6 @@ export function dequantizeRows(
     })[0];
     const pairs = concat(g, `${name}/Concat`, [unsqueeze(g, `${name}/low/Unsqueeze`, low, [-1]), unsqueeze(g, `${name}/high/Unsqueeze`, high, [-1])], -1);
     unpacked = reshape(g, `${name}/codes/Reshape`, pairs, [...lead.map(() => 0), blocks, blockSize], { outShape: [...lead, blocks, blockSize] });
-    if (bytes * 2 !== blockSize) throw new Error(`${name}: ${bytes} bytes cannot hold ${blockSize} 4-bit codes`);
   }
   const float = cast(g, `${name}/Cast`, unpacked, dtype);
   const zero = g.constFloat(zeroPoint(bits), dtype as "float32" | "float64");

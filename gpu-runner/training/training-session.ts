@@ -7,7 +7,7 @@ import { appendGradients } from "../graph/autodiff.ts";
 import { slidingWindow, type ModelConfig } from "../model/config.ts";
 import { buildTrainingGraph, MASK_VALUE, TRAINING_IO, type TrainableParameter, type TrainingMethod } from "../model/training-graph.ts";
 import type { WeightMap } from "../model/weights.ts";
-import { openGraphBeside, weightFileSource, type WeightFile } from "../model/weight-file.ts";
+import { fileQuantization, openGraphBeside, weightFileSource, type WeightFile } from "../model/weight-file.ts";
 import type { QuantizedProducts, Quantization } from "../quantize/block-format.ts";
 import { OnnxSession, type HostTensor, type OnnxSessionOptions } from "../runtime/onnx-session.ts";
 
@@ -54,7 +54,7 @@ export class TrainingSession {
     const { weightFile } = options;
     if (weightFile !== undefined && dtype !== "float32") throw new Error("a weight file holds float32 weights; float64 training graphs keep theirs inline");
     const source = weightFile === undefined ? undefined : weightFileSource(weightFile);
-    const quantization = weightFile?.quantization ?? options.quantization ?? null;
+    const quantization = weightFile === undefined ? (options.quantization ?? null) : fileQuantization(weightFile, options.quantization);
     const { graph, loss, parameters } = buildTrainingGraph(config, weights, method, { dtype, source, quantization, products: options.quantizedProducts });
     const gradients = appendGradients(
       graph,
